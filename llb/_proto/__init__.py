@@ -1,0 +1,1 @@
+"""Generated protobuf code for the BuildKit v0.8 wire protocol."""
