@@ -1,0 +1,301 @@
+"""`run` steps (ExecOp) and the mounts they can use."""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from .errors import InvalidGraph
+from .state import MarshalContext, Network, OpOptions, Output, State, Vertex, merge_env, resolve_path
+
+if TYPE_CHECKING:
+    from ._proto import ops_pb2
+
+__all__ = ["ExecState", "Mount", "bind", "cache", "secret", "ssh", "tmpfs", "Sharing"]
+
+Sharing = Literal["shared", "private", "locked"]
+MountKind = Literal["bind", "cache", "secret", "ssh", "tmpfs"]
+
+_SHARING_VALUES = {"shared": 0, "private": 1, "locked": 2}
+_MOUNT_TYPES = {"bind": 0, "secret": 1, "ssh": 2, "cache": 3, "tmpfs": 4}
+_NET_MODES = {Network.SANDBOX: 0, Network.HOST: 1, Network.NONE: 2}
+
+
+def _mount_dest(dest: str) -> str:
+    if not isinstance(dest, str) or not dest:
+        raise InvalidGraph(f"mount destination must be a non-empty string, got {dest!r}")
+    if not dest.startswith("/"):
+        raise InvalidGraph(f"mount destination {dest!r} must be an absolute path")
+    if "\x00" in dest:
+        raise InvalidGraph(f"mount destination {dest!r} contains a NUL byte")
+    return posixpath.normpath(dest) if dest != "/" else "/"
+
+
+def _check_id(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidGraph(f"{kind} mount needs a non-empty id")
+    return value
+
+
+def _check_owner_mode(kind: str, uid: int, gid: int, mode: int) -> None:
+    for label, value in (("uid", uid), ("gid", gid)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**32:
+            raise InvalidGraph(f"{kind} mount {label} must be an integer in 0..2^32-1, got {value!r}")
+    if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777:
+        raise InvalidGraph(f"{kind} mount mode must be within 0o0..0o7777, got {mode!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A filesystem mounted into a `run` step; build with the classmethods (or module functions)."""
+
+    dest: str
+    kind: MountKind
+    source: State | None = None
+    source_path: str = "/"
+    readonly: bool = False
+    id: str = ""
+    sharing: Sharing = "shared"
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0
+    optional: bool = False
+
+    @classmethod
+    def bind(cls, dest: str, source: State, *, source_path: str = "/", readonly: bool = True) -> Mount:
+        """Mounts `source` (at `source_path`); a writable bind yields a new state via `ExecState.mount_state`."""
+        if not isinstance(source, State):
+            raise InvalidGraph(f"bind mount source for {dest!r} must be a State, got {type(source).__name__}")
+        path = resolve_path("/", source_path, what="bind mount source path")
+        return cls(_mount_dest(dest), "bind", source=source, source_path=path, readonly=bool(readonly))
+
+    @classmethod
+    def cache(cls, dest: str, id: str, *, sharing: Sharing = "shared") -> Mount:
+        """A persistent cache directory shared between builds by `id` (not part of the result)."""
+        if sharing not in _SHARING_VALUES:
+            raise InvalidGraph(f"cache mount sharing must be one of shared, private, locked; got {sharing!r}")
+        return cls(_mount_dest(dest), "cache", id=_check_id("cache", id), sharing=sharing)
+
+    @classmethod
+    def secret(cls, dest: str, id: str, *, uid: int = 0, gid: int = 0, mode: int = 0o400, optional: bool = False) -> Mount:
+        """A file with the secret `id` from the client session; never stored in the result."""
+        _check_owner_mode("secret", uid, gid, mode)
+        return cls(_mount_dest(dest), "secret", id=_check_id("secret", id), uid=uid, gid=gid, mode=mode, optional=bool(optional))
+
+    @classmethod
+    def ssh(
+        cls,
+        dest: str = "/run/buildkit/ssh_agent.0",
+        id: str = "default",
+        *,
+        uid: int = 0,
+        gid: int = 0,
+        mode: int = 0o600,
+        optional: bool = False,
+    ) -> Mount:
+        """A socket forwarding the client's ssh agent `id`."""
+        _check_owner_mode("ssh", uid, gid, mode)
+        return cls(_mount_dest(dest), "ssh", id=_check_id("ssh", id), uid=uid, gid=gid, mode=mode, optional=bool(optional))
+
+    @classmethod
+    def tmpfs(cls, dest: str) -> Mount:
+        """An empty in-memory filesystem for the duration of the step."""
+        return cls(_mount_dest(dest), "tmpfs")
+
+    @property
+    def writable_bind(self) -> bool:
+        return self.kind == "bind" and not self.readonly
+
+
+bind = Mount.bind
+cache = Mount.cache
+secret = Mount.secret
+ssh = Mount.ssh
+tmpfs = Mount.tmpfs
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class ExecVertex(Vertex):
+    root: Output | None
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    cwd: str
+    user: str
+    network: Network
+    mounts: tuple[Mount, ...]
+    options: OpOptions
+    outputs: Mapping[str, int] = field(default_factory=dict)
+
+    def dependencies(self) -> tuple[Output, ...]:
+        deps: list[Output] = [] if self.root is None else [self.root]
+        for m in self.mounts:
+            if m.kind == "bind" and m.source is not None and m.source.output is not None:
+                deps.append(m.source.output)
+        return tuple(deps)
+
+    def label(self) -> str:
+        return self.options.name or " ".join(self.args)
+
+    def to_op(self, ctx: MarshalContext) -> tuple[ops_pb2.Op, ops_pb2.OpMetadata]:
+        from ._proto import ops_pb2
+
+        op = ops_pb2.Op()
+        caps = {"exec.meta.base"}
+        keys: list[tuple[str, int]] = []
+
+        def input_index(output: Output | None) -> int:
+            if output is None:
+                return -1
+            inp = ctx.input(output)
+            key = (inp.digest, inp.index)
+            if key not in keys:
+                keys.append(key)
+                op.inputs.append(inp)
+            return keys.index(key)
+
+        exec_op = op.exec
+        exec_op.meta.args.extend(self.args)
+        exec_op.meta.env.extend(f"{k}={v}" for k, v in self.env)
+        exec_op.meta.cwd = self.cwd
+        exec_op.meta.user = self.user
+        exec_op.network = _NET_MODES[self.network]
+        if self.network is not Network.SANDBOX:
+            caps.add("exec.meta.network")
+        exec_op.mounts.append(ops_pb2.Mount(input=input_index(self.root), dest="/", output=0))
+        for m in self.mounts:
+            pm = ops_pb2.Mount(dest=m.dest, mountType=_MOUNT_TYPES[m.kind], input=-1, output=-1)
+            if m.kind == "bind":
+                assert m.source is not None
+                pm.input = input_index(m.source.output)
+                pm.readonly = m.readonly
+                pm.output = self.outputs.get(m.dest, -1)
+                if m.source_path != "/":
+                    pm.selector = m.source_path
+                    caps.add("exec.mount.selector")
+                caps.add("exec.mount.bind")
+            elif m.kind == "cache":
+                pm.cacheOpt.ID = m.id
+                pm.cacheOpt.sharing = _SHARING_VALUES[m.sharing]
+                caps.update(("exec.mount.cache", "exec.mount.cache.sharing"))
+            elif m.kind == "secret":
+                pm.secretOpt.CopyFrom(ops_pb2.SecretOpt(ID=m.id, uid=m.uid, gid=m.gid, mode=m.mode, optional=m.optional))
+                caps.add("exec.mount.secret")
+            elif m.kind == "ssh":
+                pm.SSHOpt.CopyFrom(ops_pb2.SSHOpt(ID=m.id, uid=m.uid, gid=m.gid, mode=m.mode, optional=m.optional))
+                caps.add("exec.mount.ssh")
+            else:
+                caps.add("exec.mount.tmpfs")
+            exec_op.mounts.append(pm)
+        md = self.options.apply(ctx, op, caps)
+        return op, md
+
+
+@dataclass(frozen=True, slots=True)
+class ExecState(State):
+    """The state after a `run`: itself the root filesystem, plus access to writable mounts."""
+
+    exec_vertex: ExecVertex | None = field(default=None, repr=False, compare=False)
+
+    def root(self) -> State:
+        """The root filesystem after the command ran."""
+        return self._derive()
+
+    def mount_state(self, dest: str) -> State:
+        """The contents of the writable bind mount at `dest` after the command ran."""
+        assert self.exec_vertex is not None
+        norm = _mount_dest(dest)
+        if norm == "/":
+            return self.root()
+        index = self.exec_vertex.outputs.get(norm)
+        if index is None:
+            writable = sorted(self.exec_vertex.outputs) or ["none"]
+            raise InvalidGraph(
+                f"{dest!r} is not a writable bind mount of {self.exec_vertex.label()!r} "
+                f"(writable mounts: {', '.join(writable)}); pass readonly=False to llb.bind"
+            )
+        return self._derive(output=Output(self.exec_vertex, index))
+
+
+def _args(args: str | Sequence[str], shell: bool) -> tuple[str, ...]:
+    if isinstance(args, str):
+        if shell:
+            result: Sequence[str] = ["/bin/sh", "-c", args]
+        else:
+            try:
+                result = shlex.split(args)
+            except ValueError as exc:
+                raise InvalidGraph(f"cannot split command {args!r}: {exc}") from None
+    elif isinstance(args, Sequence):
+        result = ["/bin/sh", "-c", shlex.join(args)] if shell else list(args)
+    else:
+        raise InvalidGraph(f"run args must be a string or a sequence of strings, got {type(args).__name__}")
+    if not result or (len(result) == 3 and shell and not result[2].strip()):
+        raise InvalidGraph("run needs a command: args are empty")
+    for a in result:
+        if not isinstance(a, str):
+            raise InvalidGraph(f"run args must be strings, got {a!r}")
+        if "\x00" in a:
+            raise InvalidGraph(f"run argument {a!r} contains a NUL byte")
+    if not result[0]:
+        raise InvalidGraph("run needs a command: the first argument is empty")
+    return tuple(result)
+
+
+def make_exec(
+    base: State,
+    args: str | Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+    user: str | None,
+    network: Network | str | None,
+    mounts: Sequence[Mount],
+    name: str | None,
+    ignore_cache: bool,
+    shell: bool,
+) -> ExecState:
+    argv = _args(args, shell)
+    env_vars = merge_env(base.env_vars, env or {})
+    workdir = base.cwd if cwd is None else resolve_path(base.cwd, cwd, what="working directory")
+    if user is not None and (not isinstance(user, str) or "\x00" in user):
+        raise InvalidGraph(f"invalid user {user!r}")
+    net = base.network if network is None else Network.coerce(network)
+    if isinstance(mounts, Mount):
+        raise InvalidGraph("mounts must be a sequence of llb mounts, e.g. mounts=[llb.cache(...)]")
+    seen: dict[str, Mount] = {}
+    for m in mounts:
+        if not isinstance(m, Mount):
+            raise InvalidGraph(f"mounts must be llb mounts (llb.bind, llb.cache, ...), got {type(m).__name__}")
+        if m.dest == "/":
+            raise InvalidGraph("cannot mount over '/': run on the state you want as the root filesystem instead")
+        if m.dest in seen:
+            raise InvalidGraph(f"two mounts target {m.dest!r} in {' '.join(argv)!r}")
+        seen[m.dest] = m
+    ordered = tuple(seen[d] for d in sorted(seen))
+    outputs: dict[str, int] = {"/": 0}
+    for m in ordered:
+        if m.writable_bind:
+            outputs[m.dest] = len(outputs)
+    vertex = ExecVertex(
+        root=base.output,
+        args=argv,
+        env=env_vars,
+        cwd=workdir,
+        user=base.user if user is None else user,
+        network=net,
+        mounts=ordered,
+        options=OpOptions(name=name, ignore_cache=bool(ignore_cache), platform=base.platform),
+        outputs={k: v for k, v in outputs.items() if k != "/"},
+    )
+    return ExecState(
+        output=Output(vertex, 0),
+        env_vars=base.env_vars,
+        cwd=base.cwd,
+        user=base.user,
+        platform=base.platform,
+        network=base.network,
+        exec_vertex=vertex,
+    )

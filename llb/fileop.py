@@ -1,0 +1,374 @@
+"""File actions (mkdir, mkfile, rm, copy) combined into one FileOp per `State.file` call."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+from .errors import InvalidGraph
+from .state import MarshalContext, OpOptions, Output, State, Vertex, resolve_path
+
+if TYPE_CHECKING:
+    from ._proto import ops_pb2
+
+__all__ = ["FileAction", "Owner", "mkdir", "mkfile", "rm", "copy", "MAX_INLINE_FILE_BYTES"]
+
+# Docker 20.10's gRPC server rejects messages over 4 MiB; a file this large belongs in a local source.
+MAX_INLINE_FILE_BYTES = 3 * 1024 * 1024
+
+OwnerSpec = Union[str, int, tuple[int, int], tuple[str, str], None]
+_NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """File owner: numeric ids or names looked up in the target's /etc/passwd and /etc/group."""
+
+    user: int | str
+    group: int | str | None = None
+
+    @classmethod
+    def parse(cls, spec: OwnerSpec | Owner) -> Owner | None:
+        if spec is None or isinstance(spec, Owner):
+            return spec
+        if isinstance(spec, bool):
+            raise InvalidGraph(f"invalid owner {spec!r}")
+        if isinstance(spec, int):
+            return cls(_owner_part(spec, "user"))
+        if isinstance(spec, tuple):
+            if len(spec) != 2:
+                raise InvalidGraph(f"owner tuple must be (user, group), got {spec!r}")
+            return cls(_owner_part(spec[0], "user"), _owner_part(spec[1], "group"))
+        if isinstance(spec, str):
+            user, sep, group = spec.partition(":")
+            return cls(_owner_part(user, "user"), _owner_part(group, "group") if sep else None)
+        raise InvalidGraph(f"owner must be 'user[:group]', a uid or a (uid, gid) tuple; got {spec!r}")
+
+    @property
+    def by_name(self) -> bool:
+        return isinstance(self.user, str) or isinstance(self.group, str)
+
+    def __str__(self) -> str:
+        return f"{self.user}" if self.group is None else f"{self.user}:{self.group}"
+
+
+def _owner_part(value: int | str, what: str) -> int | str:
+    if isinstance(value, bool):
+        raise InvalidGraph(f"invalid owner {what} {value!r}")
+    if isinstance(value, int):
+        if not 0 <= value < 2**32:
+            raise InvalidGraph(f"owner {what} id {value} out of range")
+        return value
+    if isinstance(value, str):
+        if value.isdigit():
+            return _owner_part(int(value), what)
+        if not _NAME.match(value):
+            raise InvalidGraph(f"invalid owner {what} name {value!r}")
+        return value
+    raise InvalidGraph(f"invalid owner {what} {value!r}")
+
+
+def _mode(mode: int, what: str) -> int:
+    if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777:
+        raise InvalidGraph(f"{what} mode must be an integer within 0o0..0o7777, got {mode!r}")
+    return mode
+
+
+def _path(path: str, what: str) -> str:
+    if not isinstance(path, str) or not path:
+        raise InvalidGraph(f"{what} path must be a non-empty string, got {path!r}")
+    if "\x00" in path:
+        raise InvalidGraph(f"{what} path {path!r} contains a NUL byte")
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class _Mkdir:
+    path: str
+    mode: int
+    parents: bool
+    owner: Owner | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Mkfile:
+    path: str
+    data: bytes
+    mode: int
+    owner: Owner | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Rm:
+    path: str
+    allow_not_found: bool
+    allow_wildcard: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Copy:
+    source: State
+    src: str
+    dest: str
+    owner: Owner | None
+    mode: int | None
+    follow_symlinks: bool
+    copy_dir_contents: bool
+    create_dest_path: bool
+    allow_wildcard: bool
+    allow_empty_wildcard: bool
+
+
+_Step = Union[_Mkdir, _Mkfile, _Rm, _Copy]
+
+
+@dataclass(frozen=True, slots=True)
+class FileAction:
+    """An ordered chain of file actions; apply with `State.file(action)`.
+
+    Relative paths are resolved against the working directory of the state the
+    chain is applied to (copy sources: against the source state's).
+    """
+
+    steps: tuple[_Step, ...] = ()
+
+    def _then(self, step: _Step) -> FileAction:
+        return FileAction(self.steps + (step,))
+
+    def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False, owner: OwnerSpec | Owner = None) -> FileAction:
+        return self._then(_Mkdir(_path(path, "mkdir"), _mode(mode, "mkdir"), bool(parents), Owner.parse(owner)))
+
+    def mkfile(self, path: str, data: bytes | str, mode: int = 0o644, *, owner: OwnerSpec | Owner = None) -> FileAction:
+        if isinstance(data, str):
+            data = data.encode()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidGraph(f"mkfile data must be bytes or str, got {type(data).__name__}")
+        data = bytes(data)
+        if len(data) > MAX_INLINE_FILE_BYTES:
+            raise InvalidGraph(
+                f"mkfile {path!r}: {len(data)} bytes is too large to inline in the build definition "
+                f"(limit {MAX_INLINE_FILE_BYTES}); ship large files with llb.local() and copy them instead"
+            )
+        return self._then(_Mkfile(_path(path, "mkfile"), data, _mode(mode, "mkfile"), Owner.parse(owner)))
+
+    def rm(self, path: str, *, allow_not_found: bool = False, allow_wildcard: bool = False) -> FileAction:
+        return self._then(_Rm(_path(path, "rm"), bool(allow_not_found), bool(allow_wildcard)))
+
+    def copy(
+        self,
+        source: State,
+        src: str,
+        dest: str,
+        *,
+        owner: OwnerSpec | Owner = None,
+        mode: int | None = None,
+        follow_symlinks: bool = True,
+        copy_dir_contents: bool = True,
+        create_dest_path: bool = True,
+        allow_wildcard: bool = True,
+        allow_empty_wildcard: bool = True,
+    ) -> FileAction:
+        """Copies `src` from `source` to `dest`; a `dest` ending in '/' means "into this directory"."""
+        if not isinstance(source, State):
+            raise InvalidGraph(f"copy source must be a State, got {type(source).__name__}")
+        if source.is_scratch:
+            raise InvalidGraph(f"copy of {src!r}: the source state is scratch (empty), there is nothing to copy")
+        return self._then(
+            _Copy(
+                source,
+                _path(src, "copy source"),
+                _path(dest, "copy destination"),
+                Owner.parse(owner),
+                None if mode is None else _mode(mode, "copy"),
+                bool(follow_symlinks),
+                bool(copy_dir_contents),
+                bool(create_dest_path),
+                bool(allow_wildcard),
+                bool(allow_empty_wildcard),
+            )
+        )
+
+
+def mkdir(path: str, mode: int = 0o755, *, parents: bool = False, owner: OwnerSpec | Owner = None) -> FileAction:
+    """Creates a directory (with `parents=True`, like `mkdir -p`)."""
+    return FileAction().mkdir(path, mode, parents=parents, owner=owner)
+
+
+def mkfile(path: str, data: bytes | str, mode: int = 0o644, *, owner: OwnerSpec | Owner = None) -> FileAction:
+    """Creates a file with inline contents (kept small: it travels inside the definition)."""
+    return FileAction().mkfile(path, data, mode, owner=owner)
+
+
+def rm(path: str, *, allow_not_found: bool = False, allow_wildcard: bool = False) -> FileAction:
+    """Removes a path."""
+    return FileAction().rm(path, allow_not_found=allow_not_found, allow_wildcard=allow_wildcard)
+
+
+def copy(
+    source: State,
+    src: str,
+    dest: str,
+    *,
+    owner: OwnerSpec | Owner = None,
+    mode: int | None = None,
+    follow_symlinks: bool = True,
+    copy_dir_contents: bool = True,
+    create_dest_path: bool = True,
+    allow_wildcard: bool = True,
+    allow_empty_wildcard: bool = True,
+) -> FileAction:
+    """Copies `src` from another state."""
+    return FileAction().copy(
+        source,
+        src,
+        dest,
+        owner=owner,
+        mode=mode,
+        follow_symlinks=follow_symlinks,
+        copy_dir_contents=copy_dir_contents,
+        create_dest_path=create_dest_path,
+        allow_wildcard=allow_wildcard,
+        allow_empty_wildcard=allow_empty_wildcard,
+    )
+
+
+def _resolve(step: _Step, cwd: str) -> _Step:
+    if isinstance(step, _Copy):
+        return _Copy(
+            step.source,
+            resolve_path(step.source.cwd, step.src, what="copy source", keep_slash=True),
+            resolve_path(cwd, step.dest, what="copy destination", keep_slash=True),
+            step.owner,
+            step.mode,
+            step.follow_symlinks,
+            step.copy_dir_contents,
+            step.create_dest_path,
+            step.allow_wildcard,
+            step.allow_empty_wildcard,
+        )
+    if isinstance(step, _Mkdir):
+        return _Mkdir(resolve_path(cwd, step.path, what="mkdir path"), step.mode, step.parents, step.owner)
+    if isinstance(step, _Mkfile):
+        return _Mkfile(resolve_path(cwd, step.path, what="mkfile path"), step.data, step.mode, step.owner)
+    return _Rm(resolve_path(cwd, step.path, what="rm path"), step.allow_not_found, step.allow_wildcard)
+
+
+def _describe(step: _Step) -> str:
+    if isinstance(step, _Copy):
+        return f"copy {step.src} {step.dest}"
+    if isinstance(step, _Mkdir):
+        return f"mkdir {step.path}"
+    if isinstance(step, _Mkfile):
+        return f"mkfile {step.path}"
+    return f"rm {step.path}"
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class FileVertex(Vertex):
+    base: Output | None
+    steps: tuple[_Step, ...]
+    options: OpOptions
+
+    def dependencies(self) -> tuple[Output, ...]:
+        deps: list[Output] = [] if self.base is None else [self.base]
+        for step in self.steps:
+            if isinstance(step, _Copy) and step.source.output is not None:
+                deps.append(step.source.output)
+        return tuple(deps)
+
+    def label(self) -> str:
+        return self.options.name or ", ".join(_describe(s) for s in self.steps)
+
+    def to_op(self, ctx: MarshalContext) -> tuple[ops_pb2.Op, ops_pb2.OpMetadata]:
+        from ._proto import ops_pb2
+
+        op = ops_pb2.Op()
+        keys: list[tuple[str, int]] = []
+
+        def input_index(output: Output | None) -> int:
+            if output is None:
+                return -1
+            inp = ctx.input(output)
+            key = (inp.digest, inp.index)
+            if key not in keys:
+                keys.append(key)
+                op.inputs.append(inp)
+            return keys.index(key)
+
+        base_index = input_index(self.base)
+        secondary = [input_index(s.source.output) if isinstance(s, _Copy) else -1 for s in self.steps]
+        n_inputs = len(keys)
+        caps = {"file.base"}
+        for i, step in enumerate(self.steps):
+            action = op.file.actions.add()
+            action.input = base_index if i == 0 else n_inputs + i - 1
+            action.secondaryInput = secondary[i]
+            action.output = 0 if i == len(self.steps) - 1 else -1
+            owner = getattr(step, "owner", None)
+            if owner is not None and owner.by_name and action.input == -1:
+                raise InvalidGraph(
+                    f"{_describe(step)}: owner {owner} is given by name but the target is scratch, "
+                    "which has no /etc/passwd; use numeric ids such as owner=(1000, 1000)"
+                )
+            if isinstance(step, _Copy):
+                cp = action.copy
+                cp.src = step.src
+                cp.dest = step.dest
+                if owner is not None:
+                    _set_owner(cp.owner, owner, action.input)
+                cp.mode = -1 if step.mode is None else step.mode
+                cp.followSymlink = step.follow_symlinks
+                cp.dirCopyContents = step.copy_dir_contents
+                cp.createDestPath = step.create_dest_path
+                cp.allowWildcard = step.allow_wildcard
+                cp.allowEmptyWildcard = step.allow_empty_wildcard
+                cp.timestamp = -1
+            elif isinstance(step, _Mkdir):
+                md_ = action.mkdir
+                md_.path = step.path
+                md_.mode = step.mode
+                md_.makeParents = step.parents
+                if owner is not None:
+                    _set_owner(md_.owner, owner, action.input)
+                md_.timestamp = -1
+            elif isinstance(step, _Mkfile):
+                mf = action.mkfile
+                mf.path = step.path
+                mf.mode = step.mode
+                mf.data = step.data
+                if owner is not None:
+                    _set_owner(mf.owner, owner, action.input)
+                mf.timestamp = -1
+            else:
+                action.rm.path = step.path
+                action.rm.allowNotFound = step.allow_not_found
+                action.rm.allowWildcard = step.allow_wildcard
+                if step.allow_wildcard:
+                    caps.add("file.rm.wildcard")
+        md = self.options.apply(ctx, op, caps)
+        return op, md
+
+
+def _set_owner(target: ops_pb2.ChownOpt, owner: Owner, input_index: int) -> None:
+    _set_user(target.user, owner.user, input_index)
+    if owner.group is not None:
+        _set_user(target.group, owner.group, input_index)
+
+
+def _set_user(target: ops_pb2.UserOpt, value: int | str, input_index: int) -> None:
+    if isinstance(value, int):
+        target.byID = value
+    else:
+        target.byName.name = value
+        target.byName.input = input_index
+
+
+def make_file(base: State, action: FileAction, *, name: str | None, ignore_cache: bool) -> State:
+    if not isinstance(action, FileAction):
+        raise InvalidGraph(f"State.file takes a FileAction (llb.mkdir, llb.copy, ...), got {type(action).__name__}")
+    if not action.steps:
+        raise InvalidGraph("State.file needs at least one action")
+    steps = tuple(_resolve(s, base.cwd) for s in action.steps)
+    vertex = FileVertex(base.output, steps, OpOptions(name=name, ignore_cache=bool(ignore_cache), platform=base.platform))
+    return base.with_output(Output(vertex, 0))
