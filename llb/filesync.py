@@ -1,0 +1,639 @@
+"""The fsutil DiffCopy protocol, both directions, plus docker-style path patterns.
+
+Sender (FileSync, local sources): one STAT per entry in Go `filepath.Walk`
+order, an empty STAT to end the listing, then DATA for each file the daemon
+REQuests by its index in the STAT sequence. Receiver (FileSend, `local`
+exporter): the mirror image. Modes on the wire are Go `os.FileMode` values,
+not `st_mode`.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import stat as stat_mod
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._proto import fsutil_pb2
+
+__all__ = [
+    "PatternMatcher",
+    "WalkOptions",
+    "walk",
+    "go_mode",
+    "posix_mode",
+    "DiffCopySender",
+    "DiffCopyReceiver",
+]
+
+MODE_DIR = 1 << 31
+MODE_SYMLINK = 1 << 27
+MODE_DEVICE = 1 << 26
+MODE_NAMED_PIPE = 1 << 25
+MODE_SOCKET = 1 << 24
+MODE_SETUID = 1 << 23
+MODE_SETGID = 1 << 22
+MODE_CHAR_DEVICE = 1 << 21
+MODE_STICKY = 1 << 20
+MODE_TYPE = MODE_DIR | MODE_SYMLINK | MODE_DEVICE | MODE_NAMED_PIPE | MODE_SOCKET | MODE_CHAR_DEVICE
+DATA_CHUNK = 256 * 1024
+PACKET_STAT, PACKET_REQ, PACKET_DATA, PACKET_FIN, PACKET_ERR = range(5)
+
+
+def go_mode(st_mode: int) -> int:
+    """Translate a POSIX `st_mode` into Go's `os.FileMode` bits."""
+    mode = st_mode & 0o777
+    fmt = stat_mod.S_IFMT(st_mode)
+    if fmt == stat_mod.S_IFDIR:
+        mode |= MODE_DIR
+    elif fmt == stat_mod.S_IFLNK:
+        mode |= MODE_SYMLINK
+    elif fmt == stat_mod.S_IFBLK:
+        mode |= MODE_DEVICE
+    elif fmt == stat_mod.S_IFCHR:
+        mode |= MODE_DEVICE | MODE_CHAR_DEVICE
+    elif fmt == stat_mod.S_IFIFO:
+        mode |= MODE_NAMED_PIPE
+    elif fmt == stat_mod.S_IFSOCK:
+        mode |= MODE_SOCKET
+    if st_mode & stat_mod.S_ISUID:
+        mode |= MODE_SETUID
+    if st_mode & stat_mod.S_ISGID:
+        mode |= MODE_SETGID
+    if st_mode & stat_mod.S_ISVTX:
+        mode |= MODE_STICKY
+    return mode
+
+
+def posix_mode(mode: int) -> int:
+    """Permission and special bits of a Go FileMode as `chmod` wants them."""
+    out = mode & 0o777
+    if mode & MODE_SETUID:
+        out |= stat_mod.S_ISUID
+    if mode & MODE_SETGID:
+        out |= stat_mod.S_ISGID
+    if mode & MODE_STICKY:
+        out |= stat_mod.S_ISVTX
+    return out
+
+
+# ---------------------------------------------------------------- patterns
+
+
+def _translate(pattern: str) -> str:
+    """A docker/.dockerignore pattern as a regular expression over `/`-separated paths.
+
+    `*` and `?` stay inside one path element, `**` crosses elements (a trailing
+    `**` matches everything below), `[...]` is a character class (`!`/`^`
+    negate), `\\` escapes the next character.
+    """
+    out = ["^"]
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            if i < n and pattern[i] == "*":
+                i += 1
+                if i < n and pattern[i] == "/":
+                    i += 1
+                out.append(".*" if i >= n else "(?:.*/)?")
+            else:
+                out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = i
+            if j < n and pattern[j] in "!^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append("\\[")
+            else:
+                body = pattern[i:j]
+                i = j + 1
+                neg = body[:1] in ("!", "^")
+                if neg:
+                    body = body[1:]
+                body = body.replace("\\", "\\\\")
+                out.append(f"[{'^' if neg else ''}{body}]" if not neg else f"[^/{body}]")
+        elif c == "\\":
+            if i < n:
+                out.append(re.escape(pattern[i]))
+                i += 1
+            else:
+                out.append("\\\\")
+        else:
+            out.append(re.escape(c))
+    out.append("$")
+    return "".join(out)
+
+
+def _clean(path: str) -> str:
+    """`filepath.Clean` for relative `/` paths."""
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts and parts[-1] != "..":
+                parts.pop()
+            else:
+                parts.append(part)
+            continue
+        parts.append(part)
+    return "/".join(parts) or "."
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    text: str
+    exclusion: bool
+    regex: re.Pattern[str]
+    depth: int
+
+
+class PatternMatcher:
+    """Exclude patterns with `.dockerignore` semantics: the last matching pattern wins,
+    `!pattern` re-includes, and a pattern matching a parent directory matches below it."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        compiled: list[_Pattern] = []
+        for raw in patterns:
+            p = raw.strip()
+            if not p:
+                continue
+            exclusion = p.startswith("!")
+            if exclusion:
+                p = p[1:].strip()
+                if not p:
+                    raise ValueError('illegal exclusion pattern: "!"')
+            p = _clean(p.lstrip("/"))
+            compiled.append(_Pattern(p, exclusion, re.compile(_translate(p)), p.count("/") + 1))
+        self.patterns: tuple[_Pattern, ...] = tuple(compiled)
+        self.has_exclusions = any(p.exclusion for p in compiled)
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def matches(self, path: str) -> bool:
+        matched = False
+        parent = path.rsplit("/", 1)[0] if "/" in path else "."
+        parent_dirs = parent.split("/")
+        for pat in self.patterns:
+            hit = pat.regex.match(path) is not None
+            if not hit and parent != "." and pat.depth <= len(parent_dirs):
+                hit = pat.regex.match("/".join(parent_dirs[: pat.depth])) is not None
+            if hit:
+                matched = not pat.exclusion
+        return matched
+
+    def may_reinclude_below(self, directory: str) -> bool:
+        """Whether an exclusion pattern could re-include something inside `directory`."""
+        prefix = directory + "/"
+        return any(p.exclusion and (p.text + "/").startswith(prefix) for p in self.patterns)
+
+
+def _match_include_prefix(pattern: str, path: str) -> tuple[bool, bool]:
+    """(matches, partial): whether `path` is the include pattern or a directory above it."""
+    depth = path.count("/")
+    partial = False
+    if pattern.count("/") > depth:
+        pattern = "/".join(pattern.split("/")[: depth + 1])
+        partial = True
+    return _glob_element_match(pattern, path), partial
+
+
+def _glob_element_match(pattern: str, path: str) -> bool:
+    """Go `filepath.Match`: wildcards never cross `/`."""
+    regex = _translate(pattern.replace("**", "*"))
+    return re.match(regex, path) is not None
+
+
+# ---------------------------------------------------------------- walking
+
+
+@dataclass(frozen=True)
+class WalkOptions:
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    follow_paths: Sequence[str] = ()
+
+
+@dataclass
+class Entry:
+    path: str
+    abspath: str
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    linkname: str = ""
+    devmajor: int = 0
+    devminor: int = 0
+    regular: bool = False
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+
+
+def _follow_targets(root: str, paths: Sequence[str]) -> list[str]:
+    """Relative targets of symlinks named in `paths`, followed transitively inside root."""
+    out: list[str] = []
+    seen: set[str] = set()
+    todo = [_clean(p.lstrip("/")) for p in paths]
+    while todo:
+        rel = todo.pop()
+        if rel in seen or rel == ".":
+            continue
+        seen.add(rel)
+        full = os.path.join(root, rel)
+        if os.path.islink(full):
+            target = os.readlink(full)
+            if os.path.isabs(target):
+                new = _clean(target.lstrip("/"))
+            else:
+                new = _clean(os.path.join(os.path.dirname(rel), target))
+            if not new.startswith(".."):
+                out.append(new)
+                todo.append(new)
+    return out
+
+
+def walk(root: str | Path, opts: WalkOptions = WalkOptions()) -> Iterator[Entry]:
+    """Entries below root in `filepath.Walk` order (pre-order, names sorted bytewise),
+    filtered like fsutil: includes keep matching paths and the directories above them,
+    excludes drop paths unless an exclusion pattern may re-include below."""
+    root = os.fspath(root)
+    excludes = PatternMatcher(opts.exclude)
+    includes: list[str] | None = None
+    if opts.include:
+        includes = [_clean(p.lstrip("/")) for p in opts.include]
+    if opts.follow_paths:
+        targets = _follow_targets(root, opts.follow_paths)
+        if targets:
+            includes = sorted(set((includes or []) + targets + [_clean(p) for p in opts.follow_paths]))
+    seen_inodes: dict[tuple[int, int], str] = {}
+    last_included_dir: list[str] = [""]
+
+    def visit(rel: str, st: os.stat_result) -> tuple[bool, bool]:
+        """(emit, descend)."""
+        is_dir = stat_mod.S_ISDIR(st.st_mode)
+        if includes is not None:
+            lid = last_included_dir[0]
+            if not (lid and rel.startswith(lid + "/")):
+                matched, partial = False, True
+                for pat in includes:
+                    ok, part = _match_include_prefix(pat, rel)
+                    if ok:
+                        matched = True
+                        if not part:
+                            partial = False
+                            break
+                if not matched:
+                    return False, False
+                if not partial and is_dir:
+                    last_included_dir[0] = rel
+        if excludes and excludes.matches(rel):
+            if is_dir and excludes.has_exclusions and excludes.may_reinclude_below(rel):
+                return True, True
+            return False, False
+        return True, is_dir
+
+    def entry(rel: str, full: str, st: os.stat_result) -> Entry | None:
+        fmt = stat_mod.S_IFMT(st.st_mode)
+        if fmt == stat_mod.S_IFSOCK:
+            return None
+        e = Entry(
+            path=rel,
+            abspath=full,
+            mode=go_mode(st.st_mode),
+            uid=st.st_uid,
+            gid=st.st_gid,
+            size=0,
+            mtime_ns=st.st_mtime_ns,
+        )
+        if fmt in (stat_mod.S_IFBLK, stat_mod.S_IFCHR):
+            e.devmajor, e.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        if fmt != stat_mod.S_IFDIR:
+            e.size = st.st_size
+        if fmt == stat_mod.S_IFLNK:
+            e.linkname = os.readlink(full)
+        elif fmt == stat_mod.S_IFREG:
+            e.regular = True
+            if st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
+                first = seen_inodes.get(key)
+                if first is None:
+                    seen_inodes[key] = rel
+                else:
+                    e.linkname = first
+                    e.regular = False
+        return e
+
+    def recurse(rel_dir: str, full_dir: str) -> Iterator[Entry]:
+        try:
+            names = sorted(os.listdir(os.fsencode(full_dir)))
+        except OSError as exc:
+            raise OSError(f"cannot read {full_dir}: {exc.strerror}") from exc
+        for bname in names:
+            name = os.fsdecode(bname)
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            full = os.path.join(full_dir, name)
+            st = os.lstat(full)
+            emit, descend = visit(rel, st)
+            if emit:
+                e = entry(rel, full, st)
+                if e is not None:
+                    yield e
+            if descend and stat_mod.S_ISDIR(st.st_mode):
+                yield from recurse(rel, full)
+
+    if not os.path.isdir(root):
+        raise NotADirectoryError(f"local directory {root} does not exist or is not a directory")
+    yield from recurse("", root)
+
+
+# ---------------------------------------------------------------- sender
+
+
+class DiffCopySender:
+    """Serves one DiffCopy stream for a local directory (we are the fsutil sender).
+
+    `run(requests)` yields the packets to send; the incoming packets are read on
+    a separate thread because REQs arrive while STATs are still being sent.
+    """
+
+    def __init__(self, root: str | Path, opts: WalkOptions = WalkOptions()) -> None:
+        from ._proto import fsutil_pb2
+
+        self._pb = fsutil_pb2
+        self.root = os.fspath(root)
+        self.opts = opts
+        self._files: dict[int, str] = {}
+        self._files_lock = threading.Lock()
+        self._out: queue.Queue[object] = queue.Queue(maxsize=64)
+        self._reqs: queue.Queue[int | None] = queue.Queue()
+        self._stop = threading.Event()
+        self.sent_stats = 0
+        self.sent_files = 0
+        self.sent_bytes = 0
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._out.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _error(self, message: str) -> None:
+        self._put(self._pb.Packet(type=PACKET_ERR, data=message.encode()))
+        self._put(None)
+
+    def _walker(self) -> None:
+        pb = self._pb
+        try:
+            for i, e in enumerate(walk(self.root, self.opts)):
+                if e.regular:
+                    with self._files_lock:
+                        self._files[i] = e.abspath
+                st = pb.Stat(
+                    path=e.path,
+                    mode=e.mode,
+                    uid=e.uid,
+                    gid=e.gid,
+                    size=e.size,
+                    modTime=e.mtime_ns,
+                    linkname=e.linkname,
+                    devmajor=e.devmajor,
+                    devminor=e.devminor,
+                )
+                self._put(pb.Packet(type=PACKET_STAT, stat=st))
+                self.sent_stats += 1
+                if self._stop.is_set():
+                    return
+            self._put(pb.Packet(type=PACKET_STAT))
+        except OSError as exc:
+            self._error(f"failed to walk {self.root}: {exc}")
+
+    def _file_worker(self) -> None:
+        pb = self._pb
+        while True:
+            fid = self._reqs.get()
+            if fid is None or self._stop.is_set():
+                return
+            with self._files_lock:
+                path = self._files.get(fid)
+            if path is None:
+                self._error(f"invalid file request {fid}")
+                return
+            try:
+                with open(path, "rb") as f:
+                    while True:
+                        chunk = f.read(DATA_CHUNK)
+                        if not chunk:
+                            break
+                        self.sent_bytes += len(chunk)
+                        self._put(pb.Packet(type=PACKET_DATA, ID=fid, data=chunk))
+            except OSError as exc:
+                self._error(f"failed to read {path}: {exc}")
+                return
+            self._put(pb.Packet(type=PACKET_DATA, ID=fid))
+            self.sent_files += 1
+
+    def _reader(self, requests: Iterator["fsutil_pb2.Packet"]) -> None:
+        try:
+            for p in requests:
+                if p.type == PACKET_REQ:
+                    self._reqs.put(p.ID)
+                elif p.type == PACKET_FIN:
+                    self._reqs.put(None)
+                    self._put(self._pb.Packet(type=PACKET_FIN))
+                    self._put(None)
+                    return
+                elif p.type == PACKET_ERR:
+                    self._put(None)
+                    return
+        except Exception:
+            pass
+        self._reqs.put(None)
+        self._put(None)
+
+    def run(self, requests: Iterator["fsutil_pb2.Packet"]) -> Iterator["fsutil_pb2.Packet"]:
+        threading.Thread(target=self._walker, name="llb-fs-walk", daemon=True).start()
+        threading.Thread(target=self._file_worker, name="llb-fs-data", daemon=True).start()
+        threading.Thread(target=self._reader, args=(requests,), name="llb-fs-recv", daemon=True).start()
+        try:
+            while True:
+                item = self._out.get()
+                if item is None:
+                    return
+                yield item  # type: ignore[misc]
+        finally:
+            self._stop.set()
+            self._reqs.put(None)
+
+
+# ---------------------------------------------------------------- receiver
+
+
+class DiffCopyReceiver:
+    """Writes a DiffCopy stream into `dest` (we are the fsutil receiver; merge mode,
+    files owned by the current user like `buildctl --output type=local`)."""
+
+    def __init__(self, dest: str | Path) -> None:
+        from ._proto import fsutil_pb2
+
+        self._pb = fsutil_pb2
+        self.dest = os.path.realpath(os.fspath(dest))
+        self._out: queue.Queue[object] = queue.Queue()
+        self._open: dict[int, tuple[object, str, str, int]] = {}
+        self._pending: set[int] = set()
+        self._dir_times: list[tuple[str, int, int]] = []
+        self._listing_done = False
+        self._mtimes: dict[int, int] = {}
+        self.files_written = 0
+        self.error: str | None = None
+
+    def _safe_path(self, rel: str) -> str:
+        rel = rel.lstrip("/")
+        parts = rel.split("/")
+        if not rel or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"refusing unsafe path {rel!r} from the builder")
+        full = os.path.join(self.dest, *parts)
+        parent = os.path.realpath(os.path.dirname(full))
+        if parent != self.dest and not parent.startswith(self.dest + os.sep):
+            raise ValueError(f"refusing path {rel!r} that escapes {self.dest}")
+        return full
+
+    @staticmethod
+    def _remove(full: str) -> None:
+        if os.path.lexists(full) and not (os.path.isdir(full) and not os.path.islink(full)):
+            os.unlink(full)
+
+    def _handle_stat(self, index: int, st: "fsutil_pb2.Stat") -> None:
+        full = self._safe_path(st.path)
+        mode = st.mode
+        if mode & MODE_DIR:
+            if os.path.lexists(full) and not os.path.isdir(full):
+                os.unlink(full)
+            os.makedirs(full, exist_ok=True)
+            os.chmod(full, 0o700)
+            self._dir_times.append((full, st.modTime, posix_mode(mode)))
+        elif mode & MODE_SYMLINK:
+            self._remove(full)
+            os.symlink(st.linkname, full)
+            os.utime(full, ns=(st.modTime, st.modTime), follow_symlinks=False)
+        elif mode & MODE_NAMED_PIPE:
+            self._remove(full)
+            os.mkfifo(full, posix_mode(mode))
+        elif mode & MODE_TYPE:
+            return  # devices/sockets are not materialised in a user's directory
+        elif st.linkname:
+            self._remove(full)
+            os.link(self._safe_path(st.linkname), full)
+        else:
+            tmp = os.path.join(os.path.dirname(full), f".llb-tmp-{index}")
+            fh = open(tmp, "wb")
+            self._open[index] = (fh, tmp, full, mode)
+            self._pending.add(index)
+            self._out.put(self._pb.Packet(type=PACKET_REQ, ID=index))
+
+    def _finish_file(self, index: int) -> None:
+        fh, tmp, full, mode = self._open.pop(index)
+        fh.close()  # type: ignore[attr-defined]
+        os.chmod(tmp, posix_mode(mode))
+        self._remove(full)
+        os.replace(tmp, full)
+        mtime = self._mtimes.get(index)
+        if mtime is not None:
+            os.utime(full, ns=(mtime, mtime))
+        self._pending.discard(index)
+        self.files_written += 1
+
+    def _maybe_done(self) -> bool:
+        if self._listing_done and not self._pending:
+            for full, mtime, perm in reversed(self._dir_times):
+                try:
+                    os.chmod(full, perm)
+                    os.utime(full, ns=(mtime, mtime))
+                except OSError:
+                    pass
+            self._out.put(self._pb.Packet(type=PACKET_FIN))
+            return True
+        return False
+
+    def _reader(self, requests: Iterator["fsutil_pb2.Packet"]) -> None:
+        index = 0
+        finished = False
+        try:
+            for p in requests:
+                if p.type == PACKET_STAT:
+                    if not p.HasField("stat"):
+                        self._listing_done = True
+                        finished = self._maybe_done() or finished
+                        continue
+                    self._mtimes[index] = p.stat.modTime
+                    self._handle_stat(index, p.stat)
+                    index += 1
+                elif p.type == PACKET_DATA:
+                    entry = self._open.get(p.ID)
+                    if entry is None:
+                        raise ValueError(f"invalid file request {p.ID}")
+                    if p.data:
+                        entry[0].write(p.data)  # type: ignore[attr-defined]
+                    else:
+                        self._finish_file(p.ID)
+                        finished = self._maybe_done() or finished
+                elif p.type == PACKET_FIN:
+                    break
+                elif p.type == PACKET_ERR:
+                    self.error = f"error from sender: {p.data.decode(errors='replace')}"
+                    break
+        except Exception as exc:  # reported to the builder and to the caller
+            self.error = str(exc)
+            self._out.put(self._pb.Packet(type=PACKET_ERR, data=str(exc).encode()))
+        finally:
+            for fh, tmp, _full, _mode in list(self._open.values()):
+                fh.close()  # type: ignore[attr-defined]
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+            self._open.clear()
+            if not finished and self.error is None:
+                self.error = "the builder closed the export stream early"
+            self._out.put(None)
+
+    def run(self, requests: Iterator["fsutil_pb2.Packet"]) -> Iterator["fsutil_pb2.Packet"]:
+        os.makedirs(self.dest, exist_ok=True)
+        threading.Thread(target=self._reader, args=(requests,), name="llb-fs-recv", daemon=True).start()
+        while True:
+            item = self._out.get()
+            if item is None:
+                return
+            yield item  # type: ignore[misc]
+
+
+def write_stream_to_file(
+    requests: Iterator[bytes], path: str | Path, parse: Callable[[bytes], bytes]
+) -> int:
+    """Write a raw BytesMessage stream (the `tar` exporter) to `path`; returns bytes written."""
+    total = 0
+    tmp = f"{os.fspath(path)}.llb-partial"
+    with open(tmp, "wb") as f:
+        for raw in requests:
+            data = parse(raw)
+            f.write(data)
+            total += len(data)
+    os.replace(tmp, path)
+    return total
