@@ -305,9 +305,7 @@ class Client:
                 result = self._resolve_in_build(build_id, ref, pb_platform, resolve_mode, calls, None)
             finally:
                 try:
-                    self._gw_return(
-                        gateway_pb2.ReturnRequest(), metadata=[(_BUILD_ID_KEY, build_id)], timeout=10
-                    )
+                    self._gw_return(_empty_return(), metadata=[(_BUILD_ID_KEY, build_id)], timeout=10)
                 except grpc.RpcError:
                     pass
             solve.result()
@@ -568,6 +566,18 @@ class Client:
             raise SolveError(f"the image was built but loading it into the Docker engine failed: {exc}") from None
         finally:
             tarball.unlink(missing_ok=True)
+
+
+def _empty_return() -> Any:
+    """A ReturnRequest with an empty (but present) result.
+
+    BuildKit v0.8's forwarder dereferences `result` unless `error` is set: a bare
+    ReturnRequest crashes dockerd 20.10 with a nil-pointer panic."""
+    from ._proto import gateway_pb2
+
+    req = gateway_pb2.ReturnRequest()
+    req.result.SetInParent()
+    return req
 
 
 def _host_platform() -> dict[str, str]:
