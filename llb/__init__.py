@@ -39,7 +39,7 @@ _LAZY: dict[str, str] = {
     "TLSConfig": "client",
     "WorkerInfo": "client",
     "SolveResult": "client",
-    "VertexInfo": "client",
+    "VertexInfo": "progress",
     "Export": "export",
     "DockerImage": "export",
     "ImageExport": "export",
