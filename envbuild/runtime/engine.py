@@ -1,0 +1,364 @@
+"""Environments as Docker containers: create, find, list, start, wait for, remove.
+
+State lives only in the engine: the container's labels say which environment it is and where its
+project is, its port bindings say where its services are, its env holds its Jupyter token. Nothing
+is cached on the side, so `ls` can never disagree with reality.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from envbuild.errors import EngineUnreachable, RuntimeFailure, UsageError
+from envbuild.runtime.options import (
+    ENV_JUPYTER_TOKEN,
+    LABEL_DIGEST,
+    LABEL_GPU,
+    LABEL_HOST,
+    LABEL_NAME,
+    LABEL_PORTS,
+    LABEL_PROJECT_PATH,
+    LABEL_SPEC,
+    LABEL_VENDOR,
+    ContainerPlan,
+    connect_host,
+    parse_ports_label,
+)
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+    from docker.models.images import Image
+
+_START_HINT = (
+    "start it with `sudo systemctl start docker` (or `sudo dockerd &`), "
+    "or point DOCKER_HOST at a running engine"
+)
+
+
+def connect(timeout: int = 60) -> docker.DockerClient:
+    """A docker SDK client for a reachable engine, or EngineUnreachable saying how to start one."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except DockerException as exc:
+        raise EngineUnreachable(f"cannot reach the Docker engine ({_short(exc)}); {_START_HINT}") from None
+    except OSError as exc:
+        raise EngineUnreachable(f"cannot reach the Docker engine ({exc}); {_START_HINT}") from None
+    return client
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    name: str
+    container_port: int
+    host_ip: str
+    host_port: int
+
+    @property
+    def address(self) -> str:
+        host = connect_host(self.host_ip)
+        return f"[{host}]:{self.host_port}" if ":" in host else f"{host}:{self.host_port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """A running or stopped environment, read from its container."""
+
+    name: str
+    container_id: str
+    status: str
+    image: str
+    image_id: str
+    project_path: str | None
+    workdir: str
+    gpu: bool
+    jupyter_token: str | None
+    endpoints: tuple[Endpoint, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    restart_count: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def endpoint(self, name: str) -> Endpoint | None:
+        return next((e for e in self.endpoints if e.name == name), None)
+
+    @property
+    def ssh_target(self) -> str:
+        from envbuild.ssh import host_alias
+
+        return host_alias(self.name)
+
+    @property
+    def jupyter_url(self) -> str | None:
+        ep = self.endpoint("jupyter")
+        if ep is None:
+            return None
+        base = f"http://{ep.address}/lab"
+        return f"{base}?token={self.jupyter_token}" if self.jupyter_token else base
+
+    @property
+    def spec_json(self) -> str | None:
+        return self.labels.get(LABEL_SPEC)
+
+    def to_dict(self) -> dict[str, Any]:
+        ssh = self.endpoint("ssh")
+        return {
+            "name": self.name,
+            "status": self.status,
+            "image": self.image,
+            "gpu": self.gpu,
+            "project_path": self.project_path,
+            "workdir": self.workdir,
+            "ssh": {
+                "target": self.ssh_target,
+                "host": connect_host(ssh.host_ip) if ssh else None,
+                "port": ssh.host_port if ssh else None,
+                "user": "envd",
+            },
+            "jupyter": {"url": self.jupyter_url, "token": self.jupyter_token} if self.endpoint("jupyter") else None,
+            "ports": [
+                {"name": e.name, "container_port": e.container_port, "host_ip": e.host_ip, "host_port": e.host_port}
+                for e in self.endpoints
+            ],
+        }
+
+
+def environment_from(container: Container) -> Environment:
+    attrs = container.attrs
+    config = attrs.get("Config") or {}
+    labels: dict[str, str] = config.get("Labels") or {}
+    env_list: list[str] = config.get("Env") or []
+    token = next((e.split("=", 1)[1] for e in env_list if e.startswith(f"{ENV_JUPYTER_TOKEN}=")), None)
+    names = dict((port, name) for name, port in parse_ports_label(labels.get(LABEL_PORTS)))
+    bindings: dict[str, Any] = ((attrs.get("NetworkSettings") or {}).get("Ports")) or {}
+    endpoints: list[Endpoint] = []
+    for key, published in sorted(bindings.items()):
+        if not published:
+            continue
+        cport = int(key.split("/")[0])
+        first = published[0]
+        endpoints.append(Endpoint(names.get(cport, f"port-{cport}"), cport, first.get("HostIp", ""), int(first["HostPort"])))
+    host_config = attrs.get("HostConfig") or {}
+    state = attrs.get("State") or {}
+    return Environment(
+        name=labels.get(LABEL_NAME, container.name),
+        container_id=container.id,
+        status=state.get("Status", "unknown"),
+        image=config.get("Image", ""),
+        image_id=attrs.get("Image", ""),
+        project_path=labels.get(LABEL_PROJECT_PATH),
+        workdir=config.get("WorkingDir", ""),
+        gpu=bool(host_config.get("DeviceRequests")),
+        jupyter_token=token,
+        endpoints=tuple(endpoints),
+        labels=labels,
+        restart_count=int(attrs.get("RestartCount", 0) or 0),
+    )
+
+
+def find(client: docker.DockerClient, name: str) -> Container | None:
+    """The container of environment ``name``; an unrelated container of that name is an error."""
+    from docker.errors import NotFound
+
+    try:
+        container = client.containers.get(name)
+    except NotFound:
+        return None
+    if (container.labels or {}).get(LABEL_NAME) != name:
+        raise UsageError(
+            f"a container named {name!r} exists but is not an envbuild environment; "
+            "choose another name with --name"
+        )
+    return container
+
+
+def list_environments(client: docker.DockerClient) -> list[Environment]:
+    containers = client.containers.list(all=True, filters={"label": LABEL_NAME})
+    return sorted((environment_from(c) for c in containers), key=lambda e: e.name)
+
+
+def get_image(client: docker.DockerClient, ref: str) -> Image:
+    from docker.errors import ImageNotFound
+
+    try:
+        return client.images.get(ref)
+    except ImageNotFound:
+        raise UsageError(f"image {ref!r} is not in the engine's store; build it first (envbuild build)") from None
+
+
+def image_labels(image: Image) -> dict[str, str]:
+    return dict(((image.attrs.get("Config") or {}).get("Labels")) or {})
+
+
+def is_envbuild_dev_image(labels: dict[str, str]) -> bool:
+    return labels.get(LABEL_VENDOR) == "envbuild" and labels.get("ai.envbuild.dev") == "true"
+
+
+def check_gpu_support(client: docker.DockerClient) -> None:
+    runtimes = (client.info().get("Runtimes") or {})
+    if "nvidia" not in runtimes:
+        raise RuntimeFailure(
+            "GPUs were requested but the Docker engine has no 'nvidia' runtime "
+            f"(docker info lists: {', '.join(sorted(runtimes)) or 'none'}); install the NVIDIA Container "
+            "Toolkit and restart the engine, or run with --no-gpu"
+        )
+
+
+def create(client: docker.DockerClient, plan: ContainerPlan) -> Container:
+    from docker.errors import APIError
+
+    for mount in plan.mounts:
+        if mount.create:
+            import os
+
+            os.makedirs(mount.source, exist_ok=True)
+            os.chmod(mount.source, 0o777)
+    try:
+        container = client.containers.create(**plan.create_kwargs())
+        container.start()
+    except APIError as exc:
+        leftover = None
+        try:
+            leftover = client.containers.get(plan.name)
+        except Exception:
+            pass
+        if leftover is not None and (leftover.labels or {}).get(LABEL_NAME) == plan.name:
+            leftover.remove(force=True)
+        raise RuntimeFailure(f"could not start environment {plan.name!r}: {exc.explanation or exc}") from None
+    container.reload()
+    return container
+
+
+def remove(container: Container) -> None:
+    from docker.errors import NotFound
+
+    try:
+        container.remove(force=True, v=True)
+    except NotFound:
+        pass
+
+
+def start(container: Container) -> None:
+    from docker.errors import APIError
+
+    try:
+        container.start()
+    except APIError as exc:
+        raise RuntimeFailure(f"could not start {container.name!r}: {exc.explanation or exc}") from None
+    container.reload()
+
+
+def _logs_tail(container: Container, lines: int = 20) -> str:
+    try:
+        return container.logs(tail=lines).decode(errors="replace").strip()
+    except Exception:  # the container may already be gone; the status message still helps
+        return ""
+
+
+def _ssh_banner(host: str, port: int) -> bool:
+    """True once sshd itself answers: docker-proxy accepts TCP before the service listens."""
+    try:
+        with socket.create_connection((host, port), timeout=2) as sock:
+            sock.settimeout(2)
+            return sock.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _jupyter_ok(address: str, token: str | None) -> bool:
+    request = urllib.request.Request(f"http://{address}/api/status")
+    if token:
+        request.add_header("Authorization", f"token {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_ready(container: Container, timeout: float = 120.0) -> Environment:
+    """Wait until sshd sends its banner and Jupyter (if any) answers ``/api/status`` with the token."""
+    deadline = time.monotonic() + timeout
+    ssh_ok = jupyter_ok = False
+    first_restarts: int | None = None
+    while True:
+        container.reload()
+        env = environment_from(container)
+        if first_restarts is None:
+            first_restarts = env.restart_count
+        if env.status in ("exited", "dead") or env.restart_count > first_restarts:
+            logs = _logs_tail(container)
+            raise RuntimeFailure(
+                f"environment {env.name!r} stopped while starting (status {env.status})"
+                + (f"; its last output:\n{logs}" if logs else "")
+            )
+        ssh = env.endpoint("ssh")
+        jupyter = env.endpoint("jupyter")
+        if env.running:
+            ssh_ok = ssh_ok or ssh is None or _ssh_banner(connect_host(ssh.host_ip), ssh.host_port)
+            jupyter_ok = jupyter_ok or jupyter is None or _jupyter_ok(jupyter.address, env.jupyter_token)
+            if ssh_ok and jupyter_ok:
+                return env
+        if time.monotonic() > deadline:
+            waiting = [s for s, ok in (("sshd", ssh_ok), ("Jupyter", jupyter_ok)) if not ok]
+            logs = _logs_tail(container)
+            raise RuntimeFailure(
+                f"environment {env.name!r} did not become ready within {timeout:.0f}s "
+                f"(waiting for {' and '.join(waiting) or 'the container'})" + (f"; its last output:\n{logs}" if logs else "")
+            )
+        time.sleep(0.1)
+
+
+def spec_label(labels: dict[str, str]) -> Any:
+    """The spec the image was built from (``frontend`` schema), or None when absent or unreadable."""
+    text = labels.get(LABEL_SPEC)
+    if not text:
+        return None
+    try:
+        from frontend.spec import Spec
+    except ImportError:  # pragma: no cover - frontend is part of this distribution
+        return None
+    try:
+        return Spec.from_json(text)
+    except ValueError:
+        return None
+
+
+__all__ = [
+    "Endpoint",
+    "Environment",
+    "check_gpu_support",
+    "connect",
+    "create",
+    "environment_from",
+    "find",
+    "get_image",
+    "image_labels",
+    "is_envbuild_dev_image",
+    "list_environments",
+    "remove",
+    "spec_label",
+    "start",
+    "wait_ready",
+    "LABEL_DIGEST",
+    "LABEL_GPU",
+    "LABEL_HOST",
+    "json",
+]

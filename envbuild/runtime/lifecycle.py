@@ -1,0 +1,124 @@
+"""Bring an environment up from an image: create, restart, re-attach or recreate, then wait.
+
+Used by `envbuild up` (after the build) and `envbuild run --image`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from envbuild import ssh
+from envbuild.errors import UsageError
+from envbuild.runtime import engine
+from envbuild.runtime.engine import Environment
+from envbuild.runtime.options import RunOptions, connect_host, plan_container, validate_name
+
+if TYPE_CHECKING:
+    import docker
+
+Action = Literal["created", "recreated", "started", "attached"]
+
+
+@dataclass(frozen=True, slots=True)
+class UpResult:
+    environment: Environment
+    action: Action
+
+
+def bring_up(
+    client: docker.DockerClient,
+    *,
+    image: str,
+    name: str,
+    project: Path | None,
+    options: RunOptions = RunOptions(),
+    force: bool = False,
+    timeout: float = 120.0,
+) -> UpResult:
+    """Make environment ``name`` run ``image``; an existing one is reused unless forced or outdated."""
+    validate_name(name)
+    img = engine.get_image(client, image)
+    labels = engine.image_labels(img)
+    if not engine.is_envbuild_dev_image(labels):
+        raise UsageError(
+            f"image {image!r} is not an envbuild development image (ai.envbuild.dev=true); "
+            "build it from a build.envd that calls base(dev=True)"
+        )
+    existing = engine.find(client, name)
+    action: Action = "created"
+    if existing is not None:
+        current = engine.environment_from(existing)
+        if project is not None and current.project_path and current.project_path != str(project):
+            raise UsageError(
+                f"environment {name!r} already belongs to {current.project_path}; "
+                "pick another name with --name, or destroy it first"
+            )
+        if force or current.image_id != img.id:
+            engine.remove(existing)
+            ssh.forget_host_key(name)
+            action = "recreated"
+        else:
+            if not current.running:
+                engine.start(existing)
+                action = "started"
+            else:
+                action = "attached"
+            env = engine.wait_ready(existing, timeout)
+            _publish_ssh(env)
+            return UpResult(env, action)
+    spec = engine.spec_label(labels)
+    token = spec.jupyter.token if spec is not None and spec.jupyter is not None and spec.jupyter.token else ""
+    plan = plan_container(
+        name=name,
+        image=image,
+        image_labels=labels,
+        spec=spec,
+        project=project,
+        options=options,
+        authorized_keys=ssh.ensure_keypair().public_key(),
+        token=token or secrets.token_urlsafe(24),
+    )
+    if plan.gpus is not None:
+        engine.check_gpu_support(client)
+    ssh.forget_host_key(name)
+    container = engine.create(client, plan)
+    try:
+        env = engine.wait_ready(container, timeout)
+    except BaseException:
+        engine.remove(container)
+        raise
+    _publish_ssh(env)
+    return UpResult(env, action)
+
+
+def _publish_ssh(env: Environment) -> None:
+    endpoint = env.endpoint("ssh")
+    if endpoint is not None:
+        ssh.write_host(ssh.HostEntry(env.name, endpoint.host_port, connect_host(endpoint.host_ip)))
+
+
+def destroy(client: docker.DockerClient, name: str, *, remove_image: bool = False) -> tuple[Environment | None, str | None]:
+    """Remove the container and its SSH entry (never the project files); optionally its image.
+
+    Returns the removed environment (None when there was none) and the removed image id, if any.
+    """
+    from docker.errors import APIError, ImageNotFound
+
+    container = engine.find(client, name)
+    env = engine.environment_from(container) if container is not None else None
+    if container is not None:
+        engine.remove(container)
+    ssh.remove_host(name)
+    removed_image: str | None = None
+    if remove_image and env is not None:
+        try:
+            client.images.remove(env.image_id)
+            removed_image = env.image
+        except ImageNotFound:
+            pass
+        except APIError as exc:
+            raise UsageError(f"environment removed, but its image {env.image!r} was kept: {exc.explanation or exc}") from None
+    return env, removed_image

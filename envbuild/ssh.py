@@ -1,0 +1,274 @@
+"""SSH access to environments: the user's key pair and the `Host <name>.envbuild` entries.
+
+Everything envbuild writes lives under ``~/.config/envbuild/`` (``$XDG_CONFIG_HOME`` honoured): the
+ed25519 key pair, an envbuild-owned ``ssh_config`` with one block per environment, and one known-hosts
+file per environment (each container has its own host keys, so a recreated environment must not trip
+over the old key, and no other host's checking is relaxed). The user's ``~/.ssh/config`` only gains a
+single ``Include`` line at its top, added once; its content is never rewritten otherwise.
+
+All paths written into SSH configuration are absolute: OpenSSH expands ``~`` from the password
+database, not ``$HOME``, and resolves relative ``Include`` paths against ``~/.ssh``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from envbuild.errors import EnvbuildError, RuntimeFailure
+
+HOST_SUFFIX = ".envbuild"
+SSH_USER = "envd"
+KEY_NAME = "id_ed25519"
+_INCLUDE_COMMENT = "# Added by envbuild: `ssh <name>.envbuild` and VS Code Remote-SSH for envbuild environments."
+_HEADER = (
+    "# Managed by envbuild: one block per environment, rewritten by `envbuild up` and `envbuild destroy`.\n"
+    "# Edits here are lost; put your own settings in ~/.ssh/config.\n"
+)
+_HOST_LINE = re.compile(r"^\s*Host\s+(\S+)\s*$", re.IGNORECASE)
+_INCLUDE_LINE = re.compile(r"^\s*Include\s+(.+?)\s*$", re.IGNORECASE)
+
+
+def config_dir() -> Path:
+    """Where envbuild keeps per-user state: ``$XDG_CONFIG_HOME/envbuild`` or ``~/.config/envbuild``."""
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
+    return base / "envbuild"
+
+
+def ssh_config_path() -> Path:
+    return config_dir() / "ssh_config"
+
+
+def known_hosts_path(name: str) -> Path:
+    return config_dir() / "known_hosts.d" / name
+
+
+def user_ssh_config_path() -> Path:
+    return Path.home() / ".ssh" / "config"
+
+
+def host_alias(name: str) -> str:
+    """The SSH host (and VS Code Remote-SSH target) for an environment."""
+    return f"{name}{HOST_SUFFIX}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    private: Path
+    public: Path
+
+    def public_key(self) -> str:
+        return self.public.read_text().strip()
+
+
+@dataclass(frozen=True, slots=True)
+class HostEntry:
+    """One environment's SSH endpoint."""
+
+    name: str
+    port: int
+    hostname: str = "127.0.0.1"
+
+
+def _quote(path: Path | str) -> str:
+    text = str(path)
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    """Serialise edits of envbuild's files and ``~/.ssh/config`` between concurrent envbuild runs."""
+    directory = config_dir()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(directory / ".lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_keypair() -> KeyPair:
+    """Create the per-user ed25519 key pair once (with the system ``ssh-keygen``), then reuse it."""
+    directory = config_dir()
+    pair = KeyPair(directory / KEY_NAME, directory / f"{KEY_NAME}.pub")
+    if pair.private.exists() and pair.public.exists():
+        return pair
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        raise EnvbuildError("ssh-keygen was not found on PATH; install the OpenSSH client (e.g. apt install openssh-client)")
+    with locked():
+        if pair.private.exists() and pair.public.exists():
+            return pair
+        for path in (pair.private, pair.public):
+            path.unlink(missing_ok=True)
+        result = subprocess.run(
+            [keygen, "-q", "-t", "ed25519", "-N", "", "-C", "envbuild", "-f", str(pair.private)],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        )
+        if result.returncode != 0:
+            raise RuntimeFailure(f"ssh-keygen failed: {result.stderr.strip() or result.stdout.strip()}")
+        pair.private.chmod(0o600)
+    return pair
+
+
+def render_host(entry: HostEntry, identity: Path, known_hosts: Path) -> str:
+    """The ``Host`` block for one environment: key-only, agent forwarding, its own known-hosts file."""
+    return (
+        f"Host {host_alias(entry.name)}\n"
+        f"  HostName {entry.hostname}\n"
+        f"  Port {entry.port}\n"
+        f"  User {SSH_USER}\n"
+        f"  IdentityFile {_quote(identity)}\n"
+        "  IdentitiesOnly yes\n"
+        "  ForwardAgent yes\n"
+        "  StrictHostKeyChecking accept-new\n"
+        f"  UserKnownHostsFile {_quote(known_hosts)}\n"
+    )
+
+
+def parse_blocks(text: str) -> dict[str, str]:
+    """Split envbuild's ssh_config into ``{environment name: block}``; other text is dropped."""
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines(keepends=True):
+        match = _HOST_LINE.match(line)
+        if match:
+            alias = match.group(1)
+            current = None
+            if alias.endswith(HOST_SUFFIX) and len(alias) > len(HOST_SUFFIX):
+                current = blocks.setdefault(alias[: -len(HOST_SUFFIX)], [])
+                current.clear()
+        if current is not None and line.strip():
+            current.append(line if line.endswith("\n") else line + "\n")
+    return {name: "".join(lines) for name, lines in blocks.items()}
+
+
+def render_config(blocks: dict[str, str]) -> str:
+    return _HEADER + "".join(f"\n{blocks[name]}" for name in sorted(blocks))
+
+
+def _atomic_write(path: Path, text: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def add_include(user_config: str, include_path: Path) -> str | None:
+    """The user's ssh config with envbuild's ``Include`` on top, or None when it is already there.
+
+    ``Include`` must precede every ``Host``/``Match`` block: ssh_config applies an ``Include`` inside a
+    block only to that block.
+    """
+    wanted = str(include_path)
+    for line in user_config.splitlines():
+        match = _INCLUDE_LINE.match(line)
+        if match is None:
+            continue
+        try:
+            files = shlex.split(match.group(1))
+        except ValueError:
+            files = match.group(1).split()
+        if wanted in files:
+            return None
+    return f"{_INCLUDE_COMMENT}\nInclude {_quote(include_path)}\n\n{user_config}"
+
+
+def ensure_included() -> None:
+    """Add the ``Include`` line to ``~/.ssh/config`` once (creating it 0600), keeping everything else."""
+    target = user_ssh_config_path()
+    if target.is_symlink():
+        target = target.resolve()
+    try:
+        current = target.read_text()
+        mode = target.stat().st_mode & 0o777
+    except FileNotFoundError:
+        current, mode = "", 0o600
+    updated = add_include(current, ssh_config_path())
+    if updated is None:
+        return
+    if not target.parent.exists():
+        target.parent.mkdir(mode=0o700, parents=True)
+    _atomic_write(target, updated, mode)
+
+
+def write_host(entry: HostEntry, *, include: bool = True) -> bool:
+    """Add or update one environment's block; returns whether anything changed on disk."""
+    pair = ensure_keypair()
+    with locked():
+        path = ssh_config_path()
+        current = path.read_text() if path.exists() else ""
+        blocks = parse_blocks(current)
+        blocks[entry.name] = render_host(entry, pair.private, known_hosts_path(entry.name))
+        text = render_config(blocks)
+        changed = text != current
+        if changed:
+            _atomic_write(path, text, 0o600)
+        known_hosts_path(entry.name).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if include:
+            ensure_included()
+    return changed
+
+
+def forget_host_key(name: str) -> None:
+    """Drop a recreated environment's old host key (its new container has new keys)."""
+    known_hosts_path(name).unlink(missing_ok=True)
+
+
+def remove_host(name: str) -> bool:
+    """Remove one environment's block and its known-hosts file; returns whether a block existed."""
+    with locked():
+        path = ssh_config_path()
+        existed = False
+        if path.exists():
+            current = path.read_text()
+            blocks = parse_blocks(current)
+            existed = blocks.pop(name, None) is not None
+            if existed:
+                _atomic_write(path, render_config(blocks), 0o600)
+        forget_host_key(name)
+    return existed
+
+
+def known_hosts() -> list[str]:
+    """Environment names that have an SSH entry (to find stale ones)."""
+    path = ssh_config_path()
+    return sorted(parse_blocks(path.read_text())) if path.exists() else []
+
+
+def ssh_command(name: str, *args: str, agent: bool = True, tty: bool | None = None) -> list[str]:
+    """An OpenSSH command line for an environment that reads only envbuild's config file.
+
+    Using ``-F`` keeps it working when ``$HOME`` differs from the password database's home (OpenSSH
+    reads ``~/.ssh/config`` from the latter).
+    """
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        raise EnvbuildError("ssh was not found on PATH; install the OpenSSH client (e.g. apt install openssh-client)")
+    argv = [ssh, "-F", str(ssh_config_path())]
+    if agent:
+        argv.append("-A")
+    if tty is True:
+        argv.append("-t")
+    elif tty is False:
+        argv.append("-T")
+    argv += ["--", host_alias(name), *args]
+    return argv
