@@ -134,6 +134,7 @@ def render_host(entry: HostEntry, identity: Path, known_hosts: Path) -> str:
         "  ForwardAgent yes\n"
         "  StrictHostKeyChecking accept-new\n"
         f"  UserKnownHostsFile {_quote(known_hosts)}\n"
+        "  LogLevel ERROR\n"
     )
 
 

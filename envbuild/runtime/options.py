@@ -380,3 +380,20 @@ def plan_container(
         nano_cpus=parse_cpus(options.cpus) if options.cpus else None,
         memory=parse_size(options.memory, what="--memory") if options.memory else None,
     )
+
+
+def check_options(options: RunOptions, base: Path) -> None:
+    """Reject bad command-line values before anything slow (a build) happens."""
+    validate_host(options.host)
+    for volume in options.volumes:
+        parse_volume(volume, base)
+    if options.shm_size:
+        parse_size(options.shm_size, what="--shm-size", default_unit="m")
+    if options.memory:
+        parse_size(options.memory, what="--memory")
+    if options.cpus:
+        parse_cpus(options.cpus)
+    if options.gpus is not None:
+        if options.no_gpu:
+            raise UsageError("--gpus and --no-gpu contradict each other; pass one of them")
+        parse_gpus(options.gpus)

@@ -1,0 +1,191 @@
+"""`envbuild ls|exec|destroy|images|run|prune`: the rest of an environment's life."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from envbuild.cli.app import app
+from envbuild.cli.commands.up import check_format, open_shell, report, run_options
+from envbuild.errors import RuntimeFailure, UsageError
+
+
+@app.command("ls")
+def ls(fmt: str = typer.Option("text", "--format", help="Output format: text or json.")) -> None:
+    """List environments (running and stopped)."""
+    from envbuild.runtime import engine, output
+
+    check_format(fmt)
+    envs = engine.list_environments(engine.connect())
+    if fmt == "json":
+        typer.echo(json.dumps([e.to_dict() for e in envs], indent=2))
+        return
+    rows = [[e.name, e.status, e.ssh_target, e.jupyter_url or "-", e.image, "yes" if e.gpu else "no"] for e in envs]
+    typer.echo(output.table(rows, ["NAME", "STATUS", "SSH TARGET", "JUPYTER", "IMAGE", "GPU"]))
+
+
+def _running(name: str):  # noqa: ANN202 - Environment, imported lazily
+    from envbuild import ssh
+    from envbuild.runtime import engine, options
+
+    options.validate_name(name)
+    client = engine.connect()
+    container = engine.find(client, name)
+    if container is None:
+        raise UsageError(f"no environment named {name!r}; see `envbuild ls`")
+    env = engine.environment_from(container)
+    if not env.running:
+        raise RuntimeFailure(f"environment {name!r} is {env.status}; start it with `envbuild up`")
+    endpoint = env.endpoint("ssh")
+    if endpoint is None:
+        raise RuntimeFailure(f"environment {name!r} publishes no SSH port")
+    ssh.write_host(ssh.HostEntry(name, endpoint.host_port, options.connect_host(endpoint.host_ip)))
+    return env
+
+
+@app.command("exec")
+def exec_(
+    name: str = typer.Argument(..., help="Environment name."),
+    cmd: list[str] = typer.Argument(None, help="Command to run (after --)."),
+    command: Optional[str] = typer.Option(None, "--command", "-c", help="Run a named runtime.command instead."),
+) -> None:
+    """Run a command in an environment over SSH (in its project directory) and exit with its status."""
+    from envbuild import ssh
+    from envbuild.runtime import engine
+
+    if bool(cmd) == bool(command):
+        raise UsageError("give either a command after `--` or --command NAME (one of them)")
+    env = _running(name)
+    if command is not None:
+        spec = engine.spec_label(env.labels)
+        commands = spec.runtime.commands_dict if spec is not None else {}
+        if command not in commands:
+            known = ", ".join(sorted(commands)) or "none"
+            raise UsageError(f"environment {name!r} has no runtime.command {command!r} (it has: {known})")
+        remote = commands[command]
+    else:
+        remote = shlex.join(cmd)
+    script = f"cd {shlex.quote(env.workdir)} 2>/dev/null; {remote}"
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    result = subprocess.run(ssh.ssh_command(name, script, tty=tty or None, agent=True))
+    raise typer.Exit(result.returncode)
+
+
+@app.command()
+def destroy(
+    path: Optional[Path] = typer.Option(None, "--path", "-p", help="Project directory whose environment to remove."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Environment name."),
+    image: bool = typer.Option(False, "--image", help="Also remove the environment's image."),
+) -> None:
+    """Stop and remove an environment and its SSH entry. Project files are never touched."""
+    from envbuild.runtime import engine, lifecycle
+    from envbuild.runtime.options import name_from_dir, project_dir, validate_name
+
+    if path is not None and name is not None:
+        raise UsageError("give --path or --name, not both")
+    env_name = validate_name(name) if name else name_from_dir(project_dir(path or Path(".")))
+    env, removed_image = lifecycle.destroy(engine.connect(), env_name, remove_image=image)
+    if env is None:
+        print(f"No environment named {env_name!r}; removed its SSH entry if there was one.", file=sys.stderr)
+        return
+    typer.echo(f"Removed environment {env_name}" + (f" and image {removed_image}" if removed_image else "") + ".")
+
+
+@app.command()
+def images(fmt: str = typer.Option("text", "--format", help="Output format: text or json.")) -> None:
+    """List envbuild images."""
+    from envbuild.runtime import output
+
+    check_format(fmt)
+    from envbuild.runtime import engine
+
+    client = engine.connect()
+    rows = []
+    for img in client.images.list(filters={"label": "ai.envbuild.vendor=envbuild"}):
+        labels = engine.image_labels(img)
+        rows.append({
+            "tags": img.tags,
+            "id": img.short_id.split(":")[-1],
+            "project": labels.get("ai.envbuild.project", ""),
+            "dev": labels.get("ai.envbuild.dev") == "true",
+            "gpu": labels.get("ai.envbuild.gpu") == "true",
+            "created": img.attrs.get("Created", "")[:19].replace("T", " "),
+            "size_mb": round(img.attrs.get("Size", 0) / 1e6),
+        })
+    rows.sort(key=lambda r: r["created"], reverse=True)
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = [[", ".join(r["tags"]) or "<none>", r["id"], r["project"], "yes" if r["gpu"] else "no", r["created"],
+              f"{r['size_mb']} MB"] for r in rows]
+    typer.echo(output.table(table, ["IMAGE", "ID", "PROJECT", "GPU", "CREATED", "SIZE"]))
+
+
+@app.command()
+def run(
+    image: str = typer.Option(..., "--image", "-i", help="An envbuild development image (local store)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Environment name (default: the image's project)."),
+    path: Optional[Path] = typer.Option(None, "--path", "-p", help="Project directory to mount (optional)."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Do not open a shell."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="GPUs to attach: a count, 'all' or device=0,1."),
+    no_gpu: bool = typer.Option(False, "--no-gpu", help="Attach no GPU."),
+    volume: list[str] = typer.Option([], "--volume", "-v", help="Extra bind mount HOST:CONTAINER[:ro] (repeatable)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Host address to publish ports on."),
+    shm_size: Optional[str] = typer.Option(None, "--shm-size", help="Shared memory, e.g. 2g."),
+    cpus: Optional[str] = typer.Option(None, "--cpus", help="CPU limit in cores."),
+    memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Memory limit, e.g. 8g."),
+    force: bool = typer.Option(False, "--force", help="Recreate the environment if it exists."),
+    fmt: str = typer.Option("text", "--format", help="Output format: text or json."),
+    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for sshd and Jupyter."),
+) -> None:
+    """Start an environment from an image someone else built (its settings come from the spec label)."""
+    from envbuild.runtime import engine, lifecycle
+    from envbuild.runtime.options import check_options, name_from_dir, project_dir, validate_name
+
+    check_format(fmt)
+    project = project_dir(path) if path is not None else None
+    options = run_options(host, gpus, no_gpu, volume, shm_size, cpus, memory)
+    check_options(options, project or Path.cwd())
+    client = engine.connect()
+    labels = engine.image_labels(engine.get_image(client, image))
+    if name:
+        env_name = validate_name(name)
+    elif project is not None:
+        env_name = name_from_dir(project)
+    else:
+        env_name = name_from_dir(Path(labels.get("ai.envbuild.project") or image.split("/")[-1].split(":")[0]))
+    result = lifecycle.bring_up(client, image=image, name=env_name, project=project, options=options,
+                                force=force, timeout=timeout)
+    report(result.environment, action=result.action, built=None, image=image, fmt=fmt)
+    if not detach:
+        open_shell(result.environment.name, result.environment.workdir)
+
+
+@app.command()
+def prune(
+    build_cache: bool = typer.Option(False, "--build-cache", help="Also prune the engine's build cache."),
+) -> None:
+    """Remove dangling envbuild images and SSH entries of environments that no longer exist."""
+    from envbuild import ssh
+    from envbuild.runtime import engine
+
+    client = engine.connect()
+    existing = {e.name for e in engine.list_environments(client)}
+    stale = [n for n in ssh.known_hosts() if n not in existing]
+    for n in stale:
+        ssh.remove_host(n)
+    pruned = client.images.prune(filters={"dangling": True, "label": "ai.envbuild.vendor=envbuild"})
+    removed = pruned.get("ImagesDeleted") or []
+    reclaimed = pruned.get("SpaceReclaimed") or 0
+    if build_cache:
+        cache = client.api.prune_builds()
+        reclaimed += cache.get("SpaceReclaimed") or 0
+    typer.echo(f"Removed {len([r for r in removed if r.get('Deleted')])} dangling image layer(s), "
+               f"{len(stale)} stale SSH entr{'y' if len(stale) == 1 else 'ies'}"
+               + (f" ({', '.join(stale)})" if stale else "") + f"; reclaimed {reclaimed / 1e6:.0f} MB.")

@@ -1,0 +1,112 @@
+"""`envbuild up`: build when needed, start the environment, print its endpoints, open a shell."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from envbuild.cli.app import app
+from envbuild.errors import UsageError
+
+DEFAULT_FILE = "build.envd:build"
+
+
+def parse_file_func(text: str) -> tuple[str, str]:
+    """``file:func`` (``func`` defaults to ``build``)."""
+    file, _, func = text.partition(":")
+    if not file:
+        raise UsageError(f"invalid --file {text!r}: expected FILE[:FUNCTION], e.g. build.envd:build")
+    return file, func or "build"
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in ("text", "json"):
+        raise UsageError(f"invalid --format {fmt!r}: use text or json")
+    return fmt
+
+
+def open_shell(name: str, workdir: str) -> None:
+    """Replace this process with the system ssh client: a login shell in the project dir, agent forwarded."""
+    from envbuild import ssh
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("Not a terminal: not opening a shell (pass --detach to skip this).", file=sys.stderr)
+        return
+    argv = ssh.ssh_command(name, f"cd {workdir} 2>/dev/null; exec \"$SHELL\" -l", tty=True)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
+
+
+def run_options(host: str, gpus: Optional[str], no_gpu: bool, volume: list[str], shm_size: Optional[str],
+                cpus: Optional[str], memory: Optional[str]):  # noqa: ANN201 - RunOptions, imported lazily
+    from envbuild.runtime.options import RunOptions
+
+    return RunOptions(host=host, gpus=gpus, no_gpu=no_gpu, volumes=tuple(volume), shm_size=shm_size,
+                      cpus=cpus, memory=memory)
+
+
+def report(env, *, action: str, built: Optional[bool], image: str, fmt: str) -> None:  # noqa: ANN001
+    from envbuild.runtime import output
+
+    if fmt == "json":
+        typer.echo(output.up_json(env, action=action, built=built, image=image))
+    else:
+        verb = {"created": "Started", "recreated": "Recreated", "started": "Restarted", "attached": "Re-attached to"}
+        print(f"{verb.get(action, action)} {env.name}.", file=sys.stderr)
+        typer.echo(output.endpoints_text(env))
+
+
+def _build(project: Path, file: str, function: str, *, ca_cert: Optional[str], fmt: str) -> tuple[str, bool]:
+    """Build (or reuse) the project's image through the compiler's build API: (image ref, whether built)."""
+    from envbuild import build as build_api
+
+    result = build_api.build_project(project, file=file, function=function, ca_cert=ca_cert,
+                                     quiet=fmt == "json")
+    return result.image, result.built
+
+
+@app.command()
+def up(
+    path: Path = typer.Option(Path("."), "--path", "-p", help="Project directory (mounted in the environment)."),
+    file: str = typer.Option(DEFAULT_FILE, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
+    name: Optional[str] = typer.Option(None, "--name", help="Environment name (default: the directory name)."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Do not open a shell; just start and print endpoints."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="GPUs to attach: a count, 'all' or device=0,1."),
+    no_gpu: bool = typer.Option(False, "--no-gpu", help="Attach no GPU even when the environment uses CUDA."),
+    volume: list[str] = typer.Option([], "--volume", "-v", help="Extra bind mount HOST:CONTAINER[:ro] (repeatable)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Host address to publish ports on."),
+    shm_size: Optional[str] = typer.Option(None, "--shm-size", help="Shared memory, e.g. 2g (plain numbers are MB)."),
+    cpus: Optional[str] = typer.Option(None, "--cpus", help="CPU limit in cores, e.g. 2 or 0.5."),
+    memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Memory limit, e.g. 8g."),
+    force: bool = typer.Option(False, "--force", help="Recreate the environment even if it is running."),
+    fmt: str = typer.Option("text", "--format", help="Output format: text or json."),
+    ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="CA bundle build steps trust (TLS-inspecting proxies)."),
+    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for sshd and Jupyter to answer."),
+) -> None:
+    """Build if needed, start the environment, print its endpoints, and open a shell in it."""
+    from envbuild.runtime.options import check_options, name_from_dir, project_dir, validate_name
+
+    check_format(fmt)
+    project = project_dir(path)
+    env_name = validate_name(name) if name else name_from_dir(project)
+    build_file, function = parse_file_func(file)
+    if not (project / build_file).is_file():
+        raise UsageError(f"no build file {build_file!r} in {project}; create one with `envbuild init`")
+    if ca_cert is not None and not ca_cert.is_file():
+        raise UsageError(f"--ca-cert {str(ca_cert)!r} is not a file")
+    options = run_options(host, gpus, no_gpu, volume, shm_size, cpus, memory)
+    check_options(options, project)
+
+    from envbuild.runtime import engine, lifecycle
+
+    client = engine.connect()
+    image, built = _build(project, build_file, function, ca_cert=str(ca_cert) if ca_cert else None, fmt=fmt)
+    result = lifecycle.bring_up(client, image=image, name=env_name, project=project, options=options,
+                                force=force, timeout=timeout)
+    report(result.environment, action=result.action, built=built, image=image, fmt=fmt)
+    if not detach:
+        open_shell(result.environment.name, result.environment.workdir)
