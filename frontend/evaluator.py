@@ -1,0 +1,588 @@
+"""Evaluate ``build.envd`` files with starlark-pyo3 into a ``Spec``.
+
+Shape of one evaluation: the user default file (``~/.config/envbuild/config.envd``) runs first, then
+the project file; top-level calls record as they run, then the chosen function (``build``) is called.
+Every module starts by loading the frozen prelude (the namespaces and universe functions, built once
+per process), which costs microseconds instead of re-evaluating it per file. Work is bounded by a
+wall-clock deadline (checked by starlark's ``check_cancelled``; time spent cloning git repositories
+does not count) and a call-depth limit.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from . import _builtins as B
+from . import spec as S
+from .errors import (
+    EnvdError,
+    EvalError,
+    LimitExceeded,
+    LoadError,
+    NameError_,
+    SyntaxError_,
+    TypeError_,
+    V0Syntax,
+)
+from .loader import GitCache, Loader, Source, cache_home, read_source
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_MAX_CALL_DEPTH = 200
+MAX_LOAD_DEPTH = 64
+DEFAULT_FILE = "build.envd"
+MIGRATION_URL = "https://envd.tensorchord.ai/guide/v1.html"
+
+
+@dataclass(frozen=True, slots=True)
+class _Runtime:
+    sl: Any
+    globals: Any
+    dialect: Any
+    prelude: Any
+    prelude_ast: Any
+    prelude_loader: Any
+
+
+_RT: _Runtime | None = None
+_AST_CACHE: dict[tuple[str, str], Any] = {}
+_AST_CACHE_MAX = 128
+
+
+def _print(*args: Any, sep: str = " ") -> None:
+    rec = B.current.get(None)
+    text = sep.join(a if isinstance(a, str) else B._starlark_repr(a) for a in args)
+    if rec is not None and rec.printer is not None:
+        rec.printer(text)
+    else:
+        sys.stderr.write(text + "\n")
+
+
+def _runtime() -> _Runtime:
+    """Build the Starlark globals and the frozen prelude once per process."""
+    global _RT
+    if _RT is None:
+        import starlark as sl
+
+        g = sl.Globals.extended_by([sl.LibraryExtension.StructType, sl.LibraryExtension.CallStack])
+        dialect = sl.Dialect.standard()
+        pm = sl.Module()
+        for b in B.REGISTRY.values():
+            pm.add_callable(f"__cb_{b.ident}", B.make_callback(b))
+        pm.add_callable("print", _print)
+        sl.eval(pm, sl.parse(B.PRELUDE_LABEL, B.prelude_source(), dialect), g)
+        frozen = pm.freeze()
+        names = (*B.UNIVERSE, *B.NAMESPACES, "print")
+        load_src = 'load("@envbuild", ' + ", ".join(f'"{n}"' for n in names) + ")\n"
+        _RT = _Runtime(
+            sl=sl,
+            globals=g,
+            dialect=dialect,
+            prelude=frozen,
+            prelude_ast=sl.parse(B.PRELUDE_LABEL, load_src, dialect),
+            prelude_loader=sl.FileLoader(lambda _label: frozen),
+        )
+    return _RT
+
+
+def _parse(rt: _Runtime, label: str, text: str) -> Any:
+    key = (label, text)
+    ast = _AST_CACHE.get(key)
+    if ast is None:
+        ast = rt.sl.parse(label, text, rt.dialect)
+        if len(_AST_CACHE) >= _AST_CACHE_MAX:
+            _AST_CACHE.pop(next(iter(_AST_CACHE)))
+        _AST_CACHE[key] = ast
+    return ast
+
+
+# ---- syntax header -------------------------------------------------------------------------------
+
+_SYNTAX = re.compile(r"#\s*syntax\s*=\s*(\S*)\s*")
+
+
+def _check_syntax_header(src: Source) -> None:
+    for lineno, line in enumerate(src.text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith("#"):
+            return
+        m = _SYNTAX.fullmatch(stripped)
+        if m is None:
+            continue
+        version = m[1].lower()
+        col = line.index("#") + 1
+        if version == "v1":
+            return
+        if version == "v0":
+            raise V0Syntax(
+                "`# syntax=v0` is not supported: envd removed v0 in 1.0 and envbuild reads v1 only",
+                src.label, lineno, col, line,
+                hint=(
+                    "migrate to v1 (" + MIGRATION_URL + "): "
+                    'base(os="ubuntu22.04", language="python3") becomes base(image="ubuntu:22.04", dev=True) '
+                    "plus install.conda() and install.python(); io.copy(host_path, envd_path) keeps working; "
+                    "then write `# syntax=v1` or drop the line"
+                ),
+            )
+        raise SyntaxError_(
+            f"unknown syntax version {m[1]!r}; envbuild understands `# syntax=v1` (the default)",
+            src.label, lineno, col, line,
+        )
+
+
+# ---- Starlark error text -> EnvdError ------------------------------------------------------------
+
+_LOC = re.compile(r"^\s*--> (.+?):(\d+):(\d+)", re.M)
+_FRAME_FULL = re.compile(r"^\s*\* (.+?):(\d+), in (\S+)", re.M)
+_MSG = re.compile(r"^error: (.*?)(?=^\s*--> |\Z)", re.M | re.S)
+_PY_PREFIX = re.compile(r"^(?:[A-Za-z_]\w*(?:Error|Exception|Error_|Exceeded)): ")
+
+_SYNTAX_MARKERS = (
+    "Parse error",
+    "cannot be used outside `def`",
+    "not allowed in this dialect",
+    "must enable",
+    "reserved keyword",
+    "tabs are not allowed",
+    "cannot be reassigned",
+)
+_TYPE_MARKERS = (
+    "Missing parameter",
+    "Found ",
+    "Wrong number of",
+    "not supported on type",
+    "not supported for type",
+    "not supported for types",
+    "Type of parameter",
+    "Expected type",
+    "expected type",
+    "Value of type",
+    "Unexpected parameter",
+)
+
+
+def _source_line(rec: B.Recorder, file: str | None, line: int | None) -> str | None:
+    if file is None or line is None:
+        return None
+    lines = rec.sources.get(file)
+    if lines is None or not 0 < line <= len(lines):
+        return None
+    return lines[line - 1]
+
+
+def _known_names(rec: B.Recorder, file: str | None) -> list[str]:
+    names = [*B.UNIVERSE, *B.NAMESPACES, "print", "fail", "len", "range", "str", "int", "list", "dict",
+             "struct", "sorted", "enumerate", "zip", "True", "False", "None", "type", "bool", "hasattr",
+             "getattr", "any", "all", "min", "max", "reversed", "repr", "tuple", "abs", "hash", "dir"]
+    lines = rec.sources.get(file or "", [])
+    for ln in lines:
+        m = re.match(r"(?:def\s+([A-Za-z_]\w*)|([A-Za-z_]\w*)\s*=[^=])", ln)
+        if m:
+            names.append(m[1] or m[2])
+        for lm in re.finditer(r"""load\([^)]*""", ln):
+            names += re.findall(r"""["']([A-Za-z_]\w*)["']""", lm[0])
+    return names
+
+
+def _namespace_attrs(ns: str) -> list[str]:
+    if ns == "data":
+        return ["envd", "path"]
+    return [q.split(".", 1)[1] for q in B.REGISTRY if q.startswith(ns + ".")]
+
+
+def _rewrite(message: str, rec: B.Recorder, file: str | None, line: int | None, col: int | None) -> tuple[type[EnvdError], str, str | None]:
+    """Classify a Starlark message and make it actionable (did-you-mean, shorter parse errors)."""
+    hint: str | None = None
+    m = re.match(r"Variable `([^`]+)` not found(?:, did you mean `([^`]+)`\?)?", message)
+    if m:
+        name, sugg = m[1], m[2]
+        close = difflib.get_close_matches(name, sorted(set(_known_names(rec, file)) - {name}), n=1, cutoff=0.6)
+        if close:
+            sugg = close[0]
+        if name in ("open", "exec", "eval", "import", "os", "input", "getenv", "environ", "time", "sys"):
+            sugg = None
+            hint = "build files are hermetic: they can only use envd's functions, not files or the environment"
+        msg = f"`{name}` is not defined" + (f"; did you mean `{sugg}`?" if sugg else "")
+        return NameError_, msg, hint
+    m = re.match(r"Object of type `([^`]+)` has no attribute `([^`]+)`(?:, did you mean `([^`]+)`\?)?", message)
+    if m:
+        tname, attr, sugg = m[1], m[2], m[3]
+        text = _source_line(rec, file, line)
+        ns = None
+        if text is not None and col is not None:
+            nm = re.match(r"([A-Za-z_]\w*)(?:\.[A-Za-z_]\w*)*\.\s*" + re.escape(attr), text[col - 1 :])
+            if nm:
+                ns = nm[1]
+        if ns in B.NAMESPACES and tname == "struct":
+            close = difflib.get_close_matches(attr, _namespace_attrs(ns), n=1, cutoff=0.5)
+            msg = f"`{ns}.{attr}` is not an envd function" + (f"; did you mean `{ns}.{close[0]}`?" if close else "")
+            hint = f"{ns}.* has: {', '.join(sorted(_namespace_attrs(ns)))}"
+            return NameError_, msg, hint
+        msg = f"a value of type `{tname}` has no attribute `{attr}`" + (f"; did you mean `{sugg}`?" if sugg else "")
+        return NameError_, msg, None
+    if "serde::serialize" in message:
+        tm = re.search(r"on type `([^`]+)`", message)
+        what = tm[1] if tm else "this value"
+        return (
+            TypeError_,
+            f"arguments of envd functions must be plain values (string, int, bool, list, dict, None), got a {what}",
+            None,
+        )
+    if message.startswith("Starlark call stack overflow"):
+        return LimitExceeded, "recursion too deep (the call stack limit was reached)", "look for a function that calls itself without end"
+    if message.startswith("Evaluation cancelled"):
+        return LimitExceeded, "evaluation took too long (time limit reached)", "look for a loop that never ends"
+    if message.startswith("fail:"):
+        return EvalError, message[len("fail:") :].strip(), None
+    if any(k in message for k in _SYNTAX_MARKERS):
+        msg = message
+        pm = re.match(r"Parse error: (.*?), expected one of (.*)$", message, re.S)
+        if pm and pm[2].count(",") > 4:
+            msg = f"syntax error: {pm[1]}"
+        elif message.startswith("Parse error: "):
+            msg = "syntax error: " + message[len("Parse error: ") :]
+        if "outside `def`" in message:
+            hint = "envd files allow `if` and `for` only inside functions (def build(): ...)"
+        elif "reserved keyword `while`" in message:
+            hint = "`while` is not part of Starlark; use `for x in range(n):`"
+        elif "f-strings" in message:
+            msg = "f-strings are not supported in build files"
+            hint = 'use "...{}".format(x) or "..." + str(x)'
+        elif "tabs are not allowed" in message:
+            hint = "indent with spaces"
+        return SyntaxError_, msg, hint
+    if any(k in message for k in _TYPE_MARKERS):
+        return TypeError_, message, None
+    return EvalError, message, None
+
+
+def _compress_trace(entries: list[str], keep: int = 12) -> tuple[str, ...]:
+    """Fold runs of the same frame (deep recursion) and keep the outermost and innermost frames."""
+    out: list[str] = []
+    i = 0
+    while i < len(entries):
+        j = i
+        while j + 1 < len(entries) and entries[j + 1] == entries[i]:
+            j += 1
+        out.append(entries[i] + (f" (repeated {j - i + 1} times)" if j > i else ""))
+        i = j + 1
+    if len(out) > keep:
+        out = [*out[: keep // 2], f"... {len(out) - keep} more ...", *out[-keep // 2 :]]
+    return tuple(out)
+
+
+def translate(text: str, rec: B.Recorder) -> EnvdError:
+    """Turn a ``StarlarkError`` text into the right ``EnvdError`` with the user's position."""
+    frames = [(f, int(ln), fn) for f, ln, fn in _FRAME_FULL.findall(text)]
+    user_frames = [fr for fr in frames if fr[0] not in (B.PRELUDE_LABEL, "<envd>")]
+    trace = _compress_trace([f"{f}:{ln}, in {fn}" for f, ln, fn in user_frames[:-1]])
+    pending = rec.error
+    if pending is not None:
+        pending.trace = pending.trace or trace
+        if pending.source_line is None:
+            pending.source_line = _source_line(rec, pending.file, pending.line)
+        return pending
+    mm = _MSG.search(text)
+    message = (mm[1] if mm else text).strip()
+    message = _PY_PREFIX.sub("", message, count=1)
+    loc = _LOC.search(text)
+    file, line, col = (loc[1], int(loc[2]), int(loc[3])) if loc else (None, None, None)
+    if file == B.PRELUDE_LABEL:
+        wrapper = next((fn for f, _, fn in reversed(frames) if f == B.PRELUDE_LABEL), "")
+        qual = wrapper.replace("__", ".")
+        if user_frames:
+            uf, ul, _ = user_frames[-1]
+            stack = f"  * {uf}:{ul}, in x\n"
+            pos = B.call_pos(rec, stack, qual)
+            file, line, col = (pos.file, pos.line, pos.col) if pos else (uf, ul, None)
+        else:
+            file, line, col = None, None, None
+    cls, msg, hint = _rewrite(message, rec, file, line, col)
+    return cls(msg, file, line, col, _source_line(rec, file, line), hint=hint, trace=trace)
+
+
+# ---- one evaluation ------------------------------------------------------------------------------
+
+_INCLUDE = re.compile(r"""\binclude\s*\(\s*(?:git\s*=\s*)?(["'])([^"'\n]+)\1\s*\)""")
+_TOP_NAME = re.compile(r"^(?:def\s+([A-Za-z]\w*)\s*\(|([A-Za-z]\w*)\s*=(?!=))", re.M)
+
+
+class _Session:
+    def __init__(self, rt: _Runtime, rec: B.Recorder, loader: Loader, timeout: float, max_depth: int) -> None:
+        self.rt = rt
+        self.rec = rec
+        self.loader = loader
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.options = rt.sl.EvalOptions(check_cancelled=self._cancelled, max_callstack_size=max_depth)
+        self.frozen: dict[str, Any] = {}
+        self.exports: dict[str, list[str]] = {}
+        self.stack: list[str] = []
+
+    def _cancelled(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        """Run Starlark, converting its errors into ``EnvdError`` (with positions)."""
+        self.rec.error = None
+        try:
+            return fn()
+        except self.rt.sl.StarlarkError as e:
+            err = translate(str(e), self.rec)
+            self.rec.error = None
+            if isinstance(err, LimitExceeded) and "time" in err.message:
+                err.message = f"evaluation took longer than {self.timeout:g}s (time limit reached)"
+            raise err from None
+        except BaseException as e:  # starlark-rust panics (e.g. a list too large) arrive as PanicException
+            if type(e).__name__ != "PanicException":
+                raise
+            raise LimitExceeded(f"evaluation aborted: {str(e) or 'internal limit reached'}") from None
+
+    def exec_source(self, src: Source) -> Any:
+        sl, rt, rec = self.rt.sl, self.rt, self.rec
+        _check_syntax_header(src)
+        rec.sources[src.label] = src.text.splitlines()
+        rec.source_files.append(S.SourceFile(src.label, src.sha256))
+        m = sl.Module()
+        m["_build_context_dir"] = str(self.loader.context_dir)
+        sl.eval(m, rt.prelude_ast, rt.globals, rt.prelude_loader)
+        ast = _parse(rt, src.label, src.text)
+        if "include" in src.text:
+            self._prepare_includes(m, src)
+        sl.eval_with(self.options, m, ast, rt.globals, sl.FileLoader(lambda label: self._load(label, src)))
+        if src.label in self.exports:
+            self.exports[src.label] = [n for n in self.exports[src.label] if not _missing(m, n)]
+        return m
+
+    def _load(self, label: str, importer: Source, *, pos: S.Pos | None = None) -> Any:
+        rec = self.rec
+        try:
+            t0 = time.monotonic()
+            try:
+                source = self.loader.resolve(label, importer)
+            finally:
+                self.deadline += time.monotonic() - t0
+            key = source.label
+            if key in self.frozen:
+                return self.frozen[key]
+            if key in self.stack:
+                cycle = " -> ".join([*self.stack[self.stack.index(key):], key])
+                raise LoadError(f"load cycle: {cycle}")
+            if len(self.stack) >= MAX_LOAD_DEPTH:
+                raise LoadError(f"loads nested deeper than {MAX_LOAD_DEPTH} files")
+            self.stack.append(key)
+            try:
+                module = self.run(lambda: self.exec_source(source))
+            finally:
+                self.stack.pop()
+            frozen = module.freeze()
+            self.frozen[key] = frozen
+            return frozen
+        except EnvdError as e:
+            if e.file is None:
+                e.at(pos or _load_pos(importer, label))
+                e.source_line = _source_line(rec, e.file, e.line)
+            rec.error = e
+            raise
+
+    def _prepare_includes(self, m: Any, src: Source) -> None:
+        """Resolve ``include("URL")`` literals before the file runs, binding them as structs."""
+        found: dict[str, S.Pos] = {}
+        for i, line in enumerate(src.text.splitlines(), 1):
+            for im in _INCLUDE.finditer(line):
+                from .loader import split_git
+
+                try:
+                    key = split_git(im[2])
+                except EnvdError as e:
+                    raise e.at(S.Pos(src.label, i, im.start() + 1)) from None
+                found.setdefault(key, S.Pos(src.label, i, im.start() + 1))
+        if not found:
+            return
+        lines = [f'load("@envbuild", __include_key = "include")']
+        entries = []
+        for n, (key, pos) in enumerate(found.items()):
+            try:
+                t0 = time.monotonic()
+                try:
+                    sources = self.loader.include(key)
+                finally:
+                    self.deadline += time.monotonic() - t0
+            except EnvdError as e:
+                e.at(pos)
+                e.source_line = _source_line(self.rec, pos.file, pos.line)
+                raise
+            fields = {}
+            for s in sources:
+                self.exports[s.label] = [a or b for a, b in _TOP_NAME.findall(s.text) if not (a or b).startswith("_")]
+                self._load(s.label, src, pos=pos)
+                names = self.exports[s.label]
+                if names:
+                    alias = ", ".join(f'__inc{n}_{k} = "{k}"' for k in names)
+                    lines.append(f'load("{s.label}", {alias})')
+                    for k in names:
+                        fields[k] = f"__inc{n}_{k}"
+            self.rec.includes[key] = key
+            entries.append(f'"{key}": struct({", ".join(f"{k} = {v}" for k, v in fields.items())})')
+        lines.append("__included = {" + ", ".join(entries) + "}")
+        lines.append("def include(*args, **kwargs):")
+        lines.append("    return __included[__include_key(*args, **kwargs)]")
+        sl, rt = self.rt.sl, self.rt
+        ast = sl.parse(B.PRELUDE_LABEL, "\n".join(lines) + "\n", rt.dialect)
+        sl.eval(m, ast, rt.globals, sl.FileLoader(self._include_module))
+
+    def _include_module(self, label: str) -> Any:
+        return self.rt.prelude if label == "@envbuild" else self.frozen[label]
+
+
+def _missing(m: Any, name: str) -> bool:
+    try:
+        return m[name] is None
+    except Exception:
+        return False
+
+
+def _load_pos(importer: Source, label: str) -> S.Pos:
+    for i, line in enumerate(importer.text.splitlines(), 1):
+        idx = line.find(label)
+        if idx >= 0 and "load" in line[:idx]:
+            return S.Pos(importer.label, i, line.index("load") + 1)
+    return S.Pos(importer.label, 1, 1)
+
+
+# ---- public entry point --------------------------------------------------------------------------
+
+def config_home() -> Path:
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    return Path(xdg) if xdg else Path.home() / ".config"
+
+
+def default_user_config() -> Path:
+    """``$XDG_CONFIG_HOME/envbuild/config.envd`` (``~/.config/envbuild/config.envd``)."""
+    return config_home() / "envbuild" / "config.envd"
+
+
+def split_target(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """``dir``, ``dir/build.envd``, ``file.envd:func`` or ``:func`` -> (build file, function or None)."""
+    text = os.fspath(path)
+    func: str | None = None
+    head, sep, tail = text.rpartition(":")
+    if sep and re.fullmatch(r"[A-Za-z_]\w*", tail) and "/" not in tail and not os.path.exists(text):
+        text, func = head, tail
+    p = Path(text or ".")
+    if p.is_dir():
+        p = p / DEFAULT_FILE
+    return p, func
+
+
+def _home_label(path: Path) -> str:
+    try:
+        return "~/" + path.resolve().relative_to(Path.home().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def evaluate(
+    path: str | os.PathLike[str] = ".",
+    *,
+    function: str | None = None,
+    user_config: Path | str | None | Literal[False] = None,
+    context_dir: Path | str | None = None,
+    git_cache_dir: Path | str | None = None,
+    offline: bool = False,
+    git_update_after: float = 3600.0,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_call_depth: int = DEFAULT_MAX_CALL_DEPTH,
+    on_print: Callable[[str], None] | None = None,
+) -> S.Spec:
+    """Evaluate a build file and return its ``Spec``.
+
+    ``path`` is a directory (its ``build.envd``), a file, or ``file.envd:func``; ``function`` picks
+    the function to call (default ``build``). ``user_config`` None reads
+    ``~/.config/envbuild/config.envd`` if it exists, a path reads that file, False skips it.
+    ``context_dir`` (default: the build file's directory) is the root for ``//`` labels and for
+    every file the spec reads. ``print()`` output goes to ``on_print`` (default: stderr).
+    Raises ``EnvdError`` subclasses for every mistake in the files; never a Python traceback.
+
+    Example: ``python -c "import frontend; print(frontend.evaluate('examples/jupyter').to_json())"``
+    """
+    file, func_from_path = split_target(path)
+    func = function or func_from_path or "build"
+    if not re.fullmatch(r"[A-Za-z_]\w*", func):
+        raise NameError_(f"{func!r} is not a function name")
+    if not file.is_file():
+        raise LoadError(f"no build file at {file}" + (" (expected build.envd in that directory)" if file.name == DEFAULT_FILE else ""))
+    ctx = Path(context_dir) if context_dir is not None else file.parent
+    ctx = ctx.resolve()
+    if not ctx.is_dir():
+        raise LoadError(f"build context {ctx} is not a directory")
+    file_abs = file.resolve()
+    try:
+        label = file_abs.relative_to(ctx).as_posix()
+    except ValueError:
+        raise LoadError(f"build file {file} is outside the build context {ctx}") from None
+    rt = _runtime()
+    rec = B.Recorder(context_dir=ctx, target=func, printer=on_print)
+    warnings: list[str] = []
+    git = GitCache(
+        root=Path(git_cache_dir) if git_cache_dir else cache_home() / "envbuild" / "git",
+        offline=offline,
+        update_after=git_update_after,
+        warn=lambda msg: rec.warn(msg, None),
+    )
+    loader = Loader(ctx, git)
+    session = _Session(rt, rec, loader, timeout, max_call_depth)
+    token = B.current.set(rec)
+    try:
+        if user_config is not False:
+            cfg = Path(user_config) if user_config is not None else default_user_config()
+            if cfg.is_file():
+                cfg_label = _home_label(cfg)
+                prefix = cfg_label.rsplit("/", 1)[0] + "/" if "/" in cfg_label else ""
+                src = read_source(cfg, cfg_label, cfg.parent, prefix)
+                session.run(lambda: session.exec_source(src))
+            elif user_config is not None:
+                raise LoadError(f"user config {cfg} does not exist")
+        main = read_source(file_abs, label, ctx, "")
+        module = session.run(lambda: session.exec_source(main))
+        call = _parse(rt, "<envd>", f"{func}()")
+        try:
+            session.run(lambda: rt.sl.eval_with(session.options, module, call, rt.globals))
+        except EnvdError as e:
+            if e.file is None or e.file == "<envd>":
+                raise _target_error(e, func, main) from None
+            raise
+        del warnings
+        try:
+            return rec.finish()
+        except EnvdError as e:
+            if e.source_line is None:
+                e.source_line = _source_line(rec, e.file, e.line)
+            raise
+    finally:
+        B.current.reset(token)
+
+
+def _target_error(e: EnvdError, func: str, main: Source) -> EnvdError:
+    defs = re.findall(r"^def\s+([A-Za-z_]\w*)\s*\(", main.text, re.M)
+    if isinstance(e, NameError_) and f"`{func}` is not defined" in e.message:
+        close = difflib.get_close_matches(func, defs, n=1, cutoff=0.6)
+        msg = f"no function {func}() defined in {main.label}"
+        if close:
+            msg += f"; did you mean {close[0]}()?"
+        hint = f"functions in {main.label}: {', '.join(defs)}" if defs else f"add `def {func}():` to {main.label}"
+        return NameError_(msg, main.label, hint=hint)
+    if isinstance(e, TypeError_) and "call()" in e.message:
+        return TypeError_(f"{func} in {main.label} is not a function", main.label)
+    if isinstance(e, TypeError_):
+        return TypeError_(f"{func}() in {main.label} must take no arguments ({e.message})", main.label)
+    return e
