@@ -532,7 +532,6 @@ def evaluate(
         raise LoadError(f"build file {file} is outside the build context {ctx}") from None
     rt = _runtime()
     rec = B.Recorder(context_dir=ctx, target=func, printer=on_print)
-    warnings: list[str] = []
     git = GitCache(
         root=Path(git_cache_dir) if git_cache_dir else cache_home() / "envbuild" / "git",
         offline=offline,
@@ -553,6 +552,7 @@ def evaluate(
             elif user_config is not None:
                 raise LoadError(f"user config {cfg} does not exist")
         main = read_source(file_abs, label, ctx, "")
+        session.stack.append(main.label)
         module = session.run(lambda: session.exec_source(main))
         call = _parse(rt, "<envd>", f"{func}()")
         try:
@@ -561,7 +561,6 @@ def evaluate(
             if e.file is None or e.file == "<envd>":
                 raise _target_error(e, func, main) from None
             raise
-        del warnings
         try:
             return rec.finish()
         except EnvdError as e:
