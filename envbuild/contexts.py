@@ -487,6 +487,16 @@ class ResolvedBuilder:
     def tls_config(self) -> Any:
         return self.context.tls_config() if self.source == "context" else None
 
+    @property
+    def docker_host(self) -> str | None:
+        """The Docker API endpoint of a ``docker`` builder, for the docker SDK (None: $DOCKER_HOST)."""
+        if self.kind != "docker":
+            return None
+        rest = self.address[len("docker://"):]
+        if not rest:
+            return None
+        return "unix://" + rest if rest.startswith("/") else rest
+
     def describe(self) -> str:
         if self.source == "flag":
             return f"{self.address} (from --builder)"
