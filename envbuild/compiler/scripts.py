@@ -1,0 +1,217 @@
+"""Shell scripts the build steps run, and the files a development image carries.
+
+Everything here is plain text derived from the spec and options, so it is unit-testable and ends up
+in the LLB verbatim (a change to a script changes only the steps that run it). The scripts are POSIX
+`sh` unless they say otherwise: the base may be any Debian or Ubuntu image, with or without bash.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Sequence
+
+CA_SECRET_ID = "envbuild-ca"
+CA_SECRET_PATH = "/run/secrets/envbuild-ca.crt"
+TLS_DIR = "/run/envbuild-tls"
+CA_BUNDLE = f"{TLS_DIR}/ca.pem"
+
+APT_CACHE_ID = "envbuild-apt-cache"
+APT_LISTS_ID = "envbuild-apt-lists"
+UV_CACHE_ID = "envbuild-uv-cache"
+PIP_CACHE_ID = "envbuild-pip-cache"
+UV_CACHE_DIR = "/var/cache/envbuild/uv"
+PIP_CACHE_DIR = "/var/cache/envbuild/pip"
+
+UV_VERSION = "0.13.9"
+UV_WHEEL_SHA256 = (
+    # manylinux_2_17_x86_64, musllinux_1_1_x86_64, manylinux_2_17_aarch64(+musl), manylinux_2_28_aarch64
+    "d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19",
+    "2c45530751517d6c3bbc69a19473f6effe47cce047bede01ffd8af7ea7b36b25",
+    "5435c5ce14a56431208ca0996416d310f1598e8c2c8ba707688985a16bb82dbe",
+    "ecb6028d79dc96fbeafffe5c8af62a7099487ebc05a701e76714eebcffd06375",
+)
+TOOLS_DIR = "/opt/envbuild-tools"
+UV_BIN = "/usr/local/bin/uv"
+
+ENVBUILD_DIR = "/opt/envbuild"
+VENV = f"{ENVBUILD_DIR}/venv"
+MANAGED_PYTHON_DIR = f"{ENVBUILD_DIR}/python"
+CONTEXT_MOUNT = "/run/envbuild-context"
+
+DEV_APT_PACKAGES = (
+    "ca-certificates",
+    "curl",
+    "git",
+    "less",
+    "openssh-client",
+    "openssh-server",
+    "procps",
+    "sudo",
+    "supervisor",
+)
+
+_TLS_PREAMBLE = f"""\
+if [ -s {CA_SECRET_PATH} ]; then
+  mkdir -p {TLS_DIR}
+  {{ cat /etc/ssl/certs/ca-certificates.crt 2>/dev/null || true; cat {CA_SECRET_PATH}; }} > {CA_BUNDLE}
+  export SSL_CERT_FILE={CA_BUNDLE} PIP_CERT={CA_BUNDLE} REQUESTS_CA_BUNDLE={CA_BUNDLE} \\
+    CURL_CA_BUNDLE={CA_BUNDLE} GIT_SSL_CAINFO={CA_BUNDLE} NODE_EXTRA_CA_CERTS={CA_BUNDLE}
+  APT_TLS="-o Acquire::https::CAInfo={CA_BUNDLE}"
+else
+  APT_TLS=""
+fi
+"""
+"""Trust the user's extra CA (a secret mount, optional) for this step only: the combined bundle is
+written to a tmpfs, so neither it nor the variables pointing at it reach a layer or the cache key."""
+
+
+def q(word: str) -> str:
+    return shlex.quote(word)
+
+
+def words(items: Iterable[str]) -> str:
+    return " ".join(q(i) for i in items)
+
+
+def script(*parts: str) -> str:
+    """Join script parts; every step starts with `set -eu` and the CA preamble."""
+    return "set -eu\n" + _TLS_PREAMBLE + "".join(p if p.endswith("\n") else p + "\n" for p in parts if p)
+
+
+_APT_PREPARE = """\
+export DEBIAN_FRONTEND=noninteractive
+rm -f /etc/apt/apt.conf.d/docker-clean
+printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
+trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+apt-get $APT_TLS -qq update
+"""
+
+
+def apt_install(packages: Sequence[str], *, after: str = "") -> str:
+    """One apt transaction; caches are mounts, so no apt lists or .debs land in the layer."""
+    return script(
+        _APT_PREPARE,
+        f"apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true {words(packages)}",
+        after,
+    )
+
+
+DEV_APT_AFTER = "rm -f /etc/ssh/ssh_host_*\n"
+"""openssh-server's postinst makes host keys: remove them so no two containers share keys."""
+
+
+def user_setup(uid: int, gid: int, shell: str) -> str:
+    """Create `envd` with the host user's ids, reusing or renaming what the base already has."""
+    sh = q(shell)
+    if uid == 0:
+        body = f"""\
+getent passwd envd >/dev/null || useradd -o -u 0 -g 0 -M -d /home/envd -s {sh} envd
+usermod -p '*' envd
+mkdir -p /home/envd
+"""
+    else:
+        body = f"""\
+getent group {gid} >/dev/null || groupadd -g {gid} envd
+old=$(getent passwd {uid} | cut -d: -f1 || true)
+if [ -n "$old" ] && [ "$old" != envd ]; then
+  usermod -l envd -d /home/envd -m -g {gid} -s {sh} "$old"
+elif getent passwd envd >/dev/null; then
+  usermod -u {uid} -g {gid} -d /home/envd -s {sh} envd
+else
+  useradd -m -d /home/envd -u {uid} -g {gid} -s {sh} envd
+fi
+usermod -p '*' envd
+mkdir -p /home/envd /etc/sudoers.d
+chown {uid}:{gid} /home/envd
+printf 'envd ALL=(ALL) NOPASSWD:ALL\\n' > /etc/sudoers.d/envd
+chmod 0440 /etc/sudoers.d/envd
+"""
+    return "set -eu\n" + body + f"install -d -m 0755 -o {uid} -g {gid} {ENVBUILD_DIR}\n"
+
+
+def uv_tool(index_url: str | None, extra_index_url: str | None) -> str:
+    """pip-install the pinned, hash-checked uv wheel from the user's index into a throw-away venv."""
+    req = f"uv=={UV_VERSION} " + " ".join(f"--hash=sha256:{h}" for h in UV_WHEEL_SHA256)
+    idx = ""
+    if index_url:
+        idx += f" --index-url {q(index_url)}"
+    if extra_index_url:
+        idx += f" --extra-index-url {q(extra_index_url)}"
+    return script(
+        f"python3 -m venv {TOOLS_DIR}",
+        f"printf '%s\\n' {q(req)} > /tmp/uv-requirements.txt",
+        f"PIP_CACHE_DIR={PIP_CACHE_DIR} {TOOLS_DIR}/bin/pip install -q --disable-pip-version-check"
+        f"{idx} --require-hashes -r /tmp/uv-requirements.txt",
+        f"{TOOLS_DIR}/bin/uv --version",
+    )
+
+
+def _drop_to(uid: int, gid: int) -> str:
+    if uid == 0:
+        return ""
+    return f"setpriv --reuid={uid} --regid={gid} --init-groups "
+
+
+def _own_cache(uid: int, gid: int) -> str:
+    """A shared cache stays usable when the owner changes: re-own it only then (cheap otherwise)."""
+    return (
+        f"mkdir -p {UV_CACHE_DIR}\n"
+        f'[ "$(stat -c %u:%g {UV_CACHE_DIR})" = "{uid}:{gid}" ] || chown -R {uid}:{gid} {UV_CACHE_DIR}\n'
+    )
+
+
+def python_runtime(version: str, uid: int, gid: int, *, home: str) -> str:
+    """The distribution's CPython when its minor version matches, else a uv-managed one; then a venv.
+
+    The choice is made in the step (the distro's version is a fact of the base image, unknown to the
+    pure compiler); a uv-managed CPython honours `UV_PYTHON_INSTALL_MIRROR` set on the step.
+    """
+    v = q(version)
+    drop = _drop_to(uid, gid)
+    return script(
+        _APT_PREPARE,
+        f"distro=$(apt-cache show python3 2>/dev/null | sed -n 's/^Version: \\([0-9]*\\.[0-9]*\\).*/\\1/p' | head -n1)",
+        f'want={v}',
+        'case "$want" in 3) want="$distro" ;; esac',
+        'if [ "$distro" = "$want" ]; then',
+        "  apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true"
+        " python3 python3-venv",
+        f"  {drop}env HOME={home} python3 -m venv {VENV}",
+        "else",
+        f"  echo \"envbuild: the base image has Python ${{distro:-none}}; installing CPython $want with uv\"",
+        _own_cache(uid, gid).replace("\n", "\n  ").rstrip(" "),
+        f"  install -d -m 0755 -o {uid} -g {gid} {MANAGED_PYTHON_DIR}",
+        f"  {drop}env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_PYTHON_INSTALL_DIR={MANAGED_PYTHON_DIR}"
+        f' {UV_BIN} -q python install "$want"',
+        f"  {drop}env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_PYTHON_INSTALL_DIR={MANAGED_PYTHON_DIR}"
+        f' UV_LINK_MODE=copy {UV_BIN} -q venv --seed --python "$want" {VENV}',
+        "fi",
+        f"{VENV}/bin/python --version",
+    )
+
+
+def pip_install(
+    names: Sequence[str],
+    requirements: Sequence[str],
+    wheels: Sequence[str],
+    uid: int,
+    gid: int,
+    *,
+    home: str,
+) -> str:
+    """`uv pip install` into the environment as its owner, downloads through the shared uv cache."""
+    args = [*names]
+    for r in requirements:
+        args += ["-r", r]
+    args += wheels
+    drop = _drop_to(uid, gid)
+    return script(
+        _own_cache(uid, gid),
+        f"{drop}env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_LINK_MODE=copy UV_PYTHON={VENV}/bin/python"
+        f" {UV_BIN} pip install {words(args)}",
+    )
+
+
+def user_run(commands: Sequence[str]) -> str:
+    """A `run()` call: bash with `set -euo pipefail`, like envd, but each command passed verbatim."""
+    return "set -euo pipefail\n" + "".join(c + "\n" for c in commands)
