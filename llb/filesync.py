@@ -298,7 +298,7 @@ def walk(root: str | Path, opts: WalkOptions = WalkOptions()) -> Iterator[Entry]
                         if not part:
                             partial = False
                             break
-                if not matched:
+                if not matched or (partial and not is_dir):
                     return False, False
                 if not partial and is_dir:
                     last_included_dir[0] = rel
@@ -501,6 +501,7 @@ class DiffCopyReceiver:
         self._dir_times: list[tuple[str, int, int]] = []
         self._listing_done = False
         self._mtimes: dict[int, int] = {}
+        self._hardlinks: list[tuple[str, str]] = []
         self.files_written = 0
         self.error: str | None = None
 
@@ -539,8 +540,7 @@ class DiffCopyReceiver:
         elif mode & MODE_TYPE:
             return  # devices/sockets are not materialised in a user's directory
         elif st.linkname:
-            self._remove(full)
-            os.link(self._safe_path(st.linkname), full)
+            self._hardlinks.append((self._safe_path(st.linkname), full))
         else:
             tmp = os.path.join(os.path.dirname(full), f".llb-tmp-{index}")
             fh = open(tmp, "wb")
@@ -562,6 +562,9 @@ class DiffCopyReceiver:
 
     def _maybe_done(self) -> bool:
         if self._listing_done and not self._pending:
+            for target, full in self._hardlinks:
+                self._remove(full)
+                os.link(target, full)
             for full, mtime, perm in reversed(self._dir_times):
                 try:
                     os.chmod(full, perm)
