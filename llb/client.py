@@ -339,6 +339,7 @@ class Client:
         or a socket path), registry credentials from the Docker config, and receives
         local/tar exports. `image_config` applies to image exports (see ImageConfig).
         Setting `cancel` or Ctrl-C stops the build on the builder and raises Cancelled.
+        `on_event` is called from a background thread, in the order events arrive.
         """
         from ._proto import control_pb2
 

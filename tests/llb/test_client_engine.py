@@ -344,3 +344,18 @@ def test_unsupported_exporters_on_engine(engine: llb.Client, tmp_path: Path) -> 
 def test_list_workers(engine: llb.Client) -> None:
     workers = engine.list_workers()
     assert workers and any(p.os == "linux" for w in workers for p in w.platforms)
+
+
+def test_ctrl_c_cancels_the_solve(engine: llb.Client) -> None:
+    import _thread
+
+    marker = uuid.uuid4().hex
+    state = _base().run(["sh", "-c", f"sleep 60; echo {marker}"]).root()
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(llb.Cancelled) as info:
+        engine.solve(state)
+    timer.join()
+    assert time.monotonic() - t0 < 4.0
+    assert isinstance(info.value.__cause__, KeyboardInterrupt)
