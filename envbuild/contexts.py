@@ -504,11 +504,53 @@ class ResolvedBuilder:
             return f"{self.address} (from $BUILDKIT_HOST)"
         return f"{self.address} (context {self.context.name!r})"
 
-    def connect(self, *, timeout: float = 5.0) -> Any:
-        """``llb.connect`` to this builder; an unreachable one becomes EngineUnreachable naming it."""
+    def preflight(self, *, timeout: float = 2.0) -> None:
+        """Fail fast on addresses nothing listens at, instead of waiting out the gRPC connect timeout."""
+        from envbuild.errors import EngineUnreachable
+
+        if self.kind == "tcp":
+            import socket
+
+            parsed = urllib.parse.urlparse(self.address)
+            host, port = parsed.hostname or "", parsed.port or 0
+            try:
+                socket.create_connection((host, port), timeout=timeout).close()
+            except OSError as exc:
+                reason = exc.strerror or str(exc) or type(exc).__name__
+                raise EngineUnreachable(
+                    f"cannot reach BuildKit at {self.address} [{self.describe()}]: {reason}; start one with "
+                    f"`buildkitd --addr tcp://0.0.0.0:{port}` there, or check the address and firewall"
+                ) from None
+        elif self.kind == "docker-container":
+            import shutil
+            import subprocess
+
+            name = self.address[len("docker-container://"):]
+            if shutil.which("docker") is None:
+                raise EngineUnreachable(
+                    f"cannot reach BuildKit at {self.address} [{self.describe()}]: the `docker` CLI is not on PATH"
+                )
+            try:
+                probe = subprocess.run(
+                    ["docker", "inspect", "--type", "container", "--format", "{{.State.Running}}", name],
+                    capture_output=True, text=True, timeout=timeout,
+                )
+            except subprocess.TimeoutExpired:
+                return
+            if probe.returncode != 0 or probe.stdout.strip() != "true":
+                state = "is not running" if probe.returncode == 0 else "does not exist"
+                raise EngineUnreachable(
+                    f"cannot reach BuildKit at {self.address} [{self.describe()}]: container {name!r} {state}; "
+                    f"start it with `docker run -d --name {name} --privileged moby/buildkit`"
+                )
+
+    def connect(self, *, timeout: float = 4.0) -> Any:
+        """``llb.connect`` to this builder; an unreachable one becomes EngineUnreachable naming it,
+        within `timeout` seconds (sooner when the pre-flight check sees nothing listening)."""
         import llb
         from envbuild.errors import EngineUnreachable
 
+        self.preflight(timeout=min(2.0, timeout))
         try:
             return llb.connect(self.address, tls=self.tls_config(), timeout=timeout)
         except llb.BuilderUnreachable as exc:
