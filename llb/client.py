@@ -115,6 +115,21 @@ def _definition_pb(target: Any) -> "ops_pb2.Definition":
     raise TypeError(f"solve() wants a State or a Definition, got {type(target).__name__}")
 
 
+def _local_names(definition: "ops_pb2.Definition") -> set[str]:
+    """Names of `local://` sources served by the solve's own session."""
+    from ._proto import ops_pb2
+
+    names = set()
+    for raw in getattr(definition, "def"):
+        if b"local://" not in raw:
+            continue
+        op = ops_pb2.Op.FromString(raw)
+        if op.WhichOneof("op") == "source" and op.source.identifier.startswith("local://"):
+            if "local.session" not in op.source.attrs:
+                names.add(op.source.identifier[len("local://") :])
+    return names
+
+
 def _base_image(definition: "ops_pb2.Definition") -> tuple[str, str, "ops_pb2.Platform | None"] | None:
     """(ref, resolve mode, platform) of the image at the bottom of the result's root filesystem."""
     from ._proto import ops_pb2
@@ -349,6 +364,12 @@ class Client:
         if image_config is not None and not plan.is_image:
             raise ValueError("image_config applies only to image exports (DockerImage, ImageExport, ...)")
         dirs = {name: Path(p).resolve() for name, p in (local_dirs or {}).items()}
+        missing = sorted(_local_names(definition) - set(dirs))
+        if missing:
+            raise InvalidGraph(
+                f"the graph reads local source(s) {', '.join(missing)} but solve(local_dirs=...) "
+                "does not say which directories they are"
+            )
         for name, p in dirs.items():
             if not p.is_dir():
                 raise FileNotFoundError(f"local_dirs[{name!r}]: {p} is not a directory")

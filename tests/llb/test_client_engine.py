@@ -169,7 +169,7 @@ def _tar_contains(data: bytes, needle: bytes) -> bool:
 def test_secret_is_readable_in_step_and_absent_from_image(engine: llb.Client, image_tag: str, tmp_path: Path) -> None:
     value = f"s3cr3t-{uuid.uuid4().hex}".encode()
     state = _base().run(
-        ["sh", "-c", "sha256sum < /run/secrets/tok > /secret-hash"],
+        ["sh", "-c", f"sha256sum < /run/secrets/tok > /secret-hash # {uuid.uuid4().hex}"],
         mounts=[llb.secret("/run/secrets/tok", "tok")],
     ).root()
     engine.solve(state, export=llb.DockerImage(image_tag), secrets={"tok": value})
@@ -188,7 +188,8 @@ def test_missing_secret_fails_the_step(engine: llb.Client) -> None:
 
 def test_failing_command_gives_exec_error(engine: llb.Client) -> None:
     marker = uuid.uuid4().hex[:8]
-    cmd = f"echo start-{marker}; for i in $(seq 1 30); do echo line$i; done; echo boom >&2; exit 7"
+    # stdout and stderr are separate pipes: the pause keeps their order deterministic
+    cmd = f"echo start-{marker}; for i in $(seq 1 30); do echo line$i; done; sleep 0.3; echo boom >&2; exit 7"
     state = _base().run(["sh", "-c", cmd], name=f"failing step {marker}").root()
     events: list[object] = []
     with pytest.raises(llb.ExecError) as info:
@@ -359,3 +360,9 @@ def test_ctrl_c_cancels_the_solve(engine: llb.Client) -> None:
     timer.join()
     assert time.monotonic() - t0 < 4.0
     assert isinstance(info.value.__cause__, KeyboardInterrupt)
+
+
+def test_missing_local_dir_is_reported_before_solving(engine: llb.Client) -> None:
+    st = llb.scratch().file(llb.copy(llb.local("ctx"), "/", "/"))
+    with pytest.raises(llb.InvalidGraph, match="ctx"):
+        engine.solve(st)

@@ -616,3 +616,12 @@ def test_import_llb_does_not_import_grpc() -> None:
     code = "import sys, llb; llb.image('x'); print('grpc' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_local_names_of_definition() -> None:
+    from llb.client import _local_names
+
+    st = llb.scratch().file(llb.copy(llb.local("ctx"), "/", "/")).file(llb.copy(llb.local("other"), "/", "/o"))
+    pinned = llb.local("pinned", session_id="abc")
+    assert _local_names(_definition_pb(st)) == {"ctx", "other"}
+    assert _local_names(_definition_pb(llb.scratch().file(llb.copy(pinned, "/", "/")))) == set()
