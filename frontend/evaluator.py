@@ -336,6 +336,10 @@ class _Session:
         self.rec.error = None
         try:
             return fn()
+        except EnvdError as e:
+            if e.source_line is None:
+                e.source_line = _source_line(self.rec, e.file, e.line)
+            raise
         except self.rt.sl.StarlarkError as e:
             err = translate(str(e), self.rec)
             self.rec.error = None
