@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .connection import TLSConfig, Transport, open_transport, resolve_address
-from .errors import BuilderUnreachable, Cancelled, ExecError, InvalidGraph, LLBError, SolveError
+from .errors import (
+    BuilderUnreachable,
+    Cancelled,
+    ExecError,
+    InvalidGraph,
+    LLBError,
+    SolveError,
+    UnsupportedByBuilder,
+)
 from .export import CacheOption, Export, ExporterPlan, ImageConfig, plan_export
 from .platform import Platform
 from .progress import ProgressEvent, ProgressTracker, VertexInfo
@@ -412,6 +420,12 @@ class Client:
             FrontendAttrs=dict(frontend_attrs or {}),
             Entitlements=list(entitlements),
         )
+        for opt in (*cache_exports, *cache_imports):
+            if opt.type == "local":
+                raise UnsupportedByBuilder(
+                    "cache type 'local' is served from the client's session content store, which llb "
+                    "does not implement; use 'registry' (or 'inline' exports) instead"
+                )
         for opt in cache_exports:
             req.Cache.Exports.add(Type=opt.type, Attrs=dict(opt.attrs))
         for opt in cache_imports:
@@ -559,6 +573,11 @@ class Client:
         code = exc.code()
         if code == grpc.StatusCode.UNAVAILABLE:
             return BuilderUnreachable(self.address, msg, "the builder went away during the solve")
+        if "unknown cache exporter" in msg or "unknown cache importer" in msg:
+            return UnsupportedByBuilder(
+                f"{msg}: the Docker engine's embedded BuildKit only exports 'inline' cache; "
+                "a standalone buildkitd also has 'registry'"
+            )
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             return SolveError(f"{msg} (the Docker engine accepts at most 4 MiB per request)")
         for pat in _EXIT_PATTERNS:

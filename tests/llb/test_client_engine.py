@@ -366,3 +366,13 @@ def test_missing_local_dir_is_reported_before_solving(engine: llb.Client) -> Non
     st = llb.scratch().file(llb.copy(llb.local("ctx"), "/", "/"))
     with pytest.raises(llb.InvalidGraph, match="ctx"):
         engine.solve(st)
+
+
+def test_cache_options_on_engine(engine: llb.Client, image_tag: str) -> None:
+    st = _base().run(["sh", "-c", f"echo {uuid.uuid4().hex} > /x"]).root()
+    res = engine.solve(st, export=llb.DockerImage(image_tag), cache_exports=[llb.CacheOption("inline")])
+    assert res.image_id
+    with pytest.raises(llb.UnsupportedByBuilder, match="registry"):
+        engine.solve(st, cache_exports=[llb.CacheOption("registry", {"ref": "127.0.0.1:5000/llb-test:cache"})])
+    with pytest.raises(llb.UnsupportedByBuilder, match="local"):
+        engine.solve(st, cache_imports=[llb.CacheOption("local", {"src": "/tmp"})])
