@@ -1,0 +1,261 @@
+"""End to end against the Docker engine and the loopback registry (127.0.0.1:5000, started by
+`scripts/setup-engine.sh --registry`): push, pull back under another name and run; a base image
+resolved from the registry; inline cache in a pushed image; tar/local/docker-tarball outputs; a
+wrong builder address failing fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tarfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from envbuild.contexts import resolve_builder
+from envbuild.errors import EngineUnreachable
+from envbuild.outputs import builder_caps, parse_build_options, plan_build
+from envbuild.publish import run_post_actions
+
+pytestmark = [pytest.mark.engine, pytest.mark.registry]
+
+REGISTRY = "127.0.0.1:5000"
+BASE_IMAGE = "local/debian:bookworm"
+
+
+def _engine_reason() -> str | None:
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return None
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(2)
+    try:
+        s.connect(host[len("unix://"):])
+    except OSError as exc:
+        return f"no Docker engine at {host} ({exc.strerror or exc}); run scripts/setup-engine.sh"
+    finally:
+        s.close()
+    return None
+
+
+def _registry_reason() -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=2) as resp:
+            if resp.status == 200:
+                return None
+            return f"registry at {REGISTRY} answered {resp.status}"
+    except OSError as exc:
+        return f"no registry at {REGISTRY} ({exc}); run scripts/setup-engine.sh --registry"
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[tuple[Any, Any]]:
+    """(llb client on the engine, docker SDK client), or a clean skip saying what is missing."""
+    for reason in (_engine_reason(), _registry_reason()):
+        if reason:
+            pytest.skip(reason)
+    import docker
+
+    import llb
+
+    try:
+        bk = llb.connect(timeout=5)
+    except llb.BuilderUnreachable as exc:
+        pytest.skip(str(exc))
+    dc = docker.from_env(timeout=300)
+    try:
+        dc.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        bk.close()
+        pytest.skip(f"base image {BASE_IMAGE} missing; run scripts/setup-engine.sh")
+    yield bk, dc
+    bk.close()
+    dc.close()
+
+
+@pytest.fixture()
+def uid() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def _hello_state(text: str) -> Any:
+    import llb
+
+    return llb.image(BASE_IMAGE).run(["sh", "-c", f"echo {text} > /hello"], network=llb.Network.NONE).root()
+
+
+def _build(env: tuple[Any, Any], state: Any, *, default_name: str | None = None, **options: Any) -> list[Any]:
+    """What `envbuild build` does with the options: plan for the engine, solve, run post actions."""
+    import llb
+
+    bk, dc = env
+    plan = plan_build(
+        parse_build_options(**options), caps=builder_caps("docker"), default_name=default_name,
+        workers=bk.list_workers(),
+    )
+    results = []
+    for step in plan.solves:
+        image_config = llb.ImageConfig(cmd=["cat", "/hello"]) if step.image_names else None
+        bk.solve(
+            state, export=step.export, image_config=image_config,
+            cache_imports=step.cache_imports, cache_exports=step.cache_exports,
+        )
+        results.append(run_post_actions(step.post, client=dc))
+    return results
+
+
+def _remove(dc: Any, *names: str) -> None:
+    import docker
+
+    for n in names:
+        try:
+            dc.images.remove(n, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+
+def _manifest(repo: str, tag: str) -> dict[str, Any]:
+    req = urllib.request.Request(
+        f"http://{REGISTRY}/v2/{repo}/manifests/{tag}",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_push_pull_back_under_another_name_and_run(env: tuple[Any, Any], uid: str) -> None:
+    _, dc = env
+    ref = f"{REGISTRY}/envbuild-e2e/hello:{uid}"
+    pulled = f"envbuild-e2e/pulled:{uid}"
+    try:
+        (summary,) = _build(env, _hello_state(f"pushed-{uid}"), tags=[ref], push=True)
+        (pushed,) = summary["pushed"]
+        assert pushed.name == ref and pushed.digest.startswith("sha256:")
+        manifest = _manifest("envbuild-e2e/hello", uid)
+        assert manifest["schemaVersion"] == 2 and manifest["layers"]
+        _remove(dc, ref)
+        image = dc.images.pull(f"{REGISTRY}/envbuild-e2e/hello", tag=uid)
+        assert pushed.digest in " ".join(image.attrs.get("RepoDigests", []))
+        image.tag(pulled)
+        _remove(dc, ref)
+        out = dc.containers.run(pulled, remove=True, network_mode="none")
+        assert out.decode().strip() == f"pushed-{uid}"
+    finally:
+        _remove(dc, ref, pulled)
+
+
+def test_base_image_resolved_through_the_registry(env: tuple[Any, Any], uid: str) -> None:
+    import llb
+
+    bk, dc = env
+    ref = f"{REGISTRY}/envbuild-e2e/base:{uid}"
+    derived = f"envbuild-e2e/derived:{uid}"
+    try:
+        _build(env, _hello_state(f"base-{uid}"), tags=[ref], push=True)
+        _remove(dc, ref)
+        with pytest.raises(Exception):
+            dc.images.get(ref)
+        state = llb.image(ref).run(["sh", "-c", "cp /hello /copy"], network=llb.Network.NONE).root()
+        bk.solve(state, export=llb.DockerImage(derived), image_config=llb.ImageConfig(cmd=["cat", "/copy"]))
+        out = dc.containers.run(derived, remove=True, network_mode="none")
+        assert out.decode().strip() == f"base-{uid}"
+    finally:
+        _remove(dc, ref, derived)
+
+
+def test_inline_cache_travels_with_the_pushed_image(env: tuple[Any, Any], uid: str) -> None:
+    _, dc = env
+    ref = f"{REGISTRY}/envbuild-e2e/cached:{uid}"
+    try:
+        _build(env, _hello_state(f"cache-{uid}"), tags=[ref], push=True, export_cache=["type=inline"])
+        manifest = _manifest("envbuild-e2e/cached", uid)
+        with urllib.request.urlopen(
+            f"http://{REGISTRY}/v2/envbuild-e2e/cached/blobs/{manifest['config']['digest']}", timeout=10
+        ) as resp:
+            config = json.loads(resp.read())
+        assert "moby.buildkit.cache.v0" in config
+        _remove(dc, ref)
+        _build(env, _hello_state(f"cache-{uid}"), tags=[ref], import_cache=[ref])
+        assert dc.images.get(ref)
+    finally:
+        _remove(dc, ref)
+
+
+def test_engine_refuses_registry_cache_export_before_building(env: tuple[Any, Any]) -> None:
+    from envbuild.errors import UsageError
+
+    with pytest.raises(UsageError, match="docker-container://buildkitd"):
+        _build(env, _hello_state("x"), tags=["x:1"], export_cache=[f"type=registry,ref={REGISTRY}/x:cache"])
+
+
+def test_docker_tarball_output_is_docker_loadable(env: tuple[Any, Any], uid: str, tmp_path: Path) -> None:
+    _, dc = env
+    name = f"envbuild-e2e/saved:{uid}"
+    dest = tmp_path / "out" / "image.tar"
+    try:
+        (summary,) = _build(env, _hello_state(f"saved-{uid}"), outputs=[f"type=docker,dest={dest}"], tags=[name])
+        assert summary["saved"] == [dest]
+        assert oct(dest.stat().st_mode & 0o777) != oct(0o600)
+        _remove(dc, name)
+        with dest.open("rb") as fh:
+            loaded = dc.images.load(fh.read())
+        assert any(name in img.tags for img in loaded)
+        out = dc.containers.run(name, remove=True, network_mode="none")
+        assert out.decode().strip() == f"saved-{uid}"
+    finally:
+        _remove(dc, name)
+
+
+def test_tar_and_local_outputs(env: tuple[Any, Any], uid: str, tmp_path: Path) -> None:
+    _, dc = env
+    tar_dest = tmp_path / "rootfs.tar"
+    _build(env, _hello_state(f"tar-{uid}"), outputs=[f"type=tar,dest={tar_dest}"])
+    with tarfile.open(tar_dest) as tf:
+        member = tf.extractfile("hello")
+        assert member is not None and member.read().decode().strip() == f"tar-{uid}"
+        assert "bin" in tf.getnames() or "usr/bin" in tf.getnames()
+    imported = f"envbuild-e2e/imported:{uid}"
+    try:
+        with tar_dest.open("rb") as fh:
+            dc.api.import_image_from_data(fh.read(), repository="envbuild-e2e/imported", tag=uid)
+        out = dc.containers.run(imported, ["cat", "/hello"], remove=True, network_mode="none")
+        assert out.decode().strip() == f"tar-{uid}"
+    finally:
+        _remove(dc, imported)
+    local_dest = tmp_path / "rootfs"
+    _build(env, _hello_state(f"local-{uid}"), outputs=[str(local_dest)])
+    assert (local_dest / "hello").read_text().strip() == f"local-{uid}"
+    assert (local_dest / "etc" / "debian_version").is_file()
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["tcp://127.0.0.1:1", "unix:///nonexistent/buildkitd.sock", "docker-container://envbuild-no-such-builder",
+     "docker:///nonexistent/docker.sock"],
+)
+def test_wrong_address_fails_fast_naming_it(address: str) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(EngineUnreachable) as info:
+        resolve_builder(address, env={}).connect()
+    assert time.monotonic() - t0 < 5
+    assert address in str(info.value)
+
+
+def test_doctor_on_the_engine(env: tuple[Any, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    from envbuild.cli.app import main
+
+    try:
+        main(["doctor", "--builder", "default", "--format", "json"])
+    except SystemExit as exc:
+        assert not exc.code
+    report = json.loads(capsys.readouterr().out)
+    assert report["reachable"] and report["builder_kind"] == "docker"
+    assert report["native_platform"] == report["workers"][0]["platforms"][0]
+    assert report["merge_diff"] is False and "moby" in report["exporters"]
+    assert report["engine"]["reachable"] and isinstance(report["engine"]["nvidia_runtime"], bool)
