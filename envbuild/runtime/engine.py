@@ -7,7 +7,6 @@ is cached on the side, so `ls` can never disagree with reality.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 import urllib.error
@@ -18,9 +17,6 @@ from typing import TYPE_CHECKING, Any
 from envbuild.errors import EngineUnreachable, RuntimeFailure, UsageError
 from envbuild.runtime.options import (
     ENV_JUPYTER_TOKEN,
-    LABEL_DIGEST,
-    LABEL_GPU,
-    LABEL_HOST,
     LABEL_NAME,
     LABEL_PORTS,
     LABEL_PROJECT_PATH,
@@ -232,15 +228,17 @@ def create(client: docker.DockerClient, plan: ContainerPlan) -> Container:
             os.chmod(mount.source, 0o777)
     try:
         container = client.containers.create(**plan.create_kwargs())
+    except APIError as exc:
+        if exc.status_code == 409:
+            raise RuntimeFailure(
+                f"environment {plan.name!r} was created by another envbuild run at the same time; "
+                "run the command again to attach to it"
+            ) from None
+        raise RuntimeFailure(f"could not create environment {plan.name!r}: {exc.explanation or exc}") from None
+    try:
         container.start()
     except APIError as exc:
-        leftover = None
-        try:
-            leftover = client.containers.get(plan.name)
-        except Exception:
-            pass
-        if leftover is not None and (leftover.labels or {}).get(LABEL_NAME) == plan.name:
-            leftover.remove(force=True)
+        remove(container)
         raise RuntimeFailure(f"could not start environment {plan.name!r}: {exc.explanation or exc}") from None
     container.reload()
     return container
@@ -357,8 +355,4 @@ __all__ = [
     "spec_label",
     "start",
     "wait_ready",
-    "LABEL_DIGEST",
-    "LABEL_GPU",
-    "LABEL_HOST",
-    "json",
 ]
