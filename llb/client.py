@@ -31,7 +31,7 @@ from .errors import (
     SolveError,
     UnsupportedByBuilder,
 )
-from .export import CacheOption, Export, ExporterPlan, ImageConfig, plan_export
+from .export import CacheOption, Export, ImageConfig, plan_export
 from .platform import Platform
 from .progress import ProgressEvent, ProgressTracker, VertexInfo
 from .session import Session, SessionConfig, SessionServer

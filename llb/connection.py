@@ -9,7 +9,6 @@ byte pumps.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import socket
