@@ -15,12 +15,12 @@ from envbuild.errors import UsageError
 DEFAULT_FILE = "build.envd:build"
 
 
-def parse_file_func(text: str) -> tuple[str, str]:
-    """``file:func`` (``func`` defaults to ``build``)."""
+def parse_file_func(text: str) -> tuple[str, Optional[str]]:
+    """``file[:func]``; without a function the build file's default (``build``) applies."""
     file, _, func = text.partition(":")
-    if not file:
+    if not file or (func and not func.isidentifier()):
         raise UsageError(f"invalid --file {text!r}: expected FILE[:FUNCTION], e.g. build.envd:build")
-    return file, func or "build"
+    return file, func or None
 
 
 def check_format(fmt: str) -> str:
@@ -60,13 +60,15 @@ def report(env, *, action: str, built: Optional[bool], image: str, fmt: str) -> 
         typer.echo(output.endpoints_text(env))
 
 
-def _build(project: Path, file: str, function: str, *, ca_cert: Optional[str], fmt: str) -> tuple[str, bool]:
-    """Build (or reuse) the project's image through the compiler's build API: (image ref, whether built)."""
-    from envbuild import build as build_api
+def _build(project: Path, file: str, function: Optional[str], *, ca_cert: Optional[str], fmt: str) -> tuple[str, bool]:
+    """Build (or find up to date) the project's image with the build API: (image tag, whether it built)."""
+    from envbuild.build import BuildOptions, build
+    from envbuild.progress import make_progress
 
-    result = build_api.build_project(project, file=file, function=function, ca_cert=ca_cert,
-                                     quiet=fmt == "json")
-    return result.image, result.built
+    options = BuildOptions(path=str(project / file), function=function, ca_cert=ca_cert)
+    with make_progress("auto" if fmt == "text" else "plain", sys.stderr) as progress:
+        result = build(options, on_event=progress, on_note=lambda note: print(f"note: {note}", file=sys.stderr))
+    return result.tag, not result.up_to_date
 
 
 @app.command()
