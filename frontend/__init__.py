@@ -4,12 +4,11 @@
 >>> spec = frontend.evaluate("examples/jupyter")      # dir, dir/build.envd or file.envd:func
 >>> print(spec.to_json())
 
-Importing this package is cheap: the Starlark interpreter loads on the first ``evaluate``.
+Importing this package is cheap (errors only): the spec classes and the Starlark interpreter load on
+first use of ``frontend.Spec`` / ``frontend.evaluate``.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
 
 from .errors import (
     EnvdError,
@@ -23,10 +22,15 @@ from .errors import (
     V0Syntax,
     ValueError_,
 )
-from .spec import SCHEMA_VERSION, Pos, Spec, SpecDecodeError
 
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing would double the import time
 if TYPE_CHECKING:
+    from typing import Any
+
     from .evaluator import evaluate
+    from .spec import SCHEMA_VERSION, Pos, Spec, SpecDecodeError
+
+_SPEC_NAMES = frozenset({"SCHEMA_VERSION", "Pos", "Spec", "SpecDecodeError"})
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -48,8 +52,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    """Lazy exports: the spec classes (~45 dataclasses) and the interpreter load on first use."""
     if name == "evaluate":
         from .evaluator import evaluate
 
         return evaluate
+    if name in _SPEC_NAMES:
+        from . import spec
+
+        return getattr(spec, name)
     raise AttributeError(f"module 'frontend' has no attribute {name!r}")
