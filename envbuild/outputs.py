@@ -489,6 +489,13 @@ class PlannedSolve:
     image_names: tuple[str, ...] = ()
     describe: str = ""
 
+    @property
+    def is_image(self) -> bool:
+        """Whether the export is an image (pass ``image_config`` to the solve only then)."""
+        from llb.export import DockerImage, DockerTarExport, ImageExport, OCIExport
+
+        return isinstance(self.export, (DockerImage, ImageExport, OCIExport, DockerTarExport))
+
 
 @dataclass(frozen=True)
 class BuildPlan:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from envbuild.errors import EngineUnreachable, EnvbuildError
-from envbuild.outputs import PostAction, PushImage, SaveImage
+from envbuild.outputs import BuildPlan, PlannedSolve, PostAction, PushImage, SaveImage
 
 if TYPE_CHECKING:
     import docker
@@ -28,6 +28,8 @@ __all__ = [
     "push_images",
     "save_images",
     "run_post_actions",
+    "StepOutcome",
+    "execute_plan",
 ]
 
 MessageFn = Callable[[str], None]
@@ -193,3 +195,35 @@ def run_post_actions(
         else:
             raise TypeError(f"unknown post action {action!r}")
     return summary
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    step: PlannedSolve
+    result: Any
+    pushed: tuple[PushResult, ...]
+    saved: tuple[Path, ...]
+
+
+def execute_plan(
+    plan: BuildPlan,
+    solve: Callable[[PlannedSolve], Any],
+    *,
+    client: "docker.DockerClient | None" = None,
+    docker_host: str | None = None,
+    on_message: MessageFn | None = None,
+) -> list[StepOutcome]:
+    """Run every planned solve through `solve(step)` (the caller's ``llb.Client.solve`` call with
+    ``export=step.export``, ``cache_imports``/``cache_exports`` and, when ``step.is_image``, the image
+    config), then the step's push/save actions on the engine."""
+    if on_message:
+        for warning in plan.warnings:
+            on_message(f"warning: {warning}")
+    outcomes: list[StepOutcome] = []
+    for step in plan.solves:
+        result = solve(step)
+        if step.post and client is None:
+            client = engine_client(docker_host)
+        summary = run_post_actions(step.post, client=client, on_message=on_message)
+        outcomes.append(StepOutcome(step, result, tuple(summary["pushed"]), tuple(summary["saved"])))
+    return outcomes

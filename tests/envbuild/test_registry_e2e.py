@@ -21,7 +21,7 @@ import pytest
 from envbuild.contexts import resolve_builder
 from envbuild.errors import EngineUnreachable
 from envbuild.outputs import builder_caps, parse_build_options, plan_build
-from envbuild.publish import run_post_actions
+from envbuild.publish import execute_plan
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
 
@@ -99,15 +99,17 @@ def _build(env: tuple[Any, Any], state: Any, *, default_name: str | None = None,
         parse_build_options(**options), caps=builder_caps("docker"), default_name=default_name,
         workers=bk.list_workers(),
     )
-    results = []
-    for step in plan.solves:
-        image_config = llb.ImageConfig(cmd=["cat", "/hello"]) if step.image_names else None
-        bk.solve(
-            state, export=step.export, image_config=image_config,
+
+    def solve(step: Any) -> Any:
+        return bk.solve(
+            state, export=step.export,
+            image_config=llb.ImageConfig(cmd=["cat", "/hello"]) if step.is_image else None,
             cache_imports=step.cache_imports, cache_exports=step.cache_exports,
         )
-        results.append(run_post_actions(step.post, client=dc))
-    return results
+
+    return [
+        {"pushed": list(o.pushed), "saved": list(o.saved)} for o in execute_plan(plan, solve, client=dc)
+    ]
 
 
 def _remove(dc: Any, *names: str) -> None:
@@ -259,3 +261,29 @@ def test_doctor_on_the_engine(env: tuple[Any, Any], capsys: pytest.CaptureFixtur
     assert report["native_platform"] == report["workers"][0]["platforms"][0]
     assert report["merge_diff"] is False and "moby" in report["exporters"]
     assert report["engine"]["reachable"] and isinstance(report["engine"]["nvidia_runtime"], bool)
+
+
+def test_build_file_base_image_from_the_registry(env: tuple[Any, Any], uid: str, tmp_path: Path) -> None:
+    """`base(image="127.0.0.1:5000/…")` in a build.envd goes through the registry end to end."""
+    try:
+        from envbuild.build import BuildOptions, build
+    except ImportError as exc:
+        pytest.skip(f"the build API is not available yet ({exc})")
+    _, dc = env
+    ref = f"{REGISTRY}/envbuild-e2e/envd-base:{uid}"
+    tag = f"envbuild-e2e/from-registry:{uid}"
+    try:
+        _build(env, _hello_state(f"envd-base-{uid}"), tags=[ref], push=True)
+        _remove(dc, ref)
+        (tmp_path / "build.envd").write_text(
+            "# syntax=v1\n"
+            "def build():\n"
+            f'    base(image="{ref}", dev=False)\n'
+            '    run(commands=["cp /hello /marker"])\n'
+        )
+        result = build(BuildOptions(path=str(tmp_path), tag=tag))
+        assert not result.up_to_date and result.tag == tag
+        out = dc.containers.run(tag, ["cat", "/marker"], remove=True, network_mode="none")
+        assert out.decode().strip() == f"envd-base-{uid}"
+    finally:
+        _remove(dc, ref, tag)
