@@ -10,7 +10,6 @@ does not count) and a call-depth limit.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
@@ -205,6 +204,8 @@ def _rewrite(message: str, rec: B.Recorder, file: str | None, line: int | None, 
     m = re.match(r"Variable `([^`]+)` not found(?:, did you mean `([^`]+)`\?)?", message)
     if m:
         name, sugg = m[1], m[2]
+        import difflib
+
         close = difflib.get_close_matches(name, sorted(set(_known_names(rec, file)) - {name}), n=1, cutoff=0.6)
         if close:
             sugg = close[0]
@@ -223,6 +224,8 @@ def _rewrite(message: str, rec: B.Recorder, file: str | None, line: int | None, 
             if nm:
                 ns = nm[1]
         if ns in B.NAMESPACES and tname == "struct":
+            import difflib
+
             close = difflib.get_close_matches(attr, _namespace_attrs(ns), n=1, cutoff=0.5)
             msg = f"`{ns}.{attr}` is not an envd function" + (f"; did you mean `{ns}.{close[0]}`?" if close else "")
             hint = f"{ns}.* has: {', '.join(sorted(_namespace_attrs(ns)))}"
@@ -456,10 +459,11 @@ def _missing(m: Any, name: str) -> bool:
 
 
 def _load_pos(importer: Source, label: str) -> S.Pos:
+    call = re.compile(r"\bload\s*\(\s*([\"'])" + re.escape(label) + r"\1")
     for i, line in enumerate(importer.text.splitlines(), 1):
-        idx = line.find(label)
-        if idx >= 0 and "load" in line[:idx]:
-            return S.Pos(importer.label, i, line.index("load") + 1)
+        m = call.search(line)
+        if m and not line.lstrip().startswith("#"):
+            return S.Pos(importer.label, i, m.start() + 1)
     return S.Pos(importer.label, 1, 1)
 
 
@@ -578,6 +582,8 @@ def evaluate(
 def _target_error(e: EnvdError, func: str, main: Source) -> EnvdError:
     defs = re.findall(r"^def\s+([A-Za-z_]\w*)\s*\(", main.text, re.M)
     if isinstance(e, NameError_) and f"`{func}` is not defined" in e.message:
+        import difflib
+
         close = difflib.get_close_matches(func, defs, n=1, cutoff=0.6)
         msg = f"no function {func}() defined in {main.label}"
         if close:
