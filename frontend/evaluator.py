@@ -579,6 +579,12 @@ def evaluate(
         B.current.reset(token)
 
 
+def _binding_line(main: Source, name: str) -> int:
+    """The line of the last top-level ``def name(`` or ``name =`` (what the call actually reached)."""
+    found = [m.start() for m in re.finditer(rf"^(?:def\s+{re.escape(name)}\s*\(|{re.escape(name)}\s*=(?!=))", main.text, re.M)]
+    return main.text.count("\n", 0, found[-1]) + 1 if found else 1
+
+
 def _target_error(e: EnvdError, func: str, main: Source) -> EnvdError:
     defs = re.findall(r"^def\s+([A-Za-z_]\w*)\s*\(", main.text, re.M)
     if isinstance(e, NameError_) and f"`{func}` is not defined" in e.message:
@@ -589,9 +595,10 @@ def _target_error(e: EnvdError, func: str, main: Source) -> EnvdError:
         if close:
             msg += f"; did you mean {close[0]}()?"
         hint = f"functions in {main.label}: {', '.join(defs)}" if defs else f"add `def {func}():` to {main.label}"
-        return NameError_(msg, main.label, hint=hint)
+        return NameError_(msg, main.label, 1, 1, hint=hint)
+    line = _binding_line(main, func)
     if isinstance(e, TypeError_) and "call()" in e.message:
-        return TypeError_(f"{func} in {main.label} is not a function", main.label)
+        return TypeError_(f"{func} in {main.label} is not a function", main.label, line, 1)
     if isinstance(e, TypeError_):
-        return TypeError_(f"{func}() in {main.label} must take no arguments ({e.message})", main.label)
+        return TypeError_(f"{func}() in {main.label} must take no arguments ({e.message})", main.label, line, 1)
     return e

@@ -87,3 +87,22 @@ def test_cuda_table_is_consistent() -> None:
     assert cuda.torch_index("9.0.0") is None
     with pytest.raises(cuda.CudaError, match="not a version number"):
         cuda.resolve("latest", None, dev=True, base_image="ubuntu:22.04")
+
+
+def test_refresh_script_parses_hub_tags() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "refresh-cuda-table.py"
+    spec = importlib.util.spec_from_file_location("refresh_cuda_table", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    tags = [
+        "12.8.1-cudnn-devel-ubuntu22.04", "12.8.1-cudnn-runtime-ubuntu22.04", "12.8.1-cudnn-devel-ubuntu24.04",
+        "12.8.1-devel-ubuntu22.04", "11.8.0-cudnn8-devel-ubuntu20.04", "11.8.0-cudnn8-runtime-ubuntu20.04",
+        "12.1.1-cudnn8-devel-ubuntu22.04", "latest", "10.2-devel-ubuntu18.04", "11.2.2-cudnn8-devel-ubuntu20.04",
+    ]
+    assert mod.build_versions(tags, "11.3.0", {}) == {
+        "11.8.0": {"cudnn": {"8": "cudnn8"}, "ubuntu": ["20.04"], "default_cudnn": "8"},
+        "12.8.1": {"cudnn": {"9": "cudnn"}, "ubuntu": ["22.04"], "default_cudnn": "9"},
+    }
