@@ -121,8 +121,8 @@ def run_isolated(cmd: list[str], env: dict[str, str], cwd: Path) -> Outcome:
 
 
 @pytest.fixture(scope="session")
-def corpus_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
-    """Run the whole corpus once, a few files at a time (most of the cost is process start-up)."""
+def corpus_results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """Run the selected files once, a few at a time (most of the cost is process start-up)."""
     home = tmp_path_factory.mktemp("corpus-home")
     env = {
         **os.environ,
@@ -134,7 +134,9 @@ def corpus_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcom
         "COLUMNS": "200",
         "GIT_CONFIG_NOSYSTEM": "1",
     }
-    files = corpus_files()
+    selected = {item.callspec.params["path"] for item in request.session.items
+                if getattr(item, "callspec", None) is not None and "path" in item.callspec.params}
+    files = [f for f in corpus_files() if f in selected]
     with ThreadPoolExecutor(max_workers=3) as pool:
         outcomes = list(pool.map(lambda f: run_isolated(command_for(f), env, CORPUS), files))
     return {f.name: o for f, o in zip(files, outcomes)}
