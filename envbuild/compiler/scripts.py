@@ -52,11 +52,10 @@ DEV_APT_PACKAGES = (
 
 _TLS_PREAMBLE = f"""\
 if [ -s {CA_SECRET_PATH} ]; then
-  mkdir -p {TLS_DIR}
-  {{ cat /etc/ssl/certs/ca-certificates.crt 2>/dev/null || true; cat {CA_SECRET_PATH}; }} > {CA_BUNDLE}
-  export SSL_CERT_FILE={CA_BUNDLE} PIP_CERT={CA_BUNDLE} REQUESTS_CA_BUNDLE={CA_BUNDLE} \\
-    CURL_CA_BUNDLE={CA_BUNDLE} GIT_SSL_CAINFO={CA_BUNDLE} NODE_EXTRA_CA_CERTS={CA_BUNDLE}
-  APT_TLS="-o Acquire::https::CAInfo={CA_BUNDLE}"
+  b={CA_BUNDLE}
+  {{ cat /etc/ssl/certs/ca-certificates.crt 2>/dev/null || true; cat {CA_SECRET_PATH}; }} 2>/dev/null > $b || b={CA_SECRET_PATH}
+  export SSL_CERT_FILE=$b PIP_CERT=$b REQUESTS_CA_BUNDLE=$b CURL_CA_BUNDLE=$b GIT_SSL_CAINFO=$b NODE_EXTRA_CA_CERTS=$b
+  APT_TLS="-o Acquire::https::CAInfo=$b"
 else
   APT_TLS=""
 fi
@@ -129,20 +128,25 @@ chmod 0440 /etc/sudoers.d/envd
     return "set -eu\n" + body + f"install -d -m 0755 -o {uid} -g {gid} {ENVBUILD_DIR}\n"
 
 
-def uv_tool(index_url: str | None, extra_index_url: str | None) -> str:
-    """pip-install the pinned, hash-checked uv wheel from the user's index into a throw-away venv."""
+def _uv_bootstrap(index_url: str | None, extra_index_url: str | None) -> str:
+    """pip-install the pinned, hash-checked uv wheel from the user's index with the distro's Python
+    into a throw-away venv, keep only the binary (no GitHub download, and a mirror just works)."""
     req = f"uv=={UV_VERSION} " + " ".join(f"--hash=sha256:{h}" for h in UV_WHEEL_SHA256)
     idx = ""
     if index_url:
         idx += f" --index-url {q(index_url)}"
     if extra_index_url:
         idx += f" --extra-index-url {q(extra_index_url)}"
-    return script(
-        f"python3 -m venv {TOOLS_DIR}",
-        f"printf '%s\\n' {q(req)} > /tmp/uv-requirements.txt",
-        f"PIP_CACHE_DIR={PIP_CACHE_DIR} {TOOLS_DIR}/bin/pip install -q --disable-pip-version-check"
-        f"{idx} --require-hashes -r /tmp/uv-requirements.txt",
-        f"{TOOLS_DIR}/bin/uv --version",
+    return (
+        f"if ! {UV_BIN} --version 2>/dev/null | grep -q {q('uv ' + UV_VERSION)}; then\n"
+        f"  python3 -m venv {TOOLS_DIR}\n"
+        f"  printf '%s\\n' {q(req)} > {TOOLS_DIR}/uv-requirements.txt\n"
+        f"  PIP_CACHE_DIR={PIP_CACHE_DIR} {TOOLS_DIR}/bin/pip install -q --disable-pip-version-check"
+        f"{idx} --require-hashes -r {TOOLS_DIR}/uv-requirements.txt\n"
+        f"  install -m 0755 {TOOLS_DIR}/bin/uv {UV_BIN}\n"
+        f"  rm -rf {TOOLS_DIR}\n"
+        "fi\n"
+        f"{UV_BIN} --version\n"
     )
 
 
@@ -160,8 +164,10 @@ def _own_cache(uid: int, gid: int) -> str:
     )
 
 
-def python_runtime(version: str, uid: int, gid: int, *, home: str) -> str:
-    """The distribution's CPython when its minor version matches, else a uv-managed one; then a venv.
+def python_runtime(
+    version: str, uid: int, gid: int, *, home: str, index_url: str | None = None, extra_index_url: str | None = None
+) -> str:
+    """uv, then the distribution's CPython when its minor version matches, else a uv-managed one; a venv.
 
     The choice is made in the step (the distro's version is a fact of the base image, unknown to the
     pure compiler); a uv-managed CPython honours `UV_PYTHON_INSTALL_MIRROR` set on the step.
@@ -170,15 +176,16 @@ def python_runtime(version: str, uid: int, gid: int, *, home: str) -> str:
     drop = _drop_to(uid, gid)
     return script(
         _APT_PREPARE,
-        f"distro=$(apt-cache show python3 2>/dev/null | sed -n 's/^Version: \\([0-9]*\\.[0-9]*\\).*/\\1/p' | head -n1)",
-        f'want={v}',
+        "apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true"
+        " ca-certificates python3 python3-venv",
+        _uv_bootstrap(index_url, extra_index_url),
+        "distro=$(python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])')",
+        f"want={v}",
         'case "$want" in 3) want="$distro" ;; esac',
         'if [ "$distro" = "$want" ]; then',
-        "  apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true"
-        " python3 python3-venv",
         f"  {drop}env HOME={home} python3 -m venv {VENV}",
         "else",
-        f"  echo \"envbuild: the base image has Python ${{distro:-none}}; installing CPython $want with uv\"",
+        '  echo "envbuild: the base image has Python $distro; installing CPython $want with uv"',
         _own_cache(uid, gid).replace("\n", "\n  ").rstrip(" "),
         f"  install -d -m 0755 -o {uid} -g {gid} {MANAGED_PYTHON_DIR}",
         f"  {drop}env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_PYTHON_INSTALL_DIR={MANAGED_PYTHON_DIR}"
@@ -214,4 +221,4 @@ def pip_install(
 
 def user_run(commands: Sequence[str]) -> str:
     """A `run()` call: bash with `set -euo pipefail`, like envd, but each command passed verbatim."""
-    return "set -euo pipefail\n" + "".join(c + "\n" for c in commands)
+    return "set -euo pipefail\n" + _TLS_PREAMBLE + "".join(c + "\n" for c in commands)

@@ -1,0 +1,240 @@
+"""The importable build API: evaluate -> (skip check) -> compile -> connect -> solve -> image.
+
+>>> from envbuild.build import BuildOptions, build
+>>> result = build(BuildOptions(path="examples/jupyter"))
+>>> result.tag, result.up_to_date
+
+The skip check needs no BuildKit connection: when an image with the tag exists and its
+``ai.envbuild.digest`` label equals the content digest of this build's inputs, the build is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets as _secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from envbuild import __version__
+from envbuild.errors import BuildFailed, EngineUnreachable, UsageError
+
+if TYPE_CHECKING:
+    from envbuild.compiler import CompiledBuild
+    from frontend.spec import Spec
+
+CA_CERT_ENV = "ENVBUILD_CA_CERT"
+PYTHON_MIRROR_ENV = "ENVBUILD_PYTHON_MIRROR"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """``path`` is a directory, a build file or ``file.envd:func`` (as for ``frontend.evaluate``)."""
+
+    path: str = "."
+    function: str | None = None
+    tag: str | None = None
+    no_cache: bool = False
+    ca_cert: str | None = None
+    owner: tuple[int, int] | None = None
+    network: str = "sandbox"
+    python_mirror: str | None = None
+    builder: str | None = None
+    user_config: Any = None
+    environ: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything decided before talking to BuildKit."""
+
+    spec: Spec
+    context_dir: Path
+    project: str
+    tag: str
+    owner: tuple[int, int]
+    digest: str
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    tag: str
+    image_id: str | None
+    up_to_date: bool
+    duration: float
+    spec: Spec
+    digest: str
+    steps: tuple[Any, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def evaluate(options: BuildOptions) -> tuple[Spec, Path]:
+    """The spec and the context directory; build-file mistakes become UsageError (exit 2)."""
+    import frontend
+    from frontend.evaluator import split_target
+
+    try:
+        spec = frontend.evaluate(options.path, function=options.function, user_config=options.user_config)
+    except frontend.EnvdError as exc:
+        raise UsageError(str(exc)) from None
+    file, _ = split_target(options.path)
+    return spec, file.parent.resolve()
+
+
+def default_tag(project: str) -> str:
+    return f"{project.lower()}:dev"
+
+
+def input_digest(spec: Spec, context_dir: Path, *, owner: tuple[int, int], base_id: str, extra: str = "") -> str:
+    """sha256 over everything that shapes the image: spec JSON, input file contents (not mtimes),
+    the base image id, the owner, and envbuild's version."""
+    h = hashlib.sha256()
+    for part in (f"envbuild {__version__}", spec.to_json(), f"owner {owner[0]}:{owner[1]}", f"base {base_id}", extra):
+        h.update(part.encode())
+        h.update(b"\0")
+    for rel in sorted(set(spec.inputs)):
+        p = context_dir / rel
+        h.update(rel.encode() + b"\0")
+        if p.is_dir():
+            for f in sorted(x for x in p.rglob("*") if x.is_file()):
+                h.update(str(f.relative_to(context_dir)).encode() + b"\0" + _file_digest(f) + b"\0")
+        elif p.is_file():
+            h.update(_file_digest(p) + b"\0")
+        else:
+            h.update(b"missing\0")
+    return "sha256:" + h.hexdigest()
+
+
+def _file_digest(p: Path) -> bytes:
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.digest()
+
+
+def prepare(options: BuildOptions) -> Prepared:
+    from envbuild import images
+    from envbuild.compiler import project_name
+
+    spec, ctx = evaluate(options)
+    project = project_name(ctx.name)
+    if options.owner is not None:
+        owner = options.owner
+    elif spec.owner is not None:
+        owner = (spec.owner.uid, spec.owner.gid)
+    else:
+        owner = (os.getuid(), os.getgid())
+    base = images.inspect_image(images._engine_names(spec.image)[0])
+    base_id = str(base.get("Id")) if base else "unresolved"
+    digest = input_digest(spec, ctx, owner=owner, base_id=base_id, extra=f"network {options.network}")
+    return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, digest)
+
+
+def is_up_to_date(prep: Prepared) -> bool:
+    """True when the tagged image was built from exactly these inputs (``io.http`` without a
+    checksum can change behind our back, so it always rebuilds)."""
+    from envbuild import images
+
+    if any(not h.checksum for h in prep.spec.http):
+        return False
+    labels = images.image_labels(prep.tag)
+    return labels is not None and labels.get("ai.envbuild.digest") == prep.digest
+
+
+def compile_for(
+    prep: Prepared, options: BuildOptions, *, client: Any = None, cache_bust: str = ""
+) -> CompiledBuild:
+    from envbuild import compiler, images
+
+    environ = os.environ if options.environ is None else options.environ
+    base = images.resolve(prep.spec.image, client)
+    opts = compiler.CompileOptions(
+        project=prep.project,
+        owner=prep.owner,
+        base_config=base,
+        proxy=compiler.proxy_from_env(environ),
+        network=options.network,
+        python_mirror=options.python_mirror or environ.get(PYTHON_MIRROR_ENV) or None,
+        input_digest=prep.digest,
+        cache_bust=cache_bust,
+    )
+    return compiler.compile(prep.spec, opts)
+
+
+def read_ca_cert(options: BuildOptions) -> bytes | None:
+    environ = os.environ if options.environ is None else options.environ
+    path = options.ca_cert or environ.get(CA_CERT_ENV)
+    if not path:
+        return None
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--ca-cert {path}: {exc.strerror or exc}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise UsageError(f"--ca-cert {path}: not a PEM certificate bundle")
+    return data
+
+
+def build(
+    options: BuildOptions,
+    *,
+    on_event: Callable[[Any], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> BuildResult:
+    t0 = time.monotonic()
+    prep = prepare(options)
+    ca = read_ca_cert(options)
+    if not options.no_cache and is_up_to_date(prep):
+        return BuildResult(prep.tag, None, True, time.monotonic() - t0, prep.spec, prep.digest)
+
+    import llb
+
+    try:
+        client = llb.connect(options.builder)
+    except llb.LLBError as exc:
+        raise EngineUnreachable(str(exc)) from None
+    with client:
+        compiled = compile_for(prep, options, client=client, cache_bust=_secrets.token_hex(8) if options.no_cache else "")
+        for note in compiled.notes:
+            if on_note:
+                on_note(note)
+        local_dirs = {name: str(prep.context_dir) for name in compiled.local_dirs}
+        try:
+            result = client.solve(
+                compiled.definition(),
+                export=llb.DockerImage(prep.tag),
+                local_dirs=local_dirs,
+                secrets={compiled.secrets[0]: ca} if ca else {},
+                image_config=compiled.image_config(),
+                entitlements=compiled.entitlements,
+                on_event=on_event,
+            )
+        except llb.ExecError as exc:
+            raise _step_failed(exc, compiled) from None
+        except llb.BuilderUnreachable as exc:
+            raise EngineUnreachable(str(exc)) from None
+        except llb.Cancelled:
+            raise KeyboardInterrupt from None
+        except llb.LLBError as exc:
+            raise BuildFailed(f"build failed: {exc}") from None
+    return BuildResult(
+        prep.tag, result.image_id, False, time.monotonic() - t0, prep.spec, prep.digest,
+        steps=tuple(result.vertices), notes=compiled.notes,
+    )
+
+
+def _step_failed(exc: Any, compiled: CompiledBuild) -> BuildFailed:
+    step = compiled.step_for(exc.vertex_name)
+    where = f"{step.pos}: " if step and step.pos else ""
+    code = f" (exit code {exc.exit_code})" if exc.exit_code is not None else ""
+    tail = "\n".join("  | " + line for line in exc.log_tail[-20:])
+    msg = f"{where}step {exc.vertex_name!r} failed{code}"
+    if tail:
+        msg += "\n" + tail
+    err = BuildFailed(msg)
+    err.step = step  # type: ignore[attr-defined]
+    return err

@@ -1,0 +1,567 @@
+"""spec -> LLB: the fixed stage order, one cacheable step per logical group, and the image config.
+
+Stage order, least to most volatile (docs/architecture.md explains each):
+
+ 1. base image (its config inherited), then ``config.apt_source``
+ 2. [dev] development packages (sshd, supervisor, sudo, git, the shell)
+ 3. ``install.apt_packages``: one step per call
+ 4. [dev] the ``envd`` user and the fixed development files (entrypoint, supervisor)
+ 5. language runtimes: Python (the distro's, or uv-managed) + venv, and uv (pinned, from the
+    Python index, hash-checked)
+ 6. tool packages that rarely change: JupyterLab (``config.jupyter``)
+ 7. language packages: one ``uv pip install`` step per ``install.python_packages`` call
+ 8. ``io.http`` downloads, ``io.copy``
+ 9. [dev] configuration that follows the spec: sshd, services, login env, git, work dir, mounts
+10. ``run()`` steps in call order, as the final user in the project directory
+
+Everything after a changed step re-runs (this engine has no MergeOp), so steps 8-9 are file
+operations that take milliseconds, and the expensive steps sit as early as their inputs allow.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+import llb
+from envbuild.compiler import devfiles as D
+from envbuild.compiler import scripts as S
+from envbuild.compiler.options import CompileOptions
+from envbuild.errors import UsageError
+
+if TYPE_CHECKING:
+    from frontend.spec import Pos, Spec
+    from llb.export import ImageConfig
+
+HOME = "/home/envd"
+DEFAULT_UNIX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SHELLS = {"bash": ("/bin/bash", ()), "zsh": ("/usr/bin/zsh", ("zsh",)), "fish": ("/usr/bin/fish", ("fish",))}
+LABEL = "ai.envbuild."
+STEP_PATH = {"PATH": DEFAULT_UNIX_PATH}
+
+
+class UnsupportedFeature(UsageError):
+    """A build.envd feature the compiler does not implement yet."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One named vertex the user can relate to a line of build.envd (for progress and errors)."""
+
+    name: str
+    kind: str
+    pos: Pos | None = None
+
+
+@dataclass(frozen=True)
+class CompiledBuild:
+    """The result of `compile`: what a solve needs, and nothing it has to ask for again."""
+
+    state: llb.State
+    image: Mapping[str, object]
+    steps: tuple[Step, ...]
+    local_dirs: Mapping[str, str]
+    secrets: tuple[str, ...]
+    entitlements: tuple[str, ...]
+    proxy: Mapping[str, str]
+    notes: tuple[str, ...] = ()
+
+    def definition(self) -> llb.Definition:
+        return self.state.marshal(platform=self._platform)
+
+    @property
+    def _platform(self) -> llb.Platform | None:
+        p = self.image.get("platform")
+        return llb.Platform.parse(str(p)) if p else None
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.image["labels"]  # type: ignore[return-value]
+
+    def image_config(self) -> ImageConfig:
+        """The `llb.ImageConfig` applied on export (imports the client side of llb lazily)."""
+        cfg = {k: v for k, v in self.image.items() if k != "platform"}
+        return llb.ImageConfig(**cfg)  # type: ignore[arg-type]
+
+    def step_for(self, name: str) -> Step | None:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        return None
+
+
+def project_name(basename: str) -> str:
+    """The context directory's basename, sanitised like envd: ``[A-Za-z0-9][A-Za-z0-9_.-]*``."""
+    out = "".join(c for c in basename if c.isalnum() and c.isascii() or c in "_.-").lstrip("_.-")
+    return out[:63] or "project"
+
+
+def compile(spec: Spec, options: CompileOptions | None = None) -> CompiledBuild:  # noqa: A001
+    """Turn a spec into LLB and an image config; pure (no files, no network)."""
+    return _Compiler(spec, options or CompileOptions()).run()
+
+
+@dataclass
+class _Compiler:
+    spec: Spec
+    opts: CompileOptions
+    steps: list[Step] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    uses_context: bool = False
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def name(self, text: str, kind: str, pos: Pos | None) -> str:
+        taken = {s.name for s in self.steps}
+        name, n = text, 2
+        while name in taken:
+            name, n = f"{text} ({n})", n + 1
+        self.steps.append(Step(name, kind, pos))
+        return name
+
+    @property
+    def uid(self) -> int:
+        return self.opts.owner[0] if self.spec.dev else 0
+
+    @property
+    def gid(self) -> int:
+        return self.opts.owner[1] if self.spec.dev else 0
+
+    @property
+    def home(self) -> str:
+        return HOME if self.spec.dev else "/root"
+
+    @property
+    def workdir(self) -> str:
+        return f"{HOME}/{self.opts.project}"
+
+    def net_mounts(self, *, uid: int = 0, gid: int = 0) -> list[llb.Mount]:
+        return [
+            llb.secret(S.CA_SECRET_PATH, S.CA_SECRET_ID, uid=uid, gid=gid, mode=0o400, optional=True),
+            llb.tmpfs(S.TLS_DIR),
+        ]
+
+    def apt_mounts(self) -> list[llb.Mount]:
+        return [
+            llb.cache("/var/cache/apt", S.APT_CACHE_ID, sharing="locked"),
+            llb.cache("/var/lib/apt/lists", S.APT_LISTS_ID, sharing="locked"),
+        ]
+
+    def sh(
+        self,
+        state: llb.State,
+        script: str,
+        *,
+        name: str,
+        mounts: Sequence[llb.Mount] = (),
+        env: Mapping[str, str] | None = None,
+        user: str = "root",
+        cwd: str = "/",
+        shell: str = "/bin/sh",
+        network: bool = True,
+    ) -> llb.State:
+        all_mounts = [*(self.net_mounts() if network else ()), *mounts]
+        kwargs: dict[str, object] = {}
+        if network and self.opts.proxy:
+            kwargs["proxy_env"] = dict(self.opts.proxy)
+        return state.run(
+            [shell, "-c", script],
+            env={**STEP_PATH, **(env or {}), **self.bust()},
+            user=user,
+            cwd=cwd,
+            mounts=all_mounts,
+            network=(self.opts.network if network else "none"),
+            name=name,
+            **kwargs,  # type: ignore[arg-type]
+        ).root()
+
+    def context(self, paths: Sequence[str]) -> llb.State:
+        """Only the named files travel, so an unrelated edit in the context invalidates nothing."""
+        self.uses_context = True
+        include: list[str] = []
+        for p in paths:
+            p = _rel(p)
+            include += [p, f"{p}/**"]
+        return llb.local(self.opts.context_name, include=include, shared_key_hint=self.opts.context_name)
+
+    def bust(self) -> dict[str, str]:
+        return {"ENVBUILD_CACHE_BUST": self.opts.cache_bust} if self.opts.cache_bust else {}
+
+    def owner(self) -> tuple[int, int] | None:
+        return (self.uid, self.gid) if self.spec.dev else None
+
+    # --- the pipeline --------------------------------------------------------------------------
+
+    def run(self) -> CompiledBuild:
+        spec = self.spec
+        self.check_supported()
+        base_env = self.opts.base_config.env_dict()
+        if not self.opts.base_config.resolved:
+            self.notes.append(
+                f"the config of {spec.image} could not be read: compiled with an empty base config "
+                "(Env/User/WorkingDir/Entrypoint of the base are not inherited in this output)"
+            )
+        state = llb.image(spec.image, name=self.name(f"base {spec.image}", "base", spec.base.pos))
+        if base_env.get("PATH"):
+            state = state.with_env("PATH", base_env["PATH"])
+        if self.opts.platform:
+            state = state.with_platform(self.opts.platform)
+
+        state = self.apt_source(state)
+        needs_python = bool(spec.python or spec.python_packages or spec.jupyter)
+        if spec.dev:
+            shell_pkgs = SHELLS[spec.shell.name][1]
+            state = self.sh(
+                state,
+                S.apt_install((*S.DEV_APT_PACKAGES, *shell_pkgs), after=S.DEV_APT_AFTER),
+                name=self.name("dev: system packages (sshd, supervisor, sudo, git)", "apt", spec.base.pos),
+                mounts=self.apt_mounts(),
+            )
+        for call in spec.apt_packages:
+            state = self.sh(
+                state,
+                S.apt_install(call.names),
+                name=self.name(f"apt: {' '.join(call.names)}", "apt", call.pos),
+                mounts=self.apt_mounts(),
+            )
+        if spec.dev:
+            state = self.dev_user(state)
+        if needs_python:
+            state = self.python(state)
+        state = self.copies(state)
+        if spec.dev:
+            state = self.dev_config(state)
+        state = self.runs(state)
+        return CompiledBuild(
+            state=state,
+            image=self.image_config(),
+            steps=tuple(self.steps),
+            local_dirs=MappingProxyType({self.opts.context_name: "."} if self.uses_context else {}),
+            secrets=(S.CA_SECRET_ID,),
+            entitlements=("network.host",) if self.opts.network == "host" else (),
+            proxy=MappingProxyType(dict(self.opts.proxy)),
+            notes=tuple(self.notes),
+        )
+
+    def check_supported(self) -> None:
+        spec = self.spec
+        later = {
+            "install.conda": spec.conda,
+            "install.uv": spec.uv,
+            "install.pixi": spec.pixi,
+            "install.r_lang": spec.r_lang,
+            "install.julia": spec.julia,
+            "install.rust": spec.rust,
+            "install.go": spec.go,
+            "install.nodejs": spec.nodejs,
+            "install.codex": spec.codex,
+            "install.conda_packages": spec.conda_packages[0] if spec.conda_packages else None,
+            "install.r_packages": spec.r_packages[0] if spec.r_packages else None,
+            "install.julia_packages": spec.julia_packages[0] if spec.julia_packages else None,
+            "install.vscode_extensions": spec.vscode_extensions[0] if spec.vscode_extensions else None,
+            "config.rstudio_server": spec.rstudio_server,
+        }
+        for what, element in later.items():
+            if element is not None:
+                pos = getattr(element, "pos", None)
+                where = f"{pos}: " if pos else ""
+                raise UnsupportedFeature(f"{where}{what} is not supported by this envbuild version yet")
+        if spec.shell.name not in SHELLS:
+            raise UsageError(f"{spec.shell.pos or 'shell'}: unknown shell {spec.shell.name!r}")
+        if spec.dev and spec.entrypoint is not None:
+            raise UsageError(
+                f"{spec.entrypoint.pos or 'config.entrypoint'}: config.entrypoint is only for images built "
+                "with base(dev=False); use runtime.init or runtime.daemon in a development image"
+            )
+
+    def apt_source(self, state: llb.State) -> llb.State:
+        src = self.spec.apt_source
+        if src is None:
+            return state
+        action = (
+            llb.rm("/etc/apt/sources.list.d/*.list", allow_not_found=True, allow_wildcard=True)
+            .rm("/etc/apt/sources.list.d/*.sources", allow_not_found=True, allow_wildcard=True)
+            .mkfile("/etc/apt/sources.list", src.text if src.text.endswith("\n") else src.text + "\n")
+        )
+        return state.file(action, name=self.name("apt source (config.apt_source)", "file", src.pos))
+
+    def dev_user(self, state: llb.State) -> llb.State:
+        shell = SHELLS[self.spec.shell.name][0]
+        state = self.sh(
+            state,
+            S.user_setup(self.uid, self.gid, shell),
+            name=self.name(f"dev: user envd (uid {self.uid}, gid {self.gid})", "user", self.spec.base.pos),
+            network=False,
+        )
+        action = (
+            llb.mkdir(D.ETC, parents=True)
+            .mkdir(D.SERVICES, parents=True)
+            .mkdir(D.LOGS, parents=True)
+            .mkfile(D.ENTRYPOINT, D.entrypoint(self.uid, self.gid), 0o755)
+            .mkfile(D.SUPERVISORD_CONFIG, D.supervisord_conf())
+        )
+        return state.file(action, name=self.name("dev: entrypoint and supervisor", "file", self.spec.base.pos))
+
+    def uv_env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        idx = self.spec.pip_index
+        if idx:
+            env["UV_DEFAULT_INDEX"] = idx.url
+            if idx.extra_url:
+                env["UV_INDEX"] = idx.extra_url
+            if idx.trust:
+                hosts = [_host(idx.url)] + ([_host(idx.extra_url)] if idx.extra_url else [])
+                env["UV_INSECURE_HOST"] = " ".join(h for h in hosts if h)
+        return env
+
+    def python(self, state: llb.State) -> llb.State:
+        spec = self.spec
+        pos = spec.python.pos if spec.python else None
+        version = spec.python.version if spec.python else "3"
+        idx = spec.pip_index
+        env = self.uv_env()
+        if spec.pip_index:
+            state = state.file(
+                llb.mkfile("/etc/pip.conf", _pip_conf(spec.pip_index)), name=self.name("pip index", "file", spec.pip_index.pos)
+            )
+        py_env = dict(env)
+        if self.opts.python_mirror:
+            py_env["UV_PYTHON_INSTALL_MIRROR"] = self.opts.python_mirror
+        state = self.sh(
+            state,
+            S.python_runtime(
+                version, self.uid, self.gid, home=self.home,
+                index_url=idx.url if idx else None, extra_index_url=idx.extra_url if idx and idx.extra_url else None,
+            ),
+            name=self.name(f"python {version} and uv {S.UV_VERSION}", "python", pos),
+            mounts=[*self.apt_mounts(), llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID), llb.cache(S.PIP_CACHE_DIR, S.PIP_CACHE_ID)],
+            env=py_env,
+        )
+        uv_cache = [llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID)]
+        if spec.jupyter:
+            state = self.sh(
+                state,
+                S.pip_install(("jupyterlab",), (), (), self.uid, self.gid, home=self.home),
+                name=self.name("jupyterlab", "pip", spec.jupyter.pos),
+                mounts=uv_cache,
+                env=env,
+            )
+        for call in spec.python_packages:
+            files = [*([call.requirements] if call.requirements else []), *call.local_wheels]
+            mounts = list(uv_cache)
+            if files:
+                mounts.append(llb.bind(S.CONTEXT_MOUNT, self.context(files)))
+            reqs = [posixpath.join(S.CONTEXT_MOUNT, _rel(call.requirements))] if call.requirements else []
+            wheels = [posixpath.join(S.CONTEXT_MOUNT, _rel(w)) for w in call.local_wheels]
+            label = " ".join([*call.names, *(f"-r {call.requirements}" for _ in reqs), *call.local_wheels])
+            state = self.sh(
+                state,
+                S.pip_install(call.names, reqs, wheels, self.uid, self.gid, home=self.home),
+                name=self.name(f"python packages: {label}", "pip", call.pos),
+                mounts=mounts,
+                env=env,
+            )
+        return state
+
+    def copies(self, state: llb.State) -> llb.State:
+        owner = self.owner()
+        for dl in self.spec.http:
+            fname = dl.filename or posixpath.basename(dl.url.split("?", 1)[0]) or "download"
+            src = llb.http(dl.url, checksum=dl.checksum or None, filename=fname)
+            dest = f"{self.home}/extra_source/{fname}"
+            state = state.file(
+                llb.copy(src, fname, dest, owner=owner), name=self.name(f"download {dl.url}", "http", dl.pos)
+            )
+        for c in self.spec.copies:
+            dest = self.container_path(c.target)
+            if c.image:
+                src_state = llb.image(c.image)
+                src = c.source
+            else:
+                src_state = self.context([c.source])
+                src = "/" + _rel(c.source)
+            state = state.file(
+                llb.copy(src_state, src, dest, owner=owner),
+                name=self.name(f"copy {c.image + ':' if c.image else ''}{c.source} -> {dest}", "copy", c.pos),
+            )
+        return state
+
+    def container_path(self, path: str) -> str:
+        if path == "~" or path.startswith("~/"):
+            return self.home + path[1:]
+        return posixpath.normpath(posixpath.join(self.workdir, path))
+
+    def final_env(self) -> dict[str, str]:
+        """Image Env: base env, locale, tool env, ``runtime.environ``; PATH = extra_path, installer
+        dirs, then the base PATH (de-duplicated, first wins)."""
+        spec = self.spec
+        base = self.opts.base_config.env_dict()
+        env = {k: v for k, v in base.items() if k != "PATH"}
+        env.setdefault("LANG", "C.UTF-8")
+        env.setdefault("LC_ALL", "C.UTF-8")
+        installer: list[str] = []
+        if spec.python or spec.python_packages or spec.jupyter:
+            installer.append(f"{S.VENV}/bin")
+            env["VIRTUAL_ENV"] = S.VENV
+        if spec.dev:
+            installer.append(f"{HOME}/.local/bin")
+            env["ENVD_WORKDIR"] = self.workdir
+            env["SHELL"] = SHELLS[spec.shell.name][0]
+        env.update(spec.runtime.environ_dict)
+        path: list[str] = []
+        for entry in [*spec.runtime.extra_path, *installer, *(base.get("PATH") or DEFAULT_UNIX_PATH).split(":")]:
+            if entry and entry not in path:
+                path.append(entry)
+        env["PATH"] = ":".join(path)
+        return env
+
+    def dev_config(self, state: llb.State) -> llb.State:
+        spec = self.spec
+        env = self.final_env()
+        uid, gid = self.uid, self.gid
+        files = {
+            D.SSHD_CONFIG: (D.sshd_config(uid, env), 0o644),
+            D.PROFILE: (D.profile(env), 0o644),
+            **D.services(
+                workdir=self.workdir,
+                inits=[i.commands for i in spec.runtime.inits],
+                daemons=[d.argv for d in spec.runtime.daemons],
+                jupyter=spec.jupyter is not None,
+                allow_root=uid == 0,
+            ),
+        }
+        if spec.runtime.inits:
+            files[D.WAIT_INIT] = (D.wait_init(len(spec.runtime.inits)), 0o755)
+        if spec.jupyter:
+            files[D.JUPYTER_CONFIG] = (D.jupyter_config(self.workdir), 0o644)
+        action = llb.mkdir("/etc/profile.d", parents=True)
+        for path in sorted(files):
+            body, mode = files[path]
+            action = action.mkfile(path, body, mode)
+        if spec.git_config:
+            g = spec.git_config
+            action = action.mkfile(f"{HOME}/.gitconfig", _gitconfig(g.name, g.email, g.editor), owner=(uid, gid))
+        action = action.mkdir(self.workdir, 0o755, parents=True, owner=(uid, gid))
+        for m in spec.runtime.mounts:
+            action = action.mkdir(self.container_path(m.envd_path), 0o755, parents=True, owner=(uid, gid))
+        return state.file(action, name=self.name("dev: sshd, services, login environment, work dir", "file", spec.base.pos))
+
+    def runs(self, state: llb.State) -> llb.State:
+        spec = self.spec
+        env = self.final_env()
+        user = "envd" if spec.dev else (self.opts.base_config.user or "root")
+        for call in spec.runs:
+            mounts: list[llb.Mount] = [*self.net_mounts(uid=self.uid, gid=self.gid)]
+            if call.mount_host:
+                self.uses_context = True
+                mounts.append(
+                    llb.bind(self.workdir, llb.local(self.opts.context_name, shared_key_hint=self.opts.context_name), readonly=False)
+                )
+            first = call.commands[0] if call.commands else ""
+            kwargs: dict[str, object] = {}
+            if self.opts.proxy:
+                kwargs["proxy_env"] = dict(self.opts.proxy)
+            state = state.run(
+                ["/bin/bash", "-c", S.user_run(call.commands)],
+                env={**env, **self.bust()},
+                user=user,
+                cwd=self.workdir,
+                mounts=mounts,
+                network=self.opts.network,
+                name=self.name(f"run: {_short(first)}", "run", call.pos),
+                **kwargs,  # type: ignore[arg-type]
+            ).root()
+        return state
+
+    # --- image config --------------------------------------------------------------------------
+
+    def ports(self) -> list[dict[str, object]]:
+        spec = self.spec
+        ports: list[dict[str, object]] = []
+        if spec.dev:
+            ports.append({"name": "ssh", "port": D.SSH_PORT})
+            if spec.jupyter:
+                ports.append({"name": "jupyter", "port": D.JUPYTER_PORT})
+        for e in spec.runtime.exposes:
+            ports.append({"name": e.service or f"port-{e.envd_port}", "port": e.envd_port})
+        return ports
+
+    def image_config(self) -> dict[str, object]:
+        spec, base = self.spec, self.opts.base_config
+        ports = self.ports()
+        labels = dict(base.labels)
+        labels.update(
+            {
+                LABEL + "vendor": "envbuild",
+                LABEL + "spec": spec.to_json(),
+                LABEL + "digest": self.opts.input_digest,
+                LABEL + "project": self.opts.project,
+                LABEL + "dev": "true" if spec.dev else "false",
+                LABEL + "ports": json.dumps(ports, separators=(",", ":")),
+                LABEL + "gpu": "true" if spec.gpu_enabled else "false",
+                LABEL + "owner": f"{self.uid}:{self.gid}",
+            }
+        )
+        if spec.repo:
+            labels[LABEL + "repo"] = json.dumps({"url": spec.repo.url, "description": spec.repo.description})
+        cfg: dict[str, object] = {
+            "env": [f"{k}={v}" for k, v in self.final_env().items()],
+            "labels": labels,
+            "exposed_ports": [f"{p['port']}/tcp" for p in ports],
+        }
+        if spec.dev:
+            cfg.update(
+                user="envd" if self.uid != 0 else "root",
+                working_dir=self.workdir,
+                entrypoint=[D.ENTRYPOINT],
+                cmd=[],
+            )
+        elif spec.entrypoint is not None:
+            cfg.update(entrypoint=list(spec.entrypoint.args), cmd=[])
+        if self.opts.platform:
+            cfg["platform"] = self.opts.platform
+        return MappingProxyType(cfg)  # type: ignore[return-value]
+
+
+def _rel(path: str) -> str:
+    """A context-relative path, refusing escapes (the frontend checks too; this keeps LLB honest)."""
+    p = posixpath.normpath(path.lstrip("/"))
+    if p == ".." or p.startswith("../"):
+        raise UsageError(f"{path!r} is outside the build context")
+    return p
+
+
+def _host(url: str) -> str:
+    rest = url.split("://", 1)[-1]
+    return rest.split("/", 1)[0]
+
+
+def _short(text: str, n: int = 60) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= n else line[: n - 1] + "…"
+
+
+def _pip_conf(idx: object) -> str:
+    url = getattr(idx, "url")
+    extra = getattr(idx, "extra_url")
+    lines = ["[global]", f"index-url = {url}"]
+    if extra:
+        lines.append(f"extra-index-url = {extra}")
+    if getattr(idx, "trust"):
+        lines.append("trusted-host = " + " ".join(h for h in (_host(url), _host(extra) if extra else "") if h))
+    return "\n".join(lines) + "\n"
+
+
+def _gitconfig(name: str, email: str, editor: str) -> str:
+    out = "[user]\n"
+    if name:
+        out += f"\tname = {name}\n"
+    if email:
+        out += f"\temail = {email}\n"
+    if editor:
+        out += f"[core]\n\teditor = {editor}\n"
+    return out

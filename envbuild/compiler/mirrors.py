@@ -1,0 +1,88 @@
+"""Where envbuild downloads from, and how a user points every such place at a mirror.
+
+Every download URL the part-2 stages use has a setting here. Values come from (first wins):
+``ENVBUILD_MIRROR_<NAME>`` environment variables, the ``[mirrors]`` table of
+``~/.config/envbuild/config.toml`` (``$ENVBUILD_CONFIG`` overrides the path), then the upstream
+default. Spec settings (``config.cran_mirror``, ``config.pip_index``, ``config.conda_channel``) win
+over these, because they are part of the environment itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from envbuild.errors import UsageError
+
+ENV_PREFIX = "ENVBUILD_MIRROR_"
+CONFIG_ENV = "ENVBUILD_CONFIG"
+
+
+class MirrorConfigError(UsageError):
+    """The config file or a mirror variable cannot be used."""
+
+
+@dataclass(frozen=True)
+class Mirrors:
+    """Base URLs (no trailing slash) for each upstream; field names are the setting names."""
+
+    conda_channel_alias: str = "https://conda.anaconda.org"
+    openvsx: str = "https://open-vsx.org"
+    cran: str = ""
+    julia: str = "https://julialang-s3.julialang.org/bin/linux"
+    rustup_dist_server: str = "https://static.rust-lang.org"
+    rustup_update_root: str = "https://static.rust-lang.org/rustup"
+    go: str = "https://dl.google.com/go"
+    nodejs: str = "https://nodejs.org/dist"
+    pixi: str = "https://github.com/prefix-dev/pixi/releases/download"
+    pytorch: str = "https://download.pytorch.org/whl"
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, config_path: Path | None = None) -> Mirrors:
+        environ = os.environ if environ is None else environ
+        values: dict[str, str] = {}
+        path = config_path or Path(environ.get(CONFIG_ENV) or Path.home() / ".config" / "envbuild" / "config.toml")
+        values.update(_from_toml(path))
+        for name in cls.names():
+            v = environ.get(ENV_PREFIX + name.upper())
+            if v:
+                values[name] = v
+        return cls.from_mapping(values, where=f"{path} or {ENV_PREFIX}*")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, str], *, where: str = "mirrors") -> Mirrors:
+        unknown = set(values) - set(cls.names())
+        if unknown:
+            raise MirrorConfigError(
+                f"{where}: unknown mirror setting(s) {', '.join(sorted(unknown))}; known: {', '.join(cls.names())}"
+            )
+        clean: dict[str, str] = {}
+        for k, v in values.items():
+            if not isinstance(v, str) or (v and "://" not in v):
+                raise MirrorConfigError(f"{where}: mirror {k!r} must be a URL like https://host/path, got {v!r}")
+            clean[k] = v.rstrip("/")
+        return cls(**clean)
+
+
+def _from_toml(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        raise MirrorConfigError(f"{path}: reading the config file needs Python >= 3.11") from None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise MirrorConfigError(f"{path}: {e}") from None
+    table = data.get("mirrors", {})
+    if not isinstance(table, dict):
+        raise MirrorConfigError(f"{path}: [mirrors] must be a table")
+    return {str(k): v for k, v in table.items()}

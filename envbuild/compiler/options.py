@@ -1,0 +1,84 @@
+"""What the compiler needs besides the spec: facts about the host and the base image, and settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "FTP_PROXY")
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """The base image's config (Env, User, WorkingDir, Entrypoint, Cmd, Labels), inherited by the image.
+
+    ``resolved`` is False when the config could not be read (offline ``debug llb``): the compiler then
+    assumes Debian's defaults and says so.
+    """
+
+    env: tuple[str, ...] = ()
+    user: str = ""
+    working_dir: str = ""
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    digest: str = ""
+    resolved: bool = True
+
+    @classmethod
+    def from_docker(cls, config: Mapping[str, object] | None, *, digest: str = "") -> BaseConfig:
+        """From an image config's ``config`` section (Docker API or OCI config JSON)."""
+        c = dict(config or {})
+        return cls(
+            env=tuple(c.get("Env") or ()),  # type: ignore[arg-type]
+            user=str(c.get("User") or ""),
+            working_dir=str(c.get("WorkingDir") or ""),
+            entrypoint=tuple(c["Entrypoint"]) if c.get("Entrypoint") else None,  # type: ignore[arg-type]
+            cmd=tuple(c["Cmd"]) if c.get("Cmd") else None,  # type: ignore[arg-type]
+            labels=MappingProxyType(dict(c.get("Labels") or {})),  # type: ignore[arg-type]
+            digest=digest,
+        )
+
+    def env_dict(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for item in self.env:
+            k, _, v = item.partition("=")
+            out[k] = v
+        return out
+
+
+UNRESOLVED = BaseConfig(resolved=False)
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Everything outside the spec that shapes the LLB or the image config.
+
+    ``proxy`` holds the user's HTTP(S)_PROXY/NO_PROXY: passed to steps as ExecOp proxy env (BuildKit
+    keeps it out of cache keys). ``python_mirror`` becomes ``UV_PYTHON_INSTALL_MIRROR`` for the
+    managed-CPython path. ``input_digest`` is the content digest stored in ``ai.envbuild.digest``.
+    ``cache_bust`` (``--no-cache``) is set on every step's env: all steps re-run, while the cache
+    mounts survive (BuildKit's ignore-cache flag would also empty them).
+    """
+
+    project: str = "project"
+    owner: tuple[int, int] = (1000, 1000)
+    base_config: BaseConfig = UNRESOLVED
+    proxy: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    network: str = "sandbox"
+    python_mirror: str | None = None
+    platform: str | None = None
+    input_digest: str = ""
+    context_name: str = "context"
+    cache_bust: str = ""
+
+
+def proxy_from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """Upper- or lower-case proxy variables, upper-case winning, as curl and pip read them."""
+    out: dict[str, str] = {}
+    for name in PROXY_VARS:
+        value = environ.get(name) or environ.get(name.lower())
+        if value:
+            out[name] = value
+    return out
