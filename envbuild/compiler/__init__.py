@@ -1,9 +1,19 @@
-"""The compiler: an environment spec in, BuildKit LLB and an image config out (pure)."""
+"""The compiler: an environment spec in, BuildKit LLB and an image config out (pure).
+
+Names load lazily so the no-op build path (options, project name) does not import llb/protobuf.
+"""
 
 from __future__ import annotations
 
-from envbuild.compiler.compile import CompiledBuild, Step, UnsupportedFeature, compile, project_name
-from envbuild.compiler.options import UNRESOLVED, BaseConfig, CompileOptions, proxy_from_env
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from envbuild.compiler.options import UNRESOLVED, BaseConfig, CompileOptions, project_name, proxy_from_env
+
+if TYPE_CHECKING:
+    from envbuild.compiler.compile import CompiledBuild, Step, UnsupportedFeature, compile
+
+_LAZY = {"CompiledBuild", "Step", "UnsupportedFeature", "compile"}
 
 __all__ = [
     "UNRESOLVED",
@@ -16,3 +26,11 @@ __all__ = [
     "project_name",
     "proxy_from_env",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module("envbuild.compiler.compile"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'envbuild.compiler' has no attribute {name!r}")

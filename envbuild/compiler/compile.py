@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import llb
 from envbuild.compiler import devfiles as D
 from envbuild.compiler import scripts as S
-from envbuild.compiler.options import CompileOptions
+from envbuild.compiler.options import CompileOptions, project_name  # noqa: F401 (re-export)
 from envbuild.errors import UsageError
 
 if TYPE_CHECKING:
@@ -92,12 +92,6 @@ class CompiledBuild:
             if s.name == name:
                 return s
         return None
-
-
-def project_name(basename: str) -> str:
-    """The context directory's basename, sanitised like envd: ``[A-Za-z0-9][A-Za-z0-9_.-]*``."""
-    out = "".join(c for c in basename if c.isalnum() and c.isascii() or c in "_.-").lstrip("_.-")
-    return out[:63] or "project"
 
 
 def compile(spec: Spec, options: CompileOptions | None = None) -> CompiledBuild:  # noqa: A001

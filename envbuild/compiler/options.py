@@ -82,3 +82,9 @@ def proxy_from_env(environ: Mapping[str, str]) -> dict[str, str]:
         if value:
             out[name] = value
     return out
+
+
+def project_name(basename: str) -> str:
+    """The context directory's basename, sanitised like envd: ``[A-Za-z0-9][A-Za-z0-9_.-]*``."""
+    out = "".join(c for c in basename if (c.isalnum() and c.isascii()) or c in "_.-").lstrip("_.-")
+    return out[:63] or "project"

@@ -1,0 +1,115 @@
+"""`envbuild build`: build.envd -> an image in the engine's store, skipped when nothing changed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from envbuild.cli.app import app
+from envbuild.errors import UsageError
+
+PROGRESS_MODES = ("auto", "tty", "plain", "json", "quiet")
+
+
+def parse_owner(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    uid, _, gid = text.partition(":")
+    try:
+        owner = (int(uid), int(gid or uid))
+    except ValueError:
+        raise UsageError(f"invalid --owner {text!r}: expected UID[:GID], e.g. 1000:1000") from None
+    if not all(0 <= v <= 65535 for v in owner):
+        raise UsageError(f"invalid --owner {text!r}: ids must be 0..65535")
+    return owner
+
+
+def build_target(path: Path, file: str | None) -> tuple[str, str | None]:
+    """``-p DIR`` and ``-f FILE[:FUNC]`` -> (path for frontend.evaluate, function)."""
+    if file is None:
+        return str(path), None
+    name, _, func = file.partition(":")
+    if not name or (func and not func.isidentifier()):
+        raise UsageError(f"invalid --file {file!r}: expected FILE[:FUNCTION], e.g. build.envd:build")
+    target = Path(name) if Path(name).is_absolute() else path / name
+    return str(target), func or None
+
+
+def output_tag(output: str | None, tag: str | None) -> str | None:
+    """``--output`` is limited to the engine's image store for now; other exporters say so."""
+    if output is None:
+        return tag
+    from envbuild.outputs import parse_output
+
+    spec = parse_output(output)
+    if spec.type in ("docker", "image") and not spec.push and not spec.dest:
+        names = spec.names
+        if tag and names and tag not in names:
+            raise UsageError("--tag and --output name= disagree; give the name once")
+        return tag or (names[0] if names else None)
+    raise UsageError(
+        f"--output type={spec.type}{' with push' if spec.push else ''}{' with dest' if spec.dest else ''} is not "
+        "supported by `envbuild build` yet; the image goes to the engine's store (type=docker,name=NAME:TAG)"
+    )
+
+
+@app.command()
+def build(
+    path: Path = typer.Option(Path("."), "--path", "-p", help="Project directory (the build context)."),
+    file: Optional[str] = typer.Option(None, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
+    tag: Optional[str] = typer.Option(None, "--tag", "-t", help="Image name (default: <dir>:dev)."),
+    progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json or quiet."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Re-run every step (cache mounts are kept)."),
+    ca_cert: Optional[Path] = typer.Option(
+        None, "--ca-cert", help="PEM CA bundle build steps trust (also $ENVBUILD_CA_CERT); never stored in the image."
+    ),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Export, e.g. type=docker,name=NAME:TAG."),
+    owner: Optional[str] = typer.Option(None, "--owner", help="UID[:GID] of the envd user (default: yours)."),
+    network: str = typer.Option("sandbox", "--network", help="Network of build steps: sandbox or host."),
+    python_mirror: Optional[str] = typer.Option(
+        None, "--python-mirror", help="Mirror of CPython builds (uv's UV_PYTHON_INSTALL_MIRROR); also $ENVBUILD_PYTHON_MIRROR."
+    ),
+) -> None:
+    """Build the environment image; finishes at once when nothing changed."""
+    from envbuild.build import BuildOptions
+    from envbuild.build import build as run_build
+
+    if progress not in PROGRESS_MODES:
+        raise UsageError(f"invalid --progress {progress!r}: use one of {', '.join(PROGRESS_MODES)}")
+    if network not in ("sandbox", "host"):
+        raise UsageError(f"invalid --network {network!r}: use sandbox or host")
+    target, function = build_target(path, file)
+    options = BuildOptions(
+        path=target,
+        function=function,
+        tag=output_tag(output, tag),
+        no_cache=no_cache,
+        ca_cert=str(ca_cert) if ca_cert else None,
+        owner=parse_owner(owner),
+        network=network,
+        python_mirror=python_mirror,
+    )
+    from envbuild.progress import make_progress
+
+    def note(text: str) -> None:
+        print(f"note: {text}", file=sys.stderr)
+
+    from envbuild.build import is_up_to_date, prepare
+
+    if not no_cache:
+        prep = prepare(options)
+        if is_up_to_date(prep):
+            print(f"{prep.tag} is up to date ({prep.digest[:19]})", file=sys.stderr)
+            return
+    with make_progress(progress, sys.stderr) as view:
+        result = run_build(options, on_event=view, on_note=note)
+    counts = view.summary()
+    if progress != "json":
+        print(
+            f"built {result.tag} in {result.duration:.1f}s ({counts['done']} steps run, {counts['cached']} cached)",
+            file=sys.stderr,
+        )
+    typer.echo(result.image_id or result.tag)
