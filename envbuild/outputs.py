@@ -31,6 +31,7 @@ __all__ = [
     "BuilderCaps",
     "PushImage",
     "SaveImage",
+    "SaveOCI",
     "PostAction",
     "PlannedSolve",
     "BuildPlan",
@@ -474,7 +475,15 @@ class SaveImage:
     dest: str
 
 
-PostAction = Union[PushImage, SaveImage]
+@dataclass(frozen=True)
+class SaveOCI:
+    """Write engine-store images as an OCI image layout tarball (`envbuild.publish.save_oci`)."""
+
+    names: tuple[str, ...]
+    dest: str
+
+
+PostAction = Union[PushImage, SaveImage, SaveOCI]
 
 
 @dataclass(frozen=True)
@@ -565,8 +574,8 @@ def plan_build(
         names = (validate_image_name(default_name, option="image name"),)
     if out.type == "image" and not names:
         raise UsageError("--output type=image needs name= or --tag")
-    if out.type == "docker" and out.dest and not names:
-        raise UsageError("--output type=docker,dest=… needs name= or --tag (the tarball's image name)")
+    if out.type in ("docker", "oci") and out.dest and not names:
+        raise UsageError(f"--output type={out.type},dest=… needs name= or --tag (the tarball's image name)")
     imports, exports = _plan_cache(options, caps, image_output=image_output)
     warnings: list[str] = []
     if out.type in ("local", "tar") and options.tags:
@@ -600,15 +609,14 @@ def plan_build(
                 export = ImageExport(pnames, push=out.push, insecure=out.insecure)
                 what = f"image {', '.join(pnames)}" + (" pushed by the builder" if out.push else "")
         elif out.type == "oci":
-            if "oci" not in caps.exporters:
-                raise _unsupported(
-                    "write OCI layout tarballs (type=oci)",
-                    caps,
-                    alternative="On the engine, --output type=docker,dest=FILE writes a `docker load` tarball",
-                )
             assert dest is not None
-            export = OCIExport(dest, name=",".join(pnames))
-            what = f"OCI tarball {dest}"
+            if caps.is_docker_engine:
+                export, stored = DockerImage(pnames), pnames
+                post = (SaveOCI(pnames, dest),)
+                what = f"image {', '.join(pnames)} in the engine, converted to the OCI tarball {dest}"
+            else:
+                export = OCIExport(dest, name=",".join(pnames))
+                what = f"OCI tarball {dest}"
         elif out.type == "tar":
             assert dest is not None
             export = TarExport(dest)

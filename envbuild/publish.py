@@ -8,7 +8,11 @@ The Docker engine's embedded BuildKit (20.10) only writes into the engine's imag
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
+import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from envbuild.errors import EngineUnreachable, EnvbuildError
-from envbuild.outputs import BuildPlan, PlannedSolve, PostAction, PushImage, SaveImage
+from envbuild.outputs import BuildPlan, PlannedSolve, PostAction, PushImage, SaveImage, SaveOCI
 
 if TYPE_CHECKING:
     import docker
@@ -27,6 +31,8 @@ __all__ = [
     "engine_client",
     "push_images",
     "save_images",
+    "save_oci",
+    "docker_archive_to_oci",
     "run_post_actions",
     "StepOutcome",
     "execute_plan",
@@ -173,6 +179,122 @@ def save_images(
     return target
 
 
+_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+class _Hashing(io.RawIOBase):
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.sha.update(data)
+        return data
+
+
+def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tf.addfile(info, io.BytesIO(data))
+
+
+def docker_archive_to_oci(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Convert a `docker save` archive into an OCI image layout tarball (uncompressed layers).
+
+    Docker's ``layer.tar`` files are the uncompressed layers, so their digests are the config's
+    ``rootfs.diff_ids``; each is verified while it is copied.
+    """
+    target = Path(dest).expanduser().absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        with tarfile.open(src, "r:") as archive, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as out:
+            def member_bytes(name: str) -> bytes:
+                f = archive.extractfile(name)
+                if f is None:
+                    raise PublishError(f"{src}: {name} is not a file in the docker archive")
+                return f.read()
+
+            entries = json.loads(member_bytes("manifest.json"))
+            _add_bytes(out, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+            written: set[str] = set()
+            index: list[dict[str, Any]] = []
+            for entry in entries:
+                config = member_bytes(entry["Config"])
+                config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+                diff_ids = json.loads(config)["rootfs"]["diff_ids"]
+                if len(diff_ids) != len(entry["Layers"]):
+                    raise PublishError(f"{src}: layer count does not match the image config")
+                layers = []
+                for path, diff_id in zip(entry["Layers"], diff_ids):
+                    member = archive.getmember(path)
+                    if diff_id not in written:
+                        info = tarfile.TarInfo("blobs/sha256/" + diff_id.split(":", 1)[1])
+                        info.size = member.size
+                        info.mode = 0o644
+                        reader = _Hashing(archive.extractfile(member))
+                        out.addfile(info, reader)
+                        if "sha256:" + reader.sha.hexdigest() != diff_id:
+                            raise PublishError(f"{src}: layer {path} does not match its digest {diff_id}")
+                        written.add(diff_id)
+                    layers.append({"mediaType": _OCI_LAYER, "digest": diff_id, "size": member.size})
+                if config_digest not in written:
+                    _add_bytes(out, "blobs/sha256/" + config_digest.split(":", 1)[1], config)
+                    written.add(config_digest)
+                manifest = json.dumps({
+                    "schemaVersion": 2,
+                    "mediaType": _OCI_MANIFEST,
+                    "config": {"mediaType": _OCI_CONFIG, "digest": config_digest, "size": len(config)},
+                    "layers": layers,
+                }, separators=(",", ":")).encode()
+                manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+                if manifest_digest not in written:
+                    _add_bytes(out, "blobs/sha256/" + manifest_digest.split(":", 1)[1], manifest)
+                    written.add(manifest_digest)
+                for tag in entry.get("RepoTags") or [None]:
+                    desc: dict[str, Any] = {"mediaType": _OCI_MANIFEST, "digest": manifest_digest, "size": len(manifest)}
+                    if tag:
+                        desc["annotations"] = {
+                            "io.containerd.image.name": tag,
+                            "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[-1] if ":" in tag.rsplit("/", 1)[-1] else "latest",
+                        }
+                    index.append(desc)
+            _add_bytes(out, "index.json", json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                                                       "manifests": index}, separators=(",", ":")).encode())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return target
+
+
+def save_oci(
+    names: Sequence[str],
+    dest: str | os.PathLike[str],
+    *,
+    client: "docker.DockerClient | None" = None,
+) -> Path:
+    """Engine images as an OCI image layout tarball: `docker save`, then converted."""
+    target = Path(dest).expanduser().absolute()
+    with tempfile.TemporaryDirectory(prefix="envbuild-oci-", dir=target.parent if target.parent.exists() else None) as tmpdir:
+        archive = save_images(names, Path(tmpdir) / "docker.tar", client=client)
+        return docker_archive_to_oci(archive, target)
+
+
 def run_post_actions(
     actions: Sequence[PostAction],
     *,
@@ -188,6 +310,10 @@ def run_post_actions(
     for action in actions:
         if isinstance(action, PushImage):
             summary["pushed"].extend(push_images(action.names, client=client, on_message=on_message))
+        elif isinstance(action, SaveOCI):
+            if on_message:
+                on_message(f"saving {', '.join(action.names)} as an OCI layout to {action.dest}")
+            summary["saved"].append(save_oci(action.names, action.dest, client=client))
         elif isinstance(action, SaveImage):
             if on_message:
                 on_message(f"saving {', '.join(action.names)} to {action.dest}")

@@ -14,6 +14,7 @@ from envbuild.outputs import (
     OutputSpec,
     PushImage,
     SaveImage,
+    SaveOCI,
     builder_caps,
     check_platforms,
     default_platforms,
@@ -247,11 +248,11 @@ def test_docker_tarball() -> None:
         _plan("docker", default=None, outputs=["type=docker,dest=/tmp/e.tar"])
 
 
-def test_oci_only_on_buildkitd() -> None:
-    with pytest.raises(UsageError) as info:
-        _plan("docker", outputs=["type=oci,dest=/tmp/o.tar"])
-    text = str(info.value)
-    assert "type=oci" in text and "docker-container://buildkitd" in text and "type=docker,dest=" in text
+def test_oci_on_the_engine_is_moby_export_then_conversion() -> None:
+    (s,) = _plan("docker", outputs=["type=oci,dest=/tmp/o.tar"], tags=["e:1"])
+    assert s.export == llb.DockerImage("e:1") and s.post == (SaveOCI(("e:1",), "/tmp/o.tar"),)
+    with pytest.raises(UsageError, match="type=oci,dest=… needs name= or --tag"):
+        _plan("docker", default=None, outputs=["type=oci,dest=/tmp/o.tar"])
     (s,) = _plan("kube-pod", outputs=["type=oci,dest=/tmp/o.tar"])
     assert s.export == llb.OCIExport("/tmp/o.tar", name="proj:dev")
 

@@ -5,9 +5,12 @@ wrong builder address failing fast."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import socket
+import subprocess
 import tarfile
 import time
 import urllib.request
@@ -287,3 +290,46 @@ def test_build_file_base_image_from_the_registry(env: tuple[Any, Any], uid: str,
         assert out.decode().strip() == f"envd-base-{uid}"
     finally:
         _remove(dc, ref, tag)
+
+
+def _check_oci_layout(path: Path) -> dict[str, Any]:
+    """Every blob's name is its sha256, the index points at a manifest whose config and layers exist."""
+    with tarfile.open(path) as tf:
+        assert json.loads(tf.extractfile("oci-layout").read()) == {"imageLayoutVersion": "1.0.0"}
+        blobs = {}
+        for m in tf.getmembers():
+            if m.name.startswith("blobs/sha256/"):
+                data = tf.extractfile(m).read()
+                assert hashlib.sha256(data).hexdigest() == m.name.rsplit("/", 1)[1]
+                blobs["sha256:" + m.name.rsplit("/", 1)[1]] = data
+        index = json.loads(tf.extractfile("index.json").read())
+    (desc,) = index["manifests"]
+    manifest = json.loads(blobs[desc["digest"]])
+    assert len(blobs[desc["digest"]]) == desc["size"]
+    assert manifest["config"]["digest"] in blobs
+    for layer in manifest["layers"]:
+        assert len(blobs[layer["digest"]]) == layer["size"]
+    return desc
+
+
+def test_oci_output_on_the_engine(env: tuple[Any, Any], uid: str, tmp_path: Path) -> None:
+    _, dc = env
+    name = f"envbuild-e2e/oci:{uid}"
+    dest = tmp_path / "image-oci.tar"
+    try:
+        (summary,) = _build(env, _hello_state(f"oci-{uid}"), outputs=[f"type=oci,dest={dest}"], tags=[name])
+        assert summary["saved"] == [dest]
+        desc = _check_oci_layout(dest)
+        assert desc["annotations"] == {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": uid}
+        if shutil.which("skopeo") is None:
+            return
+        loaded = f"envbuild-e2e/oci-loaded:{uid}"
+        subprocess.run(
+            ["skopeo", "copy", "--insecure-policy", f"oci-archive:{dest}", f"docker-daemon:{loaded}"],
+            check=True, capture_output=True, timeout=120,
+        )
+        out = dc.containers.run(loaded, ["cat", "/hello"], remove=True, network_mode="none")
+        assert out.decode().strip() == f"oci-{uid}"
+        _remove(dc, loaded)
+    finally:
+        _remove(dc, name)
