@@ -236,3 +236,28 @@ def test_cli_round_trip(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys:
     assert code == 2 and "HOST:PORT" in err
     code, _, err = _cli(["context", "ls", "--format", "yaml"], capsys)
     assert code == 2
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from envbuild.contexts import BUILDER_KINDS, builder_kind  # noqa: E402
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(BUILDER_KINDS),
+    st.none() | st.text(st.sampled_from(list("abc-_.:/?=&019[]tcpunix ")), max_size=40) | st.text(max_size=20),
+)
+def test_fuzz_normalize_address(kind: str, typed: str | None) -> None:
+    """Only UsageError or a full address of that kind, which normalises to itself."""
+    try:
+        full = normalize_address(kind, typed)
+    except UsageError as exc:
+        assert str(exc)
+        return
+    assert builder_kind(full) == kind
+    rest = full[len(kind) + 3:]
+    assert normalize_address(kind, rest) == full
+    r = resolve_builder(full, env={})
+    assert (r.address, r.kind) == (full, kind)

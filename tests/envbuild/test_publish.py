@@ -1,0 +1,150 @@
+"""Engine-side fallbacks without an engine: push event handling, OCI conversion, plan execution."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import llb
+from envbuild.outputs import PlannedSolve, BuildPlan, PushImage, SaveImage
+from envbuild.publish import PublishError, docker_archive_to_oci, execute_plan, push_images, run_post_actions
+
+
+class FakeAPI:
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+        self.pushes: list[tuple[str, str]] = []
+
+    def push(self, repo: str, tag: str, stream: bool, decode: bool) -> Any:
+        assert stream and decode
+        self.pushes.append((repo, tag))
+        return iter(self.events)
+
+
+class FakeDocker:
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.api = FakeAPI(events)
+
+
+def test_push_reports_the_registry_digest() -> None:
+    client = FakeDocker([
+        {"status": "The push refers to repository [r:5000/a]"},
+        {"status": "Pushed", "progressDetail": {}, "id": "abc"},
+        {"status": "v1: digest: sha256:1 size: 1", "aux": {"Tag": "v1", "Digest": "sha256:" + "1" * 64, "Size": 1}},
+    ])
+    messages: list[str] = []
+    (res,) = push_images(["r:5000/team/a:v1"], client=client, on_message=messages.append)  # type: ignore[arg-type]
+    assert res.digest == "sha256:" + "1" * 64
+    assert client.api.pushes == [("r:5000/team/a", "v1")]
+    assert messages[0] == "pushing r:5000/team/a:v1"
+    push_images(["r:5000/a"], client=client)  # type: ignore[arg-type]
+    assert client.api.pushes[-1] == ("r:5000/a", "latest")
+
+
+@pytest.mark.parametrize(
+    ("error", "hint"),
+    [
+        ("unauthorized: authentication required", "docker login reg.example.com"),
+        ("denied: requested access to the resource is denied", "docker login reg.example.com"),
+        ("Get https://reg.example.com/v2/: http: server gave HTTP response to HTTPS client", "insecure-registries"),
+        ("dial tcp 10.0.0.1:443: connect: connection refused", "not reachable from the Docker engine"),
+    ],
+)
+def test_push_errors_say_what_to_do(error: str, hint: str) -> None:
+    client = FakeDocker([{"status": "Preparing"}, {"errorDetail": {"message": error}, "error": error}])
+    with pytest.raises(PublishError) as info:
+        push_images(["reg.example.com/team/env:v1"], client=client)  # type: ignore[arg-type]
+    assert "pushing reg.example.com/team/env:v1 failed" in str(info.value) and hint in str(info.value)
+
+
+def test_push_without_digest_is_an_error() -> None:
+    with pytest.raises(PublishError, match="without a digest"):
+        push_images(["r/a:1"], client=FakeDocker([{"status": "done"}]))  # type: ignore[arg-type]
+
+
+def _docker_archive(path: Path, layers: list[bytes], *, tamper: bool = False) -> str:
+    diff_ids = ["sha256:" + hashlib.sha256(data).hexdigest() for data in layers]
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    entries = [f"l{i}/layer.tar" for i in range(len(layers))]
+    manifest = json.dumps([{"Config": config_name, "RepoTags": ["r:5000/team/a:v1", "b"], "Layers": entries}]).encode()
+    with tarfile.open(path, "w") as tf:
+        for name, data in [(config_name, config), ("manifest.json", manifest)] + [
+            (e, d + (b"!" if tamper and i == 1 else b"")) for i, (e, d) in enumerate(zip(entries, layers))
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return "sha256:" + hashlib.sha256(config).hexdigest()
+
+
+def _layer(content: bytes) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("f")
+        info.size = len(content)
+        tf.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def test_docker_archive_to_oci(tmp_path: Path) -> None:
+    layers = [_layer(b"base"), _layer(b"top"), _layer(b"base")]
+    config_digest = _docker_archive(tmp_path / "d.tar", layers)
+    out = docker_archive_to_oci(tmp_path / "d.tar", tmp_path / "sub" / "o.tar")
+    with tarfile.open(out) as tf:
+        names = tf.getnames()
+        blobs = {n: tf.extractfile(n).read() for n in names if n.startswith("blobs/")}
+        index = json.loads(tf.extractfile("index.json").read())
+    assert names[0] == "oci-layout" and names[-1] == "index.json"
+    assert len(blobs) == 4  # two distinct layers, config, manifest
+    for name, data in blobs.items():
+        assert hashlib.sha256(data).hexdigest() == name.rsplit("/", 1)[1]
+    tags = [m["annotations"] for m in index["manifests"]]
+    assert tags == [
+        {"io.containerd.image.name": "r:5000/team/a:v1", "org.opencontainers.image.ref.name": "v1"},
+        {"io.containerd.image.name": "b", "org.opencontainers.image.ref.name": "latest"},
+    ]
+    manifest = json.loads(blobs["blobs/sha256/" + index["manifests"][0]["digest"].split(":")[1]])
+    assert manifest["config"]["digest"] == config_digest
+    assert [l["digest"] for l in manifest["layers"]] == ["sha256:" + hashlib.sha256(d).hexdigest() for d in layers]
+    assert all(l["mediaType"] == "application/vnd.oci.image.layer.v1.tar" for l in manifest["layers"])
+
+
+def test_docker_archive_to_oci_refuses_a_corrupt_layer(tmp_path: Path) -> None:
+    _docker_archive(tmp_path / "d.tar", [_layer(b"a"), _layer(b"b")], tamper=True)
+    with pytest.raises(PublishError, match="does not match its digest"):
+        docker_archive_to_oci(tmp_path / "d.tar", tmp_path / "o.tar")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.tar"]
+
+
+def test_execute_plan_runs_post_actions_in_order() -> None:
+    done: list[Any] = []
+    client = FakeDocker([{"aux": {"Digest": "sha256:" + "2" * 64}}])
+    plan = BuildPlan(
+        solves=(
+            PlannedSolve(platform=llb.Platform(), export=llb.DockerImage("r/a:1"), post=(PushImage(("r/a:1",)),)),
+            PlannedSolve(platform=llb.Platform("linux", "arm64"), export=llb.TarExport("x.tar")),
+        ),
+        warnings=("careful",),
+    )
+    messages: list[str] = []
+    outcomes = execute_plan(plan, lambda step: done.append(step.platform) or "result", client=client,  # type: ignore[arg-type]
+                            on_message=messages.append)
+    assert done == [llb.Platform(), llb.Platform("linux", "arm64")]
+    assert [o.result for o in outcomes] == ["result", "result"]
+    assert outcomes[0].pushed[0].digest == "sha256:" + "2" * 64 and outcomes[1].pushed == ()
+    assert messages[0] == "warning: careful"
+    assert outcomes[0].step.is_image and not outcomes[1].step.is_image
+
+
+def test_run_post_actions_rejects_unknown() -> None:
+    with pytest.raises(TypeError):
+        run_post_actions([object()], client=FakeDocker([]))  # type: ignore[list-item,arg-type]
+    assert run_post_actions([]) == {"pushed": [], "saved": []}
+    assert SaveImage(("a",), "x").dest == "x"
