@@ -119,7 +119,10 @@ def _file_digest(p: Path) -> bytes:
 def prepare(options: BuildOptions) -> Prepared:
     from envbuild import images
     from envbuild.compiler import project_name
+    from envbuild.outputs import validate_image_name
 
+    if options.tag:
+        validate_image_name(options.tag)
     spec, ctx = evaluate(options)
     project = project_name(ctx.name)
     if options.owner is not None:
@@ -149,6 +152,7 @@ def compile_for(
     prep: Prepared, options: BuildOptions, *, client: Any = None, cache_bust: str = ""
 ) -> CompiledBuild:
     from envbuild import compiler, images
+    from envbuild.compiler.compile import compile as compile_spec
 
     environ = os.environ if options.environ is None else options.environ
     base = images.resolve(prep.spec.image, client)
@@ -162,7 +166,7 @@ def compile_for(
         input_digest=prep.digest,
         cache_bust=cache_bust,
     )
-    return compiler.compile(prep.spec, opts)
+    return compile_spec(prep.spec, opts)
 
 
 def read_ca_cert(options: BuildOptions) -> bytes | None:
