@@ -1,6 +1,8 @@
 """The compiler: an environment spec in, BuildKit LLB and an image config out (pure).
 
-Names load lazily so the no-op build path (options, project name) does not import llb/protobuf.
+The entry point is ``envbuild.compiler.compile.compile(spec, options)`` (the submodule has the
+function's name, so the package does not re-export it: the module would shadow it). Names load lazily
+so the no-op build path (options, project name) does not import llb/protobuf.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from envbuild.compiler.options import UNRESOLVED, BaseConfig, CompileOptions, project_name, proxy_from_env
 
 if TYPE_CHECKING:
-    from envbuild.compiler.compile import CompiledBuild, Step, UnsupportedFeature, compile
+    from envbuild.compiler.compile import CompiledBuild, Step, UnsupportedFeature
 
-_LAZY = {"CompiledBuild", "Step", "UnsupportedFeature", "compile"}
+_LAZY = {"CompiledBuild", "Step", "UnsupportedFeature"}
 
 __all__ = [
     "UNRESOLVED",
@@ -22,7 +24,6 @@ __all__ = [
     "CompiledBuild",
     "Step",
     "UnsupportedFeature",
-    "compile",
     "project_name",
     "proxy_from_env",
 ]

@@ -20,6 +20,7 @@ operations that take milliseconds, and the expensive steps sit as early as their
 
 from __future__ import annotations
 
+import inspect
 import json
 import posixpath
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from frontend.spec import Pos, Spec
     from llb.export import ImageConfig
 
+_RUN_HAS_PROXY_ENV = "proxy_env" in inspect.signature(llb.State.run).parameters
 HOME = "/home/envd"
 DEFAULT_UNIX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SHELLS = {"bash": ("/bin/bash", ()), "zsh": ("/usr/bin/zsh", ("zsh",)), "fish": ("/usr/bin/fish", ("fish",))}
@@ -159,12 +161,10 @@ class _Compiler:
         network: bool = True,
     ) -> llb.State:
         all_mounts = [*(self.net_mounts() if network else ()), *mounts]
-        kwargs: dict[str, object] = {}
-        if network and self.opts.proxy:
-            kwargs["proxy_env"] = dict(self.opts.proxy)
+        kwargs, proxy_env = self.proxy_kwargs() if network else ({}, {})
         return state.run(
             [shell, "-c", script],
-            env={**STEP_PATH, **(env or {}), **self.bust()},
+            env={**STEP_PATH, **(env or {}), **proxy_env, **self.bust()},
             user=user,
             cwd=cwd,
             mounts=all_mounts,
@@ -181,6 +181,19 @@ class _Compiler:
             p = _rel(p)
             include += [p, f"{p}/**"]
         return llb.local(self.opts.context_name, include=include, shared_key_hint=self.opts.context_name)
+
+    def proxy_kwargs(self) -> tuple[dict[str, object], dict[str, str]]:
+        """ExecOp proxy env when the llb builder supports it (kept out of cache keys by BuildKit);
+        otherwise ordinary env, which does enter the cache keys (noted once)."""
+        if not self.opts.proxy:
+            return {}, {}
+        if _RUN_HAS_PROXY_ENV:
+            return {"proxy_env": dict(self.opts.proxy)}, {}
+        note = "llb.State.run has no proxy_env yet: proxy variables are passed as step env (part of cache keys)"
+        if note not in self.notes:
+            self.notes.append(note)
+        both = {**self.opts.proxy, **{k.lower(): v for k, v in self.opts.proxy.items()}}
+        return {}, both
 
     def bust(self) -> dict[str, str]:
         return {"ENVBUILD_CACHE_BUST": self.opts.cache_bust} if self.opts.cache_bust else {}
@@ -456,12 +469,10 @@ class _Compiler:
                     llb.bind(self.workdir, llb.local(self.opts.context_name, shared_key_hint=self.opts.context_name), readonly=False)
                 )
             first = call.commands[0] if call.commands else ""
-            kwargs: dict[str, object] = {}
-            if self.opts.proxy:
-                kwargs["proxy_env"] = dict(self.opts.proxy)
+            kwargs, proxy_env = self.proxy_kwargs()
             state = state.run(
                 ["/bin/bash", "-c", S.user_run(call.commands)],
-                env={**env, **self.bust()},
+                env={**env, **proxy_env, **self.bust()},
                 user=user,
                 cwd=self.workdir,
                 mounts=mounts,

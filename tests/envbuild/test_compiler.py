@@ -1,0 +1,224 @@
+"""Unit tests of the compiler: stage order, caching contract, secrets, image config."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import frontend
+from envbuild.compiler import BaseConfig, CompileOptions, UnsupportedFeature
+from envbuild.compiler.compile import compile
+from envbuild.compiler import devfiles as D
+from envbuild.compiler import scripts as S
+from envbuild.errors import UsageError
+from frontend.spec import Spec
+
+DEBIAN = BaseConfig(env=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",), cmd=("bash",))
+OPTS = CompileOptions(project="proj", owner=(1000, 1000), base_config=DEBIAN)
+
+
+def spec_of(tmp_path: Path, body: str, files: dict[str, str] | None = None) -> Spec:
+    (tmp_path / "build.envd").write_text("def build():\n" + "".join(f"    {line}\n" for line in body.splitlines()))
+    for name, text in (files or {}).items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return frontend.evaluate(tmp_path, user_config=False)
+
+
+JUPYTER = """base(image="local/debian:bookworm", dev=True)
+install.python(version="3.11")
+install.apt_packages(name=["htop"])
+install.python_packages(name=["numpy"])
+config.jupyter()"""
+
+
+def ops(spec: Spec, opts: CompileOptions = OPTS) -> dict[str, dict]:
+    """custom name -> {digest, op} for every op."""
+    out = {}
+    for entry in compile(spec, opts).definition().to_json():
+        name = entry.get("OpMetadata", {}).get("description", {}).get("llb.customname", "")
+        out[name] = entry
+    return out
+
+
+def test_stage_order_least_to_most_volatile(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path, JUPYTER + '\nrun(commands=["echo hi"])\nio.copy(source="a.txt", target="a.txt")', {"a.txt": "x"})
+    kinds = [s.kind for s in compile(spec, OPTS).steps]
+    assert kinds == ["base", "apt", "apt", "user", "file", "python", "pip", "pip", "copy", "file", "run"]
+    names = [s.name for s in compile(spec, OPTS).steps]
+    assert names.index("jupyterlab") < names.index("python packages: numpy")
+
+
+def test_adding_a_package_changes_only_that_step_and_later(tmp_path: Path) -> None:
+    a = ops(spec_of(tmp_path / "a", JUPYTER) if (tmp_path / "a").mkdir() is None else None)
+    b_spec = spec_of(tmp_path / "b", JUPYTER.replace('["numpy"]', '["numpy", "six"]')) if (tmp_path / "b").mkdir() is None else None
+    b = ops(b_spec)
+    for name in ["base local/debian:bookworm", "dev: system packages (sshd, supervisor, sudo, git)", "apt: htop",
+                 "dev: user envd (uid 1000, gid 1000)", "python 3.11 and uv 0.13.9", "jupyterlab"]:
+        assert a[name]["Digest"] == b[name]["Digest"], name
+    assert "python packages: numpy six" in b and "python packages: numpy" in a
+    assert a["python packages: numpy"]["Digest"] != b["python packages: numpy six"]["Digest"]
+
+
+def test_one_exec_per_call(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path, JUPYTER + '\ninstall.python_packages(name=["six"])\ninstall.apt_packages(name=["tree"])')
+    names = [s.name for s in compile(spec, OPTS).steps]
+    assert "python packages: numpy" in names and "python packages: six" in names
+    assert "apt: htop" in names and "apt: tree" in names
+
+
+def _mounts(entry: dict) -> list[dict]:
+    return entry["Op"]["exec"]["mounts"]
+
+
+def test_cache_mounts_have_stable_ids(tmp_path: Path) -> None:
+    o = ops(spec_of(tmp_path, JUPYTER))
+    apt = {m["dest"]: m for m in _mounts(o["apt: htop"])}
+    assert apt["/var/cache/apt"]["cacheOpt"] == {"ID": S.APT_CACHE_ID, "sharing": "LOCKED"}
+    assert apt["/var/lib/apt/lists"]["cacheOpt"] == {"ID": S.APT_LISTS_ID, "sharing": "LOCKED"}
+    pip = {m["dest"]: m for m in _mounts(o["python packages: numpy"])}
+    assert pip[S.UV_CACHE_DIR]["cacheOpt"]["ID"] == S.UV_CACHE_ID
+    other = ops(spec_of(tmp_path / "x", JUPYTER) if (tmp_path / "x").mkdir() is None else None,
+                replace(OPTS, project="another"))
+    assert {m["dest"]: m for m in _mounts(other["python packages: numpy"])}[S.UV_CACHE_DIR]["cacheOpt"]["ID"] == S.UV_CACHE_ID
+
+
+def test_ca_is_an_optional_secret_and_never_in_env(tmp_path: Path) -> None:
+    o = ops(spec_of(tmp_path, JUPYTER))
+    for name in ["apt: htop", "python packages: numpy", "jupyterlab"]:
+        mounts = {m["dest"]: m for m in _mounts(o[name])}
+        secret = mounts[S.CA_SECRET_PATH]
+        assert secret["mountType"] == "SECRET" and secret["secretOpt"]["optional"] is True
+        assert mounts[S.TLS_DIR]["mountType"] == "TMPFS"
+        env = o[name]["Op"]["exec"]["meta"].get("env", [])
+        assert not any(e.startswith(("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE")) for e in env)
+
+
+def test_ca_choice_does_not_change_the_graph(tmp_path: Path) -> None:
+    """The CA is a session secret: with or without --ca-cert the LLB (so the cache) is the same."""
+    spec = spec_of(tmp_path, JUPYTER)
+    assert compile(spec, OPTS).definition().to_bytes() == compile(spec, OPTS).definition().to_bytes()
+    assert compile(spec, OPTS).secrets == (S.CA_SECRET_ID,)
+
+
+def test_requirements_and_wheels_only_send_those_files(tmp_path: Path) -> None:
+    spec = spec_of(
+        tmp_path,
+        'base(image="local/debian:bookworm", dev=True)\ninstall.python()\n'
+        'install.python_packages(requirements="req/requirements.txt", local_wheels=["dist/x-1-py3-none-any.whl"])',
+        {"req/requirements.txt": "six\n", "dist/x-1-py3-none-any.whl": "w", "unrelated.txt": "u"},
+    )
+    compiled = compile(spec, OPTS)
+    assert dict(compiled.local_dirs) == {"context": "."}
+    locals_ = [e for e in compiled.definition().to_json() if e["Op"].get("source", {}).get("identifier", "").startswith("local://")]
+    assert len(locals_) == 1
+    include = json.loads(locals_[0]["Op"]["source"]["attrs"]["local.includepattern"])
+    assert include == ["req/requirements.txt", "req/requirements.txt/**", "dist/x-1-py3-none-any.whl", "dist/x-1-py3-none-any.whl/**"]
+    args = compiled.definition().to_json()
+    script = [e for e in args if "pip install" in json.dumps(e)][-1]["Op"]["exec"]["meta"]["args"][2]
+    assert f"-r {S.CONTEXT_MOUNT}/req/requirements.txt" in script and f"{S.CONTEXT_MOUNT}/dist/x-1-py3-none-any.whl" in script
+
+
+def test_pip_index_reaches_uv_and_pip_conf(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path, JUPYTER + '\nconfig.pip_index(url="https://mirror.example/simple", extra_url="https://extra.example/simple")')
+    o = ops(spec)
+    env = o["python packages: numpy"]["Op"]["exec"]["meta"]["env"]
+    assert "UV_DEFAULT_INDEX=https://mirror.example/simple" in env and "UV_INDEX=https://extra.example/simple" in env
+    assert "--index-url https://mirror.example/simple" in o["python 3.11 and uv 0.13.9"]["Op"]["exec"]["meta"]["args"][2]
+    assert "pip index" in o
+
+
+def test_python_mirror_setting(tmp_path: Path) -> None:
+    o = ops(spec_of(tmp_path, JUPYTER), replace(OPTS, python_mirror="https://mirror.example/python-build-standalone"))
+    assert "UV_PYTHON_INSTALL_MIRROR=https://mirror.example/python-build-standalone" in o["python 3.11 and uv 0.13.9"]["Op"]["exec"]["meta"]["env"]
+
+
+def test_apt_source_replaces_sources_first(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path, JUPYTER + '\nconfig.apt_source(source="deb http://mirror.example/debian bookworm main")')
+    steps = [s.name for s in compile(spec, OPTS).steps]
+    assert steps[1] == "apt source (config.apt_source)"
+    text = json.dumps(ops(spec)["apt source (config.apt_source)"])
+    assert "sources.list.d/*.sources" in text
+    assert base64.b64encode(b"deb http://mirror.example/debian bookworm main\n").decode() in text
+
+
+def test_image_config_dev(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path, JUPYTER + '\nruntime.environ(env={"A": "1"}, extra_path=["/opt/x/bin"])\nruntime.expose(envd_port=9000, service="web")')
+    img = compile(spec, OPTS).image
+    env = dict(e.split("=", 1) for e in img["env"])
+    assert env["PATH"].split(":")[:3] == ["/opt/x/bin", f"{S.VENV}/bin", "/home/envd/.local/bin"]
+    assert env["ENVD_WORKDIR"] == "/home/envd/proj" and env["A"] == "1"
+    assert img["user"] == "envd" and img["working_dir"] == "/home/envd/proj"
+    assert img["entrypoint"] == [D.ENTRYPOINT] and img["cmd"] == []
+    assert img["exposed_ports"] == ["2222/tcp", "8888/tcp", "9000/tcp"]
+    labels = img["labels"]
+    assert Spec.from_json(labels["ai.envbuild.spec"]) == spec
+    assert json.loads(labels["ai.envbuild.ports"]) == [{"name": "ssh", "port": 2222}, {"name": "jupyter", "port": 8888}, {"name": "web", "port": 9000}]
+    assert labels["ai.envbuild.owner"] == "1000:1000" and labels["ai.envbuild.dev"] == "true"
+
+
+def test_image_config_serving_inherits_base(tmp_path: Path) -> None:
+    base = BaseConfig(env=("PATH=/custom/bin:/usr/bin", "FOO=bar"), user="app", working_dir="/srv", entrypoint=("/init",))
+    spec = spec_of(tmp_path, 'base(image="local/debian:bookworm")\ninstall.python()')
+    img = compile(spec, replace(OPTS, base_config=base)).image
+    env = dict(e.split("=", 1) for e in img["env"])
+    assert env["FOO"] == "bar" and env["PATH"] == f"{S.VENV}/bin:/custom/bin:/usr/bin"
+    assert "user" not in img and "working_dir" not in img and "entrypoint" not in img
+    spec2 = spec_of(tmp_path / "e", 'base(image="x")\nconfig.entrypoint(args=["python", "app.py"])') if (tmp_path / "e").mkdir() is None else None
+    assert compile(spec2, OPTS).image["entrypoint"] == ["python", "app.py"]
+
+
+def test_run_steps_in_call_order_as_envd(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path, JUPYTER + '\nrun(commands=["echo one"])\nrun(commands=["echo two"], mount_host=True)')
+    o = ops(spec)
+    one, two = o["run: echo one"], o["run: echo two"]
+    assert one["Op"]["exec"]["meta"]["user"] == "envd" and one["Op"]["exec"]["meta"]["cwd"] == "/home/envd/proj"
+    assert one["Digest"] in json.dumps(two["Op"]["inputs"])
+    assert any(m["dest"] == "/home/envd/proj" and not m.get("readonly") for m in _mounts(two))
+
+
+def test_uid_zero_allows_key_login_for_envd() -> None:
+    assert "PermitRootLogin prohibit-password" in D.sshd_config(0, {})
+    assert "PermitRootLogin no" in D.sshd_config(1000, {})
+    assert "useradd -o -u 0" in S.user_setup(0, 0, "/bin/bash")
+
+
+def test_unsupported_features_point_at_the_call(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path, 'base(image="x", dev=True)\ninstall.conda()')
+    with pytest.raises(UnsupportedFeature, match=r"build.envd:3:\d+: install.conda"):
+        compile(spec, OPTS)
+    assert issubclass(UnsupportedFeature, UsageError)
+
+
+def test_entrypoint_with_dev_is_a_usage_error(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path, 'base(image="x")\nconfig.entrypoint(args=["x"])')
+    with pytest.raises(UsageError, match="only for images built"):
+        compile(replace(spec, base=replace(spec.base, dev=True)), OPTS)
+
+
+def test_proxy_from_user_environment(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path, JUPYTER)
+    compiled = compile(spec, replace(OPTS, proxy={"HTTPS_PROXY": "http://proxy.example:3128"}))
+    assert "proxy.example" in json.dumps(compiled.definition().to_json())
+    assert dict(compiled.proxy) == {"HTTPS_PROXY": "http://proxy.example:3128"}
+
+
+def test_no_cache_busts_exec_keys_but_keeps_cache_mount_ids(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path, JUPYTER)
+    a, b = ops(spec), ops(spec, replace(OPTS, cache_bust="x1"))
+    assert a["python packages: numpy"]["Digest"] != b["python packages: numpy"]["Digest"]
+    assert a["base local/debian:bookworm"]["Digest"] == b["base local/debian:bookworm"]["Digest"]
+    assert not b["python packages: numpy"].get("OpMetadata", {}).get("ignore_cache")
+
+
+def test_services_files_follow_the_contract() -> None:
+    files = D.services(workdir="/home/envd/p", inits=[["echo a"]], daemons=[["python", "-m", "http.server"]], jupyter=True, allow_root=False)
+    assert set(files) == {f"{D.SERVICES}/sshd.conf", f"{D.SERVICES}/init_0.conf", f"{D.ETC}/init_0.sh",
+                          f"{D.SERVICES}/daemon_0.conf", f"{D.SERVICES}/jupyter.conf"}
+    assert "-p 2222" in files[f"{D.SERVICES}/sshd.conf"][0]
+    assert D.WAIT_INIT in files[f"{D.SERVICES}/jupyter.conf"][0]
+    assert "\n" not in files[f"{D.SERVICES}/init_0.conf"][0].split("command=")[1].split("\n")[0] + ""

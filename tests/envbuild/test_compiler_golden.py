@@ -1,0 +1,60 @@
+"""Golden LLB per example: the compiled graph (as JSON), its digests and the image config are stable.
+
+Regenerate after an intended change with ``ENVBUILD_UPDATE_GOLDEN=1 pytest tests/envbuild/test_compiler_golden.py``
+and review the diff: every changed digest is a cache miss for users.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import frontend
+from envbuild.compiler import BaseConfig, CompileOptions, UnsupportedFeature, project_name
+from envbuild.compiler.compile import compile
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+EXAMPLES = sorted(p.parent.name for p in (ROOT / "examples").glob("*/build.envd"))
+DEBIAN = BaseConfig(env=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",), cmd=("bash",))
+UPDATE = os.environ.get("ENVBUILD_UPDATE_GOLDEN") == "1"
+
+
+def render(example: str) -> dict:
+    spec = frontend.evaluate(ROOT / "examples" / example, user_config=False)
+    compiled = compile(spec, CompileOptions(project=project_name(example), owner=(1000, 1000), base_config=DEBIAN))
+    definition = compiled.definition()
+    image = dict(compiled.image)
+    labels = dict(image.pop("labels"))
+    labels.pop("ai.envbuild.spec")
+    return {
+        "terminal": definition.terminal,
+        "steps": [s.name for s in compiled.steps],
+        "image": {**{k: list(v) if isinstance(v, tuple) else v for k, v in image.items()}, "labels": labels},
+        "llb": definition.to_json(),
+    }
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_golden_llb(example: str) -> None:
+    path = GOLDEN / f"{example}.json"
+    try:
+        got = render(example)
+    except UnsupportedFeature as exc:
+        got = {"unsupported": str(exc)}
+    text = json.dumps(got, indent=1, sort_keys=True) + "\n"
+    if UPDATE or not path.exists():
+        if not UPDATE:
+            pytest.fail(f"no golden file {path.name}; run with ENVBUILD_UPDATE_GOLDEN=1 to create it")
+        path.write_text(text)
+    assert json.loads(text) == json.loads(path.read_text()), f"{example}: LLB changed (see module docstring)"
+
+
+@pytest.mark.parametrize("example", ["jupyter", "requirements"])
+def test_digests_stable_between_runs(example: str) -> None:
+    a, b = render(example), render(example)
+    assert a["terminal"] == b["terminal"]
+    assert [o["Digest"] for o in a["llb"]] == [o["Digest"] for o in b["llb"]]
