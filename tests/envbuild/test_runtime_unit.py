@@ -287,3 +287,19 @@ def test_engine_down_exits_3_with_how_to_start(monkeypatch: pytest.MonkeyPatch, 
         main(["ls"])
     assert exit_info.value.code == 3
     assert "start it with" in capsys.readouterr().err
+
+
+def test_gpu_request_without_nvidia_runtime_is_a_clear_error() -> None:
+    from envbuild.errors import RuntimeFailure
+    from envbuild.runtime.engine import check_gpu_support
+
+    class Info:
+        def __init__(self, runtimes: dict) -> None:
+            self.runtimes = runtimes
+
+        def info(self) -> dict:
+            return {"Runtimes": self.runtimes}
+
+    with pytest.raises(RuntimeFailure, match="no 'nvidia' runtime.*runc.*--no-gpu"):
+        check_gpu_support(Info({"runc": {}}))  # type: ignore[arg-type]
+    check_gpu_support(Info({"runc": {}, "nvidia": {"path": "nvidia-container-runtime"}}))  # type: ignore[arg-type]

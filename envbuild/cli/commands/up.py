@@ -107,6 +107,8 @@ def up(
 
     client = engine.connect()
     image, built = _build(project, build_file, function, ca_cert=str(ca_cert) if ca_cert else None, fmt=fmt)
+    if fmt == "text":
+        print(f"Starting {env_name} from {image}; waiting for sshd and Jupyter...", file=sys.stderr)
     result = lifecycle.bring_up(client, image=image, name=env_name, project=project, options=options,
                                 force=force, timeout=timeout)
     report(result.environment, action=result.action, built=built, image=image, fmt=fmt)
