@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from envbuild.contexts import (
     normalize_address,
     resolve_builder,
 )
-from envbuild.errors import UsageError
+from envbuild.errors import EngineUnreachable, UsageError
 
 
 @pytest.fixture()
@@ -261,3 +262,32 @@ def test_fuzz_normalize_address(kind: str, typed: str | None) -> None:
     assert normalize_address(kind, rest) == full
     r = resolve_builder(full, env={})
     assert (r.address, r.kind) == (full, kind)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["tcp://127.0.0.1:1", "unix:///nonexistent/buildkitd.sock", "docker-container://envbuild-no-such-builder",
+     "docker:///nonexistent/docker.sock"],
+)
+def test_wrong_address_fails_fast_naming_it(address: str) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(EngineUnreachable) as info:
+        resolve_builder(address, env={}).connect()
+    assert time.monotonic() - t0 < 5
+    assert address in str(info.value)
+
+
+def test_doctor_all_contexts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("BUILDKIT_HOST", raising=False)
+    _cli(["context", "create", "dead", "--builder", "tcp", "--address", "127.0.0.1:1", "--use"], capsys)
+    t0 = time.monotonic()
+    code, out, _ = _cli(["doctor", "--all", "--format", "json"], capsys)
+    assert time.monotonic() - t0 < 15
+    reports = json.loads(out)
+    assert [r["context"] for r in reports] == ["default", "dead"]
+    dead = reports[1]
+    assert code == 3 and not dead["reachable"] and "tcp://127.0.0.1:1" in dead["error"]
+    assert dead["exporters"] == ["docker", "image", "local", "oci", "tar"] and dead["push_from_builder"]
+    code, out, _ = _cli(["doctor"], capsys)
+    assert code == 3 and "reachable:     NO" in out and "cache export:  inline, registry" in out
