@@ -38,6 +38,10 @@ _START_HINT = (
 )
 
 
+class NameConflict(RuntimeFailure):
+    """Another run created a container with this name between our check and our create."""
+
+
 def connect(timeout: int = 60) -> docker.DockerClient:
     """A docker SDK client for a reachable engine, or EngineUnreachable saying how to start one."""
     import docker
@@ -230,7 +234,7 @@ def create(client: docker.DockerClient, plan: ContainerPlan) -> Container:
         container = client.containers.create(**plan.create_kwargs())
     except APIError as exc:
         if exc.status_code == 409:
-            raise RuntimeFailure(
+            raise NameConflict(
                 f"environment {plan.name!r} was created by another envbuild run at the same time; "
                 "run the command again to attach to it"
             ) from None

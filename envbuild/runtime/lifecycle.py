@@ -84,7 +84,15 @@ def bring_up(
     if plan.gpus is not None:
         engine.check_gpu_support(client)
     ssh.forget_host_key(name)
-    container = engine.create(client, plan)
+    try:
+        container = engine.create(client, plan)
+    except engine.NameConflict:
+        other = engine.find(client, name)
+        if other is None:
+            raise
+        env = engine.wait_ready(other, timeout)
+        _publish_ssh(env)
+        return UpResult(env, "attached")
     try:
         env = engine.wait_ready(container, timeout)
     except BaseException:
