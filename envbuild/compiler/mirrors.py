@@ -32,7 +32,7 @@ class Mirrors:
     conda_channel_alias: str = "https://conda.anaconda.org"
     openvsx: str = "https://open-vsx.org"
     cran: str = ""
-    julia: str = "https://julialang-s3.julialang.org/bin/linux"
+    julia: str = "https://julialang-s3.julialang.org/bin"
     rustup_dist_server: str = "https://static.rust-lang.org"
     rustup_update_root: str = "https://static.rust-lang.org/rustup"
     go: str = "https://dl.google.com/go"

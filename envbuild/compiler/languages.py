@@ -1,0 +1,300 @@
+"""Language runtimes and their packages: R, Julia, Rust, Go, Node.js, uv, pixi.
+
+Downloads happen in throw-away *fetch* stages (base + curl/xz) that run in parallel with the main
+chain; only the unpacked result is copied in, so no curl, archive or checksum file reaches the image.
+Every URL starts at a `Mirrors` setting. Each archive is verified with sha256: a checksum pinned
+here when known for that version and architecture, else the checksum file the upstream publishes
+next to its archives (fetched from the same mirror), and the step fails when neither matches.
+Archives land on a persistent cache mount, so a rebuild downloads nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import llb
+from envbuild.compiler import scripts as S
+from envbuild.compiler.mirrors import Mirrors
+from envbuild.compiler.stagekit import Additions, Ctx
+
+DL_CACHE = "/var/cache/envbuild/downloads"
+DL_CACHE_ID = "envbuild-downloads"
+OUT = "/out"
+
+JULIA_VERSION = "1.10.10"
+PIXI_VERSION = "0.62.2"
+R_SITE_LIBRARY = "/usr/local/lib/R/site-library"
+JULIA_DEPOT = "/opt/julia/user_packages"
+DEFAULT_CRAN = "https://cran.rstudio.com"
+
+PINNED_SHA256 = {
+    "julia-1.10.10-linux-x86_64.tar.gz": "6a78a03a71c7ab792e8673dc5cedb918e037f081ceb58b50971dfb7c64c5bf81",
+    "julia-1.10.10-linux-aarch64.tar.gz": "a4b157ed68da10471ea86acc05a0ab61c1a6931ee592a9b236be227d72da50ff",
+    "go1.25.3.linux-amd64.tar.gz": "0335f314b6e7bfe08c3d0cfaa7c19db961b7b99fb20be62b0a826c992ad14e0f",
+    "node-v25.1.0-linux-x64.tar.xz": "dbfed2a1ec191af657f727c9bdc87e88ec9b10fd1a095ed68996090648b0a03f",
+}
+"""Upstream sha256 of default-version archives; other versions use the published checksum file."""
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One architecture's download: the archive URL and where its published checksum is."""
+
+    url: str
+    sums_url: str
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+def fetch_tools(c: Ctx, base: llb.State) -> llb.State:
+    return c.sh(
+        base,
+        S.apt_install(("curl", "ca-certificates", "xz-utils")),
+        name=c.name("tools: curl and xz (downloads)", "apt", None),
+        mounts=c.apt_mounts(),
+    )
+
+
+def fetch_script(what: str, archives: dict[str, Archive], then: str) -> str:
+    """Download (or reuse) the archive for this architecture, verify it, then run ``then``
+    (with ``$f`` the archive path)."""
+    cases = ""
+    for arch, a in sorted(archives.items()):
+        cases += (
+            f"  {arch}) url={S.q(a.url)}; sums={S.q(a.sums_url)}; pinned={S.q(PINNED_SHA256.get(a.filename, ''))} ;;\n"
+        )
+    return S.script(
+        'arch=$(dpkg --print-architecture 2>/dev/null || uname -m)',
+        'case "$arch" in\n' + cases + f'  *) echo "envbuild: {what} has no build for $arch" >&2; exit 1 ;;\nesac',
+        f'mkdir -p {DL_CACHE} {OUT}',
+        f'name=${{url##*/}}; f={DL_CACHE}/$name',
+        'if [ ! -s "$f" ]; then curl -fsSL --retry 3 -o "$f.part" "$url"; mv "$f.part" "$f"; fi',
+        'want=$pinned',
+        'if [ -z "$want" ]; then',
+        '  want=$(curl -fsSL --retry 3 "$sums" | awk -v n="$name" \'NF == 1 {print $1} NF > 1 {p = $2; sub(/^[*]/, "", p); sub(/.*[/]/, "", p); if (p == n) print $1}\' | head -n1)',
+        "fi",
+        'if [ -z "$want" ] || ! echo "$want  $f" | sha256sum -c - >/dev/null; then',
+        f'  echo "envbuild: {what}: sha256 of $name does not match ${{want:-the published checksum}} ($sums)" >&2',
+        '  rm -f "$f"; exit 1',
+        "fi",
+        then,
+    )
+
+
+def _stage(
+    c: Ctx, tools: llb.State, state: llb.State, *, what: str, archives: dict[str, Archive], then: str,
+    dest: str, pos: object, kind: str, env: dict[str, str] | None = None,
+) -> llb.State:
+    fetched = c.sh(
+        tools,
+        fetch_script(what, archives, then),
+        name=c.name(f"tools: download {what}", "download", pos),  # type: ignore[arg-type]
+        mounts=[llb.cache(DL_CACHE, DL_CACHE_ID, sharing="locked")],
+        env=env,
+    )
+    return state.file(
+        llb.copy(fetched, OUT, dest, owner=c.owner()),
+        name=c.name(f"{what}: copy into {dest}", kind, pos),  # type: ignore[arg-type]
+    )
+
+
+def go(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.State, Additions]:
+    g = c.spec.go
+    if g is None:
+        return state, Additions()
+    archives = {
+        deb: Archive(f"{m.go}/go{g.version}.linux-{deb}.tar.gz", f"{m.go}/go{g.version}.linux-{deb}.tar.gz.sha256")
+        for deb in ("amd64", "arm64")
+    }
+    state = _stage(
+        c, tools, state, what=f"go {g.version}", archives=archives,
+        then=f'tar -xzf "$f" -C {OUT} --strip-components=1', dest="/usr/local/go", pos=g.pos, kind="go",
+    )
+    return state, Additions(path=("/usr/local/go/bin",))
+
+
+def nodejs(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.State, Additions]:
+    n = c.spec.nodejs
+    if n is None:
+        return state, Additions()
+    v = n.version.removeprefix("v")
+    base = f"{m.nodejs}/v{v}"
+    archives = {
+        deb: Archive(f"{base}/node-v{v}-linux-{arch}.tar.xz", f"{base}/SHASUMS256.txt")
+        for deb, arch in (("amd64", "x64"), ("arm64", "arm64"))
+    }
+    state = _stage(
+        c, tools, state, what=f"node.js {v}", archives=archives,
+        then=f'tar -xJf "$f" -C {OUT} --strip-components=1', dest="/opt/nodejs", pos=n.pos, kind="nodejs",
+    )
+    return state, Additions(path=("/opt/nodejs/bin",))
+
+
+def julia(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.State, Additions]:
+    j = c.spec.julia
+    if j is None:
+        return state, Additions()
+    v, minor = JULIA_VERSION, ".".join(JULIA_VERSION.split(".")[:2])
+    sums = f"{m.julia}/checksums/julia-{v}.sha256"
+    archives = {
+        "amd64": Archive(f"{m.julia}/linux/x64/{minor}/julia-{v}-linux-x86_64.tar.gz", sums),
+        "arm64": Archive(f"{m.julia}/linux/aarch64/{minor}/julia-{v}-linux-aarch64.tar.gz", sums),
+    }
+    state = _stage(
+        c, tools, state, what=f"julia {v}", archives=archives,
+        then=f'tar -xzf "$f" -C {OUT} --strip-components=1', dest="/opt/julia", pos=j.pos, kind="julia",
+    )
+    env = {"JULIA_DEPOT_PATH": JULIA_DEPOT}
+    server = c.spec.julia_pkg_server
+    if server:
+        env["JULIA_PKG_SERVER"] = server.url
+    for call in c.spec.julia_packages:
+        names = "[" + ", ".join(_jl_str(n) for n in call.names) + "]"
+        owner = c.owner()
+        chown = f"chown -R {owner[0]}:{owner[1]} {JULIA_DEPOT}\n" if owner else ""
+        state = c.sh(
+            state,
+            S.script(f"mkdir -p {JULIA_DEPOT}", f"/opt/julia/bin/julia -e {S.q(f'using Pkg; Pkg.add({names})')}", chown),
+            name=c.name(f"julia packages: {' '.join(call.names)}", "julia", call.pos),
+            env=env,
+        )
+    return state, Additions(env=env, path=("/opt/julia/bin",))
+
+
+def rust(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.State, Additions]:
+    r = c.spec.rust
+    if r is None:
+        return state, Additions()
+    archives = {
+        deb: Archive(
+            f"{m.rustup_update_root}/dist/{triple}/rustup-init", f"{m.rustup_update_root}/dist/{triple}/rustup-init.sha256"
+        )
+        for deb, triple in (("amd64", "x86_64-unknown-linux-gnu"), ("arm64", "aarch64-unknown-linux-gnu"))
+    }
+    env = {
+        "RUSTUP_HOME": "/opt/rust",
+        "CARGO_HOME": "/opt/rust",
+        "RUSTUP_DIST_SERVER": m.rustup_dist_server,
+        "RUSTUP_UPDATE_ROOT": m.rustup_update_root,
+    }
+    toolchain = r.version or "stable"
+    then = (
+        f'install -m 0755 "$f" /tmp/rustup-init\n'
+        f"RUSTUP_HOME={OUT} CARGO_HOME={OUT} /tmp/rustup-init -y -q --no-modify-path --profile minimal"
+        f" --default-toolchain {S.q(toolchain)}\n"
+        f"RUSTUP_HOME={OUT} CARGO_HOME={OUT} {OUT}/bin/rustc --version"
+    )
+    step_env = {k: v for k, v in env.items() if k.startswith("RUSTUP_") and k != "RUSTUP_HOME"}
+    state = _stage(
+        c, tools, state, what=f"rust {toolchain} (rustup)", archives=archives, then=then, dest="/opt/rust",
+        pos=r.pos, kind="rust", env=step_env,
+    )
+    return state, Additions(env=env, path=("/opt/rust/bin",))
+
+
+def pixi(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.State, Additions]:
+    """pixi is not on PyPI (the PyPI ``pixi`` is another project): the release archive from a
+    configurable base URL, checked against the ``.sha256`` file published beside it."""
+    p = c.spec.pixi
+    if p is None:
+        return state, Additions()
+    base = f"{m.pixi}/v{PIXI_VERSION}"
+    archives = {
+        deb: Archive(f"{base}/pixi-{arch}-unknown-linux-musl.tar.gz", f"{base}/pixi-{arch}-unknown-linux-musl.tar.gz.sha256")
+        for deb, arch in (("amd64", "x86_64"), ("arm64", "aarch64"))
+    }
+    state = _stage(
+        c, tools, state, what=f"pixi {PIXI_VERSION}", archives=archives,
+        then=f'tar -xzf "$f" -C {OUT} pixi && chmod 0755 {OUT}/pixi', dest="/usr/local/bin", pos=p.pos, kind="pixi",
+    )
+    config = ""
+    if p.use_pixi_mirror:
+        config += '[mirrors]\n"https://conda.anaconda.org/conda-forge" = ["https://prefix.dev/conda-forge"]\n'
+    if p.pypi_index:
+        config += f'[pypi-config]\nindex-url = "{p.pypi_index}"\n'
+    if config:
+        state = state.file(
+            llb.mkdir("/etc/pixi", parents=True).mkfile("/etc/pixi/config.toml", config),
+            name=c.name("pixi: /etc/pixi/config.toml", "file", p.pos),
+        )
+    return state, Additions()
+
+
+def uv(c: Ctx, state: llb.State, uv_tools: llb.State) -> tuple[llb.State, Additions]:
+    """``install.uv``: the uv the compiler already fetched (PyPI, hash-checked), plus a managed CPython."""
+    u = c.spec.uv
+    if u is None:
+        return state, Additions()
+    state = state.file(
+        llb.copy(uv_tools, f"{S.TOOLS_DIR}/bin/uv", S.UV_BIN, mode=0o755).copy(
+            uv_tools, f"{S.TOOLS_DIR}/bin/uvx", "/usr/local/bin/uvx", mode=0o755
+        ),
+        name=c.name("uv: copy uv and uvx from the tool stage", "file", u.pos),
+    )
+    env = {"UV_LINK_MODE": "copy", "UV_PYTHON_PREFERENCE": "only-managed"}
+    step_env = dict(env)
+    if c.opts.python_mirror:
+        step_env["UV_PYTHON_INSTALL_MIRROR"] = c.opts.python_mirror
+    drop = "" if c.uid == 0 else f"setpriv --reuid={c.uid} --regid={c.gid} --init-groups "
+    state = c.sh(
+        state,
+        S.script(
+            f"mkdir -p {S.UV_CACHE_DIR}",
+            f'[ "$(stat -c %u {S.UV_CACHE_DIR})" = "{c.uid}" ] || chown -R {c.uid}:{c.gid} {S.UV_CACHE_DIR}',
+            f"{drop}env HOME={c.home} UV_CACHE_DIR={S.UV_CACHE_DIR} {S.UV_BIN} python install {S.q(u.python_version)}",
+        ),
+        name=c.name(f"uv: python {u.python_version}", "uv", u.pos),
+        mounts=[llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID)],
+        env=step_env,
+    )
+    return state, Additions(env=env, path=(f"{c.home}/.local/bin",))
+
+
+def cran_mirror(c: Ctx, m: Mirrors) -> str:
+    return (c.spec.cran_mirror.url if c.spec.cran_mirror else "") or m.cran or DEFAULT_CRAN
+
+
+def r_lang(c: Ctx, state: llb.State, m: Mirrors) -> tuple[llb.State, Additions]:
+    """Debian/Ubuntu's own r-base (mirrorable with ``config.apt_source``), the CRAN mirror in
+    ``Rprofile.site``, and a site library the ``envd`` user can write."""
+    r = c.spec.r_lang
+    if r is None and not c.spec.r_packages:
+        return state, Additions()
+    pos = r.pos if r else c.spec.r_packages[0].pos
+    mirror = cran_mirror(c, m)
+    owner = c.owner()
+    after = (
+        f"mkdir -p {R_SITE_LIBRARY}\n"
+        f"printf '%s\\n' {S.q(f'options(repos = c(CRAN = {_r_str(mirror)}))')} >> /etc/R/Rprofile.site\n"
+        + (f"chown -R {owner[0]}:{owner[1]} {R_SITE_LIBRARY}\n" if owner else "")
+    )
+    state = c.sh(
+        state,
+        S.apt_install(("r-base", "r-base-dev"), after=after),
+        name=c.name("r: r-base from the distribution", "apt", pos),
+        mounts=c.apt_mounts(),
+    )
+    for call in c.spec.r_packages:
+        pkgs = "c(" + ", ".join(_r_str(n) for n in call.names) + ")"
+        expr = (
+            f"pkgs <- {pkgs}; install.packages(pkgs, lib = {_r_str(R_SITE_LIBRARY)}, repos = {_r_str(mirror)}); "
+            f"missing <- setdiff(pkgs, rownames(installed.packages())); "
+            f"if (length(missing)) {{ message('not installed: ', paste(missing, collapse = ' ')); quit(status = 1) }}"
+        )
+        chown = f"chown -R {owner[0]}:{owner[1]} {R_SITE_LIBRARY}\n" if owner else ""
+        state = c.sh(
+            state,
+            S.script(f"Rscript -e {S.q(expr)}", chown),
+            name=c.name(f"r packages: {' '.join(call.names)}", "r", call.pos),
+        )
+    return state, Additions()
+
+
+def _r_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _jl_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
