@@ -103,6 +103,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         yield s
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "image", "rm", f"{name}:dev"], capture_output=True)
 
 
 def _status(url: str, headers: dict[str, str] | None = None) -> int:
