@@ -26,6 +26,7 @@ from envbuild.publish import execute_plan
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
 
 REGISTRY = "127.0.0.1:5000"
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
 BASE_IMAGE = "local/debian:bookworm"
 
 
@@ -46,7 +47,7 @@ def _engine_reason() -> str | None:
 
 def _registry_reason() -> str | None:
     try:
-        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=2) as resp:
+        with _HTTP.open(f"http://{REGISTRY}/v2/", timeout=2) as resp:
             if resp.status == 200:
                 return None
             return f"registry at {REGISTRY} answered {resp.status}"
@@ -127,7 +128,7 @@ def _manifest(repo: str, tag: str) -> dict[str, Any]:
         f"http://{REGISTRY}/v2/{repo}/manifests/{tag}",
         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
     )
-    with urllib.request.urlopen(req, timeout=10) as resp:
+    with _HTTP.open(req, timeout=10) as resp:
         return json.loads(resp.read())
 
 
@@ -177,7 +178,7 @@ def test_inline_cache_travels_with_the_pushed_image(env: tuple[Any, Any], uid: s
     try:
         _build(env, _hello_state(f"cache-{uid}"), tags=[ref], push=True, export_cache=["type=inline"])
         manifest = _manifest("envbuild-e2e/cached", uid)
-        with urllib.request.urlopen(
+        with _HTTP.open(
             f"http://{REGISTRY}/v2/envbuild-e2e/cached/blobs/{manifest['config']['digest']}", timeout=10
         ) as resp:
             config = json.loads(resp.read())
