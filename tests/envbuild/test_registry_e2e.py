@@ -25,7 +25,7 @@ from envbuild.publish import execute_plan
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
 
-REGISTRY = "127.0.0.1:5000"
+REGISTRY = os.environ.get("ENVBUILD_TEST_REGISTRY", "127.0.0.1:5000")
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
 BASE_IMAGE = "local/debian:bookworm"
 
