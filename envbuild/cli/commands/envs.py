@@ -7,13 +7,16 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from envbuild.cli.app import app
 from envbuild.cli.commands.up import check_format, open_shell, report, run_options
 from envbuild.errors import RuntimeFailure, UsageError
+
+if TYPE_CHECKING:
+    from envbuild.runtime.engine import Environment
 
 
 @app.command("ls")
@@ -30,7 +33,7 @@ def ls(fmt: str = typer.Option("text", "--format", help="Output format: text or 
     typer.echo(output.table(rows, ["NAME", "STATUS", "SSH TARGET", "JUPYTER", "IMAGE", "GPU"]))
 
 
-def _running(name: str):  # noqa: ANN202 - Environment, imported lazily
+def _running(name: str) -> Environment:
     from envbuild import ssh
     from envbuild.runtime import engine, options
 

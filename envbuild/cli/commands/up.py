@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from envbuild.cli.app import app
 from envbuild.errors import UsageError
+
+if TYPE_CHECKING:
+    from envbuild.runtime.engine import Environment
+    from envbuild.runtime.options import RunOptions
 
 DEFAULT_FILE = "build.envd:build"
 
@@ -42,14 +46,14 @@ def open_shell(name: str, workdir: str) -> None:
 
 
 def run_options(host: str, gpus: Optional[str], no_gpu: bool, volume: list[str], shm_size: Optional[str],
-                cpus: Optional[str], memory: Optional[str]):  # noqa: ANN201 - RunOptions, imported lazily
+                cpus: Optional[str], memory: Optional[str]) -> RunOptions:
     from envbuild.runtime.options import RunOptions
 
     return RunOptions(host=host, gpus=gpus, no_gpu=no_gpu, volumes=tuple(volume), shm_size=shm_size,
                       cpus=cpus, memory=memory)
 
 
-def report(env, *, action: str, built: Optional[bool], image: str, fmt: str) -> None:  # noqa: ANN001
+def report(env: Environment, *, action: str, built: Optional[bool], image: str, fmt: str) -> None:
     from envbuild.runtime import output
 
     if fmt == "json":
