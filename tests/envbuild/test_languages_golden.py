@@ -21,7 +21,7 @@ from envbuild.compiler.stagekit import Additions
 from frontend import cuda as cuda_table
 from frontend import spec as S
 
-GOLDEN = Path(__file__).with_name("golden")
+GOLDEN = Path(__file__).with_name("golden") / "part2"
 BASE = "docker.io/library/ubuntu:22.04"
 MIRRORS = Mirrors.from_mapping(
     {
@@ -49,7 +49,7 @@ def _golden(name: str, data: object) -> None:
     path = GOLDEN / f"{name}.json"
     text = json.dumps(data, indent=1, sort_keys=True) + "\n"
     if os.environ.get("ENVBUILD_UPDATE_GOLDEN") or not path.exists():
-        GOLDEN.mkdir(exist_ok=True)
+        GOLDEN.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     assert text == path.read_text(), f"LLB for {name} changed; rerun with ENVBUILD_UPDATE_GOLDEN=1 if deliberate"
 
