@@ -27,6 +27,8 @@ command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 command -v git >/dev/null 2>&1 || need_pkgs+=(git)
+command -v skopeo >/dev/null 2>&1 || need_pkgs+=(skopeo)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 if [ "$WITH_REGISTRY" = 1 ] && ! command -v docker-registry >/dev/null 2>&1; then
   need_pkgs+=(docker-registry)
 fi
