@@ -85,7 +85,7 @@ def fetch_script(what: str, archives: dict[str, Archive], then: str) -> str:
 
 def _stage(
     c: Ctx, tools: llb.State, state: llb.State, *, what: str, archives: dict[str, Archive], then: str,
-    dest: str, pos: object, kind: str, env: dict[str, str] | None = None,
+    dest: str, pos: object, kind: str, env: dict[str, str] | None = None, user_owned: bool = True,
 ) -> llb.State:
     fetched = c.sh(
         tools,
@@ -95,7 +95,7 @@ def _stage(
         env=env,
     )
     return state.file(
-        llb.copy(fetched, OUT, dest, owner=c.owner()),
+        llb.copy(fetched, OUT, dest, owner=c.owner() if user_owned else None),
         name=c.name(f"{what}: copy into {dest}", kind, pos),  # type: ignore[arg-type]
     )
 
@@ -111,6 +111,7 @@ def go(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.Stat
     state = _stage(
         c, tools, state, what=f"go {g.version}", archives=archives,
         then=f'tar -xzf "$f" -C {OUT} --strip-components=1', dest="/usr/local/go", pos=g.pos, kind="go",
+        user_owned=False,
     )
     return state, Additions(path=("/usr/local/go/bin",))
 
@@ -208,6 +209,7 @@ def pixi(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.St
     state = _stage(
         c, tools, state, what=f"pixi {PIXI_VERSION}", archives=archives,
         then=f'tar -xzf "$f" -C {OUT} pixi && chmod 0755 {OUT}/pixi', dest="/usr/local/bin", pos=p.pos, kind="pixi",
+        user_owned=False,
     )
     config = ""
     if p.use_pixi_mirror:
