@@ -47,10 +47,10 @@ if ! engine_up; then
   fi
   if ! engine_up; then
     if ! pgrep -x containerd >/dev/null; then
-      $SUDO sh -c 'nohup containerd >/var/log/containerd.log 2>&1 &'
+      $SUDO sh -c 'nohup containerd >>/var/log/containerd.log 2>&1 &'
       sleep 1
     fi
-    $SUDO sh -c 'nohup dockerd --containerd=/run/containerd/containerd.sock >/var/log/dockerd.log 2>&1 &'
+    $SUDO sh -c 'nohup dockerd --containerd=/run/containerd/containerd.sock >>/var/log/dockerd.log 2>&1 &'
   fi
   for _ in $(seq 1 60); do engine_up && break; sleep 0.5; done
   engine_up || { echo "setup-engine.sh: dockerd did not start; see /var/log/dockerd.log" >&2; exit 1; }
