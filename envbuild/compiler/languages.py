@@ -59,7 +59,8 @@ def fetch_tools(c: Ctx, base: llb.State) -> llb.State:
 
 def fetch_script(what: str, archives: dict[str, Archive], then: str) -> str:
     """Download (or reuse) the archive for this architecture, verify it, then run ``then``
-    (with ``$f`` the archive path)."""
+    (with ``$f`` the archive path). A verified checksum is remembered next to the cached archive,
+    so a rebuild needs neither the archive nor the checksum file from the network."""
     cases = ""
     for arch, a in sorted(archives.items()):
         cases += (
@@ -72,6 +73,7 @@ def fetch_script(what: str, archives: dict[str, Archive], then: str) -> str:
         f'name=${{url##*/}}; f={DL_CACHE}/$name',
         'if [ ! -s "$f" ]; then curl -fsSL --retry 3 -o "$f.part" "$url"; mv "$f.part" "$f"; fi',
         'want=$pinned',
+        'if [ -z "$want" ] && [ -s "$f.verified" ]; then want=$(cat "$f.verified"); fi',
         'if [ -z "$want" ]; then',
         '  want=$(curl -fsSL --retry 3 "$sums" | awk -v n="$name" \'NF == 1 {print $1} NF > 1 {p = $2; sub(/^[*]/, "", p); sub(/.*[/]/, "", p); if (p == n) print $1}\' | head -n1)',
         "fi",
@@ -79,6 +81,7 @@ def fetch_script(what: str, archives: dict[str, Archive], then: str) -> str:
         f'  echo "envbuild: {what}: sha256 of $name does not match ${{want:-the published checksum}} ($sums)" >&2',
         '  rm -f "$f"; exit 1',
         "fi",
+        'echo "$want" > "$f.verified"',
         then,
     )
 
