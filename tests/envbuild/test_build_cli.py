@@ -1,0 +1,74 @@
+"""`envbuild build` / `debug` without an engine: options, offline LLB, usage errors, the content digest."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import frontend
+from envbuild.build import input_digest
+from envbuild.cli.commands.build import output_tag, parse_owner
+from envbuild.errors import UsageError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ROOT / ".venv/bin/envbuild"), *args],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+    )
+
+
+def test_debug_llb_offline_without_engine() -> None:
+    r = cli("debug", "llb", "-p", str(ROOT / "examples/jupyter"), env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    assert r.returncode == 0, r.stderr
+    ops = [json.loads(line) for line in r.stdout.splitlines()]
+    assert ops[0]["Op"]["source"]["identifier"] == "docker-image://docker.io/local/debian:bookworm"
+    assert "empty base config" in r.stderr
+
+
+def test_debug_llb_dot_and_spec() -> None:
+    r = cli("debug", "llb", "-p", str(ROOT / "examples/requirements"), "--format", "dot", env={"DOCKER_HOST": "unix:///x"})
+    assert r.returncode == 0 and r.stdout.startswith("digraph")
+    r = cli("debug", "spec", "-p", str(ROOT / "examples/requirements"))
+    assert r.returncode == 0 and json.loads(r.stdout)["python_packages"][0]["requirements"] == "requirements.txt"
+
+
+def test_build_file_mistake_is_exit_2_with_position(tmp_path: Path) -> None:
+    (tmp_path / "build.envd").write_text('def build():\n    base(image="x", dev=True)\n    install.python_packages(name=[1])\n')
+    r = cli("build", "-p", str(tmp_path))
+    assert r.returncode == 2
+    assert "build.envd:3:5" in r.stderr
+
+
+def test_unsupported_feature_is_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "build.envd").write_text('def build():\n    base(image="x", dev=True)\n    install.julia()\n')
+    r = cli("debug", "llb", "-p", str(tmp_path), env={"DOCKER_HOST": "unix:///x"})
+    assert r.returncode == 2 and "build.envd:3:5: install.julia is not supported" in r.stderr
+
+
+def test_digest_follows_content_not_mtime(tmp_path: Path) -> None:
+    (tmp_path / "build.envd").write_text('def build():\n    base(image="x", dev=True)\n    install.python_packages(requirements="r.txt")\n')
+    req = tmp_path / "r.txt"
+    req.write_text("six\n")
+    spec = frontend.evaluate(tmp_path, user_config=False)
+    d1 = input_digest(spec, tmp_path, owner=(1, 1), base_id="b")
+    os.utime(req, (1, 1))
+    assert input_digest(spec, tmp_path, owner=(1, 1), base_id="b") == d1
+    req.write_text("six==1.17.0\n")
+    assert input_digest(spec, tmp_path, owner=(1, 1), base_id="b") != d1
+    assert input_digest(spec, tmp_path, owner=(2, 2), base_id="b") != d1
+
+
+def test_options() -> None:
+    assert parse_owner("1000") == (1000, 1000) and parse_owner("1:2") == (1, 2)
+    with pytest.raises(UsageError):
+        parse_owner("x")
+    assert output_tag("type=docker,name=a/b:1", None) == "a/b:1"
+    with pytest.raises(UsageError, match="not supported"):
+        output_tag("type=image,name=r/x:1,push=true", None)
