@@ -111,7 +111,7 @@ def test_rebuild_is_cached_and_a_changed_env_installs_from_the_package_cache(bui
     for pkg in (context / "channel" / "noarch").glob("*.tar.bz2"):
         pkg.unlink()
     tag2 = tag.replace(":1", ":2")
-    vertices = _build(_spec("# changed\nchannels: []\n"), context, tag2)
+    vertices = _build(_spec(f"# changed {uuid.uuid4().hex}\nchannels: []\n"), context, tag2)
     assert any(not v.cached and "conda packages: greet" in (v.name or "") for v in vertices)
     assert _run(tag2, "greet") == "hello from a stdlib conda package\n"
 
