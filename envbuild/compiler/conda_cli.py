@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                 prefix=args.prefix, name=args.name, file=args.file, specs=[], channel=[],
                 override_channels=False, yes=True,
             )
-            return cmd_create_install(ns, fresh=not (prefix_of(ns) / "conda-meta").is_dir())
+            target = prefix_of(ns, None if (args.prefix or args.name) else _env_file(args.file)[0])
+            return cmd_create_install(ns, fresh=not (target / "conda-meta").is_dir())
     except CondaError as e:
         print(f"{parser().prog}: error: {e}", file=sys.stderr)
         return 1
