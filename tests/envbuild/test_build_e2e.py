@@ -25,8 +25,11 @@ pytestmark = pytest.mark.engine
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-TAG = "envbuild-e2e/jupyter:dev"
-OWNER = (1000, 1000)
+_UID = 20000 + os.getpid() % 20000
+OWNER = (_UID, _UID)
+"""A fresh owner per run: the user step and everything after it really run (BuildKit would otherwise
+serve them from an earlier run's cache), while the apt step and the download caches stay warm."""
+TAG = f"envbuild-e2e/jupyter:u{_UID}"
 
 
 def _engine_reason() -> str | None:
@@ -95,6 +98,7 @@ def first(project: Path, ca_file: tuple[Path, str]) -> Iterator[tuple[BuildOptio
     events = Events()
     build(opts, on_event=events)
     yield opts, events
+    subprocess.run(["docker", "rmi", "-f", TAG, TAG + "-again"], capture_output=True)
 
 
 def run(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -102,7 +106,7 @@ def run(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
 
 
 def test_image_works_as_envd(first: tuple[BuildOptions, Events]) -> None:
-    r = run("docker", "run", "--rm", TAG, "sh", "-c", 'id -un; python -c "import numpy, jupyterlab; print(numpy.__version__)"')
+    r = run("docker", "run", "--rm", TAG, "sh", "-c", 'id -un; sudo -n true; python -c "import numpy, jupyterlab; print(numpy.__version__)"')
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == "envd"
 
@@ -112,7 +116,7 @@ def test_label_holds_the_spec(first: tuple[BuildOptions, Events], project: Path)
 
     cfg = json.loads(run("docker", "image", "inspect", TAG, "--format", "{{json .Config}}").stdout)
     assert Spec.from_json(cfg["Labels"]["ai.envbuild.spec"]) == frontend.evaluate(project, user_config=False)
-    assert cfg["Labels"]["ai.envbuild.owner"] == "1000:1000"
+    assert cfg["Labels"]["ai.envbuild.owner"] == f"{_UID}:{_UID}"
     assert cfg["Entrypoint"] == ["/usr/local/bin/envbuild-entrypoint"] and cfg["User"] == "envd"
 
 
