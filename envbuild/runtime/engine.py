@@ -42,6 +42,12 @@ class NameConflict(RuntimeFailure):
     """Another run created a container with this name between our check and our create."""
 
 
+_ACCESS_HINT = (
+    "your user may not open the engine's socket: add it to the docker group "
+    "(`sudo usermod -aG docker $USER`, then log in again) or run as root"
+)
+
+
 def connect(timeout: int = 60) -> docker.DockerClient:
     """A docker SDK client for a reachable engine, or EngineUnreachable saying how to start one."""
     import docker
@@ -50,10 +56,9 @@ def connect(timeout: int = 60) -> docker.DockerClient:
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
-    except DockerException as exc:
-        raise EngineUnreachable(f"cannot reach the Docker engine ({_short(exc)}); {_START_HINT}") from None
-    except OSError as exc:
-        raise EngineUnreachable(f"cannot reach the Docker engine ({exc}); {_START_HINT}") from None
+    except (DockerException, OSError) as exc:
+        hint = _ACCESS_HINT if "Permission denied" in str(exc) else _START_HINT
+        raise EngineUnreachable(f"cannot reach the Docker engine ({_short(exc)}); {hint}") from None
     return client
 
 
