@@ -1,0 +1,366 @@
+"""Nothing leaks out of the build and nobody else gets in.
+
+- The build file reads host files only inside the build context: absolute paths, ``..`` and symlinks
+  out are refused before anything is built (the corpus has one file per way), and a symlink *inside* a
+  copied directory does not smuggle the file it points at into the image.
+- The CA bundle given with ``--ca-cert`` is used by steps but never lands in a layer, the image config
+  or a label: the built image is ``docker save``d and every byte is scanned.
+- The spec label and the image carry no secrets from the build file (Jupyter token, index password).
+- Ports publish on 127.0.0.1 by default; Jupyter refuses to start without a token.
+- sshd takes only the user's key; the SSH config entry weakens nothing for other hosts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+ENVBUILD = Path(sys.executable).with_name("envbuild")
+BASE_IMAGE = "local/debian:bookworm"
+DOCKER_SOCK = "/var/run/docker.sock"
+
+
+def _engine_reason() -> str | None:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(2)
+    try:
+        s.connect(DOCKER_SOCK)
+    except OSError as exc:
+        return f"no Docker engine at {DOCKER_SOCK} ({exc.strerror or exc}); run scripts/setup-engine.sh"
+    finally:
+        s.close()
+    if subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True).returncode != 0:
+        return f"base image {BASE_IMAGE} is not in the engine's store; run scripts/setup-engine.sh"
+    return None
+
+
+needs_engine = pytest.mark.skipif(_engine_reason() is not None, reason=str(_engine_reason()))
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir()
+    e = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "BUILDKIT_HOST", "ENVBUILD_CONTEXT")}
+    e.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"),
+             NO_COLOR="1", COLUMNS="200")
+    return e
+
+
+def envbuild(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ENVBUILD), *args], capture_output=True, text=True, env=env, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def saved_image(tag: str) -> bytes:
+    """``docker save`` of an image: manifest, config and every layer, uncompressed."""
+    out = subprocess.run(["docker", "save", tag], capture_output=True, check=True)
+    return out.stdout
+
+
+def image_files(saved: bytes) -> dict[str, bytes]:
+    """Every regular file of every layer (``layer/path``) plus the archive's own JSON files."""
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(saved)) as outer:
+        for m in outer.getmembers():
+            if not m.isfile():
+                continue
+            data = outer.extractfile(m).read()  # type: ignore[union-attr]
+            if m.name.endswith("layer.tar") or m.name.startswith("blobs/") and _is_tar(data):
+                with tarfile.open(fileobj=io.BytesIO(data)) as layer:
+                    for f in layer.getmembers():
+                        if f.isfile():
+                            files[f"{m.name}:{f.name}"] = layer.extractfile(f).read()  # type: ignore[union-attr]
+            else:
+                files[m.name] = data
+    return files
+
+
+def _is_tar(data: bytes) -> bool:
+    return len(data) > 262 and data[257:262] == b"ustar"
+
+
+def leaks(tag: str, needles: list[bytes]) -> list[str]:
+    saved = saved_image(tag)
+    found = [f"raw archive contains {n!r}" for n in needles if n in saved]
+    for name, data in image_files(saved).items():
+        found += [f"{name} contains {n!r}" for n in needles if n in data]
+    return found
+
+
+def make_ca(tmp_path: Path) -> tuple[Path, bytes]:
+    """A CA bundle (the system one plus a fresh self-signed certificate) and a needle unique to it."""
+    key, cert = tmp_path / "ca.key", tmp_path / "ca.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                    f"/CN=envbuild-test-ca-{uuid.uuid4().hex[:8]}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    pem = cert.read_text()
+    body = [ln for ln in pem.splitlines() if ln and not ln.startswith("-----")]
+    needle = body[len(body) // 2].encode()
+    bundle = tmp_path / "bundle.pem"
+    system = Path("/etc/ssl/certs/ca-certificates.crt")
+    bundle.write_text((system.read_text() if system.exists() else "") + pem)
+    return bundle, needle
+
+
+# ---- reading the host ----------------------------------------------------------------------------
+
+@needs_engine
+@pytest.mark.engine
+def test_symlink_inside_a_copied_directory_does_not_copy_its_target(env: dict[str, str], tmp_path: Path) -> None:
+    secret = f"host-secret-{uuid.uuid4().hex}"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(secret)
+    proj = tmp_path / "proj"
+    (proj / "data").mkdir(parents=True)
+    (proj / "data" / "ok.txt").write_text("inside\n")
+    (proj / "data" / "relative-leak").symlink_to("../../outside/secret.txt")
+    (proj / "data" / "absolute-leak").symlink_to(outside / "secret.txt")
+    (proj / "data" / "dir-leak").symlink_to(outside)
+    (proj / "build.envd").write_text(
+        "def build():\n"
+        f'    base(image="{BASE_IMAGE}", dev=False)\n'
+        '    io.copy(source="data", target="/data")\n'
+    )
+    tag = f"envbuild-sec-{uuid.uuid4().hex[:8]}:dev"
+    try:
+        r = envbuild(["build", "-p", str(proj), "-t", tag, "--progress", "plain"], env)
+        if r.returncode == 2:
+            assert "outside" in r.stderr or "symlink" in r.stderr, r.stderr
+            return
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert leaks(tag, [secret.encode()]) == []
+        ls = subprocess.run(["docker", "run", "--rm", tag, "sh", "-c", "cat /data/ok.txt; ls -la /data"],
+                            capture_output=True, text=True)
+        assert "inside" in ls.stdout
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+@needs_engine
+@pytest.mark.engine
+@pytest.mark.parametrize("source", ["/etc/hostname", "../outside", "link-out"])
+def test_copy_from_outside_the_context_is_refused_before_building(source: str, env: dict[str, str],
+                                                                  tmp_path: Path) -> None:
+    (tmp_path / "outside").mkdir()
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "link-out").symlink_to(tmp_path / "outside")
+    (proj / "build.envd").write_text(
+        f'def build():\n    base(image="{BASE_IMAGE}", dev=False)\n    io.copy(source="{source}", target="/x")\n'
+    )
+    r = envbuild(["build", "-p", str(proj)], env, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "build.envd:3:5:" in r.stderr and "build context" in r.stderr, r.stderr
+
+
+# ---- secrets in the image ----------------------------------------------------------------------------
+
+@needs_engine
+@pytest.mark.engine
+def test_ca_bundle_is_used_but_never_stored(env: dict[str, str], tmp_path: Path) -> None:
+    bundle, needle = make_ca(tmp_path)
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "build.envd").write_text(
+        "def build():\n"
+        f'    base(image="{BASE_IMAGE}", dev=False)\n'
+        f'    run(commands=["grep -c {needle.decode()} \\"$SSL_CERT_FILE\\" > /ca-seen"])\n'
+    )
+    tag = f"envbuild-sec-{uuid.uuid4().hex[:8]}:dev"
+    try:
+        r = envbuild(["build", "-p", str(proj), "-t", tag, "--ca-cert", str(bundle), "--progress", "plain"], env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        seen = subprocess.run(["docker", "run", "--rm", tag, "cat", "/ca-seen"], capture_output=True, text=True)
+        assert seen.stdout.strip() == "1", f"the step did not see the CA: {seen}"
+        # The build file itself holds the needle (it greps for it): scan for the certificate's other lines.
+        pem = [ln.encode() for ln in (bundle.read_text().split("-----BEGIN CERTIFICATE-----")[-1]).splitlines()
+               if len(ln) == 64 and ln.encode() != needle]
+        assert pem, "no certificate body lines to look for"
+        found = leaks(tag, pem)
+        assert found == [], "the CA bundle landed in the image:\n" + "\n".join(found[:20])
+        inspect = json.loads(subprocess.run(["docker", "image", "inspect", tag], capture_output=True, text=True,
+                                            check=True).stdout)[0]
+        assert str(bundle) not in json.dumps(inspect), "the host path of the CA bundle is in the image config"
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+def _compile(tmp_path: Path, body: str):  # noqa: ANN202 - CompiledBuild
+    import frontend
+    from envbuild.compiler.compile import compile as compile_spec
+
+    (tmp_path / "build.envd").write_text(body)
+    return compile_spec(frontend.evaluate(tmp_path, user_config=False))
+
+
+@pytest.mark.xfail(strict=True, reason="the compiler stores config.jupyter(token=...) in the ai.envbuild.spec label")
+def test_spec_label_carries_no_jupyter_token(tmp_path: Path) -> None:
+    token = f"tok-{uuid.uuid4().hex}"
+    compiled = _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=True)\n'
+                                  f'    install.python()\n    config.jupyter(token="{token}")\n')
+    assert token not in json.dumps(dict(compiled.image), default=str)
+    assert token.encode() not in compiled.definition().to_bytes()
+
+
+@pytest.mark.xfail(strict=True, reason="config.pip_index credentials are written to /etc/pip.conf in a layer "
+                                       "and to the spec label")
+def test_index_credentials_stay_out_of_the_image(tmp_path: Path) -> None:
+    password = f"pw{uuid.uuid4().hex}"
+    compiled = _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=False)\n'
+                                  f'    install.python()\n'
+                                  f'    config.pip_index(url="https://alice:{password}@pypi.example.com/simple")\n')
+    assert password not in json.dumps(dict(compiled.image), default=str)
+    assert password.encode() not in compiled.definition().to_bytes()
+
+
+def test_spec_label_round_trips_without_host_paths(tmp_path: Path) -> None:
+    """The label says what the environment is, not where the builder's files live."""
+    (tmp_path / "requirements.txt").write_text("six\n")
+    compiled = _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=True)\n'
+                                  '    install.python()\n    install.python_packages(requirements="requirements.txt")\n')
+    label = compiled.labels["ai.envbuild.spec"]
+    assert str(tmp_path) not in label
+    assert str(Path.home()) not in label or str(Path.home()) == "/"
+
+
+# ---- who can connect ------------------------------------------------------------------------------
+
+def test_ports_publish_on_loopback_by_default() -> None:
+    from envbuild.runtime.options import RunOptions, plan_container
+
+    labels = {"ai.envbuild.ports": json.dumps([{"name": "ssh", "port": 2222}, {"name": "jupyter", "port": 8888}]),
+              "ai.envbuild.project": "p"}
+    plan = plan_container(name="p", image="img", image_labels=labels, spec=None, project=None,
+                          options=RunOptions(), authorized_keys="ssh-ed25519 AAAA test", token="t")
+    assert plan.ports and all(p.host_ip == "127.0.0.1" for p in plan.ports)
+    bindings = plan.create_kwargs()["ports"]
+    assert all(b["HostIp"] == "127.0.0.1" for b in bindings.values())
+
+
+def test_runtime_expose_defaults_to_loopback(tmp_path: Path) -> None:
+    import frontend
+
+    (tmp_path / "build.envd").write_text('def build():\n    base(dev=True)\n    runtime.expose(envd_port=8080)\n')
+    spec = frontend.evaluate(tmp_path, user_config=False)
+    assert [e.listen_addr for e in spec.runtime.exposes] == ["127.0.0.1"]
+
+
+def test_jupyter_refuses_to_start_without_a_token(tmp_path: Path) -> None:
+    """Run the generated Jupyter config the way Jupyter would, with no token file: it must exit."""
+    from envbuild.compiler import devfiles
+
+    config = devfiles.jupyter_config("/home/envd/p")
+    assert "token = ''" not in config and 'token = ""' not in config
+    assert not Path(devfiles.JUPYTER_TOKEN).exists(), "this host has a Jupyter token file; cannot test"
+    script = tmp_path / "cfg.py"
+    script.write_text("class _C:\n    def __getattr__(self, n):\n        return self\n    def __setattr__(self, n, v):\n"
+                      "        pass\nc = _C()\n" + config)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert r.returncode != 0 and "refusing to start" in r.stderr
+
+
+def test_sshd_is_key_only() -> None:
+    from envbuild.compiler import devfiles
+
+    for uid in (1000, 0):
+        conf = devfiles.sshd_config(uid, {})
+        settings = {ln.split(None, 1)[0].lower(): ln.split(None, 1)[1] for ln in conf.splitlines() if ln.strip()}
+        assert settings["passwordauthentication"] == "no"
+        assert settings["kbdinteractiveauthentication"] == "no"
+        assert settings["permitrootlogin"] in ("no", "prohibit-password")
+        assert settings["authorizedkeysfile"] == "/etc/envbuild/authorized_keys"
+        assert settings.get("permitemptypasswords", "no") == "no"
+
+
+def test_ssh_config_entry_weakens_nothing_for_other_hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from envbuild import ssh
+
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text("Host work\n  HostName work.example.com\n  StrictHostKeyChecking yes\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    ssh.write_host(ssh.HostEntry("myenv", 43022, "127.0.0.1"))
+    user = (home / ".ssh" / "config").read_text()
+    included = ssh.ssh_config_path().read_text()
+    assert user.endswith("Host work\n  HostName work.example.com\n  StrictHostKeyChecking yes\n"), user
+    assert user.index("Include") < user.index("Host work"), "the Include must come before every Host block"
+    for text in (user, included):
+        preamble, blocks = _blocks(text)
+        assert not re.search(r"(?im)^\s*(StrictHostKeyChecking|UserKnownHostsFile|ForwardAgent|IdentityFile)",
+                             preamble), f"settings outside a Host block apply to every host:\n{preamble}"
+        for pattern, block in blocks:
+            assert "*" not in pattern.replace("*.envbuild", ""), block
+            assert not re.search(r"(?im)^\s*StrictHostKeyChecking\s+no\b", block), block
+            assert not re.search(r"(?im)^\s*UserKnownHostsFile\s+/dev/null\b", block), block
+    assert "Host myenv.envbuild" in included
+    check = subprocess.run(["ssh", "-G", "-F", str(home / ".ssh" / "config"), "github.com"],
+                           capture_output=True, text=True, env={**os.environ, "HOME": str(home)})
+    if check.returncode == 0:
+        opts = dict(ln.split(None, 1) for ln in check.stdout.splitlines() if " " in ln)
+        assert opts.get("stricthostkeychecking") not in ("false", "no")
+        assert "/dev/null" not in opts.get("userknownhostsfile", "")
+        assert opts.get("forwardagent") in (None, "no")
+
+
+def _blocks(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """(lines before the first Host/Match, [(pattern, block text)]) of an ssh_config."""
+    preamble: list[str] = []
+    blocks: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        m = re.match(r"\s*(host|match)\s+(.*)$", line, re.I)
+        if m:
+            blocks.append((m[2].strip(), [line]))
+        elif blocks:
+            blocks[-1][1].append(line)
+        else:
+            preamble.append(line)
+    return "\n".join(preamble), [(p, "\n".join(b)) for p, b in blocks]
+
+
+@needs_engine
+@pytest.mark.engine
+@pytest.mark.slow
+def test_sshd_accepts_only_the_users_key(env: dict[str, str], tmp_path: Path) -> None:
+    if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("the OpenSSH client is not installed")
+    proj = tmp_path / f"sec-ssh-{uuid.uuid4().hex[:6]}"
+    proj.mkdir()
+    (proj / "build.envd").write_text(f'def build():\n    base(image="{BASE_IMAGE}", dev=True)\n')
+    name = proj.name
+    try:
+        up = envbuild(["up", "-d", "-p", str(proj), "--format", "json",
+                       "--ca-cert", "/etc/ssl/certs/ca-certificates.crt"], env, timeout=900)
+        assert up.returncode == 0, up.stderr[-3000:]
+        info = json.loads(up.stdout)
+        port = info["ssh"]["port"]
+        assert all(p["host_ip"] == "127.0.0.1" for p in info["ports"])
+        ok = envbuild(["exec", name, "--", "true"], env, timeout=120)
+        assert ok.returncode == 0, ok.stderr
+        other = tmp_path / "other_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+        common = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                  "-o", "IdentitiesOnly=yes", "-o", "PreferredAuthentications=publickey,password,keyboard-interactive",
+                  "-F", "/dev/null", "-p", str(port)]
+        for user in ("envd", "root"):
+            r = subprocess.run(["ssh", *common, "-i", str(other), f"{user}@127.0.0.1", "true"],
+                               capture_output=True, text=True, timeout=60, env={**env, "SSH_AUTH_SOCK": ""})
+            assert r.returncode == 255 and "Permission denied" in r.stderr, (user, r.stderr)
+        r = subprocess.run(["ssh", *common, "-o", "PubkeyAuthentication=no", "envd@127.0.0.1", "true"],
+                           capture_output=True, text=True, timeout=60, env={**env, "SSH_AUTH_SOCK": ""})
+        assert r.returncode == 255 and "Permission denied (publickey)" in r.stderr, r.stderr
+    finally:
+        envbuild(["destroy", "--name", name, "--image"], env, timeout=120)
