@@ -1,0 +1,97 @@
+"""`envbuild lock`: pin what the build resolves into ``build.envd.lock`` (or check that it is fresh)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from envbuild.cli.app import app
+from envbuild.errors import UsageError
+
+
+@app.command()
+def lock(
+    packages: Optional[list[str]] = typer.Argument(None, help="With --upgrade: only these Python packages."),
+    path: Path = typer.Option(Path("."), "--path", "-p", help="Project directory (the build context)."),
+    file: Optional[str] = typer.Option(None, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
+    upgrade: bool = typer.Option(False, "--upgrade", "-U", help="Re-resolve to the newest versions (all, or PKG...)."),
+    check: bool = typer.Option(False, "--check", help="Only say whether the lock is fresh (exit 2 if stale or missing)."),
+    owner: Optional[str] = typer.Option(None, "--owner", help="UID[:GID] of the envd user (default: yours)."),
+    ca_cert: Optional[Path] = typer.Option(
+        None, "--ca-cert", help="PEM CA bundle resolution steps trust (also $ENVBUILD_CA_CERT)."
+    ),
+    network: str = typer.Option("sandbox", "--network", help="Network of resolution steps: sandbox or host."),
+    progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json or quiet."),
+) -> None:
+    """Write build.envd.lock: base image digest, apt versions, Python packages with hashes, download checksums."""
+    from envbuild import lock as L
+    from envbuild.build import BuildOptions, evaluate
+    from envbuild.cli.commands.build import PROGRESS_MODES, build_target, parse_owner
+    from frontend.evaluator import split_target
+
+    if packages and not upgrade:
+        raise UsageError("package names are only accepted with --upgrade (envbuild lock --upgrade PKG...)")
+    if progress not in PROGRESS_MODES:
+        raise UsageError(f"invalid --progress {progress!r}: use one of {', '.join(PROGRESS_MODES)}")
+    if network not in ("sandbox", "host"):
+        raise UsageError(f"invalid --network {network!r}: use sandbox or host")
+    target, function = build_target(path, file)
+    options = BuildOptions(path=target, function=function, ca_cert=str(ca_cert) if ca_cert else None)
+    spec, ctx = evaluate(options)
+    build_file = split_target(target)[0]
+    lock_file = L.lock_path(build_file)
+    if check:
+        st = L.status(spec, ctx, build_file, base_id=L.engine_base_id(spec.image))
+        if not st.fresh:
+            raise L.LockError(st.describe())
+        print(st.describe(), file=sys.stderr)
+        return
+
+    from envbuild import lockresolve
+    from envbuild.build import read_ca_cert
+    from envbuild.compiler import project_name, proxy_from_env
+    from envbuild.progress import make_progress
+
+    own = parse_owner(owner)
+    if own is None:
+        own = (spec.owner.uid, spec.owner.gid) if spec.owner is not None else (os.getuid(), os.getgid())
+    previous = None if upgrade and not packages else _previous(lock_file)
+    opts = lockresolve.ResolveOptions(
+        owner=own,
+        project=project_name(ctx.name),
+        ca=read_ca_cert(options),
+        network=network,
+        python_mirror=os.environ.get("ENVBUILD_PYTHON_MIRROR") or None,
+        proxy=proxy_from_env(os.environ),
+        upgrade=upgrade and not packages,
+        upgrade_packages=tuple(packages or ()),
+    )
+    with make_progress(progress, sys.stderr) as view:
+        new = lockresolve.resolve(spec, ctx, opts, previous=previous, on_event=view)
+    text = new.dumps()
+    old = lock_file.read_text(encoding="utf-8") if lock_file.is_file() else None
+    if old != text:
+        lock_file.write_text(text, encoding="utf-8")
+    n_apt = sum(len(g.packages) for g in new.apt)
+    n_pip = sum(len(g.packages) for g in new.pip)
+    verb = "unchanged" if old == text else ("updated" if old is not None else "wrote")
+    print(
+        f"{verb} {lock_file.name}: base {new.base.ref} ({(new.base.id or new.base.pinned_ref())[:19]}), "
+        f"{n_apt} apt and {n_pip} Python packages, {len(new.http)} downloads; Python {new.python or '-'}",
+        file=sys.stderr,
+    )
+    for item in new.unlocked:
+        print(f"note: not locked: {item}", file=sys.stderr)
+
+
+def _previous(path: Path):  # type: ignore[no-untyped-def]
+    from envbuild import lock as L
+
+    try:
+        return L.read_lock(path)
+    except L.LockError:
+        return None
