@@ -45,6 +45,8 @@ class BuildOptions:
     builder: str | None = None
     user_config: Any = None
     environ: Mapping[str, str] | None = None
+    locked: bool = False
+    offline: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def prepare(options: BuildOptions) -> Prepared:
     if options.tag:
         validate_image_name(options.tag)
     spec, ctx = evaluate(options)
+    spec = _use_lock(spec, ctx, options)
     project = project_name(ctx.name)
     if options.owner is not None:
         owner = options.owner
@@ -135,6 +138,15 @@ def prepare(options: BuildOptions) -> Prepared:
     base_id = str(base.get("Id")) if base else "unresolved"
     digest = input_digest(spec, ctx, owner=owner, base_id=base_id, extra=f"network {options.network}")
     return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, digest)
+
+
+def _use_lock(spec: Spec, ctx: Path, options: BuildOptions) -> Spec:
+    """The locked spec when build.envd.lock is fresh (envbuild.lock); --locked/--offline make a stale,
+    missing or unsatisfiable lock an error."""
+    from envbuild.lock import use_lock
+    from frontend.evaluator import split_target
+
+    return use_lock(spec, ctx, split_target(options.path)[0], locked=options.locked, offline=options.offline)
 
 
 def is_up_to_date(prep: Prepared) -> bool:

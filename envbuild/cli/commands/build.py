@@ -72,6 +72,10 @@ def build(
     python_mirror: Optional[str] = typer.Option(
         None, "--python-mirror", help="Mirror of CPython builds (uv's UV_PYTHON_INSTALL_MIRROR); also $ENVBUILD_PYTHON_MIRROR."
     ),
+    locked: bool = typer.Option(False, "--locked", help="Fail (exit 2) unless build.envd.lock exists and is fresh."),
+    offline: bool = typer.Option(
+        False, "--offline", help="Use only the engine's images, caches and build.envd.lock; say what is missing."
+    ),
 ) -> None:
     """Build the environment image; finishes at once when nothing changed."""
     from envbuild.build import BuildOptions
@@ -91,6 +95,8 @@ def build(
         owner=parse_owner(owner),
         network=network,
         python_mirror=python_mirror,
+        locked=locked,
+        offline=offline,
     )
     from envbuild.progress import make_progress
 

@@ -64,12 +64,14 @@ def report(env: Environment, *, action: str, built: Optional[bool], image: str, 
         typer.echo(output.endpoints_text(env))
 
 
-def _build(project: Path, file: str, function: Optional[str], *, ca_cert: Optional[str], fmt: str) -> tuple[str, bool]:
+def _build(
+    project: Path, file: str, function: Optional[str], *, ca_cert: Optional[str], fmt: str, locked: bool = False
+) -> tuple[str, bool]:
     """Build (or find up to date) the project's image with the build API: (image tag, whether it built)."""
     from envbuild.build import BuildOptions, build
     from envbuild.progress import make_progress
 
-    options = BuildOptions(path=str(project / file), function=function, ca_cert=ca_cert)
+    options = BuildOptions(path=str(project / file), function=function, ca_cert=ca_cert, locked=locked)
     with make_progress("auto" if fmt == "text" else "plain", sys.stderr) as progress:
         result = build(options, on_event=progress, on_note=lambda note: print(f"note: {note}", file=sys.stderr))
     return result.tag, not result.up_to_date
@@ -92,6 +94,7 @@ def up(
     fmt: str = typer.Option("text", "--format", help="Output format: text or json."),
     ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="CA bundle build steps trust (TLS-inspecting proxies)."),
     timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for sshd and Jupyter to answer."),
+    locked: bool = typer.Option(False, "--locked", help="Fail (exit 2) unless build.envd.lock exists and is fresh."),
 ) -> None:
     """Build if needed, start the environment, print its endpoints, and open a shell in it."""
     from envbuild.runtime.options import check_options, name_from_dir, project_dir, validate_name
@@ -110,7 +113,8 @@ def up(
     from envbuild.runtime import engine, lifecycle
 
     client = engine.connect()
-    image, built = _build(project, build_file, function, ca_cert=str(ca_cert) if ca_cert else None, fmt=fmt)
+    image, built = _build(project, build_file, function, ca_cert=str(ca_cert) if ca_cert else None, fmt=fmt,
+                          locked=locked)
     if fmt == "text":
         print(f"Starting {env_name} from {image}; waiting for sshd and Jupyter...", file=sys.stderr)
     result = lifecycle.bring_up(client, image=image, name=env_name, project=project, options=options,
