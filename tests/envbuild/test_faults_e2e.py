@@ -244,6 +244,23 @@ def test_ctrl_c_cancels_the_solve(env: dict[str, str], tmp_path: Path, builds: l
     )
 
 
+def test_client_killed_mid_build_leaves_nothing_running(env: dict[str, str], tmp_path: Path,
+                                                       builds: list[Build]) -> None:
+    """SIGKILL gives the client no chance to cancel: the builder must notice the session is gone."""
+    token = f"envbuild-sigkill-{uuid.uuid4().hex[:10]}"
+    p = project(tmp_path, f'    run(commands=["sleep 300 && echo {token}"])\n')
+    b = Build(["-p", str(p)], env)
+    builds.append(b)
+    assert wait_until(lambda: running_with(token), 120), f"the step never started:\n{b.stderr}"
+    b.proc.kill()
+    b.wait(timeout=30)
+    assert wait_until(lambda: not running_with(token), 20), f"orphaned step: {running_with(token)}"
+    assert _engine_reason() is None, "the engine went away after a client was killed"
+    (p / "build.envd").write_text((p / "build.envd").read_text().replace("sleep 300 && ", ""))
+    r = envbuild(["build", "-p", str(p)], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
 def test_engine_drops_away_mid_build_then_next_build_works(env: dict[str, str], tmp_path: Path,
                                                           builds: list[Build]) -> None:
     token = f"envbuild-drop-{uuid.uuid4().hex[:10]}"
