@@ -456,10 +456,38 @@ def _python_version(qualname: str, param: str, v: str) -> str:
 
 # ---- universe ------------------------------------------------------------------------------------
 
+_REF_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
+_REF_TAG = re.compile(r"\w[\w.-]{0,127}\Z")
+_REF_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}\Z")
+_REF_DOMAIN = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9][A-Za-z0-9-]*)*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?\Z")
+
+
+def _image_ref(qualname: str, param: str, ref: str) -> None:
+    """Docker's reference grammar, checked here so a bad name fails at its line, not in the compiler."""
+    problem = "" if ref.strip() and not any(c.isspace() for c in ref) else "bad"
+    name, _, digest = ref.partition("@")
+    if digest and not _REF_DIGEST.match(digest):
+        problem = "bad"
+    if name.rfind(":") > name.rfind("/"):
+        name, _, tag = name.rpartition(":")
+        problem = problem or ("" if _REF_TAG.match(tag) else "bad")
+    first, sep, rest = name.partition("/")
+    path = rest if sep and ("." in first or ":" in first or first == "localhost") else name
+    if path is rest and not _REF_DOMAIN.match(first):
+        problem = "bad"
+    for component in path.split("/"):
+        if not _REF_COMPONENT.match(component):
+            problem = problem or ("lower" if component.lower() != component else "bad")
+    if problem:
+        raise ValueError_(
+            f"{qualname}(): '{param}' must be an image reference like \"ubuntu:22.04\", got {ref!r}"
+            + (" (repository names must be lowercase)" if problem == "lower" else "")
+        )
+
+
 @builtin("base", Param("image", "str", S.DEFAULT_BASE_IMAGE), Param("dev", "bool", False))
 def _base(rec: Recorder, pos: S.Pos | None, image: str, dev: bool) -> None:
-    if not image.strip() or any(c.isspace() for c in image):
-        raise ValueError_(f"base(): 'image' must be an image reference like \"ubuntu:22.04\", got {image!r}")
+    _image_ref("base", "image", image)
     rec.single["base"] = S.Base(image, dev, pos)
 
 
@@ -806,6 +834,7 @@ def _copy(rec: Recorder, pos: S.Pos | None, source: str, target: str, image: str
     _nonempty("io.copy", "target", target)
     if image:
         _nonempty("io.copy", "source", source)
+        _image_ref("io.copy", "image", image)
         src = source
     else:
         src = rec.input_path("io.copy", "source", source)
