@@ -1,36 +1,50 @@
-"""The typer application and the process entry point.
+"""The process entry point and the typer application.
 
 Command modules live in `envbuild.cli.commands`; each one registers itself on `app` when imported.
-They import heavy libraries (grpc, docker, rich) inside the command bodies, so `--help` and the
-offline commands stay fast.
+They import heavy libraries (grpc, docker, rich) inside the command bodies. The typer application
+itself (~35 ms to import typer) is built on first use of `app`: `main` first offers the command line
+to `envbuild.cli.fast`, which runs `debug llb|spec`, `version` and an up-to-date `build` without
+typer and hands everything else back.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import sys
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from envbuild.errors import EXIT_USAGE, EnvbuildError
 
-app = typer.Typer(
-    name="envbuild",
-    help="Build AI development environments from build.envd, and run them with Jupyter and VS Code.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+if TYPE_CHECKING:
+    import typer
+
+    app: typer.Typer
+
+HELP = "Build AI development environments from build.envd, and run them with Jupyter and VS Code."
 
 
-@app.callback()
-def _root() -> None:
-    """Build AI development environments from build.envd, and run them with Jupyter and VS Code."""
+def _make_app() -> typer.Typer:
+    import typer
+
+    application = typer.Typer(
+        name="envbuild",
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    @application.callback()
+    def _root() -> None:
+        """Build AI development environments from build.envd, and run them with Jupyter and VS Code."""
+
+    return application
 
 
 def _register_commands() -> None:
+    import importlib
+    import pkgutil
+
     from envbuild.cli import commands
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
@@ -38,11 +52,26 @@ def _register_commands() -> None:
             importlib.import_module(f"envbuild.cli.commands.{info.name}")
 
 
+def __getattr__(name: str) -> Any:
+    """``app`` is made on first use; the command modules import it to register themselves."""
+    if name == "app":
+        application = globals()["app"] = _make_app()
+        _register_commands()
+        return application
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user mistakes end in a one-line error and a documented exit code, never a traceback."""
-    _register_commands()
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=argv, prog_name="envbuild", standalone_mode=True)
+        from envbuild.cli import fast
+
+        if fast.dispatch(args):
+            return
+        from envbuild.cli.app import app
+
+        app(args=args, prog_name="envbuild", standalone_mode=True)
     except EnvbuildError as exc:
         print(f"envbuild: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None

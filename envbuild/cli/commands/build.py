@@ -9,51 +9,8 @@ from typing import Optional
 import typer
 
 from envbuild.cli.app import app
+from envbuild.cli.args import PROGRESS_MODES, build_target, output_tag, parse_owner
 from envbuild.errors import UsageError
-
-PROGRESS_MODES = ("auto", "tty", "plain", "json", "quiet")
-
-
-def parse_owner(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    uid, _, gid = text.partition(":")
-    try:
-        owner = (int(uid), int(gid or uid))
-    except ValueError:
-        raise UsageError(f"invalid --owner {text!r}: expected UID[:GID], e.g. 1000:1000") from None
-    if not all(0 <= v <= 65535 for v in owner):
-        raise UsageError(f"invalid --owner {text!r}: ids must be 0..65535")
-    return owner
-
-
-def build_target(path: Path, file: str | None) -> tuple[str, str | None]:
-    """``-p DIR`` and ``-f FILE[:FUNC]`` -> (path for frontend.evaluate, function)."""
-    if file is None:
-        return str(path), None
-    name, _, func = file.partition(":")
-    if not name or (func and not func.isidentifier()):
-        raise UsageError(f"invalid --file {file!r}: expected FILE[:FUNCTION], e.g. build.envd:build")
-    target = Path(name) if Path(name).is_absolute() else path / name
-    return str(target), func or None
-
-
-def output_tag(output: str | None, tag: str | None) -> str | None:
-    """``--output`` is limited to the engine's image store for now; other exporters say so."""
-    if output is None:
-        return tag
-    from envbuild.outputs import parse_output
-
-    spec = parse_output(output)
-    if spec.type in ("docker", "image") and not spec.push and not spec.dest:
-        names = spec.names
-        if tag and names and tag not in names:
-            raise UsageError("--tag and --output name= disagree; give the name once")
-        return tag or (names[0] if names else None)
-    raise UsageError(
-        f"--output type={spec.type}{' with push' if spec.push else ''}{' with dest' if spec.dest else ''} is not "
-        "supported by `envbuild build` yet; the image goes to the engine's store (type=docker,name=NAME:TAG)"
-    )
 
 
 @app.command()

@@ -1,28 +1,20 @@
-"""`envbuild debug llb|spec`: what a build would do, offline (no engine or registry needed)."""
+"""`envbuild debug llb|spec`: what a build would do, offline (no engine or registry needed).
+
+The bodies live in `envbuild.cli.fast`, which also runs them without typer for simple command lines.
+"""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from envbuild.cli import fast
 from envbuild.cli.app import app
-from envbuild.errors import UsageError
 
 debug_app = typer.Typer(help="Show the spec or the LLB a build file compiles to (offline).", no_args_is_help=True)
 app.add_typer(debug_app, name="debug")
-
-
-def _prepare(path: Path, file: Optional[str], owner: Optional[str]):  # type: ignore[no-untyped-def]
-    from envbuild.build import BuildOptions, prepare
-    from envbuild.cli.commands.build import build_target, parse_owner
-
-    target, function = build_target(path, file)
-    options = BuildOptions(path=target, function=function, owner=parse_owner(owner))
-    return options, prepare(options)
 
 
 @debug_app.command("spec")
@@ -31,12 +23,7 @@ def spec_cmd(
     file: Optional[str] = typer.Option(None, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
 ) -> None:
     """Print the evaluated spec as JSON."""
-    from envbuild.build import BuildOptions, evaluate
-    from envbuild.cli.commands.build import build_target
-
-    target, function = build_target(path, file)
-    spec, _ = evaluate(BuildOptions(path=target, function=function))
-    typer.echo(spec.to_json(indent=2))
+    fast.debug_spec(path, file)
 
 
 @debug_app.command("llb")
@@ -48,20 +35,4 @@ def llb_cmd(
     image_config: bool = typer.Option(False, "--image-config", help="Print the image config instead."),
 ) -> None:
     """Print the LLB the build file compiles to (base image config from the engine's store if it has it)."""
-    from envbuild.build import compile_for
-
-    if fmt not in ("json", "dot"):
-        raise UsageError(f"invalid --format {fmt!r}: use json or dot")
-    options, prep = _prepare(path, file, owner)
-    compiled = compile_for(prep, options)
-    for note in compiled.notes:
-        print(f"note: {note}", file=sys.stderr)
-    if image_config:
-        typer.echo(json.dumps(dict(compiled.image), indent=2, sort_keys=True, default=list))
-        return
-    definition = compiled.definition()
-    if fmt == "dot":
-        typer.echo(definition.to_dot())
-    else:
-        for op in definition.to_json():
-            typer.echo(json.dumps(op, sort_keys=True, separators=(",", ":")))
+    fast.debug_llb(path, file, fmt, owner, image_config)

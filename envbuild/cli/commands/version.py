@@ -1,19 +1,14 @@
-"""`envbuild version`."""
+"""`envbuild version` (the body is shared with the fast path in `envbuild.cli.fast`)."""
 
 from __future__ import annotations
 
-import platform
-
 import typer
 
-from envbuild import __version__
+from envbuild.cli import fast
 from envbuild.cli.app import app
 
 
 @app.command()
 def version(short: bool = typer.Option(False, "--short", help="Print only the version number.")) -> None:
     """Print envbuild's version."""
-    if short:
-        typer.echo(__version__)
-        return
-    typer.echo(f"envbuild {__version__} (Python {platform.python_version()})")
+    fast.version(short)
