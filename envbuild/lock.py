@@ -489,8 +489,6 @@ def use_lock(
         note(st.describe() + "\nbuilding without the lock; run `envbuild lock` to update it")
         return spec
     assert st.lock is not None
-    for item in st.lock.unlocked:
-        note(f"not locked: {item}")
     materialise(st.lock, context_dir)
     return apply_lock(spec, st.lock)
 
