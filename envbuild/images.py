@@ -1,17 +1,15 @@
 """Base image configs and existing images, from the engine's own store first.
 
-The engine is asked with one raw HTTP request over its unix socket (no docker SDK import, ~1 ms),
+The engine is asked with one raw HTTP/1.0 request over its unix socket (no docker SDK or http.client
+import -- http.client alone pulls in email and ssl, ~15 ms -- and ~0.5 ms a request),
 which keeps `envbuild build`'s "up to date" path and offline `debug llb` fast. Images the engine does
 not have are resolved through the builder (`Client.resolve_image_config`), i.e. from the registry.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import socket
-import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,18 +19,6 @@ if TYPE_CHECKING:
     import llb
 
 API_VERSION = "v1.41"
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
 
 
 def engine_socket(environ: Mapping[str, str] | None = None) -> str | None:
@@ -49,18 +35,40 @@ def inspect_image(ref: str, *, timeout: float = 2.0) -> dict[str, Any] | None:
     path = engine_socket()
     if path is None or not os.path.exists(path):
         return None
-    conn = _UnixConnection(path, timeout)
-    try:
-        conn.request("GET", f"/{API_VERSION}/images/{urllib.parse.quote(ref, safe='')}/json")
-        resp = conn.getresponse()
-        body = resp.read()
-        if resp.status != 200:
-            return None
-        return json.loads(body)
-    except (OSError, ValueError, http.client.HTTPException):
+    status, body = _get(path, f"/{API_VERSION}/images/{_quote(ref)}/json", timeout)
+    if status != 200:
         return None
-    finally:
-        conn.close()
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _quote(text: str) -> str:
+    """``urllib.parse.quote(text, safe="")`` without importing urllib (ipaddress, re)."""
+    return "".join(chr(b) if chr(b).isalnum() and b < 128 or b in b"-._~" else f"%{b:02X}" for b in text.encode())
+
+
+def _get(path: str, url: str, timeout: float) -> tuple[int, bytes]:
+    """One GET over a unix socket, HTTP/1.0 so that the engine sends a plain body and closes;
+    (0, b"") when nothing usable answers."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(f"GET {url} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except OSError:
+        return 0, b""
+    head, sep, body = b"".join(chunks).partition(b"\r\n\r\n")
+    parts = head.split(b" ", 2)
+    if not sep or len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        return 0, b""
+    return int(parts[1]), body
 
 
 def image_labels(ref: str) -> dict[str, str] | None:
