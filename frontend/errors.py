@@ -28,12 +28,13 @@ class EnvdError(FrontendError):
         hint: str | None = None,
         trace: tuple[str, ...] = (),
     ) -> None:
+        message = _printable(message)
         super().__init__(message)
         self.message = message
         self.file = file
         self.line = line
         self.col = col
-        self.source_line = source_line
+        self.source_line = None if source_line is None else _printable(source_line)
         self.hint = hint
         self.trace = trace
 
@@ -80,6 +81,13 @@ class EnvdError(FrontendError):
             _rebuild,
             (type(self), self.message, self.file, self.line, self.col, self.source_line, self.hint, self.trace),
         )
+
+
+def _printable(text: str) -> str:
+    """Control characters (a NUL in a build file, say) shown escaped, never written raw to a terminal."""
+    if text.isprintable() or all(c.isprintable() or c in "\t\n" for c in text):
+        return text
+    return "".join(c if c.isprintable() or c in "\t\n" else f"\\x{ord(c):02x}" for c in text)
 
 
 def _rebuild(cls, message, file, line, col, source_line, hint, trace):  # type: ignore[no-untyped-def]

@@ -31,6 +31,7 @@ from .errors import (
     TypeError_,
     V0Syntax,
 )
+from .guard import check_source, unclosed_error
 from .loader import GitCache, Loader, Source, cache_home, read_source
 
 DEFAULT_TIMEOUT = 5.0
@@ -362,7 +363,14 @@ class _Session:
         m = sl.Module()
         m["_build_context_dir"] = str(self.loader.context_dir)
         sl.eval(m, rt.prelude_ast, rt.globals, rt.prelude_loader)
-        ast = _parse(rt, src.label, src.text)
+        unclosed = check_source(src.label, src.text)
+        try:
+            ast = _parse(rt, src.label, src.text)
+        except sl.StarlarkError as e:
+            err = translate(str(e), self.rec)
+            if unclosed is not None and (err.line is None or (err.line, err.col) == (1, 1)):
+                raise unclosed_error(src.label, src.text, unclosed) from None
+            raise err from None
         if "include" in src.text:
             self._prepare_includes(m, src)
         sl.eval_with(self.options, m, ast, rt.globals, sl.FileLoader(lambda label: self._load(label, src)))
