@@ -109,7 +109,7 @@ _SYNTAX = re.compile(r"#\s*syntax\s*=\s*(\S*)\s*")
 
 
 def _check_syntax_header(src: Source) -> None:
-    for lineno, line in enumerate(src.text.splitlines(), 1):
+    for lineno, line in enumerate(src.text.split("\n"), 1):
         stripped = line.strip()
         if not stripped:
             continue
@@ -358,7 +358,7 @@ class _Session:
     def exec_source(self, src: Source) -> Any:
         sl, rt, rec = self.rt.sl, self.rt, self.rec
         _check_syntax_header(src)
-        rec.sources[src.label] = src.text.splitlines()
+        rec.sources[src.label] = src.text.split("\n")
         rec.source_files.append(S.SourceFile(src.label, src.sha256))
         m = sl.Module()
         m["_build_context_dir"] = str(self.loader.context_dir)
@@ -412,7 +412,7 @@ class _Session:
     def _prepare_includes(self, m: Any, src: Source) -> None:
         """Resolve ``include("URL")`` literals before the file runs, binding them as structs."""
         found: dict[str, S.Pos] = {}
-        for i, line in enumerate(src.text.splitlines(), 1):
+        for i, line in enumerate(src.text.split("\n"), 1):
             for im in _INCLUDE.finditer(line):
                 from .loader import split_git
 
@@ -468,7 +468,7 @@ def _missing(m: Any, name: str) -> bool:
 
 def _load_pos(importer: Source, label: str) -> S.Pos:
     call = re.compile(r"\bload\s*\(\s*([\"'])" + re.escape(label) + r"\1")
-    for i, line in enumerate(importer.text.splitlines(), 1):
+    for i, line in enumerate(importer.text.split("\n"), 1):
         m = call.search(line)
         if m and not line.lstrip().startswith("#"):
             return S.Pos(importer.label, i, m.start() + 1)
