@@ -40,6 +40,10 @@ MATERIALISED_DIR = ".envbuild/lock"
 the lock file is the source of truth, so this folder can be git-ignored)."""
 
 
+WHEELS_DIR = ".envbuild/wheels"
+"""Context-relative wheelhouse ``envbuild lock --download-wheels`` fills; ``--offline`` installs from it."""
+
+
 class LockError(UsageError):
     """A lock is missing, stale or unreadable where the user asked for a locked build (exit 2)."""
 
@@ -386,19 +390,28 @@ def materialised_path(index: int) -> str:
     return f"{MATERIALISED_DIR}/python-packages-{index + 1}.txt"
 
 
-def apply_lock(spec: Spec, lock: Lock) -> Spec:
+def apply_lock(spec: Spec, lock: Lock, wheels: Sequence[Mapping[str, str]] | None = None) -> Spec:
     """The spec a locked build compiles (pure): every ``python_packages`` call installs its hashed
     requirement file ``materialised_path(i)`` (plus its local wheels), apt calls name every resolved
     package ``name=version``, the base is pinned by registry digest when one is known, and ``io.http``
-    downloads carry the locked sha256. Call ``materialise`` to write the requirement files."""
+    downloads carry the locked sha256. Call ``materialise`` to write the requirement files.
+
+    ``wheels`` (offline builds, from ``find_wheels``): per call, package name -> context-relative
+    wheel file; the call then installs those files (no index is asked) instead of the requirements."""
     from frontend.spec import AptPackages, Base, HttpDownload, PythonPackages
 
     if len(lock.pip) != len(spec.python_packages) or len(lock.apt) != len(spec.apt_packages):
         raise LockError("the lock does not match the build file's package calls; run `envbuild lock`")
-    pip = tuple(
-        PythonPackages(names=(), requirements=materialised_path(i), local_wheels=call.local_wheels, pos=call.pos)
-        for i, call in enumerate(spec.python_packages)
-    )
+    if wheels is not None:
+        pip = tuple(
+            PythonPackages(names=(), local_wheels=(*call.local_wheels, *(w[n] for n in sorted(w))), pos=call.pos)
+            for call, w in zip(spec.python_packages, wheels)
+        )
+    else:
+        pip = tuple(
+            PythonPackages(names=(), requirements=materialised_path(i), local_wheels=call.local_wheels, pos=call.pos)
+            for i, call in enumerate(spec.python_packages)
+        )
     apt = tuple(
         AptPackages(names=group.pinned_names(), pos=call.pos) for call, group in zip(spec.apt_packages, lock.apt)
     )
@@ -410,7 +423,9 @@ def apply_lock(spec: Spec, lock: Lock) -> Spec:
         "python_packages": pip,
         "apt_packages": apt,
         "http": http,
-        "inputs": tuple(sorted({*spec.inputs, *(p.requirements for p in pip if p.requirements)})),
+        "inputs": tuple(
+            sorted({*spec.inputs, *(p.requirements for p in pip if p.requirements), *(w for p in pip for w in p.local_wheels)})
+        ),
     }
     pinned = lock.base.pinned_ref()
     if pinned != spec.image:
@@ -481,8 +496,9 @@ def use_lock(
         return spec
     base_id = engine_base_id(spec.image)
     st = status(spec, context_dir, build_file, base_id=base_id)
+    wheels = None
     if offline:
-        check_offline(spec, st, base_id)
+        wheels = check_offline(spec, st, base_id, context_dir)
     if not st.fresh:
         if locked:
             raise LockError(f"--locked: {st.describe()}\nrun `envbuild lock` to update it")
@@ -490,13 +506,38 @@ def use_lock(
         return spec
     assert st.lock is not None
     materialise(st.lock, context_dir)
-    return apply_lock(spec, st.lock)
+    return apply_lock(spec, st.lock, wheels)
 
 
-def check_offline(spec: Spec, st: LockStatus, base_id: str) -> None:
-    """What an offline build needs: the base image in the engine, every package pinned by a fresh lock
-    (no resolution against an index), every download with a checksum (so the cache can serve it)."""
+def find_wheels(lock: Lock, context_dir: Path) -> tuple[list[dict[str, str]], list[str]]:
+    """Per pip call, package -> wheel in ``WHEELS_DIR`` whose sha256 is one the lock allows; and the
+    ``name==version`` pins that have none."""
+    by_hash: dict[str, str] = {}
+    folder = context_dir / WHEELS_DIR
+    if folder.is_dir():
+        for f in sorted(folder.iterdir()):
+            if f.is_file():
+                by_hash["sha256:" + _file_sha(f)] = f"{WHEELS_DIR}/{f.name}"
+    found: list[dict[str, str]] = []
     missing: list[str] = []
+    for group in lock.pip:
+        files: dict[str, str] = {}
+        for p in group.packages:
+            hit = next((by_hash[h] for h in p.hashes if h in by_hash), None)
+            if hit is None:
+                missing.append(f"{p.name}=={p.version}")
+            else:
+                files[p.name] = hit
+        found.append(files)
+    return found, missing
+
+
+def check_offline(spec: Spec, st: LockStatus, base_id: str, context_dir: Path | None = None) -> list[dict[str, str]] | None:
+    """What an offline build needs: the base image in the engine, every package pinned by a fresh lock
+    (no resolution against an index), the locked Python packages as hash-matching wheels in
+    ``WHEELS_DIR``, every download with a checksum (so the cache can serve it). Returns the wheels."""
+    missing: list[str] = []
+    wheels: list[dict[str, str]] | None = None
     if not base_id:
         missing.append(
             f"base image {spec.image} is not in the engine's image store (load it with `docker load` or pull it "
@@ -509,8 +550,16 @@ def check_offline(spec: Spec, st: LockStatus, base_id: str) -> None:
     unpinned = [h.url for h in spec.http if not h.checksum and not (st.lock and any(d.url == h.url for d in st.lock.http))]
     if unpinned:
         missing.append("checksums of io.http downloads (a lock or checksum=): " + ", ".join(unpinned))
+    if st.fresh and st.lock is not None and spec.python_packages and context_dir is not None:
+        wheels, absent = find_wheels(st.lock, context_dir)
+        if absent:
+            missing.append(
+                f"Python wheels matching the lock in {WHEELS_DIR}/: " + ", ".join(absent)
+                + " (run `envbuild lock --download-wheels` online)"
+            )
     if missing:
         raise OfflineError("--offline: cannot build without the network:\n" + "\n".join(f"  - {m}" for m in missing))
+    return wheels
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -621,6 +670,7 @@ __all__ = [
     "apply_lock",
     "check_lock",
     "check_offline",
+    "find_wheels",
     "lock_inputs",
     "lock_path",
     "materialise",

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import posixpath
 import secrets as _secrets
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -51,6 +52,7 @@ class ResolveOptions:
     proxy: Mapping[str, str] = dataclasses.field(default_factory=dict)
     upgrade: bool = False
     upgrade_packages: tuple[str, ...] = ()
+    download_wheels: bool = False
 
 
 def reduced(spec: Spec, *, apt_calls: int | None = None, python: bool = True) -> Spec:
@@ -131,7 +133,7 @@ def _owner_words(uid: int, gid: int) -> str:
 
 def pip_script(
     groups: Sequence[tuple[bool, Sequence[str]]], uid: int, gid: int, *, home: str, upgrade: bool,
-    upgrade_packages: Sequence[str],
+    upgrade_packages: Sequence[str], download: bool = False,
 ) -> str:
     """Resolve each call (``in-N.txt``) with the previous pins (``prev-N.txt``) as preferences, install
     the pins, and leave ``pip-N.txt`` and ``python.txt`` in ``/out``. ``groups``: (has previous pins,
@@ -156,6 +158,11 @@ def pip_script(
         )
         lines.append(f"{drop}{env} {S.UV_BIN} pip install --quiet -r {out} {S.words(wheels)}".rstrip())
         lines.append(f"cp {out} {OUT_DIR}/pip-{i}.txt")
+        if download:
+            lines.append(
+                f"env HOME={home} PIP_DISABLE_PIP_VERSION_CHECK=1 {S.VENV}/bin/python -m pip download -q --no-deps"
+                f" -r {out} -d {OUT_DIR}/wheels"
+            )
     lines.append(
         f"{S.VENV}/bin/python -c 'import platform, sysconfig; print(platform.python_version(), sysconfig.get_platform())'"
         f" > {OUT_DIR}/python.txt"
@@ -256,7 +263,7 @@ def resolve(
             uv_env = compiler_mod._Compiler(spec, copts).uv_env()
             ex = comp.state.run(
                 ["/bin/sh", "-c", pip_script(groups, uid, gid, home=home, upgrade=opts.upgrade,
-                                             upgrade_packages=opts.upgrade_packages)],
+                                             upgrade_packages=opts.upgrade_packages, download=opts.download_wheels)],
                 env={**step_env, **uv_env}, mounts=mounts, network=opts.network, name="lock: python packages",
             )
             copies.append((ex.mount_state(OUT_DIR), "/", "/"))
@@ -292,6 +299,11 @@ def resolve(
                 for p in Path(tmp).iterdir():
                     if p.is_file():
                         result[p.name] = p.read_bytes()
+                if opts.download_wheels and (Path(tmp) / "wheels").is_dir():
+                    wheels_dir = context_dir / L.WHEELS_DIR
+                    wheels_dir.mkdir(parents=True, exist_ok=True)
+                    for w in sorted((Path(tmp) / "wheels").iterdir()):
+                        shutil.copyfile(w, wheels_dir / w.name)
         for i, h in enumerate(spec.http):
             if not h.checksum:
                 locked_http.append(L.Download(h.url, "sha256:" + hashlib.sha256(result[f"http-{i}"]).hexdigest()))

@@ -220,3 +220,33 @@ def test_pip_script_resolves_then_installs_each_call_as_the_owner() -> None:
     assert "prev-0.txt /tmp/envbuild-lock/pip-0.txt" in text and "prev-1.txt" not in text
     assert "setpriv --reuid=1000" in text
     assert text.index("in-0.txt -o /tmp/envbuild-lock/pip-0.txt") < text.index("install --quiet -r /tmp/envbuild-lock/pip-0.txt")
+
+
+def test_offline_uses_hash_matching_wheels(project: Path) -> None:
+    import hashlib
+
+    spec = spec_of(project)
+    wheels = project / ".envbuild" / "wheels"
+    wheels.mkdir(parents=True)
+    six_whl = wheels / "six-1.17.0-py2.py3-none-any.whl"
+    six_whl.write_bytes(b"six wheel")
+    (wheels / "idna-3.10-py3-none-any.whl").write_bytes(b"tampered")
+    six = L.PipPackage("six", "1.17.0", ("sha256:" + hashlib.sha256(b"six wheel").hexdigest(),))
+    lk = make_lock(spec, project, pip=(L.PipGroup((IDNA, six)),))
+    (project / "build.envd.lock").write_text(lk.dumps())
+    st = L.status(spec, project, project / "build.envd", base_id=BASE_ID)
+    with pytest.raises(L.OfflineError, match=r"wheels matching the lock in \.envbuild/wheels/: idna==3\.10"):
+        L.check_offline(spec, st, BASE_ID, project)
+    idna_bytes = b"idna wheel"
+    (wheels / "idna-3.10-py3-none-any.whl").write_bytes(idna_bytes)
+    idna = L.PipPackage("idna", "3.10", ("sha256:" + "0" * 64, "sha256:" + hashlib.sha256(idna_bytes).hexdigest()))
+    lk = make_lock(spec, project, pip=(L.PipGroup((idna, six)),))
+    (project / "build.envd.lock").write_text(lk.dumps())
+    st = L.status(spec, project, project / "build.envd", base_id=BASE_ID)
+    found = L.check_offline(spec, st, BASE_ID, project)
+    assert found == [{"idna": ".envbuild/wheels/idna-3.10-py3-none-any.whl", "six": ".envbuild/wheels/six-1.17.0-py2.py3-none-any.whl"}]
+    out = L.apply_lock(spec, lk, found)
+    (call,) = out.python_packages
+    assert call.requirements is None and call.names == ()
+    assert call.local_wheels == (".envbuild/wheels/idna-3.10-py3-none-any.whl", ".envbuild/wheels/six-1.17.0-py2.py3-none-any.whl")
+    assert set(call.local_wheels) <= set(out.inputs)

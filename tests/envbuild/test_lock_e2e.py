@@ -199,3 +199,29 @@ def test_upgrade_one_package_keeps_the_others(project: Path) -> None:
     finally:
         path.write_text(good)
     assert idna.version != "3.6"
+
+
+def test_offline_build_installs_from_the_downloaded_wheels(project: Path) -> None:
+    r = cli("lock", "-p", str(project), "--download-wheels", "--progress", "quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lk = L.read_lock(project / "build.envd.lock")
+    assert lk is not None
+    wheels = sorted(p.name for p in (project / L.WHEELS_DIR).iterdir())
+    assert [w.split("-")[0] for w in wheels] == ["idna", "six"]
+    result = build(options(project, TAG + "-o", offline=True))
+    assert all(w.startswith(L.WHEELS_DIR) for w in result.spec.python_packages[0].local_wheels)
+    pip, _ = installed(TAG + "-o")
+    assert {p.name: pip[p.name] for p in lk.pip[0].packages} == {p.name: p.version for p in lk.pip[0].packages}
+    # the wheelhouse alone is enough: no network, an empty uv cache
+    r2 = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "-v", f"{project / L.WHEELS_DIR}:/w:ro", "--entrypoint", "/bin/sh",
+         TAG + "-o", "-c", "uv venv -q /tmp/v --python /usr/bin/python3 && UV_CACHE_DIR=/tmp/c uv pip install -q "
+         "--python /tmp/v/bin/python /w/*.whl && /tmp/v/bin/python -c 'import six, idna'"],
+        capture_output=True, text=True,
+    )
+    subprocess.run(["docker", "image", "rm", "-f", TAG + "-o"], capture_output=True)
+    assert r2.returncode == 0, r2.stderr
+    next(iter((project / L.WHEELS_DIR).glob("six-*"))).unlink()
+    r = cli("build", "-p", str(project), "--offline", "--progress", "quiet")
+    assert r.returncode == 2 and f"six=={next(p.version for p in lk.pip[0].packages if p.name == 'six')}" in r.stderr
+    shutil.rmtree(project / L.WHEELS_DIR)

@@ -20,6 +20,9 @@ def lock(
     file: Optional[str] = typer.Option(None, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
     upgrade: bool = typer.Option(False, "--upgrade", "-U", help="Re-resolve to the newest versions (all, or PKG...)."),
     check: bool = typer.Option(False, "--check", help="Only say whether the lock is fresh (exit 2 if stale or missing)."),
+    download_wheels: bool = typer.Option(
+        False, "--download-wheels", help="Also save the locked wheels in .envbuild/wheels (for build --offline)."
+    ),
     owner: Optional[str] = typer.Option(None, "--owner", help="UID[:GID] of the envd user (default: yours)."),
     ca_cert: Optional[Path] = typer.Option(
         None, "--ca-cert", help="PEM CA bundle resolution steps trust (also $ENVBUILD_CA_CERT)."
@@ -30,7 +33,7 @@ def lock(
     """Write build.envd.lock: base image digest, apt versions, Python packages with hashes, download checksums."""
     from envbuild import lock as L
     from envbuild.build import BuildOptions, evaluate
-    from envbuild.cli.commands.build import PROGRESS_MODES, build_target, parse_owner
+    from envbuild.cli.args import PROGRESS_MODES, build_target, parse_owner
     from frontend.evaluator import split_target
 
     if packages and not upgrade:
@@ -69,6 +72,7 @@ def lock(
         proxy=proxy_from_env(os.environ),
         upgrade=upgrade and not packages,
         upgrade_packages=tuple(packages or ()),
+        download_wheels=download_wheels,
     )
     with make_progress(progress, sys.stderr) as view:
         new = lockresolve.resolve(spec, ctx, opts, previous=previous, on_event=view)
