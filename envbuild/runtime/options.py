@@ -145,7 +145,7 @@ def parse_gpus(text: str) -> GpuRequest:
         ids = tuple(v.strip() for v in value[len("device="):].split(",") if v.strip())
         if ids:
             return GpuRequest(0, ids)
-    elif value.isdigit() and int(value) > 0:
+    elif value.isascii() and value.isdigit() and int(value) > 0:
         return GpuRequest(int(value))
     raise UsageError(f"invalid --gpus {text!r}: expected 'all', a count like 1, or device=0,1")
 
