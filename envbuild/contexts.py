@@ -216,7 +216,7 @@ def _strip_scheme(value: str, scheme: str) -> str:
 
 
 def _port_ok(text: str) -> bool:
-    return text.isdigit() and 0 < int(text) < 65536
+    return text.isascii() and text.isdigit() and 0 < int(text) < 65536
 
 
 def _host_port(value: str, *, what: str) -> str:
