@@ -179,6 +179,7 @@ def test_context_rejects_bad_names(name: str, env: dict[str, str]) -> None:
         (["-v", ":/data"], "invalid --volume"),
         (["--gpus", "many"], "invalid --gpus"),
         (["--gpus", "0"], "invalid --gpus"),
+        (["--gpus", "\u00b9"], "invalid --gpus"),
         (["--gpus", "1", "--no-gpu"], "contradict"),
         (["--shm-size", "lots"], "invalid --shm-size"),
         (["--shm-size", "0"], "more than zero"),
