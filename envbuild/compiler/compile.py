@@ -355,7 +355,7 @@ class _Compiler:
                 S.pip_install(("jupyterlab",), (), (), self.uid, self.gid, home=self.home),
                 name=self.name("jupyterlab", "pip", spec.jupyter.pos),
                 mounts=uv_cache,
-                env=env,
+                env={**env, "UV_COMPILE_BYTECODE": "1"},  # else every container start compiles Jupyter (~3 s)
             )
         for call in spec.python_packages:
             files = [*([call.requirements] if call.requirements else []), *call.local_wheels]
