@@ -147,6 +147,11 @@ def _bool(value: str, *, option: str, key: str) -> bool:
 def validate_image_name(name: str, *, option: str = "--tag", allow_digest: bool = False) -> str:
     """A docker image reference as a registry accepts it (lowercase repository, valid tag)."""
     m = _REFERENCE.match(name) if name and len(name) <= 255 else None
+    domain = m.group("domain") if m is not None else None
+    if domain and not ("." in domain or ":" in domain or domain == "localhost") and not re.fullmatch(
+        _PATH_COMPONENT, domain
+    ):
+        m = None  # Docker reads a first component without '.', ':' or "localhost" as part of the repository
     if m is not None and m.group("digest") and not allow_digest:
         raise UsageError(f"{option} {name!r}: a digest (@sha256:…) cannot name a new image; use a tag")
     if m is None:
