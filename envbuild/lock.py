@@ -568,14 +568,15 @@ def check_offline(spec: Spec, st: LockStatus, base_id: str, context_dir: Path | 
 def _repository(ref: str) -> str:
     from llb import normalize_image_ref
 
-    name = ref.split("@", 1)[0]
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+    def strip(name: str) -> str:
+        name = name.split("@", 1)[0]
+        last = name.rsplit("/", 1)[-1]
+        return name[: len(name) - len(last)] + last.split(":", 1)[0]
+
     try:
-        return normalize_image_ref(name)
+        return strip(normalize_image_ref(strip(ref)))
     except Exception:  # noqa: BLE001 - an unparsable name simply matches nothing
-        return name
+        return strip(ref)
 
 
 def _file_sha(p: Path) -> str:

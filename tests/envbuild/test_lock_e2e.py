@@ -225,3 +225,39 @@ def test_offline_build_installs_from_the_downloaded_wheels(project: Path) -> Non
     r = cli("build", "-p", str(project), "--offline", "--progress", "quiet")
     assert r.returncode == 2 and f"six=={next(p.version for p in lk.pip[0].packages if p.name == 'six')}" in r.stderr
     shutil.rmtree(project / L.WHEELS_DIR)
+
+
+def _registry_up() -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:5000/v2/", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.registry
+@pytest.mark.skipif(not _registry_up(), reason="no registry on 127.0.0.1:5000")
+def test_registry_base_is_pinned_by_digest(tmp_path: Path) -> None:
+    """A base the engine does not have is resolved through the builder and built by digest."""
+    ref = f"127.0.0.1:5000/envbuild-lock/debian:p{os.getpid()}"
+    subprocess.run(["docker", "tag", "local/debian:bookworm", ref], check=True)
+    subprocess.run(["docker", "push", "-q", ref], check=True, capture_output=True)
+    subprocess.run(["docker", "image", "rm", ref], check=True, capture_output=True)
+    (tmp_path / "build.envd").write_text(f'def build():\n    base(image="{ref}", dev=False)\n    run(commands=["true"])\n')
+    r = cli("lock", "-p", str(tmp_path), "--progress", "quiet")
+    assert r.returncode == 0, r.stderr
+    lk = L.read_lock(tmp_path / "build.envd.lock")
+    assert lk is not None and lk.base.id == ""
+    (pinned,) = lk.base.repo_digests
+    assert pinned.startswith(ref.rsplit(":", 1)[0] + "@sha256:")
+    tag = TAG + "-r"
+    try:
+        result = build(options(tmp_path, tag, locked=True))
+        assert result.spec.image == pinned
+        label = subprocess.run(["docker", "image", "inspect", "--format", '{{index .Config.Labels "ai.envbuild.spec"}}', tag],
+                               capture_output=True, text=True, check=True).stdout
+        assert json.loads(label)["base"]["image"] == pinned
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)

@@ -84,7 +84,7 @@ def lock(
     n_pip = sum(len(g.packages) for g in new.pip)
     verb = "unchanged" if old == text else ("updated" if old is not None else "wrote")
     print(
-        f"{verb} {lock_file.name}: base {new.base.ref} ({(new.base.id or new.base.pinned_ref())[:19]}), "
+        f"{verb} {lock_file.name}: base {new.base.ref} ({(new.base.id or new.base.pinned_ref().partition('@')[2])[:19]}), "
         f"{n_apt} apt and {n_pip} Python packages, {len(new.http)} downloads; Python {new.python or '-'}",
         file=sys.stderr,
     )
