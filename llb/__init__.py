@@ -21,7 +21,7 @@ from .errors import (
     SolveError,
     UnsupportedByBuilder,
 )
-from .exec import ExecState, Mount, bind, cache, secret, ssh, tmpfs
+from .exec import ExecState, Mount, ProxyEnv, bind, cache, secret, ssh, tmpfs
 from .fileop import FileAction, Owner, copy, mkdir, mkfile, rm
 from .platform import Platform
 from .source import DEFAULT_PATH, git, http, image, local, normalize_image_ref, scratch
@@ -95,6 +95,7 @@ __all__ = [
     "http",
     "normalize_image_ref",
     "Mount",
+    "ProxyEnv",
     "bind",
     "cache",
     "secret",

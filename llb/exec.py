@@ -14,7 +14,7 @@ from .state import MarshalContext, Network, OpOptions, Output, State, Vertex, me
 if TYPE_CHECKING:
     from ._proto import ops_pb2
 
-__all__ = ["ExecState", "Mount", "bind", "cache", "secret", "ssh", "tmpfs", "Sharing"]
+__all__ = ["ExecState", "Mount", "ProxyEnv", "bind", "cache", "secret", "ssh", "tmpfs", "Sharing"]
 
 Sharing = Literal["shared", "private", "locked"]
 MountKind = Literal["bind", "cache", "secret", "ssh", "tmpfs"]
@@ -46,6 +46,54 @@ def _check_owner_mode(kind: str, uid: int, gid: int, mode: int) -> None:
             raise InvalidGraph(f"{kind} mount {label} must be an integer in 0..2^32-1, got {value!r}")
     if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777:
         raise InvalidGraph(f"{kind} mount mode must be within 0o0..0o7777, got {mode!r}")
+
+
+_PROXY_FIELDS = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyEnv:
+    """Proxy settings for a `run` step (ExecOp ``Meta.proxy_env``).
+
+    BuildKit gives them to the process as ``HTTP_PROXY``/``http_proxy``, ... but leaves them out of
+    the step's cache key, so a build behind a proxy shares its cache with one without. BuildKit
+    before v0.11 ignores ``all_proxy``.
+    """
+
+    http_proxy: str = ""
+    https_proxy: str = ""
+    ftp_proxy: str = ""
+    no_proxy: str = ""
+    all_proxy: str = ""
+
+    def __post_init__(self) -> None:
+        for name in _PROXY_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise InvalidGraph(f"proxy_env {name} must be a string, got {type(value).__name__}")
+            if "\x00" in value or "\n" in value:
+                raise InvalidGraph(f"proxy_env {name} {value!r} contains a NUL byte or a line break")
+
+    @classmethod
+    def coerce(cls, value: ProxyEnv | Mapping[str, str] | None) -> ProxyEnv | None:
+        """A ProxyEnv, a mapping (keys in either case: ``HTTPS_PROXY`` or ``https_proxy``) or None."""
+        if value is None or isinstance(value, ProxyEnv):
+            return value if value else None
+        if not isinstance(value, Mapping):
+            raise InvalidGraph(f"proxy_env must be a ProxyEnv or a mapping, got {type(value).__name__}")
+        fields: dict[str, str] = {}
+        for key, v in value.items():
+            name = str(key).lower()
+            if name not in _PROXY_FIELDS:
+                raise InvalidGraph(f"unknown proxy_env key {key!r} (known: {', '.join(_PROXY_FIELDS)}, either case)")
+            if name in fields and fields[name] != v:
+                raise InvalidGraph(f"proxy_env gives {name} twice with different values")
+            fields[name] = v
+        made = cls(**fields)
+        return made if made else None
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, n) for n in _PROXY_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +176,7 @@ class ExecVertex(Vertex):
     mounts: tuple[Mount, ...]
     options: OpOptions
     outputs: Mapping[str, int] = field(default_factory=dict)
+    proxy_env: ProxyEnv | None = None
 
     def dependencies(self) -> tuple[Output, ...]:
         deps: list[Output] = [] if self.root is None else [self.root]
@@ -161,6 +210,10 @@ class ExecVertex(Vertex):
         exec_op.meta.env.extend(f"{k}={v}" for k, v in self.env)
         exec_op.meta.cwd = self.cwd
         exec_op.meta.user = self.user
+        if self.proxy_env:
+            for name in _PROXY_FIELDS:
+                setattr(exec_op.meta.proxy_env, name, getattr(self.proxy_env, name))
+            caps.add("exec.meta.proxyenv")
         exec_op.network = _NET_MODES[self.network]
         if self.network is not Network.SANDBOX:
             caps.add("exec.meta.network")
@@ -256,6 +309,7 @@ def make_exec(
     name: str | None,
     ignore_cache: bool,
     shell: bool,
+    proxy_env: ProxyEnv | Mapping[str, str] | None = None,
 ) -> ExecState:
     argv = _args(args, shell)
     env_vars = merge_env(base.env_vars, env or {})
@@ -289,6 +343,7 @@ def make_exec(
         mounts=ordered,
         options=OpOptions(name=name, ignore_cache=bool(ignore_cache), platform=base.platform),
         outputs={k: v for k, v in outputs.items() if k != "/"},
+        proxy_env=ProxyEnv.coerce(proxy_env),
     )
     return ExecState(
         output=Output(vertex, 0),

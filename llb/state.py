@@ -21,7 +21,7 @@ from .platform import Platform
 if TYPE_CHECKING:
     from ._proto import ops_pb2
     from .definition import Definition
-    from .exec import ExecState, Mount
+    from .exec import ExecState, Mount, ProxyEnv
     from .fileop import FileAction
 
 __all__ = ["Network", "OpOptions", "Output", "State", "Vertex", "MarshalContext"]
@@ -237,11 +237,13 @@ class State:
         name: str | None = None,
         ignore_cache: bool = False,
         shell: bool = False,
+        proxy_env: ProxyEnv | Mapping[str, str] | None = None,
     ) -> ExecState:
         """Runs a command on top of this state; `ExecState.root()` is the resulting filesystem.
 
         A string `args` is split like a POSIX shell would (llb.Shlex); `shell=True`
-        runs it through `/bin/sh -c` instead.
+        runs it through `/bin/sh -c` instead. `proxy_env` (an `llb.ProxyEnv` or a mapping such as
+        ``{"HTTPS_PROXY": ...}``) reaches the process but not the cache key.
         """
         from .exec import make_exec
 
@@ -256,6 +258,7 @@ class State:
             name=_check_name(name),
             ignore_cache=ignore_cache,
             shell=shell,
+            proxy_env=proxy_env,
         )
 
     def file(self, action: FileAction, *, name: str | None = None, ignore_cache: bool = False) -> State:

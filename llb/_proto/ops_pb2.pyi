@@ -323,16 +323,18 @@ class ExportCache(_message.Message):
     def __init__(self, Value: _Optional[bool] = ...) -> None: ...
 
 class ProxyEnv(_message.Message):
-    __slots__ = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy")
+    __slots__ = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")
     HTTP_PROXY_FIELD_NUMBER: _ClassVar[int]
     HTTPS_PROXY_FIELD_NUMBER: _ClassVar[int]
     FTP_PROXY_FIELD_NUMBER: _ClassVar[int]
     NO_PROXY_FIELD_NUMBER: _ClassVar[int]
+    ALL_PROXY_FIELD_NUMBER: _ClassVar[int]
     http_proxy: str
     https_proxy: str
     ftp_proxy: str
     no_proxy: str
-    def __init__(self, http_proxy: _Optional[str] = ..., https_proxy: _Optional[str] = ..., ftp_proxy: _Optional[str] = ..., no_proxy: _Optional[str] = ...) -> None: ...
+    all_proxy: str
+    def __init__(self, http_proxy: _Optional[str] = ..., https_proxy: _Optional[str] = ..., ftp_proxy: _Optional[str] = ..., no_proxy: _Optional[str] = ..., all_proxy: _Optional[str] = ...) -> None: ...
 
 class WorkerConstraints(_message.Message):
     __slots__ = ("filter",)

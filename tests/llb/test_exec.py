@@ -182,3 +182,42 @@ def test_name_and_ignore_cache_go_to_metadata() -> None:
     assert md.description["llb.customname"] == "compile"
     assert md.ignore_cache
     assert md.caps["meta.ignorecache"] and md.caps["meta.description"]
+
+
+def test_proxy_env_sets_meta_field_and_cap() -> None:
+    op, md = exec_op(BASE.run("true", proxy_env={"HTTPS_PROXY": "http://proxy:3128", "no_proxy": "localhost"}))
+    pe = op.exec.meta.proxy_env
+    assert (pe.https_proxy, pe.no_proxy, pe.http_proxy, pe.all_proxy) == ("http://proxy:3128", "localhost", "", "")
+    assert md.caps["exec.meta.proxyenv"]
+    assert not any(e.lower().startswith(("https_proxy=", "no_proxy=")) for e in op.exec.meta.env)
+    op, md = exec_op(BASE.run("true", proxy_env=llb.ProxyEnv(all_proxy="socks5://p:1080", ftp_proxy="http://f")))
+    assert (op.exec.meta.proxy_env.all_proxy, op.exec.meta.proxy_env.ftp_proxy) == ("socks5://p:1080", "http://f")
+
+
+@pytest.mark.parametrize("empty", [None, {}, llb.ProxyEnv(), {"HTTP_PROXY": ""}])
+def test_empty_proxy_env_leaves_the_op_unchanged(empty: object) -> None:
+    plain = BASE.run("true").marshal(platform=AMD64)
+    op, md = exec_op(BASE.run("true", proxy_env=empty))  # type: ignore[arg-type]
+    assert not op.exec.meta.HasField("proxy_env")
+    assert "exec.meta.proxyenv" not in md.caps
+    assert BASE.run("true", proxy_env=empty).marshal(platform=AMD64).to_bytes() == plain.to_bytes()  # type: ignore[arg-type]
+
+
+def test_proxy_values_only_change_the_proxy_env_field() -> None:
+    """BuildKit drops Meta.proxy_env from the cache key; everything else in the op must be equal."""
+    ops = []
+    for proxy in ({"HTTP_PROXY": "http://a:1"}, {"HTTP_PROXY": "http://b:2", "NO_PROXY": "x"}):
+        op, _ = exec_op(BASE.run("apt-get update", env={"A": "1"}, proxy_env=proxy))
+        op.exec.meta.ClearField("proxy_env")
+        ops.append(op.SerializeToString(deterministic=True))
+    plain, _ = exec_op(BASE.run("apt-get update", env={"A": "1"}))
+    assert ops[0] == ops[1] == plain.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"SOCKS_PROXY": "x"}, {"http_proxy": "a", "HTTP_PROXY": "b"}, {"HTTP_PROXY": "a\nb"}, ["HTTP_PROXY"], {"HTTP_PROXY": 1}],
+)
+def test_bad_proxy_env_is_rejected(bad: object) -> None:
+    with pytest.raises(llb.InvalidGraph):
+        BASE.run("true", proxy_env=bad)  # type: ignore[arg-type]
