@@ -101,7 +101,7 @@ def up(
 
     check_format(fmt)
     project = project_dir(path)
-    env_name = validate_name(name) if name else name_from_dir(project)
+    env_name = validate_name(name) if name is not None else name_from_dir(project)
     build_file, function = parse_file_func(file)
     if not (project / build_file).is_file():
         raise UsageError(f"no build file {build_file!r} in {project}; create one with `envbuild init`")
