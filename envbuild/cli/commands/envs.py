@@ -92,7 +92,7 @@ def destroy(
 
     if path is not None and name is not None:
         raise UsageError("give --path or --name, not both")
-    env_name = validate_name(name) if name else name_from_dir(project_dir(path or Path(".")))
+    env_name = validate_name(name) if name is not None else name_from_dir(project_dir(path or Path(".")))
     env, removed_image = lifecycle.destroy(engine.connect(), env_name, remove_image=image)
     if env is None:
         print(f"No environment named {env_name!r}; removed its SSH entry if there was one.", file=sys.stderr)
@@ -155,10 +155,12 @@ def run(
     project = project_dir(path) if path is not None else None
     options = run_options(host, gpus, no_gpu, volume, shm_size, cpus, memory)
     check_options(options, project or Path.cwd())
+    if name is not None:
+        validate_name(name)
     client = engine.connect()
     labels = engine.image_labels(engine.get_image(client, image))
-    if name:
-        env_name = validate_name(name)
+    if name is not None:
+        env_name = name
     elif project is not None:
         env_name = name_from_dir(project)
     else:
