@@ -250,7 +250,7 @@ def lock_inputs(spec: Spec, context_dir: Path) -> dict[str, Any]:
         "python": spec.python.version if spec.python else None,
         "jupyter": spec.jupyter is not None,
         "pip_index": (
-            {"url": spec.pip_index.url, "extra_url": spec.pip_index.extra_url, "trust": spec.pip_index.trust}
+            {"url": _redact(spec.pip_index.url), "extra_url": _redact(spec.pip_index.extra_url), "trust": spec.pip_index.trust}
             if spec.pip_index
             else None
         ),
@@ -577,6 +577,16 @@ def _repository(ref: str) -> str:
         return strip(normalize_image_ref(strip(ref)))
     except Exception:  # noqa: BLE001 - an unparsable name simply matches nothing
         return strip(ref)
+
+
+def _redact(url: str) -> str:
+    """Index credentials never reach the lock file (it is committed); changing them does not change
+    what resolves."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    if sep and "@" in host:
+        return f"{scheme}://***@{host.rsplit('@', 1)[1]}{slash}{path}"
+    return url
 
 
 def _file_sha(p: Path) -> str:

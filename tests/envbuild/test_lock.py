@@ -250,3 +250,20 @@ def test_offline_uses_hash_matching_wheels(project: Path) -> None:
     assert call.requirements is None and call.names == ()
     assert call.local_wheels == (".envbuild/wheels/idna-3.10-py3-none-any.whl", ".envbuild/wheels/six-1.17.0-py2.py3-none-any.whl")
     assert set(call.local_wheels) <= set(out.inputs)
+
+
+def test_index_credentials_stay_out_of_the_lock(tmp_path: Path) -> None:
+    write(tmp_path, 'base(image="local/debian:bookworm")\nconfig.pip_index(url="https://bob:s3cret@pypi.example/simple")\n'
+          'install.python_packages(name=["six"])')
+    spec = spec_of(tmp_path)
+    text = make_lock(spec, tmp_path).dumps()
+    assert "s3cret" not in text and "bob" not in text
+    assert "https://***@pypi.example/simple" in text
+
+
+def test_registry_digest_matches_the_repository_of_the_ref() -> None:
+    digest = "sha256:" + "e" * 64
+    b = L.BaseImage("127.0.0.1:5000/team/debian:bookworm", "", (f"127.0.0.1:5000/team/debian@{digest}",))
+    assert b.pinned_ref() == f"127.0.0.1:5000/team/debian@{digest}"
+    other = L.BaseImage("127.0.0.1:5000/team/debian:bookworm", "", (f"127.0.0.1:5000/other/debian@{digest}",))
+    assert other.pinned_ref() == "127.0.0.1:5000/team/debian:bookworm"
