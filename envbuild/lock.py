@@ -666,6 +666,23 @@ def parse_pip_compile(text: str) -> tuple[PipPackage, ...]:
     return tuple(out[k] for k in sorted(out))
 
 
+_OPTION_LINE = re.compile(r"^--?(index-url|extra-index-url|find-links|no-index|trusted-host|i|f)\b")
+
+
+def unpinnable(text: str) -> list[str]:
+    """Requirements in ``uv pip compile`` output that are not index pins: paths, URLs, VCS, editables."""
+    joined = re.sub(r"\\\s*\n", " ", text)
+    out: list[str] = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or _OPTION_LINE.match(line):
+            continue
+        req = line.split(" --hash=", 1)[0].strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[^;\s]+(\s*;.*)?", req):
+            out.append(req)
+    return out
+
+
 __all__ = [
     "LOCK_VERSION",
     "AptGroup",

@@ -205,6 +205,11 @@ def resolve(
     from envbuild.compiler import scripts as S
     from envbuild.compiler.compile import compile as compile_spec
 
+    if spec.conda is not None and spec.python_packages:
+        raise UsageError(
+            "envbuild lock: Python packages installed into a conda environment cannot be locked yet "
+            "(remove the lock file to build unlocked)"
+        )
     try:
         client = llb.connect(builder)
     except llb.LLBError as exc:
@@ -311,6 +316,15 @@ def resolve(
         L.AptGroup(tuple(call.names), L.parse_apt_simulation(result[f"apt-{i}.txt"].decode()))
         for i, call in enumerate(spec.apt_packages)
     )
+    for i, call in enumerate(spec.python_packages):
+        wheels = tuple(posixpath.join(S.CONTEXT_MOUNT, _rel(w)) for w in call.local_wheels)
+        odd = [r for r in L.unpinnable(result[f"pip-{i}.txt"].decode()) if not (wheels and r.endswith(wheels))]
+        if odd:
+            where = f"{call.pos}: " if call.pos else ""
+            raise UsageError(
+                f"{where}install.python_packages call {i + 1}: cannot lock {', '.join(odd)} (not a package from an "
+                "index: a path, URL or VCS requirement); build it into a wheel and pass it as local_wheels="
+            )
     pip = tuple(
         L.PipGroup(L.parse_pip_compile(result[f"pip-{i}.txt"].decode()), tuple(call.local_wheels))
         for i, call in enumerate(spec.python_packages)

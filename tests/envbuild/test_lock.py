@@ -267,3 +267,25 @@ def test_registry_digest_matches_the_repository_of_the_ref() -> None:
     assert b.pinned_ref() == f"127.0.0.1:5000/team/debian@{digest}"
     other = L.BaseImage("127.0.0.1:5000/team/debian:bookworm", "", (f"127.0.0.1:5000/other/debian@{digest}",))
     assert other.pinned_ref() == "127.0.0.1:5000/team/debian:bookworm"
+
+
+def test_unpinnable_requirements_are_named() -> None:
+    text = (
+        "idna==3.10 \\\n    --hash=sha256:aa\n"
+        "foo @ file:///run/envbuild-context/w/foo-1.0-py3-none-any.whl \\\n    --hash=sha256:bb\n"
+        "-e ./src/pkg\nbar @ git+https://x/y\n"
+        "typing-extensions==4.1 ; python_version < '3.13' \\\n    --hash=sha256:cc\n--index-url https://x\n"
+    )
+    assert L.unpinnable(text) == ["foo @ file:///run/envbuild-context/w/foo-1.0-py3-none-any.whl", "-e ./src/pkg",
+                                  "bar @ git+https://x/y"]
+
+
+def test_cli_package_names_need_upgrade(project: Path) -> None:
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("envbuild"))
+    r = subprocess.run([exe, "lock", "-p", str(project), "six"], capture_output=True, text=True)
+    assert r.returncode == 2 and "only accepted with --upgrade" in r.stderr
+    r = subprocess.run([exe, "lock", "-p", str(project), "--check"], capture_output=True, text=True)
+    assert r.returncode == 2 and "no lock file build.envd.lock" in r.stderr
