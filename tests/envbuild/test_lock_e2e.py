@@ -152,6 +152,8 @@ def test_changed_file_stales_the_lock_and_locked_fails(project: Path) -> None:
         assert "content of requirements.txt changed" in r.stderr
         r = cli("lock", "-p", str(project), "--check")
         assert r.returncode == 2 and "stale" in r.stderr
+        r = cli("up", "-p", str(project), "--locked", "--detach")
+        assert r.returncode == 2 and "content of requirements.txt changed" in r.stderr, r.stderr
         (project / "build.envd").write_text(BUILD_ENVD.replace('["six"]', '["six", "packaging"]'))
         r = cli("build", "-p", str(project), "-t", TAG, "--locked", "--progress", "quiet")
         assert r.returncode == 2 and "added packaging" in r.stderr, r.stderr
