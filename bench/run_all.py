@@ -1,0 +1,323 @@
+"""All performance targets of envbuild in one run, side by side with envd and a hand-written Dockerfile.
+
+    .venv/bin/python bench/run_all.py [--rounds 15] [--up-rounds 5] [--skip-builds] [--envd PATH]
+
+Rows (whole processes unless noted; medians; ratios from the same run, lower is better for envbuild):
+  a  `envbuild debug llb` vs `envd debug llb` on the same build.envd (alternating runs)
+  b  no-op `envbuild build` vs the Dockerfile's cached `DOCKER_BUILDKIT=0 docker build`
+  c  one pip package added: envbuild (only that step runs) vs the Dockerfile (reinstalls requirements)
+  d  cold build with warm download caches: `envbuild build --no-cache` (its apt/uv cache mounts
+     survive) vs `docker build --no-cache` (downloads again: a Dockerfile has no such caches)
+  e  `envbuild up` of the built image until sshd and Jupyter answer (bench/bench_up.py)
+  f  image size of the Jupyter environment vs the Dockerfile's image
+  g  scale: evaluate + compile + marshal, in process, for generated files (packages, run() steps, load()ed files)
+
+envd (1.3.6, `pip install envd` into its own venv, e.g. /tmp/envd-venv) resolves the base image from a
+registry even for `debug llb`: the base is pushed to the loopback registry (127.0.0.1:5000) and marked
+insecure in a temporary HOME's `.config/containers/registries.conf`; analytics are off
+(ENVD_ANALYTICS=false), otherwise every envd command waits for a telemetry request. The same file is
+given to envbuild, which finds the tagged base in the engine's store. The Docker builds use the
+CA bundle of the TLS-inspecting proxy (--ca-cert) like envbuild.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENVBUILD = str(ROOT / ".venv" / "bin" / "envbuild")
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+LOCAL_BASE = "local/debian:bookworm"
+REGISTRY_BASE = "127.0.0.1:5000/envbuild-bench/debian:bookworm"
+CA = "/etc/ssl/certs/ca-certificates.crt"
+
+BUILD_ENVD = """# syntax=v1
+def build():
+    base(image="{base}", dev=True)
+    install.python(version="3.11")
+    install.python_packages(name={pkgs})
+    config.jupyter()
+"""
+
+# The same environment by hand: Debian's python3 + venv, sshd, supervisor, git; pip into a venv.
+DOCKERFILE = """FROM {base}
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl git less openssh-client \\
+    openssh-server procps sudo supervisor python3 python3-venv && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
+RUN useradd -m -u 1000 -s /bin/bash envd && echo 'envd ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/envd
+RUN python3 -m venv /opt/venv && chown -R envd /opt/venv
+COPY ca.crt /tmp/ca.crt
+RUN PIP_CERT=/tmp/ca.crt /opt/venv/bin/pip install -q jupyterlab
+COPY requirements.txt /tmp/requirements.txt
+RUN PIP_CERT=/tmp/ca.crt /opt/venv/bin/pip install -q -r /tmp/requirements.txt && rm /tmp/ca.crt
+USER envd
+WORKDIR /home/envd
+"""
+
+Row = tuple[str, str, str, str, str]  # (row, what, envbuild, other, ratio)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """Bytecode caches on (this machine's shells set PYTHONDONTWRITEBYTECODE, which no user has)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(extra)
+    return env
+
+
+def run(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, check: bool = True) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(list(cmd), env=env or clean_env(), cwd=cwd, capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    if check and r.returncode:
+        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+    return dt
+
+
+def alternate(n: int, *cmds: Callable[[], float]) -> list[float]:
+    """Medians of n rounds, the commands interleaved so that machine noise hits all alike."""
+    for c in cmds:
+        c()
+    times: list[list[float]] = [[] for _ in cmds]
+    for _ in range(n):
+        for i, c in enumerate(cmds):
+            times[i].append(c())
+    return [statistics.median(t) for t in times]
+
+
+def ms(t: float) -> str:
+    return f"{t * 1e3:.0f} ms"
+
+
+def s(t: float) -> str:
+    return f"{t:.2f} s"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x"
+
+
+# ---------------------------------------------------------------- a: debug llb vs envd
+
+
+def envd_home(work: Path) -> Path:
+    home = work / "envd-home"
+    conf = home / ".config" / "containers"
+    conf.mkdir(parents=True)
+    (conf / "registries.conf").write_text('[[registry]]\nlocation = "127.0.0.1:5000"\ninsecure = true\n')
+    return home
+
+
+def push_base() -> None:
+    subprocess.run(["docker", "tag", LOCAL_BASE, REGISTRY_BASE], check=True, capture_output=True)
+    r = subprocess.run(["docker", "push", "-q", REGISTRY_BASE], capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"could not push the base to the loopback registry: {r.stderr.strip()}")
+
+
+def row_llb(work: Path, envd: str | None, n: int) -> list[Row]:
+    proj = work / "llb"
+    proj.mkdir()
+    (proj / "build.envd").write_text(BUILD_ENVD.format(base=REGISTRY_BASE, pkgs='["numpy"]'))
+    ours = lambda: run([ENVBUILD, "debug", "llb"], cwd=proj)  # noqa: E731
+    bare = lambda: run([PYTHON, "-c", "pass"])  # noqa: E731
+    rows: list[Row] = []
+    if envd:
+        home = envd_home(work)
+        env = clean_env(HOME=str(home), ENVD_ANALYTICS="false")
+        theirs = lambda: run([envd, "debug", "llb"], cwd=proj, env=env)  # noqa: E731
+        a, b, c = alternate(n, ours, theirs, bare)
+        rows.append(("a", "`debug llb` vs `envd debug llb` (Jupyter file)", ms(a), ms(b), ratio(a, b)))
+    else:
+        a, c = alternate(n, ours, bare)
+        rows.append(("a", "`debug llb` (envd not given: --envd)", ms(a), "-", "-"))
+    rows.append(("", "bare `python -c pass` (for reference)", ms(c), "", ""))
+    return rows
+
+
+# ---------------------------------------------------------------- b-d, f: builds vs a Dockerfile
+
+
+class Projects:
+    def __init__(self, work: Path, run_id: str) -> None:
+        self.ours, self.theirs = work / f"jupyter{run_id}", work / "dockerfile"
+        self.ours.mkdir()
+        self.theirs.mkdir()
+        shutil.copy(CA, self.theirs / "ca.crt")
+        self.run_id = run_id
+        self.tag_ours, self.tag_theirs = f"envbuild-bench/ours:{run_id}", f"envbuild-bench/dockerfile:{run_id}"
+        self.build = [ENVBUILD, "build", "-p", str(self.ours), "-t", self.tag_ours, "--ca-cert", CA, "--progress", "quiet"]
+        self.docker = ["docker", "build", "-q", "-t", self.tag_theirs, str(self.theirs)]
+        self.denv = clean_env(DOCKER_BUILDKIT="0")
+
+    def write(self, extra: list[str]) -> None:
+        # A marker that changes nothing but the step's key, so this run's "one package" is never a cache hit.
+        pkgs = ["numpy"] + [f'{p}; sys_platform != "bench{self.run_id}"' for p in extra]
+        (self.ours / "build.envd").write_text(BUILD_ENVD.format(base=LOCAL_BASE, pkgs=json.dumps(pkgs)))
+        (self.theirs / "Dockerfile").write_text(DOCKERFILE.format(base=LOCAL_BASE))
+        (self.theirs / "requirements.txt").write_text("\n".join(["numpy", *extra, f"# {self.run_id}"]) + "\n")
+
+    def ours_t(self, *extra: str) -> float:
+        return run([*self.build, *extra])
+
+    def theirs_t(self, *extra: str) -> float:
+        return run([*self.docker[:3], *extra, *self.docker[3:]], env=self.denv)
+
+
+def image_size(tag: str) -> int:
+    out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", tag], capture_output=True, text=True)
+    return int(out.stdout.strip() or 0)
+
+
+def rows_builds(p: Projects, n: int) -> list[Row]:
+    rows: list[Row] = []
+    p.write([])
+    first = (p.ours_t(), p.theirs_t())
+    rows.append(("", "first build of a new project (engine has built similar ones)", s(first[0]), s(first[1]),
+                 ratio(*first)))
+    a, b = alternate(n, p.ours_t, p.theirs_t)
+    rows.append(("b", "no-op rebuild (nothing changed)", ms(a), ms(b), ratio(a, b)))
+    sa, sb = image_size(p.tag_ours), image_size(p.tag_theirs)
+    rows.append(("f", "image size", f"{sa / 1e6:.0f} MB", f"{sb / 1e6:.0f} MB", ratio(sa, sb)))
+    p.write(["six"])
+    a, b = p.ours_t(), p.theirs_t()
+    rows.append(("c", "one pip package added (six)", s(a), s(b), f"{b / a:.1f}x faster"))
+    p.write([])
+    a, b = p.ours_t("--no-cache"), p.theirs_t("--no-cache")
+    rows.append(("d", "cold: every step re-run (--no-cache), download caches warm", s(a), s(b), ratio(a, b)))
+    return rows
+
+
+# ---------------------------------------------------------------- e: up
+
+
+def row_up(p: Projects, rounds: int) -> list[Row]:
+    r = subprocess.run([PYTHON, str(ROOT / "bench" / "bench_up.py"), "-p", str(p.ours), "-n", str(rounds), "--json"],
+                       capture_output=True, text=True, env=clean_env())
+    if r.returncode:
+        return [("e", "`up` -> sshd and Jupyter answering", f"failed: {r.stderr.strip()[-200:]}", "", "")]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    return [("e", f"`up` of the built image -> sshd + Jupyter answering (n={res['rounds']})",
+             s(res["median_s"]), "target < 3 s", f"min {res['min_s']:.2f} s")]
+
+
+# ---------------------------------------------------------------- g: scale
+
+SCALE = r"""
+import json, statistics, sys, time
+from envbuild.build import BuildOptions, compile_for, prepare
+def once(path):
+    t = time.perf_counter()
+    o = BuildOptions(path=path, user_config=False)
+    d = compile_for(prepare(o), o).definition()
+    return time.perf_counter() - t, len(d)
+out = {}
+for path in sys.argv[1:]:
+    once(path)
+    ts = [once(path) for _ in range(5)]
+    out[path] = (statistics.median(t for t, _ in ts), ts[0][1])
+print(json.dumps(out))
+"""
+
+
+def gen_packages(d: Path, packages: int, runs: int) -> Path:
+    d.mkdir()
+    apt = [f"pkg{i}" for i in range(packages // 2)]
+    pip = [f"pypkg{i}" for i in range(packages - len(apt))]
+    lines = ["def build():", f'    base(image="{LOCAL_BASE}", dev=True)', '    install.python(version="3.11")']
+    for i in range(0, len(apt), 10):
+        lines.append(f"    install.apt_packages(name={json.dumps(apt[i:i + 10])})")
+    for i in range(0, len(pip), 10):
+        lines.append(f"    install.python_packages(name={json.dumps(pip[i:i + 10])})")
+    lines.append("    config.jupyter()")
+    lines += [f'    run(commands=["echo step {i}", "touch /tmp/s{i}"])' for i in range(runs)]
+    (d / "build.envd").write_text("\n".join(lines) + "\n")
+    return d
+
+
+def gen_loads(d: Path, files: int) -> Path:
+    (d / "lib").mkdir(parents=True)
+    for i in range(files):
+        (d / "lib" / f"m{i}.envd").write_text(
+            f"def f{i}():\n    install.python_packages(name=[\"p{i}a\", \"p{i}b\"])\n"
+            f"    run(commands=[\"echo {i}\"])\n"
+        )
+    loads = "".join(f'load("//lib/m{i}.envd", "f{i}")\n' for i in range(files))
+    calls = "".join(f"    f{i}()\n" for i in range(files))
+    (d / "build.envd").write_text(
+        f'{loads}def build():\n    base(image="{LOCAL_BASE}", dev=True)\n    install.python(version="3.11")\n{calls}'
+    )
+    return d
+
+
+def rows_scale(work: Path) -> list[Row]:
+    cases = {
+        "Jupyter example": str(ROOT / "examples" / "jupyter"),
+        "50 packages, 12 run()": str(gen_packages(work / "s50", 50, 12)),
+        "100 packages, 25 run()": str(gen_packages(work / "s100", 100, 25)),
+        "200 packages, 50 run()": str(gen_packages(work / "s200", 200, 50)),
+        "5 files via load()": str(gen_loads(work / "l5", 5)),
+        "20 files via load()": str(gen_loads(work / "l20", 20)),
+    }
+    r = subprocess.run([PYTHON, "-c", SCALE, *cases.values()], capture_output=True, text=True, env=clean_env())
+    if r.returncode:
+        return [("g", "scale", f"failed: {r.stderr.strip()[-300:]}", "", "")]
+    res = json.loads(r.stdout)
+    base = res[cases["Jupyter example"]][0]
+    return [
+        ("g" if i == 0 else "", f"evaluate+compile (in process): {name}", f"{res[p][0] * 1e3:.1f} ms",
+         f"{res[p][1]} ops", f"{res[p][0] / base:.1f}x the example")
+        for i, (name, p) in enumerate(cases.items())
+    ]
+
+
+# ---------------------------------------------------------------- main
+
+
+def table(rows: list[Row], headers: tuple[str, str, str, str, str]) -> str:
+    cols = list(zip(headers, *rows))
+    widths = [max(len(c) for c in col) for col in cols]
+    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([fmt(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=15, help="runs per whole-process timing (median)")
+    ap.add_argument("--up-rounds", type=int, default=5)
+    ap.add_argument("--envd", default=shutil.which("envd") or "/tmp/envd-venv/bin/envd")
+    ap.add_argument("--skip-builds", action="store_true", help="only rows a and g (no engine builds)")
+    args = ap.parse_args()
+    envd = args.envd if args.envd and Path(args.envd).exists() else None
+    work = Path(tempfile.mkdtemp(prefix="envbuild-perf-"))
+    run_id = str(int(time.time()))
+    rows: list[Row] = []
+    started = time.time()
+    try:
+        if envd:
+            push_base()
+        rows += row_llb(work, envd, args.rounds)
+        if not args.skip_builds:
+            p = Projects(work, run_id)
+            rows += rows_builds(p, args.rounds)
+            rows += row_up(p, args.up_rounds)
+        rows += rows_scale(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(table(rows, ("#", "what", "envbuild", "envd / Dockerfile", "ratio")))
+    print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, {time.time() - started:.0f} s; medians of "
+          f"{args.rounds} runs (a, b), single runs (c, d), {args.up_rounds} rounds (e)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
