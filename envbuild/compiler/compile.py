@@ -2,17 +2,23 @@
 
 Stage order, least to most volatile (docs/architecture.md explains each):
 
- 1. base image (its config inherited), then ``config.apt_source``
+ 1. base image (its config inherited; a CUDA base re-checked), then ``config.apt_source``
  2. [dev] development packages (sshd, supervisor, sudo, git, the shell)
  3. ``install.apt_packages``: one step per call
  4. [dev] the ``envd`` user and the fixed development files (entrypoint, supervisor)
- 5. language runtimes: Python (the distro's, or uv-managed) + venv, and uv (pinned, from the
-    Python index, hash-checked)
+ 5. language runtimes (`part2.runtimes`): conda (+ its packages), R, Julia, Rust, Go, Node.js,
+    pixi, uv; then Python: the distro's or a uv-managed CPython + venv, or the conda env's Python,
+    and uv (pinned, from the Python index, hash-checked)
  6. tool packages that rarely change: JupyterLab (``config.jupyter``)
- 7. language packages: one ``uv pip install`` step per ``install.python_packages`` call
+ 7. language packages: one ``uv pip install`` step per ``install.python_packages`` call (with the
+    PyTorch wheel index of the CUDA version when it asks for torch and no index is set)
  8. ``io.http`` downloads, ``io.copy``
- 9. [dev] configuration that follows the spec: sshd, services, login env, git, work dir, mounts
+ 9. [dev] IDE and configuration that follows the spec: VS Code extensions, sshd, services, login
+    env, git, work dir, mounts
 10. ``run()`` steps in call order, as the final user in the project directory
+
+Tool stages (py-rattler, uv, downloads) start after ``config.apt_source`` on their own chains and
+only their results are copied in, so BuildKit runs them in parallel with the main chain.
 
 Everything after a changed step re-runs (this engine has no MergeOp), so steps 8-9 are file
 operations that take milliseconds, and the expensive steps sit as early as their inputs allow.
@@ -24,14 +30,17 @@ import inspect
 import json
 import posixpath
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import llb
+from envbuild.compiler import cuda, part2
 from envbuild.compiler import devfiles as D
 from envbuild.compiler import scripts as S
 from envbuild.compiler.options import CompileOptions, project_name  # noqa: F401 (re-export)
+from envbuild.compiler.stagekit import NONE, Additions
 from envbuild.errors import UsageError
 
 if TYPE_CHECKING:
@@ -108,6 +117,7 @@ class _Compiler:
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     uses_context: bool = False
+    add: Additions = NONE
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -201,11 +211,22 @@ class _Compiler:
     def owner(self) -> tuple[int, int] | None:
         return (self.uid, self.gid) if self.spec.dev else None
 
+    @property
+    def conda_python(self) -> str | None:
+        """The conda env's prefix when conda owns Python (``install.conda`` + ``install.python``)."""
+        return part2.python_prefix(self)
+
+    @property
+    def needs_python(self) -> bool:
+        spec = self.spec
+        return bool(spec.python or spec.python_packages or spec.jupyter)
+
     # --- the pipeline --------------------------------------------------------------------------
 
     def run(self) -> CompiledBuild:
         spec = self.spec
         self.check_supported()
+        cuda.check(spec)
         base_env = self.opts.base_config.env_dict()
         if not self.opts.base_config.resolved:
             self.notes.append(
@@ -219,7 +240,7 @@ class _Compiler:
             state = state.with_platform(self.opts.platform)
 
         state = self.apt_source(state)
-        needs_python = bool(spec.python or spec.python_packages or spec.jupyter)
+        base = state
         if spec.dev:
             shell_pkgs = SHELLS[spec.shell.name][1]
             state = self.sh(
@@ -237,17 +258,23 @@ class _Compiler:
             )
         if spec.dev:
             state = self.dev_user(state)
-        if needs_python:
-            state = self.python(state)
+        pip_in_conda = bool(self.conda_python and (spec.python_packages or spec.jupyter))
+        uv_tools = self.uv_tools(base) if (spec.uv is not None or pip_in_conda) else None
+        state, self.add = part2.runtimes(self, state, base, uv_tools, self.opts.mirrors)
+        if self.needs_python:
+            state = self.python(state, uv_tools)
         state = self.copies(state)
         if spec.dev:
+            state = self.ide(state)
             state = self.dev_config(state)
         state = self.runs(state)
+        local_dirs = {self.opts.context_name: self.opts.context_dir} if self.uses_context else {}
+        local_dirs.update(self.add.local_dirs)
         return CompiledBuild(
             state=state,
             image=self.image_config(),
             steps=tuple(self.steps),
-            local_dirs=MappingProxyType({self.opts.context_name: "."} if self.uses_context else {}),
+            local_dirs=MappingProxyType(local_dirs),
             secrets=(S.CA_SECRET_ID,),
             entitlements=("network.host",) if self.opts.network == "host" else (),
             proxy=MappingProxyType(dict(self.opts.proxy)),
@@ -257,19 +284,7 @@ class _Compiler:
     def check_supported(self) -> None:
         spec = self.spec
         later = {
-            "install.conda": spec.conda,
-            "install.uv": spec.uv,
-            "install.pixi": spec.pixi,
-            "install.r_lang": spec.r_lang,
-            "install.julia": spec.julia,
-            "install.rust": spec.rust,
-            "install.go": spec.go,
-            "install.nodejs": spec.nodejs,
             "install.codex": spec.codex,
-            "install.conda_packages": spec.conda_packages[0] if spec.conda_packages else None,
-            "install.r_packages": spec.r_packages[0] if spec.r_packages else None,
-            "install.julia_packages": spec.julia_packages[0] if spec.julia_packages else None,
-            "install.vscode_extensions": spec.vscode_extensions[0] if spec.vscode_extensions else None,
             "config.rstudio_server": spec.rstudio_server,
         }
         for what, element in later.items():
@@ -325,7 +340,24 @@ class _Compiler:
                 env["UV_INSECURE_HOST"] = " ".join(h for h in hosts if h)
         return env
 
-    def python(self, state: llb.State) -> llb.State:
+    def uv_tools(self, base: llb.State) -> llb.State:
+        """uv in a tool stage (parallel chain), for images that get uv without the venv step."""
+        idx = self.spec.pip_index
+        tools = self.sh(
+            base,
+            S.apt_install(("python3-venv", "ca-certificates")),
+            name=self.name("tools: python3-venv (for uv)", "apt", None),
+            mounts=self.apt_mounts(),
+        )
+        return self.sh(
+            tools,
+            S.uv_tool(idx.url if idx else None, idx.extra_url if idx and idx.extra_url else None),
+            name=self.name(f"tools: uv {S.UV_VERSION} from the Python index", "pip", None),
+            mounts=[llb.cache(S.PIP_CACHE_DIR, S.PIP_CACHE_ID)],
+        )
+
+    def python(self, state: llb.State, uv_tools: llb.State | None = None) -> llb.State:
+        """The Python runtime (a venv, or the conda env's Python), then JupyterLab and the packages."""
         spec = self.spec
         pos = spec.python.pos if spec.python else None
         version = spec.python.version if spec.python else "3"
@@ -335,24 +367,34 @@ class _Compiler:
             state = state.file(
                 llb.mkfile("/etc/pip.conf", _pip_conf(spec.pip_index)), name=self.name("pip index", "file", spec.pip_index.pos)
             )
-        py_env = dict(env)
-        if self.opts.python_mirror:
-            py_env["UV_PYTHON_INSTALL_MIRROR"] = self.opts.python_mirror
-        state = self.sh(
-            state,
-            S.python_runtime(
-                version, self.uid, self.gid, home=self.home,
-                index_url=idx.url if idx else None, extra_index_url=idx.extra_url if idx and idx.extra_url else None,
-            ),
-            name=self.name(f"python {version} and uv {S.UV_VERSION}", "python", pos),
-            mounts=[*self.apt_mounts(), llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID), llb.cache(S.PIP_CACHE_DIR, S.PIP_CACHE_ID)],
-            env=py_env,
-        )
+        prefix = self.conda_python
+        if prefix:
+            python = f"{prefix}/bin/python"
+            if spec.uv is None and uv_tools is not None:
+                state = state.file(
+                    llb.copy(uv_tools, f"{S.TOOLS_DIR}/bin/uv", S.UV_BIN, mode=0o755),
+                    name=self.name(f"uv {S.UV_VERSION} for the conda env's Python", "file", pos),
+                )
+        else:
+            python = f"{S.VENV}/bin/python"
+            py_env = dict(env)
+            if self.opts.python_mirror:
+                py_env["UV_PYTHON_INSTALL_MIRROR"] = self.opts.python_mirror
+            state = self.sh(
+                state,
+                S.python_runtime(
+                    version, self.uid, self.gid, home=self.home,
+                    index_url=idx.url if idx else None, extra_index_url=idx.extra_url if idx and idx.extra_url else None,
+                ),
+                name=self.name(f"python {version} and uv {S.UV_VERSION}", "python", pos),
+                mounts=[*self.apt_mounts(), llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID), llb.cache(S.PIP_CACHE_DIR, S.PIP_CACHE_ID)],
+                env=py_env,
+            )
         uv_cache = [llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID)]
         if spec.jupyter:
             state = self.sh(
                 state,
-                S.pip_install(("jupyterlab",), (), (), self.uid, self.gid, home=self.home),
+                S.pip_install(("jupyterlab",), (), (), self.uid, self.gid, home=self.home, python=python),
                 name=self.name("jupyterlab", "pip", spec.jupyter.pos),
                 mounts=uv_cache,
                 env={**env, "UV_COMPILE_BYTECODE": "1"},  # else every container start compiles Jupyter (~3 s)
@@ -367,11 +409,27 @@ class _Compiler:
             label = " ".join([*call.names, *(f"-r {call.requirements}" for _ in reqs), *call.local_wheels])
             state = self.sh(
                 state,
-                S.pip_install(call.names, reqs, wheels, self.uid, self.gid, home=self.home),
+                S.pip_install(call.names, reqs, wheels, self.uid, self.gid, home=self.home, python=python),
                 name=self.name(f"python packages: {label}", "pip", call.pos),
                 mounts=mounts,
-                env=env,
+                env={**env, **cuda.pip_env(spec, call.names, self.opts.mirrors)},
             )
+        return state
+
+    def ide(self, state: llb.State) -> llb.State:
+        """VS Code extensions the host prepared (`vscode.prepare`); compiling never downloads."""
+        spec = self.spec
+        if not spec.vscode_extensions:
+            return state
+        if not self.opts.vscode_extensions:
+            self.notes.append(
+                "install.vscode_extensions: the extensions are fetched and unpacked on the host when "
+                "`envbuild build` runs; this output leaves them out"
+            )
+            return state
+        cache = Path(self.opts.vscode_cache) if self.opts.vscode_cache else None
+        state, add = part2.ide(self, state, self.opts.vscode_extensions, cache)
+        self.add += add
         return state
 
     def copies(self, state: llb.State) -> llb.State:
@@ -403,17 +461,20 @@ class _Compiler:
         return posixpath.normpath(posixpath.join(self.workdir, path))
 
     def final_env(self) -> dict[str, str]:
-        """Image Env: base env, locale, tool env, ``runtime.environ``; PATH = extra_path, installer
-        dirs, then the base PATH (de-duplicated, first wins)."""
+        """Image Env: base env, locale, the runtimes' env, tool env, ``runtime.environ``; PATH =
+        extra_path, the venv, the runtimes' dirs (stage order), ~/.local/bin, then the base PATH
+        (de-duplicated, first wins)."""
         spec = self.spec
         base = self.opts.base_config.env_dict()
         env = {k: v for k, v in base.items() if k != "PATH"}
         env.setdefault("LANG", "C.UTF-8")
         env.setdefault("LC_ALL", "C.UTF-8")
+        env.update(self.add.env)
         installer: list[str] = []
-        if spec.python or spec.python_packages or spec.jupyter:
+        if self.needs_python and not self.conda_python:
             installer.append(f"{S.VENV}/bin")
             env["VIRTUAL_ENV"] = S.VENV
+        installer += self.add.path
         if spec.dev:
             installer.append(f"{HOME}/.local/bin")
             env["ENVD_WORKDIR"] = self.workdir
@@ -511,6 +572,7 @@ class _Compiler:
                 LABEL + "owner": f"{self.uid}:{self.gid}",
             }
         )
+        labels.update(self.add.labels)
         if spec.repo:
             labels[LABEL + "repo"] = json.dumps({"url": spec.repo.url, "description": spec.repo.description})
         cfg: dict[str, object] = {

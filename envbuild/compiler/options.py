@@ -5,6 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from envbuild.compiler.mirrors import Mirrors
+
+if TYPE_CHECKING:
+    from envbuild.compiler.vscode import Extension
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "FTP_PROXY")
 
@@ -60,6 +66,10 @@ class CompileOptions:
     managed-CPython path. ``input_digest`` is the content digest stored in ``ai.envbuild.digest``.
     ``cache_bust`` (``--no-cache``) is set on every step's env: all steps re-run, while the cache
     mounts survive (BuildKit's ignore-cache flag would also empty them).
+    ``mirrors`` are the download mirrors of the part-2 stages (`Mirrors.load`). ``vscode_extensions``
+    are the extensions `vscode.prepare` unpacked under ``vscode_cache`` on the host before compiling
+    (compiling stays pure: without them the extensions are left out, with a note).
+    ``context_dir`` is the build context's host path, reported in ``CompiledBuild.local_dirs``.
     """
 
     project: str = "project"
@@ -72,6 +82,10 @@ class CompileOptions:
     input_digest: str = ""
     context_name: str = "context"
     cache_bust: str = ""
+    mirrors: Mirrors = field(default_factory=Mirrors)
+    vscode_extensions: tuple[Extension, ...] = ()
+    vscode_cache: str = ""
+    context_dir: str = "."
 
 
 def proxy_from_env(environ: Mapping[str, str]) -> dict[str, str]:

@@ -128,25 +128,44 @@ chmod 0440 /etc/sudoers.d/envd
     return "set -eu\n" + body + f"install -d -m 0755 -o {uid} -g {gid} {ENVBUILD_DIR}\n"
 
 
-def _uv_bootstrap(index_url: str | None, extra_index_url: str | None) -> str:
-    """pip-install the pinned, hash-checked uv wheel from the user's index with the distro's Python
-    into a throw-away venv, keep only the binary (no GitHub download, and a mirror just works)."""
-    req = f"uv=={UV_VERSION} " + " ".join(f"--hash=sha256:{h}" for h in UV_WHEEL_SHA256)
+def _uv_requirement() -> str:
+    return f"uv=={UV_VERSION} " + " ".join(f"--hash=sha256:{h}" for h in UV_WHEEL_SHA256)
+
+
+def _index_args(index_url: str | None, extra_index_url: str | None) -> str:
     idx = ""
     if index_url:
         idx += f" --index-url {q(index_url)}"
     if extra_index_url:
         idx += f" --extra-index-url {q(extra_index_url)}"
+    return idx
+
+
+def _uv_bootstrap(index_url: str | None, extra_index_url: str | None) -> str:
+    """pip-install the pinned, hash-checked uv wheel from the user's index with the distro's Python
+    into a throw-away venv, keep only the binary (no GitHub download, and a mirror just works)."""
     return (
         f"if ! {UV_BIN} --version 2>/dev/null | grep -q {q('uv ' + UV_VERSION)}; then\n"
         f"  python3 -m venv {TOOLS_DIR}\n"
-        f"  printf '%s\\n' {q(req)} > {TOOLS_DIR}/uv-requirements.txt\n"
+        f"  printf '%s\\n' {q(_uv_requirement())} > {TOOLS_DIR}/uv-requirements.txt\n"
         f"  PIP_CACHE_DIR={PIP_CACHE_DIR} {TOOLS_DIR}/bin/pip install -q --disable-pip-version-check"
-        f"{idx} --require-hashes -r {TOOLS_DIR}/uv-requirements.txt\n"
+        f"{_index_args(index_url, extra_index_url)} --require-hashes -r {TOOLS_DIR}/uv-requirements.txt\n"
         f"  install -m 0755 {TOOLS_DIR}/bin/uv {UV_BIN}\n"
         f"  rm -rf {TOOLS_DIR}\n"
         "fi\n"
         f"{UV_BIN} --version\n"
+    )
+
+
+def uv_tool(index_url: str | None = None, extra_index_url: str | None = None) -> str:
+    """The same pinned uv (and uvx) in a tool stage's ``TOOLS_DIR``, for images that get uv without
+    the venv step (conda owns Python, or ``install.uv``): only the binaries are copied out."""
+    return script(
+        f"python3 -m venv {TOOLS_DIR}",
+        f"printf '%s\\n' {q(_uv_requirement())} > {TOOLS_DIR}/uv-requirements.txt",
+        f"PIP_CACHE_DIR={PIP_CACHE_DIR} {TOOLS_DIR}/bin/pip install -q --disable-pip-version-check"
+        f"{_index_args(index_url, extra_index_url)} --require-hashes -r {TOOLS_DIR}/uv-requirements.txt",
+        f"{TOOLS_DIR}/bin/uv --version",
     )
 
 
@@ -205,8 +224,12 @@ def pip_install(
     gid: int,
     *,
     home: str,
+    python: str = f"{VENV}/bin/python",
 ) -> str:
-    """`uv pip install` into the environment as its owner, downloads through the shared uv cache."""
+    """`uv pip install` into the environment as its owner, downloads through the shared uv cache.
+
+    ``python`` is the environment's interpreter: the venv's, or the conda env's when conda owns Python.
+    """
     args = [*names]
     for r in requirements:
         args += ["-r", r]
@@ -214,7 +237,7 @@ def pip_install(
     drop = _drop_to(uid, gid)
     return script(
         _own_cache(uid, gid),
-        f"{drop}env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_LINK_MODE=copy UV_PYTHON={VENV}/bin/python"
+        f"{drop}env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_LINK_MODE=copy UV_PYTHON={python}"
         f" {UV_BIN} pip install {words(args)}",
     )
 

@@ -47,9 +47,9 @@ def test_build_file_mistake_is_exit_2_with_position(tmp_path: Path) -> None:
 
 
 def test_unsupported_feature_is_exit_2(tmp_path: Path) -> None:
-    (tmp_path / "build.envd").write_text('def build():\n    base(image="x", dev=True)\n    install.julia()\n')
+    (tmp_path / "build.envd").write_text('def build():\n    base(image="x", dev=True)\n    config.rstudio_server()\n')
     r = cli("debug", "llb", "-p", str(tmp_path), env={"DOCKER_HOST": "unix:///x"})
-    assert r.returncode == 2 and "build.envd:3:5: install.julia is not supported" in r.stderr
+    assert r.returncode == 2 and "build.envd:3:5: config.rstudio_server is not supported" in r.stderr
 
 
 def test_digest_follows_content_not_mtime(tmp_path: Path) -> None:

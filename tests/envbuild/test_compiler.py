@@ -188,8 +188,8 @@ def test_uid_zero_allows_key_login_for_envd() -> None:
 
 
 def test_unsupported_features_point_at_the_call(tmp_path: Path) -> None:
-    spec = spec_of(tmp_path, 'base(image="x", dev=True)\ninstall.conda()')
-    with pytest.raises(UnsupportedFeature, match=r"build.envd:3:\d+: install.conda"):
+    spec = spec_of(tmp_path, 'base(image="x", dev=True)\nconfig.rstudio_server()')
+    with pytest.raises(UnsupportedFeature, match=r"build.envd:3:\d+: config.rstudio_server"):
         compile(spec, OPTS)
     assert issubclass(UnsupportedFeature, UsageError)
 

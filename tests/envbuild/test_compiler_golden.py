@@ -15,6 +15,7 @@ import pytest
 import frontend
 from envbuild.compiler import BaseConfig, CompileOptions, UnsupportedFeature, project_name
 from envbuild.compiler.compile import compile
+from envbuild.compiler.vscode import Extension
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -25,12 +26,23 @@ UPDATE = os.environ.get("ENVBUILD_UPDATE_GOLDEN") == "1"
 
 def render(example: str) -> dict:
     spec = frontend.evaluate(ROOT / "examples" / example, user_config=False)
-    compiled = compile(spec, CompileOptions(project=project_name(example), owner=(1000, 1000), base_config=DEBIAN))
+    # Extensions are prepared on the host at build time; fixed stand-ins keep the IDE stage in the golden.
+    exts = tuple(
+        Extension(n.lower(), "1.0.0", f"{n.lower()}-1.0.0", f"{n}-1.0.0.vsix") for c in spec.vscode_extensions for n in c.names
+    )
+    compiled = compile(
+        spec,
+        CompileOptions(
+            project=project_name(example), owner=(1000, 1000), base_config=DEBIAN,
+            vscode_extensions=exts, vscode_cache="/cache/vscode", context_dir="/ctx",
+        ),
+    )
     definition = compiled.definition()
     image = dict(compiled.image)
     labels = dict(image.pop("labels"))
     labels.pop("ai.envbuild.spec")
     return {
+        "local_dirs": dict(compiled.local_dirs),
         "terminal": definition.terminal,
         "steps": [s.name for s in compiled.steps],
         "image": {**{k: list(v) if isinstance(v, tuple) else v for k, v in image.items()}, "labels": labels},
