@@ -123,6 +123,21 @@ class Download:
 
 
 @dataclass(frozen=True)
+class LockedExtension:
+    """A VS Code extension: ``id`` as written in build.envd, the version it resolved to, the .vsix sha256."""
+
+    id: str
+    version: str
+    sha256: str
+
+    def pinned_id(self) -> str:
+        if self.id.lower().endswith(".vsix"):
+            return self.id
+        base = re.sub(r"-\d+\.\d+\.\d+[\w.+-]*$", "", self.id)
+        return f"{base}-{self.version}"
+
+
+@dataclass(frozen=True)
 class Lock:
     inputs: Mapping[str, Any]
     base: BaseImage
@@ -132,6 +147,7 @@ class Lock:
     pip: tuple[PipGroup, ...] = ()
     http: tuple[Download, ...] = ()
     toolchains: tuple[Download, ...] = ()
+    vscode: tuple[tuple[LockedExtension, ...], ...] = ()
     unlocked: tuple[str, ...] = ()
     version: int = LOCK_VERSION
 
@@ -159,6 +175,7 @@ class Lock:
             ],
             "http": [dataclasses.asdict(d) for d in self.http],
             "toolchains": [dataclasses.asdict(d) for d in self.toolchains],
+            "vscode_extensions": [[dataclasses.asdict(e) for e in call] for call in self.vscode],
             "unlocked": list(self.unlocked),
         }
 
@@ -197,6 +214,7 @@ class Lock:
                 ),
                 http=tuple(Download(**x) for x in d.get("http", ())),
                 toolchains=tuple(Download(**x) for x in d.get("toolchains", ())),
+                vscode=tuple(tuple(LockedExtension(**e) for e in call) for call in d.get("vscode_extensions", ())),
                 unlocked=tuple(d.get("unlocked", ())),
             )
         except LockError:
@@ -398,7 +416,7 @@ def apply_lock(spec: Spec, lock: Lock, wheels: Sequence[Mapping[str, str]] | Non
 
     ``wheels`` (offline builds, from ``find_wheels``): per call, package name -> context-relative
     wheel file; the call then installs those files (no index is asked) instead of the requirements."""
-    from frontend.spec import AptPackages, Base, HttpDownload, PythonPackages
+    from frontend.spec import AptPackages, Base, PythonPackages, VSCodeExtensions
 
     if len(lock.pip) != len(spec.python_packages) or len(lock.apt) != len(spec.apt_packages):
         raise LockError("the lock does not match the build file's package calls; run `envbuild lock`")
@@ -420,6 +438,12 @@ def apply_lock(spec: Spec, lock: Lock, wheels: Sequence[Mapping[str, str]] | Non
         h if h.checksum or h.url not in sums else dataclasses.replace(h, checksum=sums[h.url]) for h in spec.http
     )
     changes: dict[str, Any] = {
+        "vscode_extensions": tuple(
+            VSCodeExtensions(names=tuple(e.pinned_id() for e in locked), pos=call.pos)
+            for call, locked in zip(spec.vscode_extensions, lock.vscode)
+        )
+        if len(lock.vscode) == len(spec.vscode_extensions)
+        else spec.vscode_extensions,
         "python_packages": pip,
         "apt_packages": apt,
         "http": http,
@@ -450,6 +474,19 @@ def materialise(lock: Lock, context_dir: Path) -> list[Path]:
             p.write_text(text, encoding="utf-8")
             written.append(p)
     return written
+
+
+def check_vsix_cache(lock: Lock, cache_root: Path) -> list[str]:
+    """Cached .vsix files (envbuild's VS Code cache) whose bytes differ from the lock."""
+    bad: list[str] = []
+    for call in lock.vscode:
+        for e in call:
+            if e.id.lower().endswith(".vsix"):
+                continue
+            cached = cache_root / "vsix" / f"{e.pinned_id()}.vsix".lower()
+            if cached.is_file() and "sha256:" + _file_sha(cached) != e.sha256:
+                bad.append(f"{cached} ({e.pinned_id()}) does not match the lock's {e.sha256[:19]}")
+    return bad
 
 
 def read_lock(path: Path) -> Lock | None:
@@ -505,6 +542,12 @@ def use_lock(
         note(st.describe() + "\nbuilding without the lock; run `envbuild lock` to update it")
         return spec
     assert st.lock is not None
+    if st.lock.vscode:
+        from envbuild.compiler.vscode import cache_root
+
+        bad = check_vsix_cache(st.lock, cache_root())
+        if bad:
+            raise LockError("VS Code extension downloads differ from the lock:\n" + "\n".join(f"  - {b}" for b in bad))
     materialise(st.lock, context_dir)
     return apply_lock(spec, st.lock, wheels)
 

@@ -82,7 +82,8 @@ def _unlocked(spec: Spec) -> tuple[str, ...]:
         if items:
             out.append(f"{what} are resolved at build time")
     if spec.vscode_extensions:
-        out.append("VS Code extensions are resolved at build time")
+        out.append("VS Code extensions: versions are pinned; a .vsix downloaded at build time (not in envbuild's "
+                   "cache) is not checked against the lock's sha256")
     if spec.runs:
         out.append("run() commands run as written; what they download is not locked")
     return tuple(out)
@@ -109,6 +110,30 @@ def _toolchains(spec: Spec) -> tuple[tuple[L.Download, ...], tuple[str, ...]]:
         else:
             unpinned.append(f"{attr} archives are checked against the upstream's published checksum at build time")
     return tuple(found), tuple(unpinned)
+
+
+def lock_extensions(
+    spec: Spec, context_dir: Path, *, arch: str = "amd64", root: Path | None = None, fetch: Any = None,
+) -> tuple[tuple[L.LockedExtension, ...], ...]:
+    """Resolve each extension id to a version and the sha256 of its .vsix (host side, like the build's
+    ``vscode.prepare``: the same Open VSX mirror and cache)."""
+    from envbuild.compiler import vscode
+    from envbuild.compiler.mirrors import Mirrors
+
+    if not spec.vscode_extensions:
+        return ()
+    mirrors = Mirrors.load()
+    root = root or vscode.cache_root()
+    kw = {"fetch": fetch} if fetch is not None else {}
+    out: list[tuple[L.LockedExtension, ...]] = []
+    for call in spec.vscode_extensions:
+        locked: list[L.LockedExtension] = []
+        for ext_id in call.names:
+            (ext,) = vscode.prepare([ext_id], context_dir=context_dir, mirrors=mirrors, root=root, arch=arch, **kw)
+            vsix = context_dir / ext_id if ext_id.lower().endswith(".vsix") else root / "vsix" / ext.source
+            locked.append(L.LockedExtension(ext_id, ext.version, "sha256:" + L._file_sha(vsix)))
+        out.append(tuple(locked))
+    return tuple(out)
 
 
 def _base(spec: Spec, client: Any) -> tuple[L.BaseImage, str]:
@@ -331,6 +356,7 @@ def resolve(
     )
     python = result.get("python.txt", b"").decode().strip()
     toolchains, unpinned = _toolchains(spec)
+    vscode_locked = lock_extensions(spec, context_dir, arch=platform.rsplit("/", 1)[-1])
     return L.Lock(
         inputs=L.lock_inputs(spec, context_dir),
         base=base,
@@ -340,6 +366,7 @@ def resolve(
         pip=pip,
         http=tuple(sorted(locked_http, key=lambda d: d.url)),
         toolchains=toolchains,
+        vscode=vscode_locked,
         unlocked=_unlocked(spec) + unpinned,
     )
 

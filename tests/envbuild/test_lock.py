@@ -289,3 +289,41 @@ def test_cli_package_names_need_upgrade(project: Path) -> None:
     assert r.returncode == 2 and "only accepted with --upgrade" in r.stderr
     r = subprocess.run([exe, "lock", "-p", str(project), "--check"], capture_output=True, text=True)
     assert r.returncode == 2 and "no lock file build.envd.lock" in r.stderr
+
+
+def _vsix(publisher: str, name: str, version: str) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("extension/package.json", json.dumps({"publisher": publisher, "name": name, "version": version}))
+        z.writestr("extension/extension.js", "exports.activate = () => {};\n")
+    return buf.getvalue()
+
+
+def test_vscode_extensions_are_pinned_and_cached_vsix_checked(tmp_path: Path) -> None:
+    import hashlib
+
+    write(tmp_path, 'base(image="local/debian:bookworm", dev=True)\ninstall.vscode_extensions(name=["pub.ext"])')
+    spec = spec_of(tmp_path)
+    blob = _vsix("pub", "ext", "1.2.3")
+    urls: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        urls.append(url)
+        if url.endswith("/api/pub/ext/linux-x64/latest"):
+            return json.dumps({"version": "1.2.3", "files": {"download": "http://mirror/ext.vsix"}}).encode()
+        assert url == "http://mirror/ext.vsix"
+        return blob
+
+    root = tmp_path / "cache"
+    locked = R.lock_extensions(spec, tmp_path, root=root, fetch=fetch)
+    assert locked == ((L.LockedExtension("pub.ext", "1.2.3", "sha256:" + hashlib.sha256(blob).hexdigest()),),)
+    lk = make_lock(spec, tmp_path, vscode=locked)
+    assert L.Lock.loads(lk.dumps()) == lk
+    assert L.apply_lock(spec, lk).vscode_extensions[0].names == ("pub.ext-1.2.3",)
+    assert L.check_vsix_cache(lk, root) == []
+    (root / "vsix" / "pub.ext-1.2.3.vsix").write_bytes(_vsix("pub", "ext", "1.2.3") + b"x")
+    (bad,) = L.check_vsix_cache(lk, root)
+    assert "pub.ext-1.2.3" in bad and "does not match" in bad
