@@ -1,4 +1,4 @@
-"""The importable build API: evaluate -> (skip check) -> compile -> connect -> solve -> image.
+"""The importable build API: evaluate -> (skip check) -> compile -> connect -> plan -> solve(s) -> outputs.
 
 >>> from envbuild.build import BuildOptions, build
 >>> result = build(BuildOptions(path="examples/jupyter"))
@@ -24,6 +24,8 @@ from envbuild.errors import BuildFailed, EngineUnreachable, UsageError
 
 if TYPE_CHECKING:
     from envbuild.compiler import CompiledBuild
+    from envbuild.compiler.mirrors import Mirrors
+    from envbuild.outputs import BuildOutputOptions
     from frontend.spec import Spec
 
 CA_CERT_ENV = "ENVBUILD_CA_CERT"
@@ -47,6 +49,7 @@ class BuildOptions:
     environ: Mapping[str, str] | None = None
     locked: bool = False
     offline: bool = False
+    outputs: BuildOutputOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class BuildResult:
     digest: str
     steps: tuple[Any, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    outcomes: tuple[Any, ...] = ()
+    """`envbuild.publish.StepOutcome` per planned solve (platform, export, pushed digests, saved files)."""
 
 
 def evaluate(options: BuildOptions) -> tuple[Spec, Path]:
@@ -165,13 +170,28 @@ def is_up_to_date(prep: Prepared) -> bool:
 
 
 def compile_for(
-    prep: Prepared, options: BuildOptions, *, client: Any = None, cache_bust: str = ""
+    prep: Prepared,
+    options: BuildOptions,
+    *,
+    client: Any = None,
+    cache_bust: str = "",
+    platform: str | None = None,
+    mirrors: Mirrors | None = None,
+    extensions: tuple[Any, ...] = (),
 ) -> CompiledBuild:
+    """Compile the prepared spec; ``extensions`` are those `prepare_extensions` unpacked (without
+    them the VS Code extensions are left out, with a note, so ``debug llb`` stays offline)."""
     from envbuild import compiler, images
     from envbuild.compiler.compile import compile as compile_spec
+    from envbuild.compiler.mirrors import Mirrors
 
     environ = os.environ if options.environ is None else options.environ
-    base = images.resolve(prep.spec.image, client)
+    plat = None
+    if platform and client is not None:
+        import llb
+
+        plat = llb.Platform.parse(platform)
+    base = images.resolve(prep.spec.image, client, platform=plat)
     opts = compiler.CompileOptions(
         project=prep.project,
         owner=prep.owner,
@@ -179,10 +199,33 @@ def compile_for(
         proxy=compiler.proxy_from_env(environ),
         network=options.network,
         python_mirror=options.python_mirror or environ.get(PYTHON_MIRROR_ENV) or None,
+        platform=platform,
         input_digest=prep.digest,
         cache_bust=cache_bust,
+        mirrors=mirrors if mirrors is not None else Mirrors.load(environ),
+        vscode_extensions=tuple(extensions),
+        vscode_cache=str(_vscode_cache()) if extensions else "",
+        context_dir=str(prep.context_dir),
     )
     return compile_spec(prep.spec, opts)
+
+
+def _vscode_cache() -> Path:
+    from envbuild.compiler.vscode import cache_root
+
+    return cache_root()
+
+
+def prepare_extensions(prep: Prepared, mirrors: Mirrors, *, arch: str = "amd64") -> tuple[Any, ...]:
+    """Download (Open VSX or its mirror) or take from the context, and unpack, the spec's VS Code
+    extensions on the host, cached under ``~/.cache/envbuild/vscode`` (a rebuild downloads nothing)."""
+    spec = prep.spec
+    ids = tuple(n for call in spec.vscode_extensions for n in call.names)
+    if not ids or not spec.dev:
+        return ()
+    from envbuild.compiler import vscode
+
+    return vscode.prepare(ids, context_dir=prep.context_dir, mirrors=mirrors, arch=arch)
 
 
 def read_ca_cert(options: BuildOptions) -> bytes | None:
@@ -199,51 +242,112 @@ def read_ca_cert(options: BuildOptions) -> bytes | None:
     return data
 
 
+def skip_check_names(prep: Prepared, outputs: BuildOutputOptions | None) -> tuple[str, ...]:
+    """The image names the up-to-date check must find, or () when it does not apply: only a plain
+    export into the engine's store (no push, no file, no cache export, no explicit platform)."""
+    if outputs is None:
+        return (prep.tag,)
+    out = outputs.outputs[0] if outputs.outputs else None
+    if outputs.push or outputs.platforms or outputs.cache_exports:
+        return ()
+    if out is not None and (out.type != "docker" or out.dest):
+        return ()
+    names = (out.names if out is not None else ()) or outputs.tags or (prep.tag,)
+    return tuple(names)
+
+
+def _all_up_to_date(prep: Prepared, names: tuple[str, ...]) -> bool:
+    from dataclasses import replace
+
+    return bool(names) and all(is_up_to_date(replace(prep, tag=n)) for n in names)
+
+
 def build(
     options: BuildOptions,
     *,
     on_event: Callable[[Any], None] | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> BuildResult:
+    """Build and deliver the outputs the options ask for (the engine's image store by default)."""
     t0 = time.monotonic()
     prep = prepare(options)
     ca = read_ca_cert(options)
-    if not options.no_cache and is_up_to_date(prep):
+    names = skip_check_names(prep, options.outputs)
+    if not options.no_cache and _all_up_to_date(prep, names):
         return BuildResult(prep.tag, None, True, time.monotonic() - t0, prep.spec, prep.digest)
 
     import llb
+    from envbuild import contexts, publish
+    from envbuild.compiler.mirrors import Mirrors
+    from envbuild.outputs import BuildOutputOptions, builder_caps, plan_build
 
+    environ = os.environ if options.environ is None else options.environ
+    mirrors = Mirrors.load(environ)
+    note = on_note or (lambda _text: None)
+    rb = contexts.resolve_builder(options.builder, env=environ)
     try:
-        client = llb.connect(options.builder)
+        client = rb.connect()
     except llb.LLBError as exc:
-        raise EngineUnreachable(str(exc)) from None
+        raise EngineUnreachable(f"{exc} [{rb.describe()}]") from None
+    cache_bust = _secrets.token_hex(8) if options.no_cache else ""
+    out_opts = options.outputs or BuildOutputOptions()
+    compiled_last: list[CompiledBuild] = []
+    notes: list[str] = []
     with client:
-        compiled = compile_for(prep, options, client=client, cache_bust=_secrets.token_hex(8) if options.no_cache else "")
-        for note in compiled.notes:
-            if on_note:
-                on_note(note)
-        local_dirs = {name: str(prep.context_dir) for name in compiled.local_dirs}
         try:
-            result = client.solve(
-                compiled.definition(),
-                export=llb.DockerImage(prep.tag),
-                local_dirs=local_dirs,
-                secrets={compiled.secrets[0]: ca} if ca else {},
-                image_config=compiled.image_config(),
-                entitlements=compiled.entitlements,
-                on_event=on_event,
-            )
-        except llb.ExecError as exc:
-            raise _step_failed(exc, compiled) from None
+            workers = client.list_workers()
         except llb.BuilderUnreachable as exc:
-            raise EngineUnreachable(str(exc)) from None
+            raise EngineUnreachable(f"{exc} [{rb.describe()}]") from None
+        except llb.LLBError:
+            workers = []
+        plan = plan_build(out_opts, caps=builder_caps(rb.kind), default_name=prep.tag, workers=workers)
+        explicit_platform = bool(out_opts.platforms)
+        secrets: dict[str, bytes] = {}
+
+        def solve(step: Any) -> Any:
+            platform = str(step.platform) if explicit_platform else None
+            if len(plan.solves) > 1:
+                note(f"building {step.describe}")
+            exts = prepare_extensions(prep, mirrors, arch=step.platform.architecture)
+            compiled = compile_for(
+                prep, options, client=client, cache_bust=cache_bust, platform=platform, mirrors=mirrors, extensions=exts
+            )
+            compiled_last[:] = [compiled]
+            for text in compiled.notes:
+                if text not in notes:
+                    notes.append(text)
+                    note(text)
+            if ca:
+                secrets[compiled.secrets[0]] = ca
+            try:
+                return client.solve(
+                    compiled.definition(),
+                    export=step.export,
+                    cache_imports=step.cache_imports,
+                    cache_exports=step.cache_exports,
+                    image_config=compiled.image_config() if step.is_image else None,
+                    local_dirs=dict(compiled.local_dirs),
+                    secrets=secrets,
+                    entitlements=compiled.entitlements,
+                    on_event=on_event,
+                )
+            except llb.ExecError as exc:
+                raise _step_failed(exc, compiled) from None
+
+        try:
+            outcomes = publish.execute_plan(plan, solve, docker_host=rb.docker_host, on_message=note)
+        except llb.BuilderUnreachable as exc:
+            raise EngineUnreachable(f"{exc} [{rb.describe()}]") from None
         except llb.Cancelled:
             raise KeyboardInterrupt from None
         except llb.LLBError as exc:
             raise BuildFailed(f"build failed: {exc}") from None
+    last = outcomes[-1].result if outcomes else None
+    steps = tuple(v for o in outcomes for v in o.result.vertices)
+    tag = next((o.step.image_names[0] for o in outcomes if o.step.image_names), prep.tag)
     return BuildResult(
-        prep.tag, result.image_id, False, time.monotonic() - t0, prep.spec, prep.digest,
-        steps=tuple(result.vertices), notes=compiled.notes,
+        tag, getattr(last, "image_id", None), False, time.monotonic() - t0, prep.spec, prep.digest,
+        steps=steps, notes=tuple(notes), outcomes=tuple(outcomes),
     )
 
 
