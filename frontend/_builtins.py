@@ -151,6 +151,16 @@ def _check(b: Builtin, p: Param, v: Any) -> Any:
     return v
 
 
+def _has_nul(v: Any) -> bool:
+    if isinstance(v, str):
+        return "\x00" in v
+    if isinstance(v, (list, tuple)):
+        return any(_has_nul(x) for x in v)
+    if isinstance(v, dict):
+        return any(_has_nul(k) or _has_nul(x) for k, x in v.items())
+    return False
+
+
 def bind(b: Builtin, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """Map a call's arguments onto the parameters, with messages that name the parameter."""
     params = b.params
@@ -179,6 +189,10 @@ def bind(b: Builtin, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
     out: dict[str, Any] = {}
     for p in params:
         if p.name in values:
+            if _has_nul(values[p.name]):
+                raise ValueError_(
+                    f"{b.qualname}(): '{p.name}' contains a NUL character (\\x00); no command, path or variable can hold one"
+                )
             out[p.name] = _check(b, p, values[p.name])
         elif p.required:
             raise TypeError_(
