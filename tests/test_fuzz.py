@@ -173,7 +173,7 @@ def test_generated_calls_give_a_spec_or_a_positioned_error(context: Path, case: 
     try:
         spec = frontend.evaluate(context, user_config=False, timeout=2.0, offline=True, on_print=lambda _s: None)
     except EnvdError as e:
-        text = source.splitlines()
+        text = source.split("\n")
         assert e.file == "build.envd", (str(e), source)
         assert e.line in call_lines, (str(e), source)
         assert e.col is not None and 1 <= e.col <= len(text[e.line - 1]) + 1, (str(e), source)
@@ -212,7 +212,7 @@ def test_damaged_files_fail_with_a_position(context: Path, source: str) -> None:
     try:
         spec = frontend.evaluate(context, user_config=False, timeout=2.0, offline=True, on_print=lambda _s: None)
     except EnvdError as e:
-        n = max(1, len(source.splitlines()))
+        n = max(1, len(source.split("\n")))
         assert e.file == "build.envd" and e.line is not None, (str(e), source)
         assert 1 <= e.line <= n + 1, (str(e), source)
         return
