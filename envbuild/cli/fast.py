@@ -72,6 +72,8 @@ def version(short: bool) -> None:
 def _build(o: _Options) -> bool:
     from envbuild.cli.args import build_options, report_if_up_to_date
 
+    if o["output"] is not None:
+        return False  # outputs other than the engine's store are planned per builder: typer's path
     return report_if_up_to_date(build_options(**o))
 
 
@@ -90,6 +92,8 @@ def _version(o: _Options) -> bool:
     return True
 
 
+_REPEATABLE = {"tag"}
+"""Options typer collects into a list (``build -t a -t b``): given twice, typer handles the line."""
 _PATH = ("path", Path, Path("."))
 _FILE = ("file", str, None)
 _OWNER = ("owner", str, None)
@@ -121,6 +125,7 @@ def parse(argv: Sequence[str]) -> tuple[Callable[[_Options], bool], _Options] | 
         return None
     options: _Options = {kw: default for kw, _, default in spec.values()}
     rest = list(argv[len(words) :])
+    given: set[str] = set()
     i = 0
     while i < len(rest):
         token = rest[i]
@@ -141,6 +146,9 @@ def parse(argv: Sequence[str]) -> tuple[Callable[[_Options], bool], _Options] | 
             i += 1
         if not value or value.startswith("-"):
             return None
+        if kw in _REPEATABLE and kw in given:
+            return None
+        given.add(kw)
         options[kw] = kind(value)
         i += 1
     return runner, options

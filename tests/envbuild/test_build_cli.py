@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 import frontend
-from envbuild.build import input_digest
-from envbuild.cli.commands.build import output_tag, parse_owner
+from envbuild.build import Prepared, input_digest, skip_check_names
+from envbuild.cli.args import parse_owner
+from envbuild.outputs import parse_build_options
 from envbuild.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +70,32 @@ def test_options() -> None:
     assert parse_owner("1000") == (1000, 1000) and parse_owner("1:2") == (1, 2)
     with pytest.raises(UsageError):
         parse_owner("x")
-    assert output_tag("type=docker,name=a/b:1", None) == "a/b:1"
-    with pytest.raises(UsageError, match="not supported"):
-        output_tag("type=image,name=r/x:1,push=true", None)
+
+
+
+def test_skip_check_only_for_plain_engine_store_exports() -> None:
+    prep = Prepared(None, Path("/p"), "p", "p:dev", (1, 1), "sha256:x")  # type: ignore[arg-type]
+    assert skip_check_names(prep, None) == ("p:dev",)
+    assert skip_check_names(prep, parse_build_options()) == ("p:dev",)
+    assert skip_check_names(prep, parse_build_options(tags=["a:1", "b:2"])) == ("a:1", "b:2")
+    assert skip_check_names(prep, parse_build_options(outputs=["type=docker,name=c:3"])) == ("c:3",)
+    for opts in (
+        parse_build_options(tags=["r/a:1"], push=True),
+        parse_build_options(outputs=["type=tar,dest=x.tar"]),
+        parse_build_options(outputs=["type=docker,dest=x.tar"], tags=["a:1"]),
+        parse_build_options(outputs=["type=local,dest=out"]),
+        parse_build_options(platforms=["linux/arm64"]),
+        parse_build_options(tags=["r/a:1"], push=True, export_cache=["type=inline"]),
+    ):
+        assert skip_check_names(prep, opts) == ()
+
+
+def test_build_output_flags_are_usage_errors_before_building(tmp_path: Path) -> None:
+    (tmp_path / "build.envd").write_text('def build():\n    base(image="local/debian:bookworm")\n')
+    env = {"DOCKER_HOST": "unix:///nonexistent.sock", "BUILDKIT_HOST": ""}
+    r = cli("build", "-p", str(tmp_path), "-t", "a:1", "-o", "type=docker,name=b:1", env=env)
+    assert r.returncode == 2 and "disagree" in r.stderr
+    r = cli("build", "-p", str(tmp_path), "--push", "-o", "type=tar,dest=x.tar", env=env)
+    assert r.returncode == 2 and "--push needs an image output" in r.stderr
+    r = cli("build", "-p", str(tmp_path), "-o", "type=zip", env=env)
+    assert r.returncode == 2 and "unknown type" in r.stderr
