@@ -12,11 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import urllib.error
-import urllib.parse
-import urllib.request
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +48,8 @@ Fetch = Callable[[str], bytes]
 
 
 def _urlopen(url: str) -> bytes:
+    import urllib.request  # here, not at the top: http.client and email cost ~15 ms on every compile
+
     req = urllib.request.Request(url, headers={"User-Agent": "envbuild", "Accept": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 (the URL is the user's mirror)
         return r.read()
@@ -67,6 +64,9 @@ def _split(ext_id: str) -> tuple[str, str, str | None]:
 
 def unpack(vsix: Path, into: Path, source: str) -> Extension:
     """The ``extension/`` directory of a .vsix, named from its package.json."""
+    import shutil
+    import zipfile
+
     try:
         with zipfile.ZipFile(vsix) as z:
             manifest = json.loads(z.read("extension/package.json"))
@@ -100,6 +100,8 @@ def _from_open_vsx(ext_id: str, mirrors: Mirrors, root: Path, arch: str, fetch: 
         cached = vsix_dir / f"{publisher}.{name}-{version}.vsix".lower()
         if cached.is_file():
             return unpack(cached, root / "extensions", cached.name)
+    import urllib.error
+
     platform = TARGET_PLATFORM.get(arch, "linux-x64")
     api = f"{mirrors.openvsx}/api/{publisher}/{name}/{platform}/{version or 'latest'}"
     try:
