@@ -1,0 +1,216 @@
+"""`envbuild build` end to end, through the CLI: outputs (tar, local, --push to the loopback registry
+then pulled back under another name), proxy values kept out of cache keys, and the part-2 stages
+wired into the compiler (a conda env from a test-made channel, a .vsix from the build context)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import tarfile
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.envbuild.conda_channel import demo_packages, write_channel
+from tests.envbuild.test_vscode_e2e import make_vsix
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = "local/debian:bookworm"
+REGISTRY = os.environ.get("ENVBUILD_TEST_REGISTRY", "127.0.0.1:5000")
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "FTP_PROXY")
+
+
+def _engine_reason() -> str | None:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(2)
+    try:
+        s.connect("/var/run/docker.sock")
+    except OSError as exc:
+        return f"no Docker engine at /var/run/docker.sock ({exc.strerror or exc})"
+    finally:
+        s.close()
+    if subprocess.run(["docker", "image", "inspect", BASE], capture_output=True).returncode != 0:
+        return f"base image {BASE} is not in the engine's store"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _engine() -> None:
+    reason = _engine_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture()
+def uid() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def envbuild(args: list[str], *, env: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k.upper() not in _PROXY_VARS and k != "BUILDKIT_HOST"}
+    return subprocess.run(
+        [str(ROOT / ".venv/bin/envbuild"), *args, "--progress", "plain"],
+        capture_output=True, text=True, timeout=timeout, env={**base, **(env or {})},
+    )
+
+
+def _ran(stderr: str) -> list[str]:
+    """Steps of `--progress plain` output that ran (not cached), besides exporting and image pulls."""
+    names: dict[str, str] = {}
+    ran: list[str] = []
+    for line in stderr.splitlines():
+        num, _, rest = line.partition(" ")
+        if not num.startswith("#") or not rest:
+            continue
+        if num not in names:
+            names[num] = rest
+        elif rest.startswith("DONE") and not names[num].startswith(("exporting", "[internal]", "docker-image://", "base ")):
+            ran.append(names[num])
+    return ran
+
+
+def _project(root: Path, body: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "build.envd").write_text("def build():\n" + "".join(f"    {line}\n" for line in body.strip().splitlines()))
+    return root
+
+
+def _rmi(*names: str) -> None:
+    subprocess.run(["docker", "rmi", "-f", *names], capture_output=True)
+
+
+def _docker(*args: str) -> str:
+    out = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_tar_and_local_outputs(tmp_path: Path, uid: str) -> None:
+    proj = _project(tmp_path / "p", f'base(image="{BASE}", dev=False)\nrun(commands=["echo {uid} > /hello"])')
+    tar_dest = tmp_path / "out" / "rootfs.tar"
+    r = envbuild(["build", "-p", str(proj), "--output", f"type=tar,dest={tar_dest}"])
+    assert r.returncode == 0, r.stderr
+    assert f"filesystem tarball {tar_dest}" in r.stderr
+    with tarfile.open(tar_dest) as tf:
+        member = tf.extractfile("hello")
+        assert member is not None and member.read().decode().strip() == uid
+        assert "etc/debian_version" in tf.getnames()
+    local_dest = tmp_path / "out" / "rootfs"
+    r = envbuild(["build", "-p", str(proj), "-o", f"type=local,dest={local_dest}"])
+    assert r.returncode == 0, r.stderr
+    assert _ran(r.stderr) == [], "the same graph: every step cached"
+    assert (local_dest / "hello").read_text().strip() == uid
+    assert (local_dest / "etc" / "debian_version").is_file()
+
+
+def _registry_reason() -> str | None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{REGISTRY}/v2/", timeout=2) as resp:
+            return None if resp.status == 200 else f"registry at {REGISTRY} answered {resp.status}"
+    except OSError as exc:
+        return f"no registry at {REGISTRY} ({exc}); run scripts/setup-engine.sh --registry"
+
+
+@pytest.mark.registry
+def test_push_then_pull_under_another_name_and_run(tmp_path: Path, uid: str) -> None:
+    reason = _registry_reason()
+    if reason:
+        pytest.skip(reason)
+    proj = _project(tmp_path / "pushme", f'base(image="{BASE}", dev=False)\nrun(commands=["echo pushed-{uid} > /hello"])')
+    ref = f"{REGISTRY}/envbuild-e2e/push-{uid}"
+    pulled = f"envbuild-e2e/pulled:{uid}"
+    try:
+        r = envbuild(["build", "-p", str(proj), "-t", f"{ref}:1", "-t", f"{ref}:latest", "--push"])
+        assert r.returncode == 0, r.stderr
+        assert f"pushed {ref}:1@sha256:" in r.stderr and f"pushed {ref}:latest@sha256:" in r.stderr
+        _rmi(f"{ref}:1", f"{ref}:latest")
+        _docker("pull", f"{ref}:1")
+        _docker("tag", f"{ref}:1", pulled)
+        _rmi(f"{ref}:1")
+        assert _docker("run", "--rm", pulled, "cat", "/hello").strip() == f"pushed-{uid}"
+        labels = json.loads(_docker("image", "inspect", "--format", "{{json .Config.Labels}}", pulled))
+        assert labels["ai.envbuild.vendor"] == "envbuild" and labels["ai.envbuild.project"] == "pushme"
+    finally:
+        _rmi(f"{ref}:1", f"{ref}:latest", pulled)
+
+
+def test_proxy_values_do_not_change_cache_keys(tmp_path: Path, uid: str) -> None:
+    """Proxies reach run steps as ExecOp proxy env, which BuildKit leaves out of cache keys: a build
+    with other proxy values is fully cached (the step did not run again, so it still shows the first)."""
+    proj = _project(
+        tmp_path / "proxy",
+        f'base(image="{BASE}", dev=False)\nrun(commands=["echo {uid}", "env | grep -i _proxy= | sort > /proxies"])',
+    )
+    a, b = f"envbuild-e2e/proxy-a:{uid}", f"envbuild-e2e/proxy-b:{uid}"
+    try:
+        r = envbuild(["build", "-p", str(proj), "-t", a], env={"HTTP_PROXY": "http://proxy-a.invalid:3128", "NO_PROXY": "x"})
+        assert r.returncode == 0, r.stderr
+        assert "proxy variables are passed as step env" not in r.stderr
+        first = _docker("run", "--rm", a, "cat", "/proxies")
+        assert "http://proxy-a.invalid:3128" in first
+        r = envbuild(["build", "-p", str(proj), "-t", b], env={"https_proxy": "http://proxy-b.invalid:8080"})
+        assert r.returncode == 0, r.stderr
+        assert f"run: echo {uid}" in r.stderr and _ran(r.stderr) == [], r.stderr
+        assert _docker("run", "--rm", b, "cat", "/proxies") == first
+        env_b = json.loads(_docker("image", "inspect", "--format", "{{json .Config.Env}}", b))
+        assert not any("proxy" in e.lower() for e in env_b), "proxies never reach the image config"
+    finally:
+        _rmi(a, b)
+
+
+@pytest.fixture()
+def part2_project(tmp_path: Path) -> Iterator[tuple[Path, str, dict[str, str]]]:
+    proj = tmp_path / "part2"
+    write_channel(proj / "channel", demo_packages())
+    (proj / "local-ext.vsix").write_bytes(make_vsix("Local-Pub", "local-ext", "0.0.1"))
+    _project(
+        proj,
+        f'''
+base(image="{BASE}", dev=True)
+install.conda(use_mamba=True)
+config.conda_channel(channel="channels: []\\n")
+install.conda_packages(name=["greet"], channel=["./channel"])
+install.vscode_extensions(name=["local-ext.vsix"])
+''',
+    )
+    tag = f"envbuild-e2e/part2:{uuid.uuid4().hex[:10]}"
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "DOCKER_CONFIG": str(home / ".docker")}
+    if CA_BUNDLE.is_file():
+        env["ENVBUILD_CA_CERT"] = str(CA_BUNDLE)
+    try:
+        yield proj, tag, env
+    finally:
+        _rmi(tag)
+
+
+def test_conda_and_vsix_through_envbuild_build(part2_project: tuple[Path, str, dict[str, str]]) -> None:
+    proj, tag, env = part2_project
+    r = envbuild(["build", "-p", str(proj), "-t", tag, "--owner", "1000:1000"], env=env)
+    assert r.returncode == 0, r.stderr
+    assert _docker("run", "--rm", tag, "greet") == "hello from a stdlib conda package\n"
+    assert _docker("run", "--rm", tag, "sh", "-c", "command -v greet").strip() == "/opt/conda/envs/envd/bin/greet"
+    listing = _docker("run", "--rm", tag, "conda", "list", "-n", "envd")
+    rows = {line.split()[0]: line.split()[1] for line in listing.splitlines() if line and not line.startswith("#")}
+    assert rows == {"greet": "2.1", "greeting-data": "1.0"}
+    ext = "/home/envd/.vscode-server/extensions"
+    out = _docker("run", "--rm", tag, "sh", "-c", f"cd {ext} && stat -c '%u:%g %n' local-pub.local-ext-0.0.1/package.json extensions.json")
+    assert out.splitlines() == ["1000:1000 local-pub.local-ext-0.0.1/package.json", "1000:1000 extensions.json"]
+    manifest = json.loads(_docker("run", "--rm", tag, "cat", f"{ext}/extensions.json"))
+    assert [m["identifier"]["id"] for m in manifest] == ["local-pub.local-ext"]
+    config = json.loads(_docker("image", "inspect", "--format", "{{json .Config.Env}}", tag))
+    assert "CONDA_PREFIX=/opt/conda/envs/envd" in config
+    assert next(e for e in config if e.startswith("PATH=")).startswith("PATH=/opt/conda/envs/envd/bin:")
+    assert (Path(env["HOME"]) / ".cache/envbuild/vscode/extensions/local-pub.local-ext-0.0.1/package.json").is_file()
+    again = envbuild(["build", "-p", str(proj), "-t", tag, "--owner", "1000:1000"], env=env)
+    assert again.returncode == 0 and "is up to date" in again.stderr, again.stderr
