@@ -49,16 +49,16 @@ def build():
     config.jupyter()
 """
 
-# The same environment by hand: Debian's python3 + venv, sshd, supervisor, git; pip into a venv.
+# The same environment by hand: Debian's python3 + venv, sshd, supervisor, git; one requirements.txt
+# (jupyterlab + the project's packages) pip-installed into a venv -- the usual way, and the baseline of
+# the issue (a line added to requirements.txt reinstalls all of it).
 DOCKERFILE = """FROM {base}
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl git less openssh-client \\
     openssh-server procps sudo supervisor python3 python3-venv && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
 RUN useradd -m -u 1000 -s /bin/bash envd && echo 'envd ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/envd
 RUN python3 -m venv /opt/venv && chown -R envd /opt/venv
-COPY ca.crt /tmp/ca.crt
-RUN PIP_CERT=/tmp/ca.crt /opt/venv/bin/pip install -q jupyterlab
-COPY requirements.txt /tmp/requirements.txt
+COPY ca.crt requirements.txt /tmp/
 RUN PIP_CERT=/tmp/ca.crt /opt/venv/bin/pip install -q -r /tmp/requirements.txt && rm /tmp/ca.crt
 USER envd
 WORKDIR /home/envd
@@ -164,7 +164,7 @@ class Projects:
         pkgs = ["numpy"] + [f'{p}; sys_platform != "bench{self.run_id}"' for p in extra]
         (self.ours / "build.envd").write_text(BUILD_ENVD.format(base=LOCAL_BASE, pkgs=json.dumps(pkgs)))
         (self.theirs / "Dockerfile").write_text(DOCKERFILE.format(base=LOCAL_BASE))
-        (self.theirs / "requirements.txt").write_text("\n".join(["numpy", *extra, f"# {self.run_id}"]) + "\n")
+        (self.theirs / "requirements.txt").write_text("\n".join(["jupyterlab", "numpy", *extra, f"# {self.run_id}"]) + "\n")
 
     def ours_t(self, *extra: str) -> float:
         return run([*self.build, *extra])
