@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets as _secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -102,7 +101,8 @@ def input_digest(spec: Spec, context_dir: Path, *, owner: tuple[int, int], base_
     for part in (f"envbuild {__version__}", spec.to_json(), f"owner {owner[0]}:{owner[1]}", f"base {base_id}", extra):
         h.update(part.encode())
         h.update(b"\0")
-    for rel in sorted(set(spec.inputs)):
+    vsix = [n for call in spec.vscode_extensions for n in call.names if n.lower().endswith(".vsix")]
+    for rel in sorted({*spec.inputs, *vsix}):
         p = context_dir / rel
         h.update(rel.encode() + b"\0")
         if p.is_dir():
@@ -126,9 +126,10 @@ def _file_digest(p: Path) -> bytes:
 def prepare(options: BuildOptions) -> Prepared:
     from envbuild import images
     from envbuild.compiler import project_name
-    from envbuild.outputs import validate_image_name
 
     if options.tag:
+        from envbuild.outputs import validate_image_name
+
         validate_image_name(options.tag)
     spec, ctx = evaluate(options)
     spec = _use_lock(spec, ctx, options)
@@ -289,6 +290,8 @@ def build(
         client = rb.connect()
     except llb.LLBError as exc:
         raise EngineUnreachable(f"{exc} [{rb.describe()}]") from None
+    import secrets as _secrets
+
     cache_bust = _secrets.token_hex(8) if options.no_cache else ""
     out_opts = options.outputs or BuildOutputOptions()
     compiled_last: list[CompiledBuild] = []
