@@ -1,0 +1,123 @@
+"""`envbuild.build.build` with a recording builder: the plan drives the solves (one compile per
+platform, image config only for image exports, local sources at their host paths, cache options)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import llb
+from envbuild import build as B
+from envbuild import contexts, images
+from envbuild.compiler import UNRESOLVED
+from envbuild.outputs import parse_build_options
+
+
+@dataclass
+class _Result:
+    image_id: str | None
+    vertices: list[Any] = field(default_factory=list)
+
+
+class _Client:
+    def __init__(self, platforms: tuple[llb.Platform, ...]) -> None:
+        self.platforms = platforms
+        self.solves: list[dict[str, Any]] = []
+
+    def __enter__(self) -> _Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def list_workers(self) -> list[Any]:
+        return [_Worker(self.platforms)]
+
+    def solve(self, definition: llb.Definition, **kwargs: Any) -> _Result:
+        self.solves.append({"definition": definition, **kwargs})
+        return _Result(f"sha256:{len(self.solves)}" if kwargs["image_config"] is not None else None)
+
+
+@dataclass
+class _Worker:
+    platforms: tuple[llb.Platform, ...]
+
+
+@dataclass
+class _Builder:
+    client: _Client
+    kind: str = "docker"
+    docker_host: str | None = None
+
+    def connect(self) -> _Client:
+        return self.client
+
+    def describe(self) -> str:
+        return "test builder"
+
+
+@pytest.fixture()
+def recorder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> _Client:
+    client = _Client((llb.Platform("linux", "amd64"), llb.Platform("linux", "386")))
+    monkeypatch.setattr(contexts, "resolve_builder", lambda *a, **k: _Builder(client))
+    monkeypatch.setattr(images, "resolve", lambda *a, **k: UNRESOLVED)
+    monkeypatch.setattr(images, "inspect_image", lambda *a, **k: None)
+    monkeypatch.setattr(images, "image_labels", lambda *a, **k: None)
+    return client
+
+
+def _project(tmp_path: Path) -> Path:
+    (tmp_path / "r.txt").write_text("six\n")
+    (tmp_path / "build.envd").write_text(
+        'def build():\n    base(image="local/debian:bookworm", dev=False)\n'
+        '    install.python_packages(requirements="r.txt")\n'
+    )
+    return tmp_path
+
+
+def _options(tmp_path: Path, **outputs: Any) -> B.BuildOptions:
+    return B.BuildOptions(
+        path=str(_project(tmp_path)), owner=(1000, 1000), environ={"HOME": str(tmp_path)},
+        outputs=parse_build_options(**outputs),
+    )
+
+
+def test_two_platforms_two_compiles_with_suffixed_tags(recorder: _Client, tmp_path: Path) -> None:
+    result = B.build(_options(tmp_path, tags=["env:v1"], platforms=["linux/amd64,linux/386"]))
+    assert len(recorder.solves) == 2
+    plats = []
+    for solve in recorder.solves:
+        ops = solve["definition"].to_json()
+        plats.append({(o["Op"].get("platform") or {}).get("Architecture") for o in ops if "platform" in o["Op"]})
+        assert solve["local_dirs"] == {"context": str(tmp_path.resolve())}
+        assert solve["image_config"] is not None
+    assert plats == [{"amd64"}, {"386"}]
+    assert [s["export"].name for s in recorder.solves] == [("env:v1-linux-amd64",), ("env:v1-linux-386",)]
+    assert [o.step.image_names for o in result.outcomes] == [("env:v1-linux-amd64",), ("env:v1-linux-386",)]
+    assert not result.up_to_date
+
+
+def test_tar_output_gets_no_image_config_and_cache_options_pass_through(recorder: _Client, tmp_path: Path) -> None:
+    B.build(_options(tmp_path, outputs=[f"type=tar,dest={tmp_path / 'fs.tar'}"], import_cache=["reg.example/env:cache"]))
+    (solve,) = recorder.solves
+    assert solve["image_config"] is None
+    assert type(solve["export"]).__name__ == "TarExport"
+    assert [(c.type, dict(c.attrs)) for c in solve["cache_imports"]] == [("registry", {"ref": "reg.example/env:cache"})]
+
+
+def test_default_export_is_the_engine_store_under_the_default_tag(recorder: _Client, tmp_path: Path) -> None:
+    result = B.build(_options(tmp_path))
+    (solve,) = recorder.solves
+    assert solve["export"].name == (f"{tmp_path.name.lower()}:dev",)
+    assert result.tag == f"{tmp_path.name.lower()}:dev" and result.image_id == "sha256:1"
+
+
+def test_registry_cache_export_on_the_engine_fails_before_solving(recorder: _Client, tmp_path: Path) -> None:
+    from envbuild.errors import UsageError
+
+    with pytest.raises(UsageError, match="cannot export cache"):
+        B.build(_options(tmp_path, tags=["r.example/e:1"], push=True, export_cache=["type=registry,ref=r.example/e:c"]))
+    assert recorder.solves == []
