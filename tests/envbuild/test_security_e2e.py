@@ -101,6 +101,8 @@ def leaks(tag: str, needles: list[bytes]) -> list[str]:
 
 def make_ca(tmp_path: Path) -> tuple[Path, bytes]:
     """A CA bundle (the system one plus a fresh self-signed certificate) and a needle unique to it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test CA")
     key, cert = tmp_path / "ca.key", tmp_path / "ca.crt"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
                     f"/CN=envbuild-test-ca-{uuid.uuid4().hex[:8]}", "-keyout", str(key), "-out", str(cert)],
