@@ -29,6 +29,8 @@ command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 command -v git >/dev/null 2>&1 || need_pkgs+=(git)
 command -v skopeo >/dev/null 2>&1 || need_pkgs+=(skopeo)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+command -v setpriv >/dev/null 2>&1 || need_pkgs+=(util-linux)
 if [ "$WITH_REGISTRY" = 1 ] && ! command -v docker-registry >/dev/null 2>&1; then
   need_pkgs+=(docker-registry)
 fi
