@@ -72,7 +72,7 @@ def _ran(stderr: str) -> list[str]:
             continue
         if num not in names:
             names[num] = rest
-        elif rest.startswith("DONE") and not names[num].startswith(("exporting", "[internal]", "docker-image://", "base ")):
+        elif rest.startswith("DONE") and not names[num].startswith(("exporting", "[internal]", "docker-image://", "base ", "resolve ")):
             ran.append(names[num])
     return ran
 
