@@ -69,15 +69,37 @@ def main(argv: list[str] | None = None) -> None:
 
         if fast.dispatch(args):
             return
+        from typer.exceptions import TyperException
+
         from envbuild.cli.app import app
 
-        app(args=args, prog_name="envbuild", standalone_mode=True)
+        try:
+            code = app(args=args, prog_name="envbuild", standalone_mode=False)
+        except TyperException as exc:
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                print(ctx.get_help())
+                return
+            print(f"envbuild: error: {_one_line(exc)}", file=sys.stderr)
+            raise SystemExit(getattr(exc, "exit_code", EXIT_USAGE)) from None
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            raise SystemExit(code)
     except EnvbuildError as exc:
         print(f"envbuild: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         print("envbuild: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def _one_line(exc: Exception) -> str:
+    """A usage error as one line, with where to read more (instead of typer's boxed usage text)."""
+    format_message = getattr(exc, "format_message", None)
+    message = " ".join((format_message() if format_message else str(exc)).split())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and getattr(ctx, "command_path", None):
+        return f"{message} (see '{ctx.command_path} --help')"
+    return message
 
 
 __all__ = ["app", "main", "EXIT_USAGE"]

@@ -245,3 +245,18 @@ def test_build_of_broken_file_is_a_usage_error(env: dict[str, str], project: Pat
     (project / "build.envd").write_text("def build():\n    base(dev=True)\n    install.pyton()\n")
     p = envbuild(["build", "-p", str(project)], env)
     assert_usage_error(p, "build.envd:3:5:", "install.python")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["build", "--bogus"], ["nope"], ["up", "--volume"], ["context", "use"]],
+)
+def test_usage_errors_are_one_line_without_a_box(argv: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "from envbuild.cli import main; main()", *argv],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("envbuild: error: "), proc.stderr
+    assert "╭" not in proc.stderr and "Traceback" not in proc.stderr
