@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> None:
                 return
             print(f"envbuild: error: {_one_line(exc)}", file=sys.stderr)
             raise SystemExit(getattr(exc, "exit_code", EXIT_USAGE)) from None
-        if isinstance(code, int) and not isinstance(code, bool) and code:
-            raise SystemExit(code)
+        raise SystemExit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
     except EnvbuildError as exc:
         print(f"envbuild: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
