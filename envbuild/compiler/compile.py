@@ -36,7 +36,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import llb
-from envbuild.compiler import cuda, part2
+from envbuild.compiler import credentials, cuda, part2
 from envbuild.compiler import devfiles as D
 from envbuild.compiler import scripts as S
 from envbuild.compiler.options import CompileOptions, project_name  # noqa: F401 (re-export)
@@ -80,6 +80,8 @@ class CompiledBuild:
     entitlements: tuple[str, ...]
     proxy: Mapping[str, str]
     notes: tuple[str, ...] = ()
+    secret_values: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}))
+    """Session secrets the solve must provide besides the CA (the index netrc); never in the LLB."""
 
     def definition(self) -> llb.Definition:
         return self.state.marshal(platform=self._platform)
@@ -110,6 +112,14 @@ def compile(spec: Spec, options: CompileOptions | None = None) -> CompiledBuild:
     return _Compiler(spec, options or CompileOptions()).run()
 
 
+def solve_secrets(compiled: CompiledBuild, ca: bytes | None) -> dict[str, bytes]:
+    """The session secrets a solve of ``compiled`` needs: the CA bundle (if any) and the index netrc."""
+    out = dict(compiled.secret_values)
+    if ca:
+        out[S.CA_SECRET_ID] = ca
+    return out
+
+
 @dataclass
 class _Compiler:
     spec: Spec
@@ -118,6 +128,14 @@ class _Compiler:
     notes: list[str] = field(default_factory=list)
     uses_context: bool = False
     add: Additions = NONE
+    netrc: bytes = b""
+    label_spec: Spec | None = None
+
+    def __post_init__(self) -> None:
+        """The LLB never sees index credentials: they travel as the netrc secret (`credentials`)."""
+        self.netrc = credentials.netrc(self.spec)
+        self.label_spec = credentials.public_spec(self.spec)
+        self.spec = credentials.without_credentials(self.spec)
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -146,10 +164,17 @@ class _Compiler:
         return f"{HOME}/{self.opts.project}"
 
     def net_mounts(self, *, uid: int = 0, gid: int = 0) -> list[llb.Mount]:
-        return [
+        mounts = [
             llb.secret(S.CA_SECRET_PATH, S.CA_SECRET_ID, uid=uid, gid=gid, mode=0o400, optional=True),
             llb.tmpfs(S.TLS_DIR),
         ]
+        if self.netrc:
+            # owned by the image user: pip/uv steps drop to it (root reads it anyway)
+            mounts.append(llb.secret(credentials.NETRC_PATH, credentials.NETRC_SECRET_ID, uid=self.uid, gid=self.gid, mode=0o400))
+        return mounts
+
+    def netrc_env(self) -> dict[str, str]:
+        return {"NETRC": credentials.NETRC_PATH} if self.netrc else {}
 
     def apt_mounts(self) -> list[llb.Mount]:
         return [
@@ -174,7 +199,7 @@ class _Compiler:
         kwargs, proxy_env = self.proxy_kwargs() if network else ({}, {})
         return state.run(
             [shell, "-c", script],
-            env={**STEP_PATH, **(env or {}), **proxy_env, **self.bust()},
+            env={**STEP_PATH, **(self.netrc_env() if network else {}), **(env or {}), **proxy_env, **self.bust()},
             user=user,
             cwd=cwd,
             mounts=all_mounts,
@@ -275,10 +300,11 @@ class _Compiler:
             image=self.image_config(),
             steps=tuple(self.steps),
             local_dirs=MappingProxyType(local_dirs),
-            secrets=(S.CA_SECRET_ID,),
+            secrets=(S.CA_SECRET_ID, *((credentials.NETRC_SECRET_ID,) if self.netrc else ())),
             entitlements=("network.host",) if self.opts.network == "host" else (),
             proxy=MappingProxyType(dict(self.opts.proxy)),
             notes=tuple(self.notes),
+            secret_values=MappingProxyType({credentials.NETRC_SECRET_ID: self.netrc} if self.netrc else {}),
         )
 
     def check_supported(self) -> None:
@@ -533,7 +559,7 @@ class _Compiler:
             kwargs, proxy_env = self.proxy_kwargs()
             state = state.run(
                 ["/bin/bash", "-c", S.user_run(call.commands)],
-                env={**env, **proxy_env, **self.bust()},
+                env={**env, **self.netrc_env(), **proxy_env, **self.bust()},
                 user=user,
                 cwd=self.workdir,
                 mounts=mounts,
@@ -563,7 +589,7 @@ class _Compiler:
         labels.update(
             {
                 LABEL + "vendor": "envbuild",
-                LABEL + "spec": spec.to_json(),
+                LABEL + "spec": (self.label_spec or credentials.public_spec(spec)).to_json(),
                 LABEL + "digest": self.opts.input_digest,
                 LABEL + "project": self.opts.project,
                 LABEL + "dev": "true" if spec.dev else "false",

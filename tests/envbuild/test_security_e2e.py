@@ -208,7 +208,6 @@ def _compile(tmp_path: Path, body: str):  # noqa: ANN202 - CompiledBuild
     return compile_spec(frontend.evaluate(tmp_path, user_config=False))
 
 
-@pytest.mark.xfail(strict=True, reason="the compiler stores config.jupyter(token=...) in the ai.envbuild.spec label")
 def test_spec_label_carries_no_jupyter_token(tmp_path: Path) -> None:
     token = f"tok-{uuid.uuid4().hex}"
     compiled = _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=True)\n'
@@ -217,8 +216,6 @@ def test_spec_label_carries_no_jupyter_token(tmp_path: Path) -> None:
     assert token.encode() not in compiled.definition().to_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="config.pip_index credentials are written to /etc/pip.conf in a layer "
-                                       "and to the spec label")
 def test_index_credentials_stay_out_of_the_image(tmp_path: Path) -> None:
     password = f"pw{uuid.uuid4().hex}"
     compiled = _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=False)\n'
