@@ -1,7 +1,7 @@
 """Marshalling a graph into a `pb.Definition`, and the Definition value itself.
 
-The bytes are deterministic: ops are serialised with deterministic protobuf
-encoding, digests are sha256 over exactly those bytes, and ops appear in a
+The bytes are deterministic: ops are serialised like protobuf's deterministic
+encoding (by `llb._wire`, so marshalling never imports protobuf), digests are sha256 over exactly those bytes, and ops appear in a
 fixed depth-first order. The same graph therefore always yields the same
 digests, which is what makes BuildKit's cache hit.
 """
@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from . import _wire
 from .errors import InvalidGraph
 from .platform import Platform
 from .state import MarshalContext, Output, Vertex
@@ -44,26 +45,24 @@ class _Context(MarshalContext):
             raise InvalidGraph(f"internal error: input {vertex.label()!r} marshalled out of order") from None
 
 
-def _merge_metadata(into: ops_pb2.OpMetadata, other: ops_pb2.OpMetadata) -> None:
+def _merge_metadata(into: _wire.Message, other: _wire.Message) -> None:
     """Same op reached twice (e.g. with different names): the first description wins, flags add up."""
-    into.ignore_cache = into.ignore_cache or other.ignore_cache
-    for key, value in other.description.items():
-        if key not in into.description:
-            into.description[key] = value
-    for cap, value in other.caps.items():
+    if other.get("ignore_cache"):
+        into["ignore_cache"] = True
+    for key, value in other.get("description", {}).items():
+        into.setdefault("description", {}).setdefault(key, value)
+    for cap, value in other.get("caps", {}).items():
         if value:
-            into.caps[cap] = True
+            into.setdefault("caps", {})[cap] = True
 
 
 def marshal(output: Output | None, *, platform: Platform | None = None) -> Definition:
     """Walks the graph ending at `output` and builds its Definition (raises InvalidGraph)."""
-    from ._proto import ops_pb2
-
     ctx = _Context(platform or Platform.host())
     if output is None:
         return Definition((), ())
     order: list[tuple[str, bytes]] = []
-    metadata: dict[str, ops_pb2.OpMetadata] = {}
+    metadata: dict[str, _wire.Message] = {}
     labels: dict[str, str] = {}
     keep_alive: list[Vertex] = []
     stack: list[tuple[Vertex, bool]] = [(output.vertex, False)]
@@ -78,7 +77,7 @@ def marshal(output: Output | None, *, platform: Platform | None = None) -> Defin
                     stack.append((dep.vertex, False))
             continue
         op, md = vertex.to_op(ctx)
-        data = op.SerializeToString(deterministic=True)
+        data = _wire.encode("Op", op)
         digest = _digest(data)
         ctx.digests[id(vertex)] = digest
         keep_alive.append(vertex)
@@ -89,14 +88,10 @@ def marshal(output: Output | None, *, platform: Platform | None = None) -> Defin
         metadata[digest] = md
         labels[digest] = vertex.label()
 
-    terminal = ops_pb2.Op(inputs=[ctx.input(output)])
-    data = terminal.SerializeToString(deterministic=True)
+    data = _wire.encode("Op", {"inputs": [ctx.input(output)]})
     order.append((_digest(data), data))
-    metadata.setdefault(order[-1][0], ops_pb2.OpMetadata())
-    definition = Definition(
-        tuple(order),
-        tuple((d, metadata[d].SerializeToString(deterministic=True)) for d, _ in order),
-    )
+    metadata.setdefault(order[-1][0], {})
+    definition = Definition(tuple(order), tuple((d, _wire.encode("OpMetadata", metadata[d])) for d, _ in order))
     size = len(definition.to_bytes())
     if size > MAX_DEFINITION_BYTES:
         biggest = max(order, key=lambda item: len(item[1]))
@@ -151,17 +146,22 @@ class Definition:
             yield d, ops_pb2.Op.FromString(data), ops_pb2.OpMetadata.FromString(md.get(d, b""))
 
     def to_pb(self) -> ops_pb2.Definition:
+        """The generated protobuf message (imports protobuf; `to_bytes()` does not)."""
         from ._proto import ops_pb2
 
-        pb = ops_pb2.Definition()
-        getattr(pb, "def").extend(data for _, data in self.ops)
-        for d, data in self.metadata:
-            pb.metadata[d].MergeFromString(data)
-        return pb
+        return ops_pb2.Definition.FromString(self.to_bytes())
 
     def to_bytes(self) -> bytes:
         """The serialised pb.Definition, e.g. for `buildctl build` on stdin."""
-        return self.to_pb().SerializeToString(deterministic=True)
+        out = bytearray()
+        for _, data in self.ops:
+            out += b"\x0a" + _wire._varint(len(data)) + data
+        metadata = dict(self.metadata)
+        for d in sorted(metadata, key=_wire.map_order):
+            key = d.encode()
+            entry = b"\x0a" + _wire._varint(len(key)) + key + b"\x12" + _wire._varint(len(metadata[d])) + metadata[d]
+            out += b"\x12" + _wire._varint(len(entry)) + entry
+        return bytes(out)
 
     def write_to(self, fileobj: IO[bytes] | IO[str]) -> None:
         """Writes `to_bytes()`; text streams such as sys.stdout are written through their binary buffer."""
@@ -196,17 +196,19 @@ class Definition:
             raise InvalidGraph(f"not a serialised pb.Definition: {exc}") from None
         return cls.from_pb(pb)
 
-    def to_json(self) -> list[dict[str, Any]]:
-        """One entry per op, {"Op", "Digest", "OpMetadata"}, for debugging and golden tests."""
-        from google.protobuf import json_format
+    def _decoded(self) -> Iterator[tuple[str, _wire.Message, _wire.Message]]:
+        md = dict(self.metadata)
+        for d, data in self.ops:
+            yield d, _wire.decode("Op", data), _wire.decode("OpMetadata", md.get(d, b""))
 
+    def to_json(self) -> list[dict[str, Any]]:
+        """One entry per op, {"Op", "Digest", "OpMetadata"}, for debugging and golden tests.
+
+        Shaped like protobuf's ``MessageToDict(..., preserving_proto_field_name=True)``.
+        """
         return [
-            {
-                "Op": json_format.MessageToDict(op, preserving_proto_field_name=True),
-                "Digest": d,
-                "OpMetadata": json_format.MessageToDict(md, preserving_proto_field_name=True),
-            }
-            for d, op, md in self.iter_ops()
+            {"Op": _wire.to_dict("Op", op), "Digest": d, "OpMetadata": _wire.to_dict("OpMetadata", md)}
+            for d, op, md in self._decoded()
         ]
 
     def to_json_text(self) -> str:
@@ -216,35 +218,36 @@ class Definition:
     def to_dot(self) -> str:
         """The graph in Graphviz dot syntax, inputs pointing at the ops that use them."""
         lines = ["digraph llb {", '  node [shape=box, fontname="monospace"];']
-        for d, op, md in self.iter_ops():
+        for d, op, md in self._decoded():
             label = f"{_op_label(op, md)}\\n{d[7:19]}"
             lines.append(f'  "{d}" [label="{_dot_escape(label)}"];')
-            for inp in op.inputs:
-                attr = f' [label="{inp.index}"]' if inp.index else ""
-                lines.append(f'  "{inp.digest}" -> "{d}"{attr};')
+            for inp in op.get("inputs", ()):
+                index = inp.get("index", 0)
+                attr = f' [label="{index}"]' if index else ""
+                lines.append(f'  "{inp.get("digest", "")}" -> "{d}"{attr};')
         lines.append("}")
         return "\n".join(lines) + "\n"
 
 
-def _op_label(op: ops_pb2.Op, md: ops_pb2.OpMetadata) -> str:
-    name = md.description.get("llb.customname")
+def _op_label(op: _wire.Message, md: _wire.Message) -> str:
+    name = md.get("description", {}).get("llb.customname")
     if name:
         return name
-    kind = op.WhichOneof("op")
-    if kind == "source":
-        return op.source.identifier
-    if kind == "exec":
-        return " ".join(op.exec.meta.args)
-    if kind == "file":
+    if "source" in op:
+        return op["source"].get("identifier", "")
+    if "exec" in op:
+        return " ".join(op["exec"].get("meta", {}).get("args", ()))
+    if "file" in op:
         parts = []
-        for a in op.file.actions:
-            which = a.WhichOneof("action")
-            if which == "copy":
-                parts.append(f"copy {a.copy.src} {a.copy.dest}")
-            elif which:
-                parts.append(f"{which} {getattr(a, which).path}")
+        for a in op["file"].get("actions", ()):
+            if "copy" in a:
+                parts.append(f"copy {a['copy'].get('src', '')} {a['copy'].get('dest', '')}")
+            else:
+                which = next((k for k in ("mkfile", "mkdir", "rm") if k in a), None)
+                if which:
+                    parts.append(f"{which} {a[which].get('path', '')}")
         return ", ".join(parts)
-    return "result" if kind is None else kind
+    return "build" if "build" in op else "result"
 
 
 def _dot_escape(text: str) -> str:

@@ -12,7 +12,7 @@ from .errors import InvalidGraph
 from .state import MarshalContext, Network, OpOptions, Output, State, Vertex, merge_env, resolve_path
 
 if TYPE_CHECKING:
-    from ._proto import ops_pb2
+    from ._wire import Message
 
 __all__ = ["ExecState", "Mount", "ProxyEnv", "bind", "cache", "secret", "ssh", "tmpfs", "Sharing"]
 
@@ -188,10 +188,8 @@ class ExecVertex(Vertex):
     def label(self) -> str:
         return self.options.name or " ".join(self.args)
 
-    def to_op(self, ctx: MarshalContext) -> tuple[ops_pb2.Op, ops_pb2.OpMetadata]:
-        from ._proto import ops_pb2
-
-        op = ops_pb2.Op()
+    def to_op(self, ctx: MarshalContext) -> tuple[Message, Message]:
+        inputs: list[Message] = []
         caps = {"exec.meta.base"}
         keys: list[tuple[str, int]] = []
 
@@ -199,49 +197,41 @@ class ExecVertex(Vertex):
             if output is None:
                 return -1
             inp = ctx.input(output)
-            key = (inp.digest, inp.index)
+            key = (inp["digest"], inp["index"])
             if key not in keys:
                 keys.append(key)
-                op.inputs.append(inp)
+                inputs.append(inp)
             return keys.index(key)
 
-        exec_op = op.exec
-        exec_op.meta.args.extend(self.args)
-        exec_op.meta.env.extend(f"{k}={v}" for k, v in self.env)
-        exec_op.meta.cwd = self.cwd
-        exec_op.meta.user = self.user
+        meta: Message = {"args": list(self.args), "env": [f"{k}={v}" for k, v in self.env], "cwd": self.cwd, "user": self.user}
         if self.proxy_env:
-            for name in _PROXY_FIELDS:
-                setattr(exec_op.meta.proxy_env, name, getattr(self.proxy_env, name))
+            meta["proxy_env"] = {name: getattr(self.proxy_env, name) for name in _PROXY_FIELDS}
             caps.add("exec.meta.proxyenv")
-        exec_op.network = _NET_MODES[self.network]
         if self.network is not Network.SANDBOX:
             caps.add("exec.meta.network")
-        exec_op.mounts.append(ops_pb2.Mount(input=input_index(self.root), dest="/", output=0))
+        mounts: list[Message] = [{"input": input_index(self.root), "dest": "/", "output": 0}]
         for m in self.mounts:
-            pm = ops_pb2.Mount(dest=m.dest, mountType=_MOUNT_TYPES[m.kind], input=-1, output=-1)
+            pm: Message = {"dest": m.dest, "mountType": _MOUNT_TYPES[m.kind], "input": -1, "output": -1}
             if m.kind == "bind":
                 assert m.source is not None
-                pm.input = input_index(m.source.output)
-                pm.readonly = m.readonly
-                pm.output = self.outputs.get(m.dest, -1)
+                pm["input"] = input_index(m.source.output)
+                pm["readonly"] = m.readonly
+                pm["output"] = self.outputs.get(m.dest, -1)
                 if m.source_path != "/":
-                    pm.selector = m.source_path
+                    pm["selector"] = m.source_path
                     caps.add("exec.mount.selector")
                 caps.add("exec.mount.bind")
             elif m.kind == "cache":
-                pm.cacheOpt.ID = m.id
-                pm.cacheOpt.sharing = _SHARING_VALUES[m.sharing]
+                pm["cacheOpt"] = {"ID": m.id, "sharing": _SHARING_VALUES[m.sharing]}
                 caps.update(("exec.mount.cache", "exec.mount.cache.sharing"))
-            elif m.kind == "secret":
-                pm.secretOpt.CopyFrom(ops_pb2.SecretOpt(ID=m.id, uid=m.uid, gid=m.gid, mode=m.mode, optional=m.optional))
-                caps.add("exec.mount.secret")
-            elif m.kind == "ssh":
-                pm.SSHOpt.CopyFrom(ops_pb2.SSHOpt(ID=m.id, uid=m.uid, gid=m.gid, mode=m.mode, optional=m.optional))
-                caps.add("exec.mount.ssh")
+            elif m.kind in ("secret", "ssh"):
+                opt = {"ID": m.id, "uid": m.uid, "gid": m.gid, "mode": m.mode, "optional": m.optional}
+                pm["secretOpt" if m.kind == "secret" else "SSHOpt"] = opt
+                caps.add(f"exec.mount.{m.kind}")
             else:
                 caps.add("exec.mount.tmpfs")
-            exec_op.mounts.append(pm)
+            mounts.append(pm)
+        op: Message = {"inputs": inputs, "exec": {"meta": meta, "mounts": mounts, "network": _NET_MODES[self.network]}}
         md = self.options.apply(ctx, op, caps)
         return op, md
 

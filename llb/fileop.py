@@ -10,7 +10,7 @@ from .errors import InvalidGraph
 from .state import MarshalContext, OpOptions, Output, State, Vertex, resolve_path
 
 if TYPE_CHECKING:
-    from ._proto import ops_pb2
+    from ._wire import Message
 
 __all__ = ["FileAction", "Owner", "mkdir", "mkfile", "rm", "copy", "MAX_INLINE_FILE_BYTES"]
 
@@ -280,88 +280,85 @@ class FileVertex(Vertex):
     def label(self) -> str:
         return self.options.name or ", ".join(_describe(s) for s in self.steps)
 
-    def to_op(self, ctx: MarshalContext) -> tuple[ops_pb2.Op, ops_pb2.OpMetadata]:
-        from ._proto import ops_pb2
-
-        op = ops_pb2.Op()
+    def to_op(self, ctx: MarshalContext) -> tuple[Message, Message]:
+        inputs: list[Message] = []
         keys: list[tuple[str, int]] = []
 
         def input_index(output: Output | None) -> int:
             if output is None:
                 return -1
             inp = ctx.input(output)
-            key = (inp.digest, inp.index)
+            key = (inp["digest"], inp["index"])
             if key not in keys:
                 keys.append(key)
-                op.inputs.append(inp)
+                inputs.append(inp)
             return keys.index(key)
 
         base_index = input_index(self.base)
         secondary = [input_index(s.source.output) if isinstance(s, _Copy) else -1 for s in self.steps]
         n_inputs = len(keys)
         caps = {"file.base"}
+        actions: list[Message] = []
         for i, step in enumerate(self.steps):
-            action = op.file.actions.add()
-            action.input = base_index if i == 0 else n_inputs + i - 1
-            action.secondaryInput = secondary[i]
-            action.output = 0 if i == len(self.steps) - 1 else -1
+            index = base_index if i == 0 else n_inputs + i - 1
+            action: Message = {"input": index, "secondaryInput": secondary[i], "output": 0 if i == len(self.steps) - 1 else -1}
             owner = getattr(step, "owner", None)
-            if owner is not None and owner.by_name and action.input == -1:
+            if owner is not None and owner.by_name and index == -1:
                 raise InvalidGraph(
                     f"{_describe(step)}: owner {owner} is given by name but the target is scratch, "
                     "which has no /etc/passwd; use numeric ids such as owner=(1000, 1000)"
                 )
             if isinstance(step, _Copy):
-                cp = action.copy
-                cp.src = step.src
-                cp.dest = step.dest
-                if owner is not None:
-                    _set_owner(cp.owner, owner, action.input)
-                cp.mode = -1 if step.mode is None else step.mode
-                cp.followSymlink = step.follow_symlinks
-                cp.dirCopyContents = step.copy_dir_contents
-                cp.createDestPath = step.create_dest_path
-                cp.allowWildcard = step.allow_wildcard
-                cp.allowEmptyWildcard = step.allow_empty_wildcard
-                cp.timestamp = -1
+                action["copy"] = {
+                    "src": step.src,
+                    "dest": step.dest,
+                    "owner": None if owner is None else _owner(owner, index),
+                    "mode": -1 if step.mode is None else step.mode,
+                    "followSymlink": step.follow_symlinks,
+                    "dirCopyContents": step.copy_dir_contents,
+                    "createDestPath": step.create_dest_path,
+                    "allowWildcard": step.allow_wildcard,
+                    "allowEmptyWildcard": step.allow_empty_wildcard,
+                    "timestamp": -1,
+                }
             elif isinstance(step, _Mkdir):
-                md_ = action.mkdir
-                md_.path = step.path
-                md_.mode = step.mode
-                md_.makeParents = step.parents
-                if owner is not None:
-                    _set_owner(md_.owner, owner, action.input)
-                md_.timestamp = -1
+                action["mkdir"] = {
+                    "path": step.path,
+                    "mode": step.mode,
+                    "makeParents": step.parents,
+                    "owner": None if owner is None else _owner(owner, index),
+                    "timestamp": -1,
+                }
             elif isinstance(step, _Mkfile):
-                mf = action.mkfile
-                mf.path = step.path
-                mf.mode = step.mode
-                mf.data = step.data
-                if owner is not None:
-                    _set_owner(mf.owner, owner, action.input)
-                mf.timestamp = -1
+                action["mkfile"] = {
+                    "path": step.path,
+                    "mode": step.mode,
+                    "data": step.data,
+                    "owner": None if owner is None else _owner(owner, index),
+                    "timestamp": -1,
+                }
             else:
-                action.rm.path = step.path
-                action.rm.allowNotFound = step.allow_not_found
-                action.rm.allowWildcard = step.allow_wildcard
+                action["rm"] = {"path": step.path, "allowNotFound": step.allow_not_found, "allowWildcard": step.allow_wildcard}
                 if step.allow_wildcard:
                     caps.add("file.rm.wildcard")
+            actions.append(action)
+        op: Message = {"inputs": inputs, "file": {"actions": actions}}
         md = self.options.apply(ctx, op, caps)
         return op, md
 
 
-def _set_owner(target: ops_pb2.ChownOpt, owner: Owner, input_index: int) -> None:
-    _set_user(target.user, owner.user, input_index)
+def _owner(owner: Owner, input_index: int) -> Message:
+    """A pb.ChownOpt; names are looked up in the /etc/passwd of the action's input."""
+    chown: Message = {"user": _user(owner.user, input_index)}
     if owner.group is not None:
-        _set_user(target.group, owner.group, input_index)
+        chown["group"] = _user(owner.group, input_index)
+    return chown
 
 
-def _set_user(target: ops_pb2.UserOpt, value: int | str, input_index: int) -> None:
+def _user(value: int | str, input_index: int) -> Message:
     if isinstance(value, int):
-        target.byID = value
-    else:
-        target.byName.name = value
-        target.byName.input = input_index
+        return {"byID": value}
+    return {"byName": {"name": value, "input": input_index}}
 
 
 def make_file(base: State, action: FileAction, *, name: str | None, ignore_cache: bool) -> State:

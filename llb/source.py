@@ -13,7 +13,7 @@ from .platform import Platform
 from .state import MarshalContext, OpOptions, Output, State, Vertex, _check_name
 
 if TYPE_CHECKING:
-    from ._proto import ops_pb2
+    from ._wire import Message
 
 __all__ = ["image", "local", "scratch", "git", "http", "normalize_image_ref", "DEFAULT_PATH"]
 
@@ -39,13 +39,8 @@ class SourceVertex(Vertex):
     def label(self) -> str:
         return self.options.name or self.identifier
 
-    def to_op(self, ctx: MarshalContext) -> tuple[ops_pb2.Op, ops_pb2.OpMetadata]:
-        from ._proto import ops_pb2
-
-        op = ops_pb2.Op()
-        op.source.identifier = self.identifier
-        for key, value in self.attrs:
-            op.source.attrs[key] = value
+    def to_op(self, ctx: MarshalContext) -> tuple[Message, Message]:
+        op: Message = {"source": {"identifier": self.identifier, "attrs": dict(self.attrs)}}
         return op, self.options.apply(ctx, op, self.caps)
 
 

@@ -19,7 +19,7 @@ from .errors import InvalidGraph
 from .platform import Platform
 
 if TYPE_CHECKING:
-    from ._proto import ops_pb2
+    from ._wire import Message
     from .definition import Definition
     from .exec import ExecState, Mount, ProxyEnv
     from .fileop import FileAction
@@ -56,10 +56,9 @@ class MarshalContext(ABC):
     @abstractmethod
     def digest(self, vertex: Vertex) -> str: ...
 
-    def input(self, output: Output) -> ops_pb2.Input:
-        from ._proto import ops_pb2
-
-        return ops_pb2.Input(digest=self.digest(output.vertex), index=output.index)
+    def input(self, output: Output) -> Message:
+        """A pb.Input (as `llb._wire` dict) pointing at `output`."""
+        return {"digest": self.digest(output.vertex), "index": output.index}
 
 
 class Vertex(ABC):
@@ -72,8 +71,8 @@ class Vertex(ABC):
         """Outputs of other vertices this one reads, in input order."""
 
     @abstractmethod
-    def to_op(self, ctx: MarshalContext) -> tuple[ops_pb2.Op, ops_pb2.OpMetadata]:
-        """Builds the pb.Op and its metadata; raises InvalidGraph for graphs a builder would reject."""
+    def to_op(self, ctx: MarshalContext) -> tuple[Message, Message]:
+        """Builds the pb.Op and its pb.OpMetadata as `llb._wire` dicts; raises InvalidGraph for graphs a builder would reject."""
 
     @abstractmethod
     def label(self) -> str:
@@ -96,22 +95,19 @@ class OpOptions:
     ignore_cache: bool = False
     platform: Platform | None = None
 
-    def apply(self, ctx: MarshalContext, op: ops_pb2.Op, caps: Iterable[str] = ()) -> ops_pb2.OpMetadata:
+    def apply(self, ctx: MarshalContext, op: Message, caps: Iterable[str] = ()) -> Message:
         """Sets the op's platform and returns its OpMetadata (name, cache flag, caps)."""
-        from ._proto import ops_pb2
-
         plat = self.platform or ctx.default_platform
-        op.platform.CopyFrom(ops_pb2.Platform(OS=plat.os, Architecture=plat.architecture, Variant=plat.variant))
-        md = ops_pb2.OpMetadata()
+        op["platform"] = {"OS": plat.os, "Architecture": plat.architecture, "Variant": plat.variant}
+        md: Message = {}
         all_caps = set(caps)
         if self.name:
-            md.description["llb.customname"] = self.name
+            md["description"] = {"llb.customname": self.name}
             all_caps.add("meta.description")
         if self.ignore_cache:
-            md.ignore_cache = True
+            md["ignore_cache"] = True
             all_caps.add("meta.ignorecache")
-        for cap in sorted(all_caps):
-            md.caps[cap] = True
+        md["caps"] = dict.fromkeys(sorted(all_caps), True)
         return md
 
 
