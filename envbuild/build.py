@@ -96,9 +96,14 @@ def default_tag(project: str) -> str:
 
 def input_digest(spec: Spec, context_dir: Path, *, owner: tuple[int, int], base_id: str, extra: str = "") -> str:
     """sha256 over everything that shapes the image: spec JSON, input file contents (not mtimes),
-    the base image id, the owner, and envbuild's version."""
+    the base image id, the owner, and envbuild's version.
+
+    The spec is hashed as the label shows it (no index credentials, no Jupyter token): the digest is
+    in the image too, and a hash over a known text plus a short secret can be brute-forced offline."""
+    from envbuild.compiler.credentials import public_spec
+
     h = hashlib.sha256()
-    for part in (f"envbuild {__version__}", spec.to_json(), f"owner {owner[0]}:{owner[1]}", f"base {base_id}", extra):
+    for part in (f"envbuild {__version__}", public_spec(spec).to_json(), f"owner {owner[0]}:{owner[1]}", f"base {base_id}", extra):
         h.update(part.encode())
         h.update(b"\0")
     vsix = [n for call in spec.vscode_extensions for n in call.names if n.lower().endswith(".vsix")]
@@ -279,6 +284,7 @@ def build(
 
     import llb
     from envbuild import contexts, publish
+    from envbuild.compiler.compile import solve_secrets
     from envbuild.compiler.mirrors import Mirrors
     from envbuild.outputs import BuildOutputOptions, builder_caps, plan_build
 
@@ -320,8 +326,7 @@ def build(
                 if text not in notes:
                     notes.append(text)
                     note(text)
-            if ca:
-                secrets[compiled.secrets[0]] = ca
+            secrets.update(solve_secrets(compiled, ca))
             try:
                 return client.solve(
                     compiled.definition(),

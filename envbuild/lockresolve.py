@@ -229,6 +229,7 @@ def resolve(
     from envbuild.compiler import compile as compiler_mod
     from envbuild.compiler import scripts as S
     from envbuild.compiler.compile import compile as compile_spec
+    from envbuild.compiler.credentials import NETRC_PATH, NETRC_SECRET_ID
 
     if spec.conda is not None and spec.python_packages:
         raise UsageError(
@@ -255,6 +256,10 @@ def resolve(
             llb.secret(S.CA_SECRET_PATH, S.CA_SECRET_ID, mode=0o444, optional=True),
             llb.tmpfs(S.TLS_DIR),
         ]
+        netrc = compiler_mod._Compiler(spec, copts).netrc
+        if netrc:  # index credentials: a secret like in the build, never in the step env or the LLB
+            net.append(llb.secret(NETRC_PATH, NETRC_SECRET_ID, mode=0o444))
+            step_env.update(NETRC=NETRC_PATH)
         apt_mounts = [
             llb.cache("/var/cache/apt", S.APT_CACHE_ID, sharing="locked"),
             llb.cache("/var/lib/apt/lists", S.APT_LISTS_ID, sharing="locked"),
@@ -313,7 +318,8 @@ def resolve(
                         llb.scratch().file(copy, name="lock: collect results"),
                         export=llb.LocalExport(tmp),
                         local_dirs={copts.context_name: str(context_dir)} if uses_context else {},
-                        secrets={S.CA_SECRET_ID: opts.ca} if opts.ca else {},
+                        secrets={**({S.CA_SECRET_ID: opts.ca} if opts.ca else {}),
+                                 **({NETRC_SECRET_ID: netrc} if netrc else {})},
                         entitlements=("network.host",) if opts.network == "host" else (),
                         on_event=on_event,
                     )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
 
 from envbuild.errors import UsageError
 
@@ -51,8 +50,10 @@ def redact_text(text: str) -> str:
 def netrc(spec: Spec) -> bytes:
     """A netrc file with the ``config.pip_index`` credentials, or b"" when its URLs carry none."""
     idx = spec.pip_index
-    if idx is None:
+    if idx is None or not (has_credentials(idx.url) or has_credentials(idx.extra_url)):
         return b""
+    from urllib.parse import unquote, urlsplit
+
     where = f"{idx.pos}: " if idx.pos else ""
     machines: dict[str, tuple[str, str | None]] = {}
     for url in (idx.url, idx.extra_url):
