@@ -49,10 +49,10 @@ if ! engine_up; then
   fi
   if ! engine_up; then
     if ! pgrep -x containerd >/dev/null; then
-      $SUDO sh -c 'nohup containerd >>/var/log/containerd.log 2>&1 &'
+      $SUDO setsid -f sh -c 'exec containerd >>/var/log/containerd.log 2>&1 </dev/null'
       sleep 1
     fi
-    $SUDO sh -c 'nohup dockerd --containerd=/run/containerd/containerd.sock >>/var/log/dockerd.log 2>&1 &'
+    $SUDO setsid -f sh -c 'exec dockerd --containerd=/run/containerd/containerd.sock >>/var/log/dockerd.log 2>&1 </dev/null'
   fi
   for _ in $(seq 1 60); do engine_up && break; sleep 0.5; done
   engine_up || { echo "setup-engine.sh: dockerd did not start; see /var/log/dockerd.log" >&2; exit 1; }
@@ -93,7 +93,7 @@ storage:
 http:
   addr: 127.0.0.1:5000
 YML
-    $SUDO sh -c "nohup docker-registry serve $cfg >/var/log/envbuild-registry.log 2>&1 &"
+    $SUDO setsid -f sh -c "exec docker-registry serve $cfg >>/var/log/envbuild-registry.log 2>&1 </dev/null"
     for _ in $(seq 1 40); do curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>&1 && break; sleep 0.25; done
     curl -fsS http://127.0.0.1:5000/v2/ >/dev/null || { echo "setup-engine.sh: registry did not start" >&2; exit 1; }
   fi
