@@ -37,8 +37,13 @@ def bring_up(
     options: RunOptions = RunOptions(),
     force: bool = False,
     timeout: float = 120.0,
+    jupyter_token: str | None = None,
 ) -> UpResult:
-    """Make environment ``name`` run ``image``; an existing one is reused unless forced or outdated."""
+    """Make environment ``name`` run ``image``; an existing one is reused unless forced or outdated.
+
+    ``jupyter_token`` is ``config.jupyter(token=...)`` of the evaluated build file (`up`); the image
+    never holds it, so without one (`run --image`) a random token is made. An environment running
+    with another token than the build file's is recreated (the image may be unchanged)."""
     validate_name(name)
     img = engine.get_image(client, image)
     labels = engine.image_labels(img)
@@ -56,7 +61,8 @@ def bring_up(
                 f"environment {name!r} already belongs to {current.project_path}; "
                 "pick another name with --name, or destroy it first"
             )
-        if force or current.image_id != img.id:
+        token_changed = bool(jupyter_token) and current.jupyter_token != jupyter_token
+        if force or current.image_id != img.id or token_changed:
             engine.remove(existing)
             ssh.forget_host_key(name)
             action = "recreated"
@@ -70,7 +76,6 @@ def bring_up(
             _publish_ssh(env)
             return UpResult(env, action)
     spec = engine.spec_label(labels)
-    token = spec.jupyter.token if spec is not None and spec.jupyter is not None and spec.jupyter.token else ""
     plan = plan_container(
         name=name,
         image=image,
@@ -79,7 +84,7 @@ def bring_up(
         project=project,
         options=options,
         authorized_keys=ssh.ensure_keypair().public_key(),
-        token=token or secrets.token_urlsafe(24),
+        token=jupyter_token or secrets.token_urlsafe(24),
     )
     if plan.gpus is not None:
         engine.check_gpu_support(client)

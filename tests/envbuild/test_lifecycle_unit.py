@@ -103,14 +103,27 @@ def client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeClient:
 
 
 def test_create_then_attach_then_restart(client: FakeClient, tmp_path: Path) -> None:
-    result = lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path)  # type: ignore[arg-type]
+    result = lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path, jupyter_token="t-1")  # type: ignore[arg-type]
     assert result.action == "created"
-    assert result.environment.jupyter_token == "fixed-token"
+    assert result.environment.jupyter_token == "t-1"
     assert client.published == [("proj", 40000)]  # type: ignore[attr-defined]
-    assert lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path).action == "attached"  # type: ignore[arg-type]
+    assert lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path, jupyter_token="t-1").action == "attached"  # type: ignore[arg-type]
     client.containers_by_name["proj"].status = "exited"
     assert lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path).action == "started"  # type: ignore[arg-type]
     assert len(client.created) == 1 and not client.removed
+
+
+def test_a_token_from_an_image_label_is_never_used(client: FakeClient, tmp_path: Path) -> None:
+    """Images built before the label lost the token still carry it: anyone with the image knows it."""
+    env = lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path).environment  # type: ignore[arg-type]
+    assert env.jupyter_token and env.jupyter_token != "fixed-token" and len(env.jupyter_token) >= 30
+
+
+def test_a_changed_build_file_token_recreates_the_environment(client: FakeClient, tmp_path: Path) -> None:
+    lifecycle.bring_up(client, image="img:2", name="proj", project=tmp_path, jupyter_token="old")  # type: ignore[arg-type]
+    again = lifecycle.bring_up(client, image="img:2", name="proj", project=tmp_path, jupyter_token="new")  # type: ignore[arg-type]
+    assert again.action == "recreated" and again.environment.jupyter_token == "new"
+    assert lifecycle.bring_up(client, image="img:2", name="proj", project=tmp_path).action == "attached"  # type: ignore[arg-type]
 
 
 def test_generated_token_when_the_spec_sets_none(client: FakeClient, tmp_path: Path) -> None:

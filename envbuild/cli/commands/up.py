@@ -66,15 +66,17 @@ def report(env: Environment, *, action: str, built: Optional[bool], image: str, 
 
 def _build(
     project: Path, file: str, function: Optional[str], *, ca_cert: Optional[str], fmt: str, locked: bool = False
-) -> tuple[str, bool]:
-    """Build (or find up to date) the project's image with the build API: (image tag, whether it built)."""
+) -> tuple[str, bool, Optional[str]]:
+    """Build (or find up to date) the project's image with the build API: (image tag, whether it built,
+    the build file's Jupyter token, which the image does not hold)."""
     from envbuild.build import BuildOptions, build
     from envbuild.progress import make_progress
 
     options = BuildOptions(path=str(project / file), function=function, ca_cert=ca_cert, locked=locked)
     with make_progress("auto" if fmt == "text" else "plain", sys.stderr) as progress:
         result = build(options, on_event=progress, on_note=lambda note: print(f"note: {note}", file=sys.stderr))
-    return result.tag, not result.up_to_date
+    jupyter = result.spec.jupyter
+    return result.tag, not result.up_to_date, (jupyter.token or None) if jupyter is not None else None
 
 
 @app.command()
@@ -113,12 +115,12 @@ def up(
     from envbuild.runtime import engine, lifecycle
 
     client = engine.connect()
-    image, built = _build(project, build_file, function, ca_cert=str(ca_cert) if ca_cert else None, fmt=fmt,
+    image, built, token = _build(project, build_file, function, ca_cert=str(ca_cert) if ca_cert else None, fmt=fmt,
                           locked=locked)
     if fmt == "text":
         print(f"Starting {env_name} from {image}; waiting for sshd and Jupyter...", file=sys.stderr)
     result = lifecycle.bring_up(client, image=image, name=env_name, project=project, options=options,
-                                force=force, timeout=timeout)
+                                force=force, timeout=timeout, jupyter_token=token)
     report(result.environment, action=result.action, built=built, image=image, fmt=fmt)
     if not detach:
         open_shell(result.environment.name, result.environment.workdir)
