@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from envbuild import __version__
+from envbuild.fingerprint import compiler_fingerprint
 from envbuild.errors import BuildFailed, EngineUnreachable, UsageError
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ def input_digest(spec: Spec, context_dir: Path, *, owner: tuple[int, int], base_
     from envbuild.compiler.credentials import public_spec
 
     h = hashlib.sha256()
-    for part in (f"envbuild {__version__}", public_spec(spec).to_json(), f"owner {owner[0]}:{owner[1]}", f"base {base_id}", extra):
+    for part in (f"envbuild {__version__} compiler {compiler_fingerprint()}", public_spec(spec).to_json(), f"owner {owner[0]}:{owner[1]}", f"base {base_id}", extra):
         h.update(part.encode())
         h.update(b"\0")
     vsix = [n for call in spec.vscode_extensions for n in call.names if n.lower().endswith(".vsix")]
