@@ -225,6 +225,71 @@ def test_index_credentials_stay_out_of_the_image(tmp_path: Path) -> None:
     assert password.encode() not in compiled.definition().to_bytes()
 
 
+def test_index_credentials_reach_the_steps_as_a_netrc_secret(tmp_path: Path) -> None:
+    """The steps that use the index mount the netrc (NETRC set); the image's pip.conf names the index
+    without credentials; the label says credentials were given, not which."""
+    from envbuild.compiler import credentials
+    from frontend.spec import Spec
+
+    compiled = _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=False)\n'
+                                  '    install.python()\n    install.python_packages(name=["six"])\n'
+                                  '    config.pip_index(url="https://alice:p%40ss@pypi.example.com/simple", '
+                                  'extra_url="https://extra.example.com/simple")\n')
+    assert compiled.secret_values == {credentials.NETRC_SECRET_ID: b"machine pypi.example.com login alice password p@ss\n"}
+    assert credentials.NETRC_SECRET_ID in compiled.secrets
+    definition = compiled.definition().to_bytes()
+    assert b"https://pypi.example.com/simple" in definition and b"alice" not in definition
+    assert credentials.NETRC_PATH.encode() in definition
+    label = Spec.from_json(compiled.labels["ai.envbuild.spec"])
+    assert label.pip_index is not None and label.pip_index.url == "https://***@pypi.example.com/simple"
+    assert label.pip_index.extra_url == "https://extra.example.com/simple"
+    assert b"[global]\nindex-url = https://pypi.example.com/simple\nextra-index-url = https://extra.example.com/simple\n" \
+        in definition, "the image's /etc/pip.conf should name the index without credentials"
+
+
+def test_credentials_that_a_netrc_cannot_hold_are_refused(tmp_path: Path) -> None:
+    from envbuild.errors import UsageError
+
+    with pytest.raises(UsageError, match="netrc"):
+        _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=False)\n    install.python()\n'
+                           '    config.pip_index(url="https://alice:a%20b@pypi.example.com/simple")\n')
+    with pytest.raises(UsageError, match="different credentials"):
+        _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=False)\n    install.python()\n'
+                           '    config.pip_index(url="https://a:1@h.example.com/simple", extra_url="https://b:2@h.example.com/x")\n')
+
+
+def test_redaction_covers_every_url_the_label_shows() -> None:
+    from envbuild.compiler import credentials as C
+    from frontend import spec as S
+
+    spec = S.Spec(
+        pip_index=S.PipIndex("https://u:pw1@a.example/simple", "https://tok2@b.example/simple"),
+        pixi=S.Pixi(pypi_index="https://u:pw3@c.example/simple"),
+        apt_source=S.Text("deb https://u:pw4@deb.example/debian bookworm main\n"),
+        conda_channel=S.Text("channels:\n  - https://u:pw5@conda.example/ch\n"),
+        conda_packages=(S.CondaPackages(names=("x",), channels=("https://u:pw6@conda.example/c2",)),),
+        http=(S.HttpDownload("https://u:pw7@files.example/f.tgz", checksum="sha256:" + "0" * 64),),
+        jupyter=S.Jupyter(token="pw8"),
+    )
+    text = C.public_spec(spec).to_json()
+    assert not any(f"pw{i}" in text for i in range(1, 9)) and "tok2" not in text, text
+    assert S.Spec.from_json(text).pip_index.url == "https://***@a.example/simple"  # type: ignore[union-attr]
+    assert C.strip_url("https://a:p@ss@host:81/x") == "https://host:81/x"
+    assert C.without_credentials(spec).pip_index.url == "https://a.example/simple"  # type: ignore[union-attr]
+
+
+def test_the_content_digest_hashes_no_secret(tmp_path: Path) -> None:
+    """The digest label is public: a hash over a known spec plus a weak token could be guessed offline."""
+    import frontend
+    from envbuild.build import input_digest
+    from envbuild.compiler.credentials import public_spec
+
+    (tmp_path / "build.envd").write_text('def build():\n    base(dev=True)\n    config.jupyter(token="hunter2")\n')
+    spec = frontend.evaluate(tmp_path, user_config=False)
+    kw = {"owner": (1000, 1000), "base_id": "sha256:x"}
+    assert input_digest(spec, tmp_path, **kw) == input_digest(public_spec(spec), tmp_path, **kw)  # type: ignore[arg-type]
+
+
 def test_spec_label_round_trips_without_host_paths(tmp_path: Path) -> None:
     """The label says what the environment is, not where the builder's files live."""
     (tmp_path / "requirements.txt").write_text("six\n")
