@@ -264,6 +264,7 @@ class _Compiler:
         if self.opts.platform:
             state = state.with_platform(self.opts.platform)
 
+        self.note_stored_credentials()
         state = self.apt_source(state)
         base = state
         if spec.dev:
@@ -325,6 +326,21 @@ class _Compiler:
                 f"{spec.entrypoint.pos or 'config.entrypoint'}: config.entrypoint is only for images built "
                 "with base(dev=False); use runtime.init or runtime.daemon in a development image"
             )
+
+    def note_stored_credentials(self) -> None:
+        """apt sources and conda channels are written verbatim (only the label is redacted): say so."""
+        spec = self.spec
+        texts = {
+            "config.apt_source (/etc/apt/sources.list)": spec.apt_source.text if spec.apt_source else "",
+            "config.conda_channel (.condarc)": spec.conda_channel.text if spec.conda_channel else "",
+            "install.conda_packages(channel=...) (the step's command line)": " ".join(
+                ch for c in spec.conda_packages for ch in c.channels
+            ),
+        }
+        for what, text in texts.items():
+            if text and credentials.redact_text(text) != text:
+                self.notes.append(f"{what} holds credentials in a URL: they are stored in the image; "
+                                  "only the ai.envbuild.spec label shows them redacted")
 
     def apt_source(self, state: llb.State) -> llb.State:
         src = self.spec.apt_source
