@@ -15,7 +15,6 @@ against the generated descriptors and the output against protobuf itself.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -426,7 +425,9 @@ def _json_value(kind: str, ref: str, value: Any) -> Any:
     if kind == "int64":
         return str(value)
     if kind == "bytes":
-        return base64.b64encode(value).decode("ascii")
+        from base64 import b64encode
+
+        return b64encode(value).decode("ascii")
     if kind == "enum":
         return ENUMS[ref].get(value, value)
     return value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform as _pyplatform
+import os
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -105,6 +105,11 @@ class Platform:
 
 @cache
 def _host_platform() -> Platform:
-    machine = _pyplatform.machine().lower() or "amd64"
+    if hasattr(os, "uname"):
+        machine = os.uname().machine.lower() or "amd64"  # what platform.machine() reads, without importing it
+    else:
+        import platform as _pyplatform
+
+        machine = _pyplatform.machine().lower() or "amd64"
     arch, variant = _ARCH_ALIASES.get(machine, (machine, ""))
     return Platform("linux", arch, variant)
