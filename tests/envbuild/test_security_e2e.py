@@ -200,6 +200,37 @@ def test_ca_bundle_is_used_but_never_stored(env: dict[str, str], tmp_path: Path)
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
 
 
+@needs_engine
+@pytest.mark.engine
+@pytest.mark.slow
+def test_jupyter_token_reaches_up_but_not_the_image(env: dict[str, str], tmp_path: Path) -> None:
+    """`up` takes config.jupyter(token=...) from the build file; the image holds it nowhere, so
+    `run --image` (no build file) makes and prints a random one."""
+    token = f"tok{uuid.uuid4().hex}"
+    proj = tmp_path / f"sec-tok-{uuid.uuid4().hex[:6]}"
+    proj.mkdir()
+    (proj / "build.envd").write_text(f'def build():\n    base(image="{BASE_IMAGE}", dev=True)\n'
+                                     f'    install.python()\n    config.jupyter(token="{token}")\n')
+    other = f"{proj.name}-run"
+    image = ""
+    try:
+        up = envbuild(["up", "-d", "-p", str(proj), "--format", "json",
+                       "--ca-cert", "/etc/ssl/certs/ca-certificates.crt"], env, timeout=1500)
+        assert up.returncode == 0, up.stderr[-3000:]
+        info = json.loads(up.stdout)
+        image = info["image"]
+        assert info["jupyter"]["token"] == token
+        found = leaks(image, [token.encode()])
+        assert found == [], "the Jupyter token landed in the image:\n" + "\n".join(found[:20])
+        run = envbuild(["run", "--image", image, "--name", other, "-d"], env, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        printed = re.search(r"token=([A-Za-z0-9_-]+)", run.stdout)
+        assert printed and printed[1] != token and len(printed[1]) >= 30, run.stdout
+    finally:
+        envbuild(["destroy", "--name", other], env, timeout=120)
+        envbuild(["destroy", "--name", proj.name, "--image"], env, timeout=120)
+
+
 def _compile(tmp_path: Path, body: str):  # noqa: ANN202 - CompiledBuild
     import frontend
     from envbuild.compiler.compile import compile as compile_spec
