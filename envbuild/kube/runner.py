@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from envbuild.errors import EngineUnreachable, RuntimeFailure, UsageError
-from envbuild.kube.manifests import PodRequest, object_names, pod_manifest, pvc_manifest, secret_manifest
+from envbuild.kube.manifests import (
+    LABEL_NAME,
+    MANAGED_BY,
+    PodRequest,
+    object_names,
+    pod_manifest,
+    pvc_manifest,
+    secret_manifest,
+)
 
 __all__ = [
     "load_core_api",
@@ -30,6 +38,8 @@ __all__ = [
     "KubernetesRunner",
     "PortForwarder",
     "PodState",
+    "PodRef",
+    "EnvironmentPod",
     "DEFAULT_SYNC_EXCLUDES",
 ]
 
@@ -67,6 +77,26 @@ def load_core_api(settings: Any) -> Any:
     return client.CoreV1Api()
 
 
+_UNREACHABLE_TYPES = frozenset({"MaxRetryError", "NewConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                                "ProtocolError", "SSLError"})
+
+
+def api_server(api: Any) -> str:
+    """The API server address a ``CoreV1Api`` talks to (for error messages)."""
+    host = _get(api, "api_client", "configuration", "host")
+    return str(host) if host else "the Kubernetes API server"
+
+
+def _unreachable(exc: BaseException) -> bool:
+    return type(exc).__name__ in _UNREACHABLE_TYPES or isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror))
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    text = str(reason if reason is not None else exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
 def _api_status(exc: BaseException) -> int | None:
     """The HTTP status of a kubernetes ApiException (matched by name: the package is optional)."""
     if type(exc).__name__ == "ApiException":
@@ -81,6 +111,34 @@ def _get(obj: Any, *path: str) -> Any:
             return None
         obj = obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
     return obj
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """An existing environment's objects by name (`destroy`, the forwarder): no image needed."""
+
+    name: str
+    namespace: str = "default"
+    workspace: str = "pvc"
+
+    @property
+    def object_name(self) -> str:
+        from envbuild.kube.manifests import k8s_name
+
+        return k8s_name(self.name)
+
+
+@dataclass(frozen=True)
+class EnvironmentPod:
+    """One envbuild pod as `envbuild ls` shows it."""
+
+    state: PodState
+    labels: Mapping[str, str]
+    gpus: int
+
+    @property
+    def name(self) -> str:
+        return self.labels.get(LABEL_NAME) or self.state.name
 
 
 @dataclass(frozen=True)
@@ -131,6 +189,11 @@ class KubernetesRunner:
         except Exception as exc:
             status = _api_status(exc)
             if status is None:
+                if _unreachable(exc):
+                    raise EngineUnreachable(
+                        f"cannot reach the Kubernetes API server {api_server(self.api)} to {what} ({_reason(exc)}); "
+                        "check the context's --kube-context/--kubeconfig and `kubectl cluster-info`"
+                    ) from None
                 raise
             if status in (401, 403):
                 raise RuntimeFailure(
@@ -139,7 +202,7 @@ class KubernetesRunner:
                 ) from None
             raise
 
-    def status(self, req: PodRequest) -> PodState | None:
+    def status(self, req: PodRequest | PodRef) -> PodState | None:
         try:
             pod = self._call("read the pod", self.api.read_namespaced_pod, name=req.object_name, namespace=req.namespace)
         except Exception as exc:
@@ -147,6 +210,46 @@ class KubernetesRunner:
                 return None
             raise
         return _state(pod)
+
+    def preflight(self, namespace: str, *, timeout: float = 10.0) -> None:
+        """One cheap authenticated call, so an unreachable cluster fails before a long build and push."""
+        self._call("list pods", self.api.list_namespaced_pod, namespace=namespace, limit=1,
+                   label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}", _request_timeout=timeout)
+
+    def list_environments(self, namespace: str) -> list[EnvironmentPod]:
+        pods = self._call("list pods", self.api.list_namespaced_pod, namespace=namespace,
+                          label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}")
+        out: list[EnvironmentPod] = []
+        for pod in _get(pods, "items") or []:
+            labels = dict(_get(pod, "metadata", "labels") or {})
+            containers = _get(pod, "spec", "containers") or []
+            limits = _get(containers[0], "resources", "limits") if containers else None
+            gpus = 0
+            for key, value in dict(limits or {}).items():
+                if key.endswith("/gpu"):
+                    try:
+                        gpus += int(value)
+                    except (TypeError, ValueError):
+                        pass
+            out.append(EnvironmentPod(_state(pod), labels, gpus))
+        return sorted(out, key=lambda e: e.name)
+
+    def current_token(self, req: PodRequest | PodRef) -> str | None:
+        """The Jupyter token in the environment's Secret (what its running pod was started with)."""
+        try:
+            secret = self._call("read the secret", self.api.read_namespaced_secret,
+                                name=object_names(req)["secret"], namespace=req.namespace)
+        except Exception as exc:
+            if _api_status(exc) == 404:
+                return None
+            raise
+        raw = (_get(secret, "data") or {}).get("jupyter_token")
+        if not raw:
+            return None
+        try:
+            return base64.b64decode(raw).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
 
     def apply(self, req: PodRequest, *, authorized_keys: str, jupyter_token: str, recreate: bool = False) -> str:
         """Create or update the Secret, claim and Pod; returns ``created``, ``unchanged`` or ``recreated``.
@@ -181,7 +284,7 @@ class KubernetesRunner:
         self._call("create the pod", self.api.create_namespaced_pod, namespace=ns, body=pod_manifest(req))
         return action
 
-    def delete_pod(self, req: PodRequest, *, timeout: float = 60.0) -> None:
+    def delete_pod(self, req: PodRequest | PodRef, *, timeout: float = 60.0) -> None:
         try:
             self._call("delete the pod", self.api.delete_namespaced_pod, name=req.object_name,
                        namespace=req.namespace, grace_period_seconds=5)
@@ -195,7 +298,7 @@ class KubernetesRunner:
                 raise RuntimeFailure(f"pod {req.namespace}/{req.object_name} was not deleted within {timeout:.0f}s")
             self._sleep(1.0)
 
-    def delete(self, req: PodRequest, *, delete_workspace: bool = False) -> None:
+    def delete(self, req: PodRequest | PodRef, *, delete_workspace: bool = False) -> None:
         """`envbuild down`: the Pod and Secret; the workspace claim only when asked (it holds work)."""
         self.delete_pod(req)
         names = object_names(req)
@@ -307,7 +410,7 @@ class KubernetesRunner:
     # ------------------------------------------------------------ ports
 
     def port_forward(
-        self, req: PodRequest, remote_ports: Sequence[int], *, host: str = "127.0.0.1",
+        self, req: PodRequest | PodRef, remote_ports: Sequence[int], *, host: str = "127.0.0.1",
         local_ports: Mapping[int, int] | None = None,
     ) -> PortForwarder:
         """Forward 127.0.0.1:<free port> to each pod port (no Service, no open cluster port)."""

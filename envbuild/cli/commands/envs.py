@@ -20,11 +20,21 @@ if TYPE_CHECKING:
 
 
 @app.command("ls")
-def ls(fmt: str = typer.Option("text", "--format", help="Output format: text or json.")) -> None:
+def ls(
+    fmt: str = typer.Option("text", "--format", help="Output format: text or json."),
+    runner: Optional[str] = typer.Option(None, "--runner", help="docker or kubernetes (default: the context's runner)."),
+) -> None:
     """List environments (running and stopped)."""
-    from envbuild.runtime import engine, output
+    from envbuild.kube.commands import resolve_runner
 
     check_format(fmt)
+    if resolve_runner(runner) == "kubernetes":
+        from envbuild.kube import commands as kube
+
+        kube.ls(fmt)
+        return
+    from envbuild.runtime import engine, output
+
     envs = engine.list_environments(engine.connect())
     if fmt == "json":
         typer.echo(json.dumps([e.to_dict() for e in envs], indent=2))
@@ -85,14 +95,28 @@ def destroy(
     path: Optional[Path] = typer.Option(None, "--path", "-p", help="Project directory whose environment to remove."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Environment name."),
     image: bool = typer.Option(False, "--image", help="Also remove the environment's image."),
+    runner: Optional[str] = typer.Option(None, "--runner", help="docker or kubernetes (default: the context's runner)."),
+    volumes: bool = typer.Option(False, "--volumes", help="Kubernetes: also delete the workspace claim (its files)."),
 ) -> None:
     """Stop and remove an environment and its SSH entry. Project files are never touched."""
-    from envbuild.runtime import engine, lifecycle
+    from envbuild.kube.commands import resolve_runner
     from envbuild.runtime.options import name_from_dir, project_dir, validate_name
 
     if path is not None and name is not None:
         raise UsageError("give --path or --name, not both")
     env_name = validate_name(name) if name is not None else name_from_dir(project_dir(path or Path(".")))
+    if resolve_runner(runner) == "kubernetes":
+        if image:
+            raise UsageError("--image removes a local image; with the kubernetes runner the image is in the registry")
+        from envbuild.kube import commands as kube
+
+        kube.destroy(env_name, volumes=volumes)
+        return
+    if volumes:
+        raise UsageError("--volumes applies to the kubernetes runner (its workspace claim); "
+                         "a Docker environment's project directory is a bind mount and is never deleted")
+    from envbuild.runtime import engine, lifecycle
+
     env, removed_image = lifecycle.destroy(engine.connect(), env_name, remove_image=image)
     if env is None:
         print(f"No environment named {env_name!r}; removed its SSH entry if there was one.", file=sys.stderr)

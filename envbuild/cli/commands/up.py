@@ -97,6 +97,7 @@ def up(
     ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="CA bundle build steps trust (TLS-inspecting proxies)."),
     timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for sshd and Jupyter to answer."),
     locked: bool = typer.Option(False, "--locked", help="Fail (exit 2) unless build.envd.lock exists and is fresh."),
+    runner: Optional[str] = typer.Option(None, "--runner", help="docker or kubernetes (default: the context's runner)."),
 ) -> None:
     """Build if needed, start the environment, print its endpoints, and open a shell in it."""
     from envbuild.runtime.options import check_options, name_from_dir, project_dir, validate_name
@@ -111,6 +112,17 @@ def up(
         raise UsageError(f"--ca-cert {str(ca_cert)!r} is not a file")
     options = run_options(host, gpus, no_gpu, volume, shm_size, cpus, memory)
     check_options(options, project)
+
+    from envbuild.kube.commands import resolve_runner
+
+    if resolve_runner(runner) == "kubernetes":
+        from envbuild.kube import commands as kube
+
+        env = kube.up(project=project, build_file=build_file, function=function, name=env_name, options=options,
+                      force=force, fmt=fmt, ca_cert=str(ca_cert) if ca_cert else None, timeout=timeout, locked=locked)
+        if not detach:
+            open_shell(env.name, env.workdir)
+        return
 
     from envbuild.runtime import engine, lifecycle
 
