@@ -5,7 +5,8 @@ reachable, like a container's published ports. So it starts this forwarder as it
 (``setsid``), which listens on 127.0.0.1 and opens a Kubernetes port-forward stream per connection
 until `envbuild destroy` stops it. Its files live under ``~/.cache/envbuild/forward/``:
 ``NAME.json`` (what to forward, then the bound addresses), ``NAME.pid`` and ``NAME.log``.
-The forwarder also exits when its ``NAME.json`` disappears, so a missed signal cannot leak it.
+The forwarder also exits when its ``NAME.json`` disappears or names another forwarder, so a missed
+signal cannot leak it.
 """
 
 from __future__ import annotations
@@ -228,25 +229,31 @@ def serve(
         runner = (make_runner or _default_runner)(spec)
         ref = PodRef(spec.name, spec.namespace)
         remote = [p for _, p in spec.ports]
-        try:
-            fwd = runner.port_forward(ref, remote, host=spec.host, local_ports=spec.local_ports)
-        except RuntimeFailure:
-            if not spec.local_ports:
-                raise
+        fwd = None
+        for _ in range(20 if spec.local_ports else 0):
+            try:
+                fwd = runner.port_forward(ref, remote, host=spec.host, local_ports=spec.local_ports)
+                break
+            except RuntimeFailure:
+                time.sleep(0.1)  # the previous forwarder may still be closing its listeners
+        if fwd is None:
             fwd = runner.port_forward(ref, remote, host=spec.host)
     except Exception as exc:
         _write_json(state_path, {**data, "error": str(exc) or type(exc).__name__})
         raise
     pid = os.getpid()
+    instance = os.urandom(8).hex()
     pid_path.write_text(f"{pid}\n")
-    _write_json(state_path, {**data, "pid": pid, "addresses": {str(k): v[1] for k, v in fwd.addresses.items()}})
+    _write_json(state_path, {**data, "pid": pid, "instance": instance,
+                             "addresses": {str(k): v[1] for k, v in fwd.addresses.items()}})
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         while not stop_event.wait(poll):
-            if not state_path.exists():
-                break
+            current = read_state(name)
+            if current is None or current.get("instance") != instance:
+                break  # stopped, or replaced by a newer forwarder
             for err in fwd.errors[:]:
                 print(f"envbuild kube-forward {name}: {err}", file=sys.stderr, flush=True)
                 fwd.errors.remove(err)
