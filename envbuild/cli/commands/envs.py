@@ -206,7 +206,9 @@ def prune(
 
     client = engine.connect()
     existing = {e.name for e in engine.list_environments(client)}
-    stale = [n for n in ssh.known_hosts() if n not in existing]
+    from envbuild.kube import forward
+
+    stale = [n for n in ssh.known_hosts() if n not in existing and forward.running_pid(n) is None]
     for n in stale:
         ssh.remove_host(n)
     pruned = client.images.prune(filters={"dangling": True, "label": "ai.envbuild.vendor=envbuild"})
