@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-__all__ = ["WireError", "encode", "decode", "to_dict", "map_order", "SCHEMA", "ENUMS"]
+__all__ = ["WireError", "encode", "encode_definition", "decode", "to_dict", "map_order", "SCHEMA", "ENUMS"]
 
 Message = dict[str, Any]
 
@@ -283,6 +283,18 @@ def encode(name: str, message: Mapping[str, Any]) -> bytes:
     return bytes(out)
 
 
+def encode_definition(ops: list[bytes], metadata: Mapping[str, bytes]) -> bytes:
+    """A pb.Definition from already encoded ops and OpMetadata, without decoding them again."""
+    out = bytearray()
+    for data in ops:
+        out += b"\x0a" + _varint(len(data)) + data
+    for digest in sorted(metadata, key=map_order):
+        key, value = digest.encode("utf-8"), metadata[digest]
+        entry = b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(len(value)) + value
+        out += b"\x12" + _varint(len(entry)) + entry
+    return bytes(out)
+
+
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
@@ -331,7 +343,7 @@ def _decode_scalar(kind: str, ref: str, wire: int, raw: int | bytes) -> Any:
     if kind == "message":
         if wire != 2:
             raise WireError(f"message field of {ref} has wire type {wire}")
-        return decode(ref, raw)  # type: ignore[arg-type]
+        return _decode(ref, bytes(raw))  # type: ignore[arg-type]
     if kind in ("string", "bytes"):
         if wire != 2:
             raise WireError(f"{kind} field has wire type {wire}")
@@ -382,10 +394,16 @@ def _merge(name: str, into: Message, other: Message) -> None:
 
 def decode(name: str, data: bytes) -> Message:
     """Parses `data` as message `name` into the dict shape `encode` takes; unknown fields are skipped."""
+    message = _decode(name, bytes(data))
+    _drop_defaults(name, message)
+    return message
+
+
+def _decode(name: str, data: bytes) -> Message:
+    """`decode` keeping scalars read at their default, so that a later merge can still reset a field."""
     by_number = _BY_NUMBER[name]
     message: Message = {}
     pos = 0
-    data = bytes(data)
     while pos < len(data):
         tag, pos = _read_varint(data, pos)
         number, wire = tag >> 3, tag & 7
@@ -411,12 +429,27 @@ def decode(name: str, data: bytes) -> Message:
         value = _decode_scalar(f.kind, f.ref, wire, raw)
         if f.repeated:
             message.setdefault(f.name, []).append(value)
-            continue
-        _merge(name, message, {f.name: value})
-    for f in SCHEMA[name]:
-        if not (f.oneof or f.repeated or f.kind in ("message", "map")) and message.get(f.name, None) == _DEFAULTS[f.kind]:
-            del message[f.name]
+        else:
+            _merge(name, message, {f.name: value})
     return message
+
+
+def _drop_defaults(name: str, message: Message) -> None:
+    """Proto3 has no presence for plain scalars: one read at its default is as good as absent."""
+    for f in SCHEMA[name]:
+        value = message.get(f.name)
+        if value is None:
+            continue
+        if f.kind == "message":
+            for item in value if f.repeated else (value,):
+                _drop_defaults(f.ref, item)
+        elif f.kind == "map":
+            value_ref = f.ref.split(":")[1]
+            if value_ref in SCHEMA:
+                for item in value.values():
+                    _drop_defaults(value_ref, item)
+        elif not (f.oneof or f.repeated) and value == _DEFAULTS[f.kind]:
+            del message[f.name]
 
 
 def _json_value(kind: str, ref: str, value: Any) -> Any:

@@ -153,15 +153,7 @@ class Definition:
 
     def to_bytes(self) -> bytes:
         """The serialised pb.Definition, e.g. for `buildctl build` on stdin."""
-        out = bytearray()
-        for _, data in self.ops:
-            out += b"\x0a" + _wire._varint(len(data)) + data
-        metadata = dict(self.metadata)
-        for d in sorted(metadata, key=_wire.map_order):
-            key = d.encode()
-            entry = b"\x0a" + _wire._varint(len(key)) + key + b"\x12" + _wire._varint(len(metadata[d])) + metadata[d]
-            out += b"\x12" + _wire._varint(len(entry)) + entry
-        return bytes(out)
+        return _wire.encode_definition([data for _, data in self.ops], dict(self.metadata))
 
     def write_to(self, fileobj: IO[bytes] | IO[str]) -> None:
         """Writes `to_bytes()`; text streams such as sys.stdout are written through their binary buffer."""

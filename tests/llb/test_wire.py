@@ -358,7 +358,8 @@ def test_repeated_submessages_merge_like_protobuf() -> None:
     first = _wire.encode("Op", {"exec": {"meta": {"args": ["a"], "cwd": "/x"}}, "platform": {"OS": "linux"}})
     second = _wire.encode("Op", {"exec": {"meta": {"args": ["b"]}, "network": 2}, "platform": {"Architecture": "arm64"}})
     switch = _wire.encode("Op", {"source": {"identifier": "i", "attrs": {"k": "v"}}})
-    for data in (first + second, first + second + switch, switch + first):
+    reset_cwd = b"\x12\x04\x0a\x02\x1a\x00"  # exec.meta.cwd = "" written out, as no canonical encoder would
+    for data in (first + second, first + second + switch, switch + first, first + reset_cwd):
         expected = ops_pb2.Op.FromString(data)
         assert _wire.to_dict("Op", _wire.decode("Op", data)) == json_format.MessageToDict(expected, preserving_proto_field_name=True)
 
