@@ -193,6 +193,13 @@ def up(
     if options.volumes:
         raise UsageError("--volume is not supported by the kubernetes runner (the pod runs on a cluster node); "
                          "the project directory is copied into the pod's workspace")
+    if options.gpus is not None and not options.no_gpu:
+        from envbuild.runtime.options import parse_gpus
+
+        asked = parse_gpus(options.gpus)
+        if asked.count == -1 or asked.device_ids:
+            raise UsageError("Kubernetes cannot request 'all' GPUs or named devices: give a count (--gpus 1); "
+                             "the scheduler picks a node and its devices")
     runner = connect(settings)
     label = project_name((project / build_file).parent)
     local_tag = f"{label.lower()}:dev"
