@@ -42,7 +42,7 @@ def create(
     ),
     kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="kubeconfig file (runner kubernetes)."),
     registry: Optional[str] = typer.Option(
-        None, "--registry", help="Registry (host[:port][/path]) the cluster pulls environment images from."
+        None, "--registry", help="Registry (host\\[:port]\\[/path]) the cluster pulls environment images from."
     ),
     description: str = typer.Option("", "--description", help="A note shown by `context ls`."),
     use: bool = typer.Option(False, "--use", help="Make it the current context."),
