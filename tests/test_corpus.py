@@ -135,7 +135,7 @@ def corpus_results(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         "GIT_CONFIG_NOSYSTEM": "1",
     }
     selected = {item.callspec.params["path"] for item in request.session.items
-                if getattr(item, "callspec", None) is not None and "path" in item.callspec.params}
+                if getattr(item, "callspec", None) is not None and isinstance(item.callspec.params.get("path"), Path)}
     files = [f for f in corpus_files() if f in selected]
     with ThreadPoolExecutor(max_workers=3) as pool:
         outcomes = list(pool.map(lambda f: run_isolated(command_for(f), env, CORPUS), files))

@@ -26,10 +26,10 @@ def _command_paths() -> list[list[str]]:
     return paths
 
 
-@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "envbuild")
-def test_help_renders(path: list[str]) -> None:
+@pytest.mark.parametrize("command", _command_paths(), ids=lambda p: " ".join(p) or "envbuild")
+def test_help_renders(command: list[str]) -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", "from envbuild.cli import main; main()", *path, "--help"],
+        [sys.executable, "-c", "from envbuild.cli import main; main()", *command, "--help"],
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
