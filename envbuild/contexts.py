@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from envbuild import paths
+from envbuild._files import atomic_write
 from envbuild.errors import UsageError
 
 __all__ = [
@@ -54,9 +55,7 @@ _CONTEXT_KEYS = frozenset({"name", "builder", "address", "tls", "runner", "kuber
 
 def contexts_path() -> Path:
     """The contexts file; honours an absolute ``$XDG_CONFIG_HOME`` like the rest of envbuild."""
-    xdg = os.environ.get("XDG_CONFIG_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
-    return base / "envbuild" / "contexts.json"
+    return paths.config_dir() / "contexts.json"
 
 
 @dataclass(frozen=True)
@@ -400,23 +399,10 @@ class ContextStore:
             "current": state.current,
             "contexts": [state.contexts[n].to_json() for n in sorted(state.contexts)],
         }
-        directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(prefix=".contexts.", suffix=".tmp", dir=directory)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, indent=2, sort_keys=True)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with atomic_write(self.path, mode=0o600, text=True) as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
 
     def list(self) -> list[Context]:
         """The built-in default first, then the stored contexts by name."""

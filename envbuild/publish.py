@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from envbuild._files import atomic_write
 from envbuild.errors import EngineUnreachable, EnvbuildError
 from envbuild.outputs import BuildPlan, PlannedSolve, PostAction, PushImage, SaveImage, SaveOCI
 
@@ -156,26 +157,14 @@ def save_images(
     api = client.api
     target = Path(dest).expanduser().absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as fh:
-            try:
-                res = api._get(api._url("/images/get"), params={"names": list(names)}, stream=True)
-                api._raise_for_status(res)
-                for chunk in res.iter_content(chunk_size=1 << 20):
-                    fh.write(chunk)
-            except APIError as exc:
-                raise PublishError(f"saving {', '.join(names)} to {target} failed: {exc.explanation or exc}") from None
-        os.replace(tmp, target)
-    except BaseException:
+    with atomic_write(target) as fh:
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            res = api._get(api._url("/images/get"), params={"names": list(names)}, stream=True)
+            api._raise_for_status(res)
+            for chunk in res.iter_content(chunk_size=1 << 20):
+                fh.write(chunk)
+        except APIError as exc:
+            raise PublishError(f"saving {', '.join(names)} to {target} failed: {exc.explanation or exc}") from None
     return target
 
 
@@ -213,72 +202,60 @@ def docker_archive_to_oci(src: str | os.PathLike[str], dest: str | os.PathLike[s
     """
     target = Path(dest).expanduser().absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    try:
-        with tarfile.open(src, "r:") as archive, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as out:
-            def member_bytes(name: str) -> bytes:
-                f = archive.extractfile(name)
-                if f is None:
-                    raise PublishError(f"{src}: {name} is not a file in the docker archive")
-                return f.read()
+    with atomic_write(target) as fh, tarfile.open(src, "r:") as archive, \
+            tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as out:
+        def member_bytes(name: str) -> bytes:
+            f = archive.extractfile(name)
+            if f is None:
+                raise PublishError(f"{src}: {name} is not a file in the docker archive")
+            return f.read()
 
-            entries = json.loads(member_bytes("manifest.json"))
-            _add_bytes(out, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-            written: set[str] = set()
-            index: list[dict[str, Any]] = []
-            for entry in entries:
-                config = member_bytes(entry["Config"])
-                config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-                diff_ids = json.loads(config)["rootfs"]["diff_ids"]
-                if len(diff_ids) != len(entry["Layers"]):
-                    raise PublishError(f"{src}: layer count does not match the image config")
-                layers = []
-                for path, diff_id in zip(entry["Layers"], diff_ids):
-                    member = archive.getmember(path)
-                    if diff_id not in written:
-                        info = tarfile.TarInfo("blobs/sha256/" + diff_id.split(":", 1)[1])
-                        info.size = member.size
-                        info.mode = 0o644
-                        reader = _Hashing(archive.extractfile(member))
-                        out.addfile(info, reader)
-                        if "sha256:" + reader.sha.hexdigest() != diff_id:
-                            raise PublishError(f"{src}: layer {path} does not match its digest {diff_id}")
-                        written.add(diff_id)
-                    layers.append({"mediaType": _OCI_LAYER, "digest": diff_id, "size": member.size})
-                if config_digest not in written:
-                    _add_bytes(out, "blobs/sha256/" + config_digest.split(":", 1)[1], config)
-                    written.add(config_digest)
-                manifest = json.dumps({
-                    "schemaVersion": 2,
-                    "mediaType": _OCI_MANIFEST,
-                    "config": {"mediaType": _OCI_CONFIG, "digest": config_digest, "size": len(config)},
-                    "layers": layers,
-                }, separators=(",", ":")).encode()
-                manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-                if manifest_digest not in written:
-                    _add_bytes(out, "blobs/sha256/" + manifest_digest.split(":", 1)[1], manifest)
-                    written.add(manifest_digest)
-                for tag in entry.get("RepoTags") or [None]:
-                    desc: dict[str, Any] = {"mediaType": _OCI_MANIFEST, "digest": manifest_digest, "size": len(manifest)}
-                    if tag:
-                        desc["annotations"] = {
-                            "io.containerd.image.name": tag,
-                            "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[-1] if ":" in tag.rsplit("/", 1)[-1] else "latest",
-                        }
-                    index.append(desc)
-            _add_bytes(out, "index.json", json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                                                       "manifests": index}, separators=(",", ":")).encode())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        entries = json.loads(member_bytes("manifest.json"))
+        _add_bytes(out, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        written: set[str] = set()
+        index: list[dict[str, Any]] = []
+        for entry in entries:
+            config = member_bytes(entry["Config"])
+            config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+            diff_ids = json.loads(config)["rootfs"]["diff_ids"]
+            if len(diff_ids) != len(entry["Layers"]):
+                raise PublishError(f"{src}: layer count does not match the image config")
+            layers = []
+            for path, diff_id in zip(entry["Layers"], diff_ids):
+                member = archive.getmember(path)
+                if diff_id not in written:
+                    info = tarfile.TarInfo("blobs/sha256/" + diff_id.split(":", 1)[1])
+                    info.size = member.size
+                    info.mode = 0o644
+                    reader = _Hashing(archive.extractfile(member))
+                    out.addfile(info, reader)
+                    if "sha256:" + reader.sha.hexdigest() != diff_id:
+                        raise PublishError(f"{src}: layer {path} does not match its digest {diff_id}")
+                    written.add(diff_id)
+                layers.append({"mediaType": _OCI_LAYER, "digest": diff_id, "size": member.size})
+            if config_digest not in written:
+                _add_bytes(out, "blobs/sha256/" + config_digest.split(":", 1)[1], config)
+                written.add(config_digest)
+            manifest = json.dumps({
+                "schemaVersion": 2,
+                "mediaType": _OCI_MANIFEST,
+                "config": {"mediaType": _OCI_CONFIG, "digest": config_digest, "size": len(config)},
+                "layers": layers,
+            }, separators=(",", ":")).encode()
+            manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+            if manifest_digest not in written:
+                _add_bytes(out, "blobs/sha256/" + manifest_digest.split(":", 1)[1], manifest)
+                written.add(manifest_digest)
+            for tag in entry.get("RepoTags") or [None]:
+                desc: dict[str, Any] = {"mediaType": _OCI_MANIFEST, "digest": manifest_digest, "size": len(manifest)}
+                if tag:
+                    desc["annotations"] = {
+                        "io.containerd.image.name": tag,
+                        "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[-1] if ":" in tag.rsplit("/", 1)[-1] else "latest",
+                    }
+                index.append(desc)
+        _add_bytes(out, "index.json", json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                                                   "manifests": index}, separators=(",", ":")).encode())
     return target
 
 

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from envbuild import paths
+from envbuild._files import atomic_write
 from envbuild.errors import EnvbuildError, RuntimeFailure
 
 HOST_SUFFIX = ".envbuild"
@@ -40,9 +40,7 @@ _INCLUDE_LINE = re.compile(r"^\s*Include\s+(.+?)\s*$", re.IGNORECASE)
 
 def config_dir() -> Path:
     """Where envbuild keeps per-user state: ``$XDG_CONFIG_HOME/envbuild`` or ``~/.config/envbuild``."""
-    xdg = os.environ.get("XDG_CONFIG_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
-    return base / "envbuild"
+    return paths.config_dir()
 
 
 def ssh_config_path() -> Path:
@@ -161,16 +159,8 @@ def render_config(blocks: dict[str, str]) -> str:
 
 def _atomic_write(path: Path, text: str, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, mode=mode, text=True) as handle:
+        handle.write(text)
 
 
 def add_include(user_config: str, include_path: Path) -> str | None:

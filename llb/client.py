@@ -39,7 +39,7 @@ from .session import Session, SessionConfig, SessionServer
 if TYPE_CHECKING:
     import grpc
 
-    from ._proto import control_pb2, ops_pb2
+    from ._proto import ops_pb2
 
 __all__ = ["connect", "Client", "WorkerInfo", "SolveResult"]
 
@@ -313,7 +313,7 @@ class Client:
         engine an image in its own store resolves with an empty digest."""
         import grpc
 
-        from ._proto import control_pb2, gateway_pb2, ops_pb2
+        from ._proto import control_pb2, ops_pb2
 
         build_id = _secrets.token_hex(13)
         calls = _Calls()

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from envbuild import paths
 from envbuild.errors import UsageError
 
 ENV_PREFIX = "ENVBUILD_MIRROR_"
@@ -48,7 +49,7 @@ class Mirrors:
     def load(cls, environ: Mapping[str, str] | None = None, config_path: Path | None = None) -> Mirrors:
         environ = os.environ if environ is None else environ
         values: dict[str, str] = {}
-        path = config_path or Path(environ.get(CONFIG_ENV) or Path.home() / ".config" / "envbuild" / "config.toml")
+        path = config_path or Path(environ.get(CONFIG_ENV) or paths.config_dir(environ) / "config.toml")
         values.update(_from_toml(path))
         for name in cls.names():
             v = environ.get(ENV_PREFIX + name.upper())

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import llb
+from envbuild import paths
 from envbuild.compiler.mirrors import Mirrors
 from envbuild.compiler.stagekit import Additions, Ctx
 from envbuild.errors import UsageError
@@ -41,7 +42,7 @@ class Extension:
 
 
 def cache_root() -> Path:
-    return Path.home() / ".cache" / "envbuild" / "vscode"
+    return paths.cache_dir() / "vscode"
 
 
 Fetch = Callable[[str], bytes]

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from envbuild import paths
+from envbuild._files import atomic_write
 from envbuild.errors import RuntimeFailure
 
 __all__ = ["ForwardSpec", "forward_dir", "start", "stop", "serve", "read_state", "running_pid"]
@@ -66,9 +68,7 @@ class ForwardSpec:
 
 def forward_dir() -> Path:
     """``$XDG_CACHE_HOME/envbuild/forward`` or ``~/.cache/envbuild/forward``."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "envbuild" / "forward"
+    return paths.cache_dir() / "forward"
 
 
 def _paths(name: str) -> tuple[Path, Path, Path]:
@@ -78,9 +78,8 @@ def _paths(name: str) -> tuple[Path, Path, Path]:
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    with atomic_write(path, text=True) as fh:
+        fh.write(json.dumps(data, indent=2))
 
 
 def read_state(name: str) -> dict[str, Any] | None:
