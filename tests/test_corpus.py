@@ -8,9 +8,7 @@ Each file's first line says what to expect::
 ``LABEL`` (default: the file itself) names the file the error points into, e.g. a loaded
 ``lib/x.envd``; ``COL`` may be ``*``. A zero-byte file cannot carry the line, so ``EMPTY`` holds it.
 
-The files run through the real CLI (``envbuild debug spec -f FILE``) when it has that command, else
-through a small script that calls ``frontend.evaluate`` and prints like the CLI does. Either way
-each file gets its own process with a 4 GiB address-space limit: some files are memory bombs or
+The files run through the real CLI (``envbuild debug spec -f FILE``); each file gets its own process with a 4 GiB address-space limit: some files are memory bombs or
 crash the interpreter, and that must fail the test, not the machine.
 """
 
@@ -24,7 +22,6 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import pytest
@@ -42,16 +39,6 @@ _HEADER = re.compile(
     r"\s*(?:\[xfail:\s*(?P<xfail>[^\]]+)\])?\s*$"
 )
 
-# Evaluate like the CLI would: one line `envbuild: error: file:line:col: message`, exit 2.
-_FALLBACK = """
-import sys, frontend
-try:
-    frontend.evaluate(sys.argv[1], user_config=False, on_print=lambda s: None)
-except frontend.FrontendError as e:
-    print(f"envbuild: error: {e}", file=sys.stderr)
-    raise SystemExit(2)
-print("evaluated without error")
-"""
 
 
 @dataclass(frozen=True)
@@ -88,18 +75,8 @@ def corpus_files() -> list[Path]:
     return sorted(CORPUS.glob("*.envd"))
 
 
-@cache
-def cli_has_debug_spec() -> bool:
-    if not ENVBUILD.exists():
-        return False
-    p = subprocess.run([str(ENVBUILD), "debug", "spec", "--help"], capture_output=True, text=True, timeout=60)
-    return p.returncode == 0
-
-
 def command_for(path: Path) -> list[str]:
-    if cli_has_debug_spec():
-        return [str(ENVBUILD), "debug", "spec", "-f", str(path)]
-    return [sys.executable, "-c", _FALLBACK, str(path)]
+    return [str(ENVBUILD), "debug", "spec", "-f", str(path)]
 
 
 def _limit_memory() -> None:
