@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from .errors import InvalidGraph
-from .state import MarshalContext, Network, OpOptions, Output, State, Vertex, merge_env, resolve_path
+from .state import InputList, MarshalContext, Network, OpOptions, Output, State, Vertex, merge_env, resolve_path
 
 if TYPE_CHECKING:
     from ._wire import Message
@@ -189,19 +189,9 @@ class ExecVertex(Vertex):
         return self.options.name or " ".join(self.args)
 
     def to_op(self, ctx: MarshalContext) -> tuple[Message, Message]:
-        inputs: list[Message] = []
         caps = {"exec.meta.base"}
-        keys: list[tuple[str, int]] = []
-
-        def input_index(output: Output | None) -> int:
-            if output is None:
-                return -1
-            inp = ctx.input(output)
-            key = (inp["digest"], inp["index"])
-            if key not in keys:
-                keys.append(key)
-                inputs.append(inp)
-            return keys.index(key)
+        inputs = InputList(ctx)
+        input_index = inputs.index
 
         meta: Message = {"args": list(self.args), "env": [f"{k}={v}" for k, v in self.env], "cwd": self.cwd, "user": self.user}
         if self.proxy_env:
@@ -231,7 +221,7 @@ class ExecVertex(Vertex):
             else:
                 caps.add("exec.mount.tmpfs")
             mounts.append(pm)
-        op: Message = {"inputs": inputs, "exec": {"meta": meta, "mounts": mounts, "network": _NET_MODES[self.network]}}
+        op: Message = {"inputs": inputs.inputs, "exec": {"meta": meta, "mounts": mounts, "network": _NET_MODES[self.network]}}
         md = self.options.apply(ctx, op, caps)
         return op, md
 

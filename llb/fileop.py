@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
 from .errors import InvalidGraph
-from .state import MarshalContext, OpOptions, Output, State, Vertex, resolve_path
+from .state import InputList, MarshalContext, OpOptions, Output, State, Vertex, resolve_path
 
 if TYPE_CHECKING:
     from ._wire import Message
@@ -281,22 +281,12 @@ class FileVertex(Vertex):
         return self.options.name or ", ".join(_describe(s) for s in self.steps)
 
     def to_op(self, ctx: MarshalContext) -> tuple[Message, Message]:
-        inputs: list[Message] = []
-        keys: list[tuple[str, int]] = []
-
-        def input_index(output: Output | None) -> int:
-            if output is None:
-                return -1
-            inp = ctx.input(output)
-            key = (inp["digest"], inp["index"])
-            if key not in keys:
-                keys.append(key)
-                inputs.append(inp)
-            return keys.index(key)
+        inputs = InputList(ctx)
+        input_index = inputs.index
 
         base_index = input_index(self.base)
         secondary = [input_index(s.source.output) if isinstance(s, _Copy) else -1 for s in self.steps]
-        n_inputs = len(keys)
+        n_inputs = len(inputs)
         caps = {"file.base"}
         actions: list[Message] = []
         for i, step in enumerate(self.steps):
@@ -342,7 +332,7 @@ class FileVertex(Vertex):
                 if step.allow_wildcard:
                     caps.add("file.rm.wildcard")
             actions.append(action)
-        op: Message = {"inputs": inputs, "file": {"actions": actions}}
+        op: Message = {"inputs": inputs.inputs, "file": {"actions": actions}}
         md = self.options.apply(ctx, op, caps)
         return op, md
 

@@ -61,6 +61,30 @@ class MarshalContext(ABC):
         return {"digest": self.digest(output.vertex), "index": output.index}
 
 
+class InputList:
+    """An op's pb.Input list, each distinct output once; `index` gives its position (-1 for none)."""
+
+    __slots__ = ("ctx", "inputs", "_keys")
+
+    def __init__(self, ctx: MarshalContext) -> None:
+        self.ctx = ctx
+        self.inputs: list[Message] = []
+        self._keys: list[tuple[str, int]] = []
+
+    def index(self, output: Output | None) -> int:
+        if output is None:
+            return -1
+        inp = self.ctx.input(output)
+        key = (inp["digest"], inp["index"])
+        if key not in self._keys:
+            self._keys.append(key)
+            self.inputs.append(inp)
+        return self._keys.index(key)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
 class Vertex(ABC):
     """One LLB operation; compared by identity, de-duplicated by digest when marshalled."""
 
