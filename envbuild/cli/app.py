@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from envbuild.errors import EXIT_USAGE, EnvbuildError
+from envbuild.errors import EXIT_FAILURE, EXIT_USAGE, EnvbuildError
 
 if TYPE_CHECKING:
     import typer
@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     except EnvbuildError as exc:
         print(f"envbuild: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+    except OSError as exc:  # a file or directory of the user's that cannot be read or written
+        print(f"envbuild: error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILURE) from None
     except KeyboardInterrupt:
         print("envbuild: interrupted", file=sys.stderr)
         raise SystemExit(130) from None

@@ -248,3 +248,15 @@ def test_usage_errors_are_one_line_without_a_box(argv: list[str]) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("envbuild: error: "), proc.stderr
     assert "╭" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_os_error_on_the_users_files_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "build.envd").mkdir()  # init --force must write a file where a directory stands
+    proc = subprocess.run(
+        [sys.executable, "-c", "from envbuild.cli import main; main()", "init", "-p", str(tmp_path), "--yes", "--force"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("envbuild: error: ") and "build.envd" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
