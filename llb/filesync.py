@@ -383,6 +383,7 @@ class DiffCopySender:
         self._out: queue.Queue[object] = queue.Queue(maxsize=64)
         self._reqs: queue.Queue[int | None] = queue.Queue()
         self._stop = threading.Event()
+        self._walker_thread: threading.Thread | None = None
         self.sent_stats = 0
         self.sent_files = 0
         self.sent_bytes = 0
@@ -466,10 +467,15 @@ class DiffCopySender:
         except Exception:
             pass
         self._reqs.put(None)
+        # A receiver that hung up early must still see a walk error, not a bare end of stream.
+        walker = self._walker_thread
+        if walker is not None:
+            walker.join()
         self._put(None)
 
     def run(self, requests: Iterator["fsutil_pb2.Packet"]) -> Iterator["fsutil_pb2.Packet"]:
-        threading.Thread(target=self._walker, name="llb-fs-walk", daemon=True).start()
+        self._walker_thread = threading.Thread(target=self._walker, name="llb-fs-walk", daemon=True)
+        self._walker_thread.start()
         threading.Thread(target=self._file_worker, name="llb-fs-data", daemon=True).start()
         threading.Thread(target=self._reader, args=(requests,), name="llb-fs-recv", daemon=True).start()
         try:
