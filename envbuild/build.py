@@ -62,6 +62,8 @@ class Prepared:
     tag: str
     owner: tuple[int, int]
     digest: str
+    quick: str | None = None
+    """The ``ai.envbuild.inputs`` label (`envbuild.quickcheck`): lets the next no-op build skip evaluation."""
 
 
 @dataclass(frozen=True)
@@ -91,47 +93,31 @@ def evaluate(options: BuildOptions) -> tuple[Spec, Path]:
     return spec, file.parent.resolve()
 
 
-def default_tag(project: str) -> str:
-    return f"{project.lower()}:dev"
-
-
 def input_digest(spec: Spec, context_dir: Path, *, owner: tuple[int, int], base_id: str, extra: str = "") -> str:
     """sha256 over everything that shapes the image: spec JSON, input file contents (not mtimes),
     the base image id, the owner, and envbuild's version.
 
     The spec is hashed as the label shows it (no index credentials, no Jupyter token): the digest is
     in the image too, and a hash over a known text plus a short secret can be brute-forced offline."""
+    from envbuild import quickcheck
     from envbuild.compiler.credentials import public_spec
 
     h = hashlib.sha256()
     for part in (f"envbuild {__version__} compiler {compiler_fingerprint()}", public_spec(spec).to_json(), f"owner {owner[0]}:{owner[1]}", f"base {base_id}", extra):
         h.update(part.encode())
         h.update(b"\0")
-    vsix = [n for call in spec.vscode_extensions for n in call.names if n.lower().endswith(".vsix")]
-    for rel in sorted({*spec.inputs, *vsix}):
-        p = context_dir / rel
-        h.update(rel.encode() + b"\0")
-        if p.is_dir():
-            for f in sorted(x for x in p.rglob("*") if x.is_file()):
-                h.update(str(f.relative_to(context_dir)).encode() + b"\0" + _file_digest(f) + b"\0")
-        elif p.is_file():
-            h.update(_file_digest(p) + b"\0")
-        else:
-            h.update(b"missing\0")
+    quickcheck.hash_inputs(h, str(context_dir), _input_paths(spec))
     return "sha256:" + h.hexdigest()
 
 
-def _file_digest(p: Path) -> bytes:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.digest()
+def _input_paths(spec: Spec) -> tuple[str, ...]:
+    vsix = [n for call in spec.vscode_extensions for n in call.names if n.lower().endswith(".vsix")]
+    return tuple(sorted({*spec.inputs, *vsix}))
 
 
 def prepare(options: BuildOptions) -> Prepared:
     from envbuild import images
-    from envbuild.compiler import project_name
+    from envbuild.naming import default_tag, project_name
 
     if options.tag:
         from envbuild.outputs import validate_image_name
@@ -146,10 +132,33 @@ def prepare(options: BuildOptions) -> Prepared:
         owner = (spec.owner.uid, spec.owner.gid)
     else:
         owner = (os.getuid(), os.getgid())
-    base = images.inspect_image(images._engine_names(spec.image)[0])
+    base_name = images._engine_names(spec.image)[0]
+    base = images.inspect_image(base_name)
     base_id = str(base.get("Id")) if base else "unresolved"
     digest = input_digest(spec, ctx, owner=owner, base_id=base_id, extra=f"network {options.network}")
-    return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, digest)
+    quick = _quick_label(spec, options, project=project, base=base_name, base_id=base_id)
+    return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, digest, quick)
+
+
+def _quick_label(spec: Spec, options: BuildOptions, *, project: str, base: str, base_id: str) -> str | None:
+    from envbuild import quickcheck
+    from frontend.evaluator import split_target
+
+    if any(not h.checksum for h in spec.http):
+        return None
+    context_dir, build_file = quickcheck.locate(str(split_target(options.path)[0]))
+    return quickcheck.make_label(
+        files=tuple(f.label for f in spec.source_files),
+        inputs=_input_paths(spec),
+        base=base,
+        base_id=base_id,
+        context_dir=context_dir,
+        build_file=build_file,
+        function=spec.target,
+        project=project,
+        owner=options.owner,
+        network=options.network,
+    )
 
 
 def _use_lock(spec: Spec, ctx: Path, options: BuildOptions) -> Spec:
@@ -214,7 +223,14 @@ def compile_for(
         vscode_cache=str(_vscode_cache()) if extensions else "",
         context_dir=str(prep.context_dir),
     )
-    return compile_spec(prep.spec, opts)
+    compiled = compile_spec(prep.spec, opts)
+    if prep.quick is None:
+        return compiled
+    from dataclasses import replace
+
+    from envbuild.quickcheck import LABEL
+
+    return replace(compiled, image={**compiled.image, "labels": {**compiled.labels, LABEL: prep.quick}})
 
 
 def _vscode_cache() -> Path:

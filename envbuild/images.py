@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
-from envbuild.compiler.options import UNRESOLVED, BaseConfig
-
+TYPE_CHECKING = False  # typing, collections and the compiler's dataclasses stay out of the skip check
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
     import llb
+    from envbuild.compiler.options import BaseConfig
 
 API_VERSION = "v1.41"
 
@@ -52,16 +53,22 @@ def _quote(text: str) -> str:
 def _get(path: str, url: str, timeout: float) -> tuple[int, bytes]:
     """One GET over a unix socket, HTTP/1.0 so that the engine sends a plain body and closes;
     (0, b"") when nothing usable answers."""
-    import socket
+    try:  # the C module: socket.py's enum wrappers cost ~3 ms of a no-op build
+        from _socket import AF_UNIX, SOCK_STREAM, socket
+    except ImportError:  # pragma: no cover - not CPython
+        from socket import AF_UNIX, SOCK_STREAM, socket
 
+    chunks = []
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock = socket(AF_UNIX, SOCK_STREAM)
+        try:
             sock.settimeout(timeout)
             sock.connect(path)
             sock.sendall(f"GET {url} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
-            chunks = []
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
+        finally:
+            sock.close()
     except OSError:
         return 0, b""
     head, sep, body = b"".join(chunks).partition(b"\r\n\r\n")
@@ -86,6 +93,8 @@ def _engine_names(ref: str) -> list[str]:
 
 
 def resolve_local(ref: str) -> BaseConfig | None:
+    from envbuild.compiler.options import BaseConfig
+
     for name in _engine_names(ref):
         data = inspect_image(name)
         if data is not None:
@@ -95,6 +104,8 @@ def resolve_local(ref: str) -> BaseConfig | None:
 
 def resolve(ref: str, client: llb.Client | None = None, *, platform: llb.Platform | None = None) -> BaseConfig:
     """Engine store first, then the builder (registry); UNRESOLVED when neither can answer."""
+    from envbuild.compiler.options import UNRESOLVED, BaseConfig
+
     found = resolve_local(ref)
     if found is not None:
         return found

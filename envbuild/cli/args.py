@@ -6,13 +6,15 @@ turn options into library calls lives here.
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from envbuild.errors import UsageError
 
+TYPE_CHECKING = False  # typing and pathlib stay out of the fast path (~8 ms)
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from envbuild.build import BuildOptions
 
 PROGRESS_MODES = ("auto", "tty", "plain", "json", "quiet")
@@ -32,15 +34,16 @@ def parse_owner(text: str | None) -> tuple[int, int] | None:
     return owner
 
 
-def build_target(path: Path, file: str | None) -> tuple[str, str | None]:
+def build_target(path: str | os.PathLike[str], file: str | None) -> tuple[str, str | None]:
     """``-p DIR`` and ``-f FILE[:FUNC]`` -> (path for frontend.evaluate, function)."""
     if file is None:
         return str(path), None
     name, _, func = file.partition(":")
     if not name or (func and not func.isidentifier()):
         raise UsageError(f"invalid --file {file!r}: expected FILE[:FUNCTION], e.g. build.envd:build")
-    target = Path(name) if Path(name).is_absolute() else path / name
-    return str(target), func or None
+    base = os.fspath(path)
+    target = name if os.path.isabs(name) or base in ("", ".") else os.path.join(base, name)
+    return target, func or None
 
 
 def output_tag(output: str | None, tag: str | None) -> str | None:
@@ -106,6 +109,52 @@ def report_if_up_to_date(options: BuildOptions) -> bool:
         return False
     print(f"{prep.tag} is up to date ({prep.digest[:19]})", file=sys.stderr)
     return True
+
+
+def quick_up_to_date(
+    *,
+    path: str | os.PathLike[str],
+    file: str | None,
+    tag: str | None,
+    progress: str,
+    no_cache: bool,
+    owner: str | None,
+    network: str,
+    **_ignored: object,
+) -> bool:
+    """The skip check without evaluating build.envd (`envbuild.quickcheck`): True, with the note on
+    stderr, only when sure; False means "run the full check". Invalid options are left to the full
+    path, which reports them; an invalid ``--tag`` is one the engine cannot find."""
+    if no_cache or progress not in PROGRESS_MODES or network not in NETWORKS:
+        return False
+    from envbuild import quickcheck
+    from envbuild.naming import default_tag, project_name
+
+    target, function = build_target(path, file)
+    owner_ids = parse_owner(owner)
+    head, sep, tail = target.rpartition(":")
+    if sep and _is_function_name(tail) and "/" not in tail and not os.path.exists(target):
+        target, function = head, function or tail
+    build_file = target or "."
+    if os.path.isdir(build_file):
+        build_file = os.path.join(build_file, "build.envd")
+    context_dir, build_file = quickcheck.locate(build_file)
+    project = project_name(os.path.basename(context_dir))
+    name = tag or default_tag(project)
+    digest = quickcheck.up_to_date(
+        build_file=build_file, function=function or "build", tag=name, project=project, owner=owner_ids, network=network
+    )
+    if digest is None:
+        return False
+    print(f"{name} is up to date ({digest[:19]})", file=sys.stderr)
+    return True
+
+
+def _is_function_name(text: str) -> bool:
+    """``[A-Za-z_]\\w*`` as frontend.evaluator.split_target reads ``file.envd:func``, without `re`."""
+    return bool(text) and text[0].isascii() and (text[0].isalpha() or text[0] == "_") and all(
+        c.isalnum() or c == "_" for c in text
+    )
 
 
 def echo(text: str) -> None:

@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from envbuild.compiler.mirrors import Mirrors
+from envbuild.naming import project_name  # noqa: F401 (re-export: the compiler's public API)
 
 if TYPE_CHECKING:
     from envbuild.compiler.vscode import Extension
@@ -96,9 +97,3 @@ def proxy_from_env(environ: Mapping[str, str]) -> dict[str, str]:
         if value:
             out[name] = value
     return out
-
-
-def project_name(basename: str) -> str:
-    """The context directory's basename, sanitised like envd: ``[A-Za-z0-9][A-Za-z0-9_.-]*``."""
-    out = "".join(c for c in basename if (c.isalnum() and c.isascii()) or c in "_.-").lstrip("_.-")
-    return out[:63] or "project"

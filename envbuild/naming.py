@@ -1,0 +1,13 @@
+"""The project name and default image tag, from the context directory alone (no evaluation)."""
+
+from __future__ import annotations
+
+
+def project_name(basename: str) -> str:
+    """The context directory's basename, sanitised like envd: ``[A-Za-z0-9][A-Za-z0-9_.-]*``."""
+    out = "".join(c for c in basename if (c.isalnum() and c.isascii()) or c in "_.-").lstrip("_.-")
+    return out[:63] or "project"
+
+
+def default_tag(project: str) -> str:
+    return f"{project.lower()}:dev"
