@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import spec as S
+from ._record import record
 from .errors import EnvdError, NameError_, TypeError_, ValueError_
 
 PRELUDE_LABEL = "<envbuild>"
@@ -29,7 +30,7 @@ _REQUIRED: Any = object()
 current: contextvars.ContextVar[Recorder] = contextvars.ContextVar("envbuild_recorder")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Param:
     name: str
     kind: str
@@ -40,7 +41,7 @@ class Param:
         return self.default is _REQUIRED
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Builtin:
     qualname: str
     params: tuple[Param, ...]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from ._record import record
 
 TABLE_PATH = Path(__file__).with_name("data") / "cuda.json"
 DEFAULT_UBUNTU = "22.04"
@@ -23,7 +24,7 @@ class CudaError(ValueError):
     """No published image matches; the message lists the valid choices."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CudaImage:
     version: str
     cudnn: str

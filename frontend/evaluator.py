@@ -15,12 +15,12 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from . import _builtins as B
 from . import spec as S
+from ._record import record
 from .errors import (
     EnvdError,
     EvalError,
@@ -41,7 +41,7 @@ DEFAULT_FILE = "build.envd"
 MIGRATION_URL = "https://envd.tensorchord.ai/guide/v1.html"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Runtime:
     sl: Any
     globals: Any

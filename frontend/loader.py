@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._record import record
 from .errors import LoadError, SyntaxError_
 
 GIT_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
@@ -30,7 +31,7 @@ DEFAULT_UPDATE_AFTER = 3600.0
 GIT_TIMEOUT = 120.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Source:
     """A build file read into memory. ``prefix + relative path`` makes the labels of its siblings."""
 

@@ -25,8 +25,10 @@ import dataclasses
 import json
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, TypeVar
+
+from ._record import record
 
 SCHEMA_VERSION = 1
 """Bumped on any incompatible change; ``from_json`` refuses a different version."""
@@ -46,7 +48,7 @@ class SpecDecodeError(ValueError):
     """Raised when JSON does not describe a spec this version understands (e.g. a newer schema)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Pos:
     """Where a call was made. ``file`` is a label: context-relative path, user config or git URL."""
 
@@ -58,45 +60,45 @@ class Pos:
         return f"{self.file}:{self.line}:{self.col}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Base:
     image: str = DEFAULT_BASE_IMAGE
     dev: bool = False
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Shell:
     name: str = DEFAULT_SHELL
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Python:
     version: str = DEFAULT_PYTHON
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Conda:
     use_mamba: bool = False
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Uv:
     python_version: str = DEFAULT_PYTHON
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Pixi:
     use_pixi_mirror: bool = False
     pypi_index: str | None = None
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Cuda:
     """``install.cuda``: ``image`` is the resolved ``nvidia/cuda`` reference (it replaces the base).
 
@@ -111,35 +113,35 @@ class Cuda:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RLang:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Julia:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Rust:
     version: str | None = None
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Go:
     version: str = DEFAULT_GO
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NodeJS:
     version: str = DEFAULT_NODEJS
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Codex:
     """``version`` None means "latest", resolved by the compiler (envd asks GitHub at compile time)."""
 
@@ -147,13 +149,13 @@ class Codex:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AptPackages:
     names: tuple[str, ...]
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PythonPackages:
     """One ``install.python_packages`` call; paths are relative to the build context."""
 
@@ -163,7 +165,7 @@ class PythonPackages:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CondaPackages:
     names: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
@@ -171,19 +173,19 @@ class CondaPackages:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RPackages:
     names: tuple[str, ...]
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class JuliaPackages:
     names: tuple[str, ...]
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VSCodeExtensions:
     """Extension ids ``publisher.name`` (optionally ``publisher.name-version``)."""
 
@@ -191,7 +193,7 @@ class VSCodeExtensions:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PipIndex:
     url: str
     extra_url: str = ""
@@ -199,7 +201,7 @@ class PipIndex:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Text:
     """A verbatim text setting: ``config.conda_channel`` (.condarc), ``config.apt_source``."""
 
@@ -207,7 +209,7 @@ class Text:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Url:
     """A URL setting: ``config.cran_mirror``, ``config.julia_pkg_server``."""
 
@@ -215,7 +217,7 @@ class Url:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Jupyter:
     """``port`` is the host port (0 = pick a free one); the container port is always 8888."""
 
@@ -224,18 +226,18 @@ class Jupyter:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RStudioServer:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Gpu:
     count: int
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ShmSize:
     """Shared memory for ``up``/``run`` in MB (envd's default when unset is 2048)."""
 
@@ -243,27 +245,27 @@ class ShmSize:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Entrypoint:
     args: tuple[str, ...]
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Repo:
     url: str
     description: str = ""
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Owner:
     uid: int
     gid: int
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GitConfig:
     name: str = ""
     email: str = ""
@@ -271,7 +273,7 @@ class GitConfig:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Run:
     """One ``run()`` call: one build step running the commands in order (``set -euo pipefail``)."""
 
@@ -280,7 +282,7 @@ class Run:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Copy:
     """``io.copy``: ``source`` is context-relative unless ``image`` is set (then a path in it)."""
 
@@ -290,7 +292,7 @@ class Copy:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HttpDownload:
     """``io.http``: lands in ``/home/envd/extra_source/<filename or URL basename>``."""
 
@@ -300,7 +302,7 @@ class HttpDownload:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Command:
     """A ``runtime.command`` entry: a named shell command (``envbuild exec --command NAME``)."""
 
@@ -309,13 +311,13 @@ class Command:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Daemon:
     argv: tuple[str, ...]
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Init:
     """One ``runtime.init`` call: commands run once, in order, before daemons start."""
 
@@ -323,7 +325,7 @@ class Init:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Expose:
     envd_port: int
     host_port: int = 0
@@ -332,14 +334,14 @@ class Expose:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EnvVar:
     name: str
     value: str
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Mount:
     """Run-time bind mount. ``create``: a ``data.envd`` directory the runtime makes (mode 0777)."""
 
@@ -349,7 +351,7 @@ class Mount:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Runtime:
     """Run-time settings (envd stores these in the ``graph.runtime`` label)."""
 
@@ -371,7 +373,7 @@ class Runtime:
         return {c.name: c.command for c in self.commands}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SourceFile:
     """A build file that was evaluated: its label (as in ``Pos.file``) and sha256 of its bytes."""
 
@@ -379,7 +381,7 @@ class SourceFile:
     sha256: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Warning_:
     """A non-fatal remark (e.g. a CUDA image on an OS other than the base's)."""
 
@@ -387,7 +389,7 @@ class Warning_:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Spec:
     """A whole environment. Build it with ``frontend.evaluate``; it never changes afterwards."""
 

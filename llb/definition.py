@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from . import _wire
+from ._record import record
 from .errors import InvalidGraph
 from .platform import Platform
 from .state import MarshalContext, Output, Vertex
@@ -103,7 +103,7 @@ def marshal(output: Output | None, *, platform: Platform | None = None) -> Defin
     return definition
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Definition:
     """A marshalled LLB graph: serialised ops (terminal last) and per-op metadata."""
 

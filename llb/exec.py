@@ -5,9 +5,10 @@ from __future__ import annotations
 import posixpath
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Literal
 
+from ._record import record
 from .errors import InvalidGraph
 from .state import InputList, MarshalContext, Network, OpOptions, Output, State, Vertex, merge_env, resolve_path
 
@@ -51,7 +52,7 @@ def _check_owner_mode(kind: str, uid: int, gid: int, mode: int) -> None:
 _PROXY_FIELDS = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ProxyEnv:
     """Proxy settings for a `run` step (ExecOp ``Meta.proxy_env``).
 
@@ -96,7 +97,7 @@ class ProxyEnv:
         return any(getattr(self, n) for n in _PROXY_FIELDS)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Mount:
     """A filesystem mounted into a `run` step; build with the classmethods (or module functions)."""
 
@@ -165,7 +166,7 @@ ssh = Mount.ssh
 tmpfs = Mount.tmpfs
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@record(eq=False)
 class ExecVertex(Vertex):
     root: Output | None
     args: tuple[str, ...]
@@ -226,7 +227,7 @@ class ExecVertex(Vertex):
         return op, md
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ExecState(State):
     """The state after a `run`: itself the root filesystem, plus access to writable mounts."""
 

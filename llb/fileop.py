@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
+from ._record import record
 from .errors import InvalidGraph
 from .state import InputList, MarshalContext, OpOptions, Output, State, Vertex, resolve_path
 
@@ -21,7 +21,7 @@ OwnerSpec = Union[str, int, tuple[int, int], tuple[str, str], None]
 _NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?$")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Owner:
     """File owner: numeric ids or names looked up in the target's /etc/passwd and /etc/group."""
 
@@ -83,7 +83,7 @@ def _path(path: str, what: str) -> str:
     return path
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Mkdir:
     path: str
     mode: int
@@ -91,7 +91,7 @@ class _Mkdir:
     owner: Owner | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Mkfile:
     path: str
     data: bytes
@@ -99,14 +99,14 @@ class _Mkfile:
     owner: Owner | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Rm:
     path: str
     allow_not_found: bool
     allow_wildcard: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Copy:
     source: State
     src: str
@@ -123,7 +123,7 @@ class _Copy:
 _Step = Union[_Mkdir, _Mkfile, _Rm, _Copy]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FileAction:
     """An ordered chain of file actions; apply with `State.file(action)`.
 
@@ -264,7 +264,7 @@ def _describe(step: _Step) -> str:
     return f"rm {step.path}"
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@record(eq=False)
 class FileVertex(Vertex):
     base: Output | None
     steps: tuple[_Step, ...]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from functools import cache
 
+from ._record import record
 from .errors import InvalidGraph
 
 __all__ = ["Platform"]
@@ -54,7 +54,7 @@ def _normalise(os_: str, arch: str, variant: str) -> tuple[str, str, str]:
     return os_, arch, variant
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Platform:
     """An OCI platform; the builder picks image variants and emulation by it."""
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ._record import record
 from .errors import InvalidGraph
 from .platform import Platform
 from .state import MarshalContext, OpOptions, Output, State, Vertex, _check_name
@@ -26,7 +26,7 @@ _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@record(eq=False)
 class SourceVertex(Vertex):
     identifier: str
     attrs: tuple[tuple[str, str], ...]

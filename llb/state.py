@@ -12,9 +12,9 @@ import enum
 import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ._record import record
 from .errors import InvalidGraph
 from .platform import Platform
 
@@ -103,7 +103,7 @@ class Vertex(ABC):
         """Short human description for graph dumps."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Output:
     """Output `index` of `vertex`."""
 
@@ -111,7 +111,7 @@ class Output:
     index: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OpOptions:
     """Per-vertex constraints and metadata shared by every op kind."""
 
@@ -169,7 +169,7 @@ def resolve_path(cwd: str, path: str, *, what: str = "path", keep_slash: bool = 
     return joined
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class State:
     """An immutable filesystem state plus the settings that later `run` steps inherit.
 
