@@ -10,7 +10,6 @@ The skip check needs no BuildKit connection: when an image with the tag exists a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -102,7 +101,7 @@ def input_digest(spec: Spec, context_dir: Path, *, owner: tuple[int, int], base_
     from envbuild import quickcheck
     from envbuild.compiler.credentials import public_spec
 
-    h = hashlib.sha256()
+    h = quickcheck.sha256()
     for part in (f"envbuild {__version__} compiler {compiler_fingerprint()}", public_spec(spec).to_json(), f"owner {owner[0]}:{owner[1]}", f"base {base_id}", extra):
         h.update(part.encode())
         h.update(b"\0")

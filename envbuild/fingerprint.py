@@ -7,9 +7,10 @@ upgrade, or a development checkout) must rebuild even when the version number di
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache
 from pathlib import Path
+
+from envbuild.quickcheck import sha256
 
 _PACKAGES = ("envbuild/compiler", "llb")
 
@@ -18,7 +19,7 @@ _PACKAGES = ("envbuild/compiler", "llb")
 def compiler_fingerprint() -> str:
     """sha256 (first 16 hex digits) over the source of the compiler and the LLB builder."""
     root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
+    h = sha256()
     for package in _PACKAGES:
         for path in sorted((root / package).glob("*.py")):
             h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")

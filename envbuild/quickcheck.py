@@ -20,6 +20,7 @@ import os
 TYPE_CHECKING = False  # typing itself costs a few ms on this path
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
+    from typing import Any
 
 LABEL = "ai.envbuild.inputs"
 DIGEST_LABEL = "ai.envbuild.digest"
@@ -29,26 +30,30 @@ _CODE = ("envbuild", "envbuild/compiler", "frontend", "frontend/data", "llb")
 """Directories whose files shape a spec or its image; a change in any of them voids every key."""
 
 
-def _sha256(data: bytes = b"") -> object:
-    try:  # the builtin module: hashlib would load OpenSSL (~3 ms) for the same digest
-        from _sha256 import sha256
-    except ImportError:  # pragma: no cover - Python builds without it
-        from hashlib import sha256
-    return sha256(data)
+def sha256(data: bytes = b"") -> Any:
+    """hashlib.sha256 without hashlib: the builtin module, where OpenSSL would cost ~4 ms to load."""
+    try:
+        from _sha256 import sha256 as new
+    except ImportError:  # pragma: no cover - depends on the Python version
+        try:
+            from _sha2 import sha256 as new  # type: ignore[no-redef]
+        except ImportError:
+            from hashlib import sha256 as new  # type: ignore[assignment]
+    return new(data)
 
 
 def file_digest(path: str) -> str:
-    h = _sha256()
+    h = sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
-            h.update(chunk)  # type: ignore[attr-defined]
-    return h.hexdigest()  # type: ignore[attr-defined]
+            h.update(chunk)
+    return h.hexdigest()
 
 
-def hash_inputs(h: object, context_dir: str, rels: Iterable[str]) -> None:
+def hash_inputs(h: Any, context_dir: str, rels: Iterable[str]) -> None:
     """Feed the contents of the spec's input files and directories (relative to the context) into
     ``h``; a directory is every regular file below it, in path order, without following links."""
-    update = h.update  # type: ignore[attr-defined]
+    update = h.update
     for rel in sorted(set(rels)):
         p = os.path.join(context_dir, rel)
         update(rel.encode() + b"\0")
@@ -67,7 +72,7 @@ def hash_inputs(h: object, context_dir: str, rels: Iterable[str]) -> None:
 
 def code_fingerprint() -> str:
     """sha256 (16 hex digits) over envbuild's, the frontend's and llb's source and data files."""
-    h = _sha256()
+    h = sha256()
     for rel in _CODE:
         d = os.path.join(_ROOT, rel)
         try:
@@ -76,8 +81,8 @@ def code_fingerprint() -> str:
             continue
         for name in names:
             with open(os.path.join(d, name), "rb") as f:
-                h.update(f"{rel}/{name}".encode() + b"\0" + f.read() + b"\0")  # type: ignore[attr-defined]
-    return h.hexdigest()[:16]  # type: ignore[attr-defined]
+                h.update(f"{rel}/{name}".encode() + b"\0" + f.read() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def user_config_path() -> str:
@@ -118,7 +123,7 @@ def _key(
 ) -> str | None:
     from envbuild import __version__
 
-    h = _sha256()
+    h = sha256()
     lock = build_file + ".lock"
     cfg = user_config_path()
     who = f"{owner[0]}:{owner[1]}" if owner is not None else f"process {os.getuid()}:{os.getgid()}"
@@ -138,9 +143,9 @@ def _key(
             return None
         head.append(f"file {label} {file_digest(path) if os.path.isfile(path) else 'missing'}")
     for part in head:
-        h.update(part.encode() + b"\0")  # type: ignore[attr-defined]
+        h.update(part.encode() + b"\0")
     hash_inputs(h, context_dir, inputs)
-    return "sha256:" + h.hexdigest()  # type: ignore[attr-defined]
+    return "sha256:" + h.hexdigest()
 
 
 def make_label(

@@ -15,7 +15,6 @@ Paths may not leave their root: absolute labels, ``..`` escapes and symlinks poi
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -25,6 +24,14 @@ from pathlib import Path
 
 from ._record import record
 from .errors import LoadError, SyntaxError_
+
+try:  # the builtin module (3.12+: _sha2): hashlib loads OpenSSL, ~4 ms of start-up, for the same digest
+    from _sha256 import sha256
+except ImportError:  # pragma: no cover - depends on the Python version
+    try:
+        from _sha2 import sha256  # type: ignore[no-redef]
+    except ImportError:
+        from hashlib import sha256  # type: ignore[assignment]
 
 GIT_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
 DEFAULT_UPDATE_AFTER = 3600.0
@@ -70,7 +77,7 @@ def read_source(path: Path, label: str, root: Path, prefix: str) -> Source:
         raise LoadError(f"{label} is a directory, not a build file") from None
     except OSError as e:
         raise LoadError(f"cannot read {label}: {e.strerror or e}") from None
-    return Source(label, path, root, prefix, decode(data, label), hashlib.sha256(data).hexdigest())
+    return Source(label, path, root, prefix, decode(data, label), sha256(data).hexdigest())
 
 
 def is_git_label(label: str) -> bool:
@@ -123,7 +130,7 @@ class GitCache:
         if key in self._done:
             return self._done[key]
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[-1]).strip("_")[-60:]
-        digest = hashlib.sha256(f"{url}@{ref}".encode()).hexdigest()[:12]
+        digest = sha256(f"{url}@{ref}".encode()).hexdigest()[:12]
         dest = self.root / f"{slug}{'@' + re.sub(r'[^A-Za-z0-9._-]', '_', ref) if ref else ''}-{digest}"
         stamp = dest / ".git" / "envbuild-fetched"
         where = f"{url}@{ref}" if ref else url
