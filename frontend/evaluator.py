@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
 
 from . import _builtins as B
 from . import spec as S
@@ -33,6 +32,10 @@ from .errors import (
 )
 from .guard import check_source, unclosed_error
 from .loader import GitCache, Loader, Source, cache_home, read_source
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
+if TYPE_CHECKING:
+    from typing import Any, Literal
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_CALL_DEPTH = 200

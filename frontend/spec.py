@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from dataclasses import field
-from typing import Any, TypeVar
 
 from ._record import record
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs ~4 ms of start-up; only from_json needs it
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    _T = TypeVar("_T")
 
 SCHEMA_VERSION = 1
 """Bumped on any incompatible change; ``from_json`` refuses a different version."""
@@ -487,13 +490,14 @@ def _encode(value: Any) -> Any:
     return value
 
 
-_T = TypeVar("_T")
 _hints: dict[type, dict[str, Any]] = {}
 
 
 def _type_hints(cls: type) -> dict[str, Any]:
     hints = _hints.get(cls)
     if hints is None:
+        import typing
+
         hints = _hints[cls] = typing.get_type_hints(cls)
     return hints
 
@@ -514,6 +518,9 @@ def _decode(cls: type[_T], data: Any, where: str) -> _T:
 
 
 def _decode_value(tp: Any, value: Any, where: str) -> Any:
+    import types
+    import typing
+
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)

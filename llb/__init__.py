@@ -8,7 +8,6 @@ is imported on first use, so `import llb` stays cheap.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from .definition import MAX_DEFINITION_BYTES, Definition
 from .errors import (
@@ -27,7 +26,9 @@ from .platform import Platform
 from .source import DEFAULT_PATH, git, http, image, local, normalize_image_ref, scratch
 from .state import Network, State
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
+    from typing import Any
     from .client import *  # noqa: F403
     from .export import *  # noqa: F403
     from .progress import *  # noqa: F403

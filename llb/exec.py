@@ -6,19 +6,32 @@ import posixpath
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import field
-from typing import TYPE_CHECKING, Literal
 
 from ._record import record
 from .errors import InvalidGraph
 from .state import InputList, MarshalContext, Network, OpOptions, Output, State, Vertex, merge_env, resolve_path
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
+    from typing import Literal
+
     from ._wire import Message
 
-__all__ = ["ExecState", "Mount", "ProxyEnv", "bind", "cache", "secret", "ssh", "tmpfs", "Sharing"]
+    Sharing = Literal["shared", "private", "locked"]
+    MountKind = Literal["bind", "cache", "secret", "ssh", "tmpfs"]
 
-Sharing = Literal["shared", "private", "locked"]
-MountKind = Literal["bind", "cache", "secret", "ssh", "tmpfs"]
+__all__ = ["ExecState", "Mount", "ProxyEnv", "bind", "cache", "secret", "ssh", "tmpfs", "Sharing"]
+_ALIASES = {"Sharing": ("shared", "private", "locked"), "MountKind": ("bind", "cache", "secret", "ssh", "tmpfs")}
+
+
+def __getattr__(name: str) -> object:
+    """The ``Literal`` aliases for callers' annotations, made on first use (typing stays unimported)."""
+    if name in _ALIASES:
+        from typing import Literal
+
+        alias = globals()[name] = Literal[_ALIASES[name]]
+        return alias
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _SHARING_VALUES = {"shared": 0, "private": 1, "locked": 2}
 _MOUNT_TYPES = {"bind": 0, "secret": 1, "ssh": 2, "cache": 3, "tmpfs": 4}
