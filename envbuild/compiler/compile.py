@@ -8,7 +8,9 @@ Stage order, least to most volatile (docs/architecture.md explains each):
  4. [dev] the ``envd`` user and the fixed development files (entrypoint, supervisor)
  5. language runtimes (`part2.runtimes`): conda (+ its packages), R, Julia, Rust, Go, Node.js,
     pixi, uv; then Python: the distro's or a uv-managed CPython + venv, or the conda env's Python,
-    and uv (pinned, from the Python index, hash-checked)
+    and uv (pinned, from the Python index, hash-checked). The venv and uv are made in a stage of
+    their own and copied in here (one FileOp), then a check step installs the distro's python3 the
+    venv points at if the image lacks it
  6. tool packages that rarely change: JupyterLab (``config.jupyter``)
  7. language packages: one ``uv pip install`` step per ``install.python_packages`` call (with the
     PyTorch wheel index of the CUDA version when it asks for torch and no index is set)
@@ -17,8 +19,10 @@ Stage order, least to most volatile (docs/architecture.md explains each):
     env, git, work dir, mounts
 10. ``run()`` steps in call order, as the final user in the project directory
 
-Tool stages (py-rattler, uv, downloads) start after ``config.apt_source`` on their own chains and
-only their results are copied in, so BuildKit runs them in parallel with the main chain.
+Tool stages (the Python runtime, py-rattler, uv, downloads) start after ``config.apt_source`` on
+their own chains and only their results are copied in, so BuildKit runs them in parallel with the
+main chain's apt steps (their apt caches have ids of their own: the main chain's are ``locked``).
+Apt steps turn off dpkg's per-file fsync while they run (nothing of it stays in the image).
 
 Everything after a changed step re-runs (this engine has no MergeOp), so steps 8-9 are file
 operations that take milliseconds, and the expensive steps sit as early as their inputs allow.
@@ -182,6 +186,13 @@ class _Compiler:
             llb.cache("/var/lib/apt/lists", S.APT_LISTS_ID, sharing="locked"),
         ]
 
+    def tool_apt_mounts(self) -> list[llb.Mount]:
+        """A tool stage's apt caches: its own, so it never waits for the main chain's lock."""
+        return [
+            llb.cache("/var/cache/apt", S.TOOLS_APT_CACHE_ID, sharing="locked"),
+            llb.cache("/var/lib/apt/lists", S.TOOLS_APT_LISTS_ID, sharing="locked"),
+        ]
+
     def sh(
         self,
         state: llb.State,
@@ -288,7 +299,7 @@ class _Compiler:
         uv_tools = self.uv_tools(base) if (spec.uv is not None or pip_in_conda) else None
         state, self.add = part2.runtimes(self, state, base, uv_tools, self.opts.mirrors)
         if self.needs_python:
-            state = self.python(state, uv_tools)
+            state = self.python(state, base, uv_tools)
         state = self.copies(state)
         if spec.dev:
             state = self.ide(state)
@@ -389,7 +400,7 @@ class _Compiler:
             base,
             S.apt_install(("python3-venv", "ca-certificates")),
             name=self.name("tools: python3-venv (for uv)", "apt", None),
-            mounts=self.apt_mounts(),
+            mounts=self.tool_apt_mounts(),
         )
         return self.sh(
             tools,
@@ -398,18 +409,18 @@ class _Compiler:
             mounts=[llb.cache(S.PIP_CACHE_DIR, S.PIP_CACHE_ID)],
         )
 
-    def python(self, state: llb.State, uv_tools: llb.State | None = None) -> llb.State:
+    def python(self, state: llb.State, base: llb.State, uv_tools: llb.State | None = None) -> llb.State:
         """The Python runtime (a venv, or the conda env's Python), then JupyterLab and the packages."""
         spec = self.spec
         pos = spec.python.pos if spec.python else None
         version = spec.python.version if spec.python else "3"
-        idx = spec.pip_index
         env = self.uv_env()
         if spec.pip_index:
             state = state.file(
                 llb.mkfile("/etc/pip.conf", _pip_conf(spec.pip_index)), name=self.name("pip index", "file", spec.pip_index.pos)
             )
         prefix = self.conda_python
+        uv_cache = [llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID)]
         if prefix:
             python = f"{prefix}/bin/python"
             if spec.uv is None and uv_tools is not None:
@@ -419,20 +430,7 @@ class _Compiler:
                 )
         else:
             python = f"{S.VENV}/bin/python"
-            py_env = dict(env)
-            if self.opts.python_mirror:
-                py_env["UV_PYTHON_INSTALL_MIRROR"] = self.opts.python_mirror
-            state = self.sh(
-                state,
-                S.python_runtime(
-                    version, self.uid, self.gid, home=self.home,
-                    index_url=idx.url if idx else None, extra_index_url=idx.extra_url if idx and idx.extra_url else None,
-                ),
-                name=self.name(f"python {version} and uv {S.UV_VERSION}", "python", pos),
-                mounts=[*self.apt_mounts(), llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID), llb.cache(S.PIP_CACHE_DIR, S.PIP_CACHE_ID)],
-                env=py_env,
-            )
-        uv_cache = [llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID)]
+            state = self.python_stage(state, base, version, pos)
         if spec.jupyter:
             state = self.sh(
                 state,
@@ -457,6 +455,40 @@ class _Compiler:
                 env={**env, **cuda.pip_env(spec, call.names, self.opts.mirrors)},
             )
         return state
+
+    def python_stage(self, state: llb.State, base: llb.State, version: str, pos: Pos | None) -> llb.State:
+        """uv, CPython and the venv in a stage beside the main chain: it starts after
+        ``config.apt_source`` and needs none of the image's apt packages, so it runs while the dev and
+        apt steps do. One copy brings ``/opt/envbuild`` and uv in; a check step makes sure the image
+        has the interpreter the venv points at. JupyterLab and the packages install on the main chain:
+        copying them in would cost more than the overlap saves, and a new package re-runs only its step."""
+        spec = self.spec
+        idx = spec.pip_index
+        py_env = self.uv_env()
+        if self.opts.python_mirror:
+            py_env["UV_PYTHON_INSTALL_MIRROR"] = self.opts.python_mirror
+        runtime = self.sh(
+            base,
+            S.python_runtime(
+                version, self.uid, self.gid, home=self.home,
+                index_url=idx.url if idx else None, extra_index_url=idx.extra_url if idx and idx.extra_url else None,
+            ),
+            name=self.name(f"python {version} and uv {S.UV_VERSION}", "python", pos),
+            mounts=[*self.tool_apt_mounts(), llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID), llb.cache(S.PIP_CACHE_DIR, S.PIP_CACHE_ID)],
+            env=py_env,
+        )
+        state = state.file(
+            llb.copy(runtime, S.UV_BIN, S.UV_BIN, mode=0o755).copy(
+                runtime, S.ENVBUILD_DIR, S.ENVBUILD_DIR, owner=self.owner(), follow_symlinks=False
+            ),
+            name=self.name(f"python {version}: copy {S.ENVBUILD_DIR} and uv in", "file", pos),
+        )
+        return self.sh(
+            state,
+            S.python_check(),
+            name=self.name(f"python {version}: the venv's interpreter in the image", "python", pos),
+            mounts=self.apt_mounts(),
+        )
 
     def ide(self, state: llb.State) -> llb.State:
         """VS Code extensions the host prepared (`vscode.prepare`); compiling never downloads."""

@@ -92,7 +92,7 @@ def tool_stage(c: Ctx, base: llb.State) -> llb.State:
         base,
         S.apt_install(("python3-venv", "ca-certificates")),
         name=c.name("tools: python3-venv (for py-rattler)", "apt", pos),
-        mounts=c.apt_mounts(),
+        mounts=c.tool_apt_mounts(),
     )
     return c.sh(
         tools,

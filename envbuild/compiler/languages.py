@@ -53,7 +53,7 @@ def fetch_tools(c: Ctx, base: llb.State) -> llb.State:
         base,
         S.apt_install(("curl", "ca-certificates", "xz-utils")),
         name=c.name("tools: curl and xz (downloads)", "apt", None),
-        mounts=c.apt_mounts(),
+        mounts=c.tool_apt_mounts(),
     )
 
 

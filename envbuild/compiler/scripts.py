@@ -17,6 +17,10 @@ CA_BUNDLE = f"{TLS_DIR}/ca.pem"
 
 APT_CACHE_ID = "envbuild-apt-cache"
 APT_LISTS_ID = "envbuild-apt-lists"
+TOOLS_APT_CACHE_ID = "envbuild-apt-cache-tools"
+TOOLS_APT_LISTS_ID = "envbuild-apt-lists-tools"
+"""Apt caches of the parallel tool stages: the main chain's are ``locked``, so sharing them would make
+a tool stage wait for the main chain's apt steps instead of running beside them."""
 UV_CACHE_ID = "envbuild-uv-cache"
 PIP_CACHE_ID = "envbuild-pip-cache"
 UV_CACHE_DIR = "/var/cache/envbuild/uv"
@@ -77,13 +81,18 @@ def script(*parts: str) -> str:
     return "set -eu\n" + _TLS_PREAMBLE + "".join(p if p.endswith("\n") else p + "\n" for p in parts if p)
 
 
-_APT_PREPARE = """\
+DPKG_UNSAFE_IO = "/etc/dpkg/dpkg.cfg.d/envbuild-unsafe-io"
+
+_APT_PREPARE = f"""\
 export DEBIAN_FRONTEND=noninteractive
 rm -f /etc/apt/apt.conf.d/docker-clean
 printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
-trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+echo force-unsafe-io > {DPKG_UNSAFE_IO}
+trap 'rm -f /usr/sbin/policy-rc.d {DPKG_UNSAFE_IO}' EXIT
 apt-get $APT_TLS -qq update
 """
+"""No services start, and dpkg skips its fsync per file while the step runs (a step that dies is
+thrown away anyway, so the syncs buy nothing); neither setting stays in the image."""
 
 
 def apt_install(packages: Sequence[str], *, after: str = "") -> str:
@@ -141,14 +150,29 @@ def _index_args(index_url: str | None, extra_index_url: str | None) -> str:
     return idx
 
 
+def _tools_venv() -> str:
+    """A venv for pip-installing a tool, ``$pip`` its pip: run straight from the distribution's pip
+    wheel when there is one (seeding pip into the venv takes seconds), else the venv's own."""
+    return (
+        "whl=$(ls /usr/share/python-wheels/pip-*.whl 2>/dev/null | tail -n 1 || true)\n"
+        'if [ -n "$whl" ]; then\n'
+        f"  python3 -m venv --without-pip {TOOLS_DIR}\n"
+        f'  pip="{TOOLS_DIR}/bin/python $whl/pip"\n'
+        "else\n"
+        f"  python3 -m venv {TOOLS_DIR}\n"
+        f"  pip={TOOLS_DIR}/bin/pip\n"
+        "fi\n"
+    )
+
+
 def _uv_bootstrap(index_url: str | None, extra_index_url: str | None) -> str:
     """pip-install the pinned, hash-checked uv wheel from the user's index with the distro's Python
     into a throw-away venv, keep only the binary (no GitHub download, and a mirror just works)."""
     return (
         f"if ! {UV_BIN} --version 2>/dev/null | grep -q {q('uv ' + UV_VERSION)}; then\n"
-        f"  python3 -m venv {TOOLS_DIR}\n"
-        f"  printf '%s\\n' {q(_uv_requirement())} > {TOOLS_DIR}/uv-requirements.txt\n"
-        f"  PIP_CACHE_DIR={PIP_CACHE_DIR} {TOOLS_DIR}/bin/pip install -q --disable-pip-version-check"
+        + "  " + _tools_venv().replace("\n", "\n  ").rstrip(" ")
+        + f"  printf '%s\\n' {q(_uv_requirement())} > {TOOLS_DIR}/uv-requirements.txt\n"
+        f"  PIP_CACHE_DIR={PIP_CACHE_DIR} $pip install -q --disable-pip-version-check"
         f"{_index_args(index_url, extra_index_url)} --require-hashes -r {TOOLS_DIR}/uv-requirements.txt\n"
         f"  install -m 0755 {TOOLS_DIR}/bin/uv {UV_BIN}\n"
         f"  rm -rf {TOOLS_DIR}\n"
@@ -161,18 +185,20 @@ def uv_tool(index_url: str | None = None, extra_index_url: str | None = None) ->
     """The same pinned uv (and uvx) in a tool stage's ``TOOLS_DIR``, for images that get uv without
     the venv step (conda owns Python, or ``install.uv``): only the binaries are copied out."""
     return script(
-        f"python3 -m venv {TOOLS_DIR}",
+        _tools_venv(),
         f"printf '%s\\n' {q(_uv_requirement())} > {TOOLS_DIR}/uv-requirements.txt",
-        f"PIP_CACHE_DIR={PIP_CACHE_DIR} {TOOLS_DIR}/bin/pip install -q --disable-pip-version-check"
+        f"PIP_CACHE_DIR={PIP_CACHE_DIR} $pip install -q --disable-pip-version-check"
         f"{_index_args(index_url, extra_index_url)} --require-hashes -r {TOOLS_DIR}/uv-requirements.txt",
         f"{TOOLS_DIR}/bin/uv --version",
     )
 
 
-def _drop_to(uid: int, gid: int) -> str:
+def _drop_to(uid: int, gid: int, *, init_groups: bool = True) -> str:
+    """Run as the image user; ``init_groups=False`` where the user has no passwd entry (a tool stage)."""
     if uid == 0:
         return ""
-    return f"setpriv --reuid={uid} --regid={gid} --init-groups "
+    groups = "--init-groups" if init_groups else "--clear-groups"
+    return f"setpriv --reuid={uid} --regid={gid} {groups} "
 
 
 def _own_cache(uid: int, gid: int) -> str:
@@ -188,29 +214,46 @@ def python_runtime(
 ) -> str:
     """uv, then the distribution's CPython when its minor version matches, else a uv-managed one; a venv.
 
+    Runs in a stage of its own beside the main chain (the image user has no passwd entry there, the
+    ids are numeric); `python_check` then makes sure the image has the interpreter the venv points at.
     The choice is made in the step (the distro's version is a fact of the base image, unknown to the
     pure compiler); a uv-managed CPython honours `UV_PYTHON_INSTALL_MIRROR` set on the step.
     """
     v = q(version)
-    drop = _drop_to(uid, gid)
+    drop = _drop_to(uid, gid, init_groups=False)
+    uv_env = f"env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_PYTHON_INSTALL_DIR={MANAGED_PYTHON_DIR}"
     return script(
         _APT_PREPARE,
         "apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true"
         " ca-certificates python3 python3-venv",
         _uv_bootstrap(index_url, extra_index_url),
+        f"install -d -m 0755 -o {uid} -g {gid} {ENVBUILD_DIR}",
+        f"[ -d {home} ] || install -d -m 0755 -o {uid} -g {gid} {home}",
+        _own_cache(uid, gid),
         "distro=$(python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])')",
         f"want={v}",
         'case "$want" in 3) want="$distro" ;; esac',
         'if [ "$distro" = "$want" ]; then',
-        f"  {drop}env HOME={home} python3 -m venv {VENV}",
+        "  py=$(command -v python3)",
         "else",
         '  echo "envbuild: the base image has Python $distro; installing CPython $want with uv"',
-        _own_cache(uid, gid).replace("\n", "\n  ").rstrip(" "),
         f"  install -d -m 0755 -o {uid} -g {gid} {MANAGED_PYTHON_DIR}",
-        f"  {drop}env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_PYTHON_INSTALL_DIR={MANAGED_PYTHON_DIR}"
-        f' {UV_BIN} -q python install "$want"',
-        f"  {drop}env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_PYTHON_INSTALL_DIR={MANAGED_PYTHON_DIR}"
-        f' UV_LINK_MODE=copy {UV_BIN} -q venv --seed --python "$want" {VENV}',
+        f'  {drop}{uv_env} {UV_BIN} -q python install "$want"',
+        '  py="$want"',
+        "fi",
+        f'{drop}{uv_env} UV_LINK_MODE=copy {UV_BIN} -q venv --seed --python "$py" {VENV}',
+        f"{VENV}/bin/python --version",
+    )
+
+
+def python_check() -> str:
+    """The venv came from another stage: install the distribution's python3 it points at when the
+    image lacks it (a development image has it already, supervisor needs it)."""
+    prepare = _APT_PREPARE.replace("\n", "\n  ").rstrip(" ")
+    return script(
+        f'if ! {VENV}/bin/python -c "" 2>/dev/null; then',
+        "  " + prepare,
+        "  apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true python3",
         "fi",
         f"{VENV}/bin/python --version",
     )

@@ -48,9 +48,58 @@ def ops(spec: Spec, opts: CompileOptions = OPTS) -> dict[str, dict]:
 def test_stage_order_least_to_most_volatile(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, JUPYTER + '\nrun(commands=["echo hi"])\nio.copy(source="a.txt", target="a.txt")', {"a.txt": "x"})
     kinds = [s.kind for s in compile(spec, OPTS).steps]
-    assert kinds == ["base", "apt", "apt", "user", "file", "python", "pip", "pip", "copy", "file", "run"]
+    assert kinds == ["base", "apt", "apt", "user", "file", "python", "file", "python", "pip", "pip", "copy", "file", "run"]
     names = [s.name for s in compile(spec, OPTS).steps]
+    assert names.index("python 3.11: copy /opt/envbuild and uv in") < names.index("jupyterlab")
     assert names.index("jupyterlab") < names.index("python packages: numpy")
+
+
+def _inputs(entry: dict) -> list[str]:
+    return [i["digest"] for i in entry["Op"].get("inputs", [])]
+
+
+def test_python_runtime_runs_beside_the_apt_steps(tmp_path: Path) -> None:
+    """uv, CPython and the venv start from the base (after config.apt_source), not after the dev and
+    apt steps, so BuildKit runs them in parallel; one FileOp joins them into the main chain."""
+    spec = spec_of(tmp_path, JUPYTER + '\nconfig.apt_source(source="deb http://mirror.example/debian bookworm main")')
+    o = ops(spec)
+    runtime = o["python 3.11 and uv 0.13.9"]
+    assert _inputs(runtime) == [o["apt source (config.apt_source)"]["Digest"]]
+    copy = o["python 3.11: copy /opt/envbuild and uv in"]
+    assert _inputs(copy) == [o["dev: entrypoint and supervisor"]["Digest"], runtime["Digest"]]
+    actions = [a["copy"] for a in copy["Op"]["file"]["actions"]]
+    assert [(a["src"], a["dest"]) for a in actions] == [(S.UV_BIN, S.UV_BIN), (S.ENVBUILD_DIR, S.ENVBUILD_DIR)]
+    assert actions[1]["owner"]["user"]["byID"] == 1000 and not actions[1].get("followSymlink")
+    check = o["python 3.11: the venv's interpreter in the image"]
+    assert _inputs(check) == [copy["Digest"]]
+    assert _inputs(o["jupyterlab"]) == [check["Digest"]]
+    caches = {m["dest"]: m["cacheOpt"]["ID"] for m in _mounts(runtime) if m.get("mountType") == "CACHE"}
+    assert caches["/var/cache/apt"] == S.TOOLS_APT_CACHE_ID and caches["/var/lib/apt/lists"] == S.TOOLS_APT_LISTS_ID
+    script = runtime["Op"]["exec"]["meta"]["args"][2]
+    assert "--init-groups" not in script and "--clear-groups" in script  # no envd passwd entry in that stage
+
+
+def test_tool_stages_never_share_the_main_chains_locked_apt_caches(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path, JUPYTER + "\ninstall.uv()\ninstall.go()")
+    o = ops(spec)
+    assert {"tools: python3-venv (for uv)", "tools: curl and xz (downloads)"} <= set(o)
+    for name, entry in o.items():
+        if "exec" not in entry["Op"]:
+            continue
+        ids = {m["cacheOpt"]["ID"] for m in _mounts(entry) if m.get("mountType") == "CACHE"}
+        if name.startswith("tools: ") or name == "python 3.11 and uv 0.13.9":
+            assert S.APT_CACHE_ID not in ids and S.APT_LISTS_ID not in ids, name
+        elif name.startswith(("apt: ", "dev: system")):
+            assert {S.APT_CACHE_ID, S.APT_LISTS_ID} <= ids, name
+
+
+def test_apt_steps_skip_fsync_only_while_they_run() -> None:
+    script = S.apt_install(("htop",))
+    lines = script.splitlines()
+    write = lines.index(f"echo force-unsafe-io > {S.DPKG_UNSAFE_IO}")
+    trap = next(i for i, line in enumerate(lines) if line.startswith("trap "))
+    install = next(i for i, line in enumerate(lines) if " install " in line)
+    assert write < trap < install and S.DPKG_UNSAFE_IO in lines[trap]
 
 
 def test_adding_a_package_changes_only_that_step_and_later(tmp_path: Path) -> None:
