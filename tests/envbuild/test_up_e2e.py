@@ -138,6 +138,74 @@ def test_jupyter_requires_the_token(session: Session) -> None:
     assert _status(url, {"Authorization": "token wrong"}) == 403
 
 
+# Run inside the environment with JupyterLab's own Python (tornado has a websocket client): a kernel
+# executes code in the project dir and a terminal runs a command, through the real server.
+_KERNEL_AND_TERMINAL = """
+import asyncio, json, sys, urllib.request, uuid
+from tornado.websocket import websocket_connect
+
+TOKEN, BASE = sys.argv[1], "127.0.0.1:8888"
+
+
+def api(method, path, body=None):
+    data = json.dumps(body or {}).encode() if method == "POST" else None
+    request = urllib.request.Request(f"http://{BASE}{path}", data=data, method=method,
+                                     headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read() or b"null")
+
+
+async def kernel():
+    k = api("POST", "/api/kernels", {"name": "python3"})
+    ws = await websocket_connect(f"ws://{BASE}/api/kernels/{k['id']}/channels?token={TOKEN}")
+    msg_id = uuid.uuid4().hex
+    header = {"msg_id": msg_id, "msg_type": "execute_request", "username": "e2e", "session": uuid.uuid4().hex,
+              "version": "5.3"}
+    await ws.write_message(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "channel": "shell",
+                                       "content": {"code": "import os; print(6 * 7, os.getcwd())", "silent": False}}))
+    while True:
+        m = json.loads(await asyncio.wait_for(ws.read_message(), 120))
+        if m["parent_header"].get("msg_id") != msg_id:
+            continue
+        if m["msg_type"] == "error":
+            raise SystemExit(f"kernel error: {m['content']}")
+        if m["msg_type"] == "stream":
+            ws.close()
+            api("DELETE", f"/api/kernels/{k['id']}")
+            return m["content"]["text"].strip()
+
+
+async def terminal():
+    t = api("POST", "/api/terminals")
+    ws = await websocket_connect(f"ws://{BASE}/terminals/websocket/{t['name']}?token={TOKEN}")
+    await ws.write_message(json.dumps(["stdin", "echo term-$((6*7)) $PWD\\r"]))
+    seen = ""
+    while "term-42" not in seen:
+        m = await asyncio.wait_for(ws.read_message(), 60)
+        if m is None:
+            raise SystemExit(f"terminal closed; it printed {seen!r}")
+        kind, *rest = json.loads(m)
+        if kind == "stdout":
+            seen += rest[0]
+    ws.close()
+    api("DELETE", f"/api/terminals/{t['name']}")
+    return seen[seen.index("term-42"):].split("\\r")[0].strip()
+
+
+print(json.dumps({"kernel": asyncio.run(kernel()), "terminal": asyncio.run(terminal())}))
+"""
+
+
+def test_jupyter_kernel_runs_code_and_a_terminal_opens(session: Session) -> None:
+    result = session.envbuild("exec", session.name, "--", "/opt/envbuild/venv/bin/python", "-c",
+                              _KERNEL_AND_TERMINAL, session.up["jupyter"]["token"])
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["kernel"] == f"42 {session.up['workdir']}"
+    assert seen["terminal"] == f"term-42 {session.up['workdir']}"
+    ps = session.envbuild("exec", session.name, "--", "ps", "-eo", "args").stdout
+    assert "/etc/envbuild/jupyter_lab.py --config=" in ps, "Jupyter runs through envbuild's launcher"
+
+
 def test_ssh_with_the_generated_config(session: Session) -> None:
     result = session.ssh("python", "-c", "'import numpy; print(numpy.__name__)'")
     assert result.returncode == 0, result.stderr
