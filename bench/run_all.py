@@ -1,13 +1,17 @@
 """All performance targets of envbuild in one run, side by side with envd and a hand-written Dockerfile.
 
-    .venv/bin/python bench/run_all.py [--rounds 15] [--up-rounds 5] [--skip-builds] [--envd PATH]
+    .venv/bin/python bench/run_all.py [--rounds 15] [--up-rounds 5] [--cold-rounds 2] [--empty-cache-rounds 1]
+                                      [--skip-builds] [--envd PATH]
 
 Rows (whole processes unless noted; medians; ratios from the same run, lower is better for envbuild):
   a  `envbuild debug llb` vs `envd debug llb` on the same build.envd (alternating runs)
   b  no-op `envbuild build` vs the Dockerfile's cached `DOCKER_BUILDKIT=0 docker build`
   c  one pip package added: envbuild (only that step runs) vs the Dockerfile (reinstalls requirements)
   d  cold build with warm download caches: `envbuild build --no-cache` (its apt/uv cache mounts
-     survive) vs `docker build --no-cache` (downloads again: a Dockerfile has no such caches)
+     survive) vs `docker build --no-cache` (downloads again: a Dockerfile has no such caches),
+     alternating, median of --cold-rounds; then envbuild with empty download caches (the CLI run with
+     cache mount ids of its own, so nothing else on the engine loses its caches; those mounts are
+     pruned afterwards) against the same Dockerfile median
   e  `envbuild up` of the built image until sshd and Jupyter answer (bench/bench_up.py)
   f  image size of the Jupyter environment vs the Dockerfile's image
   g  scale: evaluate + compile + marshal, in process, for generated files (packages, run() steps, load()ed files)
@@ -172,13 +176,61 @@ class Projects:
     def theirs_t(self, *extra: str) -> float:
         return run([*self.docker[:3], *extra, *self.docker[3:]], env=self.denv)
 
+    def ours_empty_caches_t(self, namespace: str) -> float:
+        return run([PYTHON, "-c", NAMESPACED_CLI, namespace, *self.build[1:], "--no-cache"])
+
+
+NAMESPACED_CLI = r"""
+import sys
+from envbuild.compiler import conda, languages, scripts
+ns = sys.argv[1]
+ids = {scripts: ("APT_CACHE_ID", "APT_LISTS_ID", "TOOLS_APT_CACHE_ID", "TOOLS_APT_LISTS_ID", "UV_CACHE_ID", "PIP_CACHE_ID"),
+       languages: ("DL_CACHE_ID",), conda: ("RATTLER_CACHE_ID",)}
+for module, names in ids.items():
+    for name in names:
+        setattr(module, name, getattr(module, name) + "-" + ns)
+from envbuild.cli import main
+main(sys.argv[2:])
+"""
+"""`envbuild` with every download cache mount renamed: a build that starts from empty caches, on the
+same engine, without emptying the caches other builds use."""
+
+
+def prune_cache_mounts(since: float) -> int:
+    """Remove the cache mounts envbuild's steps created since ``since`` (the namespaced ones)."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        caches = client.api.df().get("BuildCache") or []
+        ids = [
+            c["ID"] for c in caches
+            if c.get("Type") == "exec.cachemount" and not c.get("InUse") and "/run/envbuild-tls" in (c.get("Description") or "")
+            and _epoch(c.get("CreatedAt", "")) >= since
+        ]
+    finally:
+        client.close()
+    for i in ids:
+        subprocess.run(["docker", "builder", "prune", "-f", "--filter", f"id={i}"], capture_output=True)
+    return len(ids)
+
+
+def _epoch(stamp: str) -> float:
+    """Docker's UTC stamps (``2026-11-22T07:53:36.316059292Z``), to the second."""
+    from datetime import datetime, timezone
+
+    try:
+        return datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return 0.0
+
 
 def image_size(tag: str) -> int:
     out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", tag], capture_output=True, text=True)
     return int(out.stdout.strip() or 0)
 
 
-def rows_builds(p: Projects, n: int) -> list[Row]:
+def rows_builds(p: Projects, n: int, cold_rounds: int = 2, empty_rounds: int = 1) -> list[Row]:
     rows: list[Row] = []
     p.write([])
     first = (p.ours_t(), p.theirs_t())
@@ -192,8 +244,28 @@ def rows_builds(p: Projects, n: int) -> list[Row]:
     a, b = p.ours_t(), p.theirs_t()
     rows.append(("c", "one pip package added (six)", s(a), s(b), f"{b / a:.1f}x faster"))
     p.write([])
-    a, b = p.ours_t("--no-cache"), p.theirs_t("--no-cache")
-    rows.append(("d", "cold: every step re-run (--no-cache), download caches warm", s(a), s(b), ratio(a, b)))
+    rows += rows_cold(p, cold_rounds, empty_rounds)
+    return rows
+
+
+def rows_cold(p: Projects, rounds: int, empty_rounds: int) -> list[Row]:
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(max(1, rounds)):
+        ours.append(p.ours_t("--no-cache"))
+        theirs.append(p.theirs_t("--no-cache"))
+    a, b = statistics.median(ours), statistics.median(theirs)
+    rows: list[Row] = [("d", f"cold: every step re-run (--no-cache), download caches warm (n={len(ours)})",
+                        s(a), s(b), ratio(a, b))]
+    if empty_rounds > 0:
+        started = time.time() - 1
+        try:
+            empty = [p.ours_empty_caches_t(f"bench{p.run_id}-{i}") for i in range(empty_rounds)]
+        finally:
+            prune_cache_mounts(started)
+        c = statistics.median(empty)
+        rows.append(("", f"cold, empty apt/uv/pip caches (n={empty_rounds}) vs the same Dockerfile median",
+                     s(c), s(b), ratio(c, b)))
     return rows
 
 
@@ -294,6 +366,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=15, help="runs per whole-process timing (median)")
     ap.add_argument("--up-rounds", type=int, default=5)
+    ap.add_argument("--cold-rounds", type=int, default=2, help="cold builds of each side, alternating (median)")
+    ap.add_argument("--empty-cache-rounds", type=int, default=1, help="envbuild cold builds with empty download caches")
     ap.add_argument("--envd", default=shutil.which("envd") or "/tmp/envd-venv/bin/envd")
     ap.add_argument("--skip-builds", action="store_true", help="only rows a and g (no engine builds)")
     args = ap.parse_args()
@@ -308,14 +382,15 @@ def main() -> int:
         rows += row_llb(work, envd, args.rounds)
         if not args.skip_builds:
             p = Projects(work, run_id)
-            rows += rows_builds(p, args.rounds)
+            rows += rows_builds(p, args.rounds, args.cold_rounds, args.empty_cache_rounds)
             rows += row_up(p, args.up_rounds)
         rows += rows_scale(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(table(rows, ("#", "what", "envbuild", "envd / Dockerfile", "ratio")))
     print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, {time.time() - started:.0f} s; medians of "
-          f"{args.rounds} runs (a, b), single runs (c, d), {args.up_rounds} rounds (e)")
+          f"{args.rounds} runs (a, b), single runs (c), {args.cold_rounds} alternating rounds (d), "
+          f"{args.up_rounds} rounds (e)")
     return 0
 
 

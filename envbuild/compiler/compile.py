@@ -282,7 +282,7 @@ class _Compiler:
             shell_pkgs = SHELLS[spec.shell.name][1]
             state = self.sh(
                 state,
-                S.apt_install((*S.DEV_APT_PACKAGES, *shell_pkgs), after=S.DEV_APT_AFTER),
+                S.apt_install((*S.DEV_APT_PACKAGES, *shell_pkgs), before=S.DEV_APT_BEFORE, after=S.DEV_APT_AFTER),
                 name=self.name("dev: system packages (sshd, supervisor, sudo, git)", "apt", spec.base.pos),
                 mounts=self.apt_mounts(),
             )

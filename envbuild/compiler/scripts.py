@@ -95,15 +95,22 @@ apt-get $APT_TLS -qq update
 thrown away anyway, so the syncs buy nothing); neither setting stays in the image."""
 
 
-def apt_install(packages: Sequence[str], *, after: str = "") -> str:
+def apt_install(packages: Sequence[str], *, before: str = "", after: str = "") -> str:
     """One apt transaction; caches are mounts, so no apt lists or .debs land in the layer."""
     return script(
         _APT_PREPARE,
+        before,
         f"apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true {words(packages)}",
         after,
     )
 
 
+DEV_APT_BEFORE = (
+    "mkdir -p /etc/ssh\n"
+    "for t in rsa ecdsa ed25519; do [ -e /etc/ssh/ssh_host_${t}_key ] || : > /etc/ssh/ssh_host_${t}_key; done\n"
+)
+"""openssh-server's postinst makes only the host keys that do not exist yet: empty stand-ins save
+it the key generation (~0.6 s CPU), since `DEV_APT_AFTER` removes the keys anyway."""
 DEV_APT_AFTER = "rm -f /etc/ssh/ssh_host_*\n"
 """openssh-server's postinst makes host keys: remove them so no two containers share keys."""
 

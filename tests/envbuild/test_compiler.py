@@ -271,3 +271,10 @@ def test_services_files_follow_the_contract() -> None:
     assert "-p 2222" in files[f"{D.SERVICES}/sshd.conf"][0]
     assert D.WAIT_INIT in files[f"{D.SERVICES}/jupyter.conf"][0]
     assert "\n" not in files[f"{D.SERVICES}/init_0.conf"][0].split("command=")[1].split("\n")[0] + ""
+
+
+def test_dev_step_saves_host_key_generation_and_keeps_no_keys(tmp_path: Path) -> None:
+    script = ops(spec_of(tmp_path, JUPYTER))["dev: system packages (sshd, supervisor, sudo, git)"]["Op"]["exec"]["meta"]["args"][2]
+    stand_ins = script.index(": > /etc/ssh/ssh_host_${t}_key")
+    install = script.index("openssh-server")
+    assert stand_ins < install < script.index("rm -f /etc/ssh/ssh_host_*")
