@@ -8,12 +8,16 @@ Scenarios, each timed as a whole process (``envbuild build`` / ``DOCKER_BUILDKIT
   one-pkg    - one Python package added
 
 Usage: .venv/bin/python bench/bench_build.py [--ca-cert /etc/ssl/certs/ca-certificates.crt] [--repeat 3]
-Not run by the tests; prints a table and the envbuild/Dockerfile ratios.
+                                             [--cold-repeat 1] [--steps]
+Not run by the tests; prints a table and the envbuild/Dockerfile ratios. ``--steps`` also prints where
+envbuild's last cold build spent its time: every step's duration and when it started and ended
+relative to the command's start (steps that overlap ran in parallel), from ``--progress json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -57,10 +61,43 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = 
     return dt
 
 
+def steps(cmd: list[str]) -> tuple[float, list[tuple[str, float, float]]]:
+    """Run a build with JSON progress: its wall time and (name, start, end) of every step that ran."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    began: dict[str, float] = {}
+    spans: list[tuple[str, float, float]] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        now = time.perf_counter() - t0
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("type") != "step":
+            continue
+        name = str(ev.get("name"))
+        if ev.get("state") == "running":
+            began.setdefault(name, now)
+        elif ev.get("state") == "done" and name in began:
+            spans.append((name, began[name], now))
+    if proc.wait():
+        sys.exit(f"failed: {' '.join(cmd)}")
+    return time.perf_counter() - t0, spans
+
+
+def print_steps(wall: float, spans: list[tuple[str, float, float]]) -> None:
+    print(f"\nenvbuild cold build, {wall:.2f} s; steps that ran (start..end, relative to the command's start):")
+    for name, a, b in sorted(spans, key=lambda s: s[1]):
+        print(f"  {a:6.2f} .. {b:6.2f}  {b - a:6.2f} s  {name}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ca-cert", default="/etc/ssl/certs/ca-certificates.crt")
     ap.add_argument("--repeat", type=int, default=3, help="repeats of the no-op rebuild (median reported)")
+    ap.add_argument("--cold-repeat", type=int, default=1, help="cold builds of each side, alternating (median)")
+    ap.add_argument("--steps", action="store_true", help="print envbuild's per-step times of a cold build")
     args = ap.parse_args()
     envbuild = str(ROOT / ".venv" / "bin" / "envbuild")
     work = Path(tempfile.mkdtemp(prefix="envbuild-bench-"))
@@ -83,7 +120,14 @@ def main() -> None:
     results: dict[str, tuple[float, float]] = {}
     write([])
     results["warm-engine"] = (timed(eb), timed(db, denv))
-    results["cold"] = (timed([*eb, "--no-cache"]), timed([*db[:3], "--no-cache", *db[3:]], denv))
+    cold: tuple[list[float], list[float]] = ([], [])
+    for _ in range(max(1, args.cold_repeat)):
+        cold[0].append(timed([*eb, "--no-cache"]))
+        cold[1].append(timed([*db[:3], "--no-cache", *db[3:]], denv))
+    results["cold"] = (statistics.median(cold[0]), statistics.median(cold[1]))
+    if args.steps:
+        json_build = [*eb[: eb.index("--progress")], "--progress", "json", "--no-cache"]
+        print_steps(*steps(json_build))
     results["noop"] = (
         statistics.median(timed(eb) for _ in range(args.repeat)),
         statistics.median(timed(db, denv) for _ in range(args.repeat)),
