@@ -16,8 +16,12 @@ from pathlib import Path
 import llb
 from envbuild.compiler import scripts as S
 from envbuild.compiler.mirrors import Mirrors
-from envbuild.compiler.stagekit import Additions, Ctx
+from envbuild.compiler.stagekit import Additions
 from envbuild.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from envbuild.compiler.stagekit import Ctx
 
 ROOT = "/opt/conda"
 ENV = f"{ROOT}/envs/envd"

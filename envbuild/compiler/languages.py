@@ -15,7 +15,11 @@ from dataclasses import dataclass
 import llb
 from envbuild.compiler import scripts as S
 from envbuild.compiler.mirrors import Mirrors
-from envbuild.compiler.stagekit import Additions, Ctx
+from envbuild.compiler.stagekit import Additions
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from envbuild.compiler.stagekit import Ctx
 
 DL_CACHE = "/var/cache/envbuild/downloads"
 DL_CACHE_ID = "envbuild-downloads"

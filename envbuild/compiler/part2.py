@@ -23,7 +23,11 @@ from pathlib import Path
 import llb
 from envbuild.compiler import conda, cuda, languages, vscode
 from envbuild.compiler.mirrors import Mirrors
-from envbuild.compiler.stagekit import Additions, Ctx
+from envbuild.compiler.stagekit import Additions
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from envbuild.compiler.stagekit import Ctx
 
 SUPPORTED = frozenset(
     {

@@ -19,8 +19,12 @@ from pathlib import Path
 import llb
 from envbuild import paths
 from envbuild.compiler.mirrors import Mirrors
-from envbuild.compiler.stagekit import Additions, Ctx
+from envbuild.compiler.stagekit import Additions
 from envbuild.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from envbuild.compiler.stagekit import Ctx
 
 LOCAL_NAME = "vscode-extensions"
 EXTENSIONS_DIR = "/home/envd/.vscode-server/extensions"

@@ -126,7 +126,7 @@ def test_build_not_up_to_date_is_handed_to_typer(tmp_path: Path) -> None:
         del os.environ["DOCKER_HOST"]
 
 
-HEAVY = ("typer", "click", "grpc", "docker", "rich", "google", "http", "email", "zipfile", "ssl", "envbuild.lock")
+HEAVY = ("typer", "click", "grpc", "docker", "rich", "google", "http", "email", "zipfile", "ssl", "envbuild.lock", "typing", "hashlib")
 
 
 @pytest.mark.parametrize(

@@ -278,3 +278,25 @@ def test_dev_step_saves_host_key_generation_and_keeps_no_keys(tmp_path: Path) ->
     stand_ins = script.index(": > /etc/ssh/ssh_host_${t}_key")
     install = script.index("openssh-server")
     assert stand_ins < install < script.index("rm -f /etc/ssh/ssh_host_*")
+
+
+def _mkfiles(spec: Spec) -> dict[str, str]:
+    out = {}
+    for entry in compile(spec, OPTS).definition().to_json():
+        for action in entry.get("Op", {}).get("file", {}).get("actions", []):
+            mk = action.get("mkfile")
+            if mk:
+                out[mk["path"]] = base64.b64decode(mk.get("data", "")).decode()
+    return out
+
+
+@pytest.mark.parametrize("conda", [False, True], ids=["venv", "conda"])
+def test_jupyter_runs_on_the_python_it_was_installed_into(tmp_path: Path, conda: bool) -> None:
+    lines = ['base(image="local/debian:bookworm", dev=True)', *(["install.conda()"] if conda else []),
+             'install.python(version="3.11")', "config.jupyter()"]
+    spec = spec_of(tmp_path, "\n".join(lines))
+    program = _mkfiles(spec)[f"{D.SERVICES}/jupyter.conf"]
+    command = next(line for line in program.splitlines() if line.startswith("command="))
+    python, launcher = command.removeprefix("command=").split()[:2]
+    assert launcher == D.JUPYTER_LAUNCHER
+    assert python == ("/opt/conda/envs/envd/bin/python" if conda else f"{S.VENV}/bin/python")
