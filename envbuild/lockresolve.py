@@ -73,7 +73,7 @@ def _unlocked(spec: Spec) -> tuple[str, ...]:
     if spec.dev:
         out.append("development packages envbuild installs (sshd, supervisor, sudo, git, ...) follow the apt source")
     if spec.python or spec.python_packages or spec.jupyter:
-        out.append("the distribution's python3/python3-venv follow the apt source (uv itself is pinned and hash-checked)")
+        out.append("the distribution's python3 follows the apt source; the venv's seed packages (pip, setuptools, wheel) are the index's latest (uv itself is pinned and hash-checked)")
     if spec.jupyter:
         out.append("jupyterlab (config.jupyter) is installed unpinned before the locked Python packages")
     if spec.conda_packages or spec.conda:
