@@ -27,7 +27,8 @@ DIGEST_LABEL = "ai.envbuild.digest"
 _FORMAT = 1
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CODE = ("envbuild", "envbuild/compiler", "frontend", "frontend/data", "llb")
-"""Directories whose files shape a spec or its image; a change in any of them voids every key."""
+"""Directories whose files shape a spec or its image; a change in any of them voids every key and
+every ``ai.envbuild.digest`` (a development checkout rebuilds although the version did not change)."""
 
 
 def sha256(data: bytes = b"") -> Any:
@@ -92,12 +93,6 @@ def code_fingerprint() -> str:
     return _fingerprint[0]
 
 
-def user_config_path() -> str:
-    """Where the frontend looks for the user's config.envd (frontend.evaluator.default_user_config)."""
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    return os.path.join(xdg or os.path.join(os.path.expanduser("~"), ".config"), "envbuild", "config.envd")
-
-
 def locate(build_file: str) -> tuple[str, str]:
     """(context directory, build file inside it) as the full build path resolves them."""
     context_dir = os.path.realpath(os.path.dirname(build_file) or ".")
@@ -129,6 +124,7 @@ def _key(
     network: str,
 ) -> str | None:
     from envbuild import __version__
+    from frontend.target import user_config_path
 
     h = sha256()
     lock = build_file + ".lock"
@@ -155,25 +151,11 @@ def _key(
     return "sha256:" + h.hexdigest()
 
 
-def make_label(
-    *,
-    files: Sequence[str],
-    inputs: Sequence[str],
-    base: str,
-    base_id: str,
-    context_dir: str,
-    build_file: str,
-    function: str,
-    project: str,
-    owner: tuple[int, int] | None,
-    network: str,
-) -> str | None:
+def make_label(*, files: Sequence[str], inputs: Sequence[str], base: str, base_id: str, **target: Any) -> str | None:
     """The ``ai.envbuild.inputs`` label for a build, or None when its inputs cannot be vouched for
-    without evaluating (files from git repositories)."""
-    key = _key(
-        files=files, inputs=inputs, base=base, base_id=base_id, context_dir=context_dir, build_file=build_file,
-        function=function, project=project, owner=owner, network=network,
-    )
+    without evaluating (files from git repositories). ``target``: `_key`'s context_dir, build_file,
+    function, project, owner and network, as `up_to_date` will see them."""
+    key = _key(files=files, inputs=inputs, base=base, base_id=base_id, **target)
     if key is None:
         return None
     return json.dumps({"v": _FORMAT, "key": key, "files": list(files), "inputs": list(inputs), "base": base}, separators=(",", ":"))

@@ -32,6 +32,7 @@ from .errors import (
 )
 from .guard import check_source, unclosed_error
 from .loader import GitCache, Loader, Source, cache_home, read_source
+from .target import DEFAULT_FILE, split_target_text, user_config_path
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_CALL_DEPTH = 200
 MAX_LOAD_DEPTH = 64
-DEFAULT_FILE = "build.envd"
 MIGRATION_URL = "https://envd.tensorchord.ai/guide/v1.html"
 
 
@@ -480,27 +480,15 @@ def _load_pos(importer: Source, label: str) -> S.Pos:
 
 # ---- public entry point --------------------------------------------------------------------------
 
-def config_home() -> Path:
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    return Path(xdg) if xdg else Path.home() / ".config"
-
-
 def default_user_config() -> Path:
     """``$XDG_CONFIG_HOME/envbuild/config.envd`` (``~/.config/envbuild/config.envd``)."""
-    return config_home() / "envbuild" / "config.envd"
+    return Path(user_config_path())
 
 
 def split_target(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     """``dir``, ``dir/build.envd``, ``file.envd:func`` or ``:func`` -> (build file, function or None)."""
-    text = os.fspath(path)
-    func: str | None = None
-    head, sep, tail = text.rpartition(":")
-    if sep and re.fullmatch(r"[A-Za-z_]\w*", tail) and "/" not in tail and not os.path.exists(text):
-        text, func = head, tail
-    p = Path(text or ".")
-    if p.is_dir():
-        p = p / DEFAULT_FILE
-    return p, func
+    file, func = split_target_text(os.fspath(path))
+    return Path(file), func
 
 
 def _home_label(path: Path) -> str:

@@ -129,15 +129,12 @@ def quick_up_to_date(
         return False
     from envbuild import quickcheck
     from envbuild.naming import default_tag, project_name
+    from frontend.target import split_target_text
 
     target, function = build_target(path, file)
     owner_ids = parse_owner(owner)
-    head, sep, tail = target.rpartition(":")
-    if sep and _is_function_name(tail) and "/" not in tail and not os.path.exists(target):
-        target, function = head, function or tail
-    build_file = target or "."
-    if os.path.isdir(build_file):
-        build_file = os.path.join(build_file, "build.envd")
+    build_file, from_path = split_target_text(target)
+    function = function or from_path
     context_dir, build_file = quickcheck.locate(build_file)
     project = project_name(os.path.basename(context_dir))
     name = tag or default_tag(project)
@@ -148,13 +145,6 @@ def quick_up_to_date(
         return False
     print(f"{name} is up to date ({digest[:19]})", file=sys.stderr)
     return True
-
-
-def _is_function_name(text: str) -> bool:
-    """``[A-Za-z_]\\w*`` as frontend.evaluator.split_target reads ``file.envd:func``, without `re`."""
-    return bool(text) and text[0].isascii() and (text[0].isalpha() or text[0] == "_") and all(
-        c.isalnum() or c == "_" for c in text
-    )
 
 
 def echo(text: str) -> None:

@@ -27,3 +27,9 @@ def test_evaluate_imports_nothing_heavy() -> None:
 def test_plain_import_is_lazy() -> None:
     mods = imported_modules("import frontend")
     assert "starlark" not in mods and "frontend.spec" not in mods and "typing" not in mods
+
+
+def test_target_rules_load_without_the_interpreter() -> None:
+    """envbuild's skip check resolves `file.envd:func` with these before anything heavy is loaded."""
+    mods = imported_modules("from frontend.target import split_target_text; split_target_text('examples/jupyter')")
+    assert not {"pathlib", "re", "typing", "starlark", "frontend.spec", "frontend.evaluator"} & set(mods)
