@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from envbuild import __version__
-from envbuild.fingerprint import compiler_fingerprint
 from envbuild.errors import BuildFailed, EngineUnreachable, UsageError
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
@@ -103,7 +102,7 @@ def input_digest(spec: Spec, context_dir: Path, *, owner: tuple[int, int], base_
     from envbuild.compiler.credentials import public_spec
 
     h = quickcheck.sha256()
-    for part in (f"envbuild {__version__} compiler {compiler_fingerprint()}", public_spec(spec).to_json(), f"owner {owner[0]}:{owner[1]}", f"base {base_id}", extra):
+    for part in (f"envbuild {__version__} code {quickcheck.code_fingerprint()}", public_spec(spec).to_json(), f"owner {owner[0]}:{owner[1]}", f"base {base_id}", extra):
         h.update(part.encode())
         h.update(b"\0")
     quickcheck.hash_inputs(h, str(context_dir), _input_paths(spec))
@@ -217,20 +216,14 @@ def compile_for(
         python_mirror=options.python_mirror or environ.get(PYTHON_MIRROR_ENV) or None,
         platform=platform,
         input_digest=prep.digest,
+        inputs_label=prep.quick or "",
         cache_bust=cache_bust,
         mirrors=mirrors if mirrors is not None else Mirrors.load(environ),
         vscode_extensions=tuple(extensions),
         vscode_cache=str(_vscode_cache()) if extensions else "",
         context_dir=str(prep.context_dir),
     )
-    compiled = compile_spec(prep.spec, opts)
-    if prep.quick is None:
-        return compiled
-    from dataclasses import replace
-
-    from envbuild.quickcheck import LABEL
-
-    return replace(compiled, image={**compiled.image, "labels": {**compiled.labels, LABEL: prep.quick}})
+    return compile_spec(prep.spec, opts)
 
 
 def _vscode_cache() -> Path:

@@ -648,6 +648,8 @@ class _Compiler:
             }
         )
         labels.update(self.add.labels)
+        if self.opts.inputs_label:
+            labels[LABEL + "inputs"] = self.opts.inputs_label
         if spec.repo:
             labels[LABEL + "repo"] = json.dumps({"url": spec.repo.url, "description": spec.repo.description})
         cfg: dict[str, object] = {

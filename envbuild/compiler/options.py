@@ -64,7 +64,8 @@ class CompileOptions:
 
     ``proxy`` holds the user's HTTP(S)_PROXY/NO_PROXY: passed to steps as ExecOp proxy env (BuildKit
     keeps it out of cache keys). ``python_mirror`` becomes ``UV_PYTHON_INSTALL_MIRROR`` for the
-    managed-CPython path. ``input_digest`` is the content digest stored in ``ai.envbuild.digest``.
+    managed-CPython path. ``input_digest`` is the content digest stored in ``ai.envbuild.digest``,
+    ``inputs_label`` the value of ``ai.envbuild.inputs`` (`envbuild.quickcheck`; empty: no label).
     ``cache_bust`` (``--no-cache``) is set on every step's env: all steps re-run, while the cache
     mounts survive (BuildKit's ignore-cache flag would also empty them).
     ``mirrors`` are the download mirrors of the part-2 stages (`Mirrors.load`). ``vscode_extensions``
@@ -81,6 +82,7 @@ class CompileOptions:
     python_mirror: str | None = None
     platform: str | None = None
     input_digest: str = ""
+    inputs_label: str = ""
     context_name: str = "context"
     cache_bust: str = ""
     mirrors: Mirrors = field(default_factory=Mirrors)

@@ -101,13 +101,14 @@ def test_build_output_flags_are_usage_errors_before_building(tmp_path: Path) -> 
     assert r.returncode == 2 and "unknown type" in r.stderr
 
 
-def test_compiler_fingerprint_is_part_of_the_skip_digest(tmp_path, monkeypatch) -> None:
+def test_code_fingerprint_is_part_of_the_skip_digest(tmp_path, monkeypatch) -> None:
     """A changed compiler must rebuild even when envbuild's version number stayed the same."""
     import frontend
     from envbuild import build as build_mod
+    from envbuild import quickcheck
 
     (tmp_path / "build.envd").write_text('def build():\n    base(image="local/debian:bookworm")\n')
     spec = frontend.evaluate(str(tmp_path), user_config=False)
     first = build_mod.input_digest(spec, tmp_path, owner=(1000, 1000), base_id="sha256:x")
-    monkeypatch.setattr(build_mod, "compiler_fingerprint", lambda: "0" * 16)
+    monkeypatch.setattr(quickcheck, "code_fingerprint", lambda: "0" * 16)
     assert build_mod.input_digest(spec, tmp_path, owner=(1000, 1000), base_id="sha256:x") != first
