@@ -1,8 +1,9 @@
 """The environment spec: what a ``build.envd`` asks for, as immutable typed values.
 
 The spec is the only thing ``frontend`` hands to the rest of envbuild. It is a tree of frozen
-dataclasses that serialises to JSON (``Spec.to_json`` / ``Spec.from_json``) so the compiler can store
-it in an image label and ``envbuild up`` can read it back without the build files.
+records (``frontend._record``: value classes that the ``dataclasses`` helpers accept) that serialises
+to JSON (``Spec.to_json`` / ``Spec.from_json``) so the compiler can store it in an image label and
+``envbuild up`` can read it back without the build files.
 
 Semantics:
 
@@ -21,11 +22,9 @@ Semantics:
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import field
 
-from ._record import record
+from ._record import field, fields, is_record, record
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs ~4 ms of start-up; only from_json needs it
 if TYPE_CHECKING:
@@ -483,8 +482,8 @@ class Spec:
 # ---- JSON encoding ------------------------------------------------------------------------------
 
 def _encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if is_record(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, tuple):
         return [_encode(v) for v in value]
     return value
@@ -506,7 +505,7 @@ def _decode(cls: type[_T], data: Any, where: str) -> _T:
     if not isinstance(data, dict):
         raise SpecDecodeError(f"{where}: expected an object for {cls.__name__}, got {type(data).__name__}")
     hints = _type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    known = {f.name for f in fields(cls)}
     unknown = set(data) - known
     if unknown:
         raise SpecDecodeError(f"{where}: unknown field(s) {sorted(unknown)} for {cls.__name__}")
@@ -535,7 +534,7 @@ def _decode_value(tp: Any, value: Any, where: str) -> Any:
             raise SpecDecodeError(f"{where}: expected a list, got {type(value).__name__}")
         item = typing.get_args(tp)[0]
         return tuple(_decode_value(item, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and is_record(tp):
         return _decode(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):

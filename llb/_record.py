@@ -1,17 +1,19 @@
-"""``record``: a frozen, slotted dataclass whose methods are shared instead of generated.
+"""``record``: a frozen, slotted value class, made without the ``dataclasses`` module.
 
-``@dataclass(frozen=True)`` compiles ``__init__``, ``__repr__``, ``__eq__``, ``__hash__``,
-``__setattr__`` and ``__delattr__`` from source text for every class, ~0.1 ms each: for the builder's
-17 classes that was ~10 ms of every program's start-up, more than building and marshalling a graph. A
-``record`` is still a dataclass (``dataclasses.fields``, ``replace``, ``asdict``, ``__match_args__``,
-``__slots__``) with the same behaviour -- immutable, compared and hashed by value, keyword or
-positional construction with defaults and factories -- from one generic implementation of each method.
+``@dataclass(frozen=True, slots=True)`` costs every command ~8 ms to import ``dataclasses`` (it
+pulls in ``inspect``, ``ast``, ``dis`` and ``tokenize``) and ~0.3 ms per class to compile methods
+from source text: for the ~80 classes on the way to ``envbuild debug llb`` that was a third of the
+command's time. A ``record`` behaves the same -- immutable, compared and hashed by value, keyword or
+positional construction with defaults and factories, ``__match_args__``, ``__slots__``, pickling --
+with one shared implementation of each method. ``fields``/``replace`` here are the cheap helpers;
+``dataclasses.fields``, ``replace``, ``asdict`` and ``is_dataclass`` also work on records (the
+dataclass view is built on first use, so it costs nothing until something asks for it).
 (``frontend`` has the same helper: the two packages share no code by design.)
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, FrozenInstanceError, dataclass, fields
+import sys
 from operator import attrgetter
 
 TYPE_CHECKING = False
@@ -23,14 +25,104 @@ if TYPE_CHECKING:
 
     _C = TypeVar("_C", bound=type)
 
-    @overload
-    @dataclass_transform(frozen_default=True)
-    def record(cls: _C, /) -> _C: ...
-    @overload
-    def record(*, eq: bool = True) -> Callable[[_C], _C]: ...
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
 
 
-def _make_init(cls: type, names: tuple[str, ...], defaults: dict[str, Any], factories: dict[str, Callable[[], Any]]) -> Callable[..., None]:
+MISSING: Any = _Missing()
+
+
+class Field:
+    """One field of a record: what ``field()`` returns and ``fields()`` lists."""
+
+    __slots__ = ("name", "default", "default_factory", "repr", "compare", "hash")
+
+    def __init__(
+        self,
+        default: Any = MISSING,
+        default_factory: Any = MISSING,
+        repr: bool = True,  # noqa: A002 - dataclasses' names
+        compare: bool = True,
+        hash: bool | None = None,  # noqa: A002
+    ) -> None:
+        if default is not MISSING and default_factory is not MISSING:
+            raise ValueError("cannot specify both default and default_factory")
+        self.name = ""
+        self.default = default
+        self.default_factory = default_factory
+        self.repr = repr
+        self.compare = compare
+        self.hash = hash
+
+    def __repr__(self) -> str:
+        return f"Field(name={self.name!r}, default={self.default!r}, default_factory={self.default_factory!r})"
+
+
+def field(
+    *,
+    default: Any = MISSING,
+    default_factory: Callable[[], Any] | Any = MISSING,
+    repr: bool = True,  # noqa: A002
+    compare: bool = True,
+    hash: bool | None = None,  # noqa: A002
+) -> Any:
+    """Like ``dataclasses.field`` (the options records support)."""
+    return Field(default, default_factory, repr, compare, hash)
+
+
+def fields(class_or_instance: Any) -> tuple[Field, ...]:
+    try:
+        return class_or_instance.__record_fields__  # type: ignore[no-any-return]
+    except AttributeError:
+        raise TypeError(f"{class_or_instance!r} is not a record") from None
+
+
+def is_record(obj: Any) -> bool:
+    return hasattr(type(obj) if not isinstance(obj, type) else obj, "__record_fields__")
+
+
+def replace(obj: Any, /, **changes: Any) -> Any:
+    """A copy of ``obj`` with ``changes`` (``dataclasses.replace`` for records)."""
+    for f in obj.__record_fields__:
+        if f.name not in changes:
+            changes[f.name] = getattr(obj, f.name)
+    return obj.__class__(**changes)
+
+
+def _as_field(name: str, value: Any) -> Field:
+    if isinstance(value, Field):
+        f = value
+    else:
+        dc = sys.modules.get("dataclasses")
+        if dc is not None and isinstance(value, dc.Field):
+            default = MISSING if value.default is dc.MISSING else value.default
+            factory = MISSING if value.default_factory is dc.MISSING else value.default_factory
+            f = Field(default, factory, value.repr, value.compare, value.hash)
+        else:
+            f = Field(value)
+    f.name = name
+    return f
+
+
+def _own_fields(cls: type) -> list[Field]:
+    ns = cls.__dict__
+    out = []
+    for name, annotation in ns.get("__annotations__", {}).items():
+        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        if text.startswith(("ClassVar", "typing.ClassVar")):
+            continue
+        out.append(_as_field(name, ns.get(name, MISSING)))
+    return out
+
+
+def _make_init(cls: type, all_fields: tuple[Field, ...]) -> Callable[..., None]:
+    names = tuple(f.name for f in all_fields)
+    defaults = {f.name: f.default for f in all_fields if f.default is not MISSING}
+    factories = {f.name: f.default_factory for f in all_fields if f.default_factory is not MISSING}
     n = len(names)
     where = f"{cls.__qualname__}.__init__()"
     set_ = object.__setattr__
@@ -62,16 +154,56 @@ def _make_init(cls: type, names: tuple[str, ...], defaults: dict[str, Any], fact
 
 
 def _frozen(self: Any, name: str, *_: Any) -> None:
+    from dataclasses import FrozenInstanceError
+
     raise FrozenInstanceError(f"cannot assign to field {name!r}")
 
 
 def _getstate(self: Any) -> list[Any]:
-    return [getattr(self, f.name) for f in fields(self)]
+    return [getattr(self, f.name) for f in self.__record_fields__]
 
 
 def _setstate(self: Any, state: list[Any]) -> None:
-    for f, value in zip(fields(self), state):
+    for f, value in zip(self.__record_fields__, state):
         object.__setattr__(self, f.name, value)
+
+
+class _DataclassView:
+    """``__dataclass_fields__`` on demand: a throw-away dataclass with the same fields lends its
+    ``Field`` objects, so the ``dataclasses`` helpers work without anyone importing it up front."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.owner = owner
+
+    def __get__(self, obj: Any, cls: type | None = None) -> dict[str, Any]:
+        owner = cls if cls is not None else type(obj)
+        view = owner.__dict__.get("__record_dataclass_fields__")
+        if view is None:
+            import dataclasses
+
+            ns: dict[str, Any] = {"__annotations__": {}}
+            for f in owner.__record_fields__:
+                ns["__annotations__"][f.name] = "Any"
+                ns[f.name] = dataclasses.field(
+                    default=dataclasses.MISSING if f.default is MISSING else f.default,
+                    default_factory=dataclasses.MISSING if f.default_factory is MISSING else f.default_factory,
+                    repr=f.repr,
+                    compare=f.compare,
+                    hash=f.hash,
+                )
+            shadow = dataclasses.dataclass(init=False, repr=False, eq=False)(type(owner.__name__, (), ns))
+            view = shadow.__dataclass_fields__
+            type.__setattr__(owner, "__record_dataclass_fields__", view)
+        return view  # type: ignore[no-any-return]
+
+
+if TYPE_CHECKING:
+
+    @overload
+    @dataclass_transform(frozen_default=True, field_specifiers=(field,))
+    def record(cls: _C, /) -> _C: ...
+    @overload
+    def record(*, eq: bool = True) -> Callable[[_C], _C]: ...
 
 
 def record(cls: type | None = None, /, *, eq: bool = True) -> Any:  # type: ignore[no-redef]
@@ -83,12 +215,31 @@ def record(cls: type | None = None, /, *, eq: bool = True) -> Any:  # type: igno
 
 
 def _record(cls: type, eq: bool) -> type:
-    own = set(cls.__dict__)
-    if cls.__doc__ is None:  # else dataclass builds one with inspect.signature, ~0.1 ms a class
-        cls.__doc__ = f"{cls.__name__}({', '.join(cls.__dict__.get('__annotations__', ()))})"
-    cls = dataclass(init=False, repr=False, eq=False, slots=True)(cls)
-    all_fields = fields(cls)
-    names = tuple(f.name for f in all_fields)
+    inherited: dict[str, Field] = {}
+    for base in reversed(cls.__mro__[1:]):
+        for f in base.__dict__.get("__record_fields__", ()):
+            inherited[f.name] = f
+    own = _own_fields(cls)
+    merged = dict(inherited)
+    for f in own:
+        merged[f.name] = f
+    all_fields = tuple(merged.values())
+
+    ns = dict(cls.__dict__)
+    for f in own:
+        ns.pop(f.name, None)
+    ns.pop("__dict__", None)
+    ns.pop("__weakref__", None)
+    slotted = {name for base in cls.__mro__[1:] for name in base.__dict__.get("__slots__", ())}
+    ns["__slots__"] = tuple(f.name for f in own if f.name not in slotted)
+    if ns.get("__doc__") is None:
+        ns["__doc__"] = f"{cls.__name__}({', '.join(merged)})"
+    defined = set(ns)
+    explicit_hash = "__hash__" in defined and not (ns["__hash__"] is None and "__eq__" in defined)
+    new = type(cls)(cls.__name__, cls.__bases__, ns)
+    new.__qualname__ = cls.__qualname__
+
+    names = tuple(merged)
     shown = tuple(f.name for f in all_fields if f.repr)
     qualname = cls.__qualname__
 
@@ -96,12 +247,9 @@ def _record(cls: type, eq: bool) -> type:
         return f"{qualname}({', '.join(f'{n}={getattr(self, n)!r}' for n in shown)})"
 
     methods: dict[str, Any] = {
-        "__init__": _make_init(
-            cls,
-            names,
-            {f.name: f.default for f in all_fields if f.default is not MISSING},
-            {f.name: f.default_factory for f in all_fields if f.default_factory is not MISSING},
-        ),
+        "__record_fields__": all_fields,
+        "__match_args__": names,
+        "__init__": _make_init(new, all_fields),
         "__repr__": __repr__,
         "__setattr__": _frozen,
         "__delattr__": _frozen,
@@ -109,8 +257,7 @@ def _record(cls: type, eq: bool) -> type:
         "__setstate__": _setstate,
     }
     if eq:
-        compared = tuple(f.name for f in all_fields if f.compare)
-        values = _getter(compared)
+        values = _getter(tuple(f.name for f in all_fields if f.compare))
         hashed = _getter(tuple(f.name for f in all_fields if (f.compare if f.hash is None else f.hash)))
 
         def __eq__(self: Any, other: object) -> bool:
@@ -122,11 +269,16 @@ def _record(cls: type, eq: bool) -> type:
             return hash(hashed(self))
 
         methods["__eq__"] = __eq__
-        methods["__hash__"] = __hash__
+        if not explicit_hash:
+            methods["__hash__"] = __hash__
+            defined.discard("__hash__")
     for name, method in methods.items():
-        if name not in own:
-            setattr(cls, name, method)
-    return cls
+        if name not in defined or name == "__record_fields__":
+            type.__setattr__(new, name, method)
+    view = _DataclassView()
+    type.__setattr__(new, "__dataclass_fields__", view)
+    view.__set_name__(new, "__dataclass_fields__")
+    return new
 
 
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:

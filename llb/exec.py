@@ -5,9 +5,8 @@ from __future__ import annotations
 import posixpath
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import field
 
-from ._record import record
+from ._record import field, record
 from .errors import InvalidGraph
 from .state import InputList, MarshalContext, Network, OpOptions, Output, State, Vertex, merge_env, resolve_path
 

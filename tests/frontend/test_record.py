@@ -78,3 +78,43 @@ def test_identity_eq_field_flags_and_own_methods() -> None:
     assert repr(a) == "Node(name='n')" and a.cache == {} and a.cache is not b.cache
     assert repr(Labelled(1, label="l")) == "<l>" and Labelled(1, 2, (), "l").label == "l"
     assert Labelled(1, label="l") == Labelled(1, label="l") != Labelled(1, label="m")
+
+
+def test_own_helpers_and_field_options() -> None:
+    from typing import ClassVar
+
+    from frontend._record import field, fields, is_record, replace
+
+    @record
+    class Opts:
+        LIMIT: ClassVar[int] = 3
+        name: str
+        extra: dict[str, int] = field(default_factory=dict, compare=False)
+
+        def __hash__(self) -> int:
+            return 7
+
+    o = Opts("a", {"x": 1})
+    assert [f.name for f in fields(o)] == ["name", "extra"] and Opts.LIMIT == 3
+    assert replace(o, name="b") == Opts("b") and replace(o, name="b").extra == {"x": 1}
+    assert o == Opts("a") and hash(o) == 7  # an explicit __hash__ stays, as with dataclass
+    assert is_record(o) and is_record(Opts) and not is_record(Reference(1))
+    with pytest.raises(TypeError, match="not a record"):
+        fields(Reference(1))
+    with pytest.raises(ValueError):
+        field(default=1, default_factory=list)
+
+
+def test_defining_records_does_not_import_dataclasses() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom frontend._record import record, field\n"
+        "@record\nclass P:\n    x: int\n    y: list = field(default_factory=list)\n"
+        "p = P(1); assert p == P(1) and repr(p) == 'P(x=1, y=[])'\n"
+        "assert 'dataclasses' not in sys.modules, 'dataclasses imported'\n"
+        "import dataclasses; assert dataclasses.replace(p, x=2) == P(2)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
