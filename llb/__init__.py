@@ -7,7 +7,7 @@ is imported on first use, so `import llb` stays cheap.
 
 from __future__ import annotations
 
-import importlib
+import sys
 
 from .definition import MAX_DEFINITION_BYTES, Definition
 from .errors import (
@@ -64,7 +64,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'llb' has no attribute {name!r}")
     for module_name in (home, *(m for m in _LAZY_MODULES if m != home)):
         try:
-            module = importlib.import_module(f".{module_name}", __name__)
+            __import__(f"{__name__}.{module_name}")  # not importlib: ~0.5 ms of every start-up
+            module = sys.modules[f"{__name__}.{module_name}"]
         except ModuleNotFoundError as exc:
             if exc.name != f"{__name__}.{module_name}":
                 raise

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import posixpath
-import shlex
 from collections.abc import Mapping, Sequence
 
 from ._record import field, record
@@ -270,12 +269,19 @@ def _args(args: str | Sequence[str], shell: bool) -> tuple[str, ...]:
         if shell:
             result: Sequence[str] = ["/bin/sh", "-c", args]
         else:
+            import shlex
+
             try:
                 result = shlex.split(args)
             except ValueError as exc:
                 raise InvalidGraph(f"cannot split command {args!r}: {exc}") from None
     elif isinstance(args, Sequence):
-        result = ["/bin/sh", "-c", shlex.join(args)] if shell else list(args)
+        if shell:
+            import shlex
+
+            result = ["/bin/sh", "-c", shlex.join(args)]
+        else:
+            result = list(args)
     else:
         raise InvalidGraph(f"run args must be a string or a sequence of strings, got {type(args).__name__}")
     if not result or (len(result) == 3 and shell and not result[2].strip()):

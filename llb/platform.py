@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from functools import cache
 
 from ._record import record
@@ -14,7 +13,12 @@ __all__ = ["Platform"]
 _KNOWN_OS = frozenset(
     {"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "illumos", "aix", "android", "ios", "plan9", "js", "wasip1"}
 )
-_COMPONENT = re.compile(r"^[a-z0-9_]+$")
+_COMPONENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _is_component(value: str) -> bool:
+    """``[a-z0-9_]+``"""
+    return bool(value) and all(c in _COMPONENT_CHARS for c in value)
 
 # (arch, variant) spellings found in the wild -> canonical OCI names, as containerd normalises them.
 _ARCH_ALIASES: dict[str, tuple[str, str]] = {
@@ -65,9 +69,9 @@ class Platform:
     def __post_init__(self) -> None:
         os_, arch, variant = _normalise(self.os, self.architecture, self.variant)
         for label, value in (("os", os_), ("architecture", arch)):
-            if not value or not _COMPONENT.match(value):
+            if not value or not _is_component(value):
                 raise InvalidGraph(f"invalid platform {label} {value!r}: expected lowercase letters, digits or '_'")
-        if variant and not _COMPONENT.match(variant):
+        if variant and not _is_component(variant):
             raise InvalidGraph(f"invalid platform variant {variant!r}")
         object.__setattr__(self, "os", os_)
         object.__setattr__(self, "architecture", arch)
