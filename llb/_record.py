@@ -236,9 +236,6 @@ def _record(cls: type, eq: bool) -> type:
         ns["__doc__"] = f"{cls.__name__}({', '.join(merged)})"
     defined = set(ns)
     explicit_hash = "__hash__" in defined and not (ns["__hash__"] is None and "__eq__" in defined)
-    new = type(cls)(cls.__name__, cls.__bases__, ns)
-    new.__qualname__ = cls.__qualname__
-
     names = tuple(merged)
     shown = tuple(f.name for f in all_fields if f.repr)
     qualname = cls.__qualname__
@@ -247,9 +244,8 @@ def _record(cls: type, eq: bool) -> type:
         return f"{qualname}({', '.join(f'{n}={getattr(self, n)!r}' for n in shown)})"
 
     methods: dict[str, Any] = {
-        "__record_fields__": all_fields,
         "__match_args__": names,
-        "__init__": _make_init(new, all_fields),
+        "__init__": _make_init(cls, all_fields),
         "__repr__": __repr__,
         "__setattr__": _frozen,
         "__delattr__": _frozen,
@@ -273,12 +269,12 @@ def _record(cls: type, eq: bool) -> type:
             methods["__hash__"] = __hash__
             defined.discard("__hash__")
     for name, method in methods.items():
-        if name not in defined or name == "__record_fields__":
-            type.__setattr__(new, name, method)
-    view = _DataclassView()
-    type.__setattr__(new, "__dataclass_fields__", view)
-    view.__set_name__(new, "__dataclass_fields__")
-    return new
+        if name not in defined:
+            ns[name] = method
+    ns["__record_fields__"] = all_fields
+    ns["__dataclass_fields__"] = _DataclassView()
+    ns["__qualname__"] = qualname
+    return type(cls)(cls.__name__, cls.__bases__, ns)  # one class creation: setting attributes later costs more
 
 
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
