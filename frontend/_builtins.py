@@ -9,19 +9,17 @@ call order never matters.
 
 from __future__ import annotations
 
-import contextvars
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from _thread import _local
 
 from . import spec as S
-from ._record import record
+from ._record import field, record
 from .errors import EnvdError, NameError_, TypeError_, ValueError_
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 PRELUDE_LABEL = "<envbuild>"
@@ -30,7 +28,39 @@ DATA_PATHS = {"huggingface": "~/.cache/huggingface", "dgl": "~/.dgl"}
 SHELLS = ("bash", "zsh", "fish")
 
 _REQUIRED: Any = object()
-current: contextvars.ContextVar[Recorder] = contextvars.ContextVar("envbuild_recorder")
+_UNSET: Any = object()
+
+
+class _Current:
+    """The recorder of the evaluation running on this thread (``ContextVar``'s get/set/reset, minus the import).
+
+    Callbacks from Starlark get no context argument, so they find their recorder here.
+    """
+
+    __slots__ = ("_local",)
+
+    def __init__(self) -> None:
+        self._local = _local()
+
+    def get(self, default: Any = _UNSET) -> Recorder:
+        rec = getattr(self._local, "rec", None)
+        if rec is None:
+            if default is _UNSET:
+                raise LookupError("no evaluation is running on this thread")
+            return default  # type: ignore[no-any-return]
+        return rec  # type: ignore[no-any-return]
+
+    def set(self, rec: Recorder) -> Recorder | None:
+        """Returns the token for ``reset``: the recorder this one replaces."""
+        previous = getattr(self._local, "rec", None)
+        self._local.rec = rec
+        return previous
+
+    def reset(self, token: Recorder | None) -> None:
+        self._local.rec = token
+
+
+current = _Current()
 
 
 @record
@@ -209,22 +239,29 @@ def bind(b: Builtin, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
 
 # ---- recording ---------------------------------------------------------------------------------------
 
-@dataclass
 class Recorder:
     """Mutable state of one evaluation; ``finish`` turns it into an immutable ``Spec``."""
 
-    context_dir: Path
-    target: str = "build"
-    sources: dict[str, list[str]] = field(default_factory=dict)
-    source_files: list[S.SourceFile] = field(default_factory=list)
-    printer: Callable[[str], None] | None = None
-    error: EnvdError | None = None
-    single: dict[str, Any] = field(default_factory=dict)
-    many: dict[str, list[Any]] = field(default_factory=dict)
-    inputs: list[str] = field(default_factory=list)
-    warnings: list[S.Warning_] = field(default_factory=list)
-    extra_path: list[str] = field(default_factory=list)
-    includes: dict[str, str] = field(default_factory=dict)
+    __slots__ = (
+        "context_dir", "target", "sources", "source_files", "printer", "error", "single", "many", "inputs",
+        "warnings", "extra_path", "includes",
+    )
+
+    def __init__(
+        self, context_dir: str, target: str = "build", *, printer: Callable[[str], None] | None = None
+    ) -> None:
+        self.context_dir = context_dir
+        self.target = target
+        self.sources: dict[str, list[str]] = {}
+        self.source_files: list[S.SourceFile] = []
+        self.printer = printer
+        self.error: EnvdError | None = None
+        self.single: dict[str, Any] = {}
+        self.many: dict[str, list[Any]] = {}
+        self.inputs: list[str] = []
+        self.warnings: list[S.Warning_] = []
+        self.extra_path: list[str] = []
+        self.includes: dict[str, str] = {}
 
     def add(self, key: str, value: Any) -> None:
         self.many.setdefault(key, []).append(value)
@@ -244,7 +281,7 @@ class Recorder:
         norm = os.path.normpath(value).replace(os.sep, "/")
         if norm == ".." or norm.startswith("../"):
             raise ValueError_(f"{qualname}(): '{param}' {value!r} points outside the build context")
-        full = self.context_dir / norm
+        full = os.path.join(self.context_dir, norm)
         if must_exist:
             if not os.path.lexists(full):
                 raise ValueError_(
@@ -259,12 +296,12 @@ class Recorder:
         return norm
 
     def finish(self) -> S.Spec:
-        from . import cuda as cuda_table
-
         single, many = self.single, self.many
         base: S.Base = single.get("base", S.Base())
         cuda: S.Cuda | None = None
         if "cuda" in single:
+            from . import cuda as cuda_table
+
             version, cudnn, pos = single["cuda"]
             try:
                 img = cuda_table.resolve(version, cudnn, dev=base.dev, base_image=base.image)
@@ -476,22 +513,22 @@ def _python_version(qualname: str, param: str, v: str) -> str:
 
 _REF_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
 _REF_TAG = re.compile(r"\w[\w.-]{0,127}\Z")
-_REF_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}\Z")
-_REF_DOMAIN = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9][A-Za-z0-9-]*)*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?\Z")
+_REF_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}\Z"  # rare: compiled on first use
+_REF_DOMAIN = r"(?:[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9][A-Za-z0-9-]*)*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?\Z"
 
 
 def _image_ref(qualname: str, param: str, ref: str) -> None:
     """Docker's reference grammar, checked here so a bad name fails at its line, not in the compiler."""
     problem = "" if ref.strip() and not any(c.isspace() for c in ref) else "bad"
     name, _, digest = ref.partition("@")
-    if digest and not _REF_DIGEST.match(digest):
+    if digest and not re.match(_REF_DIGEST, digest):
         problem = "bad"
     if name.rfind(":") > name.rfind("/"):
         name, _, tag = name.rpartition(":")
         problem = problem or ("" if _REF_TAG.match(tag) else "bad")
     first, sep, rest = name.partition("/")
     path = rest if sep and ("." in first or ":" in first or first == "localhost") else name
-    if path is rest and not _REF_DOMAIN.match(first):
+    if path is rest and not re.match(_REF_DOMAIN, first):
         problem = "bad"
     for component in path.split("/"):
         if not _REF_COMPONENT.match(component):

@@ -9,9 +9,9 @@ the error lists what exists. ``scripts/refresh-cuda-table.py`` regenerates the t
 from __future__ import annotations
 
 import json
+import os
 import re
 from functools import lru_cache
-from pathlib import Path
 
 from ._record import record
 
@@ -19,7 +19,7 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms 
 if TYPE_CHECKING:
     from typing import Any
 
-TABLE_PATH = Path(__file__).with_name("data") / "cuda.json"
+TABLE_PATH = os.path.join(os.path.dirname(__file__), "data", "cuda.json")
 DEFAULT_UBUNTU = "22.04"
 
 
@@ -39,8 +39,8 @@ class CudaImage:
 
 @lru_cache(maxsize=1)
 def table() -> dict[str, Any]:
-    with TABLE_PATH.open(encoding="utf-8") as f:
-        return json.load(f)
+    with open(TABLE_PATH, "rb") as f:
+        return json.loads(f.read().decode("utf-8"))  # type: ignore[no-any-return]
 
 
 def _vkey(v: str) -> tuple[int, ...]:

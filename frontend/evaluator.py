@@ -14,8 +14,6 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 from . import _builtins as B
 from . import spec as S
@@ -36,6 +34,8 @@ from .target import DEFAULT_FILE, split_target_text, user_config_path
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
     from typing import Any, Literal
 
 DEFAULT_TIMEOUT = 5.0
@@ -144,10 +144,11 @@ def _check_syntax_header(src: Source) -> None:
 
 # ---- Starlark error text -> EnvdError ------------------------------------------------------------
 
-_LOC = re.compile(r"^\s*--> (.+?):(\d+):(\d+)", re.M)
-_FRAME_FULL = re.compile(r"^\s*\* (.+?):(\d+), in (\S+)", re.M)
-_MSG = re.compile(r"^error: (.*?)(?=^\s*--> |\Z)", re.M | re.S)
-_PY_PREFIX = re.compile(r"^(?:[A-Za-z_]\w*(?:Error|Exception|Error_|Exceeded)): ")
+# Only errors need these: re compiles them on first use (and caches them), not at import.
+_LOC = r"(?m)^\s*--> (.+?):(\d+):(\d+)"
+_FRAME_FULL = r"(?m)^\s*\* (.+?):(\d+), in (\S+)"
+_MSG = r"(?ms)^error: (.*?)(?=^\s*--> |\Z)"
+_PY_PREFIX = r"^(?:[A-Za-z_]\w*(?:Error|Exception|Error_|Exceeded)): "
 
 _SYNTAX_MARKERS = (
     "Parse error",
@@ -289,7 +290,7 @@ def _compress_trace(entries: list[str], keep: int = 12) -> tuple[str, ...]:
 
 def translate(text: str, rec: B.Recorder) -> EnvdError:
     """Turn a ``StarlarkError`` text into the right ``EnvdError`` with the user's position."""
-    frames = [(f, int(ln), fn) for f, ln, fn in _FRAME_FULL.findall(text)]
+    frames = [(f, int(ln), fn) for f, ln, fn in re.findall(_FRAME_FULL, text)]
     user_frames = [fr for fr in frames if fr[0] not in (B.PRELUDE_LABEL, "<envd>")]
     trace = _compress_trace([f"{f}:{ln}, in {fn}" for f, ln, fn in user_frames[:-1]])
     pending = rec.error
@@ -298,10 +299,10 @@ def translate(text: str, rec: B.Recorder) -> EnvdError:
         if pending.source_line is None:
             pending.source_line = _source_line(rec, pending.file, pending.line)
         return pending
-    mm = _MSG.search(text)
+    mm = re.search(_MSG, text)
     message = (mm[1] if mm else text).strip()
-    message = _PY_PREFIX.sub("", message, count=1)
-    loc = _LOC.search(text)
+    message = re.sub(_PY_PREFIX, "", message, count=1)
+    loc = re.search(_LOC, text)
     file, line, col = (loc[1], int(loc[2]), int(loc[3])) if loc else (None, None, None)
     if file == B.PRELUDE_LABEL:
         wrapper = next((fn for f, _, fn in reversed(frames) if f == B.PRELUDE_LABEL), "")
@@ -319,8 +320,8 @@ def translate(text: str, rec: B.Recorder) -> EnvdError:
 
 # ---- one evaluation ------------------------------------------------------------------------------
 
-_INCLUDE = re.compile(r"""\binclude\s*\(\s*(?:git\s*=\s*)?(["'])([^"'\n]+)\1\s*\)""")
-_TOP_NAME = re.compile(r"^(?:def\s+([A-Za-z]\w*)\s*\(|([A-Za-z]\w*)\s*=(?!=))", re.M)
+_INCLUDE = r"""\binclude\s*\(\s*(?:git\s*=\s*)?(["'])([^"'\n]+)\1\s*\)"""  # compiled on first include
+_TOP_NAME = r"(?m)^(?:def\s+([A-Za-z]\w*)\s*\(|([A-Za-z]\w*)\s*=(?!=))"
 
 
 class _Session:
@@ -416,7 +417,7 @@ class _Session:
         """Resolve ``include("URL")`` literals before the file runs, binding them as structs."""
         found: dict[str, S.Pos] = {}
         for i, line in enumerate(src.text.split("\n"), 1):
-            for im in _INCLUDE.finditer(line):
+            for im in re.finditer(_INCLUDE, line):
                 from .loader import split_git
 
                 try:
@@ -441,7 +442,7 @@ class _Session:
                 raise
             fields = {}
             for s in sources:
-                self.exports[s.label] = [a or b for a, b in _TOP_NAME.findall(s.text) if not (a or b).startswith("_")]
+                self.exports[s.label] = [a or b for a, b in re.findall(_TOP_NAME, s.text) if not (a or b).startswith("_")]
                 self._load(s.label, src, pos=pos)
                 names = self.exports[s.label]
                 if names:
@@ -482,29 +483,53 @@ def _load_pos(importer: Source, label: str) -> S.Pos:
 
 def default_user_config() -> Path:
     """``$XDG_CONFIG_HOME/envbuild/config.envd`` (``~/.config/envbuild/config.envd``)."""
+    from pathlib import Path
+
     return Path(user_config_path())
 
 
 def split_target(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     """``dir``, ``dir/build.envd``, ``file.envd:func`` or ``:func`` -> (build file, function or None)."""
+    from pathlib import Path
+
     file, func = split_target_text(os.fspath(path))
     return Path(file), func
 
 
-def _home_label(path: Path) -> str:
-    try:
-        return "~/" + path.resolve().relative_to(Path.home().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
+def _clean(path: str) -> str:
+    """``str(pathlib.PurePosixPath(path))`` without importing pathlib: what messages have always shown."""
+    if not path:
+        return "."
+    root = "//" if path.startswith("//") and not path.startswith("///") else "/" if path.startswith("/") else ""
+    return root + "/".join(p for p in path.split("/") if p and p != ".") or "."
+
+
+def _parent(path: str) -> str:
+    """``PurePosixPath(path).parent`` of a ``_clean`` path."""
+    head = os.path.dirname(path)
+    return head or "."
+
+
+def _relative_to(path: str, root: str) -> str | None:
+    """``path`` below ``root`` (both absolute and clean), like ``PurePosixPath.relative_to``; None if outside."""
+    if path == root:
+        return "."
+    prefix = root if root.endswith("/") else root + "/"
+    return path[len(prefix):] if path.startswith(prefix) else None
+
+
+def _home_label(path: str) -> str:
+    rel = _relative_to(os.path.realpath(path), os.path.realpath(os.path.expanduser("~")))
+    return path if rel is None else "~/" + rel
 
 
 def evaluate(
     path: str | os.PathLike[str] = ".",
     *,
     function: str | None = None,
-    user_config: Path | str | None | Literal[False] = None,
-    context_dir: Path | str | None = None,
-    git_cache_dir: Path | str | None = None,
+    user_config: str | os.PathLike[str] | None | Literal[False] = None,
+    context_dir: str | os.PathLike[str] | None = None,
+    git_cache_dir: str | os.PathLike[str] | None = None,
     offline: bool = False,
     git_update_after: float = 3600.0,
     timeout: float = DEFAULT_TIMEOUT,
@@ -522,25 +547,26 @@ def evaluate(
 
     Example: ``python -c "import frontend; print(frontend.evaluate('examples/jupyter').to_json())"``
     """
-    file, func_from_path = split_target(path)
+    file_text, func_from_path = split_target_text(os.fspath(path))
+    file = _clean(file_text)
     func = function or func_from_path or "build"
     if not re.fullmatch(r"[A-Za-z_]\w*", func):
         raise NameError_(f"{func!r} is not a function name")
-    if not file.is_file():
-        raise LoadError(f"no build file at {file}" + (" (expected build.envd in that directory)" if file.name == DEFAULT_FILE else ""))
-    ctx = Path(context_dir) if context_dir is not None else file.parent
-    ctx = ctx.resolve()
-    if not ctx.is_dir():
+    if not os.path.isfile(file):
+        raise LoadError(
+            f"no build file at {file}"
+            + (" (expected build.envd in that directory)" if os.path.basename(file) == DEFAULT_FILE else "")
+        )
+    ctx = os.path.realpath(_clean(os.fspath(context_dir)) if context_dir is not None else _parent(file))
+    if not os.path.isdir(ctx):
         raise LoadError(f"build context {ctx} is not a directory")
-    file_abs = file.resolve()
-    try:
-        label = file_abs.relative_to(ctx).as_posix()
-    except ValueError:
-        raise LoadError(f"build file {file} is outside the build context {ctx}") from None
+    label = _relative_to(os.path.realpath(file), ctx)
+    if label is None:
+        raise LoadError(f"build file {file} is outside the build context {ctx}")
     rt = _runtime()
     rec = B.Recorder(context_dir=ctx, target=func, printer=on_print)
     git = GitCache(
-        root=Path(git_cache_dir) if git_cache_dir else cache_home() / "envbuild" / "git",
+        root=os.fspath(git_cache_dir) if git_cache_dir else os.path.join(cache_home(), "envbuild", "git"),
         offline=offline,
         update_after=git_update_after,
         warn=lambda msg: rec.warn(msg, None),
@@ -550,15 +576,15 @@ def evaluate(
     token = B.current.set(rec)
     try:
         if user_config is not False:
-            cfg = Path(user_config) if user_config is not None else default_user_config()
-            if cfg.is_file():
+            cfg = _clean(os.fspath(user_config) if user_config is not None else user_config_path())
+            if os.path.isfile(cfg):
                 cfg_label = _home_label(cfg)
                 prefix = cfg_label.rsplit("/", 1)[0] + "/" if "/" in cfg_label else ""
-                src = read_source(cfg, cfg_label, cfg.parent, prefix)
+                src = read_source(cfg, cfg_label, _parent(cfg), prefix)
                 session.run(lambda: session.exec_source(src))
             elif user_config is not None:
                 raise LoadError(f"user config {cfg} does not exist")
-        main = read_source(file_abs, label, ctx, "")
+        main = read_source(os.path.realpath(file), label, ctx, "")
         session.stack.append(main.label)
         module = session.run(lambda: session.exec_source(main))
         call = _parse(rt, "<envd>", f"{func}()")

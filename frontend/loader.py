@@ -18,12 +18,14 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from ._record import record
 from .errors import LoadError, SyntaxError_
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
 
 try:  # the builtin module (3.12+: _sha2): hashlib loads OpenSSL, ~4 ms of start-up, for the same digest
     from _sha256 import sha256
@@ -43,22 +45,24 @@ class Source:
     """A build file read into memory. ``prefix + relative path`` makes the labels of its siblings."""
 
     label: str
-    path: Path
-    root: Path
+    path: str
+    root: str
     prefix: str
     text: str
     sha256: str
 
 
-def cache_home() -> Path:
+def cache_home() -> str:
     xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg) if xdg else Path.home() / ".cache"
+    return xdg if xdg else os.path.join(os.path.expanduser("~"), ".cache")
 
 
 def decode(data: bytes, label: str) -> str:
-    """UTF-8 text of a build file, or a positioned error for the first bad byte."""
+    """UTF-8 text of a build file (a leading BOM dropped), or a positioned error for the first bad byte."""
+    if data.startswith(b"\xef\xbb\xbf"):  # by hand: the "utf-8-sig" codec is one more module to import
+        data = data[3:]
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         before = data[: e.start]
         line = before.count(b"\n") + 1
@@ -70,9 +74,11 @@ def decode(data: bytes, label: str) -> str:
         ) from None
 
 
-def read_source(path: Path, label: str, root: Path, prefix: str) -> Source:
+def read_source(path: str | os.PathLike[str], label: str, root: str | os.PathLike[str], prefix: str) -> Source:
+    path, root = os.fspath(path), os.fspath(root)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read()
     except IsADirectoryError:
         raise LoadError(f"{label} is a directory, not a build file") from None
     except OSError as e:
@@ -115,23 +121,41 @@ def parse_git_label(label: str) -> tuple[str, str, str]:
     return f"{scheme}://{repo}", ref, path
 
 
-@dataclass
-class GitCache:
-    """Clones repositories with the host ``git`` into a cache directory."""
+def _no_warning(msg: str) -> None:
+    pass
 
-    root: Path = field(default_factory=lambda: cache_home() / "envbuild" / "git")
-    offline: bool = False
-    update_after: float = DEFAULT_UPDATE_AFTER
-    warn: Callable[[str], None] = lambda msg: None
-    _done: dict[tuple[str, str], Path] = field(default_factory=dict)
+
+class GitCache:
+    """Clones repositories with the host ``git`` into a cache directory.
+
+    Made for every evaluation but used only by git loads, so pathlib is imported on first checkout.
+    """
+
+    __slots__ = ("root", "offline", "update_after", "warn", "_done")
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        offline: bool = False,
+        update_after: float = DEFAULT_UPDATE_AFTER,
+        warn: Callable[[str], None] = _no_warning,
+    ) -> None:
+        self.root = os.fspath(root) if root is not None else os.path.join(cache_home(), "envbuild", "git")
+        self.offline = offline
+        self.update_after = update_after
+        self.warn = warn
+        self._done: dict[tuple[str, str], Path] = {}
 
     def checkout(self, url: str, ref: str) -> Path:
         key = (url, ref)
         if key in self._done:
             return self._done[key]
+        from pathlib import Path
+
+        root = Path(self.root)
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[-1]).strip("_")[-60:]
         digest = sha256(f"{url}@{ref}".encode()).hexdigest()[:12]
-        dest = self.root / f"{slug}{'@' + re.sub(r'[^A-Za-z0-9._-]', '_', ref) if ref else ''}-{digest}"
+        dest = root / f"{slug}{'@' + re.sub(r'[^A-Za-z0-9._-]', '_', ref) if ref else ''}-{digest}"
         stamp = dest / ".git" / "envbuild-fetched"
         where = f"{url}@{ref}" if ref else url
         if (dest / ".git").is_dir():
@@ -146,8 +170,8 @@ class GitCache:
                     self.warn(f"could not update {where} ({err}); using the copy cached in {dest}")
         else:
             if self.offline:
-                raise LoadError(f"{where} is not in the git cache {self.root} and offline mode is on")
-            self.root.mkdir(parents=True, exist_ok=True)
+                raise LoadError(f"{where} is not in the git cache {root} and offline mode is on")
+            root.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
             _rmtree(tmp)
             ok, err = self._git(None, "clone", "--quiet", "--no-checkout", url, str(tmp))
@@ -156,7 +180,7 @@ class GitCache:
                 raise LoadError(
                     f"cannot clone {url}: {err}",
                     hint="check the URL and your network (git must reach it); a copy cached earlier "
-                    f"would be used from {self.root}",
+                    f"would be used from {root}",
                 )
             try:
                 self._switch(tmp, ref, where)
@@ -210,17 +234,19 @@ def _rmtree(p: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-@dataclass
 class Loader:
     """Resolves labels to ``Source``s for one evaluation."""
 
-    context_dir: Path
-    git: GitCache
+    __slots__ = ("context_dir", "git")
 
-    def _inside(self, path: Path, root: Path, label: str, what: str) -> Path:
-        real = Path(os.path.realpath(path))
+    def __init__(self, context_dir: str | os.PathLike[str], git: GitCache) -> None:
+        self.context_dir = os.fspath(context_dir)
+        self.git = git
+
+    def _inside(self, path: str | os.PathLike[str], root: str | os.PathLike[str], label: str, what: str) -> str:
+        real = os.path.realpath(path)
         root_real = os.path.realpath(root)
-        if str(real) != root_real and not str(real).startswith(root_real + os.sep):
+        if real != root_real and not real.startswith(root_real + os.sep):
             raise LoadError(f"cannot load {label!r}: it resolves outside {what}")
         return real
 
@@ -229,7 +255,7 @@ class Loader:
             raise LoadError("load() label is empty")
         if is_git_label(label):
             url, ref, rel = parse_git_label(label)
-            root = self.git.checkout(url, ref)
+            root = str(self.git.checkout(url, ref))
             prefix = f"{url}@{ref}//" if ref else f"{url}//"
             what = f"the repository {url}"
         else:
@@ -248,8 +274,8 @@ class Loader:
         rel_norm = os.path.normpath(rel).replace(os.sep, "/")
         if rel_norm.startswith("../") or rel_norm == ".." or os.path.isabs(rel_norm):
             raise LoadError(f"cannot load {label!r}: it points outside {what}")
-        path = root / rel_norm
-        if not path.exists():
+        path = root if rel_norm == "." else os.path.join(root, rel_norm)
+        if not os.path.exists(path):
             raise LoadError(f"cannot load {label!r}: {prefix}{rel_norm} does not exist (looked in {root})")
         self._inside(path, root, label, what)
         return read_source(path, prefix + rel_norm, root, prefix)
