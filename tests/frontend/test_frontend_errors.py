@@ -145,6 +145,17 @@ def test_non_utf8_file(tmp_path: Path) -> None:
     assert "not valid UTF-8" in info.value.message
 
 
+def test_byte_order_mark(tmp_path: Path) -> None:
+    """A leading BOM is dropped, and does not shift the position of a bad byte after it."""
+    (tmp_path / "build.envd").write_bytes(b'\xef\xbb\xbfdef build():\n    shell("zsh")\n')
+    assert frontend.evaluate(tmp_path, user_config=False).shell.name == "zsh"
+    (tmp_path / "build.envd").write_bytes(b'\xef\xbb\xbfx = "\xff"\ndef build():\n    pass\n')
+    with pytest.raises(SyntaxError_) as info:
+        frontend.evaluate(tmp_path, user_config=False)
+    assert (info.value.line, info.value.col, info.value.source_line) == (1, 6, 'x = "')
+    assert "(byte 0xff)" in info.value.message
+
+
 def test_missing_build_file(tmp_path: Path) -> None:
     with pytest.raises(LoadError, match="no build file"):
         frontend.evaluate(tmp_path, user_config=False)
