@@ -407,11 +407,49 @@ class Recorder:
 
 # ---- position of the call ------------------------------------------------------------------------
 
-_FRAME = re.compile(r"^\s*\* (.+?):(\d+), in ", re.M)
+# The scans below run on every builtin call. They are written out by hand because compiling the
+# equivalent regular expressions (``^\s*\* (.+?):(\d+), in `` and ``(?<![\w.])NAME\s*\(``) cost more
+# than the scans; tests/frontend/test_frontend_matchers.py checks them against those expressions.
+
+def stack_frames(stack: str) -> list[tuple[str, str]]:
+    """``(file, line)`` of every ``  * file:line, in function`` entry of a ``call_stack()`` text."""
+    frames: list[tuple[str, str]] = []
+    for raw in stack.split("\n"):
+        entry = raw.lstrip()
+        if not entry.startswith("* "):
+            continue
+        body = entry[2:]
+        colon = body.find(":", 1)
+        while colon > 0:
+            end = colon + 1
+            while end < len(body) and body[end].isdecimal():
+                end += 1
+            if end > colon + 1 and body.startswith(", in ", end):
+                frames.append((body[:colon], body[colon + 1 : end]))
+                break
+            colon = body.find(":", colon + 1)
+    return frames
+
+
+def find_call(text: str, callee: str, *, standalone: bool) -> int:
+    """Index of the first ``callee(`` in ``text`` (spaces allowed before the bracket), or -1.
+
+    ``standalone``: not preceded by a word character or a dot (``base(`` but not ``my_base(``).
+    """
+    i = text.find(callee)
+    while i >= 0:
+        if not (standalone and i > 0 and (text[i - 1].isalnum() or text[i - 1] in "_.")):
+            j = i + len(callee)
+            while j < len(text) and text[j].isspace():
+                j += 1
+            if j < len(text) and text[j] == "(":
+                return i
+        i = text.find(callee, i + 1)
+    return -1
 
 
 def call_pos(rec: Recorder, stack: str, qualname: str) -> S.Pos | None:
-    frames = _FRAME.findall(stack)
+    frames = stack_frames(stack)
     for file, line_s in reversed(frames):
         if file != PRELUDE_LABEL:
             break
@@ -422,12 +460,12 @@ def call_pos(rec: Recorder, stack: str, qualname: str) -> S.Pos | None:
     col = 1
     if lines is not None and 0 < line <= len(lines):
         text = lines[line - 1]
-        m = re.search(r"(?<![\w.])" + re.escape(qualname) + r"\s*\(", text)
-        if m is None and "." in qualname:
-            m = re.search(r"\." + re.escape(qualname.rsplit(".", 1)[1]) + r"\s*\(", text)
-            col = m.start() + 2 if m else len(text) - len(text.lstrip()) + 1
+        at = find_call(text, qualname, standalone=True)
+        if at < 0 and "." in qualname:
+            at = find_call(text, "." + qualname.rsplit(".", 1)[1], standalone=False)
+            col = at + 2 if at >= 0 else len(text) - len(text.lstrip()) + 1
         else:
-            col = m.start() + 1 if m else len(text) - len(text.lstrip()) + 1
+            col = at + 1 if at >= 0 else len(text) - len(text.lstrip()) + 1
     return S.Pos(file, line, col)
 
 
@@ -504,15 +542,44 @@ def _python_version(qualname: str, param: str, v: str) -> str:
         return S.DEFAULT_PYTHON
     if v.startswith("2"):
         raise ValueError_(f"{qualname}(): Python 2 is not supported, got {param}={v!r}")
-    if not re.fullmatch(r"3\.\d+(\.\d+)?", v):
+    if not is_python3_version(v):
         raise ValueError_(f"{qualname}(): '{param}' must be a Python 3 version like \"3.11\", got {v!r}")
     return v
 
 
 # ---- universe ------------------------------------------------------------------------------------
 
-_REF_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
-_REF_TAG = re.compile(r"\w[\w.-]{0,127}\Z")
+def is_python3_version(v: str) -> bool:
+    """``3\\.\\d+(\\.\\d+)?`` (by hand: install.python runs in almost every file)."""
+    parts = v.split(".")
+    return parts[0] == "3" and len(parts) in (2, 3) and all(p.isdecimal() for p in parts[1:])
+
+
+_LOWER_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def is_ref_component(s: str) -> bool:
+    """``[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*``: one path component of an image name."""
+    if not s or s[0] not in _LOWER_ALNUM or s[-1] not in _LOWER_ALNUM:
+        return False
+    sep = ""
+    for c in s:
+        if c in _LOWER_ALNUM:
+            if sep and sep not in (".", "_", "__") and sep.strip("-"):
+                return False
+            sep = ""
+        elif c in "._-":
+            sep += c
+        else:
+            return False
+    return True
+
+
+def is_ref_tag(s: str) -> bool:
+    """``\\w[\\w.-]{0,127}``: an image tag."""
+    return 0 < len(s) <= 128 and (s[0].isalnum() or s[0] == "_") and all(c.isalnum() or c in "_.-" for c in s)
+
+
 _REF_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}\Z"  # rare: compiled on first use
 _REF_DOMAIN = r"(?:[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9][A-Za-z0-9-]*)*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?\Z"
 
@@ -525,13 +592,13 @@ def _image_ref(qualname: str, param: str, ref: str) -> None:
         problem = "bad"
     if name.rfind(":") > name.rfind("/"):
         name, _, tag = name.rpartition(":")
-        problem = problem or ("" if _REF_TAG.match(tag) else "bad")
+        problem = problem or ("" if is_ref_tag(tag) else "bad")
     first, sep, rest = name.partition("/")
     path = rest if sep and ("." in first or ":" in first or first == "localhost") else name
     if path is rest and not re.match(_REF_DOMAIN, first):
         problem = "bad"
     for component in path.split("/"):
-        if not _REF_COMPONENT.match(component):
+        if not is_ref_component(component):
             problem = problem or ("lower" if component.lower() != component else "bad")
     if problem:
         raise ValueError_(

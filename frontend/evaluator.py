@@ -30,7 +30,7 @@ from .errors import (
 )
 from .guard import check_source, unclosed_error
 from .loader import GitCache, Loader, Source, cache_home, read_source
-from .target import DEFAULT_FILE, split_target_text, user_config_path
+from .target import DEFAULT_FILE, is_function_name, split_target_text, user_config_path
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
@@ -108,7 +108,19 @@ def _parse(rt: _Runtime, label: str, text: str) -> Any:
 
 # ---- syntax header -------------------------------------------------------------------------------
 
-_SYNTAX = re.compile(r"#\s*syntax\s*=\s*(\S*)\s*")
+def syntax_version(comment: str) -> str | None:
+    """The ``v1`` of a stripped ``# syntax = v1`` line (``#\\s*syntax\\s*=\\s*(\\S*)\\s*``), else None.
+
+    By hand: every file's header is checked, and compiling the expression cost more than this.
+    """
+    rest = comment[1:].lstrip() if comment.startswith("#") else ""
+    if not rest.startswith("syntax"):
+        return None
+    rest = rest[6:].lstrip()
+    if not rest.startswith("="):
+        return None
+    rest = rest[1:].lstrip().rstrip()
+    return None if any(c.isspace() for c in rest) else rest
 
 
 def _check_syntax_header(src: Source) -> None:
@@ -118,10 +130,10 @@ def _check_syntax_header(src: Source) -> None:
             continue
         if not stripped.startswith("#"):
             return
-        m = _SYNTAX.fullmatch(stripped)
-        if m is None:
+        found = syntax_version(stripped)
+        if found is None:
             continue
-        version = m[1].lower()
+        version = found.lower()
         col = line.index("#") + 1
         if version == "v1":
             return
@@ -137,7 +149,7 @@ def _check_syntax_header(src: Source) -> None:
                 ),
             )
         raise SyntaxError_(
-            f"unknown syntax version {m[1]!r}; envbuild understands `# syntax=v1` (the default)",
+            f"unknown syntax version {found!r}; envbuild understands `# syntax=v1` (the default)",
             src.label, lineno, col, line,
         )
 
@@ -550,7 +562,7 @@ def evaluate(
     file_text, func_from_path = split_target_text(os.fspath(path))
     file = _clean(file_text)
     func = function or func_from_path or "build"
-    if not re.fullmatch(r"[A-Za-z_]\w*", func):
+    if not is_function_name(func):
         raise NameError_(f"{func!r} is not a function name")
     if not os.path.isfile(file):
         raise LoadError(
