@@ -908,17 +908,30 @@ def _init(rec: Recorder, pos: S.Pos | None, commands: tuple[str, ...]) -> None:
     Param("listen_addr", "str", "127.0.0.1"),
 )
 def _expose(rec: Recorder, pos: S.Pos | None, envd_port: int, host_port: int, service: str, listen_addr: str) -> None:
-    import ipaddress
-
     _port("runtime.expose", "envd_port", envd_port, allow_zero=False)
     _port("runtime.expose", "host_port", host_port, allow_zero=True)
-    try:
-        ipaddress.ip_address(listen_addr)
-    except ValueError:
-        raise ValueError_(f"runtime.expose(): 'listen_addr' must be an IP address, got {listen_addr!r}") from None
+    if not is_ip_address(listen_addr):
+        raise ValueError_(f"runtime.expose(): 'listen_addr' must be an IP address, got {listen_addr!r}")
     if envd_port in (S.SSH_CONTAINER_PORT,):
         raise ValueError_(f"runtime.expose(): port {envd_port} is reserved for SSH in dev environments")
     rec.add("exposes", S.Expose(envd_port, host_port, service, listen_addr, pos))
+
+
+def is_ip_address(text: str) -> bool:
+    """What ``ipaddress.ip_address`` accepts; plain dotted IPv4 is checked without importing it (~2 ms)."""
+    parts = text.split(".")
+    if len(parts) == 4 and all(
+        0 < len(p) <= 3 and all(c in "0123456789" for c in p) and (p == "0" or p[0] != "0") and int(p) <= 255
+        for p in parts
+    ):
+        return True
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 @builtin("runtime.environ", Param("env", "dict[str,str]", {}), Param("extra_path", "list[str]", ()))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from frontend._builtins import find_call, is_python3_version, is_ref_component, is_ref_tag, stack_frames
+from frontend._builtins import find_call, is_ip_address, is_python3_version, is_ref_component, is_ref_tag, stack_frames
 from frontend.evaluator import syntax_version
 from frontend.target import is_function_name
 
@@ -88,3 +89,27 @@ def test_syntax_version(line: str) -> None:
 @given(st.text(alphabet="aZ_9\u00e9\u0663 -", max_size=6))
 def test_function_name(s: str) -> None:
     assert is_function_name(s) == bool(re.fullmatch(r"[A-Za-z_]\w*", s))
+
+
+def _ipaddress_accepts(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@settings(max_examples=600)
+@given(st.one_of(
+    st.lists(st.text(alphabet="0123456789\u0663a", min_size=0, max_size=4), min_size=3, max_size=5).map(".".join),
+    st.text(alphabet="0129.:af%", max_size=12),
+))
+@example("127.0.0.1")
+@example("0.0.0.0")
+@example("01.2.3.4")
+@example("256.1.1.1")
+@example("1.2.3.\u0663")
+@example("::1")
+@example("fe80::1%eth0")
+def test_ip_address(text: str) -> None:
+    assert is_ip_address(text) == _ipaddress_accepts(text)
