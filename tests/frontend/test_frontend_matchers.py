@@ -113,3 +113,41 @@ def _ipaddress_accepts(text: str) -> bool:
 @example("fe80::1%eth0")
 def test_ip_address(text: str) -> None:
     assert is_ip_address(text) == _ipaddress_accepts(text)
+
+
+PATH_TEXT = st.text(alphabet="/.ab", max_size=12)
+
+
+@settings(max_examples=600)
+@given(PATH_TEXT)
+@example("")
+@example("//a//b/")
+@example("///a")
+@example("./build.envd")
+def test_clean_path_is_pathlib_spelling(path: str) -> None:
+    from pathlib import PurePosixPath
+
+    from frontend.evaluator import _clean, _parent
+
+    assert _clean(path) == str(PurePosixPath(path))
+    assert _parent(_clean(path)) == str(PurePosixPath(path).parent)
+
+
+@settings(max_examples=600)
+@given(PATH_TEXT.map(lambda p: "/" + p), PATH_TEXT.map(lambda p: "/" + p))
+@example("/a/b", "/a")
+@example("/a", "/")
+@example("/ab", "/a")
+def test_relative_to_is_pathlib_relative_to(path: str, root: str) -> None:
+    from pathlib import PurePosixPath
+
+    from frontend.evaluator import _clean, _relative_to
+
+    path, root = _clean(path), _clean(root)
+    if path.startswith("//") or root.startswith("//"):
+        return  # realpath never returns these
+    try:
+        expected: str | None = str(PurePosixPath(path).relative_to(root))
+    except ValueError:
+        expected = None
+    assert _relative_to(path, root) == expected
