@@ -243,8 +243,18 @@ class Recorder:
     """Mutable state of one evaluation; ``finish`` turns it into an immutable ``Spec``."""
 
     __slots__ = (
-        "context_dir", "target", "sources", "source_files", "printer", "error", "single", "many", "inputs",
-        "warnings", "extra_path", "includes",
+        "context_dir",
+        "error",
+        "extra_path",
+        "includes",
+        "inputs",
+        "many",
+        "printer",
+        "single",
+        "source_files",
+        "sources",
+        "target",
+        "warnings",
     )
 
     def __init__(

@@ -131,7 +131,7 @@ class GitCache:
     Made for every evaluation but used only by git loads, so pathlib is imported on first checkout.
     """
 
-    __slots__ = ("root", "offline", "update_after", "warn", "_done")
+    __slots__ = ("_done", "offline", "root", "update_after", "warn")
 
     def __init__(
         self,

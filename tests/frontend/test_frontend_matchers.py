@@ -8,7 +8,14 @@ import re
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from frontend._builtins import find_call, is_ip_address, is_python3_version, is_ref_component, is_ref_tag, stack_frames
+from frontend._builtins import (
+    find_call,
+    is_ip_address,
+    is_python3_version,
+    is_ref_component,
+    is_ref_tag,
+    stack_frames,
+)
 from frontend.evaluator import syntax_version
 from frontend.target import is_function_name
 
@@ -27,7 +34,7 @@ TEXT = st.text(alphabet="ab3_.-:*, in\n\t\u00e9\u0663\u2028\u00a0(#syntax=v1Z", 
 @example("* :1, in x")
 @example("* a:, in x\n* b:x1, in y\n* c:2, in z")
 def test_stack_frames(stack: str) -> None:
-    assert stack_frames(stack) == re.findall(r"^\s*\* (.+?):(\d+), in ", stack, re.M)
+    assert stack_frames(stack) == re.findall(r"^\s*\* (.+?):(\d+), in ", stack, re.MULTILINE)
 
 
 @settings(max_examples=600)
