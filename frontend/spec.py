@@ -22,8 +22,6 @@ Semantics:
 
 from __future__ import annotations
 
-import json
-
 from ._record import field, fields, is_record, record
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs ~4 ms of start-up; only from_json needs it
@@ -456,6 +454,8 @@ class Spec:
 
     def to_json(self, *, indent: int | None = None) -> str:
         """Stable JSON (sorted keys, every field present) for image labels and diffs."""
+        import json  # here, not at the top: json and the re it imports cost ~8 ms of every start-up
+
         return json.dumps(_encode(self), sort_keys=True, indent=indent, separators=None if indent else (",", ":"))
 
     @classmethod
@@ -472,6 +472,8 @@ class Spec:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Spec:
+        import json
+
         try:
             data = json.loads(text)
         except ValueError as e:

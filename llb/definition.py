@@ -8,7 +8,6 @@ digests, which is what makes BuildKit's cache hit.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 from . import _wire
@@ -213,6 +212,8 @@ class Definition:
 
     def to_json_text(self) -> str:
         """`to_json()` as stable, indented text."""
+        import json
+
         return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
 
     def to_dot(self) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import cache
 
 from ._record import record
 from .errors import InvalidGraph
@@ -107,8 +106,12 @@ class Platform:
         return f"{base}/{self.variant}" if self.variant else base
 
 
-@cache
+_HOST: list[Platform] = []
+
+
 def _host_platform() -> Platform:
+    if _HOST:
+        return _HOST[0]
     if hasattr(os, "uname"):
         machine = os.uname().machine.lower() or "amd64"  # what platform.machine() reads, without importing it
     else:
@@ -116,4 +119,5 @@ def _host_platform() -> Platform:
 
         machine = _pyplatform.machine().lower() or "amd64"
     arch, variant = _ARCH_ALIASES.get(machine, (machine, ""))
-    return Platform("linux", arch, variant)
+    _HOST.append(Platform("linux", arch, variant))
+    return _HOST[0]
