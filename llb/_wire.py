@@ -15,10 +15,10 @@ against the generated descriptors and the output against protobuf itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     Message = dict[str, Any]

@@ -8,7 +8,6 @@ digests, which is what makes BuildKit's cache hit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 from . import _wire
 from ._record import record
@@ -26,6 +25,7 @@ except ImportError:  # pragma: no cover - depends on the Python version
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any, IO
     from ._proto import ops_pb2
 

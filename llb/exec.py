@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping, Sequence
+from _collections_abc import Mapping, Sequence  # collections.abc's classes, without loading collections
 
 from ._record import field, record
 from .errors import InvalidGraph

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
 
 from ._record import record
 from .errors import InvalidGraph
@@ -11,6 +10,7 @@ from .state import MarshalContext, OpOptions, Output, State, Vertex, _check_name
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
     from ._wire import Message
 
 __all__ = ["image", "local", "scratch", "git", "http", "normalize_image_ref", "DEFAULT_PATH"]

@@ -8,10 +8,9 @@ nothing is executed until the graph is marshalled and solved by a builder.
 
 from __future__ import annotations
 
-import enum
 import posixpath
+from _collections_abc import Mapping  # what collections.abc re-exports, without loading collections
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
 
 from ._record import record
 from .errors import InvalidGraph
@@ -19,6 +18,8 @@ from .platform import Platform
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     from ._wire import Message
     from .definition import Definition
     from .exec import ExecState, Mount, ProxyEnv
@@ -27,16 +28,38 @@ if TYPE_CHECKING:
 __all__ = ["Network", "OpOptions", "Output", "State", "Vertex", "MarshalContext"]
 
 
-class Network(enum.Enum):
+class Network:
     """Network mode of a `run` step.
 
     SANDBOX is the builder's default isolated network; HOST needs the
     `network.host` entitlement at solve time; NONE has only loopback.
+    Three fixed members with ``name`` and ``value``, looked up by value as
+    ``Network("host")``, like an ``enum.Enum`` -- which is not used because
+    the enum module (with functools and collections) costs ~3 ms of start-up.
     """
 
-    SANDBOX = "sandbox"
-    HOST = "host"
-    NONE = "none"
+    __slots__ = ("name", "value")
+    SANDBOX: Network
+    HOST: Network
+    NONE: Network
+
+    def __new__(cls, value: str) -> Network:
+        for member in _NETWORKS:
+            if member.value == value:
+                return member
+        raise ValueError(f"{value!r} is not a valid Network")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Network members are constant (tried to set {name!r})")
+
+    def __repr__(self) -> str:
+        return f"<Network.{self.name}: {self.value!r}>"
+
+    def __str__(self) -> str:
+        return f"Network.{self.name}"
+
+    def __reduce__(self) -> tuple[type[Network], tuple[str]]:
+        return (Network, (self.value,))
 
     @classmethod
     def coerce(cls, value: Network | str) -> Network:
@@ -46,6 +69,17 @@ class Network(enum.Enum):
             return cls(str(value).lower())
         except ValueError:
             raise InvalidGraph(f"unknown network mode {value!r}: use one of sandbox, host, none") from None
+
+
+def _network(name: str, value: str) -> Network:
+    member = object.__new__(Network)
+    object.__setattr__(member, "name", name)
+    object.__setattr__(member, "value", value)
+    type.__setattr__(Network, name, member)
+    return member
+
+
+_NETWORKS = (_network("SANDBOX", "sandbox"), _network("HOST", "host"), _network("NONE", "none"))
 
 
 class MarshalContext(ABC):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import pickle
 
 import pytest
 
@@ -182,6 +184,13 @@ def test_source_names_become_custom_names() -> None:
 
 
 def test_network_coercion() -> None:
+    assert llb.Network("host") is llb.Network.HOST and llb.Network.HOST.name == "HOST" and llb.Network.NONE.value == "none"
+    assert pickle.loads(pickle.dumps(llb.Network.NONE)) is llb.Network.NONE and copy.deepcopy(llb.Network.HOST) is llb.Network.HOST
+    assert repr(llb.Network.SANDBOX) == "<Network.SANDBOX: 'sandbox'>"
+    with pytest.raises(ValueError):
+        llb.Network("bridge")
+    with pytest.raises(AttributeError):
+        llb.Network.HOST.value = "x"  # type: ignore[misc]
     assert llb.Network.coerce("HOST") is llb.Network.HOST
     assert llb.scratch().with_network("none").network is llb.Network.NONE
     with pytest.raises(llb.InvalidGraph, match="sandbox, host, none"):
