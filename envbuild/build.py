@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from envbuild import __version__
 from envbuild.errors import BuildFailed, EngineUnreachable, UsageError
+from llb._record import field, record
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
+TYPE_CHECKING = False  # typing, dataclasses and pathlib cost ~15 ms of `debug llb`'s start-up
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
     from typing import Any
     from envbuild.compiler import CompiledBuild
     from envbuild.compiler.mirrors import Mirrors
@@ -31,7 +30,7 @@ CA_CERT_ENV = "ENVBUILD_CA_CERT"
 PYTHON_MIRROR_ENV = "ENVBUILD_PYTHON_MIRROR"
 
 
-@dataclass(frozen=True)
+@record
 class BuildOptions:
     """``path`` is a directory, a build file or ``file.envd:func`` (as for ``frontend.evaluate``)."""
 
@@ -51,21 +50,22 @@ class BuildOptions:
     outputs: BuildOutputOptions | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Prepared:
     """Everything decided before talking to BuildKit."""
 
     spec: Spec
-    context_dir: Path
+    context_dir: str
     project: str
     tag: str
     owner: tuple[int, int]
     digest: str
+    """The ``ai.envbuild.digest`` label; empty when `prepare` was told the labels are not needed."""
     quick: str | None = None
     """The ``ai.envbuild.inputs`` label (`envbuild.quickcheck`): lets the next no-op build skip evaluation."""
 
 
-@dataclass(frozen=True)
+@record
 class BuildResult:
     tag: str
     image_id: str | None
@@ -79,20 +79,25 @@ class BuildResult:
     """`envbuild.publish.StepOutcome` per planned solve (platform, export, pushed digests, saved files)."""
 
 
-def evaluate(options: BuildOptions) -> tuple[Spec, Path]:
-    """The spec and the context directory; build-file mistakes become UsageError (exit 2)."""
+def evaluate(options: BuildOptions) -> tuple[Spec, str]:
+    """The spec and the (absolute, resolved) context directory; build-file mistakes become
+    UsageError (exit 2)."""
     import frontend
-    from frontend.evaluator import split_target
 
     try:
         spec = frontend.evaluate(options.path, function=options.function, user_config=options.user_config)
     except frontend.EnvdError as exc:
         raise UsageError(str(exc)) from None
-    file, _ = split_target(options.path)
-    return spec, file.parent.resolve()
+    return spec, os.path.realpath(os.path.dirname(_build_file(options)) or ".")
 
 
-def input_digest(spec: Spec, context_dir: Path, *, owner: tuple[int, int], base_id: str, extra: str = "") -> str:
+def _build_file(options: BuildOptions) -> str:
+    from frontend.target import split_target_text
+
+    return split_target_text(os.fspath(options.path))[0]
+
+
+def input_digest(spec: Spec, context_dir: str, *, owner: tuple[int, int], base_id: str, extra: str = "") -> str:
     """sha256 over everything that shapes the image: spec JSON, input file contents (not mtimes),
     the base image id, the owner, and envbuild's version.
 
@@ -114,7 +119,9 @@ def _input_paths(spec: Spec) -> tuple[str, ...]:
     return tuple(sorted({*spec.inputs, *vsix}))
 
 
-def prepare(options: BuildOptions) -> Prepared:
+def prepare(options: BuildOptions, *, labels: bool = True) -> Prepared:
+    """Evaluate and decide; ``labels=False`` skips the content digest and the skip-check label
+    (``debug llb`` shows no image config: hashing envbuild's own sources would be wasted start-up)."""
     from envbuild import images
     from envbuild.naming import default_tag, project_name
 
@@ -124,7 +131,7 @@ def prepare(options: BuildOptions) -> Prepared:
         validate_image_name(options.tag)
     spec, ctx = evaluate(options)
     spec = _use_lock(spec, ctx, options)
-    project = project_name(ctx.name)
+    project = project_name(os.path.basename(ctx))
     if options.owner is not None:
         owner = options.owner
     elif spec.owner is not None:
@@ -134,6 +141,8 @@ def prepare(options: BuildOptions) -> Prepared:
     base_name = images._engine_names(spec.image)[0]
     base = images.inspect_image(base_name)
     base_id = str(base.get("Id")) if base else "unresolved"
+    if not labels:
+        return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, "", None)
     digest = input_digest(spec, ctx, owner=owner, base_id=base_id, extra=f"network {options.network}")
     quick = _quick_label(spec, options, project=project, base=base_name, base_id=base_id)
     return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, digest, quick)
@@ -141,11 +150,10 @@ def prepare(options: BuildOptions) -> Prepared:
 
 def _quick_label(spec: Spec, options: BuildOptions, *, project: str, base: str, base_id: str) -> str | None:
     from envbuild import quickcheck
-    from frontend.evaluator import split_target
 
     if any(not h.checksum for h in spec.http):
         return None
-    context_dir, build_file = quickcheck.locate(str(split_target(options.path)[0]))
+    context_dir, build_file = quickcheck.locate(_build_file(options))
     return quickcheck.make_label(
         files=tuple(f.label for f in spec.source_files),
         inputs=_input_paths(spec),
@@ -160,17 +168,17 @@ def _quick_label(spec: Spec, options: BuildOptions, *, project: str, base: str, 
     )
 
 
-def _use_lock(spec: Spec, ctx: Path, options: BuildOptions) -> Spec:
+def _use_lock(spec: Spec, ctx: str, options: BuildOptions) -> Spec:
     """The locked spec when build.envd.lock is fresh (envbuild.lock); --locked/--offline make a stale,
     missing or unsatisfiable lock an error."""
-    from frontend.evaluator import split_target
-
-    build_file = split_target(options.path)[0]
-    if not (options.locked or options.offline or build_file.with_name(build_file.name + ".lock").exists()):
+    build_file = _build_file(options)
+    if not (options.locked or options.offline or os.path.exists(build_file + ".lock")):
         return spec  # what use_lock returns then; saves importing envbuild.lock (~5 ms) on every build
+    from pathlib import Path
+
     from envbuild.lock import use_lock
 
-    return use_lock(spec, ctx, build_file, locked=options.locked, offline=options.offline)
+    return use_lock(spec, Path(ctx), Path(build_file), locked=options.locked, offline=options.offline)
 
 
 def is_up_to_date(prep: Prepared) -> bool:
@@ -220,16 +228,16 @@ def compile_for(
         cache_bust=cache_bust,
         mirrors=mirrors if mirrors is not None else Mirrors.load(environ),
         vscode_extensions=tuple(extensions),
-        vscode_cache=str(_vscode_cache()) if extensions else "",
-        context_dir=str(prep.context_dir),
+        vscode_cache=_vscode_cache() if extensions else "",
+        context_dir=prep.context_dir,
     )
     return compile_spec(prep.spec, opts)
 
 
-def _vscode_cache() -> Path:
+def _vscode_cache() -> str:
     from envbuild.compiler.vscode import cache_root
 
-    return cache_root()
+    return str(cache_root())
 
 
 def prepare_extensions(prep: Prepared, mirrors: Mirrors, *, arch: str = "amd64") -> tuple[Any, ...]:
@@ -239,9 +247,11 @@ def prepare_extensions(prep: Prepared, mirrors: Mirrors, *, arch: str = "amd64")
     ids = tuple(n for call in spec.vscode_extensions for n in call.names)
     if not ids or not spec.dev:
         return ()
+    from pathlib import Path
+
     from envbuild.compiler import vscode
 
-    return vscode.prepare(ids, context_dir=prep.context_dir, mirrors=mirrors, arch=arch)
+    return vscode.prepare(ids, context_dir=Path(prep.context_dir), mirrors=mirrors, arch=arch)
 
 
 def read_ca_cert(options: BuildOptions) -> bytes | None:
@@ -250,7 +260,8 @@ def read_ca_cert(options: BuildOptions) -> bytes | None:
     if not path:
         return None
     try:
-        data = Path(path).expanduser().read_bytes()
+        with open(os.path.expanduser(path), "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise UsageError(f"--ca-cert {path}: {exc.strerror or exc}") from None
     if b"-----BEGIN CERTIFICATE-----" not in data:
@@ -273,7 +284,7 @@ def skip_check_names(prep: Prepared, outputs: BuildOutputOptions | None) -> tupl
 
 
 def _all_up_to_date(prep: Prepared, names: tuple[str, ...]) -> bool:
-    from dataclasses import replace
+    from llb._record import replace
 
     return bool(names) and all(is_up_to_date(replace(prep, tag=n)) for n in names)
 

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from pathlib import Path
+
+TYPE_CHECKING = False  # the hot commands read these paths: typing and pathlib cost start-up time
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+
+def _home(variable: str, default: str, environ: Mapping[str, str] | None) -> str:
+    value = (os.environ if environ is None else environ).get(variable, "")
+    return os.path.join(value if value and os.path.isabs(value) else os.path.join(os.path.expanduser("~"), default), "envbuild")
 
 
 def _base(variable: str, default: str, environ: Mapping[str, str] | None) -> Path:
-    value = (os.environ if environ is None else environ).get(variable, "")
-    return (Path(value) if value and os.path.isabs(value) else Path.home() / default) / "envbuild"
+    from pathlib import Path
+
+    return Path(_home(variable, default, environ))
+
+
+def config_home(environ: Mapping[str, str] | None = None) -> str:
+    """`config_dir` as a str (without importing pathlib)."""
+    return _home("XDG_CONFIG_HOME", ".config", environ)
 
 
 def config_dir(environ: Mapping[str, str] | None = None) -> Path:

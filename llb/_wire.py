@@ -475,9 +475,9 @@ def _json_value(kind: str, ref: str, value: Any) -> Any:
     if kind == "int64":
         return str(value)
     if kind == "bytes":
-        from base64 import b64encode
+        from binascii import b2a_base64  # what base64.b64encode calls, without base64's ~1.5 ms import
 
-        return b64encode(value).decode("ascii")
+        return b2a_base64(value, newline=False).decode("ascii")
     if kind == "enum":
         return ENUMS[ref].get(value, value)
     return value

@@ -44,7 +44,7 @@ def debug_llb(path: str | Path, file: str | None, fmt: str, owner: str | None, i
         raise UsageError(f"invalid --format {fmt!r}: use json or dot")
     target, function = build_target(path, file)
     options = BuildOptions(path=target, function=function, owner=parse_owner(owner))
-    compiled = compile_for(prepare(options), options)
+    compiled = compile_for(prepare(options, labels=image_config), options)  # the LLB carries no labels
     for note in compiled.notes:
         print(f"note: {note}", file=sys.stderr)
     if image_config:

@@ -30,12 +30,8 @@ operations that take milliseconds, and the expensive steps sit as early as their
 
 from __future__ import annotations
 
-import inspect
 import json
 import posixpath
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import llb
@@ -45,13 +41,15 @@ from envbuild.compiler import scripts as S
 from envbuild.compiler.options import CompileOptions, project_name  # noqa: F401 (re-export)
 from envbuild.compiler.stagekit import NONE, Additions
 from envbuild.errors import UsageError
+from llb._record import field, record
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from frontend.spec import Pos, Spec
     from llb.export import ImageConfig
 
-_RUN_HAS_PROXY_ENV = "proxy_env" in inspect.signature(llb.State.run).parameters
 HOME = "/home/envd"
 DEFAULT_UNIX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SHELLS = {"bash": ("/bin/bash", ()), "zsh": ("/usr/bin/zsh", ("zsh",)), "fish": ("/usr/bin/fish", ("fish",))}
@@ -63,7 +61,7 @@ class UnsupportedFeature(UsageError):
     """A build.envd feature the compiler does not implement yet."""
 
 
-@dataclass(frozen=True)
+@record
 class Step:
     """One named vertex the user can relate to a line of build.envd (for progress and errors)."""
 
@@ -72,7 +70,7 @@ class Step:
     pos: Pos | None = None
 
 
-@dataclass(frozen=True)
+@record
 class CompiledBuild:
     """The result of `compile`: what a solve needs, and nothing it has to ask for again."""
 
@@ -124,22 +122,21 @@ def solve_secrets(compiled: CompiledBuild, ca: bytes | None) -> dict[str, bytes]
     return out
 
 
-@dataclass
 class _Compiler:
-    spec: Spec
-    opts: CompileOptions
-    steps: list[Step] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    uses_context: bool = False
-    add: Additions = NONE
-    netrc: bytes = b""
-    label_spec: Spec | None = None
+    """One compilation's working state (the stages of `part2` receive it as their `Ctx`)."""
 
-    def __post_init__(self) -> None:
+    __slots__ = ("add", "label_spec", "netrc", "notes", "opts", "spec", "steps", "uses_context")
+
+    def __init__(self, spec: Spec, opts: CompileOptions) -> None:
         """The LLB never sees index credentials: they travel as the netrc secret (`credentials`)."""
-        self.netrc = credentials.netrc(self.spec)
-        self.label_spec = credentials.public_spec(self.spec)
-        self.spec = credentials.without_credentials(self.spec)
+        self.opts = opts
+        self.steps: list[Step] = []
+        self.notes: list[str] = []
+        self.uses_context = False
+        self.add: Additions = NONE
+        self.netrc = credentials.netrc(spec)
+        self.label_spec: Spec | None = credentials.public_spec(spec)
+        self.spec = credentials.without_credentials(spec)
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -233,13 +230,7 @@ class _Compiler:
         otherwise ordinary env, which does enter the cache keys (noted once)."""
         if not self.opts.proxy:
             return {}, {}
-        if _RUN_HAS_PROXY_ENV:
-            return {"proxy_env": dict(self.opts.proxy)}, {}
-        note = "llb.State.run has no proxy_env yet: proxy variables are passed as step env (part of cache keys)"
-        if note not in self.notes:
-            self.notes.append(note)
-        both = {**self.opts.proxy, **{k.lower(): v for k, v in self.opts.proxy.items()}}
-        return {}, both
+        return {"proxy_env": dict(self.opts.proxy)}, {}
 
     def bust(self) -> dict[str, str]:
         return {"ENVBUILD_CACHE_BUST": self.opts.cache_bust} if self.opts.cache_bust else {}
@@ -501,8 +492,7 @@ class _Compiler:
                 "`envbuild build` runs; this output leaves them out"
             )
             return state
-        cache = Path(self.opts.vscode_cache) if self.opts.vscode_cache else None
-        state, add = part2.ide(self, state, self.opts.vscode_extensions, cache)
+        state, add = part2.ide(self, state, self.opts.vscode_extensions, self.opts.vscode_cache or None)
         self.add += add
         return state
 

@@ -13,10 +13,10 @@ LLB and step env end up in the engine's build records. So:
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 from envbuild.errors import UsageError
+from llb._record import replace
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
@@ -86,17 +86,17 @@ def without_credentials(spec: Spec) -> Spec:
     """The spec the compiler turns into LLB: index URLs without credentials (they go by `netrc`)."""
     changes: dict[str, object] = {}
     if spec.pip_index is not None and (has_credentials(spec.pip_index.url) or has_credentials(spec.pip_index.extra_url)):
-        changes["pip_index"] = dataclasses.replace(
+        changes["pip_index"] = replace(
             spec.pip_index, url=strip_url(spec.pip_index.url), extra_url=strip_url(spec.pip_index.extra_url)
         )
     if spec.pixi is not None and spec.pixi.pypi_index and has_credentials(spec.pixi.pypi_index):
-        changes["pixi"] = dataclasses.replace(spec.pixi, pypi_index=strip_url(spec.pixi.pypi_index))
-    return dataclasses.replace(spec, **changes) if changes else spec  # type: ignore[arg-type]
+        changes["pixi"] = replace(spec.pixi, pypi_index=strip_url(spec.pixi.pypi_index))
+    return replace(spec, **changes) if changes else spec  # type: ignore[arg-type]
 
 
 def public_spec(spec: Spec) -> Spec:
     """What the image label (and the content digest) may show: no credentials, no Jupyter token."""
-    r = dataclasses.replace
+    r = replace
     changes: dict[str, object] = {}
     if spec.jupyter is not None and spec.jupyter.token:
         changes["jupyter"] = r(spec.jupyter, token="")

@@ -8,13 +8,16 @@ pair the table no longer lists fails with the list of valid choices instead of "
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
-from envbuild.compiler.mirrors import Mirrors
 from envbuild.compiler.stagekit import Additions
 from envbuild.errors import UsageError
-from frontend import cuda as table
-from frontend.spec import Spec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from envbuild.compiler.mirrors import Mirrors
+    from frontend.spec import Spec
 
 LABEL = "ai.envbuild."
 TORCH_PACKAGES = frozenset({"torch", "torchvision", "torchaudio", "torchtext", "torchdata", "triton", "xformers"})
@@ -30,6 +33,8 @@ def check(spec: Spec) -> str:
     cuda = spec.cuda
     if cuda is None:
         return spec.image
+    from frontend import cuda as table  # the CUDA table only for a CUDA build
+
     where = f"{cuda.pos}: " if cuda.pos else ""
     try:
         img = table.resolve(cuda.version, cuda.cudnn, dev=spec.dev, base_image=spec.base.image)

@@ -10,9 +10,8 @@ Archives land on a persistent cache mount, so a rebuild downloads nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import llb
+from llb._record import record
 from envbuild.compiler import scripts as S
 from envbuild.compiler.mirrors import Mirrors
 from envbuild.compiler.stagekit import Additions
@@ -40,7 +39,7 @@ PINNED_SHA256 = {
 """Upstream sha256 of default-version archives; other versions use the published checksum file."""
 
 
-@dataclass(frozen=True)
+@record
 class Archive:
     """One architecture's download: the archive URL and where its published checksum is."""
 

@@ -9,14 +9,16 @@ over these, because they are part of the environment itself.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 from envbuild import paths
 from envbuild.errors import UsageError
+from llb._record import fields, record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
 
 ENV_PREFIX = "ENVBUILD_MIRROR_"
 CONFIG_ENV = "ENVBUILD_CONFIG"
@@ -26,7 +28,7 @@ class MirrorConfigError(UsageError):
     """The config file or a mirror variable cannot be used."""
 
 
-@dataclass(frozen=True)
+@record
 class Mirrors:
     """Base URLs (no trailing slash) for each upstream; field names are the setting names."""
 
@@ -43,13 +45,13 @@ class Mirrors:
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        return tuple(f.name for f in fields(cls))
 
     @classmethod
-    def load(cls, environ: Mapping[str, str] | None = None, config_path: Path | None = None) -> Mirrors:
+    def load(cls, environ: Mapping[str, str] | None = None, config_path: str | Path | None = None) -> Mirrors:
         environ = os.environ if environ is None else environ
         values: dict[str, str] = {}
-        path = config_path or Path(environ.get(CONFIG_ENV) or paths.config_dir(environ) / "config.toml")
+        path = os.fspath(config_path or environ.get(CONFIG_ENV) or os.path.join(paths.config_home(environ), "config.toml"))
         values.update(_from_toml(path))
         for name in cls.names():
             v = environ.get(ENV_PREFIX + name.upper())
@@ -72,15 +74,16 @@ class Mirrors:
         return cls(**clean)
 
 
-def _from_toml(path: Path) -> dict[str, str]:
-    if not path.is_file():
+def _from_toml(path: str) -> dict[str, str]:
+    if not os.path.isfile(path):
         return {}
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         raise MirrorConfigError(f"{path}: reading the config file needs Python >= 3.11") from None
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as f:
+            data = tomllib.loads(f.read())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise MirrorConfigError(f"{path}: {e}") from None
     table = data.get("mirrors", {})

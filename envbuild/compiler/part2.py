@@ -17,17 +17,20 @@ labels (`cuda.labels`), ``local_dirs`` into ``CompiledBuild.local_dirs`` with th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-
-import llb
-from envbuild.compiler import conda, cuda, languages, vscode
-from envbuild.compiler.mirrors import Mirrors
+from envbuild.compiler import cuda
 from envbuild.compiler.stagekit import Additions
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # each runtime's module is imported when the spec asks for that runtime
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    import llb
+    from envbuild.compiler import vscode
+    from envbuild.compiler.mirrors import Mirrors
     from envbuild.compiler.stagekit import Ctx
+
+_DOWNLOADED = ("julia", "rust", "go", "nodejs", "pixi")
 
 SUPPORTED = frozenset(
     {
@@ -45,7 +48,11 @@ def python_in_conda(c: Ctx) -> bool:
 
 def python_prefix(c: Ctx) -> str | None:
     """Where ``python_packages`` go when conda owns Python (envd: the conda env ``envd``)."""
-    return conda.ENV if python_in_conda(c) and c.spec.python else None
+    if not (python_in_conda(c) and c.spec.python):
+        return None
+    from envbuild.compiler import conda
+
+    return conda.ENV
 
 
 def runtimes(
@@ -55,14 +62,20 @@ def runtimes(
     spec = c.spec
     add = cuda.additions(spec)
     if spec.conda is not None:
+        from envbuild.compiler import conda
+
         state, a = conda.stage(c, state, conda.tool_stage(c, base), mirrors)
         add += a
+    downloads = any(getattr(spec, n) is not None for n in _DOWNLOADED)
+    if spec.r_lang is None and not spec.r_packages and spec.uv is None and not downloads:
+        return state, add
+    from envbuild.compiler import languages
+
     state, a = languages.r_lang(c, state, mirrors)
     add += a
-    downloads = [languages.julia, languages.rust, languages.go, languages.nodejs, languages.pixi]
-    if any(getattr(spec, f.__name__) is not None for f in downloads):
+    if downloads:
         tools = languages.fetch_tools(c, base)
-        for fn in downloads:
+        for fn in (languages.julia, languages.rust, languages.go, languages.nodejs, languages.pixi):
             state, a = fn(c, state, tools, mirrors)
             add += a
     if spec.uv is not None:
@@ -74,6 +87,10 @@ def runtimes(
 
 
 def ide(
-    c: Ctx, state: llb.State, extensions: Sequence[vscode.Extension], cache_dir: Path | None = None
+    c: Ctx, state: llb.State, extensions: Sequence[vscode.Extension], cache_dir: str | Path | None = None
 ) -> tuple[llb.State, Additions]:
-    return vscode.stage(c, state, extensions, cache_dir or vscode.cache_root())
+    from pathlib import Path
+
+    from envbuild.compiler import vscode
+
+    return vscode.stage(c, state, extensions, Path(cache_dir) if cache_dir else vscode.cache_root())

@@ -7,12 +7,13 @@ with the CA secret and proxy env, and uses the shared cache mounts exactly like 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from types import MappingProxyType
+
+from llb._record import field, record
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from typing import Protocol
 
     import llb
@@ -61,7 +62,7 @@ def _frozen(d: Mapping[str, str] | None = None) -> Mapping[str, str]:
     return MappingProxyType(dict(d or {}))
 
 
-@dataclass(frozen=True)
+@record
 class Additions:
     """Image-config contributions of a stage.
 

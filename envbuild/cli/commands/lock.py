@@ -44,7 +44,8 @@ def lock(
         raise UsageError(f"invalid --network {network!r}: use sandbox or host")
     target, function = build_target(path, file)
     options = BuildOptions(path=target, function=function, ca_cert=str(ca_cert) if ca_cert else None)
-    spec, ctx = evaluate(options)
+    spec, context_dir = evaluate(options)
+    ctx = Path(context_dir)
     build_file = split_target(target)[0]
     lock_file = L.lock_path(build_file)
     if check:
