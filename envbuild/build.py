@@ -63,6 +63,8 @@ class Prepared:
     """The ``ai.envbuild.digest`` label; empty when `prepare` was told the labels are not needed."""
     quick: str | None = None
     """The ``ai.envbuild.inputs`` label (`envbuild.quickcheck`): lets the next no-op build skip evaluation."""
+    base_image: Mapping[str, Any] | None = None
+    """The engine's ``image inspect`` of the base (None: not in its store); asked once per build."""
 
 
 @record
@@ -142,10 +144,10 @@ def prepare(options: BuildOptions, *, labels: bool = True) -> Prepared:
     base = images.inspect_image(base_name)
     base_id = str(base.get("Id")) if base else "unresolved"
     if not labels:
-        return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, "", None)
+        return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, "", None, base)
     digest = input_digest(spec, ctx, owner=owner, base_id=base_id, extra=f"network {options.network}")
     quick = _quick_label(spec, options, project=project, base=base_name, base_id=base_id)
-    return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, digest, quick)
+    return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, digest, quick, base)
 
 
 def _quick_label(spec: Spec, options: BuildOptions, *, project: str, base: str, base_id: str) -> str | None:
@@ -214,7 +216,10 @@ def compile_for(
         import llb
 
         plat = llb.Platform.parse(platform)
-    base = images.resolve(prep.spec.image, client, platform=plat)
+    if prep.base_image is not None:
+        base = images.base_config(prep.base_image)
+    else:
+        base = images.resolve(prep.spec.image, client, platform=plat)
     opts = compiler.CompileOptions(
         project=prep.project,
         owner=prep.owner,

@@ -92,13 +92,18 @@ def _engine_names(ref: str) -> list[str]:
     return [ref if (":" in last or "@" in last) else f"{ref}:latest"]
 
 
-def resolve_local(ref: str) -> BaseConfig | None:
+def base_config(data: Mapping[str, Any]) -> BaseConfig:
+    """The compiler's view of an ``image inspect`` answer."""
     from envbuild.compiler.options import BaseConfig
 
+    return BaseConfig.from_docker(data.get("Config"), digest=str(data.get("Id") or ""))
+
+
+def resolve_local(ref: str) -> BaseConfig | None:
     for name in _engine_names(ref):
         data = inspect_image(name)
         if data is not None:
-            return BaseConfig.from_docker(data.get("Config"), digest=str(data.get("Id") or ""))
+            return base_config(data)
     return None
 
 
