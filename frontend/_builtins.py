@@ -591,7 +591,28 @@ def is_ref_tag(s: str) -> bool:
 
 
 _REF_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}\Z"  # rare: compiled on first use
-_REF_DOMAIN = r"(?:[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9][A-Za-z0-9-]*)*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?\Z"
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_LABEL_CHARS = _ALNUM | {"-"}
+_IPV6_CHARS = frozenset("0123456789abcdefABCDEF:")
+
+
+def _is_port(s: str) -> bool:
+    return bool(s) and all(c in "0123456789" for c in s)
+
+
+def is_ref_domain(s: str) -> bool:
+    """``(?:[A-Za-z0-9][A-Za-z0-9-]*(?:\\.[A-Za-z0-9][A-Za-z0-9-]*)*|\\[[0-9A-Fa-f:]+\\])(?::[0-9]+)?``:
+    a registry host (by hand: every file with a registry in its base image checks one)."""
+    if s.startswith("["):
+        end = s.find("]")
+        inner, rest = s[1:end], s[end + 1 :]
+        if end < 0 or not inner or not all(c in _IPV6_CHARS for c in inner):
+            return False
+        return not rest or (rest[0] == ":" and _is_port(rest[1:]))
+    host, colon, port = s.partition(":")
+    if colon and not _is_port(port):
+        return False
+    return all(label and label[0] in _ALNUM and all(c in _LABEL_CHARS for c in label) for label in host.split("."))
 
 
 def _image_ref(qualname: str, param: str, ref: str) -> None:
@@ -605,7 +626,7 @@ def _image_ref(qualname: str, param: str, ref: str) -> None:
         problem = problem or ("" if is_ref_tag(tag) else "bad")
     first, sep, rest = name.partition("/")
     path = rest if sep and ("." in first or ":" in first or first == "localhost") else name
-    if path is rest and not re.match(_REF_DOMAIN, first):
+    if path is rest and not is_ref_domain(first):
         problem = "bad"
     for component in path.split("/"):
         if not is_ref_component(component):

@@ -25,26 +25,27 @@ if TYPE_CHECKING:
 NETRC_SECRET_ID = "envbuild-index-netrc"
 NETRC_PATH = "/run/secrets/envbuild-index-netrc"
 
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s?#'\"]+)@")
+_USERINFO = r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s?#'\"]+)@"
+"""Used through re's own cache: most specs have no URL to check, and compiling costs start-up time."""
 
 
 def has_credentials(url: str) -> bool:
-    return bool(_USERINFO.match(url))
+    return bool(re.match(_USERINFO, url))
 
 
 def strip_url(url: str) -> str:
     """The URL without ``user:password@`` (what the image and the LLB may hold)."""
-    return _USERINFO.sub(lambda m: m["scheme"], url, count=1) if url else url
+    return re.sub(_USERINFO, lambda m: m["scheme"], url, count=1) if url else url
 
 
 def redact_url(url: str) -> str:
     """``https://***@host/...``: shows that credentials were given, not which (lock file form)."""
-    return _USERINFO.sub(lambda m: m["scheme"] + "***@", url) if url else url
+    return re.sub(_USERINFO, lambda m: m["scheme"] + "***@", url) if url else url
 
 
 def redact_text(text: str) -> str:
     """Every URL in a free text (``.condarc``, ``sources.list``) with its credentials redacted."""
-    return _USERINFO.sub(lambda m: m["scheme"] + "***@", text)
+    return re.sub(_USERINFO, lambda m: m["scheme"] + "***@", text)
 
 
 def netrc(spec: Spec) -> bytes:

@@ -74,7 +74,7 @@ def pip_env(spec: Spec, names: Sequence[str], mirrors: Mirrors) -> dict[str, str
     """Extra uv env for one ``python_packages`` call (cog-style): when it asks for PyTorch in a CUDA
     environment and the user set no index, the matching wheel index comes first for the torch
     packages (uv's first-index strategy), PyPI stays the default for everything else."""
-    if spec.pip_index is not None or not any(_base_name(n) in TORCH_PACKAGES for n in names):
+    if spec.cuda is None or spec.pip_index is not None or not any(_base_name(n) in TORCH_PACKAGES for n in names):
         return {}
     url = torch_index(spec, mirrors)
     return {"UV_INDEX": f"pytorch={url}"} if url else {}

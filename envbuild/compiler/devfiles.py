@@ -3,10 +3,11 @@ supervisor configuration, service programs, the login environment and Jupyter's 
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Mapping, Sequence
+from envbuild.compiler.scripts import VENV, q
 
-from envbuild.compiler.scripts import VENV
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 ENTRYPOINT = "/usr/local/bin/envbuild-entrypoint"
 WAIT_INIT = "/usr/local/bin/envbuild-wait-init"
@@ -125,7 +126,7 @@ def sshd_config(uid: int, env: Mapping[str, str]) -> str:
 
 def profile(env: Mapping[str, str]) -> str:
     """Login shells over ssh get the image's environment (Debian's /etc/profile resets PATH)."""
-    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()) + (
+    return "".join(f"export {k}={q(v)}\n" for k, v in env.items()) + (
         'if [ -n "${SSH_CONNECTION:-}" ] && [ "$PWD" = "$HOME" ] && [ -d "$ENVD_WORKDIR" ]; then\n'
         '  cd "$ENVD_WORKDIR"\nfi\n'
     )
@@ -189,7 +190,7 @@ def _program(
 
 def _supervisor_quote(arg: str) -> str:
     """supervisor splits ``command`` with shlex; ``%`` is its interpolation character."""
-    return shlex.quote(arg).replace("%", "%%")
+    return q(arg).replace("%", "%%")
 
 
 def services(

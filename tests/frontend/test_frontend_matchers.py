@@ -13,6 +13,7 @@ from frontend._builtins import (
     is_ip_address,
     is_python3_version,
     is_ref_component,
+    is_ref_domain,
     is_ref_tag,
     stack_frames,
 )
@@ -68,6 +69,17 @@ def test_python3_version(v: str) -> None:
 @example("a._b")
 def test_ref_component(s: str) -> None:
     assert is_ref_component(s) == bool(re.match(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z", s))
+
+
+@settings(max_examples=1500)
+@given(st.text(alphabet="aZ9f.-:[]\u00e9\u0663", max_size=14))
+@example("127.0.0.1:5000")
+@example("[::1]:5000")
+@example("[]")
+@example("a-.b")
+def test_ref_domain(s: str) -> None:
+    pattern = r"(?:[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9][A-Za-z0-9-]*)*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?\Z"
+    assert is_ref_domain(s) == bool(re.match(pattern, s))
 
 
 @settings(max_examples=400)
