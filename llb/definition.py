@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 from . import _wire
-from ._record import record
+from ._record import field, record
 from .errors import InvalidGraph
 from .platform import Platform
 from .state import MarshalContext, Output, Vertex
@@ -72,6 +72,7 @@ def marshal(output: Output | None, *, platform: Platform | None = None) -> Defin
     metadata: dict[str, _wire.Message] = {}
     labels: dict[str, str] = {}
     keep_alive: list[Vertex] = []
+    messages: list[_wire.Message] = []
     stack: list[tuple[Vertex, bool]] = [(output.vertex, False)]
     while stack:
         vertex, expanded = stack.pop()
@@ -92,13 +93,20 @@ def marshal(output: Output | None, *, platform: Platform | None = None) -> Defin
             _merge_metadata(metadata[digest], md)
             continue
         order.append((digest, data))
+        messages.append(op)
         metadata[digest] = md
         labels[digest] = vertex.label()
 
-    data = _wire.encode("Op", {"inputs": [ctx.input(output)]})
+    terminal = {"inputs": [ctx.input(output)]}
+    data = _wire.encode("Op", terminal)
     order.append((_digest(data), data))
+    messages.append(terminal)
     metadata.setdefault(order[-1][0], {})
-    definition = Definition(tuple(order), tuple((d, _wire.encode("OpMetadata", metadata[d])) for d, _ in order))
+    definition = Definition(
+        tuple(order),
+        tuple((d, _wire.encode("OpMetadata", metadata[d])) for d, _ in order),
+        tuple(zip(messages, (metadata[d] for d, _ in order))),
+    )
     size = len(definition.to_bytes())
     if size > MAX_DEFINITION_BYTES:
         biggest = max(order, key=lambda item: len(item[1]))
@@ -116,6 +124,9 @@ class Definition:
 
     ops: tuple[tuple[str, bytes], ...]
     metadata: tuple[tuple[str, bytes], ...]
+    messages: tuple[tuple[_wire.Message, _wire.Message], ...] = field(default=(), repr=False, compare=False)
+    """The (op, metadata) messages `marshal` encoded, one pair per op, so that `to_json` need not
+    decode the bytes again; empty for a definition read from bytes. Not part of equality."""
 
     @property
     def digests(self) -> list[str]:
@@ -205,9 +216,14 @@ class Definition:
 
         Shaped like protobuf's ``MessageToDict(..., preserving_proto_field_name=True)``.
         """
+        decoded = (
+            ((d, op, md) for (d, _), (op, md) in zip(self.ops, self.messages))
+            if len(self.messages) == len(self.ops)
+            else self._decoded()
+        )
         return [
             {"Op": _wire.to_dict("Op", op), "Digest": d, "OpMetadata": _wire.to_dict("OpMetadata", md)}
-            for d, op, md in self._decoded()
+            for d, op, md in decoded
         ]
 
     def to_json_text(self) -> str:

@@ -135,7 +135,8 @@ def _assert_definition(definition: llb.Definition) -> None:
         }
         for d, op, meta in definition.iter_ops()
     ]
-    assert definition.to_json() == expected
+    assert definition.to_json() == expected  # from the messages marshal kept
+    assert llb.Definition(definition.ops, definition.metadata).to_json() == expected  # decoded from the bytes
 
 
 def test_golden_small_graph() -> None:
