@@ -92,30 +92,15 @@ def replace(obj: Any, /, **changes: Any) -> Any:
     return obj.__class__(**changes)
 
 
-def _as_field(name: str, value: Any) -> Field:
+def _as_field(value: Any) -> Field:
+    dc = sys.modules.get("dataclasses")
+    if dc is not None and isinstance(value, dc.Field):
+        default = MISSING if value.default is dc.MISSING else value.default
+        factory = MISSING if value.default_factory is dc.MISSING else value.default_factory
+        return Field(default, factory, value.repr, value.compare, value.hash)
     if isinstance(value, Field):
-        f = value
-    else:
-        dc = sys.modules.get("dataclasses")
-        if dc is not None and isinstance(value, dc.Field):
-            default = MISSING if value.default is dc.MISSING else value.default
-            factory = MISSING if value.default_factory is dc.MISSING else value.default_factory
-            f = Field(default, factory, value.repr, value.compare, value.hash)
-        else:
-            f = Field(value)
-    f.name = name
-    return f
-
-
-def _own_fields(cls: type) -> list[Field]:
-    ns = cls.__dict__
-    out = []
-    for name, annotation in ns.get("__annotations__", {}).items():
-        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-        if text.startswith(("ClassVar", "typing.ClassVar")):
-            continue
-        out.append(_as_field(name, ns.get(name, MISSING)))
-    return out
+        return value
+    return Field(value)
 
 
 def _make_init(cls: type, all_fields: tuple[Field, ...]) -> Callable[..., None]:
@@ -171,9 +156,6 @@ class _DataclassView:
     """``__dataclass_fields__`` on demand: a throw-away dataclass with the same fields lends its
     ``Field`` objects, so the ``dataclasses`` helpers work without anyone importing it up front."""
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.owner = owner
-
     def __get__(self, obj: Any, cls: type | None = None) -> dict[str, Any]:
         owner = cls if cls is not None else type(obj)
         view = owner.__dict__.get("__record_dataclass_fields__")
@@ -196,6 +178,9 @@ class _DataclassView:
         return view  # type: ignore[no-any-return]
 
 
+_DATACLASS_VIEW = _DataclassView()
+
+
 if TYPE_CHECKING:
 
     @overload
@@ -214,28 +199,35 @@ def record(cls: type | None = None, /, *, eq: bool = True) -> Any:  # type: igno
 
 
 def _record(cls: type, eq: bool) -> type:
-    inherited: dict[str, Field] = {}
-    for base in reversed(cls.__mro__[1:]):
-        for f in base.__dict__.get("__record_fields__", ()):
-            inherited[f.name] = f
-    own = _own_fields(cls)
-    merged = dict(inherited)
-    for f in own:
-        merged[f.name] = f
-    all_fields = tuple(merged.values())
-
     ns = dict(cls.__dict__)
-    for f in own:
-        ns.pop(f.name, None)
+    bases = cls.__bases__
+    merged: dict[str, Field] = {}
+    slotted: set[str] = set()
+    if bases != (object,):
+        for base in reversed(cls.__mro__[1:]):
+            bd = base.__dict__
+            for f in bd.get("__record_fields__", ()):
+                merged[f.name] = f
+            slotted.update(bd.get("__slots__", ()))
+    own = []
+    for name, annotation in ns.get("__annotations__", {}).items():
+        text = annotation if annotation.__class__ is str else getattr(annotation, "__name__", "")
+        if text.startswith(("ClassVar", "typing.ClassVar")):
+            continue
+        value = ns.pop(name, MISSING)
+        f = value if value.__class__ is Field else _as_field(value)
+        f.name = name
+        merged[name] = f
+        if name not in slotted:
+            own.append(name)
+    all_fields = tuple(merged.values())
+    names = tuple(merged)
     ns.pop("__dict__", None)
     ns.pop("__weakref__", None)
-    slotted = {name for base in cls.__mro__[1:] for name in base.__dict__.get("__slots__", ())}
-    ns["__slots__"] = tuple(f.name for f in own if f.name not in slotted)
+    ns["__slots__"] = tuple(own)
     if ns.get("__doc__") is None:
-        ns["__doc__"] = f"{cls.__name__}({', '.join(merged)})"
-    defined = set(ns)
-    explicit_hash = "__hash__" in defined and not (ns["__hash__"] is None and "__eq__" in defined)
-    names = tuple(merged)
+        ns["__doc__"] = f"{cls.__name__}({', '.join(names)})"
+    explicit_hash = "__hash__" in ns and not (ns["__hash__"] is None and "__eq__" in ns)
     shown = tuple(f.name for f in all_fields if f.repr)
     qualname = cls.__qualname__
 
@@ -265,15 +257,15 @@ def _record(cls: type, eq: bool) -> type:
 
         methods["__eq__"] = __eq__
         if not explicit_hash:
+            ns.pop("__hash__", None)
             methods["__hash__"] = __hash__
-            defined.discard("__hash__")
     for name, method in methods.items():
-        if name not in defined:
+        if name not in ns:
             ns[name] = method
     ns["__record_fields__"] = all_fields
-    ns["__dataclass_fields__"] = _DataclassView()
+    ns["__dataclass_fields__"] = _DATACLASS_VIEW
     ns["__qualname__"] = qualname
-    return type(cls)(cls.__name__, cls.__bases__, ns)  # one class creation: setting attributes later costs more
+    return type(cls)(cls.__name__, bases, ns)  # one class creation: setting attributes later costs more
 
 
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
