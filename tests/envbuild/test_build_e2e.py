@@ -6,6 +6,7 @@ module takes about a minute on a warm machine.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -154,7 +155,7 @@ def test_no_change_is_up_to_date_and_fully_cached(first: tuple[BuildOptions, Eve
     assert build(opts).up_to_date
     assert time.monotonic() - t < 1.0
     events = Events()
-    result = build(BuildOptions(**{**opts.__dict__, "tag": TAG + "-again"}), on_event=events)
+    result = build(dataclasses.replace(opts, tag=TAG + "-again"), on_event=events)
     assert not result.up_to_date
     execs = {n for n in events.vertices if not n.startswith(("exporting", "base ", "resolve ", "dev: entrypoint", "dev: sshd"))}
     assert execs and not (events.ran() & execs), events.ran()
