@@ -172,3 +172,24 @@ def test_up_to_date_build_matches_typer(tmp_path: Path) -> None:
         assert code == 0 and out == "" and f"{tag} is up to date" in err
     finally:
         subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True, timeout=60)
+
+
+def test_main_leaves_the_garbage_collector_as_it_found_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """main pauses the collector for start-up; an in-process caller gets it back, also after an error."""
+    import gc
+
+    from envbuild.cli import main
+
+    assert gc.isenabled()
+    main(["version", "--short"])
+    assert gc.isenabled()
+    with pytest.raises(SystemExit):
+        main(["debug", "llb", "--format", "yaml", "-p", str(ROOT / "examples" / "jupyter")])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        main(["version", "--short"])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    capsys.readouterr()
