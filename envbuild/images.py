@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 
-TYPE_CHECKING = False  # typing, collections and the compiler's dataclasses stay out of the skip check
+TYPE_CHECKING = False  # typing, collections and the compiler's classes stay out of the skip check
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any

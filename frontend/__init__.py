@@ -52,7 +52,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy exports: the spec classes (~45 dataclasses) and the interpreter load on first use."""
+    """Lazy exports: the spec classes (~45 records) and the interpreter load on first use."""
     if name == "evaluate":
         from .evaluator import evaluate
 
