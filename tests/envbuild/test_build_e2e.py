@@ -33,20 +33,6 @@ serve them from an earlier run's cache), while the apt step and the download cac
 TAG = f"envbuild-e2e/jupyter:u{_UID}"
 
 
-def _engine_reason() -> str | None:
-    if shutil.which("docker") is None:
-        return "docker CLI not installed"
-    if not os.path.exists("/var/run/docker.sock"):
-        return "no Docker engine socket"
-    if subprocess.run(["docker", "image", "inspect", "local/debian:bookworm"], capture_output=True).returncode:
-        return "base image local/debian:bookworm missing (scripts/setup-engine.sh)"
-    return None
-
-
-if (_reason := _engine_reason()) is not None:
-    pytestmark = [pytest.mark.engine, pytest.mark.skip(reason=_reason)]
-
-
 class Events:
     """Collects vertex states and logs by name."""
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import tarfile
 import urllib.request
@@ -26,27 +25,6 @@ BASE = "local/debian:bookworm"
 REGISTRY = os.environ.get("ENVBUILD_TEST_REGISTRY", "127.0.0.1:5000")
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "FTP_PROXY")
-
-
-def _engine_reason() -> str | None:
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(2)
-    try:
-        s.connect("/var/run/docker.sock")
-    except OSError as exc:
-        return f"no Docker engine at /var/run/docker.sock ({exc.strerror or exc})"
-    finally:
-        s.close()
-    if subprocess.run(["docker", "image", "inspect", BASE], capture_output=True).returncode != 0:
-        return f"base image {BASE} is not in the engine's store"
-    return None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _engine() -> None:
-    reason = _engine_reason()
-    if reason:
-        pytest.skip(reason)
 
 
 @pytest.fixture()

@@ -15,17 +15,7 @@ ENVBUILD = Path(sys.executable).with_name("envbuild")
 HOST_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
-def _engine_reason() -> str | None:
-    if shutil.which("docker") is None:
-        return "docker CLI not installed"
-    if subprocess.run(["docker", "image", "inspect", "local/debian:bookworm"], capture_output=True).returncode:
-        return "no engine or no base image local/debian:bookworm (scripts/setup-engine.sh)"
-    return None
-
-
 pytestmark = [pytest.mark.engine]
-if (_reason := _engine_reason()) is not None:
-    pytestmark.append(pytest.mark.skip(reason=_reason))
 
 # example -> a command run inside the built image and what its output must contain
 CHECKS = {

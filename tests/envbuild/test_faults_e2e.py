@@ -34,25 +34,16 @@ BASE_IMAGE = "local/debian:bookworm"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
-def _engine_reason() -> str | None:
+def _engine_answers() -> bool:
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(2)
     try:
         s.connect(DOCKER_SOCK)
-    except OSError as exc:
-        return f"no Docker engine at {DOCKER_SOCK} ({exc.strerror or exc}); run scripts/setup-engine.sh"
+        return True
+    except OSError:
+        return False
     finally:
         s.close()
-    if subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True).returncode != 0:
-        return f"base image {BASE_IMAGE} is not in the engine's store; run scripts/setup-engine.sh"
-    return None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _engine() -> None:
-    reason = _engine_reason()
-    if reason:
-        pytest.skip(reason)
 
 
 @pytest.fixture
@@ -255,7 +246,7 @@ def test_client_killed_mid_build_leaves_nothing_running(env: dict[str, str], tmp
     b.proc.kill()
     b.wait(timeout=30)
     assert wait_until(lambda: not running_with(token), 20), f"orphaned step: {running_with(token)}"
-    assert _engine_reason() is None, "the engine went away after a client was killed"
+    assert _engine_answers(), "the engine went away after a client was killed"
     (p / "build.envd").write_text((p / "build.envd").read_text().replace("sleep 300 && ", ""))
     r = envbuild(["build", "-p", str(p)], env)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -28,24 +27,6 @@ import pytest
 
 ENVBUILD = Path(sys.executable).with_name("envbuild")
 BASE_IMAGE = "local/debian:bookworm"
-DOCKER_SOCK = "/var/run/docker.sock"
-
-
-def _engine_reason() -> str | None:
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(2)
-    try:
-        s.connect(DOCKER_SOCK)
-    except OSError as exc:
-        return f"no Docker engine at {DOCKER_SOCK} ({exc.strerror or exc}); run scripts/setup-engine.sh"
-    finally:
-        s.close()
-    if subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True).returncode != 0:
-        return f"base image {BASE_IMAGE} is not in the engine's store; run scripts/setup-engine.sh"
-    return None
-
-
-needs_engine = pytest.mark.skipif(_engine_reason() is not None, reason=str(_engine_reason()))
 
 
 @pytest.fixture
@@ -118,7 +99,7 @@ def make_ca(tmp_path: Path) -> tuple[Path, bytes]:
 
 # ---- reading the host ----------------------------------------------------------------------------
 
-@needs_engine
+@pytest.mark.engine
 @pytest.mark.engine
 def test_symlink_inside_a_copied_directory_does_not_copy_its_target(env: dict[str, str], tmp_path: Path) -> None:
     secret = f"host-secret-{uuid.uuid4().hex}"
@@ -151,7 +132,7 @@ def test_symlink_inside_a_copied_directory_does_not_copy_its_target(env: dict[st
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
 
 
-@needs_engine
+@pytest.mark.engine
 @pytest.mark.engine
 @pytest.mark.parametrize("source", ["/etc/hostname", "../outside", "link-out"])
 def test_copy_from_outside_the_context_is_refused_before_building(source: str, env: dict[str, str],
@@ -170,7 +151,7 @@ def test_copy_from_outside_the_context_is_refused_before_building(source: str, e
 
 # ---- secrets in the image ----------------------------------------------------------------------------
 
-@needs_engine
+@pytest.mark.engine
 @pytest.mark.engine
 def test_ca_bundle_is_used_but_never_stored(env: dict[str, str], tmp_path: Path) -> None:
     bundle, needle = make_ca(tmp_path)
@@ -200,7 +181,7 @@ def test_ca_bundle_is_used_but_never_stored(env: dict[str, str], tmp_path: Path)
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
 
 
-@needs_engine
+@pytest.mark.engine
 @pytest.mark.engine
 @pytest.mark.slow
 def test_jupyter_token_reaches_up_but_not_the_image(env: dict[str, str], tmp_path: Path) -> None:
@@ -426,7 +407,7 @@ def _blocks(text: str) -> tuple[str, list[tuple[str, str]]]:
     return "\n".join(preamble), [(p, "\n".join(b)) for p, b in blocks]
 
 
-@needs_engine
+@pytest.mark.engine
 @pytest.mark.engine
 @pytest.mark.slow
 def test_sshd_accepts_only_the_users_key(env: dict[str, str], tmp_path: Path) -> None:
