@@ -140,11 +140,11 @@ def prepare(options: BuildOptions, *, labels: bool = True) -> Prepared:
         owner = (spec.owner.uid, spec.owner.gid)
     else:
         owner = (os.getuid(), os.getgid())
+    if not labels:  # compile_for asks the engine for the base, overlapping its own imports
+        return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, "", None, None)
     base_name = images._engine_names(spec.image)[0]
     base = images.inspect_image(base_name)
     base_id = str(base.get("Id")) if base else "unresolved"
-    if not labels:
-        return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, "", None, base)
     digest = input_digest(spec, ctx, owner=owner, base_id=base_id, extra=f"network {options.network}")
     quick = _quick_label(spec, options, project=project, base=base_name, base_id=base_id)
     return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, digest, quick, base)
@@ -206,7 +206,10 @@ def compile_for(
 ) -> CompiledBuild:
     """Compile the prepared spec; ``extensions`` are those `prepare_extensions` unpacked (without
     them the VS Code extensions are left out, with a note, so ``debug llb`` stays offline)."""
-    from envbuild import compiler, images
+    from envbuild import images
+
+    pending = images.start_inspect(images._engine_names(prep.spec.image)[0]) if prep.base_image is None else None
+    from envbuild import compiler  # the engine looks the base up meanwhile
     from envbuild.compiler.compile import compile as compile_spec
     from envbuild.compiler.mirrors import Mirrors
 
@@ -216,10 +219,11 @@ def compile_for(
         import llb
 
         plat = llb.Platform.parse(platform)
-    if prep.base_image is not None:
-        base = images.base_config(prep.base_image)
+    found = prep.base_image if pending is None else pending()
+    if found is not None:
+        base = images.base_config(found)
     else:
-        base = images.resolve(prep.spec.image, client, platform=plat)
+        base = images.resolve(prep.spec.image, client, platform=plat, local=False)
     opts = compiler.CompileOptions(
         project=prep.project,
         owner=prep.owner,

@@ -13,7 +13,7 @@ import os
 
 TYPE_CHECKING = False  # typing, collections and the compiler's classes stay out of the skip check
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any
 
     import llb
@@ -33,16 +33,27 @@ def engine_socket(environ: Mapping[str, str] | None = None) -> str | None:
 
 def inspect_image(ref: str, *, timeout: float = 2.0) -> dict[str, Any] | None:
     """``docker image inspect`` over the socket: the JSON, or None if absent or no engine answers."""
+    return start_inspect(ref, timeout=timeout)()
+
+
+def start_inspect(ref: str, *, timeout: float = 2.0) -> Callable[[], dict[str, Any] | None]:
+    """`inspect_image` in two halves: the request goes out now, the answer is read when the returned
+    function is called, so the caller can work (e.g. import the compiler) while the engine looks."""
     path = engine_socket()
     if path is None or not os.path.exists(path):
-        return None
-    status, body = _get(path, f"/{API_VERSION}/images/{_quote(ref)}/json", timeout)
-    if status != 200:
-        return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
+        return lambda: None
+    finish = _send(path, f"/{API_VERSION}/images/{_quote(ref)}/json", timeout)
+
+    def answer() -> dict[str, Any] | None:
+        status, body = finish()
+        if status != 200:
+            return None
+        try:
+            return json.loads(body)  # type: ignore[no-any-return]
+        except ValueError:
+            return None
+
+    return answer
 
 
 def _quote(text: str) -> str:
@@ -53,29 +64,44 @@ def _quote(text: str) -> str:
 def _get(path: str, url: str, timeout: float) -> tuple[int, bytes]:
     """One GET over a unix socket, HTTP/1.0 so that the engine sends a plain body and closes;
     (0, b"") when nothing usable answers."""
+    return _send(path, url, timeout)()
+
+
+def _send(path: str, url: str, timeout: float) -> Callable[[], tuple[int, bytes]]:
+    """Send the GET now; the returned function reads the answer (and closes the socket)."""
     try:  # the C module: socket.py's enum wrappers cost ~3 ms of a no-op build
         from _socket import AF_UNIX, SOCK_STREAM, socket
     except ImportError:  # pragma: no cover - not CPython
         from socket import AF_UNIX, SOCK_STREAM, socket
 
-    chunks = []
     try:
         sock = socket(AF_UNIX, SOCK_STREAM)
+    except OSError:
+        return lambda: (0, b"")
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(f"GET {url} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+    except OSError:
+        sock.close()
+        return lambda: (0, b"")
+
+    def receive() -> tuple[int, bytes]:
+        chunks = []
         try:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall(f"GET {url} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
+        except OSError:
+            return 0, b""
         finally:
             sock.close()
-    except OSError:
-        return 0, b""
-    head, sep, body = b"".join(chunks).partition(b"\r\n\r\n")
-    parts = head.split(b" ", 2)
-    if not sep or len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-        return 0, b""
-    return int(parts[1]), body
+        head, sep, body = b"".join(chunks).partition(b"\r\n\r\n")
+        parts = head.split(b" ", 2)
+        if not sep or len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+            return 0, b""
+        return int(parts[1]), body
+
+    return receive
 
 
 def image_labels(ref: str) -> dict[str, str] | None:
@@ -107,11 +133,14 @@ def resolve_local(ref: str) -> BaseConfig | None:
     return None
 
 
-def resolve(ref: str, client: llb.Client | None = None, *, platform: llb.Platform | None = None) -> BaseConfig:
-    """Engine store first, then the builder (registry); UNRESOLVED when neither can answer."""
+def resolve(
+    ref: str, client: llb.Client | None = None, *, platform: llb.Platform | None = None, local: bool = True
+) -> BaseConfig:
+    """Engine store first (``local=False``: the caller asked it already), then the builder (registry);
+    UNRESOLVED when neither can answer."""
     from envbuild.compiler.options import UNRESOLVED, BaseConfig
 
-    found = resolve_local(ref)
+    found = resolve_local(ref) if local else None
     if found is not None:
         return found
     if client is None:
