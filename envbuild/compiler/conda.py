@@ -10,8 +10,8 @@ the build context (``./channel``) are bind-mounted as ``file://`` channels.
 
 from __future__ import annotations
 
+import os.path
 import posixpath
-from pathlib import Path
 
 import llb
 from envbuild.compiler import scripts as S
@@ -56,7 +56,9 @@ WHEEL_SHA256 = {
 
 
 def cli_source() -> str:
-    return Path(__file__).with_name("conda_cli.py").read_text(encoding="utf-8")
+    """The shipped command's text (read with os.path: pathlib costs ~5 ms of `debug llb`'s start-up)."""
+    with open(os.path.join(os.path.dirname(__file__), "conda_cli.py"), encoding="utf-8") as f:
+        return f.read()
 
 
 def requirements() -> str:
