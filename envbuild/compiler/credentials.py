@@ -13,8 +13,6 @@ LLB and step env end up in the engine's build records. So:
 
 from __future__ import annotations
 
-import re
-
 from envbuild.errors import UsageError
 from llb._record import replace
 
@@ -30,21 +28,29 @@ _USERINFO = r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s?#'\"]+)
 
 
 def has_credentials(url: str) -> bool:
+    import re  # here, not at the top: most specs have no URL to check (re and enum: ~4 ms of start-up)
+
     return bool(re.match(_USERINFO, url))
 
 
 def strip_url(url: str) -> str:
     """The URL without ``user:password@`` (what the image and the LLB may hold)."""
+    import re
+
     return re.sub(_USERINFO, lambda m: m["scheme"], url, count=1) if url else url
 
 
 def redact_url(url: str) -> str:
     """``https://***@host/...``: shows that credentials were given, not which (lock file form)."""
+    import re
+
     return re.sub(_USERINFO, lambda m: m["scheme"] + "***@", url) if url else url
 
 
 def redact_text(text: str) -> str:
     """Every URL in a free text (``.condarc``, ``sources.list``) with its credentials redacted."""
+    import re
+
     return re.sub(_USERINFO, lambda m: m["scheme"] + "***@", text)
 
 
@@ -53,6 +59,7 @@ def netrc(spec: Spec) -> bytes:
     idx = spec.pip_index
     if idx is None or not (has_credentials(idx.url) or has_credentials(idx.extra_url)):
         return b""
+    import re
     from urllib.parse import unquote, urlsplit
 
     where = f"{idx.pos}: " if idx.pos else ""

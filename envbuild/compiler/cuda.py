@@ -7,8 +7,6 @@ pair the table no longer lists fails with the list of valid choices instead of "
 
 from __future__ import annotations
 
-import re
-
 from envbuild.compiler.stagekit import Additions
 from envbuild.errors import UsageError
 
@@ -56,6 +54,8 @@ def labels(spec: Spec) -> dict[str, str]:
 
 
 def _base_name(requirement: str) -> str:
+    import re  # only for CUDA specs: the others need no regular expression here
+
     m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
     return re.sub(r"[-_.]+", "-", m[1]).lower() if m else ""
 
