@@ -14,7 +14,6 @@ Imports only the standard library's cheapest modules: this runs before anything 
 
 from __future__ import annotations
 
-import json
 import os
 
 TYPE_CHECKING = False  # typing itself costs a few ms on this path
@@ -158,6 +157,8 @@ def make_label(*, files: Sequence[str], inputs: Sequence[str], base: str, base_i
     key = _key(files=files, inputs=inputs, base=base, base_id=base_id, **target)
     if key is None:
         return None
+    import json
+
     return json.dumps({"v": _FORMAT, "key": key, "files": list(files), "inputs": list(inputs), "base": base}, separators=(",", ":"))
 
 
@@ -178,7 +179,7 @@ def up_to_date(
     if not labels or LABEL not in labels or DIGEST_LABEL not in labels:
         return None
     try:
-        stored = json.loads(labels[LABEL])
+        stored = images.decode_json(labels[LABEL])
         if stored.get("v") != _FORMAT:
             return None
         files, inputs, base, key = stored["files"], stored["inputs"], stored["base"], stored["key"]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from envbuild import images
 
@@ -73,3 +77,50 @@ def test_no_socket_is_none(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert images.inspect_image("x:y") is None
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
     assert images.inspect_image("x:y") is None
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _loads_outcome(fn: Callable[[Any], Any], data: bytes | str) -> tuple[str, Any]:
+    try:
+        return "ok", json.dumps(fn(data), sort_keys=True)  # NaN != NaN: compare the texts
+    except Exception as e:  # noqa: BLE001 - the same failure is what is compared
+        return type(e).__name__, str(e)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON, st.sampled_from([None, 1]), st.sampled_from(["", " ", "\n\t ", "\r\n"]), st.booleans())
+def test_decode_json_is_json_loads(value: Any, indent: int | None, space: str, as_bytes: bool) -> None:
+    text = space + json.dumps(value, indent=indent, ensure_ascii=False) + space
+    data = text.encode() if as_bytes else text
+    assert _loads_outcome(images.decode_json, data) == _loads_outcome(json.loads, data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.binary(), st.text(alphabet='{}[]",:0123456789.eE+-truefalsnNIy \\\t\n\ufeff')))
+def test_decode_json_fails_like_json_loads(data: str | bytes) -> None:
+    assert _loads_outcome(images.decode_json, data) == _loads_outcome(json.loads, data)
+
+
+def test_decode_json_odd_encodings_go_to_json() -> None:
+    for data in ('\ufeff{"a": 1}'.encode(), '{"a": 1}'.encode("utf-16"), b'{"a": NaN, "b": -Infinity}'):
+        assert _loads_outcome(images.decode_json, data) == _loads_outcome(json.loads, data)
+
+
+def test_decode_json_loads_no_json_module() -> None:
+    """The point of decode_json: plain answers are read without importing json (re, enum)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom envbuild.images import decode_json\n"
+        "v = decode_json(b' {\"Id\": \"sha256:1\", \"Config\": {\"Env\": [\"A=\\\\u00e9\"], \"N\": [1, 2.5, null, true]}}\\n')\n"
+        "print(v, sorted(m for m in ('json', 're', 'enum') if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert r.stdout.strip() == "{'Id': 'sha256:1', 'Config': {'Env': ['A=é'], 'N': [1, 2.5, None, True]}} []", r.stderr
