@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from envbuild import __version__
 from envbuild.errors import BuildFailed, EngineUnreachable, UsageError
-from llb._record import field, record
 
-TYPE_CHECKING = False  # typing, dataclasses and pathlib cost ~15 ms of `debug llb`'s start-up
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
+
     from envbuild.compiler import CompiledBuild
     from envbuild.compiler.mirrors import Mirrors
     from envbuild.outputs import BuildOutputOptions
@@ -30,7 +31,7 @@ CA_CERT_ENV = "ENVBUILD_CA_CERT"
 PYTHON_MIRROR_ENV = "ENVBUILD_PYTHON_MIRROR"
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class BuildOptions:
     """``path`` is a directory, a build file or ``file.envd:func`` (as for ``frontend.evaluate``)."""
 
@@ -50,7 +51,7 @@ class BuildOptions:
     outputs: BuildOutputOptions | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Prepared:
     """Everything decided before talking to BuildKit."""
 
@@ -67,7 +68,7 @@ class Prepared:
     """The engine's ``image inspect`` of the base (None: not in its store); asked once per build."""
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class BuildResult:
     tag: str
     image_id: str | None
@@ -293,7 +294,7 @@ def skip_check_names(prep: Prepared, outputs: BuildOutputOptions | None) -> tupl
 
 
 def _all_up_to_date(prep: Prepared, names: tuple[str, ...]) -> bool:
-    from llb._record import replace
+    from dataclasses import replace
 
     return bool(names) and all(is_up_to_date(replace(prep, tag=n)) for n in names)
 

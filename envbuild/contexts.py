@@ -58,7 +58,7 @@ def contexts_path() -> Path:
     return paths.config_dir() / "contexts.json"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TLSPaths:
     """Client TLS material for a ``tcp://`` buildkitd, stored as absolute paths (never the keys)."""
 
@@ -85,7 +85,7 @@ class TLSPaths:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KubernetesSettings:
     """Where `envbuild up --runner kubernetes` creates pods and which registry their images go to."""
 
@@ -127,7 +127,7 @@ class KubernetesSettings:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Context:
     """A named builder (kind + normalised ``llb.connect`` address) and runner."""
 
@@ -356,7 +356,7 @@ def make_context(
                    kubernetes=kubernetes, description=description)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _State:
     current: str = DEFAULT_CONTEXT
     contexts: dict[str, Context] = field(default_factory=dict)
@@ -457,7 +457,7 @@ class ContextStore:
         self._save(_State(current=current, contexts=contexts))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResolvedBuilder:
     """The builder one command uses, and why (``source``: flag, env or context)."""
 

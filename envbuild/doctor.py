@@ -18,7 +18,7 @@ from envbuild.outputs import LOCAL_CACHE_NOTE, builder_caps
 __all__ = ["Report", "diagnose", "buildkit_version", "render_text"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Report:
     context: str
     address: str

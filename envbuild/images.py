@@ -9,8 +9,8 @@ not have are resolved through the builder (`Client.resolve_image_config`), i.e. 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False  # typing, collections and the compiler's classes stay out of the skip check
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any

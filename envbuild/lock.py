@@ -55,7 +55,7 @@ class OfflineError(UsageError):
 # ---- data model ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PipPackage:
     name: str
     version: str
@@ -66,7 +66,7 @@ class PipPackage:
         return " \\\n    ".join(lines)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PipGroup:
     """One ``install.python_packages`` call: its whole resolved closure (local wheels stay as given)."""
 
@@ -78,14 +78,14 @@ class PipGroup:
         return head + "".join(p.requirement() + "\n" for p in self.packages)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AptPackage:
     name: str
     version: str
     arch: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AptGroup:
     """One ``install.apt_packages`` call: the requested names and what apt resolved them to."""
 
@@ -100,7 +100,7 @@ class AptGroup:
         return tuple(pinned + [n for n in self.names if n not in resolved])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BaseImage:
     ref: str
     id: str = ""
@@ -116,13 +116,13 @@ class BaseImage:
         return self.ref
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Download:
     url: str
     sha256: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LockedExtension:
     """A VS Code extension: ``id`` as written in build.envd, the version it resolved to, the .vsix sha256."""
 
@@ -137,7 +137,7 @@ class LockedExtension:
         return f"{base}-{self.version}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lock:
     inputs: Mapping[str, Any]
     base: BaseImage
@@ -223,7 +223,7 @@ class Lock:
             raise LockError(f"{where}: not a valid envbuild lock file ({exc}); run `envbuild lock` again") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LockStatus:
     """``reasons`` says what changed since the lock was made (empty when fresh)."""
 

@@ -42,7 +42,7 @@ WORK_DIR = "/tmp/envbuild-lock"
 OUT_DIR = "/out"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ResolveOptions:
     owner: tuple[int, int]
     project: str

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Union
@@ -182,7 +182,7 @@ def _dest(value: str | None, *, option: str, kind: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutputSpec:
     """One ``--output``. ``type=registry`` is parsed as ``image`` with ``push=True``."""
 
@@ -193,7 +193,7 @@ class OutputSpec:
     insecure: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CacheSpec:
     """One ``--export-cache``/``--import-cache`` entry: the BuildKit cache type and its attributes."""
 
@@ -299,7 +299,7 @@ def parse_platforms(values: Iterable[str]) -> tuple["Platform", ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BuildOutputOptions:
     """Everything about where a build's result goes, as parsed from the command line."""
 
@@ -344,7 +344,7 @@ def parse_build_options(
 # ------------------------------------------------------------------ builders
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BuilderCaps:
     """What one kind of builder can do; ``exporters`` are BuildKit exporter names."""
 
@@ -410,7 +410,7 @@ def builder_caps(kind: str, *, merge_diff: bool | None = None) -> BuilderCaps:
     else:
         raise UsageError(f"unknown builder kind {kind!r}")
     if merge_diff is not None and merge_diff != caps.merge_diff:
-        caps = BuilderCaps(**{**caps.__dict__, "merge_diff": merge_diff})
+        caps = replace(caps, merge_diff=merge_diff)
     return caps
 
 
@@ -464,7 +464,7 @@ def _suffixed_path(path: str, suffix: str) -> str:
 # ------------------------------------------------------------------ planning
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PushImage:
     """Push engine-store images through the engine API (`envbuild.publish.push_images`)."""
 
@@ -472,7 +472,7 @@ class PushImage:
     insecure: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SaveImage:
     """Write engine-store images as a `docker load` tarball (`envbuild.publish.save_images`)."""
 
@@ -480,7 +480,7 @@ class SaveImage:
     dest: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SaveOCI:
     """Write engine-store images as an OCI image layout tarball (`envbuild.publish.save_oci`)."""
 
@@ -491,7 +491,7 @@ class SaveOCI:
 PostAction = Union[PushImage, SaveImage, SaveOCI]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedSolve:
     """One solve: for `platform`, with this export and cache, then these post actions."""
 
@@ -511,7 +511,7 @@ class PlannedSolve:
         return isinstance(self.export, (DockerImage, ImageExport, OCIExport, DockerTarExport))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BuildPlan:
     solves: tuple[PlannedSolve, ...]
     warnings: tuple[str, ...] = ()
@@ -562,7 +562,14 @@ def plan_build(
     Several platforms become one solve each; image names get a ``-os-arch`` tag suffix and file
     destinations a ``-os-arch`` suffix, since one moby/docker export holds one platform.
     """
-    from llb.export import DockerImage, DockerTarExport, ImageExport, LocalExport, OCIExport, TarExport
+    from llb.export import (
+        DockerImage,
+        DockerTarExport,
+        ImageExport,
+        LocalExport,
+        OCIExport,
+        TarExport,
+    )
 
     platforms = options.platforms or default_platforms(workers)
     if options.platforms:

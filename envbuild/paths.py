@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False  # the hot commands read these paths: typing and pathlib cost start-up time
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path

@@ -16,7 +16,7 @@ from typing import IO, Any
 MODES = ("auto", "tty", "plain", "json", "quiet")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Vertex:
     digest: str
     name: str

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from envbuild._files import atomic_write
 from envbuild.errors import EngineUnreachable, EnvbuildError
-from envbuild.outputs import BuildPlan, PlannedSolve, PostAction, PushImage, SaveImage, SaveOCI
+from envbuild.outputs import (
+    BuildPlan,
+    PlannedSolve,
+    PostAction,
+    PushImage,
+    SaveImage,
+    SaveOCI,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -46,7 +53,7 @@ class PublishError(EnvbuildError):
     """Pushing or saving a built image failed after a successful build."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PushResult:
     name: str
     digest: str
@@ -300,7 +307,7 @@ def run_post_actions(
     return summary
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepOutcome:
     step: PlannedSolve
     result: Any

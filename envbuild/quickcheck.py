@@ -15,8 +15,8 @@ Imports only the standard library's cheapest modules: this runs before anything 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False  # typing itself costs a few ms on this path
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import Any

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import gc
 import sys
+from typing import TYPE_CHECKING
 
 from envbuild.errors import EXIT_FAILURE, EXIT_USAGE, EnvbuildError
 
-TYPE_CHECKING = False  # typing costs ~5 ms of every command's start-up; it is only needed by checkers
 if TYPE_CHECKING:
     from typing import Any
 

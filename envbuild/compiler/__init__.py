@@ -8,12 +8,19 @@ so the no-op build path (options, project name) does not import llb/protobuf.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-from envbuild.compiler.options import UNRESOLVED, BaseConfig, CompileOptions, project_name, proxy_from_env
+from envbuild.compiler.options import (
+    UNRESOLVED,
+    BaseConfig,
+    CompileOptions,
+    project_name,
+    proxy_from_env,
+)
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
     from typing import Any
+
     from envbuild.compiler.compile import CompiledBuild, Step, UnsupportedFeature
 
 _LAZY = {"CompiledBuild", "Step", "UnsupportedFeature"}

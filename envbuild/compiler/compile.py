@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import json
 import posixpath
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import llb
 from envbuild.compiler import credentials, cuda, part2
@@ -41,9 +43,7 @@ from envbuild.compiler import scripts as S
 from envbuild.compiler.options import CompileOptions, project_name  # noqa: F401 (re-export)
 from envbuild.compiler.stagekit import NONE, Additions
 from envbuild.errors import UsageError
-from llb._record import field, record
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
@@ -61,7 +61,7 @@ class UnsupportedFeature(UsageError):
     """A build.envd feature the compiler does not implement yet."""
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Step:
     """One named vertex the user can relate to a line of build.envd (for progress and errors)."""
 
@@ -70,7 +70,7 @@ class Step:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class CompiledBuild:
     """The result of `compile`: what a solve needs, and nothing it has to ask for again."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os.path
 import posixpath
+from typing import TYPE_CHECKING
 
 import llb
 from envbuild.compiler import scripts as S
@@ -19,7 +20,6 @@ from envbuild.compiler.mirrors import Mirrors
 from envbuild.compiler.stagekit import Additions
 from envbuild.errors import UsageError
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from envbuild.compiler.stagekit import Ctx
 

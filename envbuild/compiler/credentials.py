@@ -13,10 +13,11 @@ LLB and step env end up in the engine's build records. So:
 
 from __future__ import annotations
 
-from envbuild.errors import UsageError
-from llb._record import replace
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
+from envbuild.errors import UsageError
+
 if TYPE_CHECKING:
     from frontend.spec import Spec
 

@@ -7,10 +7,11 @@ pair the table no longer lists fails with the list of valid choices instead of "
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from envbuild.compiler.stagekit import Additions
 from envbuild.errors import UsageError
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 

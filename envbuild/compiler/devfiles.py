@@ -3,9 +3,10 @@ supervisor configuration, service programs, the login environment and Jupyter's 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from envbuild.compiler.scripts import VENV, q
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 

@@ -10,13 +10,14 @@ Archives land on a persistent cache mount, so a rebuild downloads nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import llb
-from llb._record import record
 from envbuild.compiler import scripts as S
 from envbuild.compiler.mirrors import Mirrors
 from envbuild.compiler.stagekit import Additions
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from envbuild.compiler.stagekit import Ctx
 
@@ -39,7 +40,7 @@ PINNED_SHA256 = {
 """Upstream sha256 of default-version archives; other versions use the published checksum file."""
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Archive:
     """One architecture's download: the archive URL and where its published checksum is."""
 

@@ -10,12 +10,12 @@ over these, because they are part of the environment itself.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from envbuild import paths
 from envbuild.errors import UsageError
-from llb._record import fields, record
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
@@ -28,7 +28,7 @@ class MirrorConfigError(UsageError):
     """The config file or a mirror variable cannot be used."""
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Mirrors:
     """Base URLs (no trailing slash) for each upstream; field names are the setting names."""
 

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from envbuild.compiler.mirrors import Mirrors
 from envbuild.naming import project_name  # noqa: F401 (re-export: the compiler's public API)
-from llb._record import field, record
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
     from envbuild.compiler.vscode import Extension
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "FTP_PROXY")
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class BaseConfig:
     """The base image's config (Env, User, WorkingDir, Entrypoint, Cmd, Labels), inherited by the image.
 
@@ -58,7 +59,7 @@ class BaseConfig:
 UNRESOLVED = BaseConfig(resolved=False)
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class CompileOptions:
     """Everything outside the spec that shapes the LLB or the image config.
 

@@ -17,10 +17,11 @@ labels (`cuda.labels`), ``local_dirs`` into ``CompiledBuild.local_dirs`` with th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from envbuild.compiler import cuda
 from envbuild.compiler.stagekit import Additions
 
-TYPE_CHECKING = False  # each runtime's module is imported when the spec asks for that runtime
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path

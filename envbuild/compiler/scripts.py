@@ -7,7 +7,8 @@ in the LLB verbatim (a change to a script changes only the steps that run it). T
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
+from typing import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 

@@ -7,11 +7,10 @@ with the CA secret and proxy env, and uses the shared cache mounts exactly like 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from llb._record import field, record
-
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Protocol
@@ -62,7 +61,7 @@ def _frozen(d: Mapping[str, str] | None = None) -> Mapping[str, str]:
     return MappingProxyType(dict(d or {}))
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Additions:
     """Image-config contributions of a stage.
 

@@ -13,16 +13,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llb
 from envbuild import paths
 from envbuild.compiler.mirrors import Mirrors
 from envbuild.compiler.stagekit import Additions
 from envbuild.errors import UsageError
-from llb._record import record
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from envbuild.compiler.stagekit import Ctx
 
@@ -35,7 +35,7 @@ class ExtensionError(UsageError):
     """An extension cannot be found, downloaded or unpacked."""
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Extension:
     """An unpacked extension: ``dir_name`` is ``<publisher>.<name>-<version>`` under the cache."""
 

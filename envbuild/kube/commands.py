@@ -100,7 +100,7 @@ def _quantity_bytes(n: int) -> str:
     return str(n)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PodResources:
     gpus: int
     cpu: str | None
@@ -111,7 +111,12 @@ class PodResources:
 
 def pod_resources(options: RunOptions, *, image_gpu: bool, spec: Any) -> PodResources:
     """The Docker runner's rules (`--gpus`/CUDA, `--shm-size`, `--cpus`, `--memory`) as Pod resources."""
-    from envbuild.runtime.options import DEFAULT_SHM_MB, gpu_request, parse_cpus, parse_size
+    from envbuild.runtime.options import (
+        DEFAULT_SHM_MB,
+        gpu_request,
+        parse_cpus,
+        parse_size,
+    )
 
     gpu = gpu_request(image_gpu=image_gpu, spec_count=spec.gpu.count if spec.gpu is not None else None,
                       gpus=options.gpus, no_gpu=options.no_gpu)
@@ -179,7 +184,11 @@ def up(
 
     from envbuild import images, ssh
     from envbuild.kube import forward
-    from envbuild.kube.manifests import PodRequest, image_for_registry, ports_from_labels
+    from envbuild.kube.manifests import (
+        PodRequest,
+        image_for_registry,
+        ports_from_labels,
+    )
     from envbuild.kube.runner import kube_up
     from envbuild.runtime import output
     from envbuild.runtime.options import connect_host, project_name

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from envbuild.errors import RuntimeFailure
 __all__ = ["ForwardSpec", "forward_dir", "start", "stop", "serve", "read_state", "running_pid"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ForwardSpec:
     """What one environment's forwarder forwards; ``local_ports`` are preferred local ports
     (the previous ones, so the SSH entry and VS Code keep working across `up`)."""
@@ -139,7 +139,7 @@ def start(spec: ForwardSpec, *, timeout: float = 20.0) -> tuple[dict[int, int], 
             return addresses(old), pid
     preferred = addresses(old) or dict(spec.local_ports)
     stop(spec.name)
-    spec = ForwardSpec(**{**spec.__dict__, "local_ports": preferred})
+    spec = replace(spec, local_ports=preferred)
     _write_json(state_path, spec.to_json())
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_path.write_text("")

@@ -77,7 +77,7 @@ def _quantity(value: str | None, what: str) -> str | None:
     return v
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PodRequest:
     """Everything that decides the objects of one environment on a cluster."""
 

@@ -113,7 +113,7 @@ def _get(obj: Any, *path: str) -> Any:
     return obj
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PodRef:
     """An existing environment's objects by name (`destroy`, the forwarder): no image needed."""
 
@@ -128,7 +128,7 @@ class PodRef:
         return k8s_name(self.name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EnvironmentPod:
     """One envbuild pod as `envbuild ls` shows it."""
 
@@ -141,7 +141,7 @@ class EnvironmentPod:
         return self.labels.get(LABEL_NAME) or self.state.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PodState:
     name: str
     phase: str
@@ -556,7 +556,7 @@ class PortForwarder:
         self.close()
 
 
-@dataclass
+@dataclass(slots=True)
 class KubeUpResult:
     action: str
     state: PodState

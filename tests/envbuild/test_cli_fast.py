@@ -126,55 +126,6 @@ def test_build_not_up_to_date_is_handed_to_typer(tmp_path: Path) -> None:
         del os.environ["DOCKER_HOST"]
 
 
-HEAVY = (
-    "typer", "click", "grpc", "docker", "rich", "google", "http", "email", "zipfile", "ssl", "envbuild.lock", "typing",
-    "hashlib", "dataclasses", "inspect", "pathlib", "urllib", "ipaddress", "base64", "shlex", "importlib.util",
-)
-
-
-@pytest.mark.parametrize(
-    "call",
-    [
-        "main(['debug', 'llb', '-p', 'examples/jupyter'])",
-        "main(['debug', 'spec', '-p', 'examples/jupyter'])",
-        "main(['version'])",
-        "from envbuild.cli.fast import parse\nrunner, o = parse(['build', '-p', 'examples/jupyter'])\nrunner(o)",
-    ],
-    ids=["debug llb", "debug spec", "version", "build skip check"],
-)
-def test_fast_path_stays_light(call: str) -> None:
-    """What the hot commands import -- catches import regressions (each of these cost start-up time once)."""
-    code = (
-        f"import sys\nfrom envbuild.cli import main\n{call}\n"
-        f"bad = sorted(m for m in sys.modules if m in {HEAVY!r} or m.split('.')[0] in {HEAVY!r})\n"
-        "print(sorted(set(bad)), file=sys.stderr)\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                       env={**os.environ, **NO_ENGINE})
-    assert r.returncode == 0, r.stderr
-    assert eval(r.stderr.strip().splitlines()[-1]) == []
-
-
-EXAMPLES = sorted(p.name for p in (ROOT / "examples").iterdir() if (p / "build.envd").is_file())
-
-
-@pytest.mark.parametrize("example", EXAMPLES)
-def test_debug_llb_stays_light_for_every_feature(example: str) -> None:
-    """Feature modules (conda, languages, CUDA, VS Code...) load only with their feature, and light
-    too: each example's `debug llb`, both outputs, imports none of the heavy modules."""
-    code = (
-        "import sys\nfrom envbuild.cli import main\n"
-        f"main(['debug', 'llb', '-p', 'examples/{example}'])\n"
-        f"main(['debug', 'llb', '-p', 'examples/{example}', '--image-config'])\n"
-        f"bad = sorted(m for m in sys.modules if m in {HEAVY!r} or m.split('.')[0] in {HEAVY!r})\n"
-        "print(sorted(set(bad)), file=sys.stderr)\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                       env={**os.environ, **NO_ENGINE}, check=False)
-    assert r.returncode == 0, r.stderr
-    assert eval(r.stderr.strip().splitlines()[-1]) == []
-
-
 @pytest.mark.engine
 def test_up_to_date_build_matches_typer(tmp_path: Path) -> None:
     from envbuild.images import inspect_image

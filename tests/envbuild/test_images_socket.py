@@ -110,17 +110,3 @@ def test_decode_json_fails_like_json_loads(data: str | bytes) -> None:
 def test_decode_json_odd_encodings_go_to_json() -> None:
     for data in ('\ufeff{"a": 1}'.encode(), '{"a": 1}'.encode("utf-16"), b'{"a": NaN, "b": -Infinity}'):
         assert _loads_outcome(images.decode_json, data) == _loads_outcome(json.loads, data)
-
-
-def test_decode_json_loads_no_json_module() -> None:
-    """The point of decode_json: plain answers are read without importing json (re, enum)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys\nfrom envbuild.images import decode_json\n"
-        "v = decode_json(b' {\"Id\": \"sha256:1\", \"Config\": {\"Env\": [\"A=\\\\u00e9\"], \"N\": [1, 2.5, null, true]}}\\n')\n"
-        "print(v, sorted(m for m in ('json', 're', 'enum') if m in sys.modules))\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
-    assert r.stdout.strip() == "{'Id': 'sha256:1', 'Config': {'Env': ['A=é'], 'N': [1, 2.5, None, True]}} []", r.stderr

@@ -161,11 +161,8 @@ def test_noop_build_skips_evaluation_end_to_end(tmp_path: Path) -> None:
     tag = f"envbuild-quick-{uuid.uuid4().hex[:8]}:dev"
     code = (
         "import sys\nfrom envbuild.cli import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
-        "    print('loaded:', sorted(m for m in ('json', 're', 'enum') if m in sys.modules), file=sys.stderr)\n"
         "    print('frontend.evaluator' in sys.modules, file=sys.stderr)\n"
     )
-    light = "loaded: []"  # the engine's answers are read without json (and so without re and enum)
-
     def envbuild(*args: str) -> tuple[int, str]:
         r = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
                            env={**os.environ})
@@ -175,12 +172,12 @@ def test_noop_build_skips_evaluation_end_to_end(tmp_path: Path) -> None:
         rc, err = envbuild("build", "-p", str(d), "-t", tag, "--progress", "plain")
         assert rc == 0, err
         rc, err = envbuild("build", "-p", str(d), "-t", tag)
-        assert rc == 0 and f"{tag} is up to date" in err and err.strip().endswith("False") and light in err, err
+        assert rc == 0 and f"{tag} is up to date" in err and err.strip().endswith("False"), err
         (d / "build.envd").write_text((d / "build.envd").read_text().replace('"1"', '"2"'))
         rc, err = envbuild("build", "-p", str(d), "-t", tag, "--progress", "plain")
         assert rc == 0 and f"image {tag} in the Docker engine" in err and err.strip().endswith("True"), err
         rc, err = envbuild("build", "-p", str(d), "-t", tag)
-        assert rc == 0 and f"{tag} is up to date" in err and err.strip().endswith("False") and light in err, err
+        assert rc == 0 and f"{tag} is up to date" in err and err.strip().endswith("False"), err
         env = subprocess.run(["docker", "image", "inspect", tag, "--format", "{{json .Config.Env}}"],
                              capture_output=True, text=True, timeout=60).stdout
         assert "A=2" in env
