@@ -343,7 +343,7 @@ class EnvVar:
 
 @record
 class Mount:
-    """Run-time bind mount. ``create``: a ``data.envd`` directory the runtime makes (mode 0777)."""
+    """Run-time bind mount. ``create``: a ``data.envd`` directory the runtime makes (mode 0755)."""
 
     host_path: str
     envd_path: str

@@ -7,7 +7,10 @@ is cached on the side, so `ls` can never disagree with reality.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import stat
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
     from docker.models.images import Image
+
+    from frontend.spec import Spec
 
 _START_HINT = (
     "start it with `sudo systemctl start docker` (or `sudo dockerd &`), "
@@ -164,8 +169,8 @@ def environment_from(container: Container) -> Environment:
     host_config = attrs.get("HostConfig") or {}
     state = attrs.get("State") or {}
     return Environment(
-        name=labels.get(LABEL_NAME, container.name),
-        container_id=container.id,
+        name=labels.get(LABEL_NAME) or container.name or "",
+        container_id=container.id or "",
         status=state.get("Status", "unknown"),
         image=config.get("Image", ""),
         image_id=attrs.get("Image", ""),
@@ -232,10 +237,7 @@ def create(client: docker.DockerClient, plan: ContainerPlan) -> Container:
 
     for mount in plan.mounts:
         if mount.create:
-            import os
-
-            os.makedirs(mount.source, exist_ok=True)
-            os.chmod(mount.source, 0o777)
+            make_data_dir(mount.source)
     try:
         container = client.containers.create(**plan.create_kwargs())
     except APIError as exc:
@@ -252,6 +254,20 @@ def create(client: docker.DockerClient, plan: ContainerPlan) -> Container:
         raise RuntimeFailure(f"could not start environment {plan.name!r}: {exc.explanation or exc}") from None
     container.reload()
     return container
+
+
+def make_data_dir(path: str) -> None:
+    """Create a ``data.envd`` directory (0755, the user's own: the envd user has the user's uid) in
+    a private data root; an existing one is used as it is, never re-permissioned, and must be a
+    real directory there (not a symlink to somewhere else)."""
+    root = os.path.dirname(path)
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o755)
+    if not stat.S_ISDIR(os.lstat(path).st_mode) or os.path.realpath(path) != os.path.join(os.path.realpath(root),
+                                                                                           os.path.basename(path)):
+        raise RuntimeFailure(f"{path} is not a directory of envbuild's data directory (a symlink?); "
+                             "remove it and run the command again")
 
 
 def remove(container: Container) -> None:
@@ -352,6 +368,24 @@ def wait_ready(
         sleep(interval)
 
 
+def image_spec(image: str, labels: dict[str, str]) -> Spec | None:
+    """The spec an image's label claims it was built from, checked like a build file
+    (`frontend.validate.validate_runtime`): a label is anyone's to write. None when there is none."""
+    from frontend.errors import EnvdError
+    from frontend.spec import Spec, SpecDecodeError
+    from frontend.validate import validate_runtime
+
+    text = labels.get(LABEL_SPEC)
+    if not text:
+        return None
+    try:
+        spec = Spec.from_json(text)
+        validate_runtime(spec)
+    except (SpecDecodeError, EnvdError) as exc:
+        raise UsageError(f"image {image!r}: its {LABEL_SPEC} label is refused: {exc}") from None
+    return spec
+
+
 def spec_label(labels: dict[str, str]) -> Any:
     """The spec the image was built from (``frontend`` schema), or None when absent or unreadable."""
     text = labels.get(LABEL_SPEC)
@@ -377,8 +411,10 @@ __all__ = [
     "find",
     "get_image",
     "image_labels",
+    "image_spec",
     "is_envbuild_dev_image",
     "list_environments",
+    "make_data_dir",
     "remove",
     "spec_label",
     "start",

@@ -19,6 +19,8 @@ from envbuild.runtime.options import RunOptions, connect_host, plan_container, v
 if TYPE_CHECKING:
     import docker
 
+    from frontend.spec import Spec
+
 Action = Literal["created", "recreated", "started", "attached"]
 
 
@@ -26,6 +28,8 @@ Action = Literal["created", "recreated", "started", "attached"]
 class UpResult:
     environment: Environment
     action: Action
+    refused: tuple[str, ...] = ()
+    """What the spec asked for and did not get (`options.ContainerPlan.refused`), for the user to read."""
 
 
 def bring_up(
@@ -38,12 +42,16 @@ def bring_up(
     force: bool = False,
     timeout: float = 120.0,
     jupyter_token: str | None = None,
+    spec: Spec | None = None,
 ) -> UpResult:
     """Make environment ``name`` run ``image``; an existing one is reused unless forced or outdated.
 
-    ``jupyter_token`` is ``config.jupyter(token=...)`` of the evaluated build file (`up`); the image
-    never holds it, so without one (`run --image`) a random token is made. An environment running
-    with another token than the build file's is recreated (the image may be unchanged)."""
+    ``spec`` and ``jupyter_token`` come from the evaluated build file (`up`). Without a spec
+    (`run --image`) the image's label is the spec: checked like a build file, and trusted with less
+    (no host mounts; `options.plan_container`). The image never holds the token, so without one a
+    random token is made. An environment running with another token than the build file's is
+    recreated (the image may be unchanged). An environment of another project (or of none, when
+    this one has a project) is never taken over."""
     validate_name(name)
     img = engine.get_image(client, image)
     labels = engine.image_labels(img)
@@ -52,13 +60,29 @@ def bring_up(
             f"image {image!r} is not an envbuild development image (ai.envbuild.dev=true); "
             "build it from a build.envd that calls base(dev=True)"
         )
+    from_image = spec is None
+    if from_image:
+        spec = engine.image_spec(image, labels)
+    # Planned before anything is replaced: a refused label or a missing mount changes nothing.
+    plan = plan_container(
+        name=name,
+        image=image,
+        image_labels=labels,
+        spec=spec,
+        project=project,
+        options=options,
+        authorized_keys=ssh.ensure_keypair().public_key(),
+        token=jupyter_token or secrets.token_urlsafe(24),
+        from_image=from_image,
+    )
     existing = engine.find(client, name)
     action: Action = "created"
     if existing is not None:
         current = engine.environment_from(existing)
-        if project is not None and current.project_path and current.project_path != str(project):
+        if current.project_path != (str(project) if project is not None else None):
+            owner = current.project_path or f"no project (started from image {current.image} by `envbuild run`)"
             raise UsageError(
-                f"environment {name!r} already belongs to {current.project_path}; "
+                f"environment {name!r} already belongs to {owner}; "
                 "pick another name with --name, or destroy it first"
             )
         token_changed = bool(jupyter_token) and current.jupyter_token != jupyter_token
@@ -75,17 +99,6 @@ def bring_up(
             env = engine.wait_ready(existing, timeout)
             _publish_ssh(env)
             return UpResult(env, action)
-    spec = engine.spec_label(labels)
-    plan = plan_container(
-        name=name,
-        image=image,
-        image_labels=labels,
-        spec=spec,
-        project=project,
-        options=options,
-        authorized_keys=ssh.ensure_keypair().public_key(),
-        token=jupyter_token or secrets.token_urlsafe(24),
-    )
     if plan.gpus is not None:
         engine.check_gpu_support(client)
     ssh.forget_host_key(name)
@@ -104,7 +117,7 @@ def bring_up(
         engine.remove(container)
         raise
     _publish_ssh(env)
-    return UpResult(env, action)
+    return UpResult(env, action, plan.refused)
 
 
 def _publish_ssh(env: Environment) -> None:

@@ -6,14 +6,19 @@ Nothing here talks to the engine, so it is all unit-tested; `envbuild.runtime.en
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envbuild.errors import UsageError
+
+if TYPE_CHECKING:
+    from frontend.spec import Expose, Mount
 
 LABEL_PREFIX = "ai.envbuild."
 LABEL_VENDOR = "ai.envbuild.vendor"
@@ -34,9 +39,12 @@ SSH_PORT = 2222
 JUPYTER_PORT = 8888
 DEFAULT_SHM_MB = 2048
 MAX_NAME = 63
+DATA_DIR = "~/.cache/envbuild/data"
+"""Where ``data.envd(NAME)`` directories live on the host (``~`` from ``$HOME``); `up` creates them."""
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DATA_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")  # what data.envd() accepts
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -76,6 +84,8 @@ def project_dir(path: str | os.PathLike[str]) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class BindMount:
+    """``create``: a ``data.envd`` directory that `engine.create` makes when it is missing."""
+
     source: str
     target: str
     read_only: bool = False
@@ -192,7 +202,8 @@ def plan_ports(
 ) -> list[Port]:
     """Publish every labelled port on ``host``; fixed host ports only where the spec asked for them.
 
-    ``exposes`` is ``(container_port, host_port, listen_addr)`` from ``runtime.expose``.
+    ``exposes`` is ``(container_port, host_port, listen_addr)`` from ``runtime.expose``, with the
+    addresses `listen_address` allowed.
     """
     fixed = {cport: (hport, addr or host) for cport, hport, addr in exposes}
     planned: dict[int, Port] = {}
@@ -213,8 +224,6 @@ def port_bindings(ports: list[Port]) -> dict[str, dict[str, str]]:
 
 
 def validate_host(host: str) -> str:
-    import ipaddress
-
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -244,6 +253,8 @@ class ContainerPlan:
     shm_size: int = DEFAULT_SHM_MB * 1024 * 1024
     nano_cpus: int | None = None
     memory: int | None = None
+    refused: tuple[str, ...] = ()
+    """What the spec asked for and did not get (host mounts from an image, addresses beyond ``--host``)."""
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for docker SDK's ``containers.create``."""
@@ -275,7 +286,7 @@ class ContainerPlan:
                 docker.types.DeviceRequest(
                     driver="nvidia",
                     count=0 if self.gpus.device_ids else self.gpus.count,
-                    device_ids=list(self.gpus.device_ids) or None,
+                    device_ids=list(self.gpus.device_ids),
                     capabilities=[["gpu"]],
                 )
             ]
@@ -312,10 +323,14 @@ def plan_container(
     options: RunOptions,
     authorized_keys: str,
     token: str,
+    from_image: bool = False,
 ) -> ContainerPlan:
     """Decide every container setting from the image's labels, its spec and the user's options.
 
-    ``spec`` is a ``frontend.spec.Spec`` or None (an image without a readable spec runs with defaults).
+    ``spec`` is a ``frontend.spec.Spec`` or None (an image without a spec runs with defaults).
+    ``from_image``: the spec is an image's label (`run --image`), not the user's own build file, so
+    it mounts no host directory but its ``data.envd`` ones. From either, a port goes beyond the
+    loopback only where ``--host`` allows it. `ContainerPlan.refused` says what was not done.
     """
     validate_name(name)
     validate_host(options.host)
@@ -332,21 +347,39 @@ def plan_container(
     jupyter_port = 0
     shm_mb = DEFAULT_SHM_MB
     spec_gpu_count: int | None = None
+    refused: list[str] = []
+    user_mounts = [parse_volume(v, base) for v in options.volumes]
     if spec is not None:
         runtime = spec.runtime
         for m in runtime.mounts:
-            host = Path(os.path.expandvars(m.host_path)).expanduser()
-            host = host if host.is_absolute() else base / host
-            mounts.append(BindMount(str(host), m.envd_path, create=m.create))
+            if from_image and any(u.target == container_path(m.envd_path) for u in user_mounts):
+                continue  # the user's -v decides where this one comes from
+            mount = spec_mount(m, base, from_image=from_image)
+            if mount is not None:
+                mounts.append(mount)
+            else:
+                refused.append(
+                    f"not mounting {m.host_path} at {m.envd_path} ({_where(m)}runtime.mount in the image's spec): "
+                    f"an image cannot choose host directories; pass -v {m.host_path}:{m.envd_path} to mount it"
+                )
         env.update(runtime.environ_dict)
-        exposes = tuple((e.envd_port, e.host_port, e.listen_addr) for e in runtime.exposes)
+        allowed: list[tuple[int, int, str]] = []
+        for e in runtime.exposes:
+            addr = listen_address(e.listen_addr, options.host)
+            if addr != e.listen_addr:
+                refused.append(
+                    f"publishing port {e.envd_port} on {addr}, not {e.listen_addr} ({_where(e)}runtime.expose): "
+                    f"only the command line publishes beyond this machine; pass --host {e.listen_addr} to allow it"
+                )
+            allowed.append((e.envd_port, e.host_port, addr))
+        exposes = tuple(allowed)
         if spec.jupyter is not None:
             jupyter_port = spec.jupyter.port
         if spec.shm_size is not None:
             shm_mb = spec.shm_size.size_mb
         if spec.gpu is not None:
             spec_gpu_count = spec.gpu.count
-    mounts.extend(parse_volume(v, base) for v in options.volumes)
+    mounts.extend(user_mounts)
     seen: set[str] = set()
     for m in mounts:
         if m.target in seen:
@@ -379,7 +412,54 @@ def plan_container(
         shm_size=parse_size(options.shm_size, what="--shm-size", default_unit="m") if options.shm_size else shm_mb * 1024 * 1024,
         nano_cpus=parse_cpus(options.cpus) if options.cpus else None,
         memory=parse_size(options.memory, what="--memory") if options.memory else None,
+        refused=tuple(refused),
     )
+
+
+def _where(item: Mount | Expose) -> str:
+    return f"{item.pos}: " if item.pos is not None else ""
+
+
+def data_root() -> str:
+    """`DATA_DIR` as an absolute, normalised path."""
+    return os.path.normpath(os.path.expanduser(DATA_DIR))
+
+
+def spec_mount(m: Mount, base: Path, *, from_image: bool) -> BindMount | None:
+    """A ``runtime.mount`` as a bind mount, or None when an image may not have it.
+
+    The host path is normalised before anything is decided, so ``data/../../x`` is ``x``. Only a
+    directory directly inside `data_root` (what ``data.envd(NAME)`` names) is created, never any
+    other path; a build file's other mounts must exist, an image's are refused.
+    """
+    raw = Path(os.path.expandvars(m.host_path)).expanduser()
+    host = os.path.normpath(raw if raw.is_absolute() else base / raw)
+    target = container_path(m.envd_path)
+    if os.path.dirname(host) == data_root() and _DATA_NAME.fullmatch(os.path.basename(host)):
+        return BindMount(host, target, create=True)
+    if from_image:
+        return None
+    if not os.path.exists(host):
+        raise UsageError(f"{_where(m)}runtime.mount(): the host path {m.host_path!r} ({host}) does not exist; "
+                         "create it, or mount a data.envd(NAME) directory, which envbuild creates")
+    return BindMount(host, target)
+
+
+def container_path(path: str) -> str:
+    """A ``runtime.mount`` target in the container: ``~`` is the envd user's home."""
+    if path == "~" or path.startswith("~/"):
+        path = HOME + path[1:]
+    return posixpath.normpath(path)
+
+
+def listen_address(wanted: str, host: str) -> str:
+    """The address a spec's ``runtime.expose(listen_addr=...)`` gets: its own when that stays on this
+    machine or the command line's ``--host`` covers it, else ``host``."""
+    asked = ipaddress.ip_address(wanted)
+    given = ipaddress.ip_address(host)
+    if asked.is_loopback or asked == given or (given.is_unspecified and given.version == asked.version):
+        return wanted
+    return host
 
 
 def check_options(options: RunOptions, base: Path) -> None:

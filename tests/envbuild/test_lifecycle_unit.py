@@ -154,3 +154,43 @@ def test_unrelated_container_with_the_name_is_not_touched(client: FakeClient, tm
     with pytest.raises(UsageError, match="not an envbuild environment"):
         lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path, force=True)  # type: ignore[arg-type]
     assert not client.removed
+
+
+def test_run_without_a_project_never_takes_over_a_projects_environment(client: FakeClient, tmp_path: Path) -> None:
+    lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=f"already belongs to {tmp_path}"):
+        lifecycle.bring_up(client, image="img:2", name="proj", project=None)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=f"already belongs to {tmp_path}"):
+        lifecycle.bring_up(client, image="img:1", name="proj", project=None, force=True)  # type: ignore[arg-type]
+    assert not client.removed and len(client.created) == 1
+    lifecycle.bring_up(client, image="img:1", name="loose", project=None)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="already belongs to no project"):
+        lifecycle.bring_up(client, image="img:1", name="loose", project=tmp_path)  # type: ignore[arg-type]
+
+
+def test_an_image_label_is_checked_like_a_build_file_before_anything_changes(client: FakeClient, tmp_path: Path) -> None:
+    from frontend.spec import Expose, Pos, Runtime
+
+    lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path)  # type: ignore[arg-type]
+    bad = Spec(runtime=Runtime(exposes=(Expose(8080, listen_addr="everywhere", pos=Pos("build.envd", 4, 5)),)))
+    labels = {**client.images["img:1"].attrs["Config"]["Labels"], "ai.envbuild.spec": bad.to_json()}
+    client.images["evil"] = FakeImage("sha256:4", labels)
+    with pytest.raises(UsageError) as info:
+        lifecycle.bring_up(client, image="evil", name="proj", project=tmp_path, force=True)  # type: ignore[arg-type]
+    assert str(info.value) == ("image 'evil': its ai.envbuild.spec label is refused: build.envd:4:5: runtime.expose(): "
+                               "'listen_addr' must be an IP address, got 'everywhere'")
+    client.images["broken"] = FakeImage("sha256:5", {**labels, "ai.envbuild.spec": "{not json"})
+    with pytest.raises(UsageError, match="label is refused: spec is not valid JSON"):
+        lifecycle.bring_up(client, image="broken", name="proj", project=tmp_path)  # type: ignore[arg-type]
+    assert not client.removed, "a refused image must leave the running environment alone"
+
+
+def test_refusals_reach_the_caller(client: FakeClient, tmp_path: Path) -> None:
+    from frontend.spec import Mount, Runtime
+
+    labels = {**client.images["img:1"].attrs["Config"]["Labels"],
+              "ai.envbuild.spec": Spec(runtime=Runtime(mounts=(Mount("/", "/host"),))).to_json()}
+    client.images["wide"] = FakeImage("sha256:6", labels)
+    result = lifecycle.bring_up(client, image="wide", name="wide", project=None)  # type: ignore[arg-type]
+    assert result.refused and "not mounting / at /host" in result.refused[0]
+    assert all(m["Source"] != "/" for m in client.created[-1].kwargs["mounts"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,7 @@ def test_plan_defaults(tmp_path: Path) -> None:
 
 def test_plan_with_spec_and_options(tmp_path: Path) -> None:
     (tmp_path / "extra").mkdir()
+    (tmp_path / "data").mkdir()
     spec = Spec(
         jupyter=Jupyter(token="fixed", port=18888),
         shm_size=ShmSize(512),
@@ -189,7 +191,7 @@ def test_plan_with_spec_and_options(tmp_path: Path) -> None:
     )
     plan = _plan(tmp_path, spec, gpus="1", cpus="1.5", memory="4g", volumes=("extra:/extra:ro",))
     assert plan.env["A"] == "2"
-    assert o.BindMount(str(tmp_path / "data"), "/data", create=True) in plan.mounts
+    assert o.BindMount(str(tmp_path / "data"), "/data") in plan.mounts  # only data.envd() directories are made
     assert o.BindMount(str(tmp_path / "extra"), "/extra", read_only=True) in plan.mounts
     assert plan.shm_size == 512 * 2**20
     assert {p.container_port: p.host_port for p in plan.ports} == {2222: 0, 8888: 18888, 6006: 16006}
@@ -303,3 +305,128 @@ def test_gpu_request_without_nvidia_runtime_is_a_clear_error() -> None:
     with pytest.raises(RuntimeFailure, match="no 'nvidia' runtime.*runc.*--no-gpu"):
         check_gpu_support(Info({"runc": {}}))  # type: ignore[arg-type]
     check_gpu_support(Info({"runc": {}, "nvidia": {"path": "nvidia-container-runtime"}}))  # type: ignore[arg-type]
+
+
+# ---- what a spec may do to the host (issue 15, items 1 and 2) ----------------------------------------
+
+class _Created:
+    def __init__(self) -> None:
+        self.containers = self
+        self.kwargs: dict[str, object] = {}
+
+    def create(self, **kwargs: object) -> _Created:
+        self.kwargs = kwargs
+        return self
+
+    def start(self) -> None:
+        pass
+
+    def reload(self) -> None:
+        pass
+
+
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def _mounting(host_path: str, envd_path: str = "/x", *, create: bool = True) -> Spec:
+    return Spec(runtime=Runtime(mounts=(Mount(host_path, envd_path, create=create),)))
+
+
+def test_a_mount_that_climbs_out_of_the_data_directory_is_never_created_or_opened_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from envbuild.runtime import engine
+
+    home = _home(tmp_path, monkeypatch)
+    climbing = _mounting("~/.cache/envbuild/data/../../../victim")
+    with pytest.raises(UsageError, match="does not exist"):
+        _plan(tmp_path, climbing)
+    assert not (home / "victim").exists()
+    (home / "victim").mkdir(mode=0o700)
+    plan = _plan(tmp_path, climbing)
+    assert o.BindMount(str(home / "victim"), "/x") in plan.mounts
+    engine.create(_Created(), plan)  # type: ignore[arg-type]
+    assert (home / "victim").stat().st_mode & 0o777 == 0o700
+
+
+def test_data_directories_are_made_private_and_existing_ones_kept_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from envbuild.runtime import engine
+
+    home = _home(tmp_path, monkeypatch)
+    plan = _plan(tmp_path, Spec(runtime=Runtime(mounts=(
+        Mount("~/.cache/envbuild/data/mnist", "~/mnist", create=True),
+        Mount("~/.cache/envbuild/data/shared", "/shared", create=True),
+    ))))
+    data = home / ".cache/envbuild/data"
+    assert o.BindMount(str(data / "mnist"), "/home/envd/mnist", create=True) in plan.mounts
+    data.mkdir(parents=True)
+    (data / "shared").mkdir()
+    (data / "shared").chmod(0o750)
+    umask = os.umask(0o022)
+    try:
+        engine.create(_Created(), plan)  # type: ignore[arg-type]
+    finally:
+        os.umask(umask)
+    assert (data / "mnist").stat().st_mode & 0o777 == 0o755
+    assert (data / "shared").stat().st_mode & 0o777 == 0o750
+    assert (data / "mnist").stat().st_uid == os.getuid()
+
+
+def test_a_data_directory_that_is_a_symlink_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from envbuild.errors import RuntimeFailure
+    from envbuild.runtime import engine
+
+    home = _home(tmp_path, monkeypatch)
+    data = home / ".cache/envbuild/data"
+    data.mkdir(parents=True)
+    (home / "elsewhere").mkdir(mode=0o700)
+    (data / "link").symlink_to(home / "elsewhere")
+    plan = _plan(tmp_path, _mounting("~/.cache/envbuild/data/link"))
+    with pytest.raises(RuntimeFailure, match="symlink"):
+        engine.create(_Created(), plan)  # type: ignore[arg-type]
+    assert (home / "elsewhere").stat().st_mode & 0o777 == 0o700
+
+
+def _from_image(tmp_path: Path, spec: Spec, **opts: object) -> o.ContainerPlan:
+    return o.plan_container(name="proj", image="img:dev", image_labels=LABELS, spec=spec, project=tmp_path,
+                            options=o.RunOptions(**opts), authorized_keys="k", token="tok", from_image=True)
+
+
+def test_an_image_mounts_no_host_directory_unless_the_command_line_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = _home(tmp_path, monkeypatch)
+    (tmp_path / "etc").mkdir()
+    spec = Spec(runtime=Runtime(mounts=(
+        Mount("/", "/host"), Mount(str(tmp_path / "etc"), "/cfg"), Mount("~/.cache/envbuild/data/d", "/d", create=True),
+    )))
+    plan = _from_image(tmp_path, spec)
+    assert [m.target for m in plan.mounts] == ["/home/envd/proj", "/d"]
+    assert plan.mounts[1] == o.BindMount(str(home / ".cache/envbuild/data/d"), "/d", create=True)
+    assert len(plan.refused) == 2 and "not mounting / at /host" in plan.refused[0], plan.refused
+    assert f"-v {tmp_path / 'etc'}:/cfg" in plan.refused[1]
+    plan = _from_image(tmp_path, spec, volumes=(f"{tmp_path / 'etc'}:/cfg:ro",))
+    assert o.BindMount(str(tmp_path / "etc"), "/cfg", read_only=True) in plan.mounts
+    assert len(plan.refused) == 1
+
+
+@pytest.mark.parametrize("from_image", [True, False])
+def test_ports_go_beyond_the_loopback_only_where_host_allows(tmp_path: Path, from_image: bool) -> None:
+    spec = Spec(runtime=Runtime(exposes=(Expose(8080, listen_addr="0.0.0.0"), Expose(9090, listen_addr="127.0.0.2"),
+                                         Expose(7070, listen_addr="10.1.2.3"))))
+    plan = o.plan_container(name="proj", image="img:dev", image_labels=LABELS, spec=spec, project=tmp_path,
+                            options=o.RunOptions(), authorized_keys="k", token="t", from_image=from_image)
+    addrs = {p.container_port: p.host_ip for p in plan.ports}
+    assert addrs == {2222: "127.0.0.1", 8888: "127.0.0.1", 8080: "127.0.0.1", 9090: "127.0.0.2", 7070: "127.0.0.1"}
+    assert [r.split(" (")[0] for r in plan.refused] == ["publishing port 8080 on 127.0.0.1, not 0.0.0.0",
+                                                         "publishing port 7070 on 127.0.0.1, not 10.1.2.3"]
+    assert "--host 0.0.0.0" in plan.refused[0]
+    plan = o.plan_container(name="proj", image="img:dev", image_labels=LABELS, spec=spec, project=tmp_path,
+                            options=o.RunOptions(host="0.0.0.0"), authorized_keys="k", token="t", from_image=from_image)
+    assert {p.container_port: p.host_ip for p in plan.ports}[8080] == "0.0.0.0" and not plan.refused

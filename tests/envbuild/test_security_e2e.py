@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -27,6 +28,7 @@ import pytest
 
 ENVBUILD = Path(sys.executable).with_name("envbuild")
 BASE_IMAGE = "local/debian:bookworm"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 @pytest.fixture
@@ -440,3 +442,96 @@ def test_sshd_accepts_only_the_users_key(env: dict[str, str], tmp_path: Path) ->
         assert r.returncode == 255 and "Permission denied (publickey)" in r.stderr, r.stderr
     finally:
         envbuild(["destroy", "--name", name, "--image"], env, timeout=120)
+
+
+# ---- what a build file or an image may do to the host (issue 15: items 1, 2, 10) -----------------
+
+def _inspect(name: str) -> dict:  # type: ignore[type-arg]
+    out = subprocess.run(["docker", "inspect", name], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)[0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_mounts_and_addresses_a_spec_asks_for_stay_inside_what_the_user_allowed(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A session: `up` with a build file that climbs out of the data directory, then `run --image` of
+    the same image with an edited spec label, then `run --image` over the project's environment."""
+    from frontend.spec import Expose, Mount, Pos, Spec
+
+    home = Path(env["HOME"])
+    proj = tmp_path / f"sec-mnt-{uuid.uuid4().hex[:6]}"
+    proj.mkdir()
+    (proj / "build.envd").write_text(
+        "def build():\n"
+        f'    base(image="{BASE_IMAGE}", dev=True)\n'
+        '    runtime.mount(host_path="~/.cache/envbuild/data/../../../victim", envd_path="/victim")\n'
+        '    runtime.mount(host_path=data.envd("kept"), envd_path="~/kept")\n'
+        '    runtime.expose(envd_port=8080, listen_addr="0.0.0.0")\n'
+    )
+    name, evil, wide = proj.name, f"{proj.name}-evil", f"{proj.name}-wide"
+    image = f"{name.lower()}:dev"
+    try:
+        up = envbuild(["up", "-d", "-p", str(proj), "--ca-cert", CA_BUNDLE], env, timeout=1500)
+        assert up.returncode == 2, up.stderr[-3000:]
+        assert "build.envd:3:5: runtime.mount(): the host path" in up.stderr and "does not exist" in up.stderr
+        assert not (home / "victim").exists(), "a build file made a directory outside the data directory"
+
+        (home / "victim").mkdir(mode=0o700)
+        up = envbuild(["up", "-d", "-p", str(proj), "--format", "json", "--ca-cert", CA_BUNDLE], env, timeout=600)
+        assert up.returncode == 0, up.stderr[-3000:]
+        assert (home / "victim").stat().st_mode & 0o777 == 0o700, "up changed the mode of a directory it did not make"
+        kept = home / ".cache/envbuild/data/kept"
+        assert kept.is_dir() and kept.stat().st_mode & 0o777 == 0o755 and kept.stat().st_uid == os.getuid()
+        assert "refused: publishing port 8080 on 127.0.0.1, not 0.0.0.0" in up.stderr, up.stderr
+        assert {p["host_ip"] for p in json.loads(up.stdout)["ports"]} == {"127.0.0.1"}
+        project_container = _inspect(name)["Id"]
+
+        label = Spec.from_json(_inspect(image)["Config"]["Labels"]["ai.envbuild.spec"])
+        at = Pos("build.envd", 9, 5)
+        edited = dataclasses.replace(label, runtime=dataclasses.replace(
+            label.runtime,
+            mounts=(Mount("/", "/host", pos=at), Mount("~/.cache/envbuild/data/../../.ssh", "/ssh", True, at),
+                    Mount("~/.cache/envbuild/data/fresh", "/fresh", True, at)),
+            exposes=(Expose(8080, listen_addr="0.0.0.0", pos=at),),
+        ))
+        subprocess.run(["docker", "build", "-q", "-t", f"{evil}:dev", "--label", f"ai.envbuild.spec={edited.to_json()}",
+                        "-"], input=f"FROM {image}\n", text=True, check=True, capture_output=True)
+        run = envbuild(["run", "--image", f"{evil}:dev", "--name", evil, "-d"], env, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        refused = [ln for ln in run.stderr.splitlines() if ln.startswith("refused: ")]
+        assert len(refused) == 3, run.stderr
+        assert "not mounting / at /host" in refused[0] and "not mounting ~/.cache/envbuild/data/../../.ssh" in refused[1]
+        assert "publishing port 8080 on 127.0.0.1, not 0.0.0.0" in refused[2]
+        info = _inspect(evil)
+        assert [m["Source"] for m in info["Mounts"]] == [str(home / ".cache/envbuild/data/fresh")]
+        assert {b[0]["HostIp"] for b in info["HostConfig"]["PortBindings"].values()} == {"127.0.0.1"}
+        assert not (home / ".ssh").exists() or (home / ".ssh").stat().st_mode & 0o777 != 0o777
+
+        allowed = envbuild(["run", "--image", f"{evil}:dev", "--name", wide, "-d", "--host", "0.0.0.0",
+                            "-v", f"{home / 'victim'}:/host:ro"], env, timeout=600)
+        assert allowed.returncode == 0, allowed.stderr[-3000:]
+        assert "not mounting / at /host" not in allowed.stderr and "publishing port" not in allowed.stderr
+        info = _inspect(wide)
+        assert str(home / "victim") in [m["Source"] for m in info["Mounts"]]
+        assert info["HostConfig"]["PortBindings"]["8080/tcp"][0]["HostIp"] == "0.0.0.0"
+
+        broken = dataclasses.replace(label, runtime=dataclasses.replace(
+            label.runtime, exposes=(Expose(8080, listen_addr="everywhere", pos=at),)))
+        subprocess.run(["docker", "build", "-q", "-t", f"{evil}:bad", "--label", f"ai.envbuild.spec={broken.to_json()}",
+                        "-"], input=f"FROM {image}\n", text=True, check=True, capture_output=True)
+        bad = envbuild(["run", "--image", f"{evil}:bad", "--name", f"{evil}-bad", "-d"], env, timeout=120)
+        assert bad.returncode == 2, bad.stderr
+        assert bad.stderr.strip() == (f"envbuild: error: image '{evil}:bad': its ai.envbuild.spec label is refused: "
+                                      "build.envd:9:5: runtime.expose(): 'listen_addr' must be an IP address, "
+                                      "got 'everywhere'")
+
+        takeover = envbuild(["run", "--image", f"{evil}:dev", "--name", name, "-d"], env, timeout=120)
+        assert takeover.returncode == 2 and f"already belongs to {proj}" in takeover.stderr, takeover.stderr
+        assert _inspect(name)["Id"] == project_container and _inspect(name)["State"]["Running"]
+    finally:
+        for n in (evil, wide, f"{evil}-bad"):
+            envbuild(["destroy", "--name", n], env, timeout=120)
+        envbuild(["destroy", "--name", name, "--image"], env, timeout=120)
+        subprocess.run(["docker", "rmi", "-f", f"{evil}:dev", f"{evil}:bad"], capture_output=True, check=False)

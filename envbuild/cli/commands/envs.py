@@ -171,7 +171,7 @@ def run(
     fmt: str = typer.Option("text", "--format", help="Output format: text or json."),
     timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for sshd and Jupyter."),
 ) -> None:
-    """Start an environment from an image someone else built (its settings come from the spec label)."""
+    """Start an environment from an image someone else built (settings from its spec label, checked like a build file: host directories only with -v, addresses only with --host)."""
     from envbuild.runtime import engine, lifecycle
     from envbuild.runtime.options import check_options, name_from_dir, project_dir, validate_name
 
@@ -191,7 +191,7 @@ def run(
         env_name = name_from_dir(Path(labels.get("ai.envbuild.project") or image.split("/")[-1].split(":")[0]))
     result = lifecycle.bring_up(client, image=image, name=env_name, project=project, options=options,
                                 force=force, timeout=timeout)
-    report(result.environment, action=result.action, built=None, image=image, fmt=fmt)
+    report(result.environment, action=result.action, built=None, image=image, fmt=fmt, refused=result.refused)
     if not detach:
         open_shell(result.environment.name, result.environment.workdir)
 

@@ -15,6 +15,7 @@ from envbuild.errors import UsageError
 if TYPE_CHECKING:
     from envbuild.runtime.engine import Environment
     from envbuild.runtime.options import RunOptions
+    from frontend.spec import Spec
 
 DEFAULT_FILE = "build.envd:build"
 
@@ -53,9 +54,12 @@ def run_options(host: str, gpus: Optional[str], no_gpu: bool, volume: list[str],
                       cpus=cpus, memory=memory)
 
 
-def report(env: Environment, *, action: str, built: Optional[bool], image: str, fmt: str) -> None:
+def report(env: Environment, *, action: str, built: Optional[bool], image: str, fmt: str,
+           refused: tuple[str, ...] = ()) -> None:
     from envbuild.runtime import output
 
+    for text in refused:
+        print(f"refused: {text}", file=sys.stderr)
     if fmt == "json":
         typer.echo(output.up_json(env, action=action, built=built, image=image))
     else:
@@ -66,17 +70,16 @@ def report(env: Environment, *, action: str, built: Optional[bool], image: str, 
 
 def _build(
     project: Path, file: str, function: Optional[str], *, ca_cert: Optional[str], fmt: str, locked: bool = False
-) -> tuple[str, bool, Optional[str]]:
+) -> tuple[str, bool, Spec]:
     """Build (or find up to date) the project's image with the build API: (image tag, whether it built,
-    the build file's Jupyter token, which the image does not hold)."""
+    the evaluated spec, whose Jupyter token the image does not hold)."""
     from envbuild.build import BuildOptions, build
     from envbuild.progress import make_progress
 
     options = BuildOptions(path=str(project / file), function=function, ca_cert=ca_cert, locked=locked)
     with make_progress("auto" if fmt == "text" else "plain", sys.stderr) as progress:
         result = build(options, on_event=progress, on_note=lambda note: print(f"note: {note}", file=sys.stderr))
-    jupyter = result.spec.jupyter
-    return result.tag, not result.up_to_date, (jupyter.token or None) if jupyter is not None else None
+    return result.tag, not result.up_to_date, result.spec
 
 
 @app.command()
@@ -127,12 +130,13 @@ def up(
     from envbuild.runtime import engine, lifecycle
 
     client = engine.connect()
-    image, built, token = _build(project, build_file, function, ca_cert=str(ca_cert) if ca_cert else None, fmt=fmt,
-                          locked=locked)
+    image, built, spec = _build(project, build_file, function, ca_cert=str(ca_cert) if ca_cert else None, fmt=fmt,
+                                locked=locked)
     if fmt == "text":
         print(f"Starting {env_name} from {image}; waiting for sshd and Jupyter...", file=sys.stderr)
+    token = (spec.jupyter.token or None) if spec.jupyter is not None else None
     result = lifecycle.bring_up(client, image=image, name=env_name, project=project, options=options,
-                                force=force, timeout=timeout, jupyter_token=token)
-    report(result.environment, action=result.action, built=built, image=image, fmt=fmt)
+                                force=force, timeout=timeout, jupyter_token=token, spec=spec)
+    report(result.environment, action=result.action, built=built, image=image, fmt=fmt, refused=result.refused)
     if not detach:
         open_shell(result.environment.name, result.environment.workdir)
