@@ -11,8 +11,9 @@ The skip check needs no BuildKit connection: when an image with the tag exists a
 from __future__ import annotations
 
 import os
+import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from envbuild import __version__
@@ -21,6 +22,8 @@ from envbuild.errors import BuildFailed, EngineUnreachable, UsageError
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
+
+    import llb
 
     from envbuild.compiler import CompiledBuild
     from envbuild.compiler.mirrors import Mirrors
@@ -282,21 +285,52 @@ def read_ca_cert(options: BuildOptions) -> bytes | None:
 def skip_check_names(prep: Prepared, outputs: BuildOutputOptions | None) -> tuple[str, ...]:
     """The image names the up-to-date check must find, or () when it does not apply: only a plain
     export into the engine's store (no push, no file, no cache export, no explicit platform)."""
+    return skip_check_names_for(outputs, prep.tag)
+
+
+def skip_check_names_for(outputs: BuildOutputOptions | None, default: str) -> tuple[str, ...]:
+    """`skip_check_names` for a build whose default image name is ``default``."""
     if outputs is None:
-        return (prep.tag,)
+        return (default,)
     out = outputs.outputs[0] if outputs.outputs else None
     if outputs.push or outputs.platforms or outputs.cache_exports:
         return ()
     if out is not None and (out.type != "docker" or out.dest):
         return ()
-    names = (out.names if out is not None else ()) or outputs.tags or (prep.tag,)
+    names = (out.names if out is not None else ()) or outputs.tags or (default,)
     return tuple(names)
 
 
 def _all_up_to_date(prep: Prepared, names: tuple[str, ...]) -> bool:
-    from dataclasses import replace
-
     return bool(names) and all(is_up_to_date(replace(prep, tag=n)) for n in names)
+
+
+def up_to_date(prep: Prepared, options: BuildOptions) -> bool:
+    """True when every image the build would deliver exists, built from exactly these inputs."""
+    return not options.no_cache and _all_up_to_date(prep, skip_check_names(prep, options.outputs))
+
+
+def quick_up_to_date(options: BuildOptions) -> tuple[str, str] | None:
+    """(tag, content digest) when `envbuild.quickcheck` vouches, without evaluating build.envd, that
+    the one image this build delivers is up to date; None means "evaluate and check fully"."""
+    from envbuild import quickcheck
+    from envbuild.naming import default_tag, project_name
+    from frontend.target import split_target_text
+
+    outputs = options.outputs
+    if options.no_cache or (outputs is not None and (outputs.outputs or len(outputs.tags) > 1)):
+        return None
+    build_file, function = split_target_text(os.fspath(options.path))
+    context_dir, build_file = quickcheck.locate(build_file)
+    project = project_name(os.path.basename(context_dir))
+    tag = options.tag or default_tag(project)
+    if skip_check_names_for(outputs, tag) != (tag,):
+        return None
+    digest = quickcheck.up_to_date(
+        build_file=build_file, function=options.function or function or "build", tag=tag, project=project,
+        owner=options.owner, network=options.network,
+    )
+    return (tag, digest) if digest is not None else None
 
 
 def build(
@@ -308,31 +342,34 @@ def build(
     """Build and deliver the outputs the options ask for (the engine's image store by default)."""
     t0 = time.monotonic()
     prep = prepare(options)
-    ca = read_ca_cert(options)
-    names = skip_check_names(prep, options.outputs)
-    if not options.no_cache and _all_up_to_date(prep, names):
+    if up_to_date(prep, options):
         return BuildResult(prep.tag, None, True, time.monotonic() - t0, prep.spec, prep.digest)
+    return build_prepared(prep, options, on_event=on_event, on_note=on_note)
 
+
+def build_prepared(
+    prep: Prepared,
+    options: BuildOptions,
+    *,
+    on_event: Callable[[Any], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> BuildResult:
+    """Connect to the builder, plan the solves the outputs need, run them and deliver the results
+    (no up-to-date check: `build` and the CLI make it first)."""
     import llb
     from envbuild import contexts, publish
-    from envbuild.compiler.compile import solve_secrets
     from envbuild.compiler.mirrors import Mirrors
     from envbuild.outputs import BuildOutputOptions, builder_caps, plan_build
 
+    t0 = time.monotonic()
+    ca = read_ca_cert(options)
     environ = os.environ if options.environ is None else options.environ
-    mirrors = Mirrors.load(environ)
-    note = on_note or (lambda _text: None)
     rb = contexts.resolve_builder(options.builder, env=environ)
     try:
         client = rb.connect()
     except llb.LLBError as exc:
         raise EngineUnreachable(f"{exc} [{rb.describe()}]") from None
-    import secrets as _secrets
-
-    cache_bust = _secrets.token_hex(8) if options.no_cache else ""
     out_opts = options.outputs or BuildOutputOptions()
-    compiled_last: list[CompiledBuild] = []
-    notes: list[str] = []
     with client:
         try:
             workers = client.list_workers()
@@ -341,40 +378,10 @@ def build(
         except llb.LLBError:
             workers = []
         plan = plan_build(out_opts, caps=builder_caps(rb.kind), default_name=prep.tag, workers=workers)
-        explicit_platform = bool(out_opts.platforms)
-        secrets: dict[str, bytes] = {}
-
-        def solve(step: Any) -> Any:
-            platform = str(step.platform) if explicit_platform else None
-            if len(plan.solves) > 1:
-                note(f"building {step.describe}")
-            exts = prepare_extensions(prep, mirrors, arch=step.platform.architecture)
-            compiled = compile_for(
-                prep, options, client=client, cache_bust=cache_bust, platform=platform, mirrors=mirrors, extensions=exts
-            )
-            compiled_last[:] = [compiled]
-            for text in compiled.notes:
-                if text not in notes:
-                    notes.append(text)
-                    note(text)
-            secrets.update(solve_secrets(compiled, ca))
-            try:
-                return client.solve(
-                    compiled.definition(),
-                    export=step.export,
-                    cache_imports=step.cache_imports,
-                    cache_exports=step.cache_exports,
-                    image_config=compiled.image_config() if step.is_image else None,
-                    local_dirs=dict(compiled.local_dirs),
-                    secrets=secrets,
-                    entitlements=compiled.entitlements,
-                    on_event=on_event,
-                )
-            except llb.ExecError as exc:
-                raise _step_failed(exc, compiled) from None
-
+        solver = _Solver(prep, options, client, Mirrors.load(environ), ca, on_event, on_note or (lambda _text: None),
+                         explicit_platform=bool(out_opts.platforms), several=len(plan.solves) > 1)
         try:
-            outcomes = publish.execute_plan(plan, solve, docker_host=rb.docker_host, on_message=note)
+            outcomes = publish.execute_plan(plan, solver.solve, docker_host=rb.docker_host, on_message=solver.note)
         except llb.BuilderUnreachable as exc:
             raise EngineUnreachable(f"{exc} [{rb.describe()}]") from None
         except llb.Cancelled:
@@ -386,8 +393,68 @@ def build(
     tag = next((o.step.image_names[0] for o in outcomes if o.step.image_names), prep.tag)
     return BuildResult(
         tag, getattr(last, "image_id", None), False, time.monotonic() - t0, prep.spec, prep.digest,
-        steps=steps, notes=tuple(notes), outcomes=tuple(outcomes),
+        steps=steps, notes=tuple(solver.notes), outcomes=tuple(outcomes),
     )
+
+
+class _Solver:
+    """One build's solves: compile for the planned step's platform, then solve with the build's
+    secrets; notes are passed on once each."""
+
+    def __init__(
+        self,
+        prep: Prepared,
+        options: BuildOptions,
+        client: llb.Client,
+        mirrors: Mirrors,
+        ca: bytes | None,
+        on_event: Callable[[Any], None] | None,
+        note: Callable[[str], None],
+        *,
+        explicit_platform: bool,
+        several: bool,
+    ) -> None:
+        self.prep, self.options, self.client, self.mirrors, self.ca = prep, options, client, mirrors, ca
+        self.on_event, self._note = on_event, note
+        self.explicit_platform, self.several = explicit_platform, several
+        self.cache_bust = secrets.token_hex(8) if options.no_cache else ""
+        self.secrets: dict[str, bytes] = {}
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        self._note(text)
+
+    def solve(self, step: Any) -> Any:
+        import llb
+        from envbuild.compiler.compile import solve_secrets
+
+        platform = str(step.platform) if self.explicit_platform else None
+        if self.several:
+            self.note(f"building {step.describe}")
+        exts = prepare_extensions(self.prep, self.mirrors, arch=step.platform.architecture)
+        compiled = compile_for(
+            self.prep, self.options, client=self.client, cache_bust=self.cache_bust, platform=platform,
+            mirrors=self.mirrors, extensions=exts,
+        )
+        for text in compiled.notes:
+            if text not in self.notes:
+                self.notes.append(text)
+                self.note(text)
+        self.secrets.update(solve_secrets(compiled, self.ca))
+        try:
+            return self.client.solve(
+                compiled.definition(),
+                export=step.export,
+                cache_imports=step.cache_imports,
+                cache_exports=step.cache_exports,
+                image_config=compiled.image_config() if step.is_image else None,
+                local_dirs=dict(compiled.local_dirs),
+                secrets=self.secrets,
+                entitlements=compiled.entitlements,
+                on_event=self.on_event,
+            )
+        except llb.ExecError as exc:
+            raise _step_failed(exc, compiled) from None
 
 
 def _step_failed(exc: Any, compiled: CompiledBuild) -> BuildFailed:

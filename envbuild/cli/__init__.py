@@ -1,5 +1,6 @@
 """The `envbuild` command line: thin typer commands over importable library calls."""
 
-from envbuild.cli.app import main
+from envbuild.cli import commands  # noqa: F401 - each command module registers its commands on `app`
+from envbuild.cli.app import app, main
 
-__all__ = ["main"]
+__all__ = ["app", "main"]

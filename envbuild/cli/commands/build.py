@@ -4,14 +4,18 @@ when nothing changed."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from envbuild.cli.app import app
-from envbuild.cli.args import PROGRESS_MODES, build_target, parse_owner
+from envbuild.cli.args import NETWORKS, PROGRESS_MODES, build_target, parse_owner
 from envbuild.errors import UsageError
+
+if TYPE_CHECKING:
+    from envbuild.build import BuildOptions, BuildResult
 
 
 @app.command()
@@ -54,28 +58,65 @@ def build(
     ),
 ) -> None:
     """Build the environment image; finishes at once when nothing changed."""
-    from envbuild.build import BuildOptions
-    from envbuild.build import build as run_build
-    from envbuild.outputs import parse_build_options
-
     if progress not in PROGRESS_MODES:
         raise UsageError(f"invalid --progress {progress!r}: use one of {', '.join(PROGRESS_MODES)}")
-    if network not in ("sandbox", "host"):
+    if network not in NETWORKS:
         raise UsageError(f"invalid --network {network!r}: use sandbox or host")
+    options = _build_options(
+        path, file, tag or [], output, push=push, platform=platform or [], export_cache=export_cache or [],
+        import_cache=import_cache or [], no_cache=no_cache, ca_cert=ca_cert, owner=owner, network=network,
+        python_mirror=python_mirror, builder=builder, locked=locked, offline=offline,
+    )
+    from envbuild.build import build_prepared, prepare, quick_up_to_date, up_to_date
+
+    quick = quick_up_to_date(options)  # the image's inputs unchanged: no need to evaluate build.envd
+    if quick is not None:
+        print(f"{quick[0]} is up to date ({quick[1][:19]})", file=sys.stderr)
+        return
+    prep = prepare(options)
+    if up_to_date(prep, options):
+        print(f"{prep.tag} is up to date ({prep.digest[:19]})", file=sys.stderr)
+        return
+    from envbuild.progress import make_progress
+
+    with make_progress(progress, sys.stderr) as view:
+        result = build_prepared(prep, options, on_event=view, on_note=_note)
+    _report(result, view.summary(), progress)
+
+
+def _build_options(
+    path: Path,
+    file: str | None,
+    tags: list[str],
+    output: str | None,
+    *,
+    push: bool,
+    platform: list[str],
+    export_cache: list[str],
+    import_cache: list[str],
+    no_cache: bool,
+    ca_cert: Path | None,
+    owner: str | None,
+    network: str,
+    python_mirror: str | None,
+    builder: str | None,
+    locked: bool,
+    offline: bool,
+) -> BuildOptions:
+    """The command line as `BuildOptions`, with the CLI's usage errors."""
+    from envbuild.build import BuildOptions
+    from envbuild.outputs import parse_build_options
+
     target, function = build_target(path, file)
     outputs = parse_build_options(
-        outputs=[output] if output is not None else [],
-        tags=tag or [],
-        push=push,
-        platforms=platform or [],
-        export_cache=export_cache or [],
-        import_cache=import_cache or [],
+        outputs=[output] if output is not None else [], tags=tags, push=push, platforms=platform,
+        export_cache=export_cache, import_cache=import_cache,
     )
     out = outputs.outputs[0] if outputs.outputs else None
     if out is not None and out.names and outputs.tags and set(out.names) != set(outputs.tags):
         raise UsageError("--tag and --output name= disagree; give the names once")
     names = (out.names if out is not None else ()) or outputs.tags
-    options = BuildOptions(
+    return BuildOptions(
         path=target,
         function=function,
         tag=names[0] if names else None,
@@ -89,24 +130,14 @@ def build(
         offline=offline,
         outputs=outputs,
     )
-    from envbuild.progress import make_progress
 
-    def note(text: str) -> None:
-        print(f"note: {text}" if not text.startswith(("warning:", "pushing", "saving")) else text, file=sys.stderr)
 
-    from envbuild.build import _all_up_to_date, prepare, skip_check_names
+def _note(text: str) -> None:
+    print(f"note: {text}" if not text.startswith(("warning:", "pushing", "saving")) else text, file=sys.stderr)
 
-    if not no_cache:
-        prep = prepare(options)
-        if _all_up_to_date(prep, skip_check_names(prep, outputs)):
-            print(f"{prep.tag} is up to date ({prep.digest[:19]})", file=sys.stderr)
-            return
-    with make_progress(progress, sys.stderr) as view:
-        result = run_build(options, on_event=view, on_note=note)
-    counts = view.summary()
-    if result.up_to_date:
-        print(f"{result.tag} is up to date ({result.digest[:19]})", file=sys.stderr)
-        return
+
+def _report(result: BuildResult, counts: Mapping[str, int], progress: str) -> None:
+    """What was built and pushed on stderr; the image ids (or the tag) on stdout, for scripts."""
     if progress != "json":
         what = ", ".join(o.step.describe for o in result.outcomes) or result.tag
         print(

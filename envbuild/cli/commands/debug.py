@@ -1,17 +1,17 @@
-"""`envbuild debug llb|spec`: what a build would do, offline (no engine or registry needed).
-
-The bodies live in `envbuild.cli.fast`, which also runs them without typer for simple command lines.
-"""
+"""`envbuild debug llb|spec`: what a build would do, offline (no engine or registry needed)."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from envbuild.cli import fast
 from envbuild.cli.app import app
+from envbuild.cli.args import build_target, parse_owner
+from envbuild.errors import UsageError
 
 debug_app = typer.Typer(help="Show the spec or the LLB a build file compiles to (offline).", no_args_is_help=True)
 app.add_typer(debug_app, name="debug")
@@ -23,7 +23,11 @@ def spec_cmd(
     file: Optional[str] = typer.Option(None, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
 ) -> None:
     """Print the evaluated spec as JSON."""
-    fast.debug_spec(path, file)
+    from envbuild.build import BuildOptions, evaluate
+
+    target, function = build_target(path, file)
+    spec, _ = evaluate(BuildOptions(path=target, function=function))
+    typer.echo(spec.to_json(indent=2))
 
 
 @debug_app.command("llb")
@@ -35,4 +39,22 @@ def llb_cmd(
     image_config: bool = typer.Option(False, "--image-config", help="Print the image config instead."),
 ) -> None:
     """Print the LLB the build file compiles to (base image config from the engine's store if it has it)."""
-    fast.debug_llb(path, file, fmt, owner, image_config)
+    from envbuild.build import BuildOptions, compile_for, prepare
+
+    if fmt not in ("json", "dot"):
+        raise UsageError(f"invalid --format {fmt!r}: use json or dot")
+    target, function = build_target(path, file)
+    options = BuildOptions(path=target, function=function, owner=parse_owner(owner))
+    compiled = compile_for(prepare(options, labels=image_config), options)  # the LLB carries no labels
+    for note in compiled.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if image_config:
+        typer.echo(json.dumps(dict(compiled.image), indent=2, sort_keys=True, default=list))
+        return
+    definition = compiled.definition()
+    if fmt == "dot":
+        typer.echo(definition.to_dot())
+        return
+    lines = [json.dumps(op, sort_keys=True, separators=(",", ":")) for op in definition.to_json()]
+    if lines:
+        typer.echo("\n".join(lines))

@@ -1,14 +1,16 @@
-"""`envbuild version` (the body is shared with the fast path in `envbuild.cli.fast`)."""
+"""`envbuild version`."""
 
 from __future__ import annotations
 
+import platform
+
 import typer
 
-from envbuild.cli import fast
+from envbuild import __version__
 from envbuild.cli.app import app
 
 
 @app.command()
 def version(short: bool = typer.Option(False, "--short", help="Print only the version number.")) -> None:
     """Print envbuild's version."""
-    fast.version(short)
+    typer.echo(__version__ if short else f"envbuild {__version__} (Python {platform.python_version()})")
