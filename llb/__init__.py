@@ -7,7 +7,8 @@ is imported on first use, so `import llb` stays cheap.
 
 from __future__ import annotations
 
-import sys
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .definition import MAX_DEFINITION_BYTES, Definition
 from .errors import (
@@ -26,21 +27,30 @@ from .platform import Platform
 from .source import DEFAULT_PATH, git, http, image, local, normalize_image_ref, scratch
 from .state import Network, State
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
-    from typing import Any
-    from .client import *  # noqa: F403
-    from .export import *  # noqa: F403
-    from .progress import *  # noqa: F403
+    from .client import Client, SolveResult, WorkerInfo, connect
+    from .connection import TLSConfig
+    from .export import (
+        CacheOption,
+        DockerImage,
+        DockerTarExport,
+        Export,
+        ImageConfig,
+        ImageExport,
+        LocalExport,
+        OCIExport,
+        TarExport,
+    )
+    from .progress import LogEvent, ProgressEvent, StatusEvent, VertexEvent, VertexInfo
 
-# Client-side names, resolved on first access so that `import llb` never imports grpc.
+# The client side (gRPC, sessions, exports), imported on first access: a program that only builds
+# and marshals graphs, such as `envbuild debug llb`, never loads grpc.
 _LAZY: dict[str, str] = {
     "connect": "client",
     "Client": "client",
-    "TLSConfig": "client",
+    "TLSConfig": "connection",
     "WorkerInfo": "client",
     "SolveResult": "client",
-    "VertexInfo": "progress",
     "Export": "export",
     "DockerImage": "export",
     "ImageExport": "export",
@@ -50,31 +60,21 @@ _LAZY: dict[str, str] = {
     "DockerTarExport": "export",
     "ImageConfig": "export",
     "CacheOption": "export",
+    "VertexInfo": "progress",
     "ProgressEvent": "progress",
     "VertexEvent": "progress",
     "StatusEvent": "progress",
     "LogEvent": "progress",
 }
-_LAZY_MODULES = ("client", "export", "progress")
 
 
 def __getattr__(name: str) -> Any:
     home = _LAZY.get(name)
     if home is None:
         raise AttributeError(f"module 'llb' has no attribute {name!r}")
-    for module_name in (home, *(m for m in _LAZY_MODULES if m != home)):
-        try:
-            __import__(f"{__name__}.{module_name}")  # not importlib: ~0.5 ms of every start-up
-            module = sys.modules[f"{__name__}.{module_name}"]
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{module_name}":
-                raise
-            continue
-        if hasattr(module, name):
-            value = getattr(module, name)
-            globals()[name] = value
-            return value
-    raise AttributeError(f"module 'llb' has no attribute {name!r} (the client part of llb does not provide it)")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
@@ -118,6 +118,24 @@ __all__ = [
     "ExecError",
     "Cancelled",
     "UnsupportedByBuilder",
-    # client (lazy)
-    *_LAZY,
+    # client (imported on first use, see _LAZY)
+    "connect",
+    "Client",
+    "TLSConfig",
+    "WorkerInfo",
+    "SolveResult",
+    "Export",
+    "DockerImage",
+    "ImageExport",
+    "LocalExport",
+    "TarExport",
+    "OCIExport",
+    "DockerTarExport",
+    "ImageConfig",
+    "CacheOption",
+    "VertexInfo",
+    "ProgressEvent",
+    "VertexEvent",
+    "StatusEvent",
+    "LogEvent",
 ]

@@ -9,24 +9,18 @@ digests, which is what makes BuildKit's cache hit.
 from __future__ import annotations
 
 
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
 from . import _wire
-from ._record import field, record
 from .errors import InvalidGraph
 from .platform import Platform
 from .state import MarshalContext, Output, Vertex
 
-try:  # the builtin module (3.12+: _sha2): hashlib loads OpenSSL, ~4 ms of start-up, for the same digest
-    from _sha256 import sha256
-except ImportError:  # pragma: no cover - depends on the Python version
-    try:
-        from _sha2 import sha256  # type: ignore[no-redef]
-    except ImportError:
-        from hashlib import sha256  # type: ignore[assignment]
-
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from typing import Any, IO
     from ._proto import ops_pb2
 
 __all__ = ["Definition", "marshal", "MAX_DEFINITION_BYTES"]
@@ -37,7 +31,7 @@ MAX_DEFINITION_BYTES = 4 * 1024 * 1024 - 64 * 1024
 
 
 def _digest(data: bytes) -> str:
-    return "sha256:" + sha256(data).hexdigest()
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class _Context(MarshalContext):
@@ -118,7 +112,7 @@ def marshal(output: Output | None, *, platform: Platform | None = None) -> Defin
     return definition
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Definition:
     """A marshalled LLB graph: serialised ops (terminal last) and per-op metadata."""
 
@@ -228,8 +222,6 @@ class Definition:
 
     def to_json_text(self) -> str:
         """`to_json()` as stable, indented text."""
-        import json
-
         return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
 
     def to_dot(self) -> str:

@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import posixpath
-from _collections_abc import Mapping, Sequence  # collections.abc's classes, without loading collections
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
-from ._record import field, record
 from .errors import InvalidGraph
 from .state import InputList, MarshalContext, Network, OpOptions, Output, State, Vertex, merge_env, resolve_path
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
-    from typing import Literal
-
     from ._wire import Message
 
-    Sharing = Literal["shared", "private", "locked"]
-    MountKind = Literal["bind", "cache", "secret", "ssh", "tmpfs"]
+__all__ = ["ExecState", "Mount", "ProxyEnv", "bind", "cache", "secret", "ssh", "tmpfs", "Sharing", "MountKind"]
 
-__all__ = ["ExecState", "Mount", "ProxyEnv", "bind", "cache", "secret", "ssh", "tmpfs", "Sharing"]
-_ALIASES = {"Sharing": ("shared", "private", "locked"), "MountKind": ("bind", "cache", "secret", "ssh", "tmpfs")}
-
-
-def __getattr__(name: str) -> object:
-    """The ``Literal`` aliases for callers' annotations, made on first use (typing stays unimported)."""
-    if name in _ALIASES:
-        from typing import Literal
-
-        alias = globals()[name] = Literal[_ALIASES[name]]
-        return alias
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+Sharing = Literal["shared", "private", "locked"]
+MountKind = Literal["bind", "cache", "secret", "ssh", "tmpfs"]
 
 _SHARING_VALUES = {"shared": 0, "private": 1, "locked": 2}
 _MOUNT_TYPES = {"bind": 0, "secret": 1, "ssh": 2, "cache": 3, "tmpfs": 4}
@@ -63,7 +51,7 @@ def _check_owner_mode(kind: str, uid: int, gid: int, mode: int) -> None:
 _PROXY_FIELDS = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class ProxyEnv:
     """Proxy settings for a `run` step (ExecOp ``Meta.proxy_env``).
 
@@ -108,7 +96,7 @@ class ProxyEnv:
         return any(getattr(self, n) for n in _PROXY_FIELDS)
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Mount:
     """A filesystem mounted into a `run` step; build with the classmethods (or module functions)."""
 
@@ -177,7 +165,7 @@ ssh = Mount.ssh
 tmpfs = Mount.tmpfs
 
 
-@record(eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class ExecVertex(Vertex):
     root: Output | None
     args: tuple[str, ...]
@@ -238,7 +226,7 @@ class ExecVertex(Vertex):
         return op, md
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class ExecState(State):
     """The state after a `run`: itself the root filesystem, plus access to writable mounts."""
 
@@ -269,16 +257,12 @@ def _args(args: str | Sequence[str], shell: bool) -> tuple[str, ...]:
         if shell:
             result: Sequence[str] = ["/bin/sh", "-c", args]
         else:
-            import shlex
-
             try:
                 result = shlex.split(args)
             except ValueError as exc:
                 raise InvalidGraph(f"cannot split command {args!r}: {exc}") from None
     elif isinstance(args, Sequence):
         if shell:
-            import shlex
-
             result = ["/bin/sh", "-c", shlex.join(args)]
         else:
             result = list(args)

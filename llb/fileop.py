@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
-from ._record import record
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from .errors import InvalidGraph
 from .state import InputList, MarshalContext, OpOptions, Output, State, Vertex, resolve_path
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
-    from typing import Union
-
     from ._wire import Message
-
-    OwnerSpec = Union[str, int, tuple[int, int], tuple[str, str], None]
 
 __all__ = ["FileAction", "Owner", "mkdir", "mkfile", "rm", "copy", "MAX_INLINE_FILE_BYTES"]
 
 # Docker 20.10's gRPC server rejects messages over 4 MiB; a file this large belongs in a local source.
 MAX_INLINE_FILE_BYTES = 3 * 1024 * 1024
 
-_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.")
-_NAME_CHARS = _NAME_START | {"-"}
+# A user or group name for chown, looked up in the target's /etc/passwd and /etc/group.
+_USER_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?")
+
+OwnerSpec = str | int | tuple[int, int] | tuple[str, str] | None
+"""What `owner=` accepts besides an `Owner`: "user[:group]", a uid, or a (user, group) pair."""
 
 
-def _is_user_name(value: str) -> bool:
-    """``[A-Za-z0-9_.][A-Za-z0-9_.-]*\\$?`` (no regular expression: compiling one costs start-up time)"""
-    body = value[:-1] if value.endswith("$") else value
-    return bool(body) and body[0] in _NAME_START and all(c in _NAME_CHARS for c in body)
-
-
-@record
+@dataclass(frozen=True, slots=True)
 class Owner:
     """File owner: numeric ids or names looked up in the target's /etc/passwd and /etc/group."""
 
@@ -71,7 +66,7 @@ def _owner_part(value: int | str, what: str) -> int | str:
     if isinstance(value, str):
         if value.isdigit():
             return _owner_part(int(value), what)
-        if not _is_user_name(value):
+        if not _USER_NAME.fullmatch(value):
             raise InvalidGraph(f"invalid owner {what} name {value!r}")
         return value
     raise InvalidGraph(f"invalid owner {what} {value!r}")
@@ -91,7 +86,7 @@ def _path(path: str, what: str) -> str:
     return path
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class _Mkdir:
     path: str
     mode: int
@@ -99,7 +94,7 @@ class _Mkdir:
     owner: Owner | None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class _Mkfile:
     path: str
     data: bytes
@@ -107,14 +102,14 @@ class _Mkfile:
     owner: Owner | None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class _Rm:
     path: str
     allow_not_found: bool
     allow_wildcard: bool
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class _Copy:
     source: State
     src: str
@@ -128,11 +123,10 @@ class _Copy:
     allow_empty_wildcard: bool
 
 
-if TYPE_CHECKING:
-    _Step = Union[_Mkdir, _Mkfile, _Rm, _Copy]
+_Step = _Mkdir | _Mkfile | _Rm | _Copy
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class FileAction:
     """An ordered chain of file actions; apply with `State.file(action)`.
 
@@ -273,7 +267,7 @@ def _describe(step: _Step) -> str:
     return f"rm {step.path}"
 
 
-@record(eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class FileVertex(Vertex):
     base: Output | None
     steps: tuple[_Step, ...]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import platform as _stdlib_platform
+import re
+from dataclasses import dataclass
+from functools import cache
 
-from ._record import record
 from .errors import InvalidGraph
 
 __all__ = ["Platform"]
@@ -12,12 +14,7 @@ __all__ = ["Platform"]
 _KNOWN_OS = frozenset(
     {"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "illumos", "aix", "android", "ios", "plan9", "js", "wasip1"}
 )
-_COMPONENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
-
-
-def _is_component(value: str) -> bool:
-    """``[a-z0-9_]+``"""
-    return bool(value) and all(c in _COMPONENT_CHARS for c in value)
+_COMPONENT = re.compile(r"[a-z0-9_]+")
 
 # (arch, variant) spellings found in the wild -> canonical OCI names, as containerd normalises them.
 _ARCH_ALIASES: dict[str, tuple[str, str]] = {
@@ -57,7 +54,7 @@ def _normalise(os_: str, arch: str, variant: str) -> tuple[str, str, str]:
     return os_, arch, variant
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Platform:
     """An OCI platform; the builder picks image variants and emulation by it."""
 
@@ -68,9 +65,9 @@ class Platform:
     def __post_init__(self) -> None:
         os_, arch, variant = _normalise(self.os, self.architecture, self.variant)
         for label, value in (("os", os_), ("architecture", arch)):
-            if not value or not _is_component(value):
+            if not _COMPONENT.fullmatch(value):
                 raise InvalidGraph(f"invalid platform {label} {value!r}: expected lowercase letters, digits or '_'")
-        if variant and not _is_component(variant):
+        if variant and not _COMPONENT.fullmatch(variant):
             raise InvalidGraph(f"invalid platform variant {variant!r}")
         object.__setattr__(self, "os", os_)
         object.__setattr__(self, "architecture", arch)
@@ -106,18 +103,8 @@ class Platform:
         return f"{base}/{self.variant}" if self.variant else base
 
 
-_HOST: list[Platform] = []
-
-
+@cache
 def _host_platform() -> Platform:
-    if _HOST:
-        return _HOST[0]
-    if hasattr(os, "uname"):
-        machine = os.uname().machine.lower() or "amd64"  # what platform.machine() reads, without importing it
-    else:
-        import platform as _pyplatform
-
-        machine = _pyplatform.machine().lower() or "amd64"
+    machine = _stdlib_platform.machine().lower() or "amd64"
     arch, variant = _ARCH_ALIASES.get(machine, (machine, ""))
-    _HOST.append(Platform("linux", arch, variant))
-    return _HOST[0]
+    return Platform("linux", arch, variant)

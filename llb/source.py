@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 
-from ._record import record
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from .errors import InvalidGraph
 from .platform import Platform
 from .state import MarshalContext, OpOptions, Output, State, Vertex, _check_name
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
     from ._wire import Message
 
 __all__ = ["image", "local", "scratch", "git", "http", "normalize_image_ref", "DEFAULT_PATH"]
@@ -18,65 +21,19 @@ __all__ = ["image", "local", "scratch", "git", "http", "normalize_image_ref", "D
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _RESOLVE_MODES = ("default", "pull", "local")
-# The grammar of image references (docker/distribution's reference package), matched by hand:
-# compiling it as regular expressions cost ~0.8 ms of every start-up.
-_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
-_ALNUM = _LOWER | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_DIGEST_HEX = _ALNUM | frozenset("=_-")
-_LOCAL_CHARS = _ALNUM | frozenset("_.-")
+
+# The grammar of image references, from docker/distribution's reference package.
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_DOMAIN_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_DOMAIN = re.compile(rf"{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*(?::[0-9]+)?")
+_TAG = re.compile(r"\w[\w.-]{0,127}", re.ASCII)
+_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
+
+# Names of local sources: they travel as session metadata and in `local://NAME`.
+_LOCAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def _runs_ok(s: str, word: frozenset[str], separator_ok: Callable[[str], bool]) -> bool:
-    """``s`` is words of ``word`` characters joined by separators that ``separator_ok`` accepts."""
-    if not s or s[0] not in word or s[-1] not in word:
-        return False
-    sep = ""
-    for c in s:
-        if c in word:
-            if sep:
-                if not separator_ok(sep):
-                    return False
-                sep = ""
-        else:
-            sep += c
-    return True
-
-
-def _is_path_component(s: str) -> bool:
-    """``[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*``"""
-    return _runs_ok(s, _LOWER, lambda sep: sep in (".", "_", "__") or not sep.strip("-"))
-
-
-def _is_domain(s: str) -> bool:
-    """``label(.label)*(:port)?`` with labels ``[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?``"""
-    host, colon, port = s.partition(":")
-    if colon and not (port.isascii() and port.isdigit()):
-        return False
-    return all(_runs_ok(label, _ALNUM, lambda sep: not sep.strip("-")) for label in host.split("."))
-
-
-def _is_tag(s: str) -> bool:
-    """``[\\w][\\w.-]{0,127}``"""
-    return 0 < len(s) <= 128 and (s[0].isalnum() or s[0] == "_") and all(c.isalnum() or c in "_.-" for c in s)
-
-
-def _is_digest(s: str) -> bool:
-    """``[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}``"""
-    algorithm, colon, encoded = s.partition(":")
-    return (
-        bool(colon)
-        and _runs_ok(algorithm, _LOWER, lambda sep: sep in (".", "+", "_", "-"))
-        and len(encoded) >= 32
-        and all(c in _DIGEST_HEX for c in encoded)
-    )
-
-
-def _is_local_name(s: str) -> bool:
-    """``[A-Za-z0-9][A-Za-z0-9_.-]*``"""
-    return bool(s) and s[0] in _ALNUM and all(c in _LOCAL_CHARS for c in s)
-
-
-@record(eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class SourceVertex(Vertex):
     identifier: str
     attrs: tuple[tuple[str, str], ...]
@@ -116,13 +73,13 @@ def normalize_image_ref(ref: str) -> str:
     if not isinstance(ref, str) or not ref or ref != ref.strip():
         raise InvalidGraph(f"invalid image reference {ref!r}")
     name, _, digest = ref.partition("@")
-    if digest and not _is_digest(digest):
+    if digest and not _DIGEST.fullmatch(digest):
         raise InvalidGraph(f"invalid image reference {ref!r}: bad digest {digest!r}")
     slash, colon = name.rfind("/"), name.rfind(":")
     tag = ""
     if colon > slash:
         name, tag = name[:colon], name[colon + 1 :]
-        if not _is_tag(tag):
+        if not _TAG.fullmatch(tag):
             raise InvalidGraph(f"invalid image reference {ref!r}: bad tag {tag!r}")
     first, sep, rest = name.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
@@ -131,12 +88,12 @@ def normalize_image_ref(ref: str) -> str:
         domain, path = "docker.io", name
     if domain == "index.docker.io":
         domain = "docker.io"
-    if not _is_domain(domain):
+    if not _DOMAIN.fullmatch(domain):
         raise InvalidGraph(f"invalid image reference {ref!r}: bad registry {domain!r}")
     if domain == "docker.io" and "/" not in path:
         path = "library/" + path
     for component in path.split("/"):
-        if not _is_path_component(component):
+        if not _PATH_COMPONENT.fullmatch(component):
             hint = " (repository names must be lowercase)" if component.lower() != component else ""
             raise InvalidGraph(f"invalid image reference {ref!r}: bad name component {component!r}{hint}")
     if not tag and not digest:
@@ -191,8 +148,6 @@ def _patterns(values: Sequence[str], what: str) -> list[str]:
     return out
 
 
-
-
 def local(
     name: str,
     *,
@@ -208,12 +163,10 @@ def local(
     `shared_key_hint` (default: `name`) lets the builder reuse the previous
     transfer's snapshot so only changed files travel.
     """
-    if not isinstance(name, str) or not _is_local_name(name):
+    if not isinstance(name, str) or not _LOCAL_NAME.fullmatch(name):
         raise InvalidGraph(f"invalid local source name {name!r}: use letters, digits, '.', '_' or '-'")
     attrs: dict[str, str] = {}
     caps = ["source.local"]
-    if include or exclude or follow_paths:
-        import json  # only here: json and the re it imports cost ~8 ms of start-up
     if session_id:
         attrs["local.session"] = session_id
         caps.append("source.local.sessionid")
@@ -280,7 +233,7 @@ def http(
     attrs: dict[str, str] = {}
     caps = ["source.http"]
     if checksum:
-        if not _is_digest(checksum):
+        if not _DIGEST.fullmatch(checksum):
             raise InvalidGraph(f"http checksum must look like 'sha256:<hex>', got {checksum!r}")
         attrs["http.checksum"] = checksum
         caps.append("source.http.checksum")

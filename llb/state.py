@@ -8,18 +8,18 @@ nothing is executed until the graph is marshalled and solved by a builder.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import posixpath
-from _collections_abc import Mapping  # what collections.abc re-exports, without loading collections
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from ._record import record
 from .errors import InvalidGraph
 from .platform import Platform
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
-
     from ._wire import Message
     from .definition import Definition
     from .exec import ExecState, Mount, ProxyEnv
@@ -28,58 +28,26 @@ if TYPE_CHECKING:
 __all__ = ["Network", "OpOptions", "Output", "State", "Vertex", "MarshalContext"]
 
 
-class Network:
+class Network(enum.Enum):
     """Network mode of a `run` step.
 
     SANDBOX is the builder's default isolated network; HOST needs the
     `network.host` entitlement at solve time; NONE has only loopback.
-    Three fixed members with ``name`` and ``value``, looked up by value as
-    ``Network("host")``, like an ``enum.Enum`` -- which is not used because
-    the enum module (with functools and collections) costs ~3 ms of start-up.
     """
 
-    __slots__ = ("name", "value")
-    SANDBOX: Network
-    HOST: Network
-    NONE: Network
-
-    def __new__(cls, value: str) -> Network:
-        for member in _NETWORKS:
-            if member.value == value:
-                return member
-        raise ValueError(f"{value!r} is not a valid Network")
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Network members are constant (tried to set {name!r})")
-
-    def __repr__(self) -> str:
-        return f"<Network.{self.name}: {self.value!r}>"
-
-    def __str__(self) -> str:
-        return f"Network.{self.name}"
-
-    def __reduce__(self) -> tuple[type[Network], tuple[str]]:
-        return (Network, (self.value,))
+    SANDBOX = "sandbox"
+    HOST = "host"
+    NONE = "none"
 
     @classmethod
     def coerce(cls, value: Network | str) -> Network:
+        """A member, or the one named by `value` in any case ("host", "HOST"); InvalidGraph otherwise."""
         if isinstance(value, Network):
             return value
         try:
             return cls(str(value).lower())
         except ValueError:
             raise InvalidGraph(f"unknown network mode {value!r}: use one of sandbox, host, none") from None
-
-
-def _network(name: str, value: str) -> Network:
-    member = object.__new__(Network)
-    object.__setattr__(member, "name", name)
-    object.__setattr__(member, "value", value)
-    type.__setattr__(Network, name, member)
-    return member
-
-
-_NETWORKS = (_network("SANDBOX", "sandbox"), _network("HOST", "host"), _network("NONE", "none"))
 
 
 class MarshalContext(ABC):
@@ -137,7 +105,7 @@ class Vertex(ABC):
         """Short human description for graph dumps."""
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Output:
     """Output `index` of `vertex`."""
 
@@ -145,7 +113,7 @@ class Output:
     index: int = 0
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class OpOptions:
     """Per-vertex constraints and metadata shared by every op kind."""
 
@@ -203,7 +171,7 @@ def resolve_path(cwd: str, path: str, *, what: str = "path", keep_slash: bool = 
     return joined
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class State:
     """An immutable filesystem state plus the settings that later `run` steps inherit.
 
@@ -218,17 +186,12 @@ class State:
     platform: Platform | None = None
     network: Network = Network.SANDBOX
 
-    def _derive(self, **changes: object) -> State:
-        values = {
-            "output": self.output,
-            "env_vars": self.env_vars,
-            "cwd": self.cwd,
-            "user": self.user,
-            "platform": self.platform,
-            "network": self.network,
-        }
-        values.update(changes)
-        return State(**values)  # type: ignore[arg-type]
+    def _derive(self, **changes: Any) -> State:
+        """A plain State with these settings and `changes` (what an ExecState adds is left behind)."""
+        base = self
+        if type(self) is not State:
+            base = State(self.output, self.env_vars, self.cwd, self.user, self.platform, self.network)
+        return dataclasses.replace(base, **changes)
 
     @property
     def is_scratch(self) -> bool:

@@ -37,6 +37,8 @@ def source_op(state: llb.State) -> ops_pb2.Op:
         ("127.0.0.1:5000/x/y:v1.2", "127.0.0.1:5000/x/y:v1.2"),
         ("debian@sha256:" + "a" * 64, "docker.io/library/debian@sha256:" + "a" * 64),
         ("debian:12@sha256:" + "b" * 64, "docker.io/library/debian:12@sha256:" + "b" * 64),
+        ("my-registry.example:443/a__b/c---d:" + "t" * 128, "my-registry.example:443/a__b/c---d:" + "t" * 128),
+        ("x/a.b_c-d", "docker.io/x/a.b_c-d:latest"),
     ],
 )
 def test_image_reference_normalisation(ref: str, expected: str) -> None:
@@ -44,7 +46,28 @@ def test_image_reference_normalisation(ref: str, expected: str) -> None:
     assert source_op(llb.image(ref)).source.identifier == "docker-image://" + expected
 
 
-@pytest.mark.parametrize("ref", ["", "Debian", "debian:", "debian:bad tag", " debian", "a//b", "debian@sha256:xyz", "-x"])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "",
+        "Debian",
+        "debian:",
+        "debian:bad tag",
+        " debian",
+        "a//b",
+        "debian@sha256:xyz",
+        "-x",
+        "a___b",
+        "a_",
+        "debian:" + "t" * 129,
+        "debian:.x",
+        "debian:t\u00e9",
+        "host:/img",
+        "host:\uff15/img",
+        "-host.io/img",
+        "debian@sha256:" + "g" * 31,
+    ],
+)
 def test_invalid_image_references_are_rejected(ref: str) -> None:
     with pytest.raises(llb.InvalidGraph):
         llb.image(ref)
