@@ -37,7 +37,9 @@ def _times(n: int, fn: Callable[[int], object]) -> list[float]:
 
 
 def _fmt(name: str, ms: list[float]) -> str:
-    return f"{name:<34} median {statistics.median(ms):8.2f} ms   min {min(ms):8.2f}   max {max(ms):8.2f}   (n={len(ms)})"
+    return (
+        f"{name:<34} median {statistics.median(ms):8.2f} ms   min {min(ms):8.2f}   max {max(ms):8.2f}   (n={len(ms)})"
+    )
 
 
 def main() -> None:
@@ -60,9 +62,7 @@ def main() -> None:
         warm_state = _graph(f"{run_id}-0")
         cached_results: list[llb.SolveResult] = []
         cached = _times(args.n, lambda _i: cached_results.append(client.solve(warm_state, export=export)))
-        all_cached = all(
-            v.cached for r in cached_results for v in r.vertices if v.name in ("write marker", "combine")
-        )
+        all_cached = all(v.cached for r in cached_results for v in r.vertices if v.name in ("write marker", "combine"))
     if args.export:
         import subprocess
 

@@ -37,8 +37,17 @@ class Field:
 
     __slots__ = ("number", "name", "kind", "repeated", "oneof", "ref")
 
-    def __init__(self, number: int, name: str, kind: str, repeated: bool = False, oneof: str = "", ref: str = "") -> None:
-        self.number, self.name, self.kind, self.repeated, self.oneof, self.ref = number, name, kind, repeated, oneof, ref
+    def __init__(
+        self, number: int, name: str, kind: str, repeated: bool = False, oneof: str = "", ref: str = ""
+    ) -> None:
+        self.number, self.name, self.kind, self.repeated, self.oneof, self.ref = (
+            number,
+            name,
+            kind,
+            repeated,
+            oneof,
+            ref,
+        )
 
     def _key(self) -> tuple[Any, ...]:
         return (self.number, self.name, self.kind, self.repeated, self.oneof, self.ref)
@@ -214,7 +223,15 @@ SCHEMA: dict[str, tuple[Field, ...]] = {
 }
 
 _VARINT_KINDS = frozenset({"bool", "int32", "int64", "uint32", "enum"})
-_DEFAULTS: dict[str, object] = {"string": "", "bytes": b"", "bool": False, "int32": 0, "int64": 0, "uint32": 0, "enum": 0}
+_DEFAULTS: dict[str, object] = {
+    "string": "",
+    "bytes": b"",
+    "bool": False,
+    "int32": 0,
+    "int64": 0,
+    "uint32": 0,
+    "enum": 0,
+}
 _BY_NUMBER: dict[str, dict[int, Field]] = {name: {f.number: f for f in fields} for name, fields in SCHEMA.items()}
 
 
@@ -289,7 +306,9 @@ def encode(name: str, message: Mapping[str, Any]) -> bytes:
             value_kind = value_ref if value_ref in _DEFAULTS else "message"
             tag = _tag(f.number, "map")
             for key in sorted(value, key=map_order if key_kind == "string" else None):
-                entry = b"\x0a" + _scalar(key_kind, key) + _tag(2, value_kind) + _value(value_kind, value_ref, value[key])
+                entry = (
+                    b"\x0a" + _scalar(key_kind, key) + _tag(2, value_kind) + _value(value_kind, value_ref, value[key])
+                )
                 out += tag + _varint(len(entry)) + entry
         elif f.repeated:
             tag = _tag(f.number, f.kind)

@@ -293,7 +293,12 @@ class Client:
     # ------------------------------------------------------------ gateway helpers
 
     def _resolve_in_build(
-        self, build_id: str, ref: str, platform: "ops_pb2.Platform | None", mode: str, calls: _Calls,
+        self,
+        build_id: str,
+        ref: str,
+        platform: "ops_pb2.Platform | None",
+        mode: str,
+        calls: _Calls,
         cancel: threading.Event | None,
     ) -> tuple[str, dict]:
         from ._proto import gateway_pb2
@@ -306,7 +311,11 @@ class Client:
         return resp.Digest, json.loads(resp.Config) if resp.Config else {}
 
     def resolve_image_config(
-        self, ref: str, *, platform: Platform | None = None, resolve_mode: str = "default",
+        self,
+        ref: str,
+        *,
+        platform: Platform | None = None,
+        resolve_mode: str = "default",
         timeout: float = 60.0,
     ) -> tuple[str, dict]:
         """(digest, image config JSON) of `ref` as the builder sees it. On the Docker

@@ -359,9 +359,7 @@ class Transport:
         pass
 
 
-def _docker_socket_factory(
-    docker_host: str, timeout: float
-) -> tuple[Callable[[], socket.socket], str]:
+def _docker_socket_factory(docker_host: str, timeout: float) -> tuple[Callable[[], socket.socket], str]:
     """A connector for the Docker API endpoint and a readable description of it."""
     parsed = urllib.parse.urlparse(docker_host)
     if parsed.scheme == "unix":
@@ -452,13 +450,10 @@ class DockerEngineTransport(Transport):
             raise BuilderUnreachable(
                 self.address,
                 f"permission denied on the Docker socket {self._where}",
-                "add your user to the docker group (`sudo usermod -aG docker $USER`, then log in "
-                "again) or run as root",
+                "add your user to the docker group (`sudo usermod -aG docker $USER`, then log in again) or run as root",
             ) from None
         except (ConnectionRefusedError, socket.timeout, TimeoutError) as exc:
-            raise BuilderUnreachable(
-                self.address, f"nothing answers at {self._where} ({exc})", hint_start
-            ) from None
+            raise BuilderUnreachable(self.address, f"nothing answers at {self._where} ({exc})", hint_start) from None
         except OSError as exc:
             raise BuilderUnreachable(self.address, f"{self._where}: {exc}", hint_start) from None
         try:
@@ -469,13 +464,13 @@ class DockerEngineTransport(Transport):
             raise BuilderUnreachable(
                 self.address,
                 f"the Docker engine does not offer BuildKit on /grpc ({exc})",
-                "BuildKit needs Docker engine >= 18.09; alternatively run a standalone buildkitd "
-                "and set BUILDKIT_HOST",
+                "BuildKit needs Docker engine >= 18.09; alternatively run a standalone buildkitd and set BUILDKIT_HOST",
             ) from None
         except (socket.timeout, TimeoutError):
             s.close()
             raise BuilderUnreachable(
-                self.address, f"the Docker engine at {self._where} did not answer within {timeout}s",
+                self.address,
+                f"the Docker engine at {self._where} did not answer within {timeout}s",
                 hint_start,
             ) from None
         except OSError as exc:
@@ -613,8 +608,7 @@ def open_transport(address: str, tls: TLSConfig | None, timeout: float) -> Trans
         return DialStdioTransport(
             address,
             _kube_argv(address),
-            "deploy buildkitd as a pod (see moby/buildkit examples/kubernetes) and check "
-            "`kubectl get pods`",
+            "deploy buildkitd as a pod (see moby/buildkit examples/kubernetes) and check `kubectl get pods`",
         )
     raise BuilderUnreachable(
         address,

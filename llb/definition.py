@@ -8,7 +8,6 @@ digests, which is what makes BuildKit's cache hit.
 
 from __future__ import annotations
 
-
 import hashlib
 import json
 from collections.abc import Iterator

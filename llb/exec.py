@@ -128,10 +128,20 @@ class Mount:
         return cls(_mount_dest(dest), "cache", id=_check_id("cache", id), sharing=sharing)
 
     @classmethod
-    def secret(cls, dest: str, id: str, *, uid: int = 0, gid: int = 0, mode: int = 0o400, optional: bool = False) -> Mount:
+    def secret(
+        cls, dest: str, id: str, *, uid: int = 0, gid: int = 0, mode: int = 0o400, optional: bool = False
+    ) -> Mount:
         """A file with the secret `id` from the client session; never stored in the result."""
         _check_owner_mode("secret", uid, gid, mode)
-        return cls(_mount_dest(dest), "secret", id=_check_id("secret", id), uid=uid, gid=gid, mode=mode, optional=bool(optional))
+        return cls(
+            _mount_dest(dest),
+            "secret",
+            id=_check_id("secret", id),
+            uid=uid,
+            gid=gid,
+            mode=mode,
+            optional=bool(optional),
+        )
 
     @classmethod
     def ssh(
@@ -146,7 +156,9 @@ class Mount:
     ) -> Mount:
         """A socket forwarding the client's ssh agent `id`."""
         _check_owner_mode("ssh", uid, gid, mode)
-        return cls(_mount_dest(dest), "ssh", id=_check_id("ssh", id), uid=uid, gid=gid, mode=mode, optional=bool(optional))
+        return cls(
+            _mount_dest(dest), "ssh", id=_check_id("ssh", id), uid=uid, gid=gid, mode=mode, optional=bool(optional)
+        )
 
     @classmethod
     def tmpfs(cls, dest: str) -> Mount:
@@ -193,7 +205,12 @@ class ExecVertex(Vertex):
         inputs = InputList(ctx)
         input_index = inputs.index
 
-        meta: Message = {"args": list(self.args), "env": [f"{k}={v}" for k, v in self.env], "cwd": self.cwd, "user": self.user}
+        meta: Message = {
+            "args": list(self.args),
+            "env": [f"{k}={v}" for k, v in self.env],
+            "cwd": self.cwd,
+            "user": self.user,
+        }
         if self.proxy_env:
             meta["proxy_env"] = {name: getattr(self.proxy_env, name) for name in _PROXY_FIELDS}
             caps.add("exec.meta.proxyenv")
@@ -221,7 +238,10 @@ class ExecVertex(Vertex):
             else:
                 caps.add("exec.mount.tmpfs")
             mounts.append(pm)
-        op: Message = {"inputs": inputs.inputs, "exec": {"meta": meta, "mounts": mounts, "network": _NET_MODES[self.network]}}
+        op: Message = {
+            "inputs": inputs.inputs,
+            "exec": {"meta": meta, "mounts": mounts, "network": _NET_MODES[self.network]},
+        }
         md = self.options.apply(ctx, op, caps)
         return op, md
 

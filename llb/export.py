@@ -201,9 +201,7 @@ def plan_export(export: Export | None, *, docker_engine: bool) -> ExporterPlan:
     if isinstance(export, DockerImage):
         if docker_engine:
             return ExporterPlan("moby", {"name": ",".join(export.name)}, is_image=True)
-        return ExporterPlan(
-            "docker", {"name": ",".join(export.name)}, load_into_engine=True, is_image=True
-        )
+        return ExporterPlan("docker", {"name": ",".join(export.name)}, load_into_engine=True, is_image=True)
     if isinstance(export, LocalExport):
         return ExporterPlan("local", {}, receive_dir=Path(export.dest))
     if isinstance(export, TarExport):

@@ -139,7 +139,9 @@ class FileAction:
     def _then(self, step: _Step) -> FileAction:
         return FileAction(self.steps + (step,))
 
-    def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False, owner: OwnerSpec | Owner = None) -> FileAction:
+    def mkdir(
+        self, path: str, mode: int = 0o755, *, parents: bool = False, owner: OwnerSpec | Owner = None
+    ) -> FileAction:
         return self._then(_Mkdir(_path(path, "mkdir"), _mode(mode, "mkdir"), bool(parents), Owner.parse(owner)))
 
     def mkfile(self, path: str, data: bytes | str, mode: int = 0o644, *, owner: OwnerSpec | Owner = None) -> FileAction:
@@ -294,7 +296,11 @@ class FileVertex(Vertex):
         actions: list[Message] = []
         for i, step in enumerate(self.steps):
             index = base_index if i == 0 else n_inputs + i - 1
-            action: Message = {"input": index, "secondaryInput": secondary[i], "output": 0 if i == len(self.steps) - 1 else -1}
+            action: Message = {
+                "input": index,
+                "secondaryInput": secondary[i],
+                "output": 0 if i == len(self.steps) - 1 else -1,
+            }
             owner = getattr(step, "owner", None)
             if owner is not None and owner.by_name and index == -1:
                 raise InvalidGraph(
@@ -331,7 +337,11 @@ class FileVertex(Vertex):
                     "timestamp": -1,
                 }
             else:
-                action["rm"] = {"path": step.path, "allowNotFound": step.allow_not_found, "allowWildcard": step.allow_wildcard}
+                action["rm"] = {
+                    "path": step.path,
+                    "allowNotFound": step.allow_not_found,
+                    "allowWildcard": step.allow_wildcard,
+                }
                 if step.allow_wildcard:
                     caps.add("file.rm.wildcard")
             actions.append(action)
@@ -360,5 +370,7 @@ def make_file(base: State, action: FileAction, *, name: str | None, ignore_cache
     if not action.steps:
         raise InvalidGraph("State.file needs at least one action")
     steps = tuple(_resolve(s, base.cwd) for s in action.steps)
-    vertex = FileVertex(base.output, steps, OpOptions(name=name, ignore_cache=bool(ignore_cache), platform=base.platform))
+    vertex = FileVertex(
+        base.output, steps, OpOptions(name=name, ignore_cache=bool(ignore_cache), platform=base.platform)
+    )
     return base.with_output(Output(vertex, 0))

@@ -633,9 +633,7 @@ class DiffCopyReceiver:
             yield item  # type: ignore[misc]
 
 
-def write_stream_to_file(
-    requests: Iterator[bytes], path: str | Path, parse: Callable[[bytes], bytes]
-) -> int:
+def write_stream_to_file(requests: Iterator[bytes], path: str | Path, parse: Callable[[bytes], bytes]) -> int:
     """Write a raw BytesMessage stream (the `tar` exporter) to `path`; returns bytes written."""
     total = 0
     tmp = f"{os.fspath(path)}.llb-partial"

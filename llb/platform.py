@@ -12,7 +12,22 @@ from .errors import InvalidGraph
 __all__ = ["Platform"]
 
 _KNOWN_OS = frozenset(
-    {"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "illumos", "aix", "android", "ios", "plan9", "js", "wasip1"}
+    {
+        "linux",
+        "windows",
+        "darwin",
+        "freebsd",
+        "netbsd",
+        "openbsd",
+        "solaris",
+        "illumos",
+        "aix",
+        "android",
+        "ios",
+        "plan9",
+        "js",
+        "wasip1",
+    }
 )
 _COMPONENT = re.compile(r"[a-z0-9_]+")
 

@@ -156,9 +156,7 @@ class ProgressTracker:
             )
         for lg in resp.logs:
             self._logs.setdefault(lg.vertex, _LineTail()).feed(lg.msg)
-            self._emit(
-                LogEvent(vertex=lg.vertex, stream=lg.stream, data=lg.msg, timestamp=_ts(lg, "timestamp"))
-            )
+            self._emit(LogEvent(vertex=lg.vertex, stream=lg.stream, data=lg.msg, timestamp=_ts(lg, "timestamp")))
 
     @property
     def vertices(self) -> list[VertexInfo]:
@@ -168,7 +166,7 @@ class ProgressTracker:
         failed = [v for v in self._vertices.values() if v.error]
         if not failed:
             return None
-        return min(failed, key=lambda v: (v.completed or float("inf")))
+        return min(failed, key=lambda v: v.completed or float("inf"))
 
     def log_tail(self, digest: str) -> list[str]:
         t = self._logs.get(digest)

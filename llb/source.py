@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -60,7 +59,9 @@ def _source(
     platform: Platform | None = None,
     env: tuple[tuple[str, str], ...] = (),
 ) -> State:
-    vertex = SourceVertex(identifier, tuple(sorted(attrs.items())), tuple(caps), OpOptions(name=_check_name(name), platform=platform))
+    vertex = SourceVertex(
+        identifier, tuple(sorted(attrs.items())), tuple(caps), OpOptions(name=_check_name(name), platform=platform)
+    )
     return State(output=Output(vertex, 0), env_vars=env, platform=platform)
 
 

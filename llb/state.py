@@ -66,7 +66,7 @@ class MarshalContext(ABC):
 class InputList:
     """An op's pb.Input list, each distinct output once; `index` gives its position (-1 for none)."""
 
-    __slots__ = ("ctx", "inputs", "_keys")
+    __slots__ = ("_keys", "ctx", "inputs")
 
     def __init__(self, ctx: MarshalContext) -> None:
         self.ctx = ctx
@@ -293,7 +293,9 @@ class State:
         return marshal(self.output, platform=platform)
 
 
-def merge_env(base: tuple[tuple[str, str], ...], updates: Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+def merge_env(
+    base: tuple[tuple[str, str], ...], updates: Mapping[str, str] | Iterable[tuple[str, str]]
+) -> tuple[tuple[str, str], ...]:
     """Overlays `updates` on `base`: existing keys keep their position, new keys append."""
     items = updates.items() if isinstance(updates, Mapping) else updates
     result = list(base)

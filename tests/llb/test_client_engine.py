@@ -54,12 +54,7 @@ def test_issue_acceptance_snippet(engine: llb.Client) -> None:
 
 def test_second_solve_reports_every_vertex_cached(engine: llb.Client, image_tag: str) -> None:
     marker = uuid.uuid4().hex
-    state = (
-        _base()
-        .run(["sh", "-c", f"echo {marker} > /m"])
-        .root()
-        .file(llb.mkdir("/data").mkfile("/data/x", "x"))
-    )
+    state = _base().run(["sh", "-c", f"echo {marker} > /m"]).root().file(llb.mkdir("/data").mkfile("/data/x", "x"))
     first = engine.solve(state, export=llb.DockerImage(image_tag))
     assert first.image_id and first.image_id.startswith("sha256:")
     assert not all(v.cached for v in first.vertices)
@@ -94,14 +89,19 @@ def test_local_directory_arrives_intact(engine: llb.Client, tmp_path: Path, imag
     files = _make_context(ctx)
     digest = hashlib.sha256(files["big.bin"]).hexdigest()
     src = llb.local("ctx")
-    state = _base().file(llb.copy(src, "/", "/ctx")).run(
-        [
-            "sh",
-            "-c",
-            "cd /ctx && sha256sum big.bin > /check && test -x run.sh && echo exec >> /check "
-            "&& readlink link >> /check && ./run.sh >> /check",
-        ]
-    ).root()
+    state = (
+        _base()
+        .file(llb.copy(src, "/", "/ctx"))
+        .run(
+            [
+                "sh",
+                "-c",
+                "cd /ctx && sha256sum big.bin > /check && test -x run.sh && echo exec >> /check "
+                "&& readlink link >> /check && ./run.sh >> /check",
+            ]
+        )
+        .root()
+    )
     engine.solve(state, export=llb.DockerImage(image_tag), local_dirs={"ctx": ctx})
     run = _docker("run", "--rm", image_tag, "cat", "/check")
     assert run.returncode == 0, run.stderr
@@ -141,11 +141,15 @@ def test_cache_mount_persists_across_solves(engine: llb.Client, tmp_path: Path) 
     cache_id = f"llb-test-{uuid.uuid4().hex[:8]}"
     counts = []
     for i in range(2):
-        st = _base().run(
-            ["sh", "-c", "echo x >> /cache/count && wc -l < /cache/count > /out"],
-            env={"RUN": str(i)},
-            mounts=[llb.cache("/cache", cache_id)],
-        ).root()
+        st = (
+            _base()
+            .run(
+                ["sh", "-c", "echo x >> /cache/count && wc -l < /cache/count > /out"],
+                env={"RUN": str(i)},
+                mounts=[llb.cache("/cache", cache_id)],
+            )
+            .root()
+        )
         counts.append(_read_file(engine, st, "/out", tmp_path).strip())
     assert counts == ["1", "2"]
 
@@ -168,10 +172,14 @@ def _tar_contains(data: bytes, needle: bytes) -> bool:
 
 def test_secret_is_readable_in_step_and_absent_from_image(engine: llb.Client, image_tag: str, tmp_path: Path) -> None:
     value = f"s3cr3t-{uuid.uuid4().hex}".encode()
-    state = _base().run(
-        ["sh", "-c", f"sha256sum < /run/secrets/tok > /secret-hash # {uuid.uuid4().hex}"],
-        mounts=[llb.secret("/run/secrets/tok", "tok")],
-    ).root()
+    state = (
+        _base()
+        .run(
+            ["sh", "-c", f"sha256sum < /run/secrets/tok > /secret-hash # {uuid.uuid4().hex}"],
+            mounts=[llb.secret("/run/secrets/tok", "tok")],
+        )
+        .root()
+    )
     engine.solve(state, export=llb.DockerImage(image_tag), secrets={"tok": value})
     run = _docker("run", "--rm", image_tag, "sh", "-c", "cat /secret-hash; test ! -s /run/secrets/tok && echo empty")
     assert run.stdout == f"{hashlib.sha256(value).hexdigest()}  -\nempty\n"
@@ -206,9 +214,8 @@ def test_failing_command_gives_exec_error(engine: llb.Client) -> None:
 
 
 def test_local_and_tar_exports_land_on_disk(engine: llb.Client, tmp_path: Path) -> None:
-    state = (
-        llb.scratch()
-        .file(llb.mkdir("/d", 0o750).mkfile("/d/f.txt", "content", 0o640).mkfile("/x.sh", "#!/bin/sh\n", 0o755))
+    state = llb.scratch().file(
+        llb.mkdir("/d", 0o750).mkfile("/d/f.txt", "content", 0o640).mkfile("/x.sh", "#!/bin/sh\n", 0o755)
     )
     out = tmp_path / "local"
     engine.solve(state, export=llb.LocalExport(out))
@@ -316,10 +323,14 @@ def test_ssh_agent_is_forwarded(engine: llb.Client, tmp_path: Path) -> None:
         'use IO::Socket::UNIX; my $s = IO::Socket::UNIX->new(Peer => "/run/buildkit/ssh_agent.0") '
         'or die "connect: $!"; print $s "ping\\n"; my $l = <$s>; print $l;'
     )
-    st = _base().run(
-        ["sh", "-c", f"perl -e '{script}' > /out; echo {uuid.uuid4().hex} > /nonce"],
-        mounts=[llb.ssh()],
-    ).root()
+    st = (
+        _base()
+        .run(
+            ["sh", "-c", f"perl -e '{script}' > /out; echo {uuid.uuid4().hex} > /nonce"],
+            mounts=[llb.ssh()],
+        )
+        .root()
+    )
     try:
         out = tmp_path / "agent-out"
         engine.solve(llb.scratch().file(llb.copy(st, "/out", "/out")), export=llb.LocalExport(out), ssh_agent=sock_path)

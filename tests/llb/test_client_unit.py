@@ -59,7 +59,9 @@ class FakeBuildkitd:
                 response_serializer=lambda d: control_pb2.BytesMessage(data=d).SerializeToString(),
             ),
         }
-        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("moby.buildkit.v1.Control", handlers),))
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("moby.buildkit.v1.Control", handlers),)
+        )
         if tls is not None:
             key, cert = tls
             creds = grpc.ssl_server_credentials([(key, cert)])
@@ -71,7 +73,9 @@ class FakeBuildkitd:
             self.address = "unix://" + self.path
         self.server.start()
 
-    def _list_workers(self, req: control_pb2.ListWorkersRequest, ctx: grpc.ServicerContext) -> control_pb2.ListWorkersResponse:
+    def _list_workers(
+        self, req: control_pb2.ListWorkersRequest, ctx: grpc.ServicerContext
+    ) -> control_pb2.ListWorkersResponse:
         rec = worker_pb2.WorkerRecord(ID="fake", Labels={"k": "v"})
         rec.platforms.add(OS="linux", Architecture="arm64", Variant="v8")
         return control_pb2.ListWorkersResponse(record=[rec])
@@ -379,7 +383,11 @@ def test_control_session_bridge_serves_session_services(tmp_path: Path, buildkit
         assert (tmp_path / "got" / "d" / "f.txt").read_text() == "data"
         assert not (tmp_path / "got" / "x.log").exists()
         with pytest.raises(grpc.RpcError) as info:
-            list(ch.stream_stream("/moby.filesync.v1.FileSync/DiffCopy")(iter(()), metadata=[("dir-name", "other")], timeout=5))
+            list(
+                ch.stream_stream("/moby.filesync.v1.FileSync/DiffCopy")(
+                    iter(()), metadata=[("dir-name", "other")], timeout=5
+                )
+            )
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         session.close()
 
@@ -429,8 +437,24 @@ def test_dial_stdio_failure_is_reported(tmp_path: Path) -> None:
 def test_tls_connection(tmp_path: Path) -> None:
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     made = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "1", "-subj", "/CN=buildkitd.test", "-addext", "subjectAltName=DNS:buildkitd.test"],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=buildkitd.test",
+            "-addext",
+            "subjectAltName=DNS:buildkitd.test",
+        ],
         capture_output=True,
     )
     if made.returncode != 0:

@@ -31,9 +31,13 @@ def small_graph() -> llb.State:
     """A fixed graph touching every op kind; its JSON is the golden file."""
     base = llb.image("local/debian:bookworm", resolve_mode="local", name="base")
     ctx = llb.local("context", exclude=["*.pyc"])
-    prepared = base.with_env("LANG", "C.UTF-8").with_cwd("/app").file(
-        llb.mkdir("/app", parents=True).mkfile("config.toml", "x = 1\n", owner="1000:1000").copy(ctx, "src/", "./"),
-        name="prepare /app",
+    prepared = (
+        base.with_env("LANG", "C.UTF-8")
+        .with_cwd("/app")
+        .file(
+            llb.mkdir("/app", parents=True).mkfile("config.toml", "x = 1\n", owner="1000:1000").copy(ctx, "src/", "./"),
+            name="prepare /app",
+        )
     )
     built = prepared.run(
         "python -m compileall .",
@@ -82,7 +86,12 @@ def test_same_graph_same_bytes_across_processes() -> None:
     for seed in ("0", "1", "random"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         result = subprocess.run(
-            [sys.executable, "-c", code, str(Path(__file__).parent)], env=env, cwd=REPO, capture_output=True, text=True, check=True
+            [sys.executable, "-c", code, str(Path(__file__).parent)],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         outputs.add(result.stdout)
     assert outputs == {small_graph().marshal(platform=AMD64).to_bytes().hex()}
@@ -206,4 +215,3 @@ def test_hello_example_writes_a_definition_to_stdout() -> None:
     definition = llb.Definition.from_bytes(result.stdout)
     exec_op = definition.op(definition.digests[1])
     assert list(exec_op.exec.meta.args) == ["sh", "-c", "echo hi > /hello"]
-

@@ -66,7 +66,12 @@ def test_run_on_scratch_has_scratch_root() -> None:
 
 @pytest.mark.parametrize(
     ("network", "mode", "has_cap"),
-    [(None, ops_pb2.UNSET, False), ("sandbox", ops_pb2.UNSET, False), ("host", ops_pb2.HOST, True), (llb.Network.NONE, ops_pb2.NONE, True)],
+    [
+        (None, ops_pb2.UNSET, False),
+        ("sandbox", ops_pb2.UNSET, False),
+        ("host", ops_pb2.HOST, True),
+        (llb.Network.NONE, ops_pb2.NONE, True),
+    ],
 )
 def test_network_modes(network: object, mode: int, has_cap: bool) -> None:
     op, md = exec_op(BASE.run("true", network=network))  # type: ignore[arg-type]
@@ -93,14 +98,31 @@ def test_mount_kinds_marshal_like_buildkit_expects() -> None:
     )
     op, md = exec_op(ran)
     mounts = {m.dest: m for m in op.exec.mounts}
-    assert [m.dest for m in op.exec.mounts] == ["/", "/root/.cache/pip", "/run/buildkit/ssh_agent.0", "/run/secrets/token", "/src", "/tmp"]
+    assert [m.dest for m in op.exec.mounts] == [
+        "/",
+        "/root/.cache/pip",
+        "/run/buildkit/ssh_agent.0",
+        "/run/secrets/token",
+        "/src",
+        "/tmp",
+    ]
     cache_m = mounts["/root/.cache/pip"]
     assert (cache_m.mountType, cache_m.input, cache_m.output, cache_m.cacheOpt.ID, cache_m.cacheOpt.sharing) == (
-        ops_pb2.CACHE, -1, -1, "pip", ops_pb2.LOCKED
+        ops_pb2.CACHE,
+        -1,
+        -1,
+        "pip",
+        ops_pb2.LOCKED,
     )
     sec = mounts["/run/secrets/token"]
     assert (sec.mountType, sec.input, sec.output) == (ops_pb2.SECRET, -1, -1)
-    assert (sec.secretOpt.ID, sec.secretOpt.uid, sec.secretOpt.gid, sec.secretOpt.mode, sec.secretOpt.optional) == ("token", 1000, 0, 0o440, True)
+    assert (sec.secretOpt.ID, sec.secretOpt.uid, sec.secretOpt.gid, sec.secretOpt.mode, sec.secretOpt.optional) == (
+        "token",
+        1000,
+        0,
+        0o440,
+        True,
+    )
     ssh_m = mounts["/run/buildkit/ssh_agent.0"]
     assert (ssh_m.mountType, ssh_m.SSHOpt.ID, ssh_m.SSHOpt.mode) == (ops_pb2.SSH, "default", 0o600)
     tmp = mounts["/tmp"]
@@ -216,7 +238,13 @@ def test_proxy_values_only_change_the_proxy_env_field() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"SOCKS_PROXY": "x"}, {"http_proxy": "a", "HTTP_PROXY": "b"}, {"HTTP_PROXY": "a\nb"}, ["HTTP_PROXY"], {"HTTP_PROXY": 1}],
+    [
+        {"SOCKS_PROXY": "x"},
+        {"http_proxy": "a", "HTTP_PROXY": "b"},
+        {"HTTP_PROXY": "a\nb"},
+        ["HTTP_PROXY"],
+        {"HTTP_PROXY": 1},
+    ],
 )
 def test_bad_proxy_env_is_rejected(bad: object) -> None:
     with pytest.raises(llb.InvalidGraph):

@@ -21,7 +21,12 @@ def test_single_mkdir() -> None:
     op, md = file_op(BASE.file(llb.mkdir("/app", 0o700, parents=True)))
     (action,) = op.file.actions
     assert (action.input, action.secondaryInput, action.output) == (0, -1, 0)
-    assert (action.mkdir.path, action.mkdir.mode, action.mkdir.makeParents, action.mkdir.timestamp) == ("/app", 0o700, True, -1)
+    assert (action.mkdir.path, action.mkdir.mode, action.mkdir.makeParents, action.mkdir.timestamp) == (
+        "/app",
+        0o700,
+        True,
+        -1,
+    )
     assert not action.mkdir.HasField("owner")
     assert md.caps["file.base"]
 
@@ -57,13 +62,24 @@ def test_copy_defaults_and_options() -> None:
     assert not cp.attemptUnpackDockerCompatibility
     op, _ = file_op(
         BASE.file(
-            llb.copy(ctx, "/x", "/y", mode=0o600, follow_symlinks=False, copy_dir_contents=False, create_dest_path=False,
-                     allow_wildcard=False, allow_empty_wildcard=False)
+            llb.copy(
+                ctx,
+                "/x",
+                "/y",
+                mode=0o600,
+                follow_symlinks=False,
+                copy_dir_contents=False,
+                create_dest_path=False,
+                allow_wildcard=False,
+                allow_empty_wildcard=False,
+            )
         )
     )
     cp = op.file.actions[0].copy
     assert cp.mode == 0o600
-    assert not (cp.followSymlink or cp.dirCopyContents or cp.createDestPath or cp.allowWildcard or cp.allowEmptyWildcard)
+    assert not (
+        cp.followSymlink or cp.dirCopyContents or cp.createDestPath or cp.allowWildcard or cp.allowEmptyWildcard
+    )
 
 
 def test_relative_paths_use_working_directories_and_keep_trailing_slash() -> None:

@@ -84,7 +84,21 @@ def _tree(root: Path) -> None:
 def test_walk_order_is_go_filepath_walk(tmp_path: Path) -> None:
     _tree(tmp_path)
     paths = [e.path for e in walk(tmp_path)]
-    assert paths == ["B", "B/x", "a", "a/y", "a/y/2", "a/z", "a/z/1", "b", "b/3.log", "b/keep.log", "hard", "link", "top"]
+    assert paths == [
+        "B",
+        "B/x",
+        "a",
+        "a/y",
+        "a/y/2",
+        "a/z",
+        "a/z/1",
+        "b",
+        "b/3.log",
+        "b/keep.log",
+        "hard",
+        "link",
+        "top",
+    ]
 
 
 def test_walk_hardlink_and_symlink(tmp_path: Path) -> None:
@@ -106,7 +120,13 @@ def test_walk_excludes_with_reinclusion(tmp_path: Path) -> None:
 def test_walk_includes_keep_parent_dirs(tmp_path: Path) -> None:
     _tree(tmp_path)
     assert [e.path for e in walk(tmp_path, WalkOptions(include=("a/z",)))] == ["a", "a/z", "a/z/1"]
-    assert [e.path for e in walk(tmp_path, WalkOptions(include=("*/*.log",)))] == ["B", "a", "b", "b/3.log", "b/keep.log"]
+    assert [e.path for e in walk(tmp_path, WalkOptions(include=("*/*.log",)))] == [
+        "B",
+        "a",
+        "b",
+        "b/3.log",
+        "b/keep.log",
+    ]
 
 
 def test_walk_follow_paths(tmp_path: Path) -> None:

@@ -207,8 +207,13 @@ def test_source_names_become_custom_names() -> None:
 
 
 def test_network_coercion() -> None:
-    assert llb.Network("host") is llb.Network.HOST and llb.Network.HOST.name == "HOST" and llb.Network.NONE.value == "none"
-    assert pickle.loads(pickle.dumps(llb.Network.NONE)) is llb.Network.NONE and copy.deepcopy(llb.Network.HOST) is llb.Network.HOST
+    assert (
+        llb.Network("host") is llb.Network.HOST and llb.Network.HOST.name == "HOST" and llb.Network.NONE.value == "none"
+    )
+    assert (
+        pickle.loads(pickle.dumps(llb.Network.NONE)) is llb.Network.NONE
+        and copy.deepcopy(llb.Network.HOST) is llb.Network.HOST
+    )
     assert repr(llb.Network.SANDBOX) == "<Network.SANDBOX: 'sandbox'>"
     with pytest.raises(ValueError):
         llb.Network("bridge")

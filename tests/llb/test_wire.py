@@ -152,12 +152,18 @@ def test_golden_small_graph() -> None:
 def test_compiled_examples(example: str) -> None:
     spec = frontend.evaluate(REPO / "examples" / example, user_config=False)
     exts = tuple(
-        Extension(n.lower(), "1.0.0", f"{n.lower()}-1.0.0", f"{n}-1.0.0.vsix") for c in spec.vscode_extensions for n in c.names
+        Extension(n.lower(), "1.0.0", f"{n.lower()}-1.0.0", f"{n}-1.0.0.vsix")
+        for c in spec.vscode_extensions
+        for n in c.names
     )
     base = BaseConfig(env=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",), cmd=("bash",))
     options = CompileOptions(
-        project=project_name(example), owner=(1000, 1000), base_config=base,
-        vscode_extensions=exts, vscode_cache="/cache/vscode", context_dir="/ctx",
+        project=project_name(example),
+        owner=(1000, 1000),
+        base_config=base,
+        vscode_extensions=exts,
+        vscode_cache="/cache/vscode",
+        context_dir="/ctx",
     )
     try:
         compiled = compile(spec, options)
@@ -169,8 +175,12 @@ def test_compiled_examples(example: str) -> None:
 # -- random graphs --------------------------------------------------------------------------------
 
 _text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\n"), min_size=1, max_size=12)
-_path = st.lists(st.sampled_from(["a", "b", "étc", "x.y", "..", "."]), min_size=1, max_size=3).map(lambda p: "/" + "/".join(p))
-_mount_dest = st.lists(st.sampled_from(["a", "b", "étc", "x.y"]), min_size=1, max_size=3).map(lambda p: "/m/" + "/".join(p))
+_path = st.lists(st.sampled_from(["a", "b", "étc", "x.y", "..", "."]), min_size=1, max_size=3).map(
+    lambda p: "/" + "/".join(p)
+)
+_mount_dest = st.lists(st.sampled_from(["a", "b", "étc", "x.y"]), min_size=1, max_size=3).map(
+    lambda p: "/m/" + "/".join(p)
+)
 _uid = st.integers(0, 2**32 - 1)
 _mode = st.integers(0, 0o7777)
 _name = st.one_of(st.none(), _text)
@@ -182,7 +192,9 @@ def _mount(draw: st.DrawFn, sources: list[llb.State]) -> llb.Mount:
     kind = draw(st.sampled_from(["bind", "cache", "secret", "ssh", "tmpfs"]))
     if kind == "bind":
         source = draw(st.sampled_from(sources))
-        return llb.bind(dest, source, source_path=draw(st.sampled_from(["/", "sub", "/a/b"])), readonly=draw(st.booleans()))
+        return llb.bind(
+            dest, source, source_path=draw(st.sampled_from(["/", "sub", "/a/b"])), readonly=draw(st.booleans())
+        )
     if kind == "cache":
         return llb.cache(dest, draw(_text), sharing=draw(st.sampled_from(["shared", "private", "locked"])))
     if kind in ("secret", "ssh"):
@@ -216,17 +228,29 @@ def _actions(draw: st.DrawFn, sources: list[llb.State], named_owners: bool) -> l
             source = draw(st.sampled_from(sources))
             flags = draw(st.lists(st.booleans(), min_size=5, max_size=5))
             action = action.copy(
-                source, draw(_path), draw(st.sampled_from(["/dst", "dst/", "./"])), owner=draw(owner),
-                mode=draw(st.one_of(st.none(), _mode)), follow_symlinks=flags[0], copy_dir_contents=flags[1],
-                create_dest_path=flags[2], allow_wildcard=flags[3], allow_empty_wildcard=flags[4],
+                source,
+                draw(_path),
+                draw(st.sampled_from(["/dst", "dst/", "./"])),
+                owner=draw(owner),
+                mode=draw(st.one_of(st.none(), _mode)),
+                follow_symlinks=flags[0],
+                copy_dir_contents=flags[1],
+                create_dest_path=flags[2],
+                allow_wildcard=flags[3],
+                allow_empty_wildcard=flags[4],
             )
     return action
 
 
 _proxy = st.one_of(
     st.none(),
-    st.builds(llb.ProxyEnv, http_proxy=st.sampled_from(["", "http://p:3128"]), https_proxy=st.sampled_from(["", "http://p"]),
-              no_proxy=st.sampled_from(["", "localhost,.x"]), all_proxy=st.sampled_from(["", "socks5://s"])),
+    st.builds(
+        llb.ProxyEnv,
+        http_proxy=st.sampled_from(["", "http://p:3128"]),
+        https_proxy=st.sampled_from(["", "http://p"]),
+        no_proxy=st.sampled_from(["", "localhost,.x"]),
+        all_proxy=st.sampled_from(["", "socks5://s"]),
+    ),
 )
 
 
@@ -237,17 +261,29 @@ def graphs(draw: st.DrawFn) -> llb.State:
         kind = draw(st.sampled_from(["image", "local", "git", "http"]))
         if kind == "image":
             state = llb.image(
-                draw(st.sampled_from(["debian", "local/debian:bookworm", "127.0.0.1:5000/x/y:1", "busybox@sha256:" + "a" * 64])),
+                draw(
+                    st.sampled_from(
+                        ["debian", "local/debian:bookworm", "127.0.0.1:5000/x/y:1", "busybox@sha256:" + "a" * 64]
+                    )
+                ),
                 resolve_mode=draw(st.sampled_from(["default", "pull", "local"])),
                 platform=draw(st.sampled_from([None, "linux/arm64", "linux/arm/v7"])),
                 name=draw(_name),
             )
         elif kind == "local":
-            state = llb.local("ctx", exclude=draw(st.lists(_text, max_size=2)), include=draw(st.lists(_text, max_size=2)))
+            state = llb.local(
+                "ctx", exclude=draw(st.lists(_text, max_size=2)), include=draw(st.lists(_text, max_size=2))
+            )
         elif kind == "git":
-            state = llb.git("https://example.com/r.git", draw(st.sampled_from(["", "main", "v1"])), keep_git_dir=draw(st.booleans()))
+            state = llb.git(
+                "https://example.com/r.git", draw(st.sampled_from(["", "main", "v1"])), keep_git_dir=draw(st.booleans())
+            )
         else:
-            state = llb.http("https://example.com/f", checksum=draw(st.sampled_from([None, "sha256:" + "b" * 64])), chmod=draw(st.one_of(st.none(), _mode)))
+            state = llb.http(
+                "https://example.com/f",
+                checksum=draw(st.sampled_from([None, "sha256:" + "b" * 64])),
+                chmod=draw(st.one_of(st.none(), _mode)),
+            )
         sources.append(state)
     state = draw(st.sampled_from(sources))
     for _ in range(draw(st.integers(1, 5))):
@@ -314,7 +350,9 @@ def messages(draw: st.DrawFn, name: str, depth: int = 0) -> dict[str, Any]:
         if f.kind == "map":
             key_kind, value_ref = f.ref.split(":")
             value_kind = value_ref if value_ref in _SCALARS else "message"
-            message[f.name] = draw(st.dictionaries(_SCALARS[key_kind], _value(value_kind, value_ref, depth), max_size=3))
+            message[f.name] = draw(
+                st.dictionaries(_SCALARS[key_kind], _value(value_kind, value_ref, depth), max_size=3)
+            )
         elif f.repeated:
             message[f.name] = draw(st.lists(_value(f.kind, f.ref, depth), max_size=3))
         else:
@@ -357,12 +395,16 @@ def test_decode_rejects_broken_bytes_and_skips_unknown_fields() -> None:
 
 def test_repeated_submessages_merge_like_protobuf() -> None:
     first = _wire.encode("Op", {"exec": {"meta": {"args": ["a"], "cwd": "/x"}}, "platform": {"OS": "linux"}})
-    second = _wire.encode("Op", {"exec": {"meta": {"args": ["b"]}, "network": 2}, "platform": {"Architecture": "arm64"}})
+    second = _wire.encode(
+        "Op", {"exec": {"meta": {"args": ["b"]}, "network": 2}, "platform": {"Architecture": "arm64"}}
+    )
     switch = _wire.encode("Op", {"source": {"identifier": "i", "attrs": {"k": "v"}}})
     reset_cwd = b"\x12\x04\x0a\x02\x1a\x00"  # exec.meta.cwd = "" written out, as no canonical encoder would
     for data in (first + second, first + second + switch, switch + first, first + reset_cwd):
         expected = ops_pb2.Op.FromString(data)
-        assert _wire.to_dict("Op", _wire.decode("Op", data)) == json_format.MessageToDict(expected, preserving_proto_field_name=True)
+        assert _wire.to_dict("Op", _wire.decode("Op", data)) == json_format.MessageToDict(
+            expected, preserving_proto_field_name=True
+        )
 
 
 def test_marshal_and_json_do_not_import_protobuf() -> None:
