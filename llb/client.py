@@ -9,6 +9,7 @@ image config as frontend metadata.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -75,7 +76,7 @@ class SolveResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
-def connect(address: str | None = None, *, tls: TLSConfig | None = None, timeout: float = 5.0) -> "Client":
+def connect(address: str | None = None, *, tls: TLSConfig | None = None, timeout: float = 5.0) -> Client:
     """Connect to BuildKit: `address`, else $BUILDKIT_HOST, else the Docker engine ($DOCKER_HOST).
 
     Raises BuilderUnreachable within `timeout` seconds when nothing answers.
@@ -111,7 +112,7 @@ def _rpc_details(exc: BaseException) -> str:
     return text or str(exc)
 
 
-def _definition_pb(target: Any) -> "ops_pb2.Definition":
+def _definition_pb(target: Any) -> ops_pb2.Definition:
     from ._proto import ops_pb2
 
     if isinstance(target, ops_pb2.Definition):
@@ -123,7 +124,7 @@ def _definition_pb(target: Any) -> "ops_pb2.Definition":
     raise TypeError(f"solve() wants a State or a Definition, got {type(target).__name__}")
 
 
-def _local_names(definition: "ops_pb2.Definition") -> set[str]:
+def _local_names(definition: ops_pb2.Definition) -> set[str]:
     """Names of `local://` sources served by the solve's own session."""
     from ._proto import ops_pb2
 
@@ -132,17 +133,17 @@ def _local_names(definition: "ops_pb2.Definition") -> set[str]:
         if b"local://" not in raw:
             continue
         op = ops_pb2.Op.FromString(raw)
-        if op.WhichOneof("op") == "source" and op.source.identifier.startswith("local://"):
-            if "local.session" not in op.source.attrs:
-                names.add(op.source.identifier[len("local://") :])
+        source = op.source if op.WhichOneof("op") == "source" else None
+        if source is not None and source.identifier.startswith("local://") and "local.session" not in source.attrs:
+            names.add(source.identifier[len("local://") :])
     return names
 
 
-def _base_image(definition: "ops_pb2.Definition") -> tuple[str, str, "ops_pb2.Platform | None"] | None:
+def _base_image(definition: ops_pb2.Definition) -> tuple[str, str, ops_pb2.Platform | None] | None:
     """(ref, resolve mode, platform) of the image at the bottom of the result's root filesystem."""
-    from ._proto import ops_pb2
-
     import hashlib
+
+    from ._proto import ops_pb2
 
     ops: dict[str, ops_pb2.Op] = {}
     last = None
@@ -223,7 +224,7 @@ class _CancelRequested(Exception):
 class Client:
     """A connection to one BuildKit daemon. Thread-safe; solves may run concurrently."""
 
-    def __init__(self, transport: Transport, channel: "grpc.Channel") -> None:
+    def __init__(self, transport: Transport, channel: grpc.Channel) -> None:
         from ._proto import control_pb2, gateway_pb2
 
         self.transport = transport
@@ -249,7 +250,7 @@ class Client:
 
     # ------------------------------------------------------------ basics
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -296,7 +297,7 @@ class Client:
         self,
         build_id: str,
         ref: str,
-        platform: "ops_pb2.Platform | None",
+        platform: ops_pb2.Platform | None,
         mode: str,
         calls: _Calls,
         cancel: threading.Event | None,
@@ -336,10 +337,8 @@ class Client:
             try:
                 result = self._resolve_in_build(build_id, ref, pb_platform, resolve_mode, calls, None)
             finally:
-                try:
+                with contextlib.suppress(grpc.RpcError):
                     self._gw_return(_empty_return(), metadata=[(_BUILD_ID_KEY, build_id)], timeout=10)
-                except grpc.RpcError:
-                    pass
             solve.result()
             return result
         except grpc.RpcError as exc:
@@ -524,7 +523,7 @@ class Client:
     def _gateway_build(
         self,
         build_id: str,
-        definition: "ops_pb2.Definition",
+        definition: ops_pb2.Definition,
         image_config: ImageConfig,
         calls: _Calls,
         cancel: threading.Event | None,

@@ -9,6 +9,7 @@ byte pumps.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -57,7 +58,7 @@ class TLSConfig:
     key: str | Path | None = None
     server_name: str | None = None
 
-    def credentials(self) -> "grpc.ChannelCredentials":
+    def credentials(self) -> grpc.ChannelCredentials:
         import grpc
 
         def read(p: str | Path | None) -> bytes | None:
@@ -96,16 +97,12 @@ class SocketStream:
         self.sock.sendall(data)
 
     def shutdown_write(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self.sock.close()
 
 
@@ -126,10 +123,8 @@ class ProcessStream:
         self._in.flush()
 
     def shutdown_write(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._in.close()
-        except OSError:
-            pass
 
     def close(self) -> None:
         self.shutdown_write()
@@ -314,16 +309,12 @@ class UnixBridge:
             self._closed = True
             streams, self._streams = self._streams, []
             first, self._first = self._first, None
-        try:
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._listener.close()
         for s in streams + ([first] if first else []):
-            try:
+            with contextlib.suppress(OSError):
                 s.close()
-            except OSError:
-                pass
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
@@ -344,7 +335,7 @@ class Transport:
             ("grpc.enable_http_proxy", 0),
         ]
 
-    def credentials(self) -> "grpc.ChannelCredentials | None":
+    def credentials(self) -> grpc.ChannelCredentials | None:
         return None
 
     def open_session_stream(self, headers: Sequence[tuple[str, str]]) -> ByteStream | None:
@@ -452,7 +443,7 @@ class DockerEngineTransport(Transport):
                 f"permission denied on the Docker socket {self._where}",
                 "add your user to the docker group (`sudo usermod -aG docker $USER`, then log in again) or run as root",
             ) from None
-        except (ConnectionRefusedError, socket.timeout, TimeoutError) as exc:
+        except (ConnectionRefusedError, TimeoutError) as exc:
             raise BuilderUnreachable(self.address, f"nothing answers at {self._where} ({exc})", hint_start) from None
         except OSError as exc:
             raise BuilderUnreachable(self.address, f"{self._where}: {exc}", hint_start) from None
@@ -466,7 +457,7 @@ class DockerEngineTransport(Transport):
                 f"the Docker engine does not offer BuildKit on /grpc ({exc})",
                 "BuildKit needs Docker engine >= 18.09; alternatively run a standalone buildkitd and set BUILDKIT_HOST",
             ) from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             s.close()
             raise BuilderUnreachable(
                 self.address,
@@ -532,7 +523,7 @@ class DirectTransport(Transport):
             opts.append(("grpc.ssl_target_name_override", self._tls.server_name))
         return opts
 
-    def credentials(self) -> "grpc.ChannelCredentials | None":
+    def credentials(self) -> grpc.ChannelCredentials | None:
         return self._tls.credentials() if self._tls is not None else None
 
 
@@ -587,7 +578,7 @@ def _kube_argv(address: str) -> list[str]:
     argv += ["exec", "-i", pod]
     if q.get("container"):
         argv += ["-c", q["container"][0]]
-    return argv + ["--", "buildctl", "dial-stdio"]
+    return [*argv, "--", "buildctl", "dial-stdio"]
 
 
 def open_transport(address: str, tls: TLSConfig | None, timeout: float) -> Transport:

@@ -1,8 +1,8 @@
 """Marshalling a graph into a `pb.Definition`, and the Definition value itself.
 
 The bytes are deterministic: ops are serialised like protobuf's deterministic
-encoding (by `llb._wire`, so marshalling never imports protobuf), digests are sha256 over exactly those bytes, and ops appear in a
-fixed depth-first order. The same graph therefore always yields the same
+encoding (by `llb._wire`), digests are sha256 over exactly those bytes, and ops
+appear in a fixed depth-first order. The same graph therefore always yields the same
 digests, which is what makes BuildKit's cache hit.
 """
 
@@ -98,7 +98,7 @@ def marshal(output: Output | None, *, platform: Platform | None = None) -> Defin
     definition = Definition(
         tuple(order),
         tuple((d, _wire.encode("OpMetadata", metadata[d])) for d, _ in order),
-        tuple(zip(messages, (metadata[d] for d, _ in order))),
+        tuple(zip(messages, (metadata[d] for d, _ in order), strict=True)),
     )
     size = len(definition.to_bytes())
     if size > MAX_DEFINITION_BYTES:
@@ -210,7 +210,7 @@ class Definition:
         Shaped like protobuf's ``MessageToDict(..., preserving_proto_field_name=True)``.
         """
         decoded = (
-            ((d, op, md) for (d, _), (op, md) in zip(self.ops, self.messages))
+            ((d, op, md) for (d, _), (op, md) in zip(self.ops, self.messages, strict=True))
             if len(self.messages) == len(self.ops)
             else self._decoded()
         )

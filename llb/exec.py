@@ -282,10 +282,7 @@ def _args(args: str | Sequence[str], shell: bool) -> tuple[str, ...]:
             except ValueError as exc:
                 raise InvalidGraph(f"cannot split command {args!r}: {exc}") from None
     elif isinstance(args, Sequence):
-        if shell:
-            result = ["/bin/sh", "-c", shlex.join(args)]
-        else:
-            result = list(args)
+        result = ["/bin/sh", "-c", shlex.join(args)] if shell else list(args)
     else:
         raise InvalidGraph(f"run args must be a string or a sequence of strings, got {type(args).__name__}")
     if not result or (len(result) == 3 and shell and not result[2].strip()):

@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Union
 
 from .errors import UnsupportedByBuilder
 
@@ -94,7 +93,7 @@ class DockerTarExport:
     name: str = ""
 
 
-Export = Union[DockerImage, ImageExport, LocalExport, TarExport, OCIExport, DockerTarExport]
+Export = DockerImage | ImageExport | LocalExport | TarExport | OCIExport | DockerTarExport
 
 
 def _freeze(m: Mapping[str, str] | None) -> Mapping[str, str] | None:

@@ -137,7 +137,7 @@ class FileAction:
     steps: tuple[_Step, ...] = ()
 
     def _then(self, step: _Step) -> FileAction:
-        return FileAction(self.steps + (step,))
+        return FileAction((*self.steps, step))
 
     def mkdir(
         self, path: str, mode: int = 0o755, *, parents: bool = False, owner: OwnerSpec | Owner = None

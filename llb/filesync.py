@@ -9,6 +9,7 @@ not `st_mode`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -451,7 +452,7 @@ class DiffCopySender:
             self._put(pb.Packet(type=PACKET_DATA, ID=fid))
             self.sent_files += 1
 
-    def _reader(self, requests: Iterator["fsutil_pb2.Packet"]) -> None:
+    def _reader(self, requests: Iterator[fsutil_pb2.Packet]) -> None:
         try:
             for p in requests:
                 if p.type == PACKET_REQ:
@@ -473,7 +474,7 @@ class DiffCopySender:
             walker.join()
         self._put(None)
 
-    def run(self, requests: Iterator["fsutil_pb2.Packet"]) -> Iterator["fsutil_pb2.Packet"]:
+    def run(self, requests: Iterator[fsutil_pb2.Packet]) -> Iterator[fsutil_pb2.Packet]:
         self._walker_thread = threading.Thread(target=self._walker, name="llb-fs-walk", daemon=True)
         self._walker_thread.start()
         threading.Thread(target=self._file_worker, name="llb-fs-data", daemon=True).start()
@@ -527,7 +528,7 @@ class DiffCopyReceiver:
         if os.path.lexists(full) and not (os.path.isdir(full) and not os.path.islink(full)):
             os.unlink(full)
 
-    def _handle_stat(self, index: int, st: "fsutil_pb2.Stat") -> None:
+    def _handle_stat(self, index: int, st: fsutil_pb2.Stat) -> None:
         full = self._safe_path(st.path)
         mode = st.mode
         if mode & MODE_DIR:
@@ -549,7 +550,7 @@ class DiffCopyReceiver:
             self._hardlinks.append((self._safe_path(st.linkname), full))
         else:
             tmp = os.path.join(os.path.dirname(full), f".llb-tmp-{index}")
-            fh = open(tmp, "wb")
+            fh = open(tmp, "wb")  # noqa: SIM115 - written packet by packet, closed in _finish_file or on error
             self._open[index] = (fh, tmp, full, mode)
             self._pending.add(index)
             self._out.put(self._pb.Packet(type=PACKET_REQ, ID=index))
@@ -581,7 +582,7 @@ class DiffCopyReceiver:
             return True
         return False
 
-    def _reader(self, requests: Iterator["fsutil_pb2.Packet"]) -> None:
+    def _reader(self, requests: Iterator[fsutil_pb2.Packet]) -> None:
         index = 0
         finished = False
         try:
@@ -614,16 +615,14 @@ class DiffCopyReceiver:
         finally:
             for fh, tmp, _full, _mode in list(self._open.values()):
                 fh.close()  # type: ignore[attr-defined]
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(tmp)
-                except OSError:
-                    pass
             self._open.clear()
             if not finished and self.error is None:
                 self.error = "the builder closed the export stream early"
             self._out.put(None)
 
-    def run(self, requests: Iterator["fsutil_pb2.Packet"]) -> Iterator["fsutil_pb2.Packet"]:
+    def run(self, requests: Iterator[fsutil_pb2.Packet]) -> Iterator[fsutil_pb2.Packet]:
         os.makedirs(self.dest, exist_ok=True)
         threading.Thread(target=self._reader, args=(requests,), name="llb-fs-recv", daemon=True).start()
         while True:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._proto import control_pb2
@@ -61,7 +61,7 @@ class LogEvent:
     timestamp: float | None
 
 
-ProgressEvent = Union[VertexEvent, StatusEvent, LogEvent]
+ProgressEvent = VertexEvent | StatusEvent | LogEvent
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class ProgressTracker:
         except BaseException as exc:  # a broken UI must not break the build
             self.callback_error = exc
 
-    def feed(self, resp: "control_pb2.StatusResponse") -> None:
+    def feed(self, resp: control_pb2.StatusResponse) -> None:
         self.responses += 1
         for v in resp.vertexes:
             info = VertexInfo(

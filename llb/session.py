@@ -9,6 +9,7 @@ address, so a handler finds its session from `context.peer()`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets as _secrets
@@ -16,11 +17,11 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .connection import ByteStream, SocketStream, splice
 
@@ -52,12 +53,12 @@ class SessionConfig:
     local_dirs: Mapping[str, Path] = field(default_factory=dict)
     secrets: Mapping[str, bytes] = field(default_factory=dict)
     ssh: Mapping[str, str] = field(default_factory=dict)
-    auth: "DockerConfigAuth | None" = None
+    auth: DockerConfigAuth | None = None
     receive_dir: Path | None = None
     receive_file: Path | None = None
 
 
-def _md(context: "grpc.ServicerContext") -> dict[str, list[str]]:
+def _md(context: grpc.ServicerContext) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for key, value in context.invocation_metadata() or ():
         out.setdefault(key.lower(), []).append(value if isinstance(value, str) else value.decode())
@@ -67,7 +68,7 @@ def _md(context: "grpc.ServicerContext") -> dict[str, list[str]]:
 class Session:
     """One builder session: a fresh id per solve (BuildKit v0.8 keys local sources by it)."""
 
-    def __init__(self, server: "SessionServer", config: SessionConfig, name: str = "llb") -> None:
+    def __init__(self, server: SessionServer, config: SessionConfig, name: str = "llb") -> None:
         self.server = server
         self.config = config
         self.id = _secrets.token_hex(13)
@@ -101,7 +102,7 @@ class Session:
         h += [("X-Docker-Expose-Session-Grpc-Method", m) for m in self.methods()]
         return h
 
-    def attach(self, transport: "Transport", channel: "grpc.Channel") -> None:
+    def attach(self, transport: Transport, channel: grpc.Channel) -> None:
         """Open the session connection: Docker's `/session` hijack, else `Control.Session`."""
         upstream = transport.open_session_stream(self.headers())
         if upstream is None:
@@ -115,10 +116,8 @@ class Session:
             return
         self._closed = True
         for s in self._streams:
-            try:
+            with contextlib.suppress(OSError):
                 s.close()
-            except OSError:
-                pass
         self.server.unregister(self)
 
 
@@ -126,7 +125,7 @@ class GrpcSessionStream:
     """`Control.Session` as a byte stream: each BytesMessage carries raw HTTP/2 bytes,
     session headers travel as lower-case gRPC metadata (standalone buildkitd)."""
 
-    def __init__(self, channel: "grpc.Channel", headers: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, channel: grpc.Channel, headers: Sequence[tuple[str, str]]) -> None:
         import queue
 
         from ._proto import control_pb2
@@ -177,7 +176,7 @@ class SessionServer:
     def __init__(self) -> None:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
-        self._server: "grpc.Server | None" = None
+        self._server: grpc.Server | None = None
         self._dir: str | None = None
         self.path = ""
 
@@ -212,7 +211,7 @@ class SessionServer:
         with self._lock:
             self._sessions.pop(session.token, None)
 
-    def lookup(self, context: "grpc.ServicerContext") -> Session:
+    def lookup(self, context: grpc.ServicerContext) -> Session:
         import grpc
 
         peer = context.peer()
@@ -235,14 +234,14 @@ class SessionServer:
 
 
 def _health(server: SessionServer) -> Callable:
-    def check(request: bytes, context: "grpc.ServicerContext") -> bytes:
+    def check(request: bytes, context: grpc.ServicerContext) -> bytes:
         return _HEALTH_SERVING
 
     return check
 
 
 def _filesync(server: SessionServer) -> Callable:
-    def diffcopy(request_iterator: Iterator[bytes], context: "grpc.ServicerContext") -> Iterator[bytes]:
+    def diffcopy(request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         import grpc
 
         from ._proto import fsutil_pb2
@@ -268,7 +267,7 @@ def _filesync(server: SessionServer) -> Callable:
 
 
 def _filesend(server: SessionServer) -> Callable:
-    def diffcopy(request_iterator: Iterator[bytes], context: "grpc.ServicerContext") -> Iterator[bytes]:
+    def diffcopy(request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         import grpc
 
         from ._proto import control_pb2, fsutil_pb2
@@ -300,7 +299,7 @@ def _filesend(server: SessionServer) -> Callable:
 
 
 def _secret(server: SessionServer) -> Callable:
-    def get(request: bytes, context: "grpc.ServicerContext") -> bytes:
+    def get(request: bytes, context: grpc.ServicerContext) -> bytes:
         import grpc
 
         from ._proto import secrets_pb2
@@ -316,7 +315,7 @@ def _secret(server: SessionServer) -> Callable:
 
 
 def _ssh_check(server: SessionServer) -> Callable:
-    def check(request: bytes, context: "grpc.ServicerContext") -> bytes:
+    def check(request: bytes, context: grpc.ServicerContext) -> bytes:
         import grpc
 
         from ._proto import sshforward_pb2
@@ -332,7 +331,7 @@ def _ssh_check(server: SessionServer) -> Callable:
 
 
 def _ssh_forward(server: SessionServer) -> Callable:
-    def forward(request_iterator: Iterator[bytes], context: "grpc.ServicerContext") -> Iterator[bytes]:
+    def forward(request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         import grpc
 
         from ._proto import sshforward_pb2
@@ -355,10 +354,8 @@ def _ssh_forward(server: SessionServer) -> Callable:
                     agent.sendall(sshforward_pb2.BytesMessage.FromString(raw).data)
             except Exception:
                 pass
-            try:
+            with contextlib.suppress(OSError):
                 agent.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
 
         threading.Thread(target=upstream, name="llb-ssh", daemon=True).start()
         try:
@@ -374,7 +371,7 @@ def _ssh_forward(server: SessionServer) -> Callable:
 
 
 def _auth(server: SessionServer) -> Callable:
-    def credentials(request: bytes, context: "grpc.ServicerContext") -> bytes:
+    def credentials(request: bytes, context: grpc.ServicerContext) -> bytes:
         from ._proto import auth_pb2
 
         session = server.lookup(context)
@@ -387,7 +384,7 @@ def _auth(server: SessionServer) -> Callable:
     return credentials
 
 
-def _build_handlers(server: SessionServer) -> dict[str, "grpc.RpcMethodHandler"]:
+def _build_handlers(server: SessionServer) -> dict[str, grpc.RpcMethodHandler]:
     import grpc
 
     unary = grpc.unary_unary_rpc_method_handler
@@ -403,7 +400,7 @@ def _build_handlers(server: SessionServer) -> dict[str, "grpc.RpcMethodHandler"]
     }
 
 
-def _generic_handler(server: SessionServer) -> "grpc.GenericRpcHandler":
+def _generic_handler(server: SessionServer) -> grpc.GenericRpcHandler:
     """Raw-bytes handlers: each service parses its own messages."""
     import grpc
 

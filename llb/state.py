@@ -98,7 +98,9 @@ class Vertex(ABC):
 
     @abstractmethod
     def to_op(self, ctx: MarshalContext) -> tuple[Message, Message]:
-        """Builds the pb.Op and its pb.OpMetadata as `llb._wire` dicts; raises InvalidGraph for graphs a builder would reject."""
+        """Builds the pb.Op and its pb.OpMetadata as `llb._wire` dicts.
+
+        Raises InvalidGraph for graphs a builder would reject."""
 
     @abstractmethod
     def label(self) -> str:

@@ -32,7 +32,7 @@ def _engine_reason() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def engine() -> Iterator["object"]:
+def engine() -> Iterator[object]:
     """A connected llb Client on the Docker engine, with the base image present."""
     reason = _engine_reason()
     if reason:

@@ -234,7 +234,7 @@ def test_unreachable_unix_and_bad_schemes(tmp_path: Path) -> None:
 
 def test_docker_container_needs_docker_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(llb.BuilderUnreachable, match="docker.*not on PATH"):
+    with pytest.raises(llb.BuilderUnreachable, match=r"docker.*not on PATH"):
         llb.connect("docker-container://bk")
     with pytest.raises(llb.BuilderUnreachable, match="kubectl"):
         llb.connect("kube-pod://bk?namespace=ns")

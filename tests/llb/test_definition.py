@@ -58,7 +58,7 @@ def test_structure_terminal_metadata_and_digests() -> None:
     pb = definition.to_pb()
     defs = list(getattr(pb, "def"))
     assert len(defs) == 6  # image, local, file, exec, file, terminal
-    for data, digest in zip(defs, definition.digests):
+    for data, digest in zip(defs, definition.digests, strict=True):
         assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
     assert set(pb.metadata) == set(definition.digests)
     terminal = ops_pb2.Op.FromString(defs[-1])

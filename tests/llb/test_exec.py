@@ -157,7 +157,7 @@ def test_same_input_state_is_one_input() -> None:
 def test_writable_binds_get_outputs_and_mount_state() -> None:
     ran = BASE.run("gen", mounts=[llb.bind("/out", llb.scratch(), readonly=False), llb.bind("/ro", BASE)])
     op, _ = exec_op(ran)
-    out = [m for m in op.exec.mounts if m.dest == "/out"][0]
+    out = next(m for m in op.exec.mounts if m.dest == "/out")
     assert (out.input, out.output, out.readonly) == (-1, 1, False)
     produced = ran.mount_state("/out/")
     assert produced.output is not None and produced.output.index == 1

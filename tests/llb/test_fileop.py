@@ -35,7 +35,7 @@ def test_chained_actions_follow_buildkit_input_conventions() -> None:
     ctx = llb.local("ctx")
     chain = llb.mkdir("/a").mkfile("/a/f", "data").copy(ctx, "src", "/a/").copy(ctx, "other", "/b").rm("/a/f")
     op, _ = file_op(BASE.file(chain))
-    assert [i.digest for i in op.inputs][0] != [i.digest for i in op.inputs][1]
+    assert next(i.digest for i in op.inputs) != [i.digest for i in op.inputs][1]
     assert len(op.inputs) == 2
     actions = list(op.file.actions)
     assert [a.WhichOneof("action") for a in actions] == ["mkdir", "mkfile", "copy", "copy", "rm"]
@@ -139,7 +139,7 @@ def test_mkfile_text_is_utf8_and_size_is_limited() -> None:
     op, _ = file_op(BASE.file(llb.mkfile("/f", "héllo", 0o600)))
     assert op.file.actions[0].mkfile.data == "héllo".encode()
     assert op.file.actions[0].mkfile.mode == 0o600
-    with pytest.raises(llb.InvalidGraph, match="llb.local"):
+    with pytest.raises(llb.InvalidGraph, match=r"llb\.local"):
         llb.mkfile("/big", b"x" * (llb.fileop.MAX_INLINE_FILE_BYTES + 1))
     with pytest.raises(llb.InvalidGraph):
         llb.mkfile("/f", 123)  # type: ignore[arg-type]

@@ -67,7 +67,7 @@ def test_schema_matches_the_generated_descriptors() -> None:
             expected.append(_wire.Field(fd.number, fd.name, kind, repeated, oneof, ref))
         assert list(_wire.SCHEMA[name]) == expected, name
     enums = {name: {v.number: v.name for v in e.values} for name, e in ops_pb2.DESCRIPTOR.enum_types_by_name.items()}
-    assert _wire.ENUMS == enums
+    assert enums == _wire.ENUMS
 
 
 def _fill(pb: Any, name: str, message: dict[str, Any]) -> Any:
@@ -343,7 +343,7 @@ def messages(draw: st.DrawFn, name: str, depth: int = 0) -> dict[str, Any]:
     for f in _wire.SCHEMA[name]:
         if depth > 2 and (f.kind in ("message", "map") or f.repeated):
             continue
-        if f.oneof and f.oneof in chosen_oneofs or not draw(st.booleans()):
+        if (f.oneof and f.oneof in chosen_oneofs) or not draw(st.booleans()):
             continue
         if f.oneof:
             chosen_oneofs.add(f.oneof)
