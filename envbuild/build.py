@@ -359,7 +359,7 @@ def build_prepared(
     import llb
     from envbuild import contexts, publish
     from envbuild.compiler.mirrors import Mirrors
-    from envbuild.outputs import BuildOutputOptions, builder_caps, plan_build
+    from envbuild.outputs import BuildOutputOptions, builder_caps, check_destinations, plan_build
 
     t0 = time.monotonic()
     ca = read_ca_cert(options)
@@ -378,6 +378,7 @@ def build_prepared(
         except llb.LLBError:
             workers = []
         plan = plan_build(out_opts, caps=builder_caps(rb.kind), default_name=prep.tag, workers=workers)
+        check_destinations(plan)
         solver = _Solver(prep, options, client, Mirrors.load(environ), ca, on_event, on_note or (lambda _text: None),
                          explicit_platform=bool(out_opts.platforms), several=len(plan.solves) > 1)
         try:

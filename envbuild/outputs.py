@@ -10,7 +10,9 @@ Requests no fallback can satisfy fail before the build, naming the builders that
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,6 +48,9 @@ __all__ = [
     "check_platforms",
     "platform_suffix",
     "plan_build",
+    "check_destination",
+    "check_destinations",
+    "destinations",
 ]
 
 OUTPUT_TYPES: tuple[str, ...] = ("docker", "image", "registry", "oci", "tar", "local")
@@ -309,6 +314,8 @@ class BuildOutputOptions:
     platforms: tuple["Platform", ...] = ()
     cache_exports: tuple[CacheSpec, ...] = ()
     cache_imports: tuple[CacheSpec, ...] = ()
+    force: bool = False
+    """``--force``: ``-o DIR`` may write into a directory that is not empty."""
 
 
 def parse_build_options(
@@ -319,6 +326,7 @@ def parse_build_options(
     platforms: Sequence[str] = (),
     export_cache: Sequence[str] = (),
     import_cache: Sequence[str] = (),
+    force: bool = False,
 ) -> BuildOutputOptions:
     """Parse and cross-check the CLI options of `envbuild build` (``-o``, ``-t``, ``--push``, ...)."""
     parsed = tuple(parse_output(o) for o in outputs)
@@ -331,6 +339,8 @@ def parse_build_options(
             seen.append(t.strip())
     if push and parsed and parsed[0].type != "image":
         raise UsageError(f"--push needs an image output; it cannot be combined with --output type={parsed[0].type}")
+    if push and not seen and not (parsed and parsed[0].names):
+        raise UsageError("--push needs -t REGISTRY/NAME:TAG (or --output name=...): the name says where the image goes")
     return BuildOutputOptions(
         outputs=parsed,
         tags=tuple(seen),
@@ -338,6 +348,7 @@ def parse_build_options(
         platforms=parse_platforms(platforms),
         cache_exports=tuple(parse_cache(c, export=True) for c in export_cache),
         cache_imports=tuple(parse_cache(c, export=False) for c in import_cache),
+        force=force,
     )
 
 
@@ -515,6 +526,8 @@ class PlannedSolve:
 class BuildPlan:
     solves: tuple[PlannedSolve, ...]
     warnings: tuple[str, ...] = ()
+    force: bool = False
+    """A directory output may go into a directory that is not empty (``--force``)."""
 
 
 def _unsupported(what: str, caps: BuilderCaps, *, alternative: str = "") -> UsageError:
@@ -648,4 +661,50 @@ def plan_build(
                 describe=f"{plat}: {what}",
             )
         )
-    return BuildPlan(solves=tuple(solves), warnings=tuple(warnings))
+    return BuildPlan(solves=tuple(solves), warnings=tuple(warnings), force=options.force)
+
+
+def destinations(plan: BuildPlan) -> list[tuple[str, bool]]:
+    """Every host path the plan writes, with whether it is a directory (``type=local``)."""
+    from llb.export import DockerTarExport, LocalExport, OCIExport, TarExport
+
+    found: list[tuple[str, bool]] = []
+    for step in plan.solves:
+        if isinstance(step.export, (LocalExport, TarExport, OCIExport, DockerTarExport)):
+            found.append((str(step.export.dest), isinstance(step.export, LocalExport)))
+        found.extend((a.dest, False) for a in step.post if isinstance(a, (SaveImage, SaveOCI)))
+    return found
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a device"
+
+
+def check_destination(dest: str, *, directory: bool, force: bool) -> None:
+    """Refuse to put an output where something else is: a file output replaces only a regular file,
+    a directory output goes only into a directory (an empty one, or any with ``force``)."""
+    path = os.path.expanduser(dest)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    kind = _kind(mode)
+    if directory:
+        if kind != "a directory":
+            raise UsageError(f"--output dest={dest}: {kind} is there; refusing to write a directory over it")
+        if not force and any(os.scandir(path)):
+            raise UsageError(f"--output dest={dest}: the directory is not empty; pass --force to write into it "
+                             "(files of the same name are replaced)")
+    elif kind != "a regular file":
+        raise UsageError(f"--output dest={dest}: {kind} is there; refusing to replace anything but a regular file "
+                         "(remove it or choose another path)")
+
+
+def check_destinations(plan: BuildPlan) -> None:
+    """`check_destination` for every path the plan writes; run before the build starts."""
+    for dest, directory in destinations(plan):
+        check_destination(dest, directory=directory, force=plan.force)

@@ -8,14 +8,16 @@ The Docker engine's embedded BuildKit (20.10) only writes into the engine's imag
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +30,9 @@ from envbuild.outputs import (
     PushImage,
     SaveImage,
     SaveOCI,
+    check_destination,
 )
+from llb.export import DockerTarExport, LocalExport, OCIExport, TarExport
 
 if TYPE_CHECKING:
     import docker
@@ -44,6 +48,7 @@ __all__ = [
     "run_post_actions",
     "StepOutcome",
     "execute_plan",
+    "staged",
 ]
 
 MessageFn = Callable[[str], None]
@@ -315,6 +320,70 @@ class StepOutcome:
     saved: tuple[Path, ...]
 
 
+@contextlib.contextmanager
+def staged(step: PlannedSolve, *, force: bool = False) -> Iterator[PlannedSolve]:
+    """``step`` with its file or directory export sent to a hidden directory beside the destination;
+    the result is moved into place only once the solve returned, and the hidden directory (partial
+    files and all) is removed on every way out, Ctrl-C included."""
+    export = step.export
+    if not isinstance(export, (LocalExport, TarExport, OCIExport, DockerTarExport)):
+        yield step
+        return
+    dest = Path(export.dest).expanduser().absolute()
+    made = [p for p in reversed(dest.parents) if not p.exists()]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".envbuild-partial", dir=dest.parent))
+    placed = False
+    try:
+        received = staging / "result"
+        yield replace(step, export=replace(export, dest=str(received)))
+        if isinstance(export, LocalExport):
+            _place_tree(received, dest, force=force)
+        else:
+            _place_file(received, dest)
+        placed = True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        for directory in reversed(made if not placed else ()):
+            try:
+                directory.rmdir()  # only the directories made for this output, and only when empty
+            except OSError:
+                break
+
+
+def _place_file(received: Path, dest: Path) -> None:
+    if not received.is_file():
+        raise PublishError(f"the builder finished without sending {dest.name}; nothing was written")
+    check_destination(str(dest), directory=False, force=False)
+    os.replace(received, dest)
+
+
+def _place_tree(received: Path, dest: Path, *, force: bool) -> None:
+    received.mkdir(exist_ok=True)  # an empty result is an empty directory
+    check_destination(str(dest), directory=True, force=force)
+    if not dest.exists():
+        os.rename(received, dest)
+    elif not any(dest.iterdir()):
+        os.replace(received, dest)  # onto an empty directory, atomically
+    else:
+        _merge_tree(received, dest)
+
+
+def _merge_tree(src: Path, dst: Path) -> None:
+    """Move ``src``'s entries into ``dst``: directories merge, anything else replaces what has its
+    name; a symlink in ``dst`` is replaced, never followed."""
+    for entry in os.scandir(src):
+        target = dst / entry.name
+        if entry.is_dir(follow_symlinks=False) and target.is_dir() and not target.is_symlink():
+            _merge_tree(Path(entry.path), target)
+            continue
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif os.path.lexists(target):
+            target.unlink()
+        os.rename(entry.path, target)
+
+
 def execute_plan(
     plan: BuildPlan,
     solve: Callable[[PlannedSolve], Any],
@@ -331,7 +400,8 @@ def execute_plan(
             on_message(f"warning: {warning}")
     outcomes: list[StepOutcome] = []
     for step in plan.solves:
-        result = solve(step)
+        with staged(step, force=plan.force) as staged_step:
+            result = solve(staged_step)
         if step.post and client is None:
             client = engine_client(docker_host)
         summary = run_post_actions(step.post, client=client, on_message=on_message)

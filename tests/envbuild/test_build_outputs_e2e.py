@@ -192,3 +192,84 @@ def test_conda_and_vsix_through_envbuild_build(part2_project: tuple[Path, str, d
     assert (Path(env["HOME"]) / ".cache/envbuild/vscode/extensions/local-pub.local-ext-0.0.1/package.json").is_file()
     again = envbuild(["build", "-p", str(proj), "-t", tag, "--owner", "1000:1000"], env=env)
     assert again.returncode == 0 and "is up to date" in again.stderr, again.stderr
+
+
+# ---- where outputs may go, and all or nothing (issue 15, items 3 and 4) -----------------------------
+
+def test_output_destinations_are_never_replaced_by_accident(tmp_path: Path, uid: str) -> None:
+    proj = _project(tmp_path / "dest", f'base(image="{BASE}", dev=False)\nrun(commands=["echo {uid} > /hello"])')
+    (tmp_path / "precious").write_text("precious\n")
+    link = tmp_path / "link.tar"
+    link.symlink_to(tmp_path / "precious")
+    r = envbuild(["build", "-p", str(proj), "-o", f"type=tar,dest={link}"])
+    assert r.returncode == 2, r.stderr
+    assert f"--output dest={link}: a symlink is there; refusing to replace" in r.stderr
+    assert link.is_symlink() and (tmp_path / "precious").read_text() == "precious\n"
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "mine.txt").write_text("mine\n")
+    r = envbuild(["build", "-p", str(proj), "-o", str(full)])
+    assert r.returncode == 2 and "the directory is not empty; pass --force" in r.stderr, r.stderr
+    assert sorted(p.name for p in full.iterdir()) == ["mine.txt"]
+    r = envbuild(["build", "-p", str(proj), "-o", str(full), "--force"])
+    assert r.returncode == 0, r.stderr
+    assert (full / "mine.txt").read_text() == "mine\n" and (full / "hello").read_text().strip() == uid
+
+    r = envbuild(["build", "-p", str(proj), "-o", str(tmp_path / "a"), "-o", f"type=tar,dest={tmp_path / 'b.tar'}"])
+    assert r.returncode == 2 and "only one --output" in r.stderr, r.stderr
+    r = envbuild(["build", "-p", str(proj), "--push"], env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
+    assert r.returncode == 2 and "--push needs -t" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "full", "link.tar", "precious"]
+
+
+def _big_project(root: Path) -> Path:
+    """A result large enough that its export takes a while: 2000 files of 100 kB (cached after one build)."""
+    return _project(root, f'base(image="{BASE}", dev=False)\n'
+                          'run(commands=["mkdir /many && for i in $(seq 2000); do head -c 100000 /dev/urandom > /many/f$i; done"])')
+
+
+def _bytes_under(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink()) if path.exists() else 0
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "engine-gone"])
+@pytest.mark.parametrize("kind", ["tar", "local"])
+def test_an_export_cut_short_leaves_nothing(tmp_path: Path, how: str, kind: str) -> None:
+    import signal
+    import time
+
+    from tests.envbuild.test_faults_e2e import Relay
+
+    proj = _big_project(tmp_path / "big")
+    assert envbuild(["build", "-p", str(proj), "-t", "envbuild-e2e/big:dev"]).returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("keep\n")
+    dest = out / ("rootfs.tar" if kind == "tar" else "tree")
+    output = f"type=tar,dest={dest}" if kind == "tar" else f"type=local,dest={dest}"
+    relay = Relay(tmp_path / "relay.sock", "/var/run/docker.sock")
+    env = {k: v for k, v in os.environ.items() if k.upper() not in _PROXY_VARS and k != "BUILDKIT_HOST"}
+    env["DOCKER_HOST"] = f"unix://{relay.path}"
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/envbuild"), "build", "-p", str(proj), "-o", output,
+                             "--progress", "plain"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while _bytes_under(out) < 20_000_000 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, f"the export ended before it could be cut short:\n{proc.communicate()[1]}"
+        if how == "ctrl-c":
+            proc.send_signal(signal.SIGINT)
+        else:
+            relay.stop()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        relay.stop()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == (130 if how == "ctrl-c" else proc.returncode) and proc.returncode in (1, 3, 130), err
+    assert "Traceback" not in err, err
+    time.sleep(1)  # anything still writing after the exit would show now
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert left == ["keep.txt"], f"left behind after {how}: {left[:10]} ({len(left)} entries)"
+    subprocess.run(["docker", "rmi", "-f", "envbuild-e2e/big:dev"], capture_output=True, check=False)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,12 +14,14 @@ import llb
 from envbuild.errors import UsageError
 from envbuild.outputs import (
     BuildOutputOptions,
+    BuildPlan,
     CacheSpec,
     OutputSpec,
     PushImage,
     SaveImage,
     SaveOCI,
     builder_caps,
+    check_destinations,
     check_platforms,
     default_platforms,
     parse_build_options,
@@ -368,3 +374,60 @@ def test_fuzz_plan(outputs: list[str], tags: list[str], push: bool, kind: str) -
         return
     assert isinstance(opts, BuildOutputOptions)
     assert len(plan.solves) == 1 and plan.solves[0].export is not None
+
+
+# ---------------------------------------------------------------- destinations (issue 15, item 3)
+
+
+def _planned(tmp_path: Path, output: str, *, force: bool = False, tags: tuple[str, ...] = ("e:1",)) -> BuildPlan:
+    opts = parse_build_options(outputs=[output], tags=list(tags), force=force)
+    return plan_build(opts, caps=builder_caps("docker"), default_name="p:dev", workers=ENGINE_WORKERS)
+
+
+@pytest.mark.parametrize("kind", ["tar", "docker", "oci"])
+def test_a_file_destination_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    (tmp_path / "target").write_text("keep")
+    (tmp_path / "link.tar").symlink_to(tmp_path / "target")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    cases = [(tmp_path / "link.tar", "a symlink"), (tmp_path / "fifo", "a FIFO"), (tmp_path / "dir", "a directory")]
+    if os.geteuid() == 0:  # a private device node: the machine's /dev/null is not something to test on
+        os.mknod(tmp_path / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        cases.append((tmp_path / "null", "a device"))
+    for dest, what in cases:
+        with pytest.raises(UsageError) as info:
+            check_destinations(_planned(tmp_path, f"type={kind},dest={dest}"))
+        assert str(info.value) == (f"--output dest={dest}: {what} is there; refusing to replace anything but "
+                                   "a regular file (remove it or choose another path)")
+    check_destinations(_planned(tmp_path, f"type={kind},dest={tmp_path / 'target'}"))  # a file is overwritten
+    check_destinations(_planned(tmp_path, f"type={kind},dest={tmp_path / 'new' / 'x.tar'}"))
+    assert (tmp_path / "target").read_text() == "keep"
+
+
+def test_a_directory_destination_must_be_a_directory_and_empty_unless_forced(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine.txt").write_text("mine")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    with pytest.raises(UsageError, match="a regular file is there; refusing to write a directory over it"):
+        check_destinations(_planned(tmp_path, str(tmp_path / "file")))
+    with pytest.raises(UsageError, match="a symlink is there"):
+        check_destinations(_planned(tmp_path, str(tmp_path / "link")))
+    with pytest.raises(UsageError) as info:
+        check_destinations(_planned(tmp_path, str(tmp_path / "full")))
+    assert str(info.value) == (f"--output dest={tmp_path / 'full'}: the directory is not empty; pass --force to write "
+                               "into it (files of the same name are replaced)")
+    check_destinations(_planned(tmp_path, str(tmp_path / "full"), force=True))
+    check_destinations(_planned(tmp_path, f"type=local,dest={tmp_path / 'empty'}"))
+    check_destinations(_planned(tmp_path, str(tmp_path / "new")))
+
+
+def test_push_needs_a_name_and_two_outputs_are_refused() -> None:
+    with pytest.raises(UsageError, match="--push needs -t"):
+        parse_build_options(push=True)
+    with pytest.raises(UsageError, match="--push needs -t"):
+        parse_build_options(push=True, outputs=["type=image"])
+    assert parse_build_options(push=True, outputs=["type=image,name=r/e:1"]).push
+    with pytest.raises(UsageError, match="only one --output"):
+        parse_build_options(outputs=["out", "type=tar,dest=x.tar"])

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 import llb
-from envbuild.outputs import PlannedSolve, BuildPlan, PushImage, SaveImage
+from envbuild.errors import UsageError
+from envbuild.outputs import BuildPlan, PlannedSolve, PushImage, SaveImage
 from envbuild.publish import PublishError, docker_archive_to_oci, execute_plan, push_images, run_post_actions
 
 
@@ -123,19 +124,26 @@ def test_docker_archive_to_oci_refuses_a_corrupt_layer(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.tar"]
 
 
-def test_execute_plan_runs_post_actions_in_order() -> None:
+def test_execute_plan_runs_post_actions_in_order(tmp_path: Path) -> None:
     done: list[Any] = []
     client = FakeDocker([{"aux": {"Digest": "sha256:" + "2" * 64}}])
     plan = BuildPlan(
         solves=(
             PlannedSolve(platform=llb.Platform(), export=llb.DockerImage("r/a:1"), post=(PushImage(("r/a:1",)),)),
-            PlannedSolve(platform=llb.Platform("linux", "arm64"), export=llb.TarExport("x.tar")),
+            PlannedSolve(platform=llb.Platform("linux", "arm64"), export=llb.TarExport(str(tmp_path / "x.tar"))),
         ),
         warnings=("careful",),
     )
     messages: list[str] = []
-    outcomes = execute_plan(plan, lambda step: done.append(step.platform) or "result", client=client,  # type: ignore[arg-type]
-                            on_message=messages.append)
+
+    def solve(step: PlannedSolve) -> str:
+        done.append(step.platform)
+        if isinstance(step.export, llb.TarExport):
+            Path(step.export.dest).write_bytes(b"tar")
+        return "result"
+
+    outcomes = execute_plan(plan, solve, client=client, on_message=messages.append)  # type: ignore[arg-type]
+    assert (tmp_path / "x.tar").read_bytes() == b"tar"
     assert done == [llb.Platform(), llb.Platform("linux", "arm64")]
     assert [o.result for o in outcomes] == ["result", "result"]
     assert outcomes[0].pushed[0].digest == "sha256:" + "2" * 64 and outcomes[1].pushed == ()
@@ -148,3 +156,94 @@ def test_run_post_actions_rejects_unknown() -> None:
         run_post_actions([object()], client=FakeDocker([]))  # type: ignore[list-item,arg-type]
     assert run_post_actions([]) == {"pushed": [], "saved": []}
     assert SaveImage(("a",), "x").dest == "x"
+
+
+# ---------------------------------------------------------------- all or nothing (issue 15, item 4)
+
+
+def _export_plan(export: Any, *, force: bool = False) -> BuildPlan:
+    return BuildPlan(solves=(PlannedSolve(platform=llb.Platform(), export=export),), force=force)
+
+
+def _writes_then(fail: BaseException | None, data: bytes = b"x" * 1000) -> Any:
+    """A solve that writes what a builder sends (half of it when it fails), like the llb session does."""
+
+    def solve(step: PlannedSolve) -> str:
+        dest = Path(step.export.dest)  # type: ignore[union-attr]
+        if isinstance(step.export, llb.LocalExport):
+            (dest / "sub").mkdir(parents=True)
+            for i in range(50):
+                (dest / "sub" / f".llb-tmp-{i}").write_bytes(data)
+            if fail is None:
+                for i in range(50):
+                    (dest / "sub" / f".llb-tmp-{i}").rename(dest / "sub" / f"f{i}")
+                (dest / "top.txt").write_bytes(b"top")
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            Path(f"{dest}.llb-partial").write_bytes(data[: len(data) // 2] if fail else data)
+            if fail is None:
+                Path(f"{dest}.llb-partial").rename(dest)
+        if fail is not None:
+            raise fail
+        return "result"
+
+    return solve
+
+
+@pytest.mark.parametrize("fail", [llb.SolveError("the builder went away"), KeyboardInterrupt()])
+@pytest.mark.parametrize("kind", ["tar", "local"])
+def test_a_failed_or_interrupted_export_leaves_nothing(tmp_path: Path, fail: BaseException, kind: str) -> None:
+    dest = tmp_path / "out" / ("r.tar" if kind == "tar" else "tree")
+    export = llb.TarExport(str(dest)) if kind == "tar" else llb.LocalExport(str(dest))
+    with pytest.raises(type(fail)):
+        execute_plan(_export_plan(export), _writes_then(fail))
+    assert list(tmp_path.iterdir()) == [], "a partial export (or a directory made for it) was left behind"
+
+
+def test_an_export_lands_only_after_the_solve_returned(tmp_path: Path) -> None:
+    seen: list[bool] = []
+    dest = tmp_path / "r.tar"
+
+    def solve(step: PlannedSolve) -> str:
+        result = _writes_then(None)(step)
+        seen.append(dest.exists())
+        return result
+
+    execute_plan(_export_plan(llb.TarExport(str(dest))), solve)
+    assert seen == [False] and dest.read_bytes() == b"x" * 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.tar"]
+    tree = tmp_path / "tree"
+    execute_plan(_export_plan(llb.LocalExport(str(tree))), _writes_then(None))
+    assert sorted(p.name for p in tree.iterdir()) == ["sub", "top.txt"] and len(list((tree / "sub").iterdir())) == 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.tar", "tree"]
+
+
+def test_forced_export_into_a_directory_replaces_entries_without_following_symlinks(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f0").write_text("outside")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "mine.txt").write_text("mine")
+    (tree / "sub").symlink_to(outside)
+    (tree / "top.txt").mkdir()
+    execute_plan(_export_plan(llb.LocalExport(str(tree)), force=True), _writes_then(None))
+    assert (tree / "mine.txt").read_text() == "mine"
+    assert not (tree / "sub").is_symlink() and (tree / "sub" / "f0").read_bytes() == b"x" * 1000
+    assert (outside / "f0").read_text() == "outside" and (tree / "top.txt").read_bytes() == b"top"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside", "tree"]
+
+
+def test_a_destination_that_turned_into_a_symlink_is_not_replaced(tmp_path: Path) -> None:
+    dest = tmp_path / "r.tar"
+    (tmp_path / "elsewhere").write_text("keep")
+
+    def solve(step: PlannedSolve) -> str:
+        result = _writes_then(None)(step)
+        dest.symlink_to(tmp_path / "elsewhere")  # appeared while the build ran
+        return result
+
+    with pytest.raises(UsageError, match="a symlink is there"):
+        execute_plan(_export_plan(llb.TarExport(str(dest))), solve)
+    assert dest.is_symlink() and (tmp_path / "elsewhere").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "r.tar"]

@@ -30,10 +30,11 @@ def build(
     ca_cert: Optional[Path] = typer.Option(
         None, "--ca-cert", help="PEM CA bundle build steps trust (also $ENVBUILD_CA_CERT); never stored in the image."
     ),
-    output: Optional[str] = typer.Option(
+    output: Optional[list[str]] = typer.Option(
         None, "--output", "-o",
         help="type=docker|image|registry|oci|tar|local with name=, push=true, dest= (docs/builders.md); a bare DIR is type=local.",
     ),
+    force: bool = typer.Option(False, "--force", help="Let -o DIR write into a directory that is not empty."),
     push: bool = typer.Option(False, "--push", help="Push the -t images to their registry (type=image,push=true)."),
     platform: Optional[List[str]] = typer.Option(
         None, "--platform", help="Target platform(s), e.g. linux/amd64,linux/arm64 (default: the builder's own)."
@@ -63,8 +64,8 @@ def build(
     if network not in NETWORKS:
         raise UsageError(f"invalid --network {network!r}: use sandbox or host")
     options = _build_options(
-        path, file, tag or [], output, push=push, platform=platform or [], export_cache=export_cache or [],
-        import_cache=import_cache or [], no_cache=no_cache, ca_cert=ca_cert, owner=owner, network=network,
+        path, file, tag or [], output or [], push=push, force=force, platform=platform or [],
+        export_cache=export_cache or [], import_cache=import_cache or [], no_cache=no_cache, ca_cert=ca_cert, owner=owner, network=network,
         python_mirror=python_mirror, builder=builder, locked=locked, offline=offline,
     )
     from envbuild.build import build_prepared, prepare, quick_up_to_date, up_to_date
@@ -88,9 +89,10 @@ def _build_options(
     path: Path,
     file: str | None,
     tags: list[str],
-    output: str | None,
+    output: list[str],
     *,
     push: bool,
+    force: bool,
     platform: list[str],
     export_cache: list[str],
     import_cache: list[str],
@@ -109,8 +111,8 @@ def _build_options(
 
     target, function = build_target(path, file)
     outputs = parse_build_options(
-        outputs=[output] if output is not None else [], tags=tags, push=push, platforms=platform,
-        export_cache=export_cache, import_cache=import_cache,
+        outputs=output, tags=tags, push=push, platforms=platform, export_cache=export_cache,
+        import_cache=import_cache, force=force,
     )
     out = outputs.outputs[0] if outputs.outputs else None
     if out is not None and out.names and outputs.tags and set(out.names) != set(outputs.tags):
