@@ -38,6 +38,11 @@ class _Client:
 
     def solve(self, definition: llb.Definition, **kwargs: Any) -> _Result:
         self.solves.append({"definition": definition, **kwargs})
+        export = kwargs["export"]
+        if isinstance(export, llb.LocalExport):
+            Path(export.dest).mkdir(parents=True, exist_ok=True)
+        elif isinstance(export, (llb.TarExport, llb.OCIExport, llb.DockerTarExport)):
+            Path(export.dest).write_bytes(b"received")  # what a builder sends back
         return _Result(f"sha256:{len(self.solves)}" if kwargs["image_config"] is not None else None)
 
 
@@ -105,6 +110,7 @@ def test_tar_output_gets_no_image_config_and_cache_options_pass_through(recorder
     (solve,) = recorder.solves
     assert solve["image_config"] is None
     assert type(solve["export"]).__name__ == "TarExport"
+    assert (tmp_path / "fs.tar").read_bytes() == b"received"
     assert [(c.type, dict(c.attrs)) for c in solve["cache_imports"]] == [("registry", {"ref": "reg.example/env:cache"})]
 
 
