@@ -32,8 +32,9 @@ subnet_of() {
 stop_engine() {
   local name=$1 bridge="eb-$1" pidfile="$ROOTS/$1/run/$1.pid"
   if [ -f "$pidfile" ]; then
-    kill "$(cat "$pidfile")" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.25; done
+    local pid; pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
   fi
   for table in nat filter; do
     iptables -t "$table" -S 2>/dev/null | { grep -- "--comment envbuild-$name" || true; } | sed 's/^-A /-D /' \
