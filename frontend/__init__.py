@@ -4,11 +4,15 @@
 >>> spec = frontend.evaluate("examples/jupyter")      # dir, dir/build.envd or file.envd:func
 >>> print(spec.to_json())
 
-Importing this package is cheap (errors only): the spec classes and the Starlark interpreter load on
-first use of ``frontend.Spec`` / ``frontend.evaluate``.
+The errors import eagerly; the spec classes and the Starlark interpreter load on first use of
+``frontend.Spec`` / ``frontend.evaluate``, because ``envbuild build``'s up-to-date check imports
+``frontend.target`` (and so this package) without needing either.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from .errors import (
     EnvdError,
@@ -23,14 +27,17 @@ from .errors import (
     ValueError_,
 )
 
-TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing would double the import time
 if TYPE_CHECKING:
-    from typing import Any
-
     from .evaluator import evaluate
     from .spec import SCHEMA_VERSION, Pos, Spec, SpecDecodeError
 
-_SPEC_NAMES = frozenset({"SCHEMA_VERSION", "Pos", "Spec", "SpecDecodeError"})
+_LAZY = {
+    "evaluate": "frontend.evaluator",
+    "SCHEMA_VERSION": "frontend.spec",
+    "Pos": "frontend.spec",
+    "Spec": "frontend.spec",
+    "SpecDecodeError": "frontend.spec",
+}
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -51,14 +58,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Lazy exports: the spec classes (~45 records) and the interpreter load on first use."""
-    if name == "evaluate":
-        from .evaluator import evaluate
-
-        return evaluate
-    if name in _SPEC_NAMES:
-        from . import spec
-
-        return getattr(spec, name)
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'frontend' has no attribute {name!r}")

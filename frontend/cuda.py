@@ -8,18 +8,14 @@ the error lists what exists. ``scripts/refresh-cuda-table.py`` regenerates the t
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import re
-from functools import lru_cache
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from ._record import record
-
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
-if TYPE_CHECKING:
-    from typing import Any
-
-TABLE_PATH = os.path.join(os.path.dirname(__file__), "data", "cuda.json")
+TABLE_PATH = Path(__file__).with_name("data") / "cuda.json"
 DEFAULT_UBUNTU = "22.04"
 
 
@@ -27,7 +23,7 @@ class CudaError(ValueError):
     """No published image matches; the message lists the valid choices."""
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class CudaImage:
     version: str
     cudnn: str
@@ -37,10 +33,10 @@ class CudaImage:
     warnings: tuple[str, ...] = ()
 
 
-@lru_cache(maxsize=1)
+@functools.cache
 def table() -> dict[str, Any]:
-    with open(TABLE_PATH, "rb") as f:
-        return json.loads(f.read().decode("utf-8"))  # type: ignore[no-any-return]
+    data: dict[str, Any] = json.loads(TABLE_PATH.read_text(encoding="utf-8"))
+    return data
 
 
 def _vkey(v: str) -> tuple[int, ...]:
@@ -64,6 +60,46 @@ def _ubuntu_of(base_image: str) -> str | None:
     return m[1] if m else None
 
 
+def _table_version(version: str) -> tuple[str, list[str]]:
+    """The table's entry for ``version`` (``12.8`` -> its newest patch, with a warning)."""
+    t = table()
+    if not re.fullmatch(r"\d+\.\d+(\.\d+)?", version):
+        raise CudaError(f"CUDA version {version!r} is not a version number like '12.1.1'")
+    if version in t["versions"]:
+        return version, []
+    same_minor = [v for v in versions() if v.startswith(version + ".")] if version.count(".") == 1 else []
+    if same_minor:
+        return same_minor[-1], [f"CUDA {version} resolved to {same_minor[-1]} (pin the patch version to be exact)"]
+    minor = ".".join(version.split(".")[:2])
+    near = [v for v in versions() if v.startswith(minor + ".")]
+    raise CudaError(
+        f"nvidia/cuda has no images for CUDA {version} (table dated {t['date']}); "
+        f"valid versions: {', '.join(near or versions())}"
+    )
+
+
+def _cudnn(version: str, cudnn: str | None) -> str:
+    """The cuDNN key of the table (``""`` for none); None picks the newest for that CUDA."""
+    entry = table()["versions"][version]
+    tags: dict[str, str] = entry["cudnn"]
+    if cudnn is None:
+        cudnn = str(entry["default_cudnn"])
+    cudnn = cudnn.strip().lower().removeprefix("cudnn")
+    if not cudnn or cudnn in tags:
+        return cudnn
+    major = cudnn.split(".")[0]
+    if major in tags:
+        return major
+    valid = ", ".join([repr(c) for c in tags] + ["'' (no cuDNN)"])
+    raise CudaError(f"nvidia/cuda has no image with cuDNN {cudnn} for CUDA {version}; valid cudnn values: {valid}")
+
+
+def check_pair(version: str, cudnn: str | None) -> None:
+    """Raise ``CudaError`` unless NVIDIA publishes images for this CUDA/cuDNN pair (on some Ubuntu)."""
+    version, _ = _table_version(version)
+    _cudnn(version, cudnn)
+
+
 def resolve(version: str, cudnn: str | None, *, dev: bool, base_image: str) -> CudaImage:
     """Pick the ``nvidia/cuda`` image for ``install.cuda(version, cudnn)`` in this environment.
 
@@ -71,37 +107,9 @@ def resolve(version: str, cudnn: str | None, *, dev: bool, base_image: str) -> C
     A version without a patch (``12.8``) resolves to the newest patch in the table, with a warning.
     """
     t = table()
-    known = t["versions"]
-    warnings: list[str] = []
-    if not re.fullmatch(r"\d+\.\d+(\.\d+)?", version):
-        raise CudaError(f"CUDA version {version!r} is not a version number like '12.1.1'")
-    if version not in known:
-        same_minor = [v for v in versions() if v.startswith(version + ".")] if version.count(".") == 1 else []
-        if same_minor:
-            warnings.append(f"CUDA {version} resolved to {same_minor[-1]} (pin the patch version to be exact)")
-            version = same_minor[-1]
-        else:
-            minor = ".".join(version.split(".")[:2])
-            near = [v for v in versions() if v.startswith(minor + ".")]
-            choices = ", ".join(near or versions())
-            raise CudaError(
-                f"nvidia/cuda has no images for CUDA {version} (table dated {t['date']}); "
-                f"valid versions: {choices}"
-            )
-    entry = known[version]
-    cudnn_tags: dict[str, str] = entry["cudnn"]
-    if cudnn is None:
-        cudnn = entry["default_cudnn"]
-    cudnn = cudnn.strip().lower().removeprefix("cudnn")
-    if cudnn and cudnn not in cudnn_tags:
-        major = cudnn.split(".")[0]
-        if major in cudnn_tags:
-            cudnn = major
-        else:
-            valid = ", ".join([repr(c) for c in cudnn_tags] + ["'' (no cuDNN)"])
-            raise CudaError(
-                f"nvidia/cuda has no image with cuDNN {cudnn} for CUDA {version}; valid cudnn values: {valid}"
-            )
+    version, warnings = _table_version(version)
+    cudnn = _cudnn(version, cudnn)
+    entry = t["versions"][version]
     ubuntu = _ubuntu_of(base_image)
     if ubuntu is None:
         ubuntu = DEFAULT_UBUNTU if DEFAULT_UBUNTU in entry["ubuntu"] else entry["ubuntu"][-1]
@@ -115,6 +123,6 @@ def resolve(version: str, cudnn: str | None, *, dev: bool, base_image: str) -> C
             f"valid Ubuntu versions: {', '.join(entry['ubuntu'])}"
         )
     variant = "devel" if dev else "runtime"
-    parts = [version] + ([cudnn_tags[cudnn]] if cudnn else []) + [variant, f"ubuntu{ubuntu}"]
+    parts = [version] + ([entry["cudnn"][cudnn]] if cudnn else []) + [variant, f"ubuntu{ubuntu}"]
     image = f"{t['repository']}:{'-'.join(parts)}"
     return CudaImage(version, cudnn, image, ubuntu, torch_index(version), tuple(warnings))

@@ -76,7 +76,8 @@ class EnvdError(FrontendError):
             out.append(f"hint: {self.hint}")
         return "\n".join(out)
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled with its position (``Exception`` would keep only the message)."""
         return (
             _rebuild,
             (type(self), self.message, self.file, self.line, self.col, self.source_line, self.hint, self.trace),
@@ -90,7 +91,16 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() or c in "\t\n" else f"\\x{ord(c):02x}" for c in text)
 
 
-def _rebuild(cls, message, file, line, col, source_line, hint, trace):  # type: ignore[no-untyped-def]
+def _rebuild(
+    cls: type[EnvdError],
+    message: str,
+    file: str | None,
+    line: int | None,
+    col: int | None,
+    source_line: str | None,
+    hint: str | None,
+    trace: tuple[str, ...],
+) -> EnvdError:
     return cls(message, file, line, col, source_line, hint=hint, trace=trace)
 
 

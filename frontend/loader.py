@@ -15,32 +15,24 @@ Paths may not leave their root: absolute labels, ``..`` escapes and symlinks poi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
+import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from ._record import record
 from .errors import LoadError, SyntaxError_
-
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms of start-up
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from pathlib import Path
-
-try:  # the builtin module (3.12+: _sha2): hashlib loads OpenSSL, ~4 ms of start-up, for the same digest
-    from _sha256 import sha256
-except ImportError:  # pragma: no cover - depends on the Python version
-    try:
-        from _sha2 import sha256  # type: ignore[no-redef]
-    except ImportError:
-        from hashlib import sha256  # type: ignore[assignment]
 
 GIT_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
 DEFAULT_UPDATE_AFTER = 3600.0
 GIT_TIMEOUT = 120.0
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Source:
     """A build file read into memory. ``prefix + relative path`` makes the labels of its siblings."""
 
@@ -59,8 +51,7 @@ def cache_home() -> str:
 
 def decode(data: bytes, label: str) -> str:
     """UTF-8 text of a build file (a leading BOM dropped), or a positioned error for the first bad byte."""
-    if data.startswith(b"\xef\xbb\xbf"):  # by hand: the "utf-8-sig" codec is one more module to import
-        data = data[3:]
+    data = data.removeprefix(b"\xef\xbb\xbf")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -83,7 +74,7 @@ def read_source(path: str | os.PathLike[str], label: str, root: str | os.PathLik
         raise LoadError(f"{label} is a directory, not a build file") from None
     except OSError as e:
         raise LoadError(f"cannot read {label}: {e.strerror or e}") from None
-    return Source(label, path, root, prefix, decode(data, label), sha256(data).hexdigest())
+    return Source(label, path, root, prefix, decode(data, label), hashlib.sha256(data).hexdigest())
 
 
 def is_git_label(label: str) -> bool:
@@ -125,36 +116,27 @@ def _no_warning(msg: str) -> None:
     pass
 
 
+def _default_git_cache() -> Path:
+    return Path(cache_home(), "envbuild", "git")
+
+
+@dataclass(slots=True)
 class GitCache:
-    """Clones repositories with the host ``git`` into a cache directory.
+    """Clones repositories with the host ``git`` into a cache directory."""
 
-    Made for every evaluation but used only by git loads, so pathlib is imported on first checkout.
-    """
-
-    __slots__ = ("_done", "offline", "root", "update_after", "warn")
-
-    def __init__(
-        self,
-        root: str | os.PathLike[str] | None = None,
-        offline: bool = False,
-        update_after: float = DEFAULT_UPDATE_AFTER,
-        warn: Callable[[str], None] = _no_warning,
-    ) -> None:
-        self.root = os.fspath(root) if root is not None else os.path.join(cache_home(), "envbuild", "git")
-        self.offline = offline
-        self.update_after = update_after
-        self.warn = warn
-        self._done: dict[tuple[str, str], Path] = {}
+    root: Path = field(default_factory=_default_git_cache)
+    offline: bool = False
+    update_after: float = DEFAULT_UPDATE_AFTER
+    warn: Callable[[str], None] = _no_warning
+    _done: dict[tuple[str, str], Path] = field(default_factory=dict)
 
     def checkout(self, url: str, ref: str) -> Path:
         key = (url, ref)
         if key in self._done:
             return self._done[key]
-        from pathlib import Path
-
-        root = Path(self.root)
+        root = self.root
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[-1]).strip("_")[-60:]
-        digest = sha256(f"{url}@{ref}".encode()).hexdigest()[:12]
+        digest = hashlib.sha256(f"{url}@{ref}".encode()).hexdigest()[:12]
         dest = root / f"{slug}{'@' + re.sub(r'[^A-Za-z0-9._-]', '_', ref) if ref else ''}-{digest}"
         stamp = dest / ".git" / "envbuild-fetched"
         where = f"{url}@{ref}" if ref else url
@@ -209,12 +191,10 @@ class GitCache:
         raise LoadError(f"{where}: no branch, tag or commit named {ref or 'HEAD'!r} in the repository")
 
     def _git(self, cwd: Path | None, *args: str) -> tuple[bool, str]:
-        import subprocess
-
         env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", GCM_INTERACTIVE="never")
         try:
             p = subprocess.run(
-                ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=GIT_TIMEOUT,
+                ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=GIT_TIMEOUT, check=False,
                 stdin=subprocess.DEVNULL,
             )
         except FileNotFoundError:
@@ -228,20 +208,15 @@ class GitCache:
 
 
 def _rmtree(p: Path) -> None:
-    if p.exists():
-        import shutil
-
-        shutil.rmtree(p, ignore_errors=True)
+    shutil.rmtree(p, ignore_errors=True)
 
 
+@dataclass(slots=True)
 class Loader:
     """Resolves labels to ``Source``s for one evaluation."""
 
-    __slots__ = ("context_dir", "git")
-
-    def __init__(self, context_dir: str | os.PathLike[str], git: GitCache) -> None:
-        self.context_dir = os.fspath(context_dir)
-        self.git = git
+    context_dir: str
+    git: GitCache
 
     def _inside(self, path: str | os.PathLike[str], root: str | os.PathLike[str], label: str, what: str) -> str:
         real = os.path.realpath(path)

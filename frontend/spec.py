@@ -1,9 +1,8 @@
 """The environment spec: what a ``build.envd`` asks for, as immutable typed values.
 
 The spec is the only thing ``frontend`` hands to the rest of envbuild. It is a tree of frozen
-records (``frontend._record``: value classes that the ``dataclasses`` helpers accept) that serialises
-to JSON (``Spec.to_json`` / ``Spec.from_json``) so the compiler can store it in an image label and
-``envbuild up`` can read it back without the build files.
+dataclasses that serialises to JSON (``Spec.to_json`` / ``Spec.from_json``) so the compiler can
+store it in an image label and ``envbuild up`` can read it back without the build files.
 
 Semantics:
 
@@ -22,13 +21,14 @@ Semantics:
 
 from __future__ import annotations
 
-from ._record import field, fields, is_record, record
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs ~4 ms of start-up; only from_json needs it
-if TYPE_CHECKING:
-    from typing import Any, TypeVar
-
-    _T = TypeVar("_T")
+_T = TypeVar("_T")
 
 SCHEMA_VERSION = 1
 """Bumped on any incompatible change; ``from_json`` refuses a different version."""
@@ -48,7 +48,7 @@ class SpecDecodeError(ValueError):
     """Raised when JSON does not describe a spec this version understands (e.g. a newer schema)."""
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Pos:
     """Where a call was made. ``file`` is a label: context-relative path, user config or git URL."""
 
@@ -60,45 +60,45 @@ class Pos:
         return f"{self.file}:{self.line}:{self.col}"
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Base:
     image: str = DEFAULT_BASE_IMAGE
     dev: bool = False
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Shell:
     name: str = DEFAULT_SHELL
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Python:
     version: str = DEFAULT_PYTHON
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Conda:
     use_mamba: bool = False
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Uv:
     python_version: str = DEFAULT_PYTHON
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Pixi:
     use_pixi_mirror: bool = False
     pypi_index: str | None = None
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Cuda:
     """``install.cuda``: ``image`` is the resolved ``nvidia/cuda`` reference (it replaces the base).
 
@@ -113,35 +113,35 @@ class Cuda:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class RLang:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Julia:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Rust:
     version: str | None = None
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Go:
     version: str = DEFAULT_GO
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class NodeJS:
     version: str = DEFAULT_NODEJS
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Codex:
     """``version`` None means "latest", resolved by the compiler (envd asks GitHub at compile time)."""
 
@@ -149,13 +149,13 @@ class Codex:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class AptPackages:
     names: tuple[str, ...]
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class PythonPackages:
     """One ``install.python_packages`` call; paths are relative to the build context."""
 
@@ -165,7 +165,7 @@ class PythonPackages:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class CondaPackages:
     names: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
@@ -173,19 +173,19 @@ class CondaPackages:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class RPackages:
     names: tuple[str, ...]
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class JuliaPackages:
     names: tuple[str, ...]
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class VSCodeExtensions:
     """Extension ids ``publisher.name`` (optionally ``publisher.name-version``)."""
 
@@ -193,7 +193,7 @@ class VSCodeExtensions:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class PipIndex:
     url: str
     extra_url: str = ""
@@ -201,7 +201,7 @@ class PipIndex:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Text:
     """A verbatim text setting: ``config.conda_channel`` (.condarc), ``config.apt_source``."""
 
@@ -209,7 +209,7 @@ class Text:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Url:
     """A URL setting: ``config.cran_mirror``, ``config.julia_pkg_server``."""
 
@@ -217,7 +217,7 @@ class Url:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Jupyter:
     """``port`` is the host port (0 = pick a free one); the container port is always 8888."""
 
@@ -226,18 +226,18 @@ class Jupyter:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class RStudioServer:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Gpu:
     count: int
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class ShmSize:
     """Shared memory for ``up``/``run`` in MB (envd's default when unset is 2048)."""
 
@@ -245,27 +245,27 @@ class ShmSize:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Entrypoint:
     args: tuple[str, ...]
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Repo:
     url: str
     description: str = ""
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Owner:
     uid: int
     gid: int
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class GitConfig:
     name: str = ""
     email: str = ""
@@ -273,7 +273,7 @@ class GitConfig:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Run:
     """One ``run()`` call: one build step running the commands in order (``set -euo pipefail``)."""
 
@@ -282,7 +282,7 @@ class Run:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Copy:
     """``io.copy``: ``source`` is context-relative unless ``image`` is set (then a path in it)."""
 
@@ -292,7 +292,7 @@ class Copy:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class HttpDownload:
     """``io.http``: lands in ``/home/envd/extra_source/<filename or URL basename>``."""
 
@@ -302,7 +302,7 @@ class HttpDownload:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Command:
     """A ``runtime.command`` entry: a named shell command (``envbuild exec --command NAME``)."""
 
@@ -311,13 +311,13 @@ class Command:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Daemon:
     argv: tuple[str, ...]
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Init:
     """One ``runtime.init`` call: commands run once, in order, before daemons start."""
 
@@ -325,7 +325,7 @@ class Init:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Expose:
     envd_port: int
     host_port: int = 0
@@ -334,14 +334,14 @@ class Expose:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class EnvVar:
     name: str
     value: str
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Mount:
     """Run-time bind mount. ``create``: a ``data.envd`` directory the runtime makes (mode 0755)."""
 
@@ -351,7 +351,7 @@ class Mount:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Runtime:
     """Run-time settings (envd stores these in the ``graph.runtime`` label)."""
 
@@ -373,7 +373,7 @@ class Runtime:
         return {c.name: c.command for c in self.commands}
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class SourceFile:
     """A build file that was evaluated: its label (as in ``Pos.file``) and sha256 of its bytes."""
 
@@ -381,7 +381,7 @@ class SourceFile:
     sha256: str
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Warning_:
     """A non-fatal remark (e.g. a CUDA image on an OS other than the base's)."""
 
@@ -389,7 +389,7 @@ class Warning_:
     pos: Pos | None = None
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Spec:
     """A whole environment. Build it with ``frontend.evaluate``; it never changes afterwards."""
 
@@ -450,16 +450,14 @@ class Spec:
         return self.cuda.image if self.cuda is not None else self.base.image
 
     def to_dict(self) -> dict[str, Any]:
-        return _encode(self)
+        return dataclasses.asdict(self)
 
     def to_json(self, *, indent: int | None = None) -> str:
         """Stable JSON (sorted keys, every field present) for image labels and diffs."""
-        import json  # here, not at the top: json and the re it imports cost ~8 ms of every start-up
-
-        return json.dumps(_encode(self), sort_keys=True, indent=indent, separators=None if indent else (",", ":"))
+        return json.dumps(self.to_dict(), sort_keys=True, indent=indent, separators=None if indent else (",", ":"))
 
     @classmethod
-    def from_dict(cls, data: Any) -> Spec:
+    def from_dict(cls, data: object) -> Spec:
         if not isinstance(data, dict):
             raise SpecDecodeError(f"spec JSON must be an object, got {type(data).__name__}")
         schema = data.get("schema")
@@ -472,8 +470,6 @@ class Spec:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Spec:
-        import json
-
         try:
             data = json.loads(text)
         except ValueError as e:
@@ -481,33 +477,13 @@ class Spec:
         return cls.from_dict(data)
 
 
-# ---- JSON encoding ------------------------------------------------------------------------------
+# ---- JSON decoding ------------------------------------------------------------------------------
 
-def _encode(value: Any) -> Any:
-    if is_record(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, tuple):
-        return [_encode(v) for v in value]
-    return value
-
-
-_hints: dict[type, dict[str, Any]] = {}
-
-
-def _type_hints(cls: type) -> dict[str, Any]:
-    hints = _hints.get(cls)
-    if hints is None:
-        import typing
-
-        hints = _hints[cls] = typing.get_type_hints(cls)
-    return hints
-
-
-def _decode(cls: type[_T], data: Any, where: str) -> _T:
+def _decode(cls: type[_T], data: object, where: str) -> _T:
     if not isinstance(data, dict):
         raise SpecDecodeError(f"{where}: expected an object for {cls.__name__}, got {type(data).__name__}")
-    hints = _type_hints(cls)
-    known = {f.name for f in fields(cls)}
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - known
     if unknown:
         raise SpecDecodeError(f"{where}: unknown field(s) {sorted(unknown)} for {cls.__name__}")
@@ -518,26 +494,22 @@ def _decode(cls: type[_T], data: Any, where: str) -> _T:
         raise SpecDecodeError(f"{where}: {e}") from None
 
 
-def _decode_value(tp: Any, value: Any, where: str) -> Any:
-    import types
-    import typing
-
+def _decode_value(tp: Any, value: object, where: str) -> object:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
         if value is None:
-            if type(None) in args:
+            if type(None) in typing.get_args(tp):
                 return None
             raise SpecDecodeError(f"{where}: must not be null")
-        (inner,) = [a for a in args if a is not type(None)]
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
         return _decode_value(inner, value, where)
     if origin is tuple:
         if not isinstance(value, list):
             raise SpecDecodeError(f"{where}: expected a list, got {type(value).__name__}")
         item = typing.get_args(tp)[0]
         return tuple(_decode_value(item, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if isinstance(tp, type) and is_record(tp):
-        return _decode(tp, value, where)
+    if dataclasses.is_dataclass(tp):
+        return _decode(tp, value, where)  # type: ignore[arg-type]
     if tp is bool:
         if not isinstance(value, bool):
             raise SpecDecodeError(f"{where}: expected a boolean, got {value!r}")

@@ -1,21 +1,21 @@
 """Which build file and function a command line names, and where the user config lives.
 
-Plain strings and ``os.path`` only: `envbuild build`'s skip check resolves the same target as the
-evaluator before anything heavier (the interpreter, the spec, pathlib) is loaded.
+`envbuild build`'s skip check resolves the same target as the evaluator without loading the
+interpreter, so this module stays apart from it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 DEFAULT_FILE = "build.envd"
+_FUNCTION_NAME = re.compile(r"[A-Za-z_]\w*")
 
 
 def is_function_name(text: str) -> bool:
-    """``[A-Za-z_]\\w*``: what ``file.envd:func`` may name."""
-    return bool(text) and text[0].isascii() and (text[0].isalpha() or text[0] == "_") and all(
-        c.isalnum() or c == "_" for c in text
-    )
+    """What ``file.envd:func`` may name."""
+    return _FUNCTION_NAME.fullmatch(text) is not None
 
 
 def split_target_text(text: str) -> tuple[str, str | None]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from . import _builtins as B
 from . import spec as S
+from .builtins import REGISTRY, bind
 from .errors import EnvdError
+from .recorder import Recorder
 
 __all__ = ["validate_runtime"]
 
@@ -46,12 +47,11 @@ def _calls(spec: S.Spec) -> Iterator[tuple[str, dict[str, Any], S.Pos | None]]:
 
 def validate_runtime(spec: S.Spec) -> None:
     """Raise the build file's own `EnvdError` (positioned) for the first run-time setting it would refuse."""
-    rec = B.Recorder(context_dir="", target=spec.target)
-    rec.single["base"] = spec.base
+    rec = Recorder(context_dir="", target=spec.target, base=spec.base)
     for qualname, kwargs, pos in _calls(spec):
-        builtin = B.REGISTRY[qualname]
+        builtin = REGISTRY[qualname]
         try:
-            builtin.impl(rec, pos, **B.bind(builtin, (), kwargs))
+            builtin.impl(rec, pos, **bind(builtin, (), kwargs))
         except EnvdError as exc:
             raise exc.at(pos) from None
     rec.finish()  # the rules across calls: one port exposed twice, a host port used twice

@@ -87,7 +87,7 @@ def run_isolated(cmd: list[str], env: dict[str, str], cwd: Path) -> Outcome:
     t0 = time.monotonic()
     try:
         p = subprocess.run(
-            cmd, capture_output=True, env=env, cwd=cwd, timeout=KILL_AFTER_S, preexec_fn=_limit_memory,
+            cmd, capture_output=True, env=env, cwd=cwd, timeout=KILL_AFTER_S, preexec_fn=_limit_memory, check=False,
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as e:
@@ -166,7 +166,7 @@ def _check(exp: Expectation, out: Outcome) -> None:
     assert out.elapsed < TIME_BOUND_S, f"{name}: took {out.elapsed:.1f}s (bound {TIME_BOUND_S:g}s)"
     assert not _CONTROL.search(out.stderr), f"{name}: control characters on stderr: {out.stderr!r}"
     col = r"\d+" if exp.col is None else str(exp.col)
-    loc = re.compile(r"(?:^|[\s/'\"(])" + re.escape(exp.label) + rf":{exp.line}:{col}: (?P<msg>.*)$", re.M)
+    loc = re.compile(r"(?:^|[\s/'\"(])" + re.escape(exp.label) + rf":{exp.line}:{col}: (?P<msg>.*)$", re.MULTILINE)
     m = loc.search(out.stderr)
     assert m is not None, (
         f"{name}: expected `{exp.label}:{exp.line}:{exp.col or '*'}: ...` on stderr, got:\n{out.stderr[-2000:]}"

@@ -1,6 +1,6 @@
 """Grammar-based fuzzing of the frontend (and the compiler behind it) and of the option parsers.
 
-The build-file generator knows every envd builtin's parameters (``frontend._builtins.REGISTRY``) and
+The build-file generator knows every envd builtin's parameters (``frontend.builtins.REGISTRY``) and
 writes calls with right, wrong and hostile arguments (typos in keywords, extra positionals, paths out
 of the context, odd strings, out-of-range numbers). Properties:
 
@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import frontend
 from envbuild.errors import UsageError
-from frontend import _builtins as B
+from frontend import builtins as B
 from frontend.errors import EnvdError
 
 _PROFILES = {"ci": 150, "long": 20000}
@@ -94,13 +94,13 @@ strings = st.sampled_from(ODD_STRINGS) | st.text(st.characters(codec="utf-8", ex
 ints = st.sampled_from(ODD_INTS) | st.integers(-(2**31), 2**31 - 1)
 scalars = strings | ints | st.booleans() | st.none()
 values_by_kind = {
-    "str": strings,
-    "str?": strings | st.none(),
-    "bool": st.booleans(),
-    "int": ints,
-    "list[str]": st.lists(strings, max_size=4),
-    "list[list[str]]": st.lists(st.lists(strings, max_size=3), max_size=3),
-    "dict[str,str]": st.dictionaries(strings, strings, max_size=3),
+    B.Kind.STR: strings,
+    B.Kind.OPTIONAL_STR: strings | st.none(),
+    B.Kind.BOOL: st.booleans(),
+    B.Kind.INT: ints,
+    B.Kind.STR_LIST: st.lists(strings, max_size=4),
+    B.Kind.STR_LIST_LIST: st.lists(st.lists(strings, max_size=3), max_size=3),
+    B.Kind.STR_DICT: st.dictionaries(strings, strings, max_size=3),
 }
 any_value = scalars | st.lists(scalars, max_size=3) | st.dictionaries(strings, scalars, max_size=2)
 

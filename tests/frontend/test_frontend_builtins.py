@@ -8,7 +8,7 @@ import pytest
 
 import frontend
 from frontend import spec as S
-from frontend._builtins import REGISTRY
+from frontend.builtins import REGISTRY
 
 
 def body(*lines: str) -> str:

@@ -29,7 +29,7 @@ def test_example_evaluates_cleanly(name: str) -> None:
 
 
 def test_example_contents() -> None:
-    ev = lambda n, **kw: frontend.evaluate(EXAMPLES / n, user_config=False, **kw)  # noqa: E731
+    ev = lambda n, **kw: frontend.evaluate(EXAMPLES / n, user_config=False, **kw)
     j = ev("jupyter")
     assert j.base.dev and j.jupyter is not None and j.python.version == "3.11"
     assert j.base.image == "local/debian:bookworm"

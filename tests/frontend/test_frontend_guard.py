@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from frontend.errors import LimitExceeded
-from frontend.guard import MAX_NESTING, MAX_OPERATORS, check_source, unclosed_error
+from frontend.guard import MAX_DEPTH, MAX_NESTING, check_source, unclosed_error
 
 
 def test_ordinary_file_passes() -> None:
@@ -32,16 +32,16 @@ def test_nesting_at_the_limit_is_allowed() -> None:
 
 
 def test_long_operator_chain_is_refused() -> None:
-    src = "x = " + "+".join(["1"] * (MAX_OPERATORS + 2)) + "\n"
+    src = "x = " + "+".join(["1"] * (MAX_DEPTH + 2)) + "\n"
     with pytest.raises(LimitExceeded) as info:
         check_source("b.envd", src)
     assert info.value.line == 1 and "expression too deep" in info.value.message
 
 
 def test_many_short_expressions_and_unary_minus_are_not_a_chain() -> None:
-    items = ", ".join(f"-{i} + {i}" for i in range(MAX_OPERATORS * 2))
+    items = ", ".join(f"-{i} + {i}" for i in range(MAX_DEPTH * 2))
     assert check_source("b.envd", f"x = [{items}]\n") is None
-    lines = "".join(f"y{i} = {i} + 1\n" for i in range(MAX_OPERATORS * 2))
+    lines = "".join(f"y{i} = {i} + 1\n" for i in range(MAX_DEPTH * 2))
     assert check_source("b.envd", lines) is None
 
 
