@@ -93,6 +93,7 @@ def builtin(
 
 # ---- values and type checks ----------------------------------------------------------------------
 
+
 def starlark_repr(v: object) -> str:
     """A value as Starlark source would write it (for messages, signatures and ``print``)."""
     if v is None:
@@ -186,7 +187,7 @@ def bind(b: Builtin, args: tuple[object, ...], kwargs: dict[str, object]) -> dic
             f"{b.qualname}() takes {'no' if n == 0 else f'at most {n}'} positional argument{'s' if n != 1 else ''} "
             f"but {len(args)} {'were' if len(args) != 1 else 'was'} given; signature: {b.signature()}"
         )
-    values: dict[str, object] = {p.name: a for p, a in zip(params, args)}
+    values: dict[str, object] = {p.name: a for p, a in zip(params, args, strict=False)}
     names = {p.name for p in params}
     for key, v in kwargs.items():
         name = b.aliases.get(key, key)
@@ -205,19 +206,19 @@ def bind(b: Builtin, args: tuple[object, ...], kwargs: dict[str, object]) -> dic
         if p.name in values:
             if _has_nul(values[p.name]):
                 raise ValueError_(
-                    f"{b.qualname}(): '{p.name}' contains a NUL character (\\x00); no command, path or variable can hold one"
+                    f"{b.qualname}(): '{p.name}' contains a NUL character (\\x00); "
+                    "no command, path or variable can hold one"
                 )
             out[p.name] = _check(b, p, values[p.name])
         elif p.required:
-            raise TypeError_(
-                f"{b.qualname}() missing required argument '{p.name}'", hint=f"signature: {b.signature()}"
-            )
+            raise TypeError_(f"{b.qualname}() missing required argument '{p.name}'", hint=f"signature: {b.signature()}")
         else:
             out[p.name] = p.default
     return out
 
 
 # ---- value rules ---------------------------------------------------------------------------------
+
 
 def _nonempty(qualname: str, param: str, v: tuple[object, ...] | str) -> None:
     if not v:
@@ -308,6 +309,7 @@ def is_ip_address(text: str) -> bool:
 
 # ---- universe ------------------------------------------------------------------------------------
 
+
 @builtin("base", Param("image", Kind.STR, S.DEFAULT_BASE_IMAGE), Param("dev", Kind.BOOL, False))
 def _base(rec: Recorder, pos: S.Pos | None, image: str, dev: bool) -> None:
     _image_ref("base", "image", image)
@@ -355,6 +357,7 @@ def _include(rec: Recorder, pos: S.Pos | None, git: str) -> str:
 
 
 # ---- install.* -----------------------------------------------------------------------------------
+
 
 @builtin("install.python", Param("version", Kind.STR, S.DEFAULT_PYTHON))
 def _python(rec: Recorder, pos: S.Pos | None, version: str) -> None:
@@ -490,14 +493,13 @@ _VSCODE_EXTENSION = re.compile(r"[A-Za-z0-9][\w-]*\.[A-Za-z0-9][\w.-]*")
 def _vscode(rec: Recorder, pos: S.Pos | None, name: tuple[str, ...]) -> None:
     for n in name:
         if not _VSCODE_EXTENSION.fullmatch(n):
-            raise ValueError_(
-                f"install.vscode_extensions(): {n!r} is not an extension id like \"ms-python.python\""
-            )
+            raise ValueError_(f'install.vscode_extensions(): {n!r} is not an extension id like "ms-python.python"')
     if name:
         rec.vscode_extensions.append(S.VSCodeExtensions(name, pos))
 
 
 # ---- config.* ------------------------------------------------------------------------------------
+
 
 @builtin("config.jupyter", Param("token", Kind.STR, ""), Param("port", Kind.INT, 0))
 def _jupyter(rec: Recorder, pos: S.Pos | None, token: str, port: int) -> None:
@@ -651,6 +653,7 @@ def _mount(rec: Recorder, pos: S.Pos | None, host_path: str, envd_path: str) -> 
 
 
 # ---- io.* and data.* -----------------------------------------------------------------------------
+
 
 @builtin(
     "io.copy",

@@ -115,7 +115,7 @@ def resolve(version: str, cudnn: str | None, *, dev: bool, base_image: str) -> C
         ubuntu = DEFAULT_UBUNTU if DEFAULT_UBUNTU in entry["ubuntu"] else entry["ubuntu"][-1]
         warnings.append(
             f"install.cuda replaces base image {base_image!r} with an Ubuntu {ubuntu} CUDA image; "
-            f"use base(image=\"ubuntu:{ubuntu}\") to make this explicit"
+            f'use base(image="ubuntu:{ubuntu}") to make this explicit'
         )
     elif ubuntu not in entry["ubuntu"]:
         raise CudaError(

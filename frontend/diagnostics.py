@@ -45,9 +45,35 @@ _TYPE_MARKERS = (
 )
 _HERMETIC = frozenset({"open", "exec", "eval", "import", "os", "input", "getenv", "environ", "time", "sys"})
 _STARLARK_NAMES = (
-    "print", "fail", "len", "range", "str", "int", "list", "dict", "struct", "sorted", "enumerate", "zip",
-    "True", "False", "None", "type", "bool", "hasattr", "getattr", "any", "all", "min", "max", "reversed",
-    "repr", "tuple", "abs", "hash", "dir",
+    "print",
+    "fail",
+    "len",
+    "range",
+    "str",
+    "int",
+    "list",
+    "dict",
+    "struct",
+    "sorted",
+    "enumerate",
+    "zip",
+    "True",
+    "False",
+    "None",
+    "type",
+    "bool",
+    "hasattr",
+    "getattr",
+    "any",
+    "all",
+    "min",
+    "max",
+    "reversed",
+    "repr",
+    "tuple",
+    "abs",
+    "hash",
+    "dir",
 )
 
 
@@ -87,6 +113,7 @@ def _compress_trace(entries: list[str], keep: int = 12) -> tuple[str, ...]:
 
 # ---- parse errors --------------------------------------------------------------------------------
 
+
 def parse_error(text: str, rec: Recorder) -> SyntaxError_:
     """``starlark.parse`` failed: always a syntax error; the message is shortened and given a hint."""
     message = _message(text)
@@ -110,6 +137,7 @@ def parse_error(text: str, rec: Recorder) -> SyntaxError_:
 
 
 # ---- evaluation errors ---------------------------------------------------------------------------
+
 
 def eval_error(text: str, rec: Recorder, *, timed_out: bool, timeout: float) -> EnvdError:
     """A ``StarlarkError`` raised while running Starlark, with the user's position and call trace."""
@@ -160,7 +188,11 @@ def _classify(
             None,
         )
     if message.startswith("Starlark call stack overflow"):
-        return LimitExceeded, "recursion too deep (the call stack limit was reached)", "look for a function that calls itself without end"
+        return (
+            LimitExceeded,
+            "recursion too deep (the call stack limit was reached)",
+            "look for a function that calls itself without end",
+        )
     if message.startswith("MemoryError"):
         return LimitExceeded, "evaluation used too much memory", "look for a value that grows without bound"
     if message.startswith("fail:"):
@@ -201,7 +233,12 @@ def _namespace_attrs(ns: str) -> list[str]:
 
 
 def _unknown_attribute(
-    type_name: str, attr: str, suggestion: str | None, rec: Recorder, file: str | None, line: int | None,
+    type_name: str,
+    attr: str,
+    suggestion: str | None,
+    rec: Recorder,
+    file: str | None,
+    line: int | None,
     col: int | None,
 ) -> tuple[type[EnvdError], str, str | None]:
     text = source_line(rec, file, line)

@@ -118,7 +118,10 @@ def _check_syntax_header(src: Source) -> None:
         if version == "v0":
             raise V0Syntax(
                 "`# syntax=v0` is not supported: envd removed v0 in 1.0 and envbuild reads v1 only",
-                src.label, lineno, col, line,
+                src.label,
+                lineno,
+                col,
+                line,
                 hint=(
                     "migrate to v1 (" + MIGRATION_URL + "): "
                     'base(os="ubuntu22.04", language="python3") becomes base(image="ubuntu:22.04", dev=True) '
@@ -128,7 +131,10 @@ def _check_syntax_header(src: Source) -> None:
             )
         raise SyntaxError_(
             f"unknown syntax version {m[1]!r}; envbuild understands `# syntax=v1` (the default)",
-            src.label, lineno, col, line,
+            src.label,
+            lineno,
+            col,
+            line,
         )
 
 
@@ -312,6 +318,7 @@ def _load_pos(importer: Source, label: str) -> S.Pos:
 
 # ---- public entry point --------------------------------------------------------------------------
 
+
 def default_user_config() -> Path:
     """``$XDG_CONFIG_HOME/envbuild/config.envd`` (``~/.config/envbuild/config.envd``)."""
     return Path(user_config_path())
@@ -333,7 +340,7 @@ def evaluate(
     path: str | os.PathLike[str] = ".",
     *,
     function: str | None = None,
-    user_config: str | os.PathLike[str] | None | Literal[False] = None,
+    user_config: str | os.PathLike[str] | Literal[False] | None = None,
     context_dir: str | os.PathLike[str] | None = None,
     git_cache_dir: str | os.PathLike[str] | None = None,
     offline: bool = False,
@@ -400,7 +407,7 @@ def evaluate(
         current.reset(token)
 
 
-def _run_user_config(session: _Session, user_config: str | os.PathLike[str] | None | Literal[False]) -> None:
+def _run_user_config(session: _Session, user_config: str | os.PathLike[str] | Literal[False] | None) -> None:
     """The user's default file (settings every environment gets) runs before the project file."""
     if user_config is False:
         return

@@ -72,7 +72,8 @@ class _Scan:
             raise self.limit(
                 f"brackets nested too deep (more than {MAX_NESTING} levels)",
                 "build the value in steps, with helper variables or a loop",
-                first.line, first.col,
+                first.line,
+                first.col,
             )
 
     def close(self) -> None:
@@ -104,7 +105,8 @@ class _Scan:
                 raise self.limit(
                     f"blocks nested too deep (more than {MAX_BLOCKS} levels)",
                     "move the inner part into a function of its own",
-                    line, col0 + 1,
+                    line,
+                    col0 + 1,
                 )
         elif tok.type == tokenize.DEDENT:
             self.blocks -= 1
@@ -149,7 +151,10 @@ def unclosed_error(label: str, text: str, unclosed: tuple[str, int, int]) -> Syn
     opener, open_line, open_col = unclosed
     return SyntaxError_(
         f"syntax error: `{opener}` is never closed (expected `{_CLOSING[opener]}` before the end of the file)",
-        label, open_line, open_col, _line(text.split("\n"), open_line),
+        label,
+        open_line,
+        open_col,
+        _line(text.split("\n"), open_line),
     )
 
 

@@ -60,7 +60,11 @@ def decode(data: bytes, label: str) -> str:
         col = e.start - (before.rfind(b"\n") + 1) + 1
         text_line = before[before.rfind(b"\n") + 1 :].decode("utf-8", "replace")
         raise SyntaxError_(
-            f"file is not valid UTF-8 (byte 0x{data[e.start]:02x})", label, line, col, text_line,
+            f"file is not valid UTF-8 (byte 0x{data[e.start]:02x})",
+            label,
+            line,
+            col,
+            text_line,
             hint="save the file as UTF-8",
         ) from None
 
@@ -194,7 +198,13 @@ class GitCache:
         env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", GCM_INTERACTIVE="never")
         try:
             p = subprocess.run(
-                ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=GIT_TIMEOUT, check=False,
+                ["git", *args],
+                cwd=cwd,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=GIT_TIMEOUT,
+                check=False,
                 stdin=subprocess.DEVNULL,
             )
         except FileNotFoundError:
@@ -234,7 +244,7 @@ class Loader:
             prefix = f"{url}@{ref}//" if ref else f"{url}//"
             what = f"the repository {url}"
         else:
-            if label.startswith("/") and not label.startswith("//") or re.match(r"[A-Za-z]:[\\/]", label):
+            if (label.startswith("/") and not label.startswith("//")) or re.match(r"[A-Za-z]:[\\/]", label):
                 raise LoadError(
                     f"cannot load {label!r}: absolute paths are not allowed; use //path relative to the build context"
                 )

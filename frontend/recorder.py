@@ -102,9 +102,7 @@ class Recorder:
         full = os.path.join(self.context_dir, norm)
         if must_exist:
             if not os.path.lexists(full):
-                raise ValueError_(
-                    f"{qualname}(): {param} {value!r} not found in the build context {self.context_dir}"
-                )
+                raise ValueError_(f"{qualname}(): {param} {value!r} not found in the build context {self.context_dir}")
             real = os.path.realpath(full)
             root = os.path.realpath(self.context_dir)
             if real != root and not real.startswith(root + os.sep):

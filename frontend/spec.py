@@ -479,6 +479,7 @@ class Spec:
 
 # ---- JSON decoding ------------------------------------------------------------------------------
 
+
 def _decode(cls: type[_T], data: object, where: str) -> _T:
     if not isinstance(data, dict):
         raise SpecDecodeError(f"{where}: expected an object for {cls.__name__}, got {type(data).__name__}")

@@ -25,8 +25,11 @@ def _calls(spec: S.Spec) -> Iterator[tuple[str, dict[str, Any], S.Pos | None]]:
     for m in rt.mounts:
         yield "runtime.mount", {"host_path": m.host_path, "envd_path": m.envd_path}, m.pos
     for e in rt.exposes:
-        yield "runtime.expose", {"envd_port": e.envd_port, "host_port": e.host_port, "service": e.service,
-                                 "listen_addr": e.listen_addr}, e.pos
+        yield (
+            "runtime.expose",
+            {"envd_port": e.envd_port, "host_port": e.host_port, "service": e.service, "listen_addr": e.listen_addr},
+            e.pos,
+        )
     for v in rt.environ:
         yield "runtime.environ", {"env": {v.name: v.value}}, v.pos
     if rt.extra_path:

@@ -8,8 +8,9 @@ Each file's first line says what to expect::
 ``LABEL`` (default: the file itself) names the file the error points into, e.g. a loaded
 ``lib/x.envd``; ``COL`` may be ``*``. A zero-byte file cannot carry the line, so ``EMPTY`` holds it.
 
-The files run through the real CLI (``envbuild debug spec -f FILE``); each file gets its own process with a 4 GiB address-space limit: some files are memory bombs or
-crash the interpreter, and that must fail the test, not the machine.
+The files run through the real CLI (``envbuild debug spec -f FILE``); each file gets its own process
+with a 4 GiB address-space limit: some files are memory bombs or crash the interpreter, and that must
+fail the test, not the machine.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ _HEADER = re.compile(
     r"#\s*expect:\s*(?:(?P<label>[\w./-]+\.envd):)?(?P<line>\d+):(?P<col>\d+|\*):\s*(?P<fragment>.*?)"
     r"\s*(?:\[xfail:\s*(?P<xfail>[^\]]+)\])?\s*$"
 )
-
 
 
 @dataclass(frozen=True)
@@ -87,14 +87,25 @@ def run_isolated(cmd: list[str], env: dict[str, str], cwd: Path) -> Outcome:
     t0 = time.monotonic()
     try:
         p = subprocess.run(
-            cmd, capture_output=True, env=env, cwd=cwd, timeout=KILL_AFTER_S, preexec_fn=_limit_memory, check=False,
+            cmd,
+            capture_output=True,
+            env=env,
+            cwd=cwd,
+            timeout=KILL_AFTER_S,
+            preexec_fn=_limit_memory,
+            check=False,
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as e:
-        return Outcome(-9, (e.stdout or b"").decode(errors="replace"), (e.stderr or b"").decode(errors="replace"),
-                       time.monotonic() - t0)
-    return Outcome(p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"),
-                   time.monotonic() - t0)
+        return Outcome(
+            -9,
+            (e.stdout or b"").decode(errors="replace"),
+            (e.stderr or b"").decode(errors="replace"),
+            time.monotonic() - t0,
+        )
+    return Outcome(
+        p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"), time.monotonic() - t0
+    )
 
 
 @pytest.fixture(scope="session")
@@ -111,12 +122,15 @@ def corpus_results(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         "COLUMNS": "200",
         "GIT_CONFIG_NOSYSTEM": "1",
     }
-    selected = {item.callspec.params["path"] for item in request.session.items
-                if getattr(item, "callspec", None) is not None and isinstance(item.callspec.params.get("path"), Path)}
+    selected = {
+        item.callspec.params["path"]
+        for item in request.session.items
+        if getattr(item, "callspec", None) is not None and isinstance(item.callspec.params.get("path"), Path)
+    }
     files = [f for f in corpus_files() if f in selected]
     with ThreadPoolExecutor(max_workers=3) as pool:
         outcomes = list(pool.map(lambda f: run_isolated(command_for(f), env, CORPUS), files))
-    return {f.name: o for f, o in zip(files, outcomes)}
+    return {f.name: o for f, o in zip(files, outcomes, strict=True)}
 
 
 def test_corpus_is_large_enough() -> None:
@@ -171,6 +185,6 @@ def _check(exp: Expectation, out: Outcome) -> None:
     assert m is not None, (
         f"{name}: expected `{exp.label}:{exp.line}:{exp.col or '*'}: ...` on stderr, got:\n{out.stderr[-2000:]}"
     )
-    assert exp.fragment in out.stderr[m.start("msg"):], (
+    assert exp.fragment in out.stderr[m.start("msg") :], (
         f"{name}: expected {exp.fragment!r} in the message, got:\n{out.stderr[-2000:]}"
     )

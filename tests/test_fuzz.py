@@ -33,10 +33,15 @@ from frontend import builtins as B
 from frontend.errors import EnvdError
 
 _PROFILES = {"ci": 150, "long": 20000}
-EXAMPLES = int(os.environ.get("ENVBUILD_FUZZ_EXAMPLES") or _PROFILES.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 150))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 150,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                           HealthCheck.data_too_large])
+EXAMPLES = int(
+    os.environ.get("ENVBUILD_FUZZ_EXAMPLES") or _PROFILES.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 150)
+)
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=EXAMPLES <= 150,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 TRIED: Counter[str] = Counter()
 
 
@@ -45,20 +50,73 @@ def _report() -> Iterator[None]:
     yield
     path = os.environ.get("ENVBUILD_FUZZ_REPORT")
     if path:
-        Path(path).write_text(json.dumps({"examples_per_property": EXAMPLES, "tried": dict(TRIED),
-                                          "total": sum(TRIED.values())}, indent=2))
+        Path(path).write_text(
+            json.dumps(
+                {"examples_per_property": EXAMPLES, "tried": dict(TRIED), "total": sum(TRIED.values())}, indent=2
+            )
+        )
 
 
 # ---- build files from envd's grammar --------------------------------------------------------------
 
 ODD_STRINGS = [
-    "", " ", "3.11", "3", "2.7", "3.x", "ubuntu:22.04", "local/debian:bookworm", "UPPER:tag", "a b", "numpy",
-    "numpy==1.26", "requirements.txt", "environment.yml", "data", "data/", "wheels/x-1.0-py3-none-any.whl",
-    "../outside", "/etc/passwd", "~/.ssh/id_rsa", "link-out", "lib/../..", "https://pypi.example.com/simple",
-    "http://127.0.0.1:9/simple", "ftp://x", "sha256:" + "a" * 64, "md5:00", "ms-python.python", "python", "bash",
-    "zsh", "powershell", "12.1.1", "11.8.0", "9.9", "8", "", "latest", "127.0.0.1", "0.0.0.0", "::1", "localhost",
-    "PATH", "MY_VAR", "MY-VAR", "/a:/b", "~", "~/data", "/data", "$(id)", "; rm -rf /", "x\ny", "tab\there",
-    "é", "🙂", "\x00", "a" * 300,
+    "",
+    " ",
+    "3.11",
+    "3",
+    "2.7",
+    "3.x",
+    "ubuntu:22.04",
+    "local/debian:bookworm",
+    "UPPER:tag",
+    "a b",
+    "numpy",
+    "numpy==1.26",
+    "requirements.txt",
+    "environment.yml",
+    "data",
+    "data/",
+    "wheels/x-1.0-py3-none-any.whl",
+    "../outside",
+    "/etc/passwd",
+    "~/.ssh/id_rsa",
+    "link-out",
+    "lib/../..",
+    "https://pypi.example.com/simple",
+    "http://127.0.0.1:9/simple",
+    "ftp://x",
+    "sha256:" + "a" * 64,
+    "md5:00",
+    "ms-python.python",
+    "python",
+    "bash",
+    "zsh",
+    "powershell",
+    "12.1.1",
+    "11.8.0",
+    "9.9",
+    "8",
+    "",
+    "latest",
+    "127.0.0.1",
+    "0.0.0.0",
+    "::1",
+    "localhost",
+    "PATH",
+    "MY_VAR",
+    "MY-VAR",
+    "/a:/b",
+    "~",
+    "~/data",
+    "/data",
+    "$(id)",
+    "; rm -rf /",
+    "x\ny",
+    "tab\there",
+    "é",
+    "🙂",
+    "\x00",
+    "a" * 300,
 ]
 ODD_INTS = [0, 1, -1, 2, 22, 2222, 8888, 65535, 65536, -65536, 2**31 - 1, -(2**31), 1000, 100000]
 
@@ -117,7 +175,9 @@ def call(draw: st.DrawFn) -> str:
         if i < n_pos:
             args.append(lit(value))
         elif p.required or draw(st.booleans()):
-            name = p.name if draw(st.integers(0, 19)) else draw(st.sampled_from([p.name + "s", p.name[:-1], "nme", "dve"]))
+            name = (
+                p.name if draw(st.integers(0, 19)) else draw(st.sampled_from([p.name + "s", p.name[:-1], "nme", "dve"]))
+            )
             kwargs.append(f"{name}={lit(value)}")
     if n_pos > len(b.params):
         args.append(lit(draw(any_value)))
@@ -130,8 +190,10 @@ def call(draw: st.DrawFn) -> str:
 def build_file(draw: st.DrawFn) -> tuple[str, list[int]]:
     lines = ["def build():"]
     if draw(st.booleans()):
-        lines.append(f"    base(image={lit(draw(st.sampled_from(['local/debian:bookworm', 'ubuntu:22.04'])))}, "
-                     f"dev={draw(st.booleans())})")
+        lines.append(
+            f"    base(image={lit(draw(st.sampled_from(['local/debian:bookworm', 'ubuntu:22.04'])))}, "
+            f"dev={draw(st.booleans())})"
+        )
     lines += ["    " + draw(call()) for _ in range(draw(st.integers(1, 8)))]
     return "\n".join(lines) + "\n", list(range(2, len(lines) + 1))
 
@@ -199,8 +261,11 @@ def mutated_call_file(draw: st.DrawFn) -> str:
         elif op == "dup":
             source = source[:i] + source[i:j] * 2 + source[j:]
         else:
-            source = source[:i] + draw(st.sampled_from(["(", ")", "[", '"', ":", "\n    ", "\t", "=", ",", "#", "\\"]))\
+            source = (
+                source[:i]
+                + draw(st.sampled_from(["(", ")", "[", '"', ":", "\n    ", "\t", "=", ",", "#", "\\"]))
                 + source[i:]
+            )
     return source
 
 
@@ -223,11 +288,52 @@ def test_damaged_files_fail_with_a_position(context: Path, source: str) -> None:
 # ---- option parsers -----------------------------------------------------------------------------------
 
 option_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40) | st.lists(
-    st.sampled_from(["type=", "image", "docker", "oci", "tar", "local", "registry", "name=", "dest=", "push=",
-                     "true", "false", "maybe", ",", '"', '""', "=", "a", "A", "/", ":", "@", "sha256:", "x" * 64,
-                     "127.0.0.1:5000/", "insecure=", "registry.insecure=", "ref=", "mode=", "max", "min", "src=",
-                     "digest=", " ", "-", "\x00", "linux/amd64", "arm64", "v8", "windows"]),
-    max_size=12).map("".join)
+    st.sampled_from(
+        [
+            "type=",
+            "image",
+            "docker",
+            "oci",
+            "tar",
+            "local",
+            "registry",
+            "name=",
+            "dest=",
+            "push=",
+            "true",
+            "false",
+            "maybe",
+            ",",
+            '"',
+            '""',
+            "=",
+            "a",
+            "A",
+            "/",
+            ":",
+            "@",
+            "sha256:",
+            "x" * 64,
+            "127.0.0.1:5000/",
+            "insecure=",
+            "registry.insecure=",
+            "ref=",
+            "mode=",
+            "max",
+            "min",
+            "src=",
+            "digest=",
+            " ",
+            "-",
+            "\x00",
+            "linux/amd64",
+            "arm64",
+            "v8",
+            "windows",
+        ]
+    ),
+    max_size=12,
+).map("".join)
 
 
 @SETTINGS
@@ -236,13 +342,17 @@ def test_output_and_cache_parsers_raise_only_usage_errors(text: str) -> None:
     from envbuild import outputs
 
     TRIED["option-parsers"] += 1
-    for parse in (outputs.parse_output, lambda t: outputs.parse_cache(t, export=True),
-                  lambda t: outputs.parse_cache(t, export=False), lambda t: outputs.parse_platforms([t]),
-                  outputs.validate_image_name):
+    for parse in (
+        outputs.parse_output,
+        lambda t: outputs.parse_cache(t, export=True),
+        lambda t: outputs.parse_cache(t, export=False),
+        lambda t: outputs.parse_platforms([t]),
+        outputs.validate_image_name,
+    ):
         try:
             parse(text)
         except UsageError as e:
-            assert str(e) and "\n" not in str(e).strip("\n") or True
+            assert (str(e) and "\n" not in str(e).strip("\n")) or True
             assert "Traceback" not in str(e)
 
 
@@ -274,11 +384,20 @@ name_component = st.from_regex(r"[a-z0-9]+(?:[._-][a-z0-9]+)?", fullmatch=True).
 
 
 @SETTINGS
-@given(kind=st.sampled_from(["docker", "image"]),
-       names=st.lists(st.tuples(st.sampled_from(["", "127.0.0.1:5000/", "registry.example.com/"]), name_component,
-                                st.sampled_from(["", ":v1", ":dev", ":1.0.0"])).map("".join), min_size=1, max_size=3,
-                      unique=True),
-       push=st.sampled_from([None, "true", "false"]))
+@given(
+    kind=st.sampled_from(["docker", "image"]),
+    names=st.lists(
+        st.tuples(
+            st.sampled_from(["", "127.0.0.1:5000/", "registry.example.com/"]),
+            name_component,
+            st.sampled_from(["", ":v1", ":dev", ":1.0.0"]),
+        ).map("".join),
+        min_size=1,
+        max_size=3,
+        unique=True,
+    ),
+    push=st.sampled_from([None, "true", "false"]),
+)
 def test_valid_outputs_parse_to_what_was_written(kind: str, names: list[str], push: str | None) -> None:
     from envbuild.outputs import parse_output
 
@@ -298,8 +417,14 @@ def test_run_option_parsers_raise_only_usage_errors(text: str, tmp_path_factory:
     from envbuild.runtime import options as o
 
     TRIED["run-option-parsers"] += 1
-    for parse in (lambda t: o.parse_volume(t, Path("/tmp")), lambda t: o.parse_size(t, what="--memory"),
-                  o.parse_cpus, o.parse_gpus, o.validate_name, o.validate_host):
+    for parse in (
+        lambda t: o.parse_volume(t, Path("/tmp")),
+        lambda t: o.parse_size(t, what="--memory"),
+        o.parse_cpus,
+        o.parse_gpus,
+        o.validate_name,
+        o.validate_host,
+    ):
         try:
             parse(text)
         except UsageError as e:
@@ -308,8 +433,17 @@ def test_run_option_parsers_raise_only_usage_errors(text: str, tmp_path_factory:
         assert o.validate_name(text) == text
 
 
-@pytest.mark.parametrize("text", ["a" * 5000 + "!", "a-" * 2000 + "!", "registry.example.com/" + "a" * 5000 + "!",
-                                  "a" * 3000 + ":tag!", "a." * 2000 + "/x!", "a" * 200 + "/" + "b" * 200 + "!"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * 5000 + "!",
+        "a-" * 2000 + "!",
+        "registry.example.com/" + "a" * 5000 + "!",
+        "a" * 3000 + ":tag!",
+        "a." * 2000 + "/x!",
+        "a" * 200 + "/" + "b" * 200 + "!",
+    ],
+)
 def test_image_reference_check_is_linear(text: str) -> None:
     """Python's backtracking ``re`` with Docker's reference grammar as written (an empty ``[-]*``
     separator between ``[a-z0-9]+`` runs) took exponential time: 24 characters ~2 s, 40 never ended."""

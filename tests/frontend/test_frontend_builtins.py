@@ -67,25 +67,40 @@ CASES: list[tuple[str, str, object]] = [
     ('install.apt_packages(["git", "vim"])', "apt_packages", (S.AptPackages(("git", "vim"), P2),)),
     ('install.apt_packages(name=["libc6=2.36-9"])', "apt_packages", (S.AptPackages(("libc6=2.36-9",), P2),)),
     ("install.python_packages()", "python_packages", ()),
-    ('install.python_packages(["numpy==2.0", "pandas"])', "python_packages",
-     (S.PythonPackages(("numpy==2.0", "pandas"), None, (), P2),)),
+    (
+        'install.python_packages(["numpy==2.0", "pandas"])',
+        "python_packages",
+        (S.PythonPackages(("numpy==2.0", "pandas"), None, (), P2),),
+    ),
     ('install.r_packages(["ggplot2"])', "r_packages", (S.RPackages(("ggplot2",), P2),)),
     ('install.r_packages(name=["a", "b"])', "r_packages", (S.RPackages(("a", "b"), P2),)),
     ('install.julia_packages(name=["Flux"])', "julia_packages", (S.JuliaPackages(("Flux",), P2),)),
-    ('install.vscode_extensions(["ms-python.python"])', "vscode_extensions",
-     (S.VSCodeExtensions(("ms-python.python",), P2),)),
+    (
+        'install.vscode_extensions(["ms-python.python"])',
+        "vscode_extensions",
+        (S.VSCodeExtensions(("ms-python.python",), P2),),
+    ),
     ("config.jupyter()", "jupyter", S.Jupyter("", 0, P2)),
     ('config.jupyter("tok", 8889)', "jupyter", S.Jupyter("tok", 8889, P2)),
     ('config.jupyter(token="t", port=0)', "jupyter", S.Jupyter("t", 0, P2)),
     ('config.pip_index("https://m/simple")', "pip_index", S.PipIndex("https://m/simple", "", False, P2)),
-    ('config.pip_index(url="https://m/simple", extra_url="https://x/simple", trust=True)', "pip_index",
-     S.PipIndex("https://m/simple", "https://x/simple", True, P2)),
+    (
+        'config.pip_index(url="https://m/simple", extra_url="https://x/simple", trust=True)',
+        "pip_index",
+        S.PipIndex("https://m/simple", "https://x/simple", True, P2),
+    ),
     ('config.conda_channel("channels: [conda-forge]")', "conda_channel", S.Text("channels: [conda-forge]", P2)),
-    ('config.apt_source(source="deb http://m/debian bookworm main")', "apt_source",
-     S.Text("deb http://m/debian bookworm main", P2)),
+    (
+        'config.apt_source(source="deb http://m/debian bookworm main")',
+        "apt_source",
+        S.Text("deb http://m/debian bookworm main", P2),
+    ),
     ('config.cran_mirror("https://cloud.r-project.org")', "cran_mirror", S.Url("https://cloud.r-project.org", P2)),
-    ('config.julia_pkg_server(url="https://pkg.julialang.org")', "julia_pkg_server",
-     S.Url("https://pkg.julialang.org", P2)),
+    (
+        'config.julia_pkg_server(url="https://pkg.julialang.org")',
+        "julia_pkg_server",
+        S.Url("https://pkg.julialang.org", P2),
+    ),
     ("config.rstudio_server()", "rstudio_server", S.RStudioServer(P2)),
     ("config.gpu(2)", "gpu", S.Gpu(2, P2)),
     ("config.gpu(count=-1)", "gpu", S.Gpu(-1, P2)),
@@ -98,9 +113,16 @@ CASES: list[tuple[str, str, object]] = [
     ("config.owner(1000, 1000)", "owner", S.Owner(1000, 1000, P2)),
     ("config.owner(uid=0, gid=65535)", "owner", S.Owner(0, 65535, P2)),
     ('io.http("https://e.com/a.bin")', "http", (S.HttpDownload("https://e.com/a.bin", "", "", P2),)),
-    ('io.http(url="https://e.com/a", checksum="sha256:' + "a" * 64 + '", filename="b")', "http",
-     (S.HttpDownload("https://e.com/a", "sha256:" + "a" * 64, "b", P2),)),
-    ('io.copy("/usr/bin/tool", "/opt/tool", "alpine:3")', "copies", (S.Copy("/usr/bin/tool", "/opt/tool", "alpine:3", P2),)),
+    (
+        'io.http(url="https://e.com/a", checksum="sha256:' + "a" * 64 + '", filename="b")',
+        "http",
+        (S.HttpDownload("https://e.com/a", "sha256:" + "a" * 64, "b", P2),),
+    ),
+    (
+        'io.copy("/usr/bin/tool", "/opt/tool", "alpine:3")',
+        "copies",
+        (S.Copy("/usr/bin/tool", "/opt/tool", "alpine:3", P2),),
+    ),
 ]
 
 
@@ -116,16 +138,25 @@ RUNTIME_CASES: list[tuple[str, str, object]] = [
     ('runtime.init(commands=["mkdir -p /x"])', "inits", (S.Init(("mkdir -p /x",), P2),)),
     ("runtime.expose(8080)", "exposes", (S.Expose(8080, 0, "", "127.0.0.1", P2),)),
     ('runtime.expose(8080, 9000, "web", "0.0.0.0")', "exposes", (S.Expose(8080, 9000, "web", "0.0.0.0", P2),)),
-    ('runtime.expose(envd_port=1, host_port=65535, service="s", listen_addr="::1")', "exposes",
-     (S.Expose(1, 65535, "s", "::1", P2),)),
+    (
+        'runtime.expose(envd_port=1, host_port=65535, service="s", listen_addr="::1")',
+        "exposes",
+        (S.Expose(1, 65535, "s", "::1", P2),),
+    ),
     ('runtime.environ({"A": "1"}, ["/opt/bin"])', "environ", (S.EnvVar("A", "1", P2),)),
     ('runtime.environ(extra_path=["/x"])', "extra_path", ("/x",)),
     ("runtime.environ()", "environ", ()),
     ('runtime.mount("/data", "/home/envd/data")', "mounts", (S.Mount("/data", "/home/envd/data", False, P2),)),
-    ('runtime.mount(host_path=data.envd("mnist"), envd_path="~/mnist")', "mounts",
-     (S.Mount("~/.cache/envbuild/data/mnist", "~/mnist", True, P2),)),
-    ('runtime.mount(host_path=data.path.huggingface, envd_path="~/.cache/huggingface")', "mounts",
-     (S.Mount("~/.cache/huggingface", "~/.cache/huggingface", False, P2),)),
+    (
+        'runtime.mount(host_path=data.envd("mnist"), envd_path="~/mnist")',
+        "mounts",
+        (S.Mount("~/.cache/envbuild/data/mnist", "~/mnist", True, P2),),
+    ),
+    (
+        'runtime.mount(host_path=data.path.huggingface, envd_path="~/.cache/huggingface")',
+        "mounts",
+        (S.Mount("~/.cache/huggingface", "~/.cache/huggingface", False, P2),),
+    ),
     ('runtime.mount(data.path.dgl, "/root/.dgl")', "mounts", (S.Mount("~/.dgl", "/root/.dgl", False, P2),)),
 ]
 
@@ -137,8 +168,7 @@ def test_runtime_builtins(ev, call: str, attr: str, expected: object) -> None:
 
 def test_every_registered_builtin_is_covered() -> None:
     covered = {c[0].split("(")[0] for c in CASES + RUNTIME_CASES}
-    covered |= {"install.cuda", "install.conda_packages", "install.python_packages", "io.copy", "include",
-                "data.envd"}
+    covered |= {"install.cuda", "install.conda_packages", "install.python_packages", "io.copy", "include", "data.envd"}
     assert set(REGISTRY) <= covered, set(REGISTRY) - covered
 
 
@@ -146,14 +176,20 @@ def test_file_inputs(ev, tmp_path: Path) -> None:
     s = ev(
         body(
             "install.conda()",
-            'install.python_packages(name=["x"], requirements="req/requirements.txt", local_wheels=["w/a-1-py3-none-any.whl"])',
+            'install.python_packages(name=["x"], requirements="req/requirements.txt",'
+            ' local_wheels=["w/a-1-py3-none-any.whl"])',
             'install.conda_packages(env_file="environment.yml")',
             'install.conda_packages(["numpy"], ["conda-forge"])',
             'io.copy(source="src", target="/app")',
             'io.copy(host_path="./README.md", envd_path="/README.md")',
         ),
-        files={"req/requirements.txt": "six\n", "w/a-1-py3-none-any.whl": "", "environment.yml": "name: e\n",
-               "src/x.py": "", "README.md": ""},
+        files={
+            "req/requirements.txt": "six\n",
+            "w/a-1-py3-none-any.whl": "",
+            "environment.yml": "name: e\n",
+            "src/x.py": "",
+            "README.md": "",
+        },
     )
     assert s.python_packages == (
         S.PythonPackages(("x",), "req/requirements.txt", ("w/a-1-py3-none-any.whl",), S.Pos("build.envd", 3, 5)),
@@ -167,8 +203,17 @@ def test_file_inputs(ev, tmp_path: Path) -> None:
 
 
 def test_repeated_calls_accumulate_and_runs_keep_order(ev) -> None:
-    s = ev(body('run(["1"])', 'install.apt_packages(["a"])', 'run(["2"])', 'install.apt_packages(["b"])',
-                'run(["3"])', 'install.python("3.10")', 'install.python("3.12")'))
+    s = ev(
+        body(
+            'run(["1"])',
+            'install.apt_packages(["a"])',
+            'run(["2"])',
+            'install.apt_packages(["b"])',
+            'run(["3"])',
+            'install.python("3.10")',
+            'install.python("3.12")',
+        )
+    )
     assert [r.commands for r in s.runs] == [("1",), ("2",), ("3",)]
     assert [a.names for a in s.apt_packages] == [("a",), ("b",)]
     assert s.python == S.Python("3.12", S.Pos("build.envd", 8, 5))
@@ -193,8 +238,13 @@ def test_top_level_calls_record_and_function_selection(ev, tmp_path: Path) -> No
 
 def test_cuda_resolution_follows_dev_and_base(ev) -> None:
     dev = ev(body("base(dev=True)", 'install.cuda(version="11.8.0")'))
-    assert dev.cuda == S.Cuda("11.8.0", "8", "docker.io/nvidia/cuda:11.8.0-cudnn8-devel-ubuntu22.04",
-                              "https://download.pytorch.org/whl/cu118", S.Pos("build.envd", 3, 5))
+    assert dev.cuda == S.Cuda(
+        "11.8.0",
+        "8",
+        "docker.io/nvidia/cuda:11.8.0-cudnn8-devel-ubuntu22.04",
+        "https://download.pytorch.org/whl/cu118",
+        S.Pos("build.envd", 3, 5),
+    )
     assert dev.image == dev.cuda.image and dev.gpu_enabled
     run = ev(body('install.cuda("12.8.1")', 'base(image="ubuntu:24.04")'))
     assert run.cuda.image == "docker.io/nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04"
@@ -228,17 +278,17 @@ def test_print_goes_to_stderr_not_stdout(ev, capfd: pytest.CaptureFixture[str]) 
 
 def test_starlark_features_envd_files_use(ev) -> None:
     src = (
-        "PKGS = [\"a\", \"b\"]\n"
+        'PKGS = ["a", "b"]\n'
         "def pkgs(extra = []):\n"
         "    return PKGS + [p.upper() for p in extra if p]\n"
         "def build():\n"
-        "    names = pkgs(extra = [\"c\", \"\"])\n"
+        '    names = pkgs(extra = ["c", ""])\n'
         "    for i, n in enumerate(names):\n"
         "        if i % 2 == 0:\n"
         "            install.apt_packages(name = [n.lower()])\n"
-        "    f = lambda v: \"3.%d\" % v\n"
+        '    f = lambda v: "3.%d" % v\n'
         "    install.python(version = f(11))\n"
-        "    run(commands = [\"echo {}\".format(len(names))])\n"
+        '    run(commands = ["echo {}".format(len(names))])\n'
     )
     s = ev(src)
     assert [a.names for a in s.apt_packages] == [("a",), ("c",)]

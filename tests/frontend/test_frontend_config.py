@@ -25,7 +25,9 @@ def write_user_config(text: str) -> Path:
 
 
 def test_user_config_runs_first_and_can_be_disabled(ev) -> None:
-    cfg = write_user_config('config.pip_index(url = "https://mirror.example/simple")\nruntime.environ(env = {"A": "user"})\n')
+    cfg = write_user_config(
+        'config.pip_index(url = "https://mirror.example/simple")\nruntime.environ(env = {"A": "user"})\n'
+    )
     src = body('runtime.environ(env = {"A": "project"})')
     s = ev(src, user_config=None)
     assert s.pip_index.url == "https://mirror.example/simple"
@@ -45,7 +47,7 @@ def test_explicit_user_config_path(ev, tmp_path: Path) -> None:
 
 
 def test_user_config_errors_are_positioned(ev) -> None:
-    cfg = write_user_config("\nconfig.gpu(count = \"2\")\n")
+    cfg = write_user_config('\nconfig.gpu(count = "2")\n')
     with pytest.raises(frontend.TypeError_) as info:
         ev(body("pass"), user_config=None)
     assert (info.value.file, info.value.line, info.value.col) == (str(cfg), 2, 1)
@@ -80,9 +82,15 @@ def test_cuda_table_is_consistent() -> None:
         assert img.image.endswith(f"-devel-ubuntu{entry['ubuntu'][-1]}")
         assert img.torch_index is None or img.torch_index.startswith("https://download.pytorch.org/whl/cu")
     # NVIDIA's spelling change (envd issue #1998): no digit after -cudnn- from CUDA 12.4 on.
-    assert cuda.resolve("12.8.1", "9", dev=True, base_image="ubuntu:22.04").image.endswith(":12.8.1-cudnn-devel-ubuntu22.04")
-    assert cuda.resolve("11.8.0", "cudnn8", dev=False, base_image="ubuntu:20.04").image.endswith(":11.8.0-cudnn8-runtime-ubuntu20.04")
-    assert cuda.resolve("12.3.2", "9.1", dev=False, base_image="ubuntu:22.04").image.endswith(":12.3.2-cudnn9-runtime-ubuntu22.04")
+    assert cuda.resolve("12.8.1", "9", dev=True, base_image="ubuntu:22.04").image.endswith(
+        ":12.8.1-cudnn-devel-ubuntu22.04"
+    )
+    assert cuda.resolve("11.8.0", "cudnn8", dev=False, base_image="ubuntu:20.04").image.endswith(
+        ":11.8.0-cudnn8-runtime-ubuntu20.04"
+    )
+    assert cuda.resolve("12.3.2", "9.1", dev=False, base_image="ubuntu:22.04").image.endswith(
+        ":12.3.2-cudnn9-runtime-ubuntu22.04"
+    )
     assert cuda.torch_index("12.1.1") == "https://download.pytorch.org/whl/cu121"
     assert cuda.torch_index("9.0.0") is None
     with pytest.raises(cuda.CudaError, match="not a version number"):
@@ -98,9 +106,16 @@ def test_refresh_script_parses_hub_tags() -> None:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     tags = [
-        "12.8.1-cudnn-devel-ubuntu22.04", "12.8.1-cudnn-runtime-ubuntu22.04", "12.8.1-cudnn-devel-ubuntu24.04",
-        "12.8.1-devel-ubuntu22.04", "11.8.0-cudnn8-devel-ubuntu20.04", "11.8.0-cudnn8-runtime-ubuntu20.04",
-        "12.1.1-cudnn8-devel-ubuntu22.04", "latest", "10.2-devel-ubuntu18.04", "11.2.2-cudnn8-devel-ubuntu20.04",
+        "12.8.1-cudnn-devel-ubuntu22.04",
+        "12.8.1-cudnn-runtime-ubuntu22.04",
+        "12.8.1-cudnn-devel-ubuntu24.04",
+        "12.8.1-devel-ubuntu22.04",
+        "11.8.0-cudnn8-devel-ubuntu20.04",
+        "11.8.0-cudnn8-runtime-ubuntu20.04",
+        "12.1.1-cudnn8-devel-ubuntu22.04",
+        "latest",
+        "10.2-devel-ubuntu18.04",
+        "11.2.2-cudnn8-devel-ubuntu20.04",
     ]
     assert mod.build_versions(tags, "11.3.0", {}) == {
         "11.8.0": {"cudnn": {"8": "cudnn8"}, "ubuntu": ["20.04"], "default_cudnn": "8"},

@@ -27,7 +27,13 @@ def body(*lines: str) -> str:
 
 # (source, error class, line, col, substring of the message)
 CASES = [
-    (body('install.python_packages(nam=["x"])'), NameError_, 2, 5, "unexpected keyword argument 'nam'; did you mean 'name'?"),
+    (
+        body('install.python_packages(nam=["x"])'),
+        NameError_,
+        2,
+        5,
+        "unexpected keyword argument 'nam'; did you mean 'name'?",
+    ),
     (body("install.python(version=3.11)"), TypeError_, 2, 5, "parameter 'version' must be a string, got float 3.11"),
     (body('install.apt_packages(name="git")'), TypeError_, 2, 5, "'name' must be a list of strings, got string"),
     (body("config.jupyter(port=True)"), TypeError_, 2, 5, "'port' must be an int, got bool"),
@@ -47,26 +53,67 @@ CASES = [
     ("# syntax=v0\ndef build():\n    pass\n", V0Syntax, 1, 1, "`# syntax=v0` is not supported"),
     ("\n  # syntax = v2\n", SyntaxError_, 2, 3, "unknown syntax version 'v2'"),
     (body("instal.python()"), NameError_, 2, 5, "`instal` is not defined; did you mean `install`?"),
-    (body("install.pyhton()"), NameError_, 2, 5, "`install.pyhton` is not an envd function; did you mean `install.python`?"),
+    (
+        body("install.pyhton()"),
+        NameError_,
+        2,
+        5,
+        "`install.pyhton` is not an envd function; did you mean `install.python`?",
+    ),
     (body("x = [install.pyhton()]"), NameError_, 2, 10, "did you mean `install.python`?"),
     (body("config.jupiter()"), NameError_, 2, 5, "did you mean `config.jupyter`?"),
     (body("bse()"), NameError_, 2, 5, "did you mean `base`?"),
     (body('open("/etc/passwd")'), NameError_, 2, 5, "`open` is not defined"),
     (body("x = 1", "x.foo"), NameError_, 3, 5, "has no attribute `foo`"),
-    (body('runtime.expose(envd_port=70000)'), ValueError_, 2, 5, "'envd_port' must be between 1 and 65535, got 70000"),
-    (body('runtime.expose(envd_port=0)'), ValueError_, 2, 5, "between 1 and 65535"),
-    (body('runtime.expose(8000, host_port=-1)'), ValueError_, 2, 5, "'host_port' must be between 0 and 65535"),
-    (body("runtime.expose(8000)", "runtime.expose(8000)"), ValueError_, 3, 5, "port 8000 is already exposed at build.envd:2:5"),
+    (body("runtime.expose(envd_port=70000)"), ValueError_, 2, 5, "'envd_port' must be between 1 and 65535, got 70000"),
+    (body("runtime.expose(envd_port=0)"), ValueError_, 2, 5, "between 1 and 65535"),
+    (body("runtime.expose(8000, host_port=-1)"), ValueError_, 2, 5, "'host_port' must be between 0 and 65535"),
+    (
+        body("runtime.expose(8000)", "runtime.expose(8000)"),
+        ValueError_,
+        3,
+        5,
+        "port 8000 is already exposed at build.envd:2:5",
+    ),
     (body("runtime.expose(1, 9000)", "runtime.expose(2, 9000)"), ValueError_, 3, 5, "host port 9000"),
     (body('runtime.expose(8000, listen_addr="localhost")'), ValueError_, 2, 5, "must be an IP address"),
     (body("config.jupyter(port=9000)", "runtime.expose(1, 9000)"), ValueError_, 2, 5, "also used by runtime.expose"),
-    (body('config.entrypoint(["x"])', "base(dev=True)"), ValueError_, 2, 5,
-     "`config.entrypoint` is only for custom image, maybe you need `runtime.init`"),
-    (body('install.conda_packages(name=["numpy"])'), ValueError_, 2, 5, "cannot install conda packages when conda is not installed"),
-    (body('install.conda_packages(name=["x"], env_file="e.yml")'), ValueError_, 2, 5, "env_file and name/channel are mutually exclusive"),
-    (body('install.cuda(version="12.8.1", cudnn="8")'), ValueError_, 2, 5, "no image with cuDNN 8 for CUDA 12.8.1; valid cudnn values: '9'"),
+    (
+        body('config.entrypoint(["x"])', "base(dev=True)"),
+        ValueError_,
+        2,
+        5,
+        "`config.entrypoint` is only for custom image, maybe you need `runtime.init`",
+    ),
+    (
+        body('install.conda_packages(name=["numpy"])'),
+        ValueError_,
+        2,
+        5,
+        "cannot install conda packages when conda is not installed",
+    ),
+    (
+        body('install.conda_packages(name=["x"], env_file="e.yml")'),
+        ValueError_,
+        2,
+        5,
+        "env_file and name/channel are mutually exclusive",
+    ),
+    (
+        body('install.cuda(version="12.8.1", cudnn="8")'),
+        ValueError_,
+        2,
+        5,
+        "no image with cuDNN 8 for CUDA 12.8.1; valid cudnn values: '9'",
+    ),
     (body('install.cuda(version="10.2")'), ValueError_, 2, 5, "no images for CUDA 10.2"),
-    (body('base(image="ubuntu:18.04")', 'install.cuda("12.1.1")'), ValueError_, 3, 5, "valid Ubuntu versions: 20.04, 22.04"),
+    (
+        body('base(image="ubuntu:18.04")', 'install.cuda("12.1.1")'),
+        ValueError_,
+        3,
+        5,
+        "valid Ubuntu versions: 20.04, 22.04",
+    ),
     (body('install.python("2.7")'), ValueError_, 2, 5, "Python 2 is not supported"),
     (body('shell("tcsh")'), ValueError_, 2, 5, "choose one of bash, zsh, fish"),
     (body("config.owner(70000, 1)"), ValueError_, 2, 5, "'uid' must be between 0 and 65535"),
@@ -74,7 +121,13 @@ CASES = [
     (body("install.r_packages([])"), ValueError_, 2, 5, "'name' must not be empty"),
     (body('install.vscode_extensions(["python"])'), ValueError_, 2, 5, "is not an extension id"),
     (body('install.apt_packages(["git vim"])'), ValueError_, 2, 5, "is not an apt package name"),
-    (body('install.python_packages(requirements="missing.txt")'), ValueError_, 2, 5, "requirements 'missing.txt' not found"),
+    (
+        body('install.python_packages(requirements="missing.txt")'),
+        ValueError_,
+        2,
+        5,
+        "requirements 'missing.txt' not found",
+    ),
     (body('install.python_packages(requirements="/etc/passwd")'), ValueError_, 2, 5, "relative to the build context"),
     (body('io.copy(source="../x", target="/x")'), ValueError_, 2, 5, "points outside the build context"),
     (body('io.http("ftp://x")'), ValueError_, 2, 5, "must be an http(s) URL"),
@@ -94,7 +147,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("source", "cls", "line", "col", "text"), CASES, ids=[c[4][:40] for c in CASES])
-def test_error_class_position_and_message(ev, source: str, cls: type[EnvdError], line: int, col: int, text: str) -> None:
+def test_error_class_position_and_message(
+    ev, source: str, cls: type[EnvdError], line: int, col: int, text: str
+) -> None:
     with pytest.raises(cls) as info:
         ev(source)
     err = info.value

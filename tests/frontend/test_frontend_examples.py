@@ -13,8 +13,16 @@ NAMES = sorted(p.parent.name for p in EXAMPLES.glob("*/build.envd"))
 
 
 def test_at_least_the_documented_examples_exist() -> None:
-    assert {"jupyter", "pytorch-cuda", "conda", "requirements", "vscode", "serving", "multi-target",
-            "shared-lib"} <= set(NAMES)
+    assert {
+        "jupyter",
+        "pytorch-cuda",
+        "conda",
+        "requirements",
+        "vscode",
+        "serving",
+        "multi-target",
+        "shared-lib",
+    } <= set(NAMES)
     readme = (EXAMPLES / "README.md").read_text()
     for name in NAMES:
         assert f"`{name}/`" in readme
@@ -29,7 +37,9 @@ def test_example_evaluates_cleanly(name: str) -> None:
 
 
 def test_example_contents() -> None:
-    ev = lambda n, **kw: frontend.evaluate(EXAMPLES / n, user_config=False, **kw)
+    def ev(name: str, **kw: object) -> frontend.Spec:
+        return frontend.evaluate(EXAMPLES / name, user_config=False, **kw)  # type: ignore[arg-type]
+
     j = ev("jupyter")
     assert j.base.dev and j.jupyter is not None and j.python.version == "3.11"
     assert j.base.image == "local/debian:bookworm"

@@ -74,7 +74,10 @@ DEEP_FILES = {
     "call": _expr("y = str" + "()" * 5000),
     "lambda": _expr("y = " + "lambda: " * 2000 + "1"),
     "operators-in-brackets": _expr("y = " + ("(" + "1 + " * 20) * 60 + "1" + ")" * 60),
-    "blocks": "def build():\n" + "".join("    " * (i + 1) + "if True:\n" for i in range(2000)) + "    " * 2001 + "pass\n",
+    "blocks": "def build():\n"
+    + "".join("    " * (i + 1) + "if True:\n" for i in range(2000))
+    + "    " * 2001
+    + "pass\n",
 }
 
 
@@ -89,8 +92,9 @@ def test_deep_constructs_are_refused_with_a_position_not_a_crash(name: str, tmp_
         "except frontend.LimitExceeded as e:\n"
         "    print(f'{e.file}:{e.line}:{e.col}: {e.message}')\n"
     )
-    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
-                       cwd=ROOT, check=False)
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
+    )
     assert p.returncode == 0, f"exit {p.returncode}: {p.stderr[-2000:]}"
     assert re.fullmatch(r"build\.envd:\d+:\d+: (expression|blocks|brackets) .*too deep.*\n", p.stdout), p.stdout
 
@@ -102,6 +106,7 @@ def test_ordinary_nesting_is_allowed() -> None:
         "    d = {'a': [1, 2, (3, 4)], 'b': {'c': [x for x in range(3) if x > 0 and not x == 2]}}\n"
         "    s = 'x' if d['a'][2][0] > 1 else 'y'\n"
         + "".join("    " * (i + 1) + "if True:\n" for i in range(MAX_BLOCKS - 1))
-        + "    " * MAX_BLOCKS + "pass\n"
+        + "    " * MAX_BLOCKS
+        + "pass\n"
     )
     assert check_source("b.envd", src) is None

@@ -27,8 +27,10 @@ def _with_runtime(**changes: object) -> S.Spec:
 
 # (a bad run-time setting as a label may hold it, the same setting written in a build file)
 CASES = [
-    (_with_runtime(exposes=(S.Expose(8000, listen_addr="localhost", pos=P),)),
-     'runtime.expose(8000, listen_addr="localhost")'),
+    (
+        _with_runtime(exposes=(S.Expose(8000, listen_addr="localhost", pos=P),)),
+        'runtime.expose(8000, listen_addr="localhost")',
+    ),
     (_with_runtime(exposes=(S.Expose(70000, pos=P),)), "runtime.expose(envd_port=70000)"),
     (_with_runtime(exposes=(S.Expose(2222, pos=P),)), "runtime.expose(envd_port=2222)"),
     (_with_runtime(mounts=(S.Mount("/a", "relative", pos=P),)), 'runtime.mount("/a", "relative")'),
@@ -56,5 +58,5 @@ def test_a_label_fails_with_the_build_files_message_at_its_position(ev, spec: S.
 
 def test_rules_across_calls_apply_too() -> None:
     twice = _with_runtime(exposes=(S.Expose(8000, pos=P), S.Expose(8000, pos=S.Pos("build.envd", 9, 5))))
-    with pytest.raises(EnvdError, match="port 8000 is already exposed at build.envd:7:5"):
+    with pytest.raises(EnvdError, match=r"port 8000 is already exposed at build\.envd:7:5"):
         validate_runtime(twice)
