@@ -10,6 +10,7 @@ The skip check needs no BuildKit connection: when an image with the tag exists a
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import time
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     import llb
-
     from envbuild.compiler import CompiledBuild
     from envbuild.compiler.mirrors import Mirrors
     from envbuild.outputs import BuildOutputOptions
@@ -112,7 +112,7 @@ def input_digest(spec: Spec, context_dir: str, *, owner: tuple[int, int], base_i
     from envbuild import quickcheck
     from envbuild.compiler.credentials import public_spec
 
-    h = quickcheck.sha256()
+    h = hashlib.sha256()
     for part in (f"envbuild {__version__} code {quickcheck.code_fingerprint()}", public_spec(spec).to_json(), f"owner {owner[0]}:{owner[1]}", f"base {base_id}", extra):
         h.update(part.encode())
         h.update(b"\0")
@@ -144,10 +144,10 @@ def prepare(options: BuildOptions, *, labels: bool = True) -> Prepared:
         owner = (spec.owner.uid, spec.owner.gid)
     else:
         owner = (os.getuid(), os.getgid())
-    if not labels:  # compile_for asks the engine for the base, overlapping its own imports
-        return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, "", None, None)
-    base_name = images._engine_names(spec.image)[0]
+    base_name = images.engine_name(spec.image)
     base = images.inspect_image(base_name)
+    if not labels:
+        return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, "", None, base)
     base_id = str(base.get("Id")) if base else "unresolved"
     digest = input_digest(spec, ctx, owner=owner, base_id=base_id, extra=f"network {options.network}")
     quick = _quick_label(spec, options, project=project, base=base_name, base_id=base_id)
@@ -210,10 +210,7 @@ def compile_for(
 ) -> CompiledBuild:
     """Compile the prepared spec; ``extensions`` are those `prepare_extensions` unpacked (without
     them the VS Code extensions are left out, with a note, so ``debug llb`` stays offline)."""
-    from envbuild import images
-
-    pending = images.start_inspect(images._engine_names(prep.spec.image)[0]) if prep.base_image is None else None
-    from envbuild import compiler  # the engine looks the base up meanwhile
+    from envbuild import compiler, images
     from envbuild.compiler.compile import compile as compile_spec
     from envbuild.compiler.mirrors import Mirrors
 
@@ -223,9 +220,8 @@ def compile_for(
         import llb
 
         plat = llb.Platform.parse(platform)
-    found = prep.base_image if pending is None else pending()
-    if found is not None:
-        base = images.base_config(found)
+    if prep.base_image is not None:
+        base = images.base_config(prep.base_image)
     else:
         base = images.resolve(prep.spec.image, client, platform=plat, local=False)
     opts = compiler.CompileOptions(

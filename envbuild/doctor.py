@@ -107,11 +107,11 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 def engine_facts(docker_host: str | None) -> dict[str, Any]:
     """Version, API version and registered runtimes of the Docker engine (GPU: an ``nvidia`` runtime)."""
+    from envbuild import engine_api
     from envbuild.errors import EngineUnreachable
-    from envbuild.publish import engine_client
 
     try:
-        client = engine_client(docker_host, timeout=5)
+        client = engine_api.connect(docker_host, timeout=5)
     except EngineUnreachable as exc:
         return {"reachable": False, "error": str(exc)}
     try:

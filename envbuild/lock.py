@@ -511,7 +511,7 @@ def engine_base_id(ref: str) -> str:
     """The engine's image id for ``ref`` ("" when the engine does not have it)."""
     from envbuild import images
 
-    data = images.inspect_image(images._engine_names(ref)[0])
+    data = images.inspect_image(images.engine_name(ref))
     return str(data.get("Id") or "") if data else ""
 
 

@@ -139,7 +139,7 @@ def lock_extensions(
 def _base(spec: Spec, client: Any) -> tuple[L.BaseImage, str]:
     from envbuild import images
 
-    data = images.inspect_image(images._engine_names(spec.image)[0])
+    data = images.inspect_image(images.engine_name(spec.image))
     if data is not None:
         arch = f"{data.get('Os') or 'linux'}/{data.get('Architecture') or 'amd64'}"
         return L.BaseImage(spec.image, str(data.get("Id") or ""), tuple(sorted(data.get("RepoDigests") or ()))), arch

@@ -19,10 +19,11 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from envbuild import engine_api
 from envbuild._files import atomic_write
-from envbuild.errors import EngineUnreachable, EnvbuildError
+from envbuild.errors import EnvbuildError
 from envbuild.outputs import (
     BuildPlan,
     PlannedSolve,
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = [
     "PublishError",
     "PushResult",
-    "engine_client",
     "push_images",
     "save_images",
     "save_oci",
@@ -52,6 +52,8 @@ __all__ = [
 ]
 
 MessageFn = Callable[[str], None]
+TRANSFER_TIMEOUT = 300
+"""Seconds one push or save call may wait on the engine (large images)."""
 
 
 class PublishError(EnvbuildError):
@@ -62,26 +64,6 @@ class PublishError(EnvbuildError):
 class PushResult:
     name: str
     digest: str
-
-
-def engine_client(docker_host: str | None = None, *, timeout: int = 300) -> "docker.DockerClient":
-    """A docker SDK client for `docker_host` (None: ``$DOCKER_HOST`` or the local socket)."""
-    import docker
-    from docker.errors import DockerException
-
-    try:
-        if docker_host:
-            client = docker.DockerClient(base_url=docker_host, timeout=timeout)
-        else:
-            client = docker.from_env(timeout=timeout)
-        client.ping()
-    except (DockerException, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise EngineUnreachable(
-            f"cannot reach the Docker engine at {docker_host or os.environ.get('DOCKER_HOST') or 'the local socket'}"
-            f" ({first}); start it (`sudo systemctl start docker`) or set DOCKER_HOST"
-        ) from None
-    return client
 
 
 def _registry_of(name: str) -> str:
@@ -123,7 +105,7 @@ def push_images(
     """Push engine-store images by name; returns the manifest digest the registry reported."""
     from docker.errors import APIError
 
-    client = client or engine_client()
+    client = client or engine_api.connect(timeout=TRANSFER_TIMEOUT)
     results: list[PushResult] = []
     for name in names:
         repo, tag = _split_tag(name)
@@ -158,26 +140,64 @@ def save_images(
     names: Sequence[str],
     dest: str | os.PathLike[str],
     *,
-    client: "docker.DockerClient | None" = None,
+    client: docker.DockerClient | None = None,
 ) -> Path:
-    """Write engine images as one `docker load` tarball (with their tags), atomically."""
+    """Write one engine image, under all of ``names``, as a `docker load` tarball, atomically."""
     from docker.errors import APIError
 
     if not names:
         raise ValueError("save_images needs at least one image name")
-    client = client or engine_client()
-    api = client.api
+    client = client or engine_api.connect(timeout=TRANSFER_TIMEOUT)
     target = Path(dest).expanduser().absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(target) as fh:
         try:
-            res = api._get(api._url("/images/get"), params={"names": list(names)}, stream=True)
-            api._raise_for_status(res)
-            for chunk in res.iter_content(chunk_size=1 << 20):
-                fh.write(chunk)
+            if len(names) == 1:
+                for chunk in client.api.get_image(names[0], chunk_size=1 << 20):
+                    fh.write(chunk)
+            else:
+                with tempfile.TemporaryFile(dir=target.parent) as saved:
+                    for chunk in client.api.get_image(names[0], chunk_size=1 << 20):
+                        saved.write(chunk)
+                    saved.seek(0)
+                    _name_archive(saved, fh, names)
         except APIError as exc:
             raise PublishError(f"saving {', '.join(names)} to {target} failed: {exc.explanation or exc}") from None
     return target
+
+
+def _name_archive(src: IO[bytes], dest: IO[bytes], names: Sequence[str]) -> None:
+    """Copy a one-image `docker save` archive, naming its image ``names`` (the engine's API saves one
+    name per image; ``docker save a b`` of two tags of one image writes both)."""
+    with tarfile.open(fileobj=src, mode="r:") as archive, \
+            tarfile.open(fileobj=dest, mode="w", format=tarfile.PAX_FORMAT) as out:
+        for member in archive:
+            data = archive.extractfile(member) if member.isfile() else None
+            if data is not None and member.name in ("manifest.json", "repositories", "index.json"):
+                _add_bytes(out, member.name, _renamed(member.name, json.loads(data.read()), names))
+            else:
+                out.addfile(member, data)
+
+
+def _renamed(member: str, doc: Any, names: Sequence[str]) -> bytes:
+    if member == "manifest.json":  # [{"Config": ..., "RepoTags": [...], "Layers": [...]}]
+        doc = [{**entry, "RepoTags": list(names)} for entry in doc]
+    elif member == "repositories":  # {"repo": {"tag": "<top layer id>"}}
+        top = next((layer for tags in doc.values() for layer in tags.values()), None)
+        doc = {}
+        for name in names:
+            repo, tag = _split_tag(name)
+            doc.setdefault(repo, {})[tag] = top
+    else:  # index.json (engines with the containerd image store): one descriptor per name
+        from llb import normalize_image_ref
+
+        first = doc["manifests"][0]
+        doc["manifests"] = [
+            {**first, "annotations": {**first.get("annotations", {}), "io.containerd.image.name": normalize_image_ref(name),
+                                      "org.opencontainers.image.ref.name": _split_tag(name)[1]}}
+            for name in names
+        ]
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 _OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -295,7 +315,7 @@ def run_post_actions(
     summary: dict[str, Any] = {"pushed": [], "saved": []}
     if not actions:
         return summary
-    client = client or engine_client(docker_host)
+    client = client or engine_api.connect(docker_host, timeout=TRANSFER_TIMEOUT)
     for action in actions:
         if isinstance(action, PushImage):
             summary["pushed"].extend(push_images(action.names, client=client, on_message=on_message))
@@ -403,7 +423,7 @@ def execute_plan(
         with staged(step, force=plan.force) as staged_step:
             result = solve(staged_step)
         if step.post and client is None:
-            client = engine_client(docker_host)
+            client = engine_api.connect(docker_host, timeout=TRANSFER_TIMEOUT)
         summary = run_post_actions(step.post, client=client, on_message=on_message)
         outcomes.append(StepOutcome(step, result, tuple(summary["pushed"]), tuple(summary["saved"])))
     return outcomes

@@ -8,12 +8,13 @@ also stores which files those were and a key over them (label ``ai.envbuild.inpu
 computed now from the same files matches, evaluating again would give the same spec and digest.
 Anything this module cannot vouch for (a file from a git repository, a moved base image, another
 envbuild) makes it answer "don't know", and the full check runs.
-
-Imports only the standard library's cheapest modules: this runs before anything else is loaded.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
 from typing import TYPE_CHECKING
 
@@ -30,20 +31,8 @@ _CODE = ("envbuild", "envbuild/compiler", "frontend", "frontend/data", "llb")
 every ``ai.envbuild.digest`` (a development checkout rebuilds although the version did not change)."""
 
 
-def sha256(data: bytes = b"") -> Any:
-    """hashlib.sha256 without hashlib: the builtin module, where OpenSSL would cost ~4 ms to load."""
-    try:
-        from _sha256 import sha256 as new
-    except ImportError:  # pragma: no cover - depends on the Python version
-        try:
-            from _sha2 import sha256 as new  # type: ignore[no-redef]
-        except ImportError:
-            from hashlib import sha256 as new  # type: ignore[assignment]
-    return new(data)
-
-
 def file_digest(path: str) -> str:
-    h = sha256()
+    h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
@@ -70,15 +59,11 @@ def hash_inputs(h: Any, context_dir: str, rels: Iterable[str]) -> None:
             update(b"missing\0")
 
 
-_fingerprint: list[str] = []
-
-
+@functools.cache
 def code_fingerprint() -> str:
     """sha256 (16 hex digits) over envbuild's, the frontend's and llb's source and data files
-    (~700 KB, ~3 ms: read once per process)."""
-    if _fingerprint:
-        return _fingerprint[0]
-    h = sha256()
+    (~700 KB: read once per process)."""
+    h = hashlib.sha256()
     for rel in _CODE:
         d = os.path.join(_ROOT, rel)
         try:
@@ -88,8 +73,7 @@ def code_fingerprint() -> str:
         for name in names:
             with open(os.path.join(d, name), "rb") as f:
                 h.update(f"{rel}/{name}".encode() + b"\0" + f.read() + b"\0")
-    _fingerprint.append(h.hexdigest()[:16])
-    return _fingerprint[0]
+    return h.hexdigest()[:16]
 
 
 def locate(build_file: str) -> tuple[str, str]:
@@ -125,7 +109,7 @@ def _key(
     from envbuild import __version__
     from frontend.target import user_config_path
 
-    h = sha256()
+    h = hashlib.sha256()
     lock = build_file + ".lock"
     cfg = user_config_path()
     who = f"{owner[0]}:{owner[1]}" if owner is not None else f"process {os.getuid()}:{os.getgid()}"
@@ -157,8 +141,6 @@ def make_label(*, files: Sequence[str], inputs: Sequence[str], base: str, base_i
     key = _key(files=files, inputs=inputs, base=base, base_id=base_id, **target)
     if key is None:
         return None
-    import json
-
     return json.dumps({"v": _FORMAT, "key": key, "files": list(files), "inputs": list(inputs), "base": base}, separators=(",", ":"))
 
 
@@ -179,7 +161,7 @@ def up_to_date(
     if not labels or LABEL not in labels or DIGEST_LABEL not in labels:
         return None
     try:
-        stored = images.decode_json(labels[LABEL])
+        stored = json.loads(labels[LABEL])
         if stored.get("v") != _FORMAT:
             return None
         files, inputs, base, key = stored["files"], stored["inputs"], stored["base"], stored["key"]

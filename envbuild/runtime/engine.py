@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from envbuild.errors import EngineUnreachable, RuntimeFailure, UsageError
+from envbuild import engine_api
+from envbuild.errors import RuntimeFailure, UsageError
 from envbuild.runtime.options import (
     ENV_JUPYTER_TOKEN,
     LABEL_NAME,
@@ -38,39 +39,13 @@ if TYPE_CHECKING:
 
     from frontend.spec import Spec
 
-_START_HINT = (
-    "start it with `sudo systemctl start docker` (or `sudo dockerd &`), "
-    "or point DOCKER_HOST at a running engine"
-)
-
-
 class NameConflict(RuntimeFailure):
     """Another run created a container with this name between our check and our create."""
 
 
-_ACCESS_HINT = (
-    "your user may not open the engine's socket: add it to the docker group "
-    "(`sudo usermod -aG docker $USER`, then log in again) or run as root"
-)
-
-
 def connect(timeout: int = 60) -> docker.DockerClient:
     """A docker SDK client for a reachable engine, or EngineUnreachable saying how to start one."""
-    import docker
-    from docker.errors import DockerException
-
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except (DockerException, OSError) as exc:
-        hint = _ACCESS_HINT if "Permission denied" in str(exc) else _START_HINT
-        raise EngineUnreachable(f"cannot reach the Docker engine ({_short(exc)}); {hint}") from None
-    return client
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    return engine_api.connect(timeout=timeout)
 
 
 @dataclass(frozen=True, slots=True)

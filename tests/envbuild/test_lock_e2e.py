@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -176,7 +177,7 @@ def test_upgrade_one_package_keeps_the_others(project: Path) -> None:
     idna = next(p for p in lk.pip[0].packages if p.name == "idna")
     old_six = L.PipPackage("six", "1.16.0", ())
     old_idna = L.PipPackage("idna", "3.6", ())
-    path.write_text(L.Lock(**{**lk.__dict__, "pip": (L.PipGroup((old_idna, old_six)),)}).dumps())  # type: ignore[arg-type]
+    path.write_text(replace(lk, pip=(L.PipGroup((old_idna, old_six)),)).dumps())
     try:
         r = cli("lock", "-p", str(project), "--progress", "quiet")
         assert r.returncode == 0, r.stderr[-2000:]

@@ -14,7 +14,14 @@ import pytest
 import llb
 from envbuild.errors import UsageError
 from envbuild.outputs import BuildPlan, PlannedSolve, PushImage, SaveImage
-from envbuild.publish import PublishError, docker_archive_to_oci, execute_plan, push_images, run_post_actions
+from envbuild.publish import (
+    PublishError,
+    docker_archive_to_oci,
+    execute_plan,
+    push_images,
+    run_post_actions,
+    save_images,
+)
 
 
 class FakeAPI:
@@ -247,3 +254,34 @@ def test_a_destination_that_turned_into_a_symlink_is_not_replaced(tmp_path: Path
         execute_plan(_export_plan(llb.TarExport(str(dest))), solve)
     assert dest.is_symlink() and (tmp_path / "elsewhere").read_text() == "keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "r.tar"]
+
+
+class SavingAPI:
+    def __init__(self, archive: bytes) -> None:
+        self.archive = archive
+        self.saved: list[str] = []
+
+    def get_image(self, image: str, chunk_size: int) -> Any:
+        self.saved.append(image)
+        return iter([self.archive[i:i + 7] for i in range(0, len(self.archive), 7)])
+
+
+def test_save_images_names_one_image_under_every_name(tmp_path: Path) -> None:
+    _docker_archive(tmp_path / "d.tar", [_layer(b"base")])
+    with tarfile.open(tmp_path / "d.tar", "a") as tf:
+        data = json.dumps({"r:5000/team/a": {"v1": "l0"}}).encode()
+        info = tarfile.TarInfo("repositories")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    client = FakeDocker([])
+    client.api = SavingAPI((tmp_path / "d.tar").read_bytes())  # type: ignore[assignment]
+    one = save_images(["r:5000/team/a:v1"], tmp_path / "one.tar", client=client)  # type: ignore[arg-type]
+    assert one.read_bytes() == (tmp_path / "d.tar").read_bytes()
+    both = save_images(["r:5000/team/a:v1", "c:2"], tmp_path / "both.tar", client=client)  # type: ignore[arg-type]
+    assert client.api.saved == ["r:5000/team/a:v1", "r:5000/team/a:v1"]
+    with tarfile.open(both) as tf:
+        manifest = json.loads(tf.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        repositories = json.loads(tf.extractfile("repositories").read())  # type: ignore[union-attr]
+        assert tf.extractfile("l0/layer.tar").read() == _layer(b"base")  # type: ignore[union-attr]
+    assert manifest[0]["RepoTags"] == ["r:5000/team/a:v1", "c:2"]
+    assert repositories == {"r:5000/team/a": {"v1": "l0"}, "c": {"2": "l0"}}
