@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import pip
 from . import spec as S
 from .errors import NameError_, TypeError_, ValueError_
 from .recorder import CudaRequest, Recorder
@@ -433,13 +434,14 @@ def _pypi(
 ) -> None:
     q = "install.python_packages"
     _no_blank_items(q, "name", name)
+    names, options = pip.parse(name)
     req = rec.input_path(q, "requirements", requirements) if requirements else None
     wheels = tuple(rec.input_path(q, "local_wheels", w) for w in local_wheels)
     for w in wheels:
         if not w.endswith(".whl"):
             raise ValueError_(f"{q}(): local wheel {w!r} is not a .whl file")
-    if name or req or wheels:
-        rec.python_packages.append(S.PythonPackages(name, req, wheels, pos))
+    if names or req or wheels:
+        rec.python_packages.append(S.PythonPackages(names, req, wheels, pos, options))
 
 
 @builtin(

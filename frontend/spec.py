@@ -156,13 +156,41 @@ class AptPackages:
 
 
 @dataclass(frozen=True, slots=True)
+class PipOptions:
+    """pip options written inside ``install.python_packages(name=[...])`` strings, as envd passes
+    them to pip: ``"torch --index-url https://download.pytorch.org/whl/cpu"``. They apply to that
+    call's step only. URLs hold no credentials (those go through ``config.pip_index``)."""
+
+    index_url: str = ""
+    """``--index-url``/``-i``: replaces the default index."""
+    extra_index_urls: tuple[str, ...] = ()
+    """``--extra-index-url``, in order."""
+    find_links: tuple[str, ...] = ()
+    """``--find-links``/``-f``: pages or directories of links to archives."""
+    trusted_hosts: tuple[str, ...] = ()
+    """``--trusted-host``: hosts reached without TLS verification."""
+    pre: bool = False
+    """``--pre``: pre-releases allowed."""
+    no_deps: bool = False
+    """``--no-deps``."""
+    upgrade: bool = False
+    """``--upgrade``/``-U``."""
+    no_build_isolation: bool = False
+    """``--no-build-isolation``."""
+
+
+@dataclass(frozen=True, slots=True)
 class PythonPackages:
-    """One ``install.python_packages`` call; paths are relative to the build context."""
+    """One ``install.python_packages`` call; paths are relative to the build context.
+
+    ``names`` are requirements after shell splitting (envd's reading); ``options`` the pip options
+    found among them."""
 
     names: tuple[str, ...] = ()
     requirements: str | None = None
     local_wheels: tuple[str, ...] = ()
     pos: Pos | None = None
+    options: PipOptions = field(default_factory=PipOptions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -437,13 +437,17 @@ class _Compiler:
                 mounts.append(llb.bind(S.CONTEXT_MOUNT, self.context(files)))
             reqs = [posixpath.join(S.CONTEXT_MOUNT, _rel(call.requirements))] if call.requirements else []
             wheels = [posixpath.join(S.CONTEXT_MOUNT, _rel(w)) for w in call.local_wheels]
-            label = " ".join([*call.names, *(f"-r {call.requirements}" for _ in reqs), *call.local_wheels])
+            options = S.uv_pip_options(call.options)
+            own_index = bool(call.options.index_url or call.options.extra_index_urls or call.options.find_links)
+            label = " ".join([*call.names, *(f"-r {call.requirements}" for _ in reqs), *call.local_wheels, *options])
             state = self.sh(
                 state,
-                S.pip_install(call.names, reqs, wheels, self.uid, self.gid, home=self.home, python=python),
+                S.pip_install(
+                    call.names, reqs, wheels, self.uid, self.gid, home=self.home, python=python, options=options
+                ),
                 name=self.name(f"python packages: {label}", "pip", call.pos),
                 mounts=mounts,
-                env={**env, **cuda.pip_env(spec, call.names, self.opts.mirrors)},
+                env={**env, **({} if own_index else cuda.pip_env(spec, call.names, self.opts.mirrors))},
             )
         return state
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
+    from frontend.spec import PipOptions
+
 
 CA_SECRET_ID = "envbuild-ca"
 CA_SECRET_PATH = "/run/secrets/envbuild-ca.crt"
@@ -277,6 +279,28 @@ def python_check() -> str:
     )
 
 
+def uv_pip_options(options: PipOptions) -> list[str]:
+    """The uv spelling of the pip options a ``python_packages`` call carries in its names."""
+    args: list[str] = []
+    if options.index_url:
+        args += ["--index-url", options.index_url]
+    for url in options.extra_index_urls:
+        args += ["--extra-index-url", url]
+    for url in options.find_links:
+        args += ["--find-links", url]
+    for host in options.trusted_hosts:
+        args += ["--allow-insecure-host", host]
+    if options.pre:
+        args.append("--prerelease=allow")
+    if options.no_deps:
+        args.append("--no-deps")
+    if options.upgrade:
+        args.append("--upgrade")
+    if options.no_build_isolation:
+        args.append("--no-build-isolation")
+    return args
+
+
 def pip_install(
     names: Sequence[str],
     requirements: Sequence[str],
@@ -286,12 +310,14 @@ def pip_install(
     *,
     home: str,
     python: str = f"{VENV}/bin/python",
+    options: Sequence[str] = (),
 ) -> str:
     """`uv pip install` into the environment as its owner, downloads through the shared uv cache.
 
     ``python`` is the environment's interpreter: the venv's, or the conda env's when conda owns Python.
+    ``options`` (uv options, see `uv_pip_options`) come before the requirements.
     """
-    args = [*names]
+    args = [*options, *names]
     for r in requirements:
         args += ["-r", r]
     args += wheels

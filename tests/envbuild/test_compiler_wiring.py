@@ -148,3 +148,18 @@ def test_proxy_goes_to_exec_proxy_env_and_leaves_the_cache_keys_alone(tmp_path: 
         return sorted(out)
 
     assert stripped(proxied) == stripped(plain), "only Meta.proxy_env differs, which BuildKit keeps out of cache keys"
+
+
+def test_pip_options_in_package_names_become_uv_options(tmp_path: Path) -> None:
+    """envd passes `install.python_packages(name=[...])` through a shell split to pip; the options
+    users write there reach uv, and an explicit index keeps the CUDA torch index out."""
+    body = """base(image="ubuntu:22.04")
+install.cuda(version="12.1.1")
+install.python_packages(name=["torch --index-url https://download.pytorch.org/whl/cpu"])
+install.python_packages(name=["flash-attn --no-build-isolation", "--pre"])"""
+    ex = execs(compile(spec_of(tmp_path, body), OPTS))
+    torch = ex["python packages: torch --index-url https://download.pytorch.org/whl/cpu"]["meta"]
+    assert "uv pip install --index-url https://download.pytorch.org/whl/cpu torch" in torch["args"][-1]
+    assert not any(e.startswith("UV_INDEX=") for e in torch["env"])
+    flash = ex["python packages: flash-attn --prerelease=allow --no-build-isolation"]["meta"]
+    assert "uv pip install --prerelease=allow --no-build-isolation flash-attn" in flash["args"][-1]
