@@ -125,7 +125,7 @@ def solve_secrets(compiled: CompiledBuild, ca: bytes | None) -> dict[str, bytes]
 class _Compiler:
     """One compilation's working state (the stages of `part2` receive it as their `Ctx`)."""
 
-    __slots__ = ("add", "label_spec", "netrc", "notes", "opts", "spec", "steps", "uses_context")
+    __slots__ = ("add", "label_spec", "netrc", "notes", "opts", "secret_values", "spec", "steps", "uses_context")
 
     def __init__(self, spec: Spec, opts: CompileOptions) -> None:
         """The LLB never sees index credentials: they travel as the netrc secret (`credentials`)."""
@@ -135,6 +135,7 @@ class _Compiler:
         self.uses_context = False
         self.add: Additions = NONE
         self.netrc = credentials.netrc(spec)
+        self.secret_values: dict[str, bytes] = {credentials.NETRC_SECRET_ID: self.netrc} if self.netrc else {}
         self.label_spec: Spec | None = credentials.public_spec(spec)
         self.spec = credentials.without_credentials(spec)
 
@@ -173,6 +174,12 @@ class _Compiler:
             # owned by the image user: pip/uv steps drop to it (root reads it anyway)
             mounts.append(llb.secret(credentials.NETRC_PATH, credentials.NETRC_SECRET_ID, uid=self.uid, gid=self.gid, mode=0o400))
         return mounts
+
+    def secret_file(self, secret_id: str, data: bytes) -> llb.Mount:
+        """A session secret (``/run/secrets/<secret_id>``, root-only) for the steps that mount it:
+        how a credential reaches a step without entering its command, its env or a layer."""
+        self.secret_values[secret_id] = data
+        return llb.secret(f"{credentials.SECRETS_DIR}/{secret_id}", secret_id, mode=0o400)
 
     def netrc_env(self) -> dict[str, str]:
         return {"NETRC": credentials.NETRC_PATH} if self.netrc else {}
@@ -303,11 +310,11 @@ class _Compiler:
             image=self.image_config(),
             steps=tuple(self.steps),
             local_dirs=MappingProxyType(local_dirs),
-            secrets=(S.CA_SECRET_ID, *((credentials.NETRC_SECRET_ID,) if self.netrc else ())),
+            secrets=(S.CA_SECRET_ID, *self.secret_values),
             entitlements=("network.host",) if self.opts.network == "host" else (),
             proxy=MappingProxyType(dict(self.opts.proxy)),
             notes=tuple(self.notes),
-            secret_values=MappingProxyType({credentials.NETRC_SECRET_ID: self.netrc} if self.netrc else {}),
+            secret_values=MappingProxyType(dict(self.secret_values)),
         )
 
     def check_supported(self) -> None:
@@ -645,7 +652,9 @@ class _Compiler:
         if self.opts.inputs_label:
             labels[LABEL + "inputs"] = self.opts.inputs_label
         if spec.repo:
-            labels[LABEL + "repo"] = json.dumps({"url": spec.repo.url, "description": spec.repo.description})
+            labels[LABEL + "repo"] = json.dumps(
+                {"url": credentials.redact_url(spec.repo.url), "description": spec.repo.description}
+            )
         cfg: dict[str, object] = {
             "env": [f"{k}={v}" for k, v in self.final_env().items()],
             "labels": labels,

@@ -6,9 +6,12 @@ LLB and step env end up in the engine's build records. So:
 * ``config.pip_index`` URLs lose their ``user:password@`` part everywhere in the LLB (steps, the
   image's ``/etc/pip.conf``); the credentials reach the steps as a netrc file mounted from a
   BuildKit session secret (``NETRC`` points at it; pip and uv both read it), only while a step runs.
-* The ``ai.envbuild.spec`` label holds `public_spec`: credentials in every URL shown as ``***``
-  (the same form the lock file uses) and the Jupyter token blanked (``up`` takes it from the build
-  file; ``run --image`` makes a random one).
+* ``config.cran_mirror`` (or the ``cran`` mirror setting) and ``config.julia_pkg_server`` URLs with
+  credentials reach the steps that use them as a session secret holding the whole URL (the step
+  reads it at run time); ``Rprofile.site`` and the image env name them without credentials.
+* The ``ai.envbuild.spec`` and ``ai.envbuild.repo`` labels show credentials in every URL as ``***``
+  (`public_spec`; the same form the lock file uses) and the Jupyter token blanked (``up`` takes it
+  from the build file; ``run --image`` makes a random one).
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from envbuild.errors import UsageError
 if TYPE_CHECKING:
     from frontend.spec import Spec
 
+SECRETS_DIR = "/run/secrets"
 NETRC_SECRET_ID = "envbuild-index-netrc"
-NETRC_PATH = "/run/secrets/envbuild-index-netrc"
+NETRC_PATH = f"{SECRETS_DIR}/{NETRC_SECRET_ID}"
+CRAN_SECRET_ID = "envbuild-cran-url"
+JULIA_SECRET_ID = "envbuild-julia-pkg-server"
 
 _USERINFO = r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s?#'\"]+)@"
 """Used through re's own cache: most specs have no URL to check, and compiling costs start-up time."""
@@ -122,6 +128,8 @@ def public_spec(spec: Spec) -> Spec:
         url = getattr(spec, name)
         if url is not None:
             changes[name] = r(url, url=redact_url(url.url))
+    if spec.repo is not None:
+        changes["repo"] = r(spec.repo, url=redact_url(spec.repo.url))
     if spec.conda_packages:
         changes["conda_packages"] = tuple(
             r(c, channels=tuple(redact_url(ch) for ch in c.channels)) for c in spec.conda_packages

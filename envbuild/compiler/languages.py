@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import llb
+from envbuild.compiler import credentials
 from envbuild.compiler import scripts as S
 from envbuild.compiler.mirrors import Mirrors
 from envbuild.compiler.stagekit import Additions
@@ -156,17 +157,24 @@ def julia(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.S
     )
     env = {"JULIA_DEPOT_PATH": JULIA_DEPOT}
     server = c.spec.julia_pkg_server
+    secret: list[llb.Mount] = []
+    from_secret = ""
     if server:
-        env["JULIA_PKG_SERVER"] = server.url
+        env["JULIA_PKG_SERVER"] = credentials.strip_url(server.url)
+        if credentials.has_credentials(server.url):
+            secret.append(c.secret_file(credentials.JULIA_SECRET_ID, server.url.encode()))
+            from_secret = f'JULIA_PKG_SERVER=$(cat {credentials.SECRETS_DIR}/{credentials.JULIA_SECRET_ID}) '
     for call in c.spec.julia_packages:
         names = "[" + ", ".join(_jl_str(n) for n in call.names) + "]"
         owner = c.owner()
         chown = f"chown -R {owner[0]}:{owner[1]} {JULIA_DEPOT}\n" if owner else ""
         state = c.sh(
             state,
-            S.script(f"mkdir -p {JULIA_DEPOT}", f"/opt/julia/bin/julia -e {S.q(f'using Pkg; Pkg.add({names})')}", chown),
+            S.script(f"mkdir -p {JULIA_DEPOT}",
+                     f"{from_secret}/opt/julia/bin/julia -e {S.q(f'using Pkg; Pkg.add({names})')}", chown),
             name=c.name(f"julia packages: {' '.join(call.names)}", "julia", call.pos),
             env=env,
+            mounts=secret,
         )
     return state, Additions(env=env, path=("/opt/julia/bin",))
 
@@ -274,9 +282,15 @@ def r_lang(c: Ctx, state: llb.State, m: Mirrors) -> tuple[llb.State, Additions]:
     pos = r.pos if r else c.spec.r_packages[0].pos
     mirror = cran_mirror(c, m)
     owner = c.owner()
+    secret: list[llb.Mount] = []
+    repos = _r_str(mirror)
+    if credentials.has_credentials(mirror):  # the steps read it at run time; the image names it without
+        secret.append(c.secret_file(credentials.CRAN_SECRET_ID, mirror.encode()))
+        repos = f"readLines({_r_str(f'{credentials.SECRETS_DIR}/{credentials.CRAN_SECRET_ID}')}, warn = FALSE)[1]"
+    public = _r_str(credentials.strip_url(mirror))
     after = (
         f"mkdir -p {R_SITE_LIBRARY}\n"
-        f"printf '%s\\n' {S.q(f'options(repos = c(CRAN = {_r_str(mirror)}))')} >> /etc/R/Rprofile.site\n"
+        f"printf '%s\\n' {S.q(f'options(repos = c(CRAN = {public}))')} >> /etc/R/Rprofile.site\n"
         + (f"chown -R {owner[0]}:{owner[1]} {R_SITE_LIBRARY}\n" if owner else "")
     )
     state = c.sh(
@@ -288,7 +302,7 @@ def r_lang(c: Ctx, state: llb.State, m: Mirrors) -> tuple[llb.State, Additions]:
     for call in c.spec.r_packages:
         pkgs = "c(" + ", ".join(_r_str(n) for n in call.names) + ")"
         expr = (
-            f"pkgs <- {pkgs}; install.packages(pkgs, lib = {_r_str(R_SITE_LIBRARY)}, repos = {_r_str(mirror)}); "
+            f"pkgs <- {pkgs}; install.packages(pkgs, lib = {_r_str(R_SITE_LIBRARY)}, repos = {repos}); "
             f"missing <- setdiff(pkgs, rownames(installed.packages())); "
             f"if (length(missing)) {{ message('not installed: ', paste(missing, collapse = ' ')); quit(status = 1) }}"
         )
@@ -297,6 +311,7 @@ def r_lang(c: Ctx, state: llb.State, m: Mirrors) -> tuple[llb.State, Additions]:
             state,
             S.script(f"Rscript -e {S.q(expr)}", chown),
             name=c.name(f"r packages: {' '.join(call.names)}", "r", call.pos),
+            mounts=secret,
         )
     return state, Additions()
 

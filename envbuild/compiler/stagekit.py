@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
         def owner(self) -> tuple[int, int] | None: ...
 
+        def secret_file(self, secret_id: str, data: bytes) -> llb.Mount: ...
+
 
 def _frozen(d: Mapping[str, str] | None = None) -> Mapping[str, str]:
     return MappingProxyType(dict(d or {}))

@@ -261,6 +261,53 @@ def test_index_credentials_reach_the_steps_as_a_netrc_secret(tmp_path: Path) -> 
         in definition, "the image's /etc/pip.conf should name the index without credentials"
 
 
+def test_repo_credentials_stay_out_of_every_label(tmp_path: Path) -> None:
+    password = f"pw{uuid.uuid4().hex}"
+    compiled = _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=True)\n'
+                                  f'    config.repo(url="https://alice:{password}@git.example.com/team/env", '
+                                  'description="env")\n')
+    labels = dict(compiled.labels)
+    assert password not in json.dumps(dict(compiled.image), default=str), "a label holds the repo's password"
+    assert json.loads(labels["ai.envbuild.repo"]) == {"url": "https://***@git.example.com/team/env",
+                                                      "description": "env"}
+    assert password.encode() not in compiled.definition().to_bytes()
+
+
+@pytest.mark.parametrize("where", ["build file", "mirror setting"])
+def test_cran_mirror_credentials_reach_the_steps_only_as_a_secret(tmp_path: Path, where: str) -> None:
+    """Not in a step's command line (``docker history``), not in ``Rprofile.site``, not in a label."""
+    import frontend
+    from envbuild.compiler import CompileOptions
+    from envbuild.compiler.compile import compile as compile_spec
+    from envbuild.compiler.mirrors import Mirrors
+
+    password = f"pw{uuid.uuid4().hex}"
+    url = f"https://bob:{password}@cran.example.com/"
+    mirror = f'    config.cran_mirror(url="{url}")\n' if where == "build file" else ""
+    (tmp_path / "build.envd").write_text('def build():\n    base(image="local/debian:bookworm", dev=True)\n'
+                                         f'    install.r_packages(name=["data.table"])\n{mirror}')
+    spec = frontend.evaluate(tmp_path, user_config=False)
+    mirrors = Mirrors.from_mapping({"cran": url}) if where == "mirror setting" else Mirrors()
+    compiled = compile_spec(spec, CompileOptions(mirrors=mirrors))
+    definition = compiled.definition().to_bytes()
+    assert password.encode() not in definition, "the CRAN password is in the LLB (a step's command or a file)"
+    assert password not in json.dumps(dict(compiled.image), default=str)
+    assert b"options(repos = c(CRAN = \"https://cran.example.com" in definition  # Rprofile.site, no password
+    (secret_id,) = [k for k, v in compiled.secret_values.items() if password.encode() in v]
+    assert secret_id in compiled.secrets and f"/run/secrets/{secret_id}".encode() in definition
+
+
+def test_julia_pkg_server_credentials_reach_the_steps_only_as_a_secret(tmp_path: Path) -> None:
+    password = f"pw{uuid.uuid4().hex}"
+    compiled = _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=True)\n'
+                                  '    install.julia()\n    install.julia_packages(name=["Example"])\n'
+                                  f'    config.julia_pkg_server(url="https://carol:{password}@pkg.example.com")\n')
+    assert password.encode() not in compiled.definition().to_bytes()
+    assert password not in json.dumps(dict(compiled.image), default=str)
+    assert "JULIA_PKG_SERVER=https://pkg.example.com" in compiled.image["env"]
+    assert any(password.encode() in v for v in compiled.secret_values.values())
+
+
 def test_credentials_that_a_netrc_cannot_hold_are_refused(tmp_path: Path) -> None:
     from envbuild.errors import UsageError
 
