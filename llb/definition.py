@@ -1,9 +1,11 @@
 """Marshalling a graph into a `pb.Definition`, and the Definition value itself.
 
-The bytes are deterministic: ops are serialised like protobuf's deterministic
-encoding (by `llb._wire`), digests are sha256 over exactly those bytes, and ops
-appear in a fixed depth-first order. The same graph therefore always yields the same
-digests, which is what makes BuildKit's cache hit.
+The bytes are deterministic: every op is a generated `ops_pb2` message serialised with protobuf's
+deterministic encoding, its digest is the sha256 of exactly those bytes, and ops appear in a fixed
+depth-first order. The same graph therefore always yields the same digests, which is what makes
+BuildKit's cache hit. (The digests are those of protobuf's C backend, upb, the default: it sorts a
+map key before its own prefixes, "source.image.resolvemode" before "source.image", where the
+pure-Python backend sorts plainly, so PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python changes them.)
 """
 
 from __future__ import annotations
@@ -11,16 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import IO, Any
 
-from . import _wire
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+
+from ._proto import ops_pb2
 from .errors import InvalidGraph
 from .platform import Platform
 from .state import MarshalContext, Output, Vertex
-
-if TYPE_CHECKING:
-    from ._proto import ops_pb2
 
 __all__ = ["Definition", "marshal", "MAX_DEFINITION_BYTES"]
 
@@ -33,93 +35,94 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def _serialise(message: ops_pb2.Op | ops_pb2.OpMetadata | ops_pb2.Definition) -> bytes:
+    """Deterministic bytes: map entries sorted, so equal messages always hash alike."""
+    return message.SerializeToString(deterministic=True)
+
+
 class _Context(MarshalContext):
     def __init__(self, default_platform: Platform) -> None:
         self.default_platform = default_platform
-        self.digests: dict[int, str] = {}
+        self.digests: dict[Vertex, str] = {}
 
     def digest(self, vertex: Vertex) -> str:
         try:
-            return self.digests[id(vertex)]
+            return self.digests[vertex]
         except KeyError:
             raise InvalidGraph(f"internal error: input {vertex.label()!r} marshalled out of order") from None
 
 
-def _merge_metadata(into: _wire.Message, other: _wire.Message) -> None:
+def _dependencies_first(root: Vertex) -> Iterator[Vertex]:
+    """Every vertex reachable from `root` once, each after the vertices it reads (depth first, inputs
+    in order); iterative, as graphs can be deeper than Python's recursion limit."""
+    done: set[Vertex] = set()
+    stack: list[tuple[Vertex, bool]] = [(root, False)]
+    while stack:
+        vertex, expanded = stack.pop()
+        if vertex in done:
+            continue
+        if expanded:
+            done.add(vertex)
+            yield vertex
+            continue
+        stack.append((vertex, True))
+        stack.extend((dep.vertex, False) for dep in reversed(vertex.dependencies()) if dep.vertex not in done)
+
+
+def _merge_metadata(into: ops_pb2.OpMetadata, other: ops_pb2.OpMetadata) -> None:
     """Same op reached twice (e.g. with different names): the first description wins, flags add up."""
-    if other.get("ignore_cache"):
-        into["ignore_cache"] = True
-    for key, value in other.get("description", {}).items():
-        into.setdefault("description", {}).setdefault(key, value)
-    for cap, value in other.get("caps", {}).items():
-        if value:
-            into.setdefault("caps", {})[cap] = True
+    if other.ignore_cache:
+        into.ignore_cache = True
+    for key, text in other.description.items():
+        into.description.setdefault(key, text)
+    for cap, enabled in other.caps.items():
+        if enabled:
+            into.caps[cap] = True
 
 
 def marshal(output: Output | None, *, platform: Platform | None = None) -> Definition:
     """Walks the graph ending at `output` and builds its Definition (raises InvalidGraph)."""
-    ctx = _Context(platform or Platform.host())
     if output is None:
         return Definition((), ())
-    order: list[tuple[str, bytes]] = []
-    metadata: dict[str, _wire.Message] = {}
+    ctx = _Context(platform or Platform.host())
+    ops: dict[str, bytes] = {}
+    metadata: dict[str, ops_pb2.OpMetadata] = {}
     labels: dict[str, str] = {}
-    keep_alive: list[Vertex] = []
-    messages: list[_wire.Message] = []
-    stack: list[tuple[Vertex, bool]] = [(output.vertex, False)]
-    while stack:
-        vertex, expanded = stack.pop()
-        if id(vertex) in ctx.digests:
-            continue
-        if not expanded:
-            stack.append((vertex, True))
-            for dep in reversed(vertex.dependencies()):
-                if id(dep.vertex) not in ctx.digests:
-                    stack.append((dep.vertex, False))
-            continue
+    for vertex in _dependencies_first(output.vertex):
         op, md = vertex.to_op(ctx)
-        data = _wire.encode("Op", op)
-        digest = _digest(data)
-        ctx.digests[id(vertex)] = digest
-        keep_alive.append(vertex)
+        data = _serialise(op)
+        digest = ctx.digests[vertex] = _digest(data)
         if digest in metadata:
             _merge_metadata(metadata[digest], md)
-            continue
-        order.append((digest, data))
-        messages.append(op)
-        metadata[digest] = md
-        labels[digest] = vertex.label()
-
-    terminal = {"inputs": [ctx.input(output)]}
-    data = _wire.encode("Op", terminal)
-    order.append((_digest(data), data))
-    messages.append(terminal)
-    metadata.setdefault(order[-1][0], {})
+        else:
+            ops[digest], metadata[digest], labels[digest] = data, md, vertex.label()
+    terminal = _serialise(ops_pb2.Op(inputs=[ctx.input(output)]))
+    ops[_digest(terminal)] = terminal
     definition = Definition(
-        tuple(order),
-        tuple((d, _wire.encode("OpMetadata", metadata[d])) for d, _ in order),
-        tuple(zip(messages, (metadata[d] for d, _ in order), strict=True)),
+        tuple(ops.items()),
+        tuple((d, _serialise(metadata.get(d, ops_pb2.OpMetadata()))) for d in ops),
     )
+    _check_size(definition, labels)
+    return definition
+
+
+def _check_size(definition: Definition, labels: dict[str, str]) -> None:
     size = len(definition.to_bytes())
     if size > MAX_DEFINITION_BYTES:
-        biggest = max(order, key=lambda item: len(item[1]))
+        digest, data = max(definition.ops, key=lambda item: len(item[1]))
         raise InvalidGraph(
             f"the build definition is {size} bytes, over the {MAX_DEFINITION_BYTES}-byte limit the builder "
-            f"accepts (largest op: {labels.get(biggest[0], 'result')!r}, {len(biggest[1])} bytes); "
+            f"accepts (largest op: {labels.get(digest, 'result')!r}, {len(data)} bytes); "
             "move large inline data (mkfile) into a local source, llb.local(), and copy it in"
         )
-    return definition
 
 
 @dataclass(frozen=True, slots=True)
 class Definition:
-    """A marshalled LLB graph: serialised ops (terminal last) and per-op metadata."""
+    """A marshalled LLB graph: serialised ops (terminal last) and per-op metadata, by digest."""
 
     ops: tuple[tuple[str, bytes], ...]
     metadata: tuple[tuple[str, bytes], ...]
-    messages: tuple[tuple[_wire.Message, _wire.Message], ...] = field(default=(), repr=False, compare=False)
-    """The (op, metadata) messages `marshal` encoded, one pair per op, so that `to_json` need not
-    decode the bytes again; empty for a definition read from bytes. Not part of equality."""
 
     @property
     def digests(self) -> list[str]:
@@ -134,37 +137,33 @@ class Definition:
         return len(self.ops)
 
     def op(self, digest: str) -> ops_pb2.Op:
-        from ._proto import ops_pb2
-
         for d, data in self.ops:
             if d == digest:
                 return ops_pb2.Op.FromString(data)
         raise KeyError(digest)
 
     def op_metadata(self, digest: str) -> ops_pb2.OpMetadata:
-        from ._proto import ops_pb2
-
         for d, data in self.metadata:
             if d == digest:
                 return ops_pb2.OpMetadata.FromString(data)
         raise KeyError(digest)
 
     def iter_ops(self) -> Iterator[tuple[str, ops_pb2.Op, ops_pb2.OpMetadata]]:
-        from ._proto import ops_pb2
-
         md = dict(self.metadata)
         for d, data in self.ops:
             yield d, ops_pb2.Op.FromString(data), ops_pb2.OpMetadata.FromString(md.get(d, b""))
 
     def to_pb(self) -> ops_pb2.Definition:
-        """The generated protobuf message (imports protobuf; `to_bytes()` does not)."""
-        from ._proto import ops_pb2
-
-        return ops_pb2.Definition.FromString(self.to_bytes())
+        """The generated protobuf message."""
+        pb = ops_pb2.Definition()
+        getattr(pb, "def").extend(data for _, data in self.ops)  # `def` is a Python keyword
+        for d, data in self.metadata:
+            pb.metadata[d].MergeFromString(data)
+        return pb
 
     def to_bytes(self) -> bytes:
         """The serialised pb.Definition, e.g. for `buildctl build` on stdin."""
-        return _wire.encode_definition([data for _, data in self.ops], dict(self.metadata))
+        return _serialise(self.to_pb())
 
     def write_to(self, fileobj: IO[bytes] | IO[str]) -> None:
         """Writes `to_bytes()`; text streams such as sys.stdout are written through their binary buffer."""
@@ -184,40 +183,23 @@ class Definition:
         unknown = sorted(set(pb.metadata) - known)
         if unknown:
             raise InvalidGraph(f"definition has metadata for unknown ops: {', '.join(unknown)}")
-        metadata = tuple((d, pb.metadata[d].SerializeToString(deterministic=True)) for d, _ in ops if d in pb.metadata)
+        metadata = tuple((d, _serialise(pb.metadata[d])) for d, _ in ops if d in pb.metadata)
         return cls(ops, metadata)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Definition:
-        from google.protobuf.message import DecodeError
-
-        from ._proto import ops_pb2
-
         try:
             pb = ops_pb2.Definition.FromString(data)
         except DecodeError as exc:
             raise InvalidGraph(f"not a serialised pb.Definition: {exc}") from None
         return cls.from_pb(pb)
 
-    def _decoded(self) -> Iterator[tuple[str, _wire.Message, _wire.Message]]:
-        md = dict(self.metadata)
-        for d, data in self.ops:
-            yield d, _wire.decode("Op", data), _wire.decode("OpMetadata", md.get(d, b""))
-
     def to_json(self) -> list[dict[str, Any]]:
         """One entry per op, {"Op", "Digest", "OpMetadata"}, for debugging and golden tests.
 
-        Shaped like protobuf's ``MessageToDict(..., preserving_proto_field_name=True)``.
+        Each message as protobuf's JSON mapping renders it, with the .proto field names.
         """
-        decoded = (
-            ((d, op, md) for (d, _), (op, md) in zip(self.ops, self.messages, strict=True))
-            if len(self.messages) == len(self.ops)
-            else self._decoded()
-        )
-        return [
-            {"Op": _wire.to_dict("Op", op), "Digest": d, "OpMetadata": _wire.to_dict("OpMetadata", md)}
-            for d, op, md in decoded
-        ]
+        return [{"Op": _to_dict(op), "Digest": d, "OpMetadata": _to_dict(md)} for d, op, md in self.iter_ops()]
 
     def to_json_text(self) -> str:
         """`to_json()` as stable, indented text."""
@@ -226,36 +208,45 @@ class Definition:
     def to_dot(self) -> str:
         """The graph in Graphviz dot syntax, inputs pointing at the ops that use them."""
         lines = ["digraph llb {", '  node [shape=box, fontname="monospace"];']
-        for d, op, md in self._decoded():
+        for d, op, md in self.iter_ops():
             label = f"{_op_label(op, md)}\\n{d[7:19]}"
             lines.append(f'  "{d}" [label="{_dot_escape(label)}"];')
-            for inp in op.get("inputs", ()):
-                index = inp.get("index", 0)
-                attr = f' [label="{index}"]' if index else ""
-                lines.append(f'  "{inp.get("digest", "")}" -> "{d}"{attr};')
+            for inp in op.inputs:
+                attr = f' [label="{inp.index}"]' if inp.index else ""
+                lines.append(f'  "{inp.digest}" -> "{d}"{attr};')
         lines.append("}")
         return "\n".join(lines) + "\n"
 
 
-def _op_label(op: _wire.Message, md: _wire.Message) -> str:
-    name = md.get("description", {}).get("llb.customname")
+def _to_dict(message: ops_pb2.Op | ops_pb2.OpMetadata) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _op_label(op: ops_pb2.Op, md: ops_pb2.OpMetadata) -> str:
+    name = md.description.get("llb.customname")
     if name:
         return name
-    if "source" in op:
-        return op["source"].get("identifier", "")
-    if "exec" in op:
-        return " ".join(op["exec"].get("meta", {}).get("args", ()))
-    if "file" in op:
-        parts = []
-        for a in op["file"].get("actions", ()):
-            if "copy" in a:
-                parts.append(f"copy {a['copy'].get('src', '')} {a['copy'].get('dest', '')}")
-            else:
-                which = next((k for k in ("mkfile", "mkdir", "rm") if k in a), None)
-                if which:
-                    parts.append(f"{which} {a[which].get('path', '')}")
-        return ", ".join(parts)
-    return "build" if "build" in op else "result"
+    kind = op.WhichOneof("op")
+    if kind == "source":
+        return op.source.identifier
+    if kind == "exec":
+        return " ".join(op.exec.meta.args)
+    if kind == "file":
+        return ", ".join(label for label in map(_action_label, op.file.actions) if label)
+    return "build" if kind == "build" else "result"
+
+
+def _action_label(action: ops_pb2.FileAction) -> str:
+    kind = action.WhichOneof("action")
+    if kind == "copy":
+        return f"copy {action.copy.src} {action.copy.dest}"
+    if kind == "mkfile":
+        return f"mkfile {action.mkfile.path}"
+    if kind == "mkdir":
+        return f"mkdir {action.mkdir.path}"
+    if kind == "rm":
+        return f"rm {action.rm.path}"
+    return ""
 
 
 def _dot_escape(text: str) -> str:

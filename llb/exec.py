@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
+from ._proto import ops_pb2
 from .errors import InvalidGraph
 from .state import InputList, MarshalContext, Network, OpOptions, Output, State, Vertex, merge_env, resolve_path
-
-if TYPE_CHECKING:
-    from ._wire import Message
 
 __all__ = ["ExecState", "Mount", "ProxyEnv", "bind", "cache", "secret", "ssh", "tmpfs", "Sharing", "MountKind"]
 
 Sharing = Literal["shared", "private", "locked"]
 MountKind = Literal["bind", "cache", "secret", "ssh", "tmpfs"]
 
-_SHARING_VALUES = {"shared": 0, "private": 1, "locked": 2}
-_MOUNT_TYPES = {"bind": 0, "secret": 1, "ssh": 2, "cache": 3, "tmpfs": 4}
-_NET_MODES = {Network.SANDBOX: 0, Network.HOST: 1, Network.NONE: 2}
+_SHARING = {"shared": ops_pb2.SHARED, "private": ops_pb2.PRIVATE, "locked": ops_pb2.LOCKED}
+_MOUNT_TYPES = {
+    "bind": ops_pb2.BIND,
+    "secret": ops_pb2.SECRET,
+    "ssh": ops_pb2.SSH,
+    "cache": ops_pb2.CACHE,
+    "tmpfs": ops_pb2.TMPFS,
+}
+_NET_MODES = {Network.SANDBOX: ops_pb2.UNSET, Network.HOST: ops_pb2.HOST, Network.NONE: ops_pb2.NONE}
 
 
 def _mount_dest(dest: str) -> str:
@@ -123,7 +128,7 @@ class Mount:
     @classmethod
     def cache(cls, dest: str, id: str, *, sharing: Sharing = "shared") -> Mount:
         """A persistent cache directory shared between builds by `id` (not part of the result)."""
-        if sharing not in _SHARING_VALUES:
+        if sharing not in _SHARING:
             raise InvalidGraph(f"cache mount sharing must be one of shared, private, locked; got {sharing!r}")
         return cls(_mount_dest(dest), "cache", id=_check_id("cache", id), sharing=sharing)
 
@@ -200,50 +205,46 @@ class ExecVertex(Vertex):
     def label(self) -> str:
         return self.options.name or " ".join(self.args)
 
-    def to_op(self, ctx: MarshalContext) -> tuple[Message, Message]:
+    def to_op(self, ctx: MarshalContext) -> tuple[ops_pb2.Op, ops_pb2.OpMetadata]:
         caps = {"exec.meta.base"}
         inputs = InputList(ctx)
-        input_index = inputs.index
-
-        meta: Message = {
-            "args": list(self.args),
-            "env": [f"{k}={v}" for k, v in self.env],
-            "cwd": self.cwd,
-            "user": self.user,
-        }
+        meta = ops_pb2.Meta(args=self.args, env=[f"{k}={v}" for k, v in self.env], cwd=self.cwd, user=self.user)
         if self.proxy_env:
-            meta["proxy_env"] = {name: getattr(self.proxy_env, name) for name in _PROXY_FIELDS}
+            meta.proxy_env.CopyFrom(ops_pb2.ProxyEnv(**dataclasses.asdict(self.proxy_env)))
             caps.add("exec.meta.proxyenv")
         if self.network is not Network.SANDBOX:
             caps.add("exec.meta.network")
-        mounts: list[Message] = [{"input": input_index(self.root), "dest": "/", "output": 0}]
+        mounts = [ops_pb2.Mount(input=inputs.index(self.root), dest="/", output=0)]
         for m in self.mounts:
-            pm: Message = {"dest": m.dest, "mountType": _MOUNT_TYPES[m.kind], "input": -1, "output": -1}
-            if m.kind == "bind":
-                assert m.source is not None
-                pm["input"] = input_index(m.source.output)
-                pm["readonly"] = m.readonly
-                pm["output"] = self.outputs.get(m.dest, -1)
-                if m.source_path != "/":
-                    pm["selector"] = m.source_path
-                    caps.add("exec.mount.selector")
-                caps.add("exec.mount.bind")
-            elif m.kind == "cache":
-                pm["cacheOpt"] = {"ID": m.id, "sharing": _SHARING_VALUES[m.sharing]}
-                caps.update(("exec.mount.cache", "exec.mount.cache.sharing"))
-            elif m.kind in ("secret", "ssh"):
-                opt = {"ID": m.id, "uid": m.uid, "gid": m.gid, "mode": m.mode, "optional": m.optional}
-                pm["secretOpt" if m.kind == "secret" else "SSHOpt"] = opt
-                caps.add(f"exec.mount.{m.kind}")
-            else:
-                caps.add("exec.mount.tmpfs")
-            mounts.append(pm)
-        op: Message = {
-            "inputs": inputs.inputs,
-            "exec": {"meta": meta, "mounts": mounts, "network": _NET_MODES[self.network]},
-        }
-        md = self.options.apply(ctx, op, caps)
-        return op, md
+            mount, mount_caps = self._mount(m, inputs)
+            mounts.append(mount)
+            caps.update(mount_caps)
+        op = ops_pb2.Op(exec=ops_pb2.ExecOp(meta=meta, mounts=mounts, network=_NET_MODES[self.network]))
+        op.inputs.extend(inputs.inputs)
+        return op, self.options.apply(ctx, op, caps)
+
+    def _mount(self, m: Mount, inputs: InputList) -> tuple[ops_pb2.Mount, tuple[str, ...]]:
+        """The pb.Mount of one of the step's extra mounts and the caps it needs."""
+        mount = ops_pb2.Mount(dest=m.dest, mountType=_MOUNT_TYPES[m.kind], input=-1, output=-1)
+        if m.kind == "bind":
+            assert m.source is not None
+            mount.input = inputs.index(m.source.output)
+            mount.readonly = m.readonly
+            mount.output = self.outputs.get(m.dest, -1)
+            if m.source_path == "/":
+                return mount, ("exec.mount.bind",)
+            mount.selector = m.source_path
+            return mount, ("exec.mount.bind", "exec.mount.selector")
+        if m.kind == "cache":
+            mount.cacheOpt.CopyFrom(ops_pb2.CacheOpt(ID=m.id, sharing=_SHARING[m.sharing]))
+            return mount, ("exec.mount.cache", "exec.mount.cache.sharing")
+        if m.kind == "secret":
+            mount.secretOpt.CopyFrom(ops_pb2.SecretOpt(ID=m.id, uid=m.uid, gid=m.gid, mode=m.mode, optional=m.optional))
+            return mount, ("exec.mount.secret",)
+        if m.kind == "ssh":
+            mount.SSHOpt.CopyFrom(ops_pb2.SSHOpt(ID=m.id, uid=m.uid, gid=m.gid, mode=m.mode, optional=m.optional))
+            return mount, ("exec.mount.ssh",)
+        return mount, ("exec.mount.tmpfs",)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from ._proto import ops_pb2
 from .errors import InvalidGraph
 from .state import InputList, MarshalContext, OpOptions, Output, State, Vertex, resolve_path
-
-if TYPE_CHECKING:
-    from ._wire import Message
 
 __all__ = ["FileAction", "Owner", "mkdir", "mkfile", "rm", "copy", "MAX_INLINE_FILE_BYTES"]
 
@@ -285,83 +282,73 @@ class FileVertex(Vertex):
     def label(self) -> str:
         return self.options.name or ", ".join(_describe(s) for s in self.steps)
 
-    def to_op(self, ctx: MarshalContext) -> tuple[Message, Message]:
+    def to_op(self, ctx: MarshalContext) -> tuple[ops_pb2.Op, ops_pb2.OpMetadata]:
         inputs = InputList(ctx)
-        input_index = inputs.index
-
-        base_index = input_index(self.base)
-        secondary = [input_index(s.source.output) if isinstance(s, _Copy) else -1 for s in self.steps]
-        n_inputs = len(inputs)
+        base_index = inputs.index(self.base)
+        secondary = [inputs.index(s.source.output) if isinstance(s, _Copy) else -1 for s in self.steps]
         caps = {"file.base"}
-        actions: list[Message] = []
+        actions = []
         for i, step in enumerate(self.steps):
-            index = base_index if i == 0 else n_inputs + i - 1
-            action: Message = {
-                "input": index,
-                "secondaryInput": secondary[i],
-                "output": 0 if i == len(self.steps) - 1 else -1,
-            }
-            owner = getattr(step, "owner", None)
-            if owner is not None and owner.by_name and index == -1:
-                raise InvalidGraph(
-                    f"{_describe(step)}: owner {owner} is given by name but the target is scratch, "
-                    "which has no /etc/passwd; use numeric ids such as owner=(1000, 1000)"
-                )
-            if isinstance(step, _Copy):
-                action["copy"] = {
-                    "src": step.src,
-                    "dest": step.dest,
-                    "owner": None if owner is None else _owner(owner, index),
-                    "mode": -1 if step.mode is None else step.mode,
-                    "followSymlink": step.follow_symlinks,
-                    "dirCopyContents": step.copy_dir_contents,
-                    "createDestPath": step.create_dest_path,
-                    "allowWildcard": step.allow_wildcard,
-                    "allowEmptyWildcard": step.allow_empty_wildcard,
-                    "timestamp": -1,
-                }
-            elif isinstance(step, _Mkdir):
-                action["mkdir"] = {
-                    "path": step.path,
-                    "mode": step.mode,
-                    "makeParents": step.parents,
-                    "owner": None if owner is None else _owner(owner, index),
-                    "timestamp": -1,
-                }
-            elif isinstance(step, _Mkfile):
-                action["mkfile"] = {
-                    "path": step.path,
-                    "mode": step.mode,
-                    "data": step.data,
-                    "owner": None if owner is None else _owner(owner, index),
-                    "timestamp": -1,
-                }
-            else:
-                action["rm"] = {
-                    "path": step.path,
-                    "allowNotFound": step.allow_not_found,
-                    "allowWildcard": step.allow_wildcard,
-                }
-                if step.allow_wildcard:
-                    caps.add("file.rm.wildcard")
+            # The first action works on the base; each later one on the result of the action before
+            # it, which BuildKit numbers after the op's inputs.
+            index = base_index if i == 0 else len(inputs) + i - 1
+            action = _action(step, index)
+            action.input = index
+            action.secondaryInput = secondary[i]
+            action.output = 0 if i == len(self.steps) - 1 else -1
             actions.append(action)
-        op: Message = {"inputs": inputs.inputs, "file": {"actions": actions}}
-        md = self.options.apply(ctx, op, caps)
-        return op, md
+            if isinstance(step, _Rm) and step.allow_wildcard:
+                caps.add("file.rm.wildcard")
+        op = ops_pb2.Op(inputs=inputs.inputs, file=ops_pb2.FileOp(actions=actions))
+        return op, self.options.apply(ctx, op, caps)
 
 
-def _owner(owner: Owner, input_index: int) -> Message:
-    """A pb.ChownOpt; names are looked up in the /etc/passwd of the action's input."""
-    chown: Message = {"user": _user(owner.user, input_index)}
+def _action(step: _Step, index: int) -> ops_pb2.FileAction:
+    """The pb.FileAction of one step applied to input `index` (-1: scratch)."""
+    if isinstance(step, _Rm):
+        rm = ops_pb2.FileActionRm(path=step.path, allowNotFound=step.allow_not_found, allowWildcard=step.allow_wildcard)
+        return ops_pb2.FileAction(rm=rm)
+    owner = None if step.owner is None else _chown(step, step.owner, index)
+    if isinstance(step, _Copy):
+        copy = ops_pb2.FileActionCopy(
+            src=step.src,
+            dest=step.dest,
+            owner=owner,
+            mode=-1 if step.mode is None else step.mode,
+            followSymlink=step.follow_symlinks,
+            dirCopyContents=step.copy_dir_contents,
+            createDestPath=step.create_dest_path,
+            allowWildcard=step.allow_wildcard,
+            allowEmptyWildcard=step.allow_empty_wildcard,
+            timestamp=-1,
+        )
+        return ops_pb2.FileAction(copy=copy)
+    if isinstance(step, _Mkdir):
+        mkdir = ops_pb2.FileActionMkDir(
+            path=step.path, mode=step.mode, makeParents=step.parents, owner=owner, timestamp=-1
+        )
+        return ops_pb2.FileAction(mkdir=mkdir)
+    mkfile = ops_pb2.FileActionMkFile(path=step.path, mode=step.mode, data=step.data, owner=owner, timestamp=-1)
+    return ops_pb2.FileAction(mkfile=mkfile)
+
+
+def _chown(step: _Step, owner: Owner, input_index: int) -> ops_pb2.ChownOpt:
+    """A pb.ChownOpt; names are looked up in the /etc/passwd and /etc/group of the action's input."""
+    if owner.by_name and input_index == -1:
+        raise InvalidGraph(
+            f"{_describe(step)}: owner {owner} is given by name but the target is scratch, "
+            "which has no /etc/passwd; use numeric ids such as owner=(1000, 1000)"
+        )
+    chown = ops_pb2.ChownOpt(user=_user(owner.user, input_index))
     if owner.group is not None:
-        chown["group"] = _user(owner.group, input_index)
+        chown.group.CopyFrom(_user(owner.group, input_index))
     return chown
 
 
-def _user(value: int | str, input_index: int) -> Message:
+def _user(value: int | str, input_index: int) -> ops_pb2.UserOpt:
     if isinstance(value, int):
-        return {"byID": value}
-    return {"byName": {"name": value, "input": input_index}}
+        return ops_pb2.UserOpt(byID=value)
+    return ops_pb2.UserOpt(byName=ops_pb2.NamedUserOpt(name=value, input=input_index))
 
 
 def make_file(base: State, action: FileAction, *, name: str | None, ignore_cache: bool) -> State:

@@ -6,14 +6,11 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from ._proto import ops_pb2
 from .errors import InvalidGraph
 from .platform import Platform
 from .state import MarshalContext, OpOptions, Output, State, Vertex, _check_name
-
-if TYPE_CHECKING:
-    from ._wire import Message
 
 __all__ = ["image", "local", "scratch", "git", "http", "normalize_image_ref", "DEFAULT_PATH"]
 
@@ -45,8 +42,8 @@ class SourceVertex(Vertex):
     def label(self) -> str:
         return self.options.name or self.identifier
 
-    def to_op(self, ctx: MarshalContext) -> tuple[Message, Message]:
-        op: Message = {"source": {"identifier": self.identifier, "attrs": dict(self.attrs)}}
+    def to_op(self, ctx: MarshalContext) -> tuple[ops_pb2.Op, ops_pb2.OpMetadata]:
+        op = ops_pb2.Op(source=ops_pb2.SourceOp(identifier=self.identifier, attrs=dict(self.attrs)))
         return op, self.options.apply(ctx, op, self.caps)
 
 

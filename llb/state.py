@@ -16,11 +16,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._proto import ops_pb2
 from .errors import InvalidGraph
 from .platform import Platform
 
 if TYPE_CHECKING:
-    from ._wire import Message
     from .definition import Definition
     from .exec import ExecState, Mount, ProxyEnv
     from .fileop import FileAction
@@ -58,33 +58,32 @@ class MarshalContext(ABC):
     @abstractmethod
     def digest(self, vertex: Vertex) -> str: ...
 
-    def input(self, output: Output) -> Message:
-        """A pb.Input (as `llb._wire` dict) pointing at `output`."""
-        return {"digest": self.digest(output.vertex), "index": output.index}
+    def input(self, output: Output) -> ops_pb2.Input:
+        """The pb.Input pointing at `output`."""
+        return ops_pb2.Input(digest=self.digest(output.vertex), index=output.index)
 
 
 class InputList:
     """An op's pb.Input list, each distinct output once; `index` gives its position (-1 for none)."""
 
-    __slots__ = ("_keys", "ctx", "inputs")
-
     def __init__(self, ctx: MarshalContext) -> None:
         self.ctx = ctx
-        self.inputs: list[Message] = []
         self._keys: list[tuple[str, int]] = []
 
     def index(self, output: Output | None) -> int:
         if output is None:
             return -1
-        inp = self.ctx.input(output)
-        key = (inp["digest"], inp["index"])
+        key = (self.ctx.digest(output.vertex), output.index)
         if key not in self._keys:
             self._keys.append(key)
-            self.inputs.append(inp)
         return self._keys.index(key)
 
+    @property
+    def inputs(self) -> list[ops_pb2.Input]:
+        return [ops_pb2.Input(digest=digest, index=index) for digest, index in self._keys]
+
     def __len__(self) -> int:
-        return len(self.inputs)
+        return len(self._keys)
 
 
 class Vertex(ABC):
@@ -97,10 +96,8 @@ class Vertex(ABC):
         """Outputs of other vertices this one reads, in input order."""
 
     @abstractmethod
-    def to_op(self, ctx: MarshalContext) -> tuple[Message, Message]:
-        """Builds the pb.Op and its pb.OpMetadata as `llb._wire` dicts.
-
-        Raises InvalidGraph for graphs a builder would reject."""
+    def to_op(self, ctx: MarshalContext) -> tuple[ops_pb2.Op, ops_pb2.OpMetadata]:
+        """Builds the pb.Op and its pb.OpMetadata; raises InvalidGraph for graphs a builder would reject."""
 
     @abstractmethod
     def label(self) -> str:
@@ -123,19 +120,18 @@ class OpOptions:
     ignore_cache: bool = False
     platform: Platform | None = None
 
-    def apply(self, ctx: MarshalContext, op: Message, caps: Iterable[str] = ()) -> Message:
+    def apply(self, ctx: MarshalContext, op: ops_pb2.Op, caps: Iterable[str] = ()) -> ops_pb2.OpMetadata:
         """Sets the op's platform and returns its OpMetadata (name, cache flag, caps)."""
         plat = self.platform or ctx.default_platform
-        op["platform"] = {"OS": plat.os, "Architecture": plat.architecture, "Variant": plat.variant}
-        md: Message = {}
+        op.platform.CopyFrom(ops_pb2.Platform(OS=plat.os, Architecture=plat.architecture, Variant=plat.variant))
+        md = ops_pb2.OpMetadata(ignore_cache=self.ignore_cache)
         all_caps = set(caps)
         if self.name:
-            md["description"] = {"llb.customname": self.name}
+            md.description["llb.customname"] = self.name
             all_caps.add("meta.description")
         if self.ignore_cache:
-            md["ignore_cache"] = True
             all_caps.add("meta.ignorecache")
-        md["caps"] = dict.fromkeys(sorted(all_caps), True)
+        md.caps.update(dict.fromkeys(all_caps, True))
         return md
 
 
