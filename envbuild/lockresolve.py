@@ -27,15 +27,17 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import llb
+from envbuild import images
 from envbuild import lock as L
+from envbuild.compiler import compile as compiler_mod
+from envbuild.compiler import scripts as S
+from envbuild.compiler.compile import _rel
+from envbuild.compiler.compile import compile as compile_spec
+from envbuild.compiler.credentials import NETRC_PATH, NETRC_SECRET_ID
+from envbuild.compiler.options import CompileOptions
 from envbuild.errors import BuildFailed, EngineUnreachable, UsageError
 from frontend.spec import Python, Spec
-
-
-def _rel(path: str) -> str:
-    from envbuild.compiler.compile import _rel as rel
-
-    return rel(path)
 
 IN_DIR = "/run/envbuild-lock-in"
 WORK_DIR = "/tmp/envbuild-lock"
@@ -73,7 +75,10 @@ def _unlocked(spec: Spec) -> tuple[str, ...]:
     if spec.dev:
         out.append("development packages envbuild installs (sshd, supervisor, sudo, git, ...) follow the apt source")
     if spec.python or spec.python_packages or spec.jupyter:
-        out.append("the distribution's python3 follows the apt source; the venv's seed packages (pip, setuptools, wheel) are the index's latest (uv itself is pinned and hash-checked)")
+        out.append(
+            "the distribution's python3 follows the apt source; the venv's seed packages (pip, setuptools, wheel) "
+            "are the index's latest (uv itself is pinned and hash-checked)"
+        )
     if spec.jupyter:
         out.append("jupyterlab (config.jupyter) is installed unpinned before the locked Python packages")
     if spec.conda_packages or spec.conda:
@@ -82,8 +87,10 @@ def _unlocked(spec: Spec) -> tuple[str, ...]:
         if items:
             out.append(f"{what} are resolved at build time")
     if spec.vscode_extensions:
-        out.append("VS Code extensions: versions are pinned; a .vsix downloaded at build time (not in envbuild's "
-                   "cache) is not checked against the lock's sha256")
+        out.append(
+            "VS Code extensions: versions are pinned; a .vsix downloaded at build time (not in envbuild's "
+            "cache) is not checked against the lock's sha256"
+        )
     if spec.runs:
         out.append("run() commands run as written; what they download is not locked")
     return tuple(out)
@@ -113,7 +120,12 @@ def _toolchains(spec: Spec) -> tuple[tuple[L.Download, ...], tuple[str, ...]]:
 
 
 def lock_extensions(
-    spec: Spec, context_dir: Path, *, arch: str = "amd64", root: Path | None = None, fetch: Any = None,
+    spec: Spec,
+    context_dir: Path,
+    *,
+    arch: str = "amd64",
+    root: Path | None = None,
+    fetch: Any = None,
 ) -> tuple[tuple[L.LockedExtension, ...], ...]:
     """Resolve each extension id to a version and the sha256 of its .vsix (host side, like the build's
     ``vscode.prepare``: the same Open VSX mirror and cache)."""
@@ -137,15 +149,13 @@ def lock_extensions(
 
 
 def _base(spec: Spec, client: Any) -> tuple[L.BaseImage, str]:
-    from envbuild import images
-
     data = images.inspect_image(images.engine_name(spec.image))
     if data is not None:
         arch = f"{data.get('Os') or 'linux'}/{data.get('Architecture') or 'amd64'}"
         return L.BaseImage(spec.image, str(data.get("Id") or ""), tuple(sorted(data.get("RepoDigests") or ()))), arch
     try:
         digest, config = client.resolve_image_config(spec.image)
-    except Exception as exc:  # noqa: BLE001 - reported as the user's problem: the base cannot be found
+    except Exception as exc:
         raise UsageError(f"base image {spec.image}: not in the engine's store and not resolvable ({exc})") from None
     arch = f"{config.get('os') or 'linux'}/{config.get('architecture') or 'amd64'}"
     repo = L._repository(spec.image)
@@ -157,8 +167,14 @@ def _owner_words(uid: int, gid: int) -> str:
 
 
 def pip_script(
-    groups: Sequence[tuple[bool, Sequence[str]]], uid: int, gid: int, *, home: str, upgrade: bool,
-    upgrade_packages: Sequence[str], download: bool = False,
+    groups: Sequence[tuple[bool, Sequence[str]]],
+    uid: int,
+    gid: int,
+    *,
+    home: str,
+    upgrade: bool,
+    upgrade_packages: Sequence[str],
+    download: bool = False,
 ) -> str:
     """Resolve each call (``in-N.txt``) with the previous pins (``prev-N.txt``) as preferences, install
     the pins, and leave ``pip-N.txt`` and ``python.txt`` in ``/out``. ``groups``: (has previous pins,
@@ -189,15 +205,13 @@ def pip_script(
                 f" -r {out} -d {OUT_DIR}/wheels"
             )
     lines.append(
-        f"{S.VENV}/bin/python -c 'import platform, sysconfig; print(platform.python_version(), sysconfig.get_platform())'"
-        f" > {OUT_DIR}/python.txt"
+        f"{S.VENV}/bin/python -c 'import platform, sysconfig;"
+        f" print(platform.python_version(), sysconfig.get_platform())' > {OUT_DIR}/python.txt"
     )
     return S.script(*lines)
 
 
 def apt_script(names: Sequence[str], out: str) -> str:
-    from envbuild.compiler import scripts as S
-
     return S.script(
         "export DEBIAN_FRONTEND=noninteractive",
         "rm -f /etc/apt/apt.conf.d/docker-clean",
@@ -223,14 +237,7 @@ def resolve(
     builder: str | None = None,
     on_event: Callable[[Any], None] | None = None,
 ) -> L.Lock:
-    import llb
-    from envbuild import images
-    from envbuild.compiler import CompileOptions
-    from envbuild.compiler import compile as compiler_mod
-    from envbuild.compiler import scripts as S
-    from envbuild.compiler.compile import compile as compile_spec
-    from envbuild.compiler.credentials import NETRC_PATH, NETRC_SECRET_ID
-
+    """Run the resolution steps in one solve and turn what they report into the lock."""
     if spec.conda is not None and spec.python_packages:
         raise UsageError(
             "envbuild lock: Python packages installed into a conda environment cannot be locked yet "
@@ -242,7 +249,36 @@ def resolve(
         raise EngineUnreachable(str(exc)) from None
     with client:
         base, platform = _base(spec, client)
-        copts = CompileOptions(
+        steps = _Steps.make(spec, opts, client)
+        reports = [*steps.apt(), *steps.python(previous), *_downloads(spec)]
+        files = _collect(client, steps, reports, context_dir, on_event)
+    return _lock(spec, context_dir, base, platform, files)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Report:
+    """A file a resolution step leaves behind: ``path`` in ``state``, collected as ``name``."""
+
+    state: llb.State
+    path: str
+    name: str
+
+
+@dataclasses.dataclass(slots=True)
+class _Steps:
+    """The resolution steps, on the build's own compiled steps and with its secrets and mounts."""
+
+    spec: Spec
+    opts: ResolveOptions
+    compile_options: CompileOptions
+    env: dict[str, str]
+    net: list[llb.Mount]
+    netrc: bytes | None
+    uses_context: bool = False
+
+    @classmethod
+    def make(cls, spec: Spec, opts: ResolveOptions, client: llb.Client) -> _Steps:
+        compile_options = CompileOptions(
             project=opts.project,
             owner=opts.owner,
             base_config=images.resolve(spec.image, client),
@@ -250,106 +286,153 @@ def resolve(
             network=opts.network,
             python_mirror=opts.python_mirror,
         )
-        nonce = {"ENVBUILD_LOCK_RUN": _secrets.token_hex(8)}
-        step_env = {**compiler_mod.STEP_PATH, **nonce}
-        net = [
-            llb.secret(S.CA_SECRET_PATH, S.CA_SECRET_ID, mode=0o444, optional=True),
-            llb.tmpfs(S.TLS_DIR),
-        ]
-        netrc = compiler_mod._Compiler(spec, copts).netrc
+        env = {**compiler_mod.STEP_PATH, "ENVBUILD_LOCK_RUN": _secrets.token_hex(8)}  # always runs
+        net = [llb.secret(S.CA_SECRET_PATH, S.CA_SECRET_ID, mode=0o444, optional=True), llb.tmpfs(S.TLS_DIR)]
+        netrc = compiler_mod._Compiler(spec, compile_options).netrc
         if netrc:  # index credentials: a secret like in the build, never in the step env or the LLB
             net.append(llb.secret(NETRC_PATH, NETRC_SECRET_ID, mode=0o444))
-            step_env.update(NETRC=NETRC_PATH)
+            env.update(NETRC=NETRC_PATH)
+        return cls(spec, opts, compile_options, env, net, netrc)
+
+    def secrets(self) -> dict[str, bytes]:
+        return {
+            **({S.CA_SECRET_ID: self.opts.ca} if self.opts.ca else {}),
+            **({NETRC_SECRET_ID: self.netrc} if self.netrc else {}),
+        }
+
+    def apt(self) -> list[_Report]:
+        """``apt-get --simulate`` of each call on the image as built up to that call."""
         apt_mounts = [
             llb.cache("/var/cache/apt", S.APT_CACHE_ID, sharing="locked"),
             llb.cache("/var/lib/apt/lists", S.APT_LISTS_ID, sharing="locked"),
         ]
-        copies: list[tuple[Any, str, str]] = []
-        uses_context = False
-        for i, call in enumerate(spec.apt_packages):
-            before = compile_spec(reduced(spec, apt_calls=i, python=False), copts).state
-            ex = before.run(
+        reports = []
+        for i, call in enumerate(self.spec.apt_packages):
+            before = compile_spec(reduced(self.spec, apt_calls=i, python=False), self.compile_options).state
+            simulated = before.run(
                 ["/bin/sh", "-c", apt_script(call.names, f"{OUT_DIR}/apt-{i}.txt")],
-                env=step_env, mounts=[*net, *apt_mounts, llb.bind(OUT_DIR, llb.scratch(), readonly=False)],
-                network=opts.network, name=f"lock: apt {' '.join(call.names)}",
+                env=self.env,
+                mounts=[*self.net, *apt_mounts, llb.bind(OUT_DIR, llb.scratch(), readonly=False)],
+                network=self.opts.network,
+                name=f"lock: apt {' '.join(call.names)}",
             )
-            copies.append((ex.mount_state(OUT_DIR), f"/apt-{i}.txt", f"/apt-{i}.txt"))
-        if spec.python_packages:
-            comp = compile_spec(reduced(spec), copts)
-            uid, gid = (opts.owner if spec.dev else (0, 0))
-            home = "/home/envd" if spec.dev else "/root"
-            inputs = llb.scratch().file(_inputs_action(spec, previous))
-            mounts = [
-                *net,
-                llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID),
-                llb.bind(IN_DIR, inputs),
-                llb.bind(OUT_DIR, llb.scratch(), readonly=False),
-            ]
-            files = [f for c in spec.python_packages for f in ([c.requirements] if c.requirements else []) + list(c.local_wheels)]
-            if files:
-                uses_context = True
-                include = [p for f in files for p in (_rel(f), _rel(f) + "/**")]
-                mounts.append(llb.bind(S.CONTEXT_MOUNT, llb.local(copts.context_name, include=include,
-                                                                 shared_key_hint=copts.context_name)))
-            groups = [
-                (_has_prev(previous, i), [posixpath.join(S.CONTEXT_MOUNT, _rel(w)) for w in c.local_wheels])
-                for i, c in enumerate(spec.python_packages)
-            ]
-            uv_env = compiler_mod._Compiler(spec, copts).uv_env()
-            ex = comp.state.run(
-                ["/bin/sh", "-c", pip_script(groups, uid, gid, home=home, upgrade=opts.upgrade,
-                                             upgrade_packages=opts.upgrade_packages, download=opts.download_wheels)],
-                env={**step_env, **uv_env}, mounts=mounts, network=opts.network, name="lock: python packages",
+            reports.append(_Report(simulated.mount_state(OUT_DIR), f"/apt-{i}.txt", f"/apt-{i}.txt"))
+        return reports
+
+    def python(self, previous: L.Lock | None) -> list[_Report]:
+        """One step for every ``install.python_packages`` call: compile, pin, install, in order."""
+        spec, opts = self.spec, self.opts
+        if not spec.python_packages:
+            return []
+        compiled = compile_spec(reduced(spec), self.compile_options)
+        uid, gid = opts.owner if spec.dev else (0, 0)
+        mounts = [
+            *self.net,
+            llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID),
+            llb.bind(IN_DIR, llb.scratch().file(_inputs_action(spec, previous))),
+            llb.bind(OUT_DIR, llb.scratch(), readonly=False),
+        ]
+        files = [
+            f
+            for call in spec.python_packages
+            for f in ([call.requirements] if call.requirements else []) + list(call.local_wheels)
+        ]
+        if files:
+            self.uses_context = True
+            include = [p for f in files for p in (_rel(f), _rel(f) + "/**")]
+            context_name = self.compile_options.context_name
+            mounts.append(
+                llb.bind(S.CONTEXT_MOUNT, llb.local(context_name, include=include, shared_key_hint=context_name))
             )
-            copies.append((ex.mount_state(OUT_DIR), "/", "/"))
-        for i, h in enumerate(spec.http):
-            if h.checksum:
-                continue
-            copies.append((llb.http(h.url, filename="f"), "/f", f"/http-{i}"))
-        locked_http: list[L.Download] = [L.Download(h.url, h.checksum) for h in spec.http if h.checksum]
-        result: dict[str, bytes] = {}
-        if copies:
-            copy = llb.copy(*copies[0])
-            for c in copies[1:]:
-                copy = copy.copy(*c)
-            with tempfile.TemporaryDirectory(prefix="envbuild-lock-") as tmp:
-                try:
-                    client.solve(
-                        llb.scratch().file(copy, name="lock: collect results"),
-                        export=llb.LocalExport(tmp),
-                        local_dirs={copts.context_name: str(context_dir)} if uses_context else {},
-                        secrets={**({S.CA_SECRET_ID: opts.ca} if opts.ca else {}),
-                                 **({NETRC_SECRET_ID: netrc} if netrc else {})},
-                        entitlements=("network.host",) if opts.network == "host" else (),
-                        on_event=on_event,
-                    )
-                except llb.ExecError as exc:
-                    tail = "\n".join("  | " + line for line in exc.log_tail[-20:])
-                    raise BuildFailed(f"lock: step {exc.vertex_name!r} failed\n{tail}") from None
-                except llb.BuilderUnreachable as exc:
-                    raise EngineUnreachable(str(exc)) from None
-                except llb.Cancelled:
-                    raise KeyboardInterrupt from None
-                except llb.LLBError as exc:
-                    raise BuildFailed(f"lock: {exc}") from None
-                for p in Path(tmp).iterdir():
-                    if p.is_file():
-                        result[p.name] = p.read_bytes()
-                if opts.download_wheels and (Path(tmp) / "wheels").is_dir():
-                    wheels_dir = context_dir / L.WHEELS_DIR
-                    wheels_dir.mkdir(parents=True, exist_ok=True)
-                    for w in sorted((Path(tmp) / "wheels").iterdir()):
-                        shutil.copyfile(w, wheels_dir / w.name)
-        for i, h in enumerate(spec.http):
-            if not h.checksum:
-                locked_http.append(L.Download(h.url, "sha256:" + hashlib.sha256(result[f"http-{i}"]).hexdigest()))
+        groups = [
+            (_has_prev(previous, i), [posixpath.join(S.CONTEXT_MOUNT, _rel(w)) for w in call.local_wheels])
+            for i, call in enumerate(spec.python_packages)
+        ]
+        script = pip_script(
+            groups,
+            uid,
+            gid,
+            home="/home/envd" if spec.dev else "/root",
+            upgrade=opts.upgrade,
+            upgrade_packages=opts.upgrade_packages,
+            download=opts.download_wheels,
+        )
+        resolved = compiled.state.run(
+            ["/bin/sh", "-c", script],
+            env={**self.env, **compiler_mod._Compiler(spec, self.compile_options).uv_env()},
+            mounts=mounts,
+            network=opts.network,
+            name="lock: python packages",
+        )
+        return [_Report(resolved.mount_state(OUT_DIR), "/", "/")]
+
+
+def _downloads(spec: Spec) -> list[_Report]:
+    """``io.http`` files without a checksum, fetched by the builder to be hashed here."""
+    return [
+        _Report(llb.http(h.url, filename="f"), "/f", f"/http-{i}") for i, h in enumerate(spec.http) if not h.checksum
+    ]
+
+
+def _collect(
+    client: llb.Client,
+    steps: _Steps,
+    reports: Sequence[_Report],
+    context_dir: Path,
+    on_event: Callable[[Any], None] | None,
+) -> dict[str, bytes]:
+    """Solve the steps and read what they reported (file name -> bytes); downloaded wheels are
+    copied into the project's wheel directory."""
+    if not reports:
+        return {}
+    action = llb.copy(reports[0].state, reports[0].path, reports[0].name)
+    for r in reports[1:]:
+        action = action.copy(r.state, r.path, r.name)
+    opts, context_name = steps.opts, steps.compile_options.context_name
+    with tempfile.TemporaryDirectory(prefix="envbuild-lock-") as tmp:
+        try:
+            client.solve(
+                llb.scratch().file(action, name="lock: collect results"),
+                export=llb.LocalExport(tmp),
+                local_dirs={context_name: str(context_dir)} if steps.uses_context else {},
+                secrets=steps.secrets(),
+                entitlements=("network.host",) if opts.network == "host" else (),
+                on_event=on_event,
+            )
+        except llb.ExecError as exc:
+            tail = "\n".join("  | " + line for line in exc.log_tail[-20:])
+            raise BuildFailed(f"lock: step {exc.vertex_name!r} failed\n{tail}") from None
+        except llb.BuilderUnreachable as exc:
+            raise EngineUnreachable(str(exc)) from None
+        except llb.Cancelled:
+            raise KeyboardInterrupt from None
+        except llb.LLBError as exc:
+            raise BuildFailed(f"lock: {exc}") from None
+        out = Path(tmp)
+        files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+        if opts.download_wheels and (out / "wheels").is_dir():
+            wheels_dir = context_dir / L.WHEELS_DIR
+            wheels_dir.mkdir(parents=True, exist_ok=True)
+            for wheel in sorted((out / "wheels").iterdir()):
+                shutil.copyfile(wheel, wheels_dir / wheel.name)
+    return files
+
+
+def _lock(spec: Spec, context_dir: Path, base: L.BaseImage, platform: str, files: Mapping[str, bytes]) -> L.Lock:
+    """The lock from the resolution steps' reports."""
+    http = [L.Download(h.url, h.checksum) for h in spec.http if h.checksum]
+    http += [
+        L.Download(h.url, "sha256:" + hashlib.sha256(files[f"http-{i}"]).hexdigest())
+        for i, h in enumerate(spec.http)
+        if not h.checksum
+    ]
     apt = tuple(
-        L.AptGroup(tuple(call.names), L.parse_apt_simulation(result[f"apt-{i}.txt"].decode()))
+        L.AptGroup(tuple(call.names), L.parse_apt_simulation(files[f"apt-{i}.txt"].decode()))
         for i, call in enumerate(spec.apt_packages)
     )
     for i, call in enumerate(spec.python_packages):
         wheels = tuple(posixpath.join(S.CONTEXT_MOUNT, _rel(w)) for w in call.local_wheels)
-        odd = [r for r in L.unpinnable(result[f"pip-{i}.txt"].decode()) if not (wheels and r.endswith(wheels))]
+        odd = [r for r in L.unpinnable(files[f"pip-{i}.txt"].decode()) if not (wheels and r.endswith(wheels))]
         if odd:
             where = f"{call.pos}: " if call.pos else ""
             raise UsageError(
@@ -357,22 +440,20 @@ def resolve(
                 "index: a path, URL or VCS requirement); build it into a wheel and pass it as local_wheels="
             )
     pip = tuple(
-        L.PipGroup(L.parse_pip_compile(result[f"pip-{i}.txt"].decode()), tuple(call.local_wheels))
+        L.PipGroup(L.parse_pip_compile(files[f"pip-{i}.txt"].decode()), tuple(call.local_wheels))
         for i, call in enumerate(spec.python_packages)
     )
-    python = result.get("python.txt", b"").decode().strip()
     toolchains, unpinned = _toolchains(spec)
-    vscode_locked = lock_extensions(spec, context_dir, arch=platform.rsplit("/", 1)[-1])
     return L.Lock(
         inputs=L.lock_inputs(spec, context_dir),
         base=base,
         platform=platform,
-        python=python,
+        python=files.get("python.txt", b"").decode().strip(),
         apt=apt,
         pip=pip,
-        http=tuple(sorted(locked_http, key=lambda d: d.url)),
+        http=tuple(sorted(http, key=lambda d: d.url)),
         toolchains=toolchains,
-        vscode=vscode_locked,
+        vscode=lock_extensions(spec, context_dir, arch=platform.rsplit("/", 1)[-1]),
         unlocked=_unlocked(spec) + unpinned,
     )
 
@@ -381,10 +462,7 @@ def _has_prev(previous: L.Lock | None, i: int) -> bool:
     return previous is not None and i < len(previous.pip) and bool(previous.pip[i].packages)
 
 
-def _inputs_action(spec: Spec, previous: L.Lock | None) -> Any:
-    import llb
-    from envbuild.compiler import scripts as S
-
+def _inputs_action(spec: Spec, previous: L.Lock | None) -> llb.FileAction:
     action = llb.FileAction()
     for i, call in enumerate(spec.python_packages):
         action = action.mkfile(f"/in-{i}.txt", _pip_input(call, S.CONTEXT_MOUNT), 0o644)

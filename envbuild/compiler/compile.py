@@ -6,7 +6,7 @@ Stage order, least to most volatile (docs/architecture.md explains each):
  2. [dev] development packages (sshd, supervisor, sudo, git, the shell)
  3. ``install.apt_packages``: one step per call
  4. [dev] the ``envd`` user and the fixed development files (entrypoint, supervisor)
- 5. language runtimes (`part2.runtimes`): conda (+ its packages), R, Julia, Rust, Go, Node.js,
+ 5. language runtimes (`runtimes.stage`): conda (+ its packages), R, Julia, Rust, Go, Node.js,
     pixi, uv; then Python: the distro's or a uv-managed CPython + venv, or the conda env's Python,
     and uv (pinned, from the Python index, hash-checked). The venv and uv are made in a stage of
     their own and copied in here (one FileOp), then a check step installs the distro's python3 the
@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import json
 import posixpath
+from pathlib import Path
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import llb
-from envbuild.compiler import credentials, cuda, part2
+from envbuild.compiler import credentials, cuda, runtimes
 from envbuild.compiler import devfiles as D
 from envbuild.compiler import scripts as S
 from envbuild.compiler.options import CompileOptions, project_name  # noqa: F401 (re-export)
@@ -123,7 +124,8 @@ def solve_secrets(compiled: CompiledBuild, ca: bytes | None) -> dict[str, bytes]
 
 
 class _Compiler:
-    """One compilation's working state (the stages of `part2` receive it as their `Ctx`)."""
+    """One compilation's working state (the stages of `runtimes`, `conda`, `languages` and `vscode`
+    receive it as their `stagekit.Ctx`)."""
 
     __slots__ = ("add", "label_spec", "netrc", "notes", "opts", "secret_values", "spec", "steps", "uses_context")
 
@@ -211,16 +213,15 @@ class _Compiler:
         network: bool = True,
     ) -> llb.State:
         all_mounts = [*(self.net_mounts() if network else ()), *mounts]
-        kwargs, proxy_env = self.proxy_kwargs() if network else ({}, {})
         return state.run(
             [shell, "-c", script],
-            env={**STEP_PATH, **(self.netrc_env() if network else {}), **(env or {}), **proxy_env, **self.bust()},
+            env={**STEP_PATH, **(self.netrc_env() if network else {}), **(env or {}), **self.bust()},
             user=user,
             cwd=cwd,
             mounts=all_mounts,
             network=(self.opts.network if network else "none"),
             name=name,
-            **kwargs,  # type: ignore[arg-type]
+            proxy_env=self.proxy_env() if network else None,
         ).root()
 
     def context(self, paths: Sequence[str]) -> llb.State:
@@ -232,12 +233,9 @@ class _Compiler:
             include += [p, f"{p}/**"]
         return llb.local(self.opts.context_name, include=include, shared_key_hint=self.opts.context_name)
 
-    def proxy_kwargs(self) -> tuple[dict[str, object], dict[str, str]]:
-        """ExecOp proxy env when the llb builder supports it (kept out of cache keys by BuildKit);
-        otherwise ordinary env, which does enter the cache keys (noted once)."""
-        if not self.opts.proxy:
-            return {}, {}
-        return {"proxy_env": dict(self.opts.proxy)}, {}
+    def proxy_env(self) -> dict[str, str] | None:
+        """The host's proxy settings as the ExecOp's proxy env, which BuildKit keeps out of cache keys."""
+        return dict(self.opts.proxy) if self.opts.proxy else None
 
     def bust(self) -> dict[str, str]:
         return {"ENVBUILD_CACHE_BUST": self.opts.cache_bust} if self.opts.cache_bust else {}
@@ -248,7 +246,7 @@ class _Compiler:
     @property
     def conda_python(self) -> str | None:
         """The conda env's prefix when conda owns Python (``install.conda`` + ``install.python``)."""
-        return part2.python_prefix(self)
+        return runtimes.python_prefix(self)
 
     @property
     def needs_python(self) -> bool:
@@ -295,7 +293,7 @@ class _Compiler:
             state = self.dev_user(state)
         pip_in_conda = bool(self.conda_python and (spec.python_packages or spec.jupyter))
         uv_tools = self.uv_tools(base) if (spec.uv is not None or pip_in_conda) else None
-        state, self.add = part2.runtimes(self, state, base, uv_tools, self.opts.mirrors)
+        state, self.add = runtimes.stage(self, state, base, uv_tools, self.opts.mirrors)
         if self.needs_python:
             state = self.python(state, base, uv_tools)
         state = self.copies(state)
@@ -352,15 +350,15 @@ class _Compiler:
                                   "only the ai.envbuild.spec label shows them redacted")
 
     def apt_source(self, state: llb.State) -> llb.State:
-        src = self.spec.apt_source
-        if src is None:
+        apt_source = self.spec.apt_source
+        if apt_source is None:
             return state
         action = (
             llb.rm("/etc/apt/sources.list.d/*.list", allow_not_found=True, allow_wildcard=True)
             .rm("/etc/apt/sources.list.d/*.sources", allow_not_found=True, allow_wildcard=True)
-            .mkfile("/etc/apt/sources.list", src.text if src.text.endswith("\n") else src.text + "\n")
+            .mkfile("/etc/apt/sources.list", apt_source.text if apt_source.text.endswith("\n") else apt_source.text + "\n")
         )
-        return state.file(action, name=self.name("apt source (config.apt_source)", "file", src.pos))
+        return state.file(action, name=self.name("apt source (config.apt_source)", "file", apt_source.pos))
 
     def dev_user(self, state: llb.State) -> llb.State:
         shell = SHELLS[self.spec.shell.name][0]
@@ -503,7 +501,10 @@ class _Compiler:
                 "`envbuild build` runs; this output leaves them out"
             )
             return state
-        state, add = part2.ide(self, state, self.opts.vscode_extensions, self.opts.vscode_cache or None)
+        from envbuild.compiler import vscode
+
+        cache = Path(self.opts.vscode_cache) if self.opts.vscode_cache else vscode.cache_root()
+        state, add = vscode.stage(self, state, self.opts.vscode_extensions, cache)
         self.add += add
         return state
 
@@ -511,21 +512,19 @@ class _Compiler:
         owner = self.owner()
         for dl in self.spec.http:
             fname = dl.filename or posixpath.basename(dl.url.split("?", 1)[0]) or "download"
-            src = llb.http(dl.url, checksum=dl.checksum or None, filename=fname)
+            download = llb.http(dl.url, checksum=dl.checksum or None, filename=fname)
             dest = f"{self.home}/extra_source/{fname}"
             state = state.file(
-                llb.copy(src, fname, dest, owner=owner), name=self.name(f"download {dl.url}", "http", dl.pos)
+                llb.copy(download, fname, dest, owner=owner), name=self.name(f"download {dl.url}", "http", dl.pos)
             )
         for c in self.spec.copies:
             dest = self.container_path(c.target)
             if c.image:
-                src_state = llb.image(c.image)
-                src = c.source
+                source, source_path = llb.image(c.image), c.source
             else:
-                src_state = self.context([c.source])
-                src = "/" + _rel(c.source)
+                source, source_path = self.context([c.source]), "/" + _rel(c.source)
             state = state.file(
-                llb.copy(src_state, src, dest, owner=owner),
+                llb.copy(source, source_path, dest, owner=owner),
                 name=self.name(f"copy {c.image + ':' if c.image else ''}{c.source} -> {dest}", "copy", c.pos),
             )
         return state
@@ -606,16 +605,15 @@ class _Compiler:
                     llb.bind(self.workdir, llb.local(self.opts.context_name, shared_key_hint=self.opts.context_name), readonly=False)
                 )
             first = call.commands[0] if call.commands else ""
-            kwargs, proxy_env = self.proxy_kwargs()
             state = state.run(
                 ["/bin/bash", "-c", S.user_run(call.commands)],
-                env={**env, **self.netrc_env(), **proxy_env, **self.bust()},
+                env={**env, **self.netrc_env(), **self.bust()},
                 user=user,
                 cwd=self.workdir,
                 mounts=mounts,
                 network=self.opts.network,
                 name=self.name(f"run: {_short(first)}", "run", call.pos),
-                **kwargs,  # type: ignore[arg-type]
+                proxy_env=self.proxy_env(),
             ).root()
         return state
 

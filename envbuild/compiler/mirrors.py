@@ -1,6 +1,6 @@
 """Where envbuild downloads from, and how a user points every such place at a mirror.
 
-Every download URL the part-2 stages use has a setting here. Values come from (first wins):
+Every download URL the runtime and IDE stages use has a setting here. Values come from (first wins):
 ``ENVBUILD_MIRROR_<NAME>`` environment variables, the ``[mirrors]`` table of
 ``~/.config/envbuild/config.toml`` (``$ENVBUILD_CONFIG`` overrides the path), then the upstream
 default. Spec settings (``config.cran_mirror``, ``config.pip_index``, ``config.conda_channel``) win

@@ -69,7 +69,7 @@ class CompileOptions:
     ``inputs_label`` the value of ``ai.envbuild.inputs`` (`envbuild.quickcheck`; empty: no label).
     ``cache_bust`` (``--no-cache``) is set on every step's env: all steps re-run, while the cache
     mounts survive (BuildKit's ignore-cache flag would also empty them).
-    ``mirrors`` are the download mirrors of the part-2 stages (`Mirrors.load`). ``vscode_extensions``
+    ``mirrors`` are the download mirrors of the runtime and IDE stages (`Mirrors.load`). ``vscode_extensions``
     are the extensions `vscode.prepare` unpacked under ``vscode_cache`` on the host before compiling
     (compiling stays pure: without them the extensions are left out, with a note).
     ``context_dir`` is the build context's host path, reported in ``CompiledBuild.local_dirs``.

@@ -1,8 +1,10 @@
-"""What a part-2 stage needs from the compiler, and what it hands back besides the new state.
+"""What a stage in a module of its own (runtimes, conda, languages, VS Code) needs from the
+compiler, and what it hands back besides the new state.
 
 Stages are functions ``stage(c, state, ...) -> (state, Additions)``. ``c`` is the compiler itself
 (``compile._Compiler`` satisfies `Ctx` structurally), so a stage names its vertices, runs scripts
-with the CA secret and proxy env, and uses the shared cache mounts exactly like part-1 stages.
+with the CA secret and proxy env, and uses the shared cache mounts exactly like the compiler's own
+stages.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`envbuild build` end to end, through the CLI: outputs (tar, local, --push to the loopback registry
-then pulled back under another name), proxy values kept out of cache keys, and the part-2 stages
+then pulled back under another name), proxy values kept out of cache keys, and the runtime and IDE stages
 wired into the compiler (a conda env from a test-made channel, a .vsix from the build context)."""
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ def test_proxy_values_do_not_change_cache_keys(tmp_path: Path, uid: str) -> None
 
 
 @pytest.fixture()
-def part2_project(tmp_path: Path) -> Iterator[tuple[Path, str, dict[str, str]]]:
-    proj = tmp_path / "part2"
+def conda_vsix_project(tmp_path: Path) -> Iterator[tuple[Path, str, dict[str, str]]]:
+    proj = tmp_path / "condavsix"
     write_channel(proj / "channel", demo_packages())
     (proj / "local-ext.vsix").write_bytes(make_vsix("Local-Pub", "local-ext", "0.0.1"))
     _project(
@@ -160,7 +160,7 @@ install.conda_packages(name=["greet"], channel=["./channel"])
 install.vscode_extensions(name=["local-ext.vsix"])
 ''',
     )
-    tag = f"envbuild-e2e/part2:{uuid.uuid4().hex[:10]}"
+    tag = f"envbuild-e2e/conda-vsix:{uuid.uuid4().hex[:10]}"
     home = tmp_path / "home"
     home.mkdir()
     env = {"HOME": str(home), "DOCKER_CONFIG": str(home / ".docker")}
@@ -172,8 +172,8 @@ install.vscode_extensions(name=["local-ext.vsix"])
         _rmi(tag)
 
 
-def test_conda_and_vsix_through_envbuild_build(part2_project: tuple[Path, str, dict[str, str]]) -> None:
-    proj, tag, env = part2_project
+def test_conda_and_vsix_through_envbuild_build(conda_vsix_project: tuple[Path, str, dict[str, str]]) -> None:
+    proj, tag, env = conda_vsix_project
     r = envbuild(["build", "-p", str(proj), "-t", tag, "--owner", "1000:1000"], env=env)
     assert r.returncode == 0, r.stderr
     assert _docker("run", "--rm", tag, "greet") == "hello from a stdlib conda package\n"

@@ -1,4 +1,4 @@
-"""The part-2 stages wired into `compile`: conda-owned Python, the PyTorch index per CUDA version with
+"""The runtime, CUDA and VS Code stages wired into `compile`: conda-owned Python, the PyTorch index per CUDA version with
 mirrors, VS Code extensions, additions to the image config, local sources at their host paths, and
 proxy settings kept out of every step's cache key (ExecOp proxy env)."""
 
@@ -113,7 +113,7 @@ def test_local_sources_map_to_their_host_paths(tmp_path: Path) -> None:
     ['install.julia()', 'install.rust()', 'install.go(version="1.25.3")', 'install.nodejs(version="25.1.0")',
      'install.uv()', 'install.pixi()', 'install.r_lang()\ninstall.r_packages(name=["x"])'],
 )
-def test_part2_features_compile(tmp_path: Path, line: str) -> None:
+def test_runtime_features_compile(tmp_path: Path, line: str) -> None:
     compiled = compile(spec_of(tmp_path, 'base(image="x", dev=True)\n' + line), OPTS)
     assert compiled.definition().terminal
 

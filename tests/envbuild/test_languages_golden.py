@@ -21,7 +21,7 @@ from envbuild.compiler.stagekit import Additions
 from frontend import cuda as cuda_table
 from frontend import spec as S
 
-GOLDEN = Path(__file__).with_name("golden") / "part2"
+GOLDEN = Path(__file__).with_name("golden") / "runtimes"
 BASE = "docker.io/library/ubuntu:22.04"
 MIRRORS = Mirrors.from_mapping(
     {
