@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import posixpath
 import secrets as _secrets
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -183,7 +184,7 @@ def pip_script(
 
     drop = _owner_words(uid, gid)
     env = f"env HOME={home} UV_CACHE_DIR={S.UV_CACHE_DIR} UV_PYTHON={S.VENV}/bin/python UV_LINK_MODE=copy"
-    up = " --upgrade" if upgrade else "".join(f" --upgrade-package {S.q(p)}" for p in upgrade_packages)
+    up = " --upgrade" if upgrade else "".join(f" --upgrade-package {shlex.quote(p)}" for p in upgrade_packages)
     lines = [
         f"mkdir -p {S.UV_CACHE_DIR}",
         f'[ "$(stat -c %u:%g {S.UV_CACHE_DIR})" = "{uid}:{gid}" ] || chown -R {uid}:{gid} {S.UV_CACHE_DIR}',
@@ -197,7 +198,7 @@ def pip_script(
             f"{drop}{env} {S.UV_BIN} pip compile --quiet --generate-hashes --strip-extras --no-header --no-annotate"
             f"{up} {IN_DIR}/in-{i}.txt -o {out}"
         )
-        lines.append(f"{drop}{env} {S.UV_BIN} pip install --quiet -r {out} {S.words(wheels)}".rstrip())
+        lines.append(f"{drop}{env} {S.UV_BIN} pip install --quiet -r {out} {shlex.join(wheels)}".rstrip())
         lines.append(f"cp {out} {OUT_DIR}/pip-{i}.txt")
         if download:
             lines.append(
@@ -216,7 +217,7 @@ def apt_script(names: Sequence[str], out: str) -> str:
         "export DEBIAN_FRONTEND=noninteractive",
         "rm -f /etc/apt/apt.conf.d/docker-clean",
         "apt-get $APT_TLS -qq update",
-        f"apt-get $APT_TLS -s -q install --no-install-recommends {S.words(names)} > {out}",
+        f"apt-get $APT_TLS -s -q install --no-install-recommends {shlex.join(names)} > {out}",
     )
 
 

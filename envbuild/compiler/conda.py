@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os.path
 import posixpath
+import shlex
 from typing import TYPE_CHECKING
 
 import llb
@@ -68,12 +69,12 @@ def requirements() -> str:
 def tool_script(index_url: str | None, extra_index_url: str | None) -> str:
     idx = ""
     if index_url:
-        idx += f" --index-url {S.q(index_url)}"
+        idx += f" --index-url {shlex.quote(index_url)}"
     if extra_index_url:
-        idx += f" --extra-index-url {S.q(extra_index_url)}"
+        idx += f" --extra-index-url {shlex.quote(extra_index_url)}"
     return S.script(
         f"python3 -m venv {TOOL_DIR}",
-        f"printf '%s' {S.q(requirements())} > /tmp/conda-tool-requirements.txt",
+        f"printf '%s' {shlex.quote(requirements())} > /tmp/conda-tool-requirements.txt",
         f"PIP_CACHE_DIR={S.PIP_CACHE_DIR} {TOOL_DIR}/bin/pip install -q --disable-pip-version-check"
         f"{idx} --only-binary :all: --require-hashes -r /tmp/conda-tool-requirements.txt",
         f"{TOOL_DIR}/bin/python -c 'import rattler, yaml'",
@@ -152,7 +153,7 @@ def stage(c: Ctx, state: llb.State, tools: llb.State, mirrors: Mirrors) -> tuple
     label = f"python {spec.python.version}" if spec.python else "empty"
     state = c.sh(
         state,
-        S.script(f"conda create -y -p {ENV} {S.words(specs)}".rstrip(), chown),
+        S.script(f"conda create -y -p {ENV} {shlex.join(specs)}".rstrip(), chown),
         name=c.name(f"conda: environment envd ({label})", "conda", spec.python.pos if spec.python else pos),
         mounts=cache,
         env=env,
@@ -176,7 +177,7 @@ def stage(c: Ctx, state: llb.State, tools: llb.State, mirrors: Mirrors) -> tuple
         what = " ".join([*call.names, *([f"--file {call.env_file}"] if call.env_file else [])])
         state = c.sh(
             state,
-            S.script(f"conda install -y -p {ENV} {S.words(args)}", chown),
+            S.script(f"conda install -y -p {ENV} {shlex.join(args)}", chown),
             name=c.name(f"conda packages: {what}", "conda", call.pos),
             mounts=mounts,
             env=env,

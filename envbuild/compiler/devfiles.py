@@ -3,9 +3,10 @@ supervisor configuration, service programs, the login environment and Jupyter's 
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING
 
-from envbuild.compiler.scripts import VENV, q
+from envbuild.compiler.scripts import VENV
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -127,7 +128,7 @@ def sshd_config(uid: int, env: Mapping[str, str]) -> str:
 
 def profile(env: Mapping[str, str]) -> str:
     """Login shells over ssh get the image's environment (Debian's /etc/profile resets PATH)."""
-    return "".join(f"export {k}={q(v)}\n" for k, v in env.items()) + (
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()) + (
         'if [ -n "${SSH_CONNECTION:-}" ] && [ "$PWD" = "$HOME" ] && [ -d "$ENVD_WORKDIR" ]; then\n'
         '  cd "$ENVD_WORKDIR"\nfi\n'
     )
@@ -191,7 +192,7 @@ def _program(
 
 def _supervisor_quote(arg: str) -> str:
     """supervisor splits ``command`` with shlex; ``%`` is its interpolation character."""
-    return q(arg).replace("%", "%%")
+    return shlex.quote(arg).replace("%", "%%")
 
 
 def services(

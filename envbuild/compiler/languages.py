@@ -10,6 +10,7 @@ Archives land on a persistent cache mount, so a rebuild downloads nothing.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,7 +70,7 @@ def fetch_script(what: str, archives: dict[str, Archive], then: str) -> str:
     cases = ""
     for arch, a in sorted(archives.items()):
         cases += (
-            f"  {arch}) url={S.q(a.url)}; sums={S.q(a.sums_url)}; pinned={S.q(PINNED_SHA256.get(a.filename, ''))} ;;\n"
+            f"  {arch}) url={shlex.quote(a.url)}; sums={shlex.quote(a.sums_url)}; pinned={shlex.quote(PINNED_SHA256.get(a.filename, ''))} ;;\n"
         )
     return S.script(
         'arch=$(dpkg --print-architecture 2>/dev/null || uname -m)',
@@ -171,7 +172,7 @@ def julia(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.S
         state = c.sh(
             state,
             S.script(f"mkdir -p {JULIA_DEPOT}",
-                     f"{from_secret}/opt/julia/bin/julia -e {S.q(f'using Pkg; Pkg.add({names})')}", chown),
+                     f"{from_secret}/opt/julia/bin/julia -e {shlex.quote(f'using Pkg; Pkg.add({names})')}", chown),
             name=c.name(f"julia packages: {' '.join(call.names)}", "julia", call.pos),
             env=env,
             mounts=secret,
@@ -199,7 +200,7 @@ def rust(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.St
     then = (
         f'install -m 0755 "$f" /tmp/rustup-init\n'
         f"RUSTUP_HOME={OUT} CARGO_HOME={OUT} /tmp/rustup-init -y -q --no-modify-path --profile minimal"
-        f" --default-toolchain {S.q(toolchain)}\n"
+        f" --default-toolchain {shlex.quote(toolchain)}\n"
         f"RUSTUP_HOME={OUT} CARGO_HOME={OUT} {OUT}/bin/rustc --version"
     )
     step_env = {k: v for k, v in env.items() if k.startswith("RUSTUP_") and k != "RUSTUP_HOME"}
@@ -260,7 +261,7 @@ def uv(c: Ctx, state: llb.State, uv_tools: llb.State) -> tuple[llb.State, Additi
         S.script(
             f"mkdir -p {S.UV_CACHE_DIR}",
             f'[ "$(stat -c %u {S.UV_CACHE_DIR})" = "{c.uid}" ] || chown -R {c.uid}:{c.gid} {S.UV_CACHE_DIR}',
-            f"{drop}env HOME={c.home} UV_CACHE_DIR={S.UV_CACHE_DIR} {S.UV_BIN} python install {S.q(u.python_version)}",
+            f"{drop}env HOME={c.home} UV_CACHE_DIR={S.UV_CACHE_DIR} {S.UV_BIN} python install {shlex.quote(u.python_version)}",
         ),
         name=c.name(f"uv: python {u.python_version}", "uv", u.pos),
         mounts=[llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID)],
@@ -290,7 +291,7 @@ def r_lang(c: Ctx, state: llb.State, m: Mirrors) -> tuple[llb.State, Additions]:
     public = _r_str(credentials.strip_url(mirror))
     after = (
         f"mkdir -p {R_SITE_LIBRARY}\n"
-        f"printf '%s\\n' {S.q(f'options(repos = c(CRAN = {public}))')} >> /etc/R/Rprofile.site\n"
+        f"printf '%s\\n' {shlex.quote(f'options(repos = c(CRAN = {public}))')} >> /etc/R/Rprofile.site\n"
         + (f"chown -R {owner[0]}:{owner[1]} {R_SITE_LIBRARY}\n" if owner else "")
     )
     state = c.sh(
@@ -309,7 +310,7 @@ def r_lang(c: Ctx, state: llb.State, m: Mirrors) -> tuple[llb.State, Additions]:
         chown = f"chown -R {owner[0]}:{owner[1]} {R_SITE_LIBRARY}\n" if owner else ""
         state = c.sh(
             state,
-            S.script(f"Rscript -e {S.q(expr)}", chown),
+            S.script(f"Rscript -e {shlex.quote(expr)}", chown),
             name=c.name(f"r packages: {' '.join(call.names)}", "r", call.pos),
             mounts=secret,
         )

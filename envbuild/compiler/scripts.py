@@ -7,10 +7,11 @@ in the LLB verbatim (a change to a script changes only the steps that run it). T
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Sequence
 
     from frontend.spec import PipOptions
 
@@ -73,22 +74,6 @@ fi
 written to a tmpfs, so neither it nor the variables pointing at it reach a layer or the cache key."""
 
 
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
-
-
-def q(word: str) -> str:
-    """``shlex.quote`` (same output), without importing shlex and compiling its expression at start-up."""
-    if not word:
-        return "''"
-    if all(c in _SAFE for c in word):
-        return word
-    return "'" + word.replace("'", "'\"'\"'") + "'"
-
-
-def words(items: Iterable[str]) -> str:
-    return " ".join(q(i) for i in items)
-
-
 def script(*parts: str) -> str:
     """Join script parts; every step starts with `set -eu` and the CA preamble."""
     return "set -eu\n" + _TLS_PREAMBLE + "".join(p if p.endswith("\n") else p + "\n" for p in parts if p)
@@ -113,7 +98,7 @@ def apt_install(packages: Sequence[str], *, before: str = "", after: str = "") -
     return script(
         _APT_PREPARE,
         before,
-        f"apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true {words(packages)}",
+        f"apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true {shlex.join(packages)}",
         after,
     )
 
@@ -130,7 +115,7 @@ DEV_APT_AFTER = "rm -f /etc/ssh/ssh_host_*\n"
 
 def user_setup(uid: int, gid: int, shell: str) -> str:
     """Create `envd` with the host user's ids, reusing or renaming what the base already has."""
-    sh = q(shell)
+    sh = shlex.quote(shell)
     if uid == 0:
         body = f"""\
 getent passwd envd >/dev/null || useradd -o -u 0 -g 0 -M -d /home/envd -s {sh} envd
@@ -164,9 +149,9 @@ def _uv_requirement() -> str:
 def _index_args(index_url: str | None, extra_index_url: str | None) -> str:
     idx = ""
     if index_url:
-        idx += f" --index-url {q(index_url)}"
+        idx += f" --index-url {shlex.quote(index_url)}"
     if extra_index_url:
-        idx += f" --extra-index-url {q(extra_index_url)}"
+        idx += f" --extra-index-url {shlex.quote(extra_index_url)}"
     return idx
 
 
@@ -189,9 +174,9 @@ def _uv_bootstrap(index_url: str | None, extra_index_url: str | None) -> str:
     """pip-install the pinned, hash-checked uv wheel from the user's index with the distro's Python
     into a throw-away venv, keep only the binary (no GitHub download, and a mirror just works)."""
     return (
-        f"if ! {UV_BIN} --version 2>/dev/null | grep -q {q('uv ' + UV_VERSION)}; then\n"
+        f"if ! {UV_BIN} --version 2>/dev/null | grep -q {shlex.quote('uv ' + UV_VERSION)}; then\n"
         + "  " + _tools_venv().replace("\n", "\n  ").rstrip(" ")
-        + f"  printf '%s\\n' {q(_uv_requirement())} > {TOOLS_DIR}/uv-requirements.txt\n"
+        + f"  printf '%s\\n' {shlex.quote(_uv_requirement())} > {TOOLS_DIR}/uv-requirements.txt\n"
         f"  PIP_CACHE_DIR={PIP_CACHE_DIR} $pip install -q --disable-pip-version-check"
         f"{_index_args(index_url, extra_index_url)} --require-hashes -r {TOOLS_DIR}/uv-requirements.txt\n"
         f"  install -m 0755 {TOOLS_DIR}/bin/uv {UV_BIN}\n"
@@ -206,7 +191,7 @@ def uv_tool(index_url: str | None = None, extra_index_url: str | None = None) ->
     the venv step (conda owns Python, or ``install.uv``): only the binaries are copied out."""
     return script(
         _tools_venv(),
-        f"printf '%s\\n' {q(_uv_requirement())} > {TOOLS_DIR}/uv-requirements.txt",
+        f"printf '%s\\n' {shlex.quote(_uv_requirement())} > {TOOLS_DIR}/uv-requirements.txt",
         f"PIP_CACHE_DIR={PIP_CACHE_DIR} $pip install -q --disable-pip-version-check"
         f"{_index_args(index_url, extra_index_url)} --require-hashes -r {TOOLS_DIR}/uv-requirements.txt",
         f"{TOOLS_DIR}/bin/uv --version",
@@ -239,7 +224,7 @@ def python_runtime(
     The choice is made in the step (the distro's version is a fact of the base image, unknown to the
     pure compiler); a uv-managed CPython honours `UV_PYTHON_INSTALL_MIRROR` set on the step.
     """
-    v = q(version)
+    v = shlex.quote(version)
     drop = _drop_to(uid, gid, init_groups=False)
     uv_env = f"env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_PYTHON_INSTALL_DIR={MANAGED_PYTHON_DIR}"
     return script(
@@ -325,7 +310,7 @@ def pip_install(
     return script(
         _own_cache(uid, gid),
         f"{drop}env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_LINK_MODE=copy UV_PYTHON={python}"
-        f" {UV_BIN} pip install {words(args)}",
+        f" {UV_BIN} pip install {shlex.join(args)}",
     )
 
 
