@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import json
 import posixpath
-from pathlib import Path
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -48,7 +49,7 @@ from envbuild.errors import UsageError
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from frontend.spec import Pos, Spec
+    from frontend.spec import PipIndex, Pos, Spec
     from llb.export import ImageConfig
 
 HOME = "/home/envd"
@@ -561,12 +562,28 @@ class _Compiler:
         env["PATH"] = ":".join(path)
         return env
 
+    def session_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """What sshd gives ssh sessions (``SetEnv``, one line of sshd_config): a ``runtime.environ``
+        value spanning lines is refused with its position; one from the base image is left out."""
+        session: dict[str, str] = {}
+        for name, value in env.items():
+            if "\n" in value or "\r" in value:
+                var = next((v for v in reversed(self.spec.runtime.environ) if v.name == name), None)
+                if var is not None:
+                    where = f"{var.pos}: " if var.pos else ""
+                    raise UsageError(f"{where}runtime.environ(): the value of {name} has a line break, which "
+                                     "sshd_config cannot hold (ssh sessions get the environment from it)")
+                self.notes.append(f"{name} from the base image spans lines: ssh sessions do not get it")
+                continue
+            session[name] = value
+        return session
+
     def dev_config(self, state: llb.State) -> llb.State:
         spec = self.spec
         env = self.final_env()
         uid, gid = self.uid, self.gid
         files = {
-            D.SSHD_CONFIG: (D.sshd_config(uid, env), 0o644),
+            D.SSHD_CONFIG: (D.sshd_config(uid, self.session_env(env)), 0o644),
             D.PROFILE: (D.profile(env), 0o644),
             **D.services(
                 workdir=self.workdir,
@@ -587,7 +604,7 @@ class _Compiler:
             action = action.mkfile(path, body, mode)
         if spec.git_config:
             g = spec.git_config
-            action = action.mkfile(f"{HOME}/.gitconfig", _gitconfig(g.name, g.email, g.editor), owner=(uid, gid))
+            action = action.mkfile(f"{HOME}/.gitconfig", gitconfig(g.name, g.email, g.editor), owner=(uid, gid))
         action = action.mkdir(self.workdir, 0o755, parents=True, owner=(uid, gid))
         for m in spec.runtime.mounts:
             action = action.mkdir(self.container_path(m.envd_path), 0o755, parents=True, owner=(uid, gid))
@@ -690,23 +707,44 @@ def _short(text: str, n: int = 60) -> str:
     return line if len(line) <= n else line[: n - 1] + "…"
 
 
-def _pip_conf(idx: object) -> str:
-    url = getattr(idx, "url")
-    extra = getattr(idx, "extra_url")
-    lines = ["[global]", f"index-url = {url}"]
-    if extra:
-        lines.append(f"extra-index-url = {extra}")
-    if getattr(idx, "trust"):
-        lines.append("trusted-host = " + " ".join(h for h in (_host(url), _host(extra) if extra else "") if h))
+def _pip_conf(idx: PipIndex) -> str:
+    """pip reads its config with configparser: a value is one line, so a line break is refused."""
+    where = f"{idx.pos}: " if idx.pos else ""
+    for url in (idx.url, idx.extra_url):
+        if "\n" in url or "\r" in url:
+            raise UsageError(f"{where}config.pip_index(): {url!r} has a line break, which /etc/pip.conf cannot hold")
+    lines = ["[global]", f"index-url = {idx.url}"]
+    if idx.extra_url:
+        lines.append(f"extra-index-url = {idx.extra_url}")
+    if idx.trust:
+        hosts = (_host(idx.url), _host(idx.extra_url) if idx.extra_url else "")
+        lines.append("trusted-host = " + " ".join(h for h in hosts if h))
     return "\n".join(lines) + "\n"
 
 
-def _gitconfig(name: str, email: str, editor: str) -> str:
+_GIT_PLAIN = re.compile(r"[^\s\\\"#;\x00-\x1f](?:[^\\\"#;\x00-\x1f]*[^\s\\\"#;\x00-\x1f])?")
+"""A value git reads back as written: no quote, backslash, comment character or control character,
+and no whitespace at either end."""
+
+
+def git_value(text: str) -> str:
+    """The one escaping function for git config values: as is when `_GIT_PLAIN`, else double-quoted
+    with git's escapes for backslash, double quote, newline, tab and backspace, so no value can
+    start a key or a section."""
+    if _GIT_PLAIN.fullmatch(text):
+        return text
+    for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\t", "\\t"), ("\b", "\\b")):
+        text = text.replace(raw, escaped)
+    return f'"{text}"'
+
+
+def gitconfig(name: str, email: str, editor: str) -> str:
+    """``~/.gitconfig`` from ``git_config(...)``, every value through `git_value`."""
     out = "[user]\n"
     if name:
-        out += f"\tname = {name}\n"
+        out += f"\tname = {git_value(name)}\n"
     if email:
-        out += f"\temail = {email}\n"
+        out += f"\temail = {git_value(email)}\n"
     if editor:
-        out += f"[core]\n\teditor = {editor}\n"
+        out += f"[core]\n\teditor = {git_value(editor)}\n"
     return out

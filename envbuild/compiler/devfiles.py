@@ -1,9 +1,19 @@
 """The files a development image carries (see docs/container-contract.md): entrypoint, sshd and
-supervisor configuration, service programs, the login environment and Jupyter's settings."""
+supervisor configuration, service programs, the login environment and Jupyter's settings.
+
+The programs that run in the container are files of their own in `envbuild/container/` (linted and
+tested like the rest); the functions here fill in their few parameters. Every value that comes from
+a build file is written through the one escaping function of the file's format: ``shlex.quote``
+for shell, `sshd_word` for sshd_config, `supervisor_word` for supervisord's ini files; a value a
+format cannot hold is refused (ValueError), never written half-escaped.
+"""
 
 from __future__ import annotations
 
+import re
 import shlex
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envbuild.compiler.scripts import VENV
@@ -28,19 +38,31 @@ INIT_DONE_DIR = "/run/envbuild-init"
 SSH_PORT = 2222
 JUPYTER_PORT = 8888
 
+CONTAINER_DIR = Path(__file__).resolve().parent.parent / "container"
+"""The container-side programs and configuration, shipped in the package as they run."""
+_PLACEHOLDER = re.compile(r'"@([A-Z_]+)@"|@([A-Z_]+)@')
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-# Connects once to supervisord's socket, retrying while it starts (at most ~5 s); single-quote free for sh.
-_KICK_SUPERVISOR = f"""import socket, time
-for _ in range(500):
-    s = socket.socket(socket.AF_UNIX)
-    try:
-        s.connect("{SUPERVISOR_SOCKET}")
-        break
-    except OSError:
-        time.sleep(0.01)
-    finally:
-        s.close()
-"""
+
+@cache
+def _read(name: str) -> str:
+    return (CONTAINER_DIR / name).read_text(encoding="utf-8")
+
+
+def container_file(name: str, **values: object) -> str:
+    """A file of `CONTAINER_DIR` with its placeholders filled. In a Python file a placeholder is
+    the string literal ``"@NAME@"`` and becomes ``repr(value)`` (so the file stays valid Python);
+    elsewhere ``@NAME@`` becomes ``str(value)``. Every placeholder needs a value, and every value a
+    placeholder."""
+    text = _read(name)
+    python = name.endswith(".py")
+    wanted = {m[1] or m[2] for m in _PLACEHOLDER.finditer(text)}
+    if wanted != set(values):
+        raise KeyError(f"{name}: placeholders {sorted(wanted)}, values given for {sorted(values)}")
+    for key, value in values.items():
+        token = f'"@{key}@"' if python else f"@{key}@"
+        text = text.replace(token, repr(value) if python else str(value))
+    return text
 
 
 def entrypoint(uid: int, gid: int) -> str:
@@ -50,52 +72,26 @@ def entrypoint(uid: int, gid: int) -> str:
     of every start).
 
     supervisord spawns its programs only after its first ``poll()`` returns, which without activity
-    takes its whole 1 s timeout; a background connection to its socket (`_KICK_SUPERVISOR`) ends that
-    first poll as soon as supervisord listens, so sshd and Jupyter start ~1 s sooner.
+    takes its whole 1 s timeout; a background connection to its socket (``kick_supervisor.py``, run
+    inline with ``python3 -c``, so it holds no single quote) ends that first poll as soon as
+    supervisord listens, so sshd and Jupyter start ~1 s sooner.
 
     With arguments (``docker run IMAGE cmd``) it just runs them, so images are easy to probe.
     """
-    return f"""#!/bin/sh
-set -eu
-if [ "$#" -gt 0 ]; then
-  exec "$@"
-fi
-if [ "$(id -u)" != 0 ]; then
-  echo "envbuild-entrypoint: must start as root (docker run --user root); services drop to envd" >&2
-  exit 1
-fi
-umask 022
-mkdir -p {ETC} {LOGS} /run/sshd
-rm -rf {INIT_DONE_DIR}
-install -d -m 0755 -o {uid} -g {gid} {INIT_DONE_DIR}
-for t in ed25519 ecdsa; do
-  [ -s /etc/ssh/ssh_host_${{t}}_key ] || ssh-keygen -q -t $t -N '' -f /etc/ssh/ssh_host_${{t}}_key
-done
-printf '%s\\n' "${{ENVBUILD_AUTHORIZED_KEYS:-}}" > {AUTHORIZED_KEYS}
-chown 0:0 {AUTHORIZED_KEYS}
-chmod 0644 {AUTHORIZED_KEYS}
-rm -f {JUPYTER_TOKEN}
-if [ -n "${{ENVBUILD_JUPYTER_TOKEN:-}}" ]; then
-  (umask 027; printf '%s' "$ENVBUILD_JUPYTER_TOKEN" > {JUPYTER_TOKEN})
-  chown 0:{gid} {JUPYTER_TOKEN}
-  chmod 0640 {JUPYTER_TOKEN}
-fi
-unset ENVBUILD_AUTHORIZED_KEYS ENVBUILD_JUPYTER_TOKEN
-rm -f {SUPERVISOR_SOCKET}
-if [ -x /usr/bin/python3 ]; then
-  /usr/bin/python3 -I -S -c '{_KICK_SUPERVISOR}' </dev/null >/dev/null 2>&1 &
-fi
-exec /usr/bin/supervisord -n -c {SUPERVISORD_CONFIG}
-"""
+    return container_file("entrypoint.sh", UID=int(uid), GID=int(gid), KICK_SUPERVISOR=_read("kick_supervisor.py"))
 
 
 def wait_init(count: int) -> str:
     """Daemons and Jupyter start only after every ``runtime.init`` program has finished."""
-    return f"""#!/bin/sh
-n={count}
-while [ "$(ls {INIT_DONE_DIR} 2>/dev/null | wc -l)" -lt "$n" ]; do sleep 0.05; done
-exec "$@"
-"""
+    return container_file("wait_init.sh", COUNT=int(count))
+
+
+def sshd_word(text: str) -> str:
+    """One sshd_config argument: double-quoted, ``\\`` and ``"`` escaped (OpenSSH's ``argv_split``
+    reads them back). sshd_config is read line by line, so a line break cannot be written at all."""
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"{text!r} has a line break, which sshd_config cannot hold")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def sshd_config(uid: int, env: Mapping[str, str]) -> str:
@@ -103,7 +99,7 @@ def sshd_config(uid: int, env: Mapping[str, str]) -> str:
 
     ``PermitRootLogin`` must allow keys when envd has uid 0 (sshd checks the uid, not the name).
     """
-    setenv = " ".join(f'"{k}={v}"' for k, v in env.items())
+    setenv = " ".join(sshd_word(f"{k}={v}") for k, v in env.items() if _ENV_NAME.fullmatch(k))
     lines = [
         f"Port {SSH_PORT}",
         "HostKey /etc/ssh/ssh_host_ed25519_key",
@@ -127,34 +123,27 @@ def sshd_config(uid: int, env: Mapping[str, str]) -> str:
 
 
 def profile(env: Mapping[str, str]) -> str:
-    """Login shells over ssh get the image's environment (Debian's /etc/profile resets PATH)."""
-    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()) + (
+    """Login shells over ssh get the image's environment (Debian's /etc/profile resets PATH).
+
+    A name no shell can export (a base image may have one) is left out."""
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items() if _ENV_NAME.fullmatch(k)) + (
         'if [ -n "${SSH_CONNECTION:-}" ] && [ "$PWD" = "$HOME" ] && [ -d "$ENVD_WORKDIR" ]; then\n'
         '  cd "$ENVD_WORKDIR"\nfi\n'
     )
 
 
 def supervisord_conf() -> str:
-    return f"""[supervisord]
-nodaemon=true
-user=root
-logfile={LOGS}/supervisord.log
-pidfile=/run/envbuild-supervisord.pid
-childlogdir={LOGS}
+    return container_file("supervisord.conf")
 
-[unix_http_server]
-file={SUPERVISOR_SOCKET}
-chmod=0700
 
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://{SUPERVISOR_SOCKET}
-
-[include]
-files={SERVICES}/*.conf
-"""
+def supervisor_word(arg: str) -> str:
+    """One word of a supervisord ``command=``: supervisor splits it like a shell (``shlex.quote``), reads ``%``
+    as interpolation (doubled), and its ini reader cuts a value at a line break or at ``;``/``#``
+    after whitespace, which nothing can escape: those are refused (daemons run from a script)."""
+    word = shlex.quote(arg).replace("%", "%%")
+    if "\n" in word or "\r" in word or re.search(r"\s[;#]", word):
+        raise ValueError(f"{arg!r} cannot be written into a supervisord command line")
+    return word
 
 
 def _program(
@@ -167,7 +156,7 @@ def _program(
     once: bool = False,
     priority: int = 500,
 ) -> str:
-    cmd = " ".join(_supervisor_quote(a) for a in argv)
+    cmd = " ".join(supervisor_word(a) for a in argv)
     lines = [f"[program:{name}]", f"command={cmd}", f"priority={priority}"]
     if user:
         lines.append(f"user={user}")
@@ -190,11 +179,6 @@ def _program(
     return "\n".join(lines) + "\n"
 
 
-def _supervisor_quote(arg: str) -> str:
-    """supervisor splits ``command`` with shlex; ``%`` is its interpolation character."""
-    return shlex.quote(arg).replace("%", "%%")
-
-
 def services(
     *,
     workdir: str,
@@ -205,8 +189,9 @@ def services(
     python: str = f"{VENV}/bin/python",
 ) -> dict[str, tuple[str, int]]:
     """Absolute path -> (content, mode): one supervisor program per service (named as in the
-    contract), a script per ``runtime.init`` (supervisor's ``command`` is a single line) and, with
-    Jupyter, its launcher run by ``python`` (the interpreter JupyterLab is installed in)."""
+    contract), a script per ``runtime.init`` and ``runtime.daemon`` (their text is the build file's:
+    shell holds any of it, supervisor's ini does not) and, with Jupyter, its launcher run by
+    ``python`` (the interpreter JupyterLab is installed in)."""
     files: dict[str, tuple[str, int]] = {}
     programs = {
         "sshd": _program(
@@ -227,8 +212,10 @@ def services(
         )
     wait = [WAIT_INIT] if inits else []
     for i, argv in enumerate(daemons):
+        script = f"{ETC}/daemon_{i}.sh"
+        files[script] = (f"#!/bin/sh\nexec {shlex.join([*wait, *argv])}\n", 0o755)
         programs[f"daemon_{i}"] = _program(
-            f"daemon_{i}", [*wait, *argv], user="envd", directory=workdir, home="/home/envd", priority=200
+            f"daemon_{i}", [script], user="envd", directory=workdir, home="/home/envd", priority=200
         )
     if jupyter:
         argv = [*wait, python, JUPYTER_LAUNCHER, f"--config={JUPYTER_CONFIG}"]
@@ -237,85 +224,17 @@ def services(
         programs["jupyter"] = _program(
             "jupyter", argv, user="envd", directory=workdir, home="/home/envd", priority=300
         )
-        files[JUPYTER_LAUNCHER] = (JUPYTER_LAUNCHER_SOURCE, 0o644)
+        files[JUPYTER_LAUNCHER] = (jupyter_launcher(), 0o644)
     for name, body in programs.items():
         files[f"{SERVICES}/{name}.conf"] = (body, 0o644)
     return files
 
 
-JUPYTER_LAUNCHER_SOURCE = '''"""`jupyter lab`, started by envbuild's supervisor without ~1.2 s of import time.
-
-jsonschema imports rfc3987_syntax (its "iri" format checker) eagerly, and that module builds ~35
-Lark parsers at import: over a second of every Jupyter start, for a format no Jupyter schema uses.
-Here the module is a stand-in that imports the real one on first use, so checks behave the same.
-Calling JupyterLab's entry point directly also skips `jupyter`'s exec of `jupyter-lab`.
-"""
-
-import importlib
-import importlib.util
-import os
-import sys
-import types
-
-_NAME = "rfc3987_syntax"
-_stand_in = types.ModuleType(_NAME)
-
-
-def _real() -> types.ModuleType:
-    if sys.modules.get(_NAME) is _stand_in:
-        del sys.modules[_NAME]
-    return importlib.import_module(_NAME)
-
-
-def _is_valid_syntax(*args, **kwargs):
-    return _real().is_valid_syntax(*args, **kwargs)
-
-
-def _getattr(attr: str):
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    return getattr(_real(), attr)
-
-
-def defer_rfc3987_syntax() -> bool:
-    """Put the stand-in in place when the real module is installed and not yet imported."""
-    if _NAME in sys.modules or importlib.util.find_spec(_NAME) is None:
-        return False
-    _stand_in.is_valid_syntax = _is_valid_syntax
-    _stand_in.__getattr__ = _getattr
-    sys.modules[_NAME] = _stand_in
-    return True
-
-
-def main() -> None:
-    if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
-        del sys.path[0]  # /etc/envbuild: not a place to import from (`jupyter-lab` has its bin dir)
-    defer_rfc3987_syntax()
-    from jupyterlab.labapp import main as lab
-
-    sys.argv[0] = "jupyter-lab"
-    sys.exit(lab())
-
-
-if __name__ == "__main__":
-    main()
-'''
+def jupyter_launcher() -> str:
+    """`jupyter lab` without ~1.2 s of import time (``jupyter_lab.py`` says how)."""
+    return container_file("jupyter_lab.py")
 
 
 def jupyter_config(workdir: str) -> str:
     """The token comes from the file the entrypoint writes; without one Jupyter refuses to start."""
-    return f"""import pathlib
-import sys
-
-_token_file = pathlib.Path({JUPYTER_TOKEN!r})
-_token = _token_file.read_text().strip() if _token_file.exists() else ""
-if not _token:
-    sys.exit("envbuild: no Jupyter token ({JUPYTER_TOKEN} is missing or empty); refusing to start")
-c = get_config()  # noqa: F821
-c.ServerApp.ip = "0.0.0.0"
-c.ServerApp.port = {JUPYTER_PORT}
-c.ServerApp.port_retries = 0
-c.ServerApp.open_browser = False
-c.ServerApp.root_dir = {workdir!r}
-c.IdentityProvider.token = _token
-"""
+    return container_file("jupyter_server_config.py", TOKEN_FILE=JUPYTER_TOKEN, WORKDIR=workdir)

@@ -10,6 +10,7 @@ Archives land on a persistent cache mount, so a rebuild downloads nothing.
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -73,8 +74,9 @@ def fetch_script(what: str, archives: dict[str, Archive], then: str) -> str:
             f"  {arch}) url={shlex.quote(a.url)}; sums={shlex.quote(a.sums_url)}; pinned={shlex.quote(PINNED_SHA256.get(a.filename, ''))} ;;\n"
         )
     return S.script(
+        f"what={shlex.quote(what)}",  # a version from the build file: shell text only as this one quoted word
         'arch=$(dpkg --print-architecture 2>/dev/null || uname -m)',
-        'case "$arch" in\n' + cases + f'  *) echo "envbuild: {what} has no build for $arch" >&2; exit 1 ;;\nesac',
+        'case "$arch" in\n' + cases + '  *) echo "envbuild: $what has no build for $arch" >&2; exit 1 ;;\nesac',
         f'mkdir -p {DL_CACHE} {OUT}',
         f'name=${{url##*/}}; f={DL_CACHE}/$name',
         'if [ ! -s "$f" ]; then curl -fsSL --retry 3 -o "$f.part" "$url"; mv "$f.part" "$f"; fi',
@@ -84,7 +86,7 @@ def fetch_script(what: str, archives: dict[str, Archive], then: str) -> str:
         '  want=$(curl -fsSL --retry 3 "$sums" | awk -v n="$name" \'NF == 1 {print $1} NF > 1 {p = $2; sub(/^[*]/, "", p); sub(/.*[/]/, "", p); if (p == n) print $1}\' | head -n1)',
         "fi",
         'if [ -z "$want" ] || ! echo "$want  $f" | sha256sum -c - >/dev/null; then',
-        f'  echo "envbuild: {what}: sha256 of $name does not match ${{want:-the published checksum}} ($sums)" >&2',
+        '  echo "envbuild: $what: sha256 of $name does not match ${want:-the published checksum} ($sums)" >&2',
         '  rm -f "$f"; exit 1',
         "fi",
         'echo "$want" > "$f.verified"',
@@ -230,8 +232,8 @@ def pixi(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.St
     config = ""
     if p.use_pixi_mirror:
         config += '[mirrors]\n"https://conda.anaconda.org/conda-forge" = ["https://prefix.dev/conda-forge"]\n'
-    if p.pypi_index:
-        config += f'[pypi-config]\nindex-url = "{p.pypi_index}"\n'
+    if p.pypi_index:  # a TOML basic string: JSON's string escapes are TOML's
+        config += f"[pypi-config]\nindex-url = {json.dumps(p.pypi_index, ensure_ascii=False)}\n"
     if config:
         state = state.file(
             llb.mkdir("/etc/pixi", parents=True).mkfile("/etc/pixi/config.toml", config),

@@ -267,7 +267,8 @@ def test_no_cache_busts_exec_keys_but_keeps_cache_mount_ids(tmp_path: Path) -> N
 def test_services_files_follow_the_contract() -> None:
     files = D.services(workdir="/home/envd/p", inits=[["echo a"]], daemons=[["python", "-m", "http.server"]], jupyter=True, allow_root=False)
     assert set(files) == {f"{D.SERVICES}/sshd.conf", f"{D.SERVICES}/init_0.conf", f"{D.ETC}/init_0.sh",
-                          f"{D.SERVICES}/daemon_0.conf", f"{D.SERVICES}/jupyter.conf", D.JUPYTER_LAUNCHER}
+                          f"{D.SERVICES}/daemon_0.conf", f"{D.ETC}/daemon_0.sh", f"{D.SERVICES}/jupyter.conf",
+                          D.JUPYTER_LAUNCHER}
     assert "-p 2222" in files[f"{D.SERVICES}/sshd.conf"][0]
     assert D.WAIT_INIT in files[f"{D.SERVICES}/jupyter.conf"][0]
     assert "\n" not in files[f"{D.SERVICES}/init_0.conf"][0].split("command=")[1].split("\n")[0] + ""

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import uuid
 from pathlib import Path
 
@@ -582,3 +583,59 @@ def test_mounts_and_addresses_a_spec_asks_for_stay_inside_what_the_user_allowed(
             envbuild(["destroy", "--name", n], env, timeout=120)
         envbuild(["destroy", "--name", name, "--image"], env, timeout=120)
         subprocess.run(["docker", "rmi", "-f", f"{evil}:dev", f"{evil}:bad"], capture_output=True, check=False)
+
+
+# ---- values from the build file reach the environment exactly, as data (issue 15, item 9) -------------
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_environ_daemon_and_git_values_arrive_exactly_and_inject_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    proj = tmp_path / f"sec-esc-{uuid.uuid4().hex[:6]}"
+    proj.mkdir()
+    tricky = {"QUOTED": 'say "hi"', "SLASHED": "a\\\\b", "HASHED": "x #y", "SEMI": "a ; b", "DOLLAR": "$(id)"}
+    environ = ", ".join(f'"{k}": {json.dumps(v)}' for k, v in tricky.items())
+    argv = ["python3", "-c", "import json, sys, time; json.dump(sys.argv[1:], open('/tmp/argv.json', 'w')); "
+            "time.sleep(86400)", "two\nlines", "x #y", "a ;b", "100%", "\n[program:evil]\ncommand=/bin/false"]
+    (proj / "build.envd").write_text(
+        "def build():\n"
+        f'    base(image="{BASE_IMAGE}", dev=True)\n'
+        f"    runtime.environ(env={{{environ}}})\n"
+        f"    runtime.daemon(commands=[{json.dumps(argv)}])\n"
+        '    git_config(name="x\\n[core]\\n\\tpager = evil", email="e #1@example.com", editor="vim")\n'
+    )
+    name = proj.name
+    try:
+        up = envbuild(["up", "-d", "-p", str(proj), "--ca-cert", CA_BUNDLE, "--timeout", "120"], env, timeout=1500)
+        assert up.returncode == 0, up.stderr[-3000:]
+        got = envbuild(["exec", name, "--", "python3", "-c",
+                        f"import json, os; print(json.dumps({{k: os.environ.get(k) for k in {list(tricky)}}}))"], env)
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout) == tricky
+        deadline = time.monotonic() + 60
+        while True:
+            seen = subprocess.run(["docker", "exec", name, "cat", "/tmp/argv.json"], capture_output=True, text=True)
+            if seen.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert seen.returncode == 0, seen.stderr
+        assert json.loads(seen.stdout) == argv[3:]
+        programs = subprocess.run(["docker", "exec", name, "supervisorctl", "-c", "/etc/envbuild/supervisord.conf",
+                                   "status"], capture_output=True, text=True).stdout
+        assert "evil" not in programs and "daemon_0" in programs, programs
+        gitconfig = ["docker", "exec", name, "git", "config", "-f", "/home/envd/.gitconfig"]
+        keys = subprocess.run([*gitconfig, "--list", "--name-only"], capture_output=True, text=True)
+        assert keys.stdout.split() == ["user.name", "user.email", "core.editor"], keys
+        for key, value in (("user.name", "x\n[core]\n\tpager = evil"), ("user.email", "e #1@example.com")):
+            got = subprocess.run([*gitconfig, "--get", key], capture_output=True, text=True)
+            assert got.stdout == value + "\n", (key, got)
+
+        (proj / "build.envd").write_text(
+            "def build():\n"
+            f'    base(image="{BASE_IMAGE}", dev=True)\n'
+            '    runtime.environ(env={"EVIL": "x\\nPasswordAuthentication yes"})\n'
+        )
+        bad = envbuild(["up", "-d", "-p", str(proj), "--ca-cert", CA_BUNDLE, "--timeout", "60"], env, timeout=600)
+        assert bad.returncode == 2, bad.stderr[-3000:]
+        assert "build.envd:3:5:" in bad.stderr and "line break" in bad.stderr, bad.stderr[-2000:]
+    finally:
+        envbuild(["destroy", "--name", name, "--image"], env, timeout=120)
