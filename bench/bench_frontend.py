@@ -67,13 +67,14 @@ def cold(m: int) -> None:
 
 def importtime() -> int:
     code = "import frontend; frontend.evaluate('examples/jupyter', user_config=False).to_json()"
-    p = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       check=True)
+    p = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     rows: list[tuple[int, str, int]] = []  # (cumulative us, module, nesting depth)
     for line in p.stderr.splitlines():
         if not line.startswith("import time:"):
             continue
-        _self, cum, raw = line[len("import time:"):].split("|", 2)
+        _self, cum, raw = line[len("import time:") :].split("|", 2)
         if not cum.strip().isdigit():
             continue
         depth = (len(raw) - len(raw.lstrip()) - 1) // 2

@@ -192,8 +192,19 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
         for r in rows:
-            print(json.dumps({"name": r.name, "ours_s": r.ours, "other_s": r.other, "other": r.other_name,
-                              "ratio": r.ratio, "target": r.target, "met": r.met}))
+            print(
+                json.dumps(
+                    {
+                        "name": r.name,
+                        "ours_s": r.ours,
+                        "other_s": r.other,
+                        "other": r.other_name,
+                        "ratio": r.ratio,
+                        "target": r.target,
+                        "met": r.met,
+                    }
+                )
+            )
     else:
         print(table(rows))
         print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, medians of {args.rounds} alternating runs")

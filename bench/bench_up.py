@@ -36,8 +36,13 @@ CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def envbuild(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-c", "from envbuild.cli import main; main()", *args],
-                            env=env, cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", "from envbuild.cli import main; main()", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         sys.exit(f"envbuild {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
@@ -66,10 +71,14 @@ def _engine_time(text: str) -> float:
 
 def phases(name: str, started: float, returned: float) -> dict[str, float] | None:
     """Seconds per phase of one round (see the module doc), or None when a mark is missing."""
-    inspect = subprocess.run(["docker", "inspect", "--format", "{{.Created}} {{.State.StartedAt}}", name],
-                             capture_output=True, text=True)
-    logs = subprocess.run(["docker", "exec", name, "cat", "/var/log/envbuild/supervisord.log",
-                           "/var/log/envbuild/jupyter.log"], capture_output=True, text=True)
+    inspect = subprocess.run(
+        ["docker", "inspect", "--format", "{{.Created}} {{.State.StartedAt}}", name], capture_output=True, text=True
+    )
+    logs = subprocess.run(
+        ["docker", "exec", name, "cat", "/var/log/envbuild/supervisord.log", "/var/log/envbuild/jupyter.log"],
+        capture_output=True,
+        text=True,
+    )
     if inspect.returncode != 0 or logs.returncode != 0:
         return None
     created, running = (_engine_time(t) for t in inspect.stdout.split())
@@ -82,7 +91,7 @@ def phases(name: str, started: float, returned: float) -> dict[str, float] | Non
         return None
     at = {k: _utc(m.group(1)) for k, m in marks.items() if m}
     points = [started, created, running, at["supervisord"], at["spawned"], at["serving"], returned]
-    return {phase: round(b - a, 3) for phase, a, b in zip(PHASES, points, points[1:])}
+    return {phase: round(b - a, 3) for phase, a, b in zip(PHASES, points, points[1:], strict=False)}
 
 
 def main() -> None:
@@ -104,7 +113,7 @@ def main() -> None:
         shutil.copytree(REPO / "examples" / "jupyter", project)
     name = "bench-up"
     ca = ["--ca-cert", str(CA_BUNDLE)] if CA_BUNDLE.is_file() and not args.image else []
-    up = (["run", "--image", args.image, "-p", str(project)] if args.image else ["up", "-p", str(project)])
+    up = ["run", "--image", args.image, "-p", str(project)] if args.image else ["up", "-p", str(project)]
     up += ["--name", name, "--detach", "--format", "json", *ca]
 
     envbuild(up, env, project)  # builds (or reuses) the image; not timed
@@ -126,18 +135,28 @@ def main() -> None:
             if args.phases and (split := phases(name, wall, returned)) is not None:
                 rounds.append(split)
     finally:
-        subprocess.run([sys.executable, "-c", "from envbuild.cli import main; main()", "destroy", "--name", name],
-                       env=env, cwd=project, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", "from envbuild.cli import main; main()", "destroy", "--name", name],
+            env=env,
+            cwd=project,
+            capture_output=True,
+        )
         shutil.rmtree(home, ignore_errors=True)
-    result: dict[str, object] = {"rounds": len(times), "median_s": round(statistics.median(times), 3),
-                                 "min_s": round(min(times), 3), "max_s": round(max(times), 3)}
+    result: dict[str, object] = {
+        "rounds": len(times),
+        "median_s": round(statistics.median(times), 3),
+        "min_s": round(min(times), 3),
+        "max_s": round(max(times), 3),
+    }
     if rounds:
         result["phases_median_s"] = {p: round(statistics.median(r[p] for r in rounds), 3) for p in PHASES}
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"up -> Jupyter ready (built image, {len(times)} rounds): median {result['median_s']:.2f}s, "
-              f"min {result['min_s']:.2f}s, max {result['max_s']:.2f}s")
+        print(
+            f"up -> Jupyter ready (built image, {len(times)} rounds): median {result['median_s']:.2f}s, "
+            f"min {result['min_s']:.2f}s, max {result['max_s']:.2f}s"
+        )
         if rounds:
             split = result["phases_median_s"]
             assert isinstance(split, dict)

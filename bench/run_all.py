@@ -159,7 +159,18 @@ class Projects:
         shutil.copy(CA, self.theirs / "ca.crt")
         self.run_id = run_id
         self.tag_ours, self.tag_theirs = f"envbuild-bench/ours:{run_id}", f"envbuild-bench/dockerfile:{run_id}"
-        self.build = [ENVBUILD, "build", "-p", str(self.ours), "-t", self.tag_ours, "--ca-cert", CA, "--progress", "quiet"]
+        self.build = [
+            ENVBUILD,
+            "build",
+            "-p",
+            str(self.ours),
+            "-t",
+            self.tag_ours,
+            "--ca-cert",
+            CA,
+            "--progress",
+            "quiet",
+        ]
         self.docker = ["docker", "build", "-q", "-t", self.tag_theirs, str(self.theirs)]
         self.denv = clean_env(DOCKER_BUILDKIT="0")
 
@@ -168,7 +179,9 @@ class Projects:
         pkgs = ["numpy"] + [f'{p}; sys_platform != "bench{self.run_id}"' for p in extra]
         (self.ours / "build.envd").write_text(BUILD_ENVD.format(base=LOCAL_BASE, pkgs=json.dumps(pkgs)))
         (self.theirs / "Dockerfile").write_text(DOCKERFILE.format(base=LOCAL_BASE))
-        (self.theirs / "requirements.txt").write_text("\n".join(["jupyterlab", "numpy", *extra, f"# {self.run_id}"]) + "\n")
+        (self.theirs / "requirements.txt").write_text(
+            "\n".join(["jupyterlab", "numpy", *extra, f"# {self.run_id}"]) + "\n"
+        )
 
     def ours_t(self, *extra: str) -> float:
         return run([*self.build, *extra])
@@ -184,8 +197,13 @@ NAMESPACED_CLI = r"""
 import sys
 from envbuild.compiler import conda, languages, scripts
 ns = sys.argv[1]
-ids = {scripts: ("APT_CACHE_ID", "APT_LISTS_ID", "TOOLS_APT_CACHE_ID", "TOOLS_APT_LISTS_ID", "UV_CACHE_ID", "PIP_CACHE_ID"),
-       languages: ("DL_CACHE_ID",), conda: ("RATTLER_CACHE_ID",)}
+ids = {
+    scripts: (
+        "APT_CACHE_ID", "APT_LISTS_ID", "TOOLS_APT_CACHE_ID", "TOOLS_APT_LISTS_ID", "UV_CACHE_ID", "PIP_CACHE_ID",
+    ),
+    languages: ("DL_CACHE_ID",),
+    conda: ("RATTLER_CACHE_ID",),
+}
 for module, names in ids.items():
     for name in names:
         setattr(module, name, getattr(module, name) + "-" + ns)
@@ -204,8 +222,11 @@ def prune_cache_mounts(since: float) -> int:
     try:
         caches = client.api.df().get("BuildCache") or []
         ids = [
-            c["ID"] for c in caches
-            if c.get("Type") == "exec.cachemount" and not c.get("InUse") and "/run/envbuild-tls" in (c.get("Description") or "")
+            c["ID"]
+            for c in caches
+            if c.get("Type") == "exec.cachemount"
+            and not c.get("InUse")
+            and "/run/envbuild-tls" in (c.get("Description") or "")
             and _epoch(c.get("CreatedAt", "")) >= since
         ]
     finally:
@@ -234,8 +255,9 @@ def rows_builds(p: Projects, n: int, cold_rounds: int = 2, empty_rounds: int = 1
     rows: list[Row] = []
     p.write([])
     first = (p.ours_t(), p.theirs_t())
-    rows.append(("", "first build of a new project (engine has built similar ones)", s(first[0]), s(first[1]),
-                 ratio(*first)))
+    rows.append(
+        ("", "first build of a new project (engine has built similar ones)", s(first[0]), s(first[1]), ratio(*first))
+    )
     a, b = alternate(n, p.ours_t, p.theirs_t)
     rows.append(("b", "no-op rebuild (nothing changed)", ms(a), ms(b), ratio(a, b)))
     sa, sb = image_size(p.tag_ours), image_size(p.tag_theirs)
@@ -255,8 +277,9 @@ def rows_cold(p: Projects, rounds: int, empty_rounds: int) -> list[Row]:
         ours.append(p.ours_t("--no-cache"))
         theirs.append(p.theirs_t("--no-cache"))
     a, b = statistics.median(ours), statistics.median(theirs)
-    rows: list[Row] = [("d", f"cold: every step re-run (--no-cache), download caches warm (n={len(ours)})",
-                        s(a), s(b), ratio(a, b))]
+    rows: list[Row] = [
+        ("d", f"cold: every step re-run (--no-cache), download caches warm (n={len(ours)})", s(a), s(b), ratio(a, b))
+    ]
     if empty_rounds > 0:
         started = time.time() - 1
         try:
@@ -264,8 +287,15 @@ def rows_cold(p: Projects, rounds: int, empty_rounds: int) -> list[Row]:
         finally:
             prune_cache_mounts(started)
         c = statistics.median(empty)
-        rows.append(("", f"cold, empty apt/uv/pip caches (n={empty_rounds}) vs the same Dockerfile median",
-                     s(c), s(b), ratio(c, b)))
+        rows.append(
+            (
+                "",
+                f"cold, empty apt/uv/pip caches (n={empty_rounds}) vs the same Dockerfile median",
+                s(c),
+                s(b),
+                ratio(c, b),
+            )
+        )
     return rows
 
 
@@ -273,13 +303,24 @@ def rows_cold(p: Projects, rounds: int, empty_rounds: int) -> list[Row]:
 
 
 def row_up(p: Projects, rounds: int) -> list[Row]:
-    r = subprocess.run([PYTHON, str(ROOT / "bench" / "bench_up.py"), "-p", str(p.ours), "-n", str(rounds), "--json"],
-                       capture_output=True, text=True, env=clean_env())
+    r = subprocess.run(
+        [PYTHON, str(ROOT / "bench" / "bench_up.py"), "-p", str(p.ours), "-n", str(rounds), "--json"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+    )
     if r.returncode:
         return [("e", "`up` -> sshd and Jupyter answering", f"failed: {r.stderr.strip()[-200:]}", "", "")]
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    return [("e", f"`up` of the built image -> sshd + Jupyter answering (n={res['rounds']})",
-             s(res["median_s"]), "target < 3 s", f"min {res['min_s']:.2f} s")]
+    return [
+        (
+            "e",
+            f"`up` of the built image -> sshd + Jupyter answering (n={res['rounds']})",
+            s(res["median_s"]),
+            "target < 3 s",
+            f"min {res['min_s']:.2f} s",
+        )
+    ]
 
 
 # ---------------------------------------------------------------- g: scale
@@ -307,9 +348,9 @@ def gen_packages(d: Path, packages: int, runs: int) -> Path:
     pip = [f"pypkg{i}" for i in range(packages - len(apt))]
     lines = ["def build():", f'    base(image="{LOCAL_BASE}", dev=True)', '    install.python(version="3.11")']
     for i in range(0, len(apt), 10):
-        lines.append(f"    install.apt_packages(name={json.dumps(apt[i:i + 10])})")
+        lines.append(f"    install.apt_packages(name={json.dumps(apt[i : i + 10])})")
     for i in range(0, len(pip), 10):
-        lines.append(f"    install.python_packages(name={json.dumps(pip[i:i + 10])})")
+        lines.append(f"    install.python_packages(name={json.dumps(pip[i : i + 10])})")
     lines.append("    config.jupyter()")
     lines += [f'    run(commands=["echo step {i}", "touch /tmp/s{i}"])' for i in range(runs)]
     (d / "build.envd").write_text("\n".join(lines) + "\n")
@@ -320,8 +361,7 @@ def gen_loads(d: Path, files: int) -> Path:
     (d / "lib").mkdir(parents=True)
     for i in range(files):
         (d / "lib" / f"m{i}.envd").write_text(
-            f"def f{i}():\n    install.python_packages(name=[\"p{i}a\", \"p{i}b\"])\n"
-            f"    run(commands=[\"echo {i}\"])\n"
+            f'def f{i}():\n    install.python_packages(name=["p{i}a", "p{i}b"])\n    run(commands=["echo {i}"])\n'
         )
     loads = "".join(f'load("//lib/m{i}.envd", "f{i}")\n' for i in range(files))
     calls = "".join(f"    f{i}()\n" for i in range(files))
@@ -346,8 +386,13 @@ def rows_scale(work: Path) -> list[Row]:
     res = json.loads(r.stdout)
     base = res[cases["Jupyter example"]][0]
     return [
-        ("g" if i == 0 else "", f"evaluate+compile (in process): {name}", f"{res[p][0] * 1e3:.1f} ms",
-         f"{res[p][1]} ops", f"{res[p][0] / base:.1f}x the example")
+        (
+            "g" if i == 0 else "",
+            f"evaluate+compile (in process): {name}",
+            f"{res[p][0] * 1e3:.1f} ms",
+            f"{res[p][1]} ops",
+            f"{res[p][0] / base:.1f}x the example",
+        )
         for i, (name, p) in enumerate(cases.items())
     ]
 
@@ -356,9 +401,9 @@ def rows_scale(work: Path) -> list[Row]:
 
 
 def table(rows: list[Row], headers: tuple[str, str, str, str, str]) -> str:
-    cols = list(zip(headers, *rows))
+    cols = list(zip(headers, *rows, strict=True))
     widths = [max(len(c) for c in col) for col in cols]
-    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     return "\n".join([fmt(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)])
 
 
@@ -388,9 +433,11 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(table(rows, ("#", "what", "envbuild", "envd / Dockerfile", "ratio")))
-    print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, {time.time() - started:.0f} s; medians of "
-          f"{args.rounds} runs (a, b), single runs (c), {args.cold_rounds} alternating rounds (d), "
-          f"{args.up_rounds} rounds (e)")
+    print(
+        f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, {time.time() - started:.0f} s; medians of "
+        f"{args.rounds} runs (a, b), single runs (c), {args.cold_rounds} alternating rounds (d), "
+        f"{args.up_rounds} rounds (e)"
+    )
     return 0
 
 

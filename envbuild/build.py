@@ -113,7 +113,13 @@ def input_digest(spec: Spec, context_dir: str, *, owner: tuple[int, int], base_i
     from envbuild.compiler.credentials import public_spec
 
     h = hashlib.sha256()
-    for part in (f"envbuild {__version__} code {quickcheck.code_fingerprint()}", public_spec(spec).to_json(), f"owner {owner[0]}:{owner[1]}", f"base {base_id}", extra):
+    for part in (
+        f"envbuild {__version__} code {quickcheck.code_fingerprint()}",
+        public_spec(spec).to_json(),
+        f"owner {owner[0]}:{owner[1]}",
+        f"base {base_id}",
+        extra,
+    ):
         h.update(part.encode())
         h.update(b"\0")
     quickcheck.hash_inputs(h, str(context_dir), _input_paths(spec))
@@ -323,8 +329,12 @@ def quick_up_to_date(options: BuildOptions) -> tuple[str, str] | None:
     if skip_check_names_for(outputs, tag) != (tag,):
         return None
     digest = quickcheck.up_to_date(
-        build_file=build_file, function=options.function or function or "build", tag=tag, project=project,
-        owner=options.owner, network=options.network,
+        build_file=build_file,
+        function=options.function or function or "build",
+        tag=tag,
+        project=project,
+        owner=options.owner,
+        network=options.network,
     )
     return (tag, digest) if digest is not None else None
 
@@ -375,8 +385,17 @@ def build_prepared(
             workers = []
         plan = plan_build(out_opts, caps=builder_caps(rb.kind), default_name=prep.tag, workers=workers)
         check_destinations(plan)
-        solver = _Solver(prep, options, client, Mirrors.load(environ), ca, on_event, on_note or (lambda _text: None),
-                         explicit_platform=bool(out_opts.platforms), several=len(plan.solves) > 1)
+        solver = _Solver(
+            prep,
+            options,
+            client,
+            Mirrors.load(environ),
+            ca,
+            on_event,
+            on_note or (lambda _text: None),
+            explicit_platform=bool(out_opts.platforms),
+            several=len(plan.solves) > 1,
+        )
         try:
             outcomes = publish.execute_plan(plan, solver.solve, docker_host=rb.docker_host, on_message=solver.note)
         except llb.BuilderUnreachable as exc:
@@ -389,8 +408,15 @@ def build_prepared(
     steps = tuple(v for o in outcomes for v in o.result.vertices)
     tag = next((o.step.image_names[0] for o in outcomes if o.step.image_names), prep.tag)
     return BuildResult(
-        tag, getattr(last, "image_id", None), False, time.monotonic() - t0, prep.spec, prep.digest,
-        steps=steps, notes=tuple(solver.notes), outcomes=tuple(outcomes),
+        tag,
+        getattr(last, "image_id", None),
+        False,
+        time.monotonic() - t0,
+        prep.spec,
+        prep.digest,
+        steps=steps,
+        notes=tuple(solver.notes),
+        outcomes=tuple(outcomes),
     )
 
 
@@ -430,8 +456,13 @@ class _Solver:
             self.note(f"building {step.describe}")
         exts = prepare_extensions(self.prep, self.mirrors, arch=step.platform.architecture)
         compiled = compile_for(
-            self.prep, self.options, client=self.client, cache_bust=self.cache_bust, platform=platform,
-            mirrors=self.mirrors, extensions=exts,
+            self.prep,
+            self.options,
+            client=self.client,
+            cache_bust=self.cache_bust,
+            platform=platform,
+            mirrors=self.mirrors,
+            extensions=exts,
         )
         for text in compiled.notes:
             if text not in self.notes:

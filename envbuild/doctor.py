@@ -64,7 +64,7 @@ def _fields(data: bytes) -> dict[int, bytes]:
         num, wire = key >> 3, key & 7
         if wire == 2:
             n, i = _varint(data, i)
-            out[num] = data[i:i + n]
+            out[num] = data[i : i + n]
             i += n
         elif wire == 0:
             _, i = _varint(data, i)
@@ -176,11 +176,15 @@ def diagnose(builder: ResolvedBuilder, *, timeout: float = 4.0) -> Report:
             client.close()
     if caps.is_docker_engine:
         report.merge_diff = False
-        report.merge_diff_reason = "the Docker engine's builder has no MergeOp/DiffOp (absent in 20.10, disabled since 23.0.2)"
+        report.merge_diff_reason = (
+            "the Docker engine's builder has no MergeOp/DiffOp (absent in 20.10, disabled since 23.0.2)"
+        )
     elif report.buildkit_version:
         v = _version_tuple(report.buildkit_version)
         report.merge_diff = v >= (0, 10) if v else None
-        report.merge_diff_reason = f"BuildKit {report.buildkit_version}" + ("" if report.merge_diff else " (needs >= 0.10)")
+        report.merge_diff_reason = f"BuildKit {report.buildkit_version}" + (
+            "" if report.merge_diff else " (needs >= 0.10)"
+        )
     elif report.reachable:
         report.merge_diff = None
         report.merge_diff_reason = "unknown: the daemon has no Info RPC (BuildKit < 0.11); MergeOp needs >= 0.10"
@@ -219,9 +223,10 @@ def render_text(r: Report) -> str:
     else:
         lines.append("reachable:     NO")
         lines.extend(f"  {line}" for line in r.error.splitlines())
+    push = "from the builder" if r.push_from_builder else "through the engine API" if r.push_via_engine else "no"
     lines += [
         f"exporters:     {', '.join(r.exporters)}",
-        f"push:          {'from the builder' if r.push_from_builder else 'through the engine API' if r.push_via_engine else 'no'}",
+        f"push:          {push}",
         f"cache export:  {', '.join(r.cache_export) or 'none'}",
         f"cache import:  {', '.join(r.cache_import) or 'none'}",
         f"merge/diff:    {_yes(r.merge_diff)}" + (f" ({r.merge_diff_reason})" if r.merge_diff_reason else ""),

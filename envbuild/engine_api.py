@@ -19,8 +19,7 @@ TIMEOUT = 60
 """Seconds one API call may take; pushes and saves of large images pass longer ones."""
 
 START_HINT = (
-    "start it with `sudo systemctl start docker` (or `sudo dockerd &`), "
-    "or point DOCKER_HOST at a running engine"
+    "start it with `sudo systemctl start docker` (or `sudo dockerd &`), or point DOCKER_HOST at a running engine"
 )
 ACCESS_HINT = (
     "your user may not open the engine's socket: add it to the docker group "

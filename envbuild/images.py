@@ -78,6 +78,6 @@ def resolve(
         return UNRESOLVED
     try:
         digest, config = client.resolve_image_config(ref, platform=platform)
-    except Exception:  # noqa: BLE001 - any failure means "not resolvable"; the solve reports the real error
+    except Exception:
         return UNRESOLVED
     return BaseConfig.from_docker(config.get("config"), digest=digest)

@@ -95,7 +95,12 @@ def detect(directory: Path) -> Detected:
     if requirements:
         names |= _requirement_names((directory / requirements).read_text(errors="replace"))
     if env_file:
-        names |= {m.lower() for m in re.findall(r"^\s*-\s*([A-Za-z0-9][A-Za-z0-9._-]*)", (directory / env_file).read_text(errors="replace"), re.M)}
+        names |= {
+            m.lower()
+            for m in re.findall(
+                r"^\s*-\s*([A-Za-z0-9][A-Za-z0-9._-]*)", (directory / env_file).read_text(errors="replace"), re.M
+            )
+        }
     return Detected(
         requirements=requirements,
         env_file=env_file,
@@ -150,7 +155,7 @@ def validate(choices: Choices) -> Choices:
         raise UsageError(f"invalid --python {choices.python!r}: expected a version like 3.11")
     if choices.cuda is not None and not re.match(r"^\d+\.\d+(\.\d+)?$", choices.cuda):
         raise UsageError(f"invalid --cuda {choices.cuda!r}: expected a CUDA version like 12.6.3")
-    if not choices.base or any(c.isspace() or c in "\"\\" for c in choices.base):
+    if not choices.base or any(c.isspace() or c in '"\\' for c in choices.base):
         raise UsageError(f"invalid --base {choices.base!r}: expected an image reference like ubuntu:22.04")
     return choices
 

@@ -268,7 +268,11 @@ def lock_inputs(spec: Spec, context_dir: Path) -> dict[str, Any]:
         "python": spec.python.version if spec.python else None,
         "jupyter": spec.jupyter is not None,
         "pip_index": (
-            {"url": _redact(spec.pip_index.url), "extra_url": _redact(spec.pip_index.extra_url), "trust": spec.pip_index.trust}
+            {
+                "url": _redact(spec.pip_index.url),
+                "extra_url": _redact(spec.pip_index.extra_url),
+                "trust": spec.pip_index.trust,
+            }
             if spec.pip_index
             else None
         ),
@@ -276,7 +280,9 @@ def lock_inputs(spec: Spec, context_dir: Path) -> dict[str, Any]:
             {
                 "names": list(c.names),
                 "requirements": (
-                    {"path": c.requirements, "sha256": _file_sha(context_dir / c.requirements)} if c.requirements else None
+                    {"path": c.requirements, "sha256": _file_sha(context_dir / c.requirements)}
+                    if c.requirements
+                    else None
                 ),
                 "wheels": {w: _file_sha(context_dir / w) for w in c.local_wheels},
             }
@@ -322,10 +328,17 @@ def check_lock(spec: Spec, lock: Lock, context_dir: Path, *, base_id: str | None
     reasons += _list_diff("install.python_packages", was.get("pip", []), now["pip"], pos.get("pip", []), _pip_diff)
     reasons += _list_diff("io.http", was.get("http", []), now["http"], pos.get("http", []), _http_diff)
     reasons += _list_diff(
-        "install.conda_packages", was.get("conda_packages", []), now["conda_packages"], pos.get("conda", []), _conda_diff
+        "install.conda_packages",
+        was.get("conda_packages", []),
+        now["conda_packages"],
+        pos.get("conda", []),
+        _conda_diff,
     )
     reasons += _list_diff(
-        "install.vscode_extensions", was.get("vscode_extensions", []), now["vscode_extensions"], pos.get("vsc", []),
+        "install.vscode_extensions",
+        was.get("vscode_extensions", []),
+        now["vscode_extensions"],
+        pos.get("vsc", []),
         _names_diff,
     )
     if not reasons and _canonical(now) != _canonical(was):
@@ -391,7 +404,11 @@ def _pip_diff(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 
 def _http_diff(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    return [f"{k} changed: {_show(was.get(k))} -> {_show(now[k])}" for k in ("url", "checksum", "filename") if was.get(k) != now[k]]
+    return [
+        f"{k} changed: {_show(was.get(k))} -> {_show(now[k])}"
+        for k in ("url", "checksum", "filename")
+        if was.get(k) != now[k]
+    ]
 
 
 def _conda_diff(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -423,7 +440,7 @@ def apply_lock(spec: Spec, lock: Lock, wheels: Sequence[Mapping[str, str]] | Non
     if wheels is not None:
         pip = tuple(
             PythonPackages(names=(), local_wheels=(*call.local_wheels, *(w[n] for n in sorted(w))), pos=call.pos)
-            for call, w in zip(spec.python_packages, wheels)
+            for call, w in zip(spec.python_packages, wheels, strict=False)
         )
     else:
         pip = tuple(
@@ -431,7 +448,8 @@ def apply_lock(spec: Spec, lock: Lock, wheels: Sequence[Mapping[str, str]] | Non
             for i, call in enumerate(spec.python_packages)
         )
     apt = tuple(
-        AptPackages(names=group.pinned_names(), pos=call.pos) for call, group in zip(spec.apt_packages, lock.apt)
+        AptPackages(names=group.pinned_names(), pos=call.pos)
+        for call, group in zip(spec.apt_packages, lock.apt, strict=False)
     )
     sums = {d.url: d.sha256 for d in lock.http}
     http = tuple(
@@ -440,7 +458,7 @@ def apply_lock(spec: Spec, lock: Lock, wheels: Sequence[Mapping[str, str]] | Non
     changes: dict[str, Any] = {
         "vscode_extensions": tuple(
             VSCodeExtensions(names=tuple(e.pinned_id() for e in locked), pos=call.pos)
-            for call, locked in zip(spec.vscode_extensions, lock.vscode)
+            for call, locked in zip(spec.vscode_extensions, lock.vscode, strict=False)
         )
         if len(lock.vscode) == len(spec.vscode_extensions)
         else spec.vscode_extensions,
@@ -448,7 +466,13 @@ def apply_lock(spec: Spec, lock: Lock, wheels: Sequence[Mapping[str, str]] | Non
         "apt_packages": apt,
         "http": http,
         "inputs": tuple(
-            sorted({*spec.inputs, *(p.requirements for p in pip if p.requirements), *(w for p in pip for w in p.local_wheels)})
+            sorted(
+                {
+                    *spec.inputs,
+                    *(p.requirements for p in pip if p.requirements),
+                    *(w for p in pip for w in p.local_wheels),
+                }
+            )
         ),
     }
     pinned = lock.base.pinned_ref()
@@ -575,7 +599,9 @@ def find_wheels(lock: Lock, context_dir: Path) -> tuple[list[dict[str, str]], li
     return found, missing
 
 
-def check_offline(spec: Spec, st: LockStatus, base_id: str, context_dir: Path | None = None) -> list[dict[str, str]] | None:
+def check_offline(
+    spec: Spec, st: LockStatus, base_id: str, context_dir: Path | None = None
+) -> list[dict[str, str]] | None:
     """What an offline build needs: the base image in the engine, every package pinned by a fresh lock
     (no resolution against an index), the locked Python packages as hash-matching wheels in
     ``WHEELS_DIR``, every download with a checksum (so the cache can serve it). Returns the wheels."""
@@ -590,14 +616,17 @@ def check_offline(spec: Spec, st: LockStatus, base_id: str, context_dir: Path | 
         missing.append(
             "pinned package versions: " + (st.describe() if st.exists else "no lock file; run `envbuild lock` online")
         )
-    unpinned = [h.url for h in spec.http if not h.checksum and not (st.lock and any(d.url == h.url for d in st.lock.http))]
+    unpinned = [
+        h.url for h in spec.http if not h.checksum and not (st.lock and any(d.url == h.url for d in st.lock.http))
+    ]
     if unpinned:
         missing.append("checksums of io.http downloads (a lock or checksum=): " + ", ".join(unpinned))
     if st.fresh and st.lock is not None and spec.python_packages and context_dir is not None:
         wheels, absent = find_wheels(st.lock, context_dir)
         if absent:
             missing.append(
-                f"Python wheels matching the lock in {WHEELS_DIR}/: " + ", ".join(absent)
+                f"Python wheels matching the lock in {WHEELS_DIR}/: "
+                + ", ".join(absent)
                 + " (run `envbuild lock --download-wheels` online)"
             )
     if missing:
@@ -618,7 +647,7 @@ def _repository(ref: str) -> str:
 
     try:
         return strip(normalize_image_ref(strip(ref)))
-    except Exception:  # noqa: BLE001 - an unparsable name simply matches nothing
+    except Exception:
         return strip(ref)
 
 

@@ -12,7 +12,9 @@ if TYPE_CHECKING:
 
 def _home(variable: str, default: str, environ: Mapping[str, str] | None) -> str:
     value = (os.environ if environ is None else environ).get(variable, "")
-    return os.path.join(value if value and os.path.isabs(value) else os.path.join(os.path.expanduser("~"), default), "envbuild")
+    return os.path.join(
+        value if value and os.path.isabs(value) else os.path.join(os.path.expanduser("~"), default), "envbuild"
+    )
 
 
 def _base(variable: str, default: str, environ: Mapping[str, str] | None) -> Path:

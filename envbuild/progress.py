@@ -135,8 +135,15 @@ class JsonProgress(Progress):
 
     def on_vertex(self, v: _Vertex) -> None:
         self._emit(
-            {"type": "step", "index": v.index, "name": v.name, "state": v.state,
-             "duration": v.duration(time.time()), "error": v.error or None, "digest": v.digest}
+            {
+                "type": "step",
+                "index": v.index,
+                "name": v.name,
+                "state": v.state,
+                "duration": v.duration(time.time()),
+                "error": v.error or None,
+                "digest": v.digest,
+            }
         )
 
     def on_log(self, v: _Vertex, line: str) -> None:
@@ -174,7 +181,9 @@ class TtyProgress(Progress):
         style = {"cached": "cyan", "done": "green", "running": "yellow", "error": "bold red", "waiting": "dim"}
         with self.lock:
             vs = list(self.vertices.values())
-            head = Text(f"[+] Building {now - self.t0:.1f}s ({sum(v.state in ('cached', 'done') for v in vs)}/{len(vs)})")
+            head = Text(
+                f"[+] Building {now - self.t0:.1f}s ({sum(v.state in ('cached', 'done') for v in vs)}/{len(vs)})"
+            )
             table.add_row("", head, "")
             for v in vs:
                 d = v.duration(now)

@@ -80,7 +80,7 @@ def _push_hint(name: str, message: str) -> str:
         return f"log in first: `docker login {registry}` (envbuild uses the credentials in ~/.docker/config.json)"
     if "server gave http response to https client" in low:
         return (
-            f"{registry} speaks plain HTTP: add it to \"insecure-registries\" in /etc/docker/daemon.json "
+            f'{registry} speaks plain HTTP: add it to "insecure-registries" in /etc/docker/daemon.json '
             "and restart the engine"
         )
     if any(s in low for s in ("connection refused", "no such host", "i/o timeout", "dial tcp")):
@@ -92,14 +92,14 @@ def _split_tag(name: str) -> tuple[str, str]:
     slash = name.rfind("/")
     colon = name.rfind(":")
     if colon > slash:
-        return name[:colon], name[colon + 1:]
+        return name[:colon], name[colon + 1 :]
     return name, "latest"
 
 
 def push_images(
     names: Sequence[str],
     *,
-    client: "docker.DockerClient | None" = None,
+    client: docker.DockerClient | None = None,
     on_message: MessageFn | None = None,
 ) -> list[PushResult]:
     """Push engine-store images by name; returns the manifest digest the registry reported."""
@@ -169,8 +169,10 @@ def save_images(
 def _name_archive(src: IO[bytes], dest: IO[bytes], names: Sequence[str]) -> None:
     """Copy a one-image `docker save` archive, naming its image ``names`` (the engine's API saves one
     name per image; ``docker save a b`` of two tags of one image writes both)."""
-    with tarfile.open(fileobj=src, mode="r:") as archive, \
-            tarfile.open(fileobj=dest, mode="w", format=tarfile.PAX_FORMAT) as out:
+    with (
+        tarfile.open(fileobj=src, mode="r:") as archive,
+        tarfile.open(fileobj=dest, mode="w", format=tarfile.PAX_FORMAT) as out,
+    ):
         for member in archive:
             data = archive.extractfile(member) if member.isfile() else None
             if data is not None and member.name in ("manifest.json", "repositories", "index.json"):
@@ -193,8 +195,14 @@ def _renamed(member: str, doc: Any, names: Sequence[str]) -> bytes:
 
         first = doc["manifests"][0]
         doc["manifests"] = [
-            {**first, "annotations": {**first.get("annotations", {}), "io.containerd.image.name": normalize_image_ref(name),
-                                      "org.opencontainers.image.ref.name": _split_tag(name)[1]}}
+            {
+                **first,
+                "annotations": {
+                    **first.get("annotations", {}),
+                    "io.containerd.image.name": normalize_image_ref(name),
+                    "org.opencontainers.image.ref.name": _split_tag(name)[1],
+                },
+            }
             for name in names
         ]
     return json.dumps(doc, separators=(",", ":")).encode()
@@ -234,8 +242,12 @@ def docker_archive_to_oci(src: str | os.PathLike[str], dest: str | os.PathLike[s
     """
     target = Path(dest).expanduser().absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(target) as fh, tarfile.open(src, "r:") as archive, \
-            tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as out:
+    with (
+        atomic_write(target) as fh,
+        tarfile.open(src, "r:") as archive,
+        tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as out,
+    ):
+
         def member_bytes(name: str) -> bytes:
             f = archive.extractfile(name)
             if f is None:
@@ -253,7 +265,7 @@ def docker_archive_to_oci(src: str | os.PathLike[str], dest: str | os.PathLike[s
             if len(diff_ids) != len(entry["Layers"]):
                 raise PublishError(f"{src}: layer count does not match the image config")
             layers = []
-            for path, diff_id in zip(entry["Layers"], diff_ids):
+            for path, diff_id in zip(entry["Layers"], diff_ids, strict=True):
                 member = archive.getmember(path)
                 if diff_id not in written:
                     info = tarfile.TarInfo("blobs/sha256/" + diff_id.split(":", 1)[1])
@@ -268,12 +280,15 @@ def docker_archive_to_oci(src: str | os.PathLike[str], dest: str | os.PathLike[s
             if config_digest not in written:
                 _add_bytes(out, "blobs/sha256/" + config_digest.split(":", 1)[1], config)
                 written.add(config_digest)
-            manifest = json.dumps({
-                "schemaVersion": 2,
-                "mediaType": _OCI_MANIFEST,
-                "config": {"mediaType": _OCI_CONFIG, "digest": config_digest, "size": len(config)},
-                "layers": layers,
-            }, separators=(",", ":")).encode()
+            manifest = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": _OCI_MANIFEST,
+                    "config": {"mediaType": _OCI_CONFIG, "digest": config_digest, "size": len(config)},
+                    "layers": layers,
+                },
+                separators=(",", ":"),
+            ).encode()
             manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
             if manifest_digest not in written:
                 _add_bytes(out, "blobs/sha256/" + manifest_digest.split(":", 1)[1], manifest)
@@ -283,11 +298,19 @@ def docker_archive_to_oci(src: str | os.PathLike[str], dest: str | os.PathLike[s
                 if tag:
                     desc["annotations"] = {
                         "io.containerd.image.name": tag,
-                        "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[-1] if ":" in tag.rsplit("/", 1)[-1] else "latest",
+                        "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[-1]
+                        if ":" in tag.rsplit("/", 1)[-1]
+                        else "latest",
                     }
                 index.append(desc)
-        _add_bytes(out, "index.json", json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                                                   "manifests": index}, separators=(",", ":")).encode())
+        _add_bytes(
+            out,
+            "index.json",
+            json.dumps(
+                {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index},
+                separators=(",", ":"),
+            ).encode(),
+        )
     return target
 
 
@@ -295,11 +318,13 @@ def save_oci(
     names: Sequence[str],
     dest: str | os.PathLike[str],
     *,
-    client: "docker.DockerClient | None" = None,
+    client: docker.DockerClient | None = None,
 ) -> Path:
     """Engine images as an OCI image layout tarball: `docker save`, then converted."""
     target = Path(dest).expanduser().absolute()
-    with tempfile.TemporaryDirectory(prefix="envbuild-oci-", dir=target.parent if target.parent.exists() else None) as tmpdir:
+    with tempfile.TemporaryDirectory(
+        prefix="envbuild-oci-", dir=target.parent if target.parent.exists() else None
+    ) as tmpdir:
         archive = save_images(names, Path(tmpdir) / "docker.tar", client=client)
         return docker_archive_to_oci(archive, target)
 
@@ -307,7 +332,7 @@ def save_oci(
 def run_post_actions(
     actions: Sequence[PostAction],
     *,
-    client: "docker.DockerClient | None" = None,
+    client: docker.DockerClient | None = None,
     docker_host: str | None = None,
     on_message: MessageFn | None = None,
 ) -> dict[str, Any]:
@@ -408,7 +433,7 @@ def execute_plan(
     plan: BuildPlan,
     solve: Callable[[PlannedSolve], Any],
     *,
-    client: "docker.DockerClient | None" = None,
+    client: docker.DockerClient | None = None,
     docker_host: str | None = None,
     on_message: MessageFn | None = None,
 ) -> list[StepOutcome]:

@@ -141,7 +141,9 @@ def make_label(*, files: Sequence[str], inputs: Sequence[str], base: str, base_i
     key = _key(files=files, inputs=inputs, base=base, base_id=base_id, **target)
     if key is None:
         return None
-    return json.dumps({"v": _FORMAT, "key": key, "files": list(files), "inputs": list(inputs), "base": base}, separators=(",", ":"))
+    return json.dumps(
+        {"v": _FORMAT, "key": key, "files": list(files), "inputs": list(inputs), "base": base}, separators=(",", ":")
+    )
 
 
 def up_to_date(
@@ -174,8 +176,16 @@ def up_to_date(
     context_dir, build_file = locate(build_file)
     try:
         now = _key(
-            files=files, inputs=inputs, base=base, base_id=base_id, context_dir=context_dir,
-            build_file=build_file, function=function, project=project, owner=owner, network=network,
+            files=files,
+            inputs=inputs,
+            base=base,
+            base_id=base_id,
+            context_dir=context_dir,
+            build_file=build_file,
+            function=function,
+            project=project,
+            owner=owner,
+            network=network,
         )
     except OSError:
         return None

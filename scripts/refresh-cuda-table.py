@@ -22,14 +22,16 @@ from pathlib import Path
 
 TABLE = Path(__file__).resolve().parents[1] / "frontend" / "data" / "cuda.json"
 HUB = "https://hub.docker.com/v2/namespaces/nvidia/repositories/cuda/tags?page_size=100"
-TAG = re.compile(r"(?P<v>\d+\.\d+\.\d+)-(?:(?P<cudnn>cudnn\d*)-)?(?P<variant>devel|runtime)-ubuntu(?P<ubuntu>\d\d\.\d\d)")
+TAG = re.compile(
+    r"(?P<v>\d+\.\d+\.\d+)-(?:(?P<cudnn>cudnn\d*)-)?(?P<variant>devel|runtime)-ubuntu(?P<ubuntu>\d\d\.\d\d)"
+)
 
 
 def fetch_tags() -> list[str]:
     tags: list[str] = []
     url: str | None = HUB
     while url:
-        with urllib.request.urlopen(url, timeout=60) as r:  # noqa: S310 (fixed https URL)
+        with urllib.request.urlopen(url, timeout=60) as r:
             page = json.load(r)
         tags += [t["name"] for t in page.get("results", [])]
         url = page.get("next")

@@ -111,7 +111,7 @@ class CompiledBuild:
         return None
 
 
-def compile(spec: Spec, options: CompileOptions | None = None) -> CompiledBuild:  # noqa: A001
+def compile(spec: Spec, options: CompileOptions | None = None) -> CompiledBuild:
     """Turn a spec into LLB and an image config; pure (no files, no network)."""
     return _Compiler(spec, options or CompileOptions()).run()
 
@@ -175,7 +175,9 @@ class _Compiler:
         ]
         if self.netrc:
             # owned by the image user: pip/uv steps drop to it (root reads it anyway)
-            mounts.append(llb.secret(credentials.NETRC_PATH, credentials.NETRC_SECRET_ID, uid=self.uid, gid=self.gid, mode=0o400))
+            mounts.append(
+                llb.secret(credentials.NETRC_PATH, credentials.NETRC_SECRET_ID, uid=self.uid, gid=self.gid, mode=0o400)
+            )
         return mounts
 
     def secret_file(self, secret_id: str, data: bytes) -> llb.Mount:
@@ -347,8 +349,10 @@ class _Compiler:
         }
         for what, text in texts.items():
             if text and credentials.redact_text(text) != text:
-                self.notes.append(f"{what} holds credentials in a URL: they are stored in the image; "
-                                  "only the ai.envbuild.spec label shows them redacted")
+                self.notes.append(
+                    f"{what} holds credentials in a URL: they are stored in the image; "
+                    "only the ai.envbuild.spec label shows them redacted"
+                )
 
     def apt_source(self, state: llb.State) -> llb.State:
         apt_source = self.spec.apt_source
@@ -357,7 +361,9 @@ class _Compiler:
         action = (
             llb.rm("/etc/apt/sources.list.d/*.list", allow_not_found=True, allow_wildcard=True)
             .rm("/etc/apt/sources.list.d/*.sources", allow_not_found=True, allow_wildcard=True)
-            .mkfile("/etc/apt/sources.list", apt_source.text if apt_source.text.endswith("\n") else apt_source.text + "\n")
+            .mkfile(
+                "/etc/apt/sources.list", apt_source.text if apt_source.text.endswith("\n") else apt_source.text + "\n"
+            )
         )
         return state.file(action, name=self.name("apt source (config.apt_source)", "file", apt_source.pos))
 
@@ -414,7 +420,8 @@ class _Compiler:
         env = self.uv_env()
         if spec.pip_index:
             state = state.file(
-                llb.mkfile("/etc/pip.conf", _pip_conf(spec.pip_index)), name=self.name("pip index", "file", spec.pip_index.pos)
+                llb.mkfile("/etc/pip.conf", _pip_conf(spec.pip_index)),
+                name=self.name("pip index", "file", spec.pip_index.pos),
             )
         prefix = self.conda_python
         uv_cache = [llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID)]
@@ -471,11 +478,19 @@ class _Compiler:
         runtime = self.sh(
             base,
             S.python_runtime(
-                version, self.uid, self.gid, home=self.home,
-                index_url=idx.url if idx else None, extra_index_url=idx.extra_url if idx and idx.extra_url else None,
+                version,
+                self.uid,
+                self.gid,
+                home=self.home,
+                index_url=idx.url if idx else None,
+                extra_index_url=idx.extra_url if idx and idx.extra_url else None,
             ),
             name=self.name(f"python {version} and uv {S.UV_VERSION}", "python", pos),
-            mounts=[*self.tool_apt_mounts(), llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID), llb.cache(S.PIP_CACHE_DIR, S.PIP_CACHE_ID)],
+            mounts=[
+                *self.tool_apt_mounts(),
+                llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID),
+                llb.cache(S.PIP_CACHE_DIR, S.PIP_CACHE_ID),
+            ],
             env=py_env,
         )
         state = state.file(
@@ -571,8 +586,10 @@ class _Compiler:
                 var = next((v for v in reversed(self.spec.runtime.environ) if v.name == name), None)
                 if var is not None:
                     where = f"{var.pos}: " if var.pos else ""
-                    raise UsageError(f"{where}runtime.environ(): the value of {name} has a line break, which "
-                                     "sshd_config cannot hold (ssh sessions get the environment from it)")
+                    raise UsageError(
+                        f"{where}runtime.environ(): the value of {name} has a line break, which "
+                        "sshd_config cannot hold (ssh sessions get the environment from it)"
+                    )
                 self.notes.append(f"{name} from the base image spans lines: ssh sessions do not get it")
                 continue
             session[name] = value
@@ -608,7 +625,9 @@ class _Compiler:
         action = action.mkdir(self.workdir, 0o755, parents=True, owner=(uid, gid))
         for m in spec.runtime.mounts:
             action = action.mkdir(self.container_path(m.envd_path), 0o755, parents=True, owner=(uid, gid))
-        return state.file(action, name=self.name("dev: sshd, services, login environment, work dir", "file", spec.base.pos))
+        return state.file(
+            action, name=self.name("dev: sshd, services, login environment, work dir", "file", spec.base.pos)
+        )
 
     def runs(self, state: llb.State) -> llb.State:
         spec = self.spec
@@ -619,7 +638,11 @@ class _Compiler:
             if call.mount_host:
                 self.uses_context = True
                 mounts.append(
-                    llb.bind(self.workdir, llb.local(self.opts.context_name, shared_key_hint=self.opts.context_name), readonly=False)
+                    llb.bind(
+                        self.workdir,
+                        llb.local(self.opts.context_name, shared_key_hint=self.opts.context_name),
+                        readonly=False,
+                    )
                 )
             first = call.commands[0] if call.commands else ""
             state = state.run(

@@ -63,7 +63,9 @@ def cli_source() -> str:
 
 
 def requirements() -> str:
-    return "".join(f"{req} " + " ".join(f"--hash=sha256:{h}" for h in hashes) + "\n" for req, hashes in WHEEL_SHA256.items())
+    return "".join(
+        f"{req} " + " ".join(f"--hash=sha256:{h}" for h in hashes) + "\n" for req, hashes in WHEEL_SHA256.items()
+    )
 
 
 def tool_script(index_url: str | None, extra_index_url: str | None) -> str:

@@ -100,7 +100,9 @@ def netrc(spec: Spec) -> bytes:
 def without_credentials(spec: Spec) -> Spec:
     """The spec the compiler turns into LLB: index URLs without credentials (they go by `netrc`)."""
     changes: dict[str, object] = {}
-    if spec.pip_index is not None and (has_credentials(spec.pip_index.url) or has_credentials(spec.pip_index.extra_url)):
+    if spec.pip_index is not None and (
+        has_credentials(spec.pip_index.url) or has_credentials(spec.pip_index.extra_url)
+    ):
         changes["pip_index"] = replace(
             spec.pip_index, url=strip_url(spec.pip_index.url), extra_url=strip_url(spec.pip_index.extra_url)
         )
@@ -116,8 +118,9 @@ def public_spec(spec: Spec) -> Spec:
     if spec.jupyter is not None and spec.jupyter.token:
         changes["jupyter"] = r(spec.jupyter, token="")
     if spec.pip_index is not None:
-        changes["pip_index"] = r(spec.pip_index, url=redact_url(spec.pip_index.url),
-                                 extra_url=redact_url(spec.pip_index.extra_url))
+        changes["pip_index"] = r(
+            spec.pip_index, url=redact_url(spec.pip_index.url), extra_url=redact_url(spec.pip_index.extra_url)
+        )
     if spec.pixi is not None and spec.pixi.pypi_index:
         changes["pixi"] = r(spec.pixi, pypi_index=redact_url(spec.pixi.pypi_index))
     for name in ("apt_source", "conda_channel"):

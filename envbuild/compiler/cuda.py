@@ -67,7 +67,7 @@ def torch_index(spec: Spec, mirrors: Mirrors) -> str | None:
         return None
     url = spec.cuda.torch_index.rstrip("/")
     if url.startswith(UPSTREAM_TORCH):
-        url = mirrors.pytorch + url[len(UPSTREAM_TORCH):]
+        url = mirrors.pytorch + url[len(UPSTREAM_TORCH) :]
     return url
 
 

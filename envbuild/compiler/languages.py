@@ -70,20 +70,21 @@ def fetch_script(what: str, archives: dict[str, Archive], then: str) -> str:
     so a rebuild needs neither the archive nor the checksum file from the network."""
     cases = ""
     for arch, a in sorted(archives.items()):
-        cases += (
-            f"  {arch}) url={shlex.quote(a.url)}; sums={shlex.quote(a.sums_url)}; pinned={shlex.quote(PINNED_SHA256.get(a.filename, ''))} ;;\n"
-        )
+        url, sums = shlex.quote(a.url), shlex.quote(a.sums_url)
+        pinned = shlex.quote(PINNED_SHA256.get(a.filename, ""))
+        cases += f"  {arch}) url={url}; sums={sums}; pinned={pinned} ;;\n"
     return S.script(
         f"what={shlex.quote(what)}",  # a version from the build file: shell text only as this one quoted word
-        'arch=$(dpkg --print-architecture 2>/dev/null || uname -m)',
+        "arch=$(dpkg --print-architecture 2>/dev/null || uname -m)",
         'case "$arch" in\n' + cases + '  *) echo "envbuild: $what has no build for $arch" >&2; exit 1 ;;\nesac',
-        f'mkdir -p {DL_CACHE} {OUT}',
-        f'name=${{url##*/}}; f={DL_CACHE}/$name',
+        f"mkdir -p {DL_CACHE} {OUT}",
+        f"name=${{url##*/}}; f={DL_CACHE}/$name",
         'if [ ! -s "$f" ]; then curl -fsSL --retry 3 -o "$f.part" "$url"; mv "$f.part" "$f"; fi',
-        'want=$pinned',
+        "want=$pinned",
         'if [ -z "$want" ] && [ -s "$f.verified" ]; then want=$(cat "$f.verified"); fi',
         'if [ -z "$want" ]; then',
-        '  want=$(curl -fsSL --retry 3 "$sums" | awk -v n="$name" \'NF == 1 {print $1} NF > 1 {p = $2; sub(/^[*]/, "", p); sub(/.*[/]/, "", p); if (p == n) print $1}\' | head -n1)',
+        '  want=$(curl -fsSL --retry 3 "$sums" | awk -v n="$name" \'NF == 1 {print $1} '
+        'NF > 1 {p = $2; sub(/^[*]/, "", p); sub(/.*[/]/, "", p); if (p == n) print $1}\' | head -n1)',
         "fi",
         'if [ -z "$want" ] || ! echo "$want  $f" | sha256sum -c - >/dev/null; then',
         '  echo "envbuild: $what: sha256 of $name does not match ${want:-the published checksum} ($sums)" >&2',
@@ -95,8 +96,18 @@ def fetch_script(what: str, archives: dict[str, Archive], then: str) -> str:
 
 
 def _stage(
-    c: Ctx, tools: llb.State, state: llb.State, *, what: str, archives: dict[str, Archive], then: str,
-    dest: str, pos: object, kind: str, env: dict[str, str] | None = None, user_owned: bool = True,
+    c: Ctx,
+    tools: llb.State,
+    state: llb.State,
+    *,
+    what: str,
+    archives: dict[str, Archive],
+    then: str,
+    dest: str,
+    pos: object,
+    kind: str,
+    env: dict[str, str] | None = None,
+    user_owned: bool = True,
 ) -> llb.State:
     fetched = c.sh(
         tools,
@@ -120,8 +131,15 @@ def go(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.Stat
         for deb in ("amd64", "arm64")
     }
     state = _stage(
-        c, tools, state, what=f"go {g.version}", archives=archives,
-        then=f'tar -xzf "$f" -C {OUT} --strip-components=1', dest="/usr/local/go", pos=g.pos, kind="go",
+        c,
+        tools,
+        state,
+        what=f"go {g.version}",
+        archives=archives,
+        then=f'tar -xzf "$f" -C {OUT} --strip-components=1',
+        dest="/usr/local/go",
+        pos=g.pos,
+        kind="go",
         user_owned=False,
     )
     return state, Additions(path=("/usr/local/go/bin",))
@@ -138,8 +156,15 @@ def nodejs(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.
         for deb, arch in (("amd64", "x64"), ("arm64", "arm64"))
     }
     state = _stage(
-        c, tools, state, what=f"node.js {v}", archives=archives,
-        then=f'tar -xJf "$f" -C {OUT} --strip-components=1', dest="/opt/nodejs", pos=n.pos, kind="nodejs",
+        c,
+        tools,
+        state,
+        what=f"node.js {v}",
+        archives=archives,
+        then=f'tar -xJf "$f" -C {OUT} --strip-components=1',
+        dest="/opt/nodejs",
+        pos=n.pos,
+        kind="nodejs",
     )
     return state, Additions(path=("/opt/nodejs/bin",))
 
@@ -155,8 +180,15 @@ def julia(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.S
         "arm64": Archive(f"{m.julia}/linux/aarch64/{minor}/julia-{v}-linux-aarch64.tar.gz", sums),
     }
     state = _stage(
-        c, tools, state, what=f"julia {v}", archives=archives,
-        then=f'tar -xzf "$f" -C {OUT} --strip-components=1', dest="/opt/julia", pos=j.pos, kind="julia",
+        c,
+        tools,
+        state,
+        what=f"julia {v}",
+        archives=archives,
+        then=f'tar -xzf "$f" -C {OUT} --strip-components=1',
+        dest="/opt/julia",
+        pos=j.pos,
+        kind="julia",
     )
     env = {"JULIA_DEPOT_PATH": JULIA_DEPOT}
     server = c.spec.julia_pkg_server
@@ -166,15 +198,18 @@ def julia(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.S
         env["JULIA_PKG_SERVER"] = credentials.strip_url(server.url)
         if credentials.has_credentials(server.url):
             secret.append(c.secret_file(credentials.JULIA_SECRET_ID, server.url.encode()))
-            from_secret = f'JULIA_PKG_SERVER=$(cat {credentials.SECRETS_DIR}/{credentials.JULIA_SECRET_ID}) '
+            from_secret = f"JULIA_PKG_SERVER=$(cat {credentials.SECRETS_DIR}/{credentials.JULIA_SECRET_ID}) "
     for call in c.spec.julia_packages:
         names = "[" + ", ".join(_jl_str(n) for n in call.names) + "]"
         owner = c.owner()
         chown = f"chown -R {owner[0]}:{owner[1]} {JULIA_DEPOT}\n" if owner else ""
         state = c.sh(
             state,
-            S.script(f"mkdir -p {JULIA_DEPOT}",
-                     f"{from_secret}/opt/julia/bin/julia -e {shlex.quote(f'using Pkg; Pkg.add({names})')}", chown),
+            S.script(
+                f"mkdir -p {JULIA_DEPOT}",
+                f"{from_secret}/opt/julia/bin/julia -e {shlex.quote(f'using Pkg; Pkg.add({names})')}",
+                chown,
+            ),
             name=c.name(f"julia packages: {' '.join(call.names)}", "julia", call.pos),
             env=env,
             mounts=secret,
@@ -188,7 +223,8 @@ def rust(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.St
         return state, Additions()
     archives = {
         deb: Archive(
-            f"{m.rustup_update_root}/dist/{triple}/rustup-init", f"{m.rustup_update_root}/dist/{triple}/rustup-init.sha256"
+            f"{m.rustup_update_root}/dist/{triple}/rustup-init",
+            f"{m.rustup_update_root}/dist/{triple}/rustup-init.sha256",
         )
         for deb, triple in (("amd64", "x86_64-unknown-linux-gnu"), ("arm64", "aarch64-unknown-linux-gnu"))
     }
@@ -207,8 +243,16 @@ def rust(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.St
     )
     step_env = {k: v for k, v in env.items() if k.startswith("RUSTUP_") and k != "RUSTUP_HOME"}
     state = _stage(
-        c, tools, state, what=f"rust {toolchain} (rustup)", archives=archives, then=then, dest="/opt/rust",
-        pos=r.pos, kind="rust", env=step_env,
+        c,
+        tools,
+        state,
+        what=f"rust {toolchain} (rustup)",
+        archives=archives,
+        then=then,
+        dest="/opt/rust",
+        pos=r.pos,
+        kind="rust",
+        env=step_env,
     )
     return state, Additions(env=env, path=("/opt/rust/bin",))
 
@@ -221,12 +265,21 @@ def pixi(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.St
         return state, Additions()
     base = f"{m.pixi}/v{PIXI_VERSION}"
     archives = {
-        deb: Archive(f"{base}/pixi-{arch}-unknown-linux-musl.tar.gz", f"{base}/pixi-{arch}-unknown-linux-musl.tar.gz.sha256")
+        deb: Archive(
+            f"{base}/pixi-{arch}-unknown-linux-musl.tar.gz", f"{base}/pixi-{arch}-unknown-linux-musl.tar.gz.sha256"
+        )
         for deb, arch in (("amd64", "x86_64"), ("arm64", "aarch64"))
     }
     state = _stage(
-        c, tools, state, what=f"pixi {PIXI_VERSION}", archives=archives,
-        then=f'tar -xzf "$f" -C {OUT} pixi && chmod 0755 {OUT}/pixi', dest="/usr/local/bin", pos=p.pos, kind="pixi",
+        c,
+        tools,
+        state,
+        what=f"pixi {PIXI_VERSION}",
+        archives=archives,
+        then=f'tar -xzf "$f" -C {OUT} pixi && chmod 0755 {OUT}/pixi',
+        dest="/usr/local/bin",
+        pos=p.pos,
+        kind="pixi",
         user_owned=False,
     )
     config = ""
@@ -263,7 +316,8 @@ def uv(c: Ctx, state: llb.State, uv_tools: llb.State) -> tuple[llb.State, Additi
         S.script(
             f"mkdir -p {S.UV_CACHE_DIR}",
             f'[ "$(stat -c %u {S.UV_CACHE_DIR})" = "{c.uid}" ] || chown -R {c.uid}:{c.gid} {S.UV_CACHE_DIR}',
-            f"{drop}env HOME={c.home} UV_CACHE_DIR={S.UV_CACHE_DIR} {S.UV_BIN} python install {shlex.quote(u.python_version)}",
+            f"{drop}env HOME={c.home} UV_CACHE_DIR={S.UV_CACHE_DIR} {S.UV_BIN} python install "
+            f"{shlex.quote(u.python_version)}",
         ),
         name=c.name(f"uv: python {u.python_version}", "uv", u.pos),
         mounts=[llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID)],

@@ -51,7 +51,9 @@ class Mirrors:
     def load(cls, environ: Mapping[str, str] | None = None, config_path: str | Path | None = None) -> Mirrors:
         environ = os.environ if environ is None else environ
         values: dict[str, str] = {}
-        path = os.fspath(config_path or environ.get(CONFIG_ENV) or os.path.join(paths.config_home(environ), "config.toml"))
+        path = os.fspath(
+            config_path or environ.get(CONFIG_ENV) or os.path.join(paths.config_home(environ), "config.toml")
+        )
         values.update(_from_toml(path))
         for name in cls.names():
             v = environ.get(ENV_PREFIX + name.upper())

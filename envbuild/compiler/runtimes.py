@@ -62,4 +62,3 @@ def stage(
         state, a = languages.uv(c, state, uv_tools)
         add += a
     return state, add
-

@@ -56,7 +56,7 @@ def _urlopen(url: str) -> bytes:
     import urllib.request  # here, not at the top: http.client and email cost ~15 ms on every compile
 
     req = urllib.request.Request(url, headers={"User-Agent": "envbuild", "Accept": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 (the URL is the user's mirror)
+    with urllib.request.urlopen(req, timeout=60) as r:
         return r.read()
 
 
@@ -84,7 +84,7 @@ def unpack(vsix: Path, into: Path, source: str) -> Extension:
                 for member in z.infolist():
                     if not member.filename.startswith("extension/") or member.is_dir():
                         continue
-                    rel = Path(member.filename[len("extension/"):])
+                    rel = Path(member.filename[len("extension/") :])
                     if rel.is_absolute() or ".." in rel.parts:
                         raise ExtensionError(f"{vsix}: unsafe path {member.filename!r} in the archive")
                     out = tmp / rel
@@ -187,7 +187,9 @@ def stage(c: Ctx, state: llb.State, extensions: Sequence[Extension], cache_dir: 
     pos = c.spec.vscode_extensions[0].pos if c.spec.vscode_extensions else None
     owner = c.owner()
     src = llb.local(
-        LOCAL_NAME, include=[p for e in extensions for p in (e.dir_name, f"{e.dir_name}/**")], shared_key_hint=LOCAL_NAME
+        LOCAL_NAME,
+        include=[p for e in extensions for p in (e.dir_name, f"{e.dir_name}/**")],
+        shared_key_hint=LOCAL_NAME,
     )
     action = llb.mkdir("/home/envd/.vscode-server", 0o755, parents=True, owner=owner).mkdir(
         EXTENSIONS_DIR, 0o755, parents=True, owner=owner

@@ -11,6 +11,7 @@ signal cannot leak it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -63,7 +64,13 @@ class ForwardSpec:
 
     def same_target(self, other: ForwardSpec) -> bool:
         return (self.name, self.namespace, tuple(self.ports), self.kube_context, self.kubeconfig, self.host) == (
-            other.name, other.namespace, tuple(other.ports), other.kube_context, other.kubeconfig, other.host)
+            other.name,
+            other.namespace,
+            tuple(other.ports),
+            other.kube_context,
+            other.kubeconfig,
+            other.host,
+        )
 
 
 def forward_dir() -> Path:
@@ -117,7 +124,11 @@ def _spawn(name: str, log: Path) -> int:
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-c", code, "kube-forward", name],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            close_fds=True,
         )
     return proc.pid
 
@@ -127,7 +138,7 @@ def start(spec: ForwardSpec, *, timeout: float = 20.0) -> tuple[dict[int, int], 
 
     A running forwarder for the same pod and ports is kept (its streams are opened per connection,
     so a recreated pod needs no new one)."""
-    state_path, pid_path, log_path = _paths(spec.name)
+    state_path, _, log_path = _paths(spec.name)
     old = read_state(spec.name)
     pid = running_pid(spec.name)
     if pid is not None and old is not None:
@@ -201,10 +212,8 @@ def stop(name: str, *, timeout: float = 5.0) -> bool:
         time.sleep(0.05)
     else:
         if _is_forwarder(pid, name):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     return True
 
 
@@ -243,8 +252,10 @@ def serve(
     pid = os.getpid()
     instance = os.urandom(8).hex()
     pid_path.write_text(f"{pid}\n")
-    _write_json(state_path, {**data, "pid": pid, "instance": instance,
-                             "addresses": {str(k): v[1] for k, v in fwd.addresses.items()}})
+    _write_json(
+        state_path,
+        {**data, "pid": pid, "instance": instance, "addresses": {str(k): v[1] for k, v in fwd.addresses.items()}},
+    )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
         signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -113,7 +113,8 @@ class PodRequest:
             raise UsageError(f"invalid project name {self.project!r}")
         if self.gpus < 0:
             raise UsageError(
-                "Kubernetes cannot request 'all' GPUs: give a count (--gpus 1); the scheduler picks a node that has them"
+                "Kubernetes cannot request 'all' GPUs: give a count (--gpus 1); "
+                "the scheduler picks a node that has them"
             )
         if not _RESOURCE_NAME.match(self.gpu_resource):
             raise UsageError(f"invalid GPU resource name {self.gpu_resource!r} (e.g. nvidia.com/gpu)")
@@ -145,13 +146,15 @@ def object_names(req: PodRequest) -> dict[str, str]:
 
 def _labels(req: PodRequest) -> dict[str, str]:
     labels = {k: label_value(v) for k, v in req.labels.items()}
-    labels.update({
-        "app.kubernetes.io/name": "envbuild-environment",
-        "app.kubernetes.io/instance": req.object_name,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        LABEL_NAME: label_value(req.name),
-        LABEL_PROJECT: label_value(req.project),
-    })
+    labels.update(
+        {
+            "app.kubernetes.io/name": "envbuild-environment",
+            "app.kubernetes.io/instance": req.object_name,
+            "app.kubernetes.io/managed-by": MANAGED_BY,
+            LABEL_NAME: label_value(req.name),
+            LABEL_PROJECT: label_value(req.project),
+        }
+    )
     return labels
 
 
@@ -204,15 +207,15 @@ def _port_name(name: str, port: int, used: set[str]) -> str:
 def pod_manifest(req: PodRequest) -> dict[str, Any]:
     names = object_names(req)
     secret_env = [
-        {"name": ENV_AUTHORIZED_KEYS,
-         "valueFrom": {"secretKeyRef": {"name": names["secret"], "key": "authorized_keys"}}},
-        {"name": ENV_JUPYTER_TOKEN,
-         "valueFrom": {"secretKeyRef": {"name": names["secret"], "key": "jupyter_token"}}},
+        {
+            "name": ENV_AUTHORIZED_KEYS,
+            "valueFrom": {"secretKeyRef": {"name": names["secret"], "key": "authorized_keys"}},
+        },
+        {"name": ENV_JUPYTER_TOKEN, "valueFrom": {"secretKeyRef": {"name": names["secret"], "key": "jupyter_token"}}},
     ]
     used: set[str] = set()
     ports = [
-        {"name": _port_name(n, p, used), "containerPort": p, "protocol": "TCP"}
-        for n, p in dict.fromkeys(req.ports)
+        {"name": _port_name(n, p, used), "containerPort": p, "protocol": "TCP"} for n, p in dict.fromkeys(req.ports)
     ]
     limits: dict[str, str] = {}
     requests: dict[str, str] = {}
@@ -242,7 +245,7 @@ def pod_manifest(req: PodRequest) -> dict[str, Any]:
         "name": "environment",
         "image": req.image,
         "imagePullPolicy": "Always",
-        "env": secret_env + [{"name": "ENVD_WORKDIR", "value": req.workdir}],
+        "env": [*secret_env, {"name": "ENVD_WORKDIR", "value": req.workdir}],
         "ports": ports,
         "workingDir": req.workdir,
         "securityContext": {"runAsUser": 0, "runAsGroup": 0},
@@ -302,7 +305,10 @@ def ports_from_labels(labels: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
 
 
 def kubectl_port_forward_argv(
-    req: PodRequest, local_ports: Sequence[tuple[int, int]], *, kube_context: str | None = None,
+    req: PodRequest,
+    local_ports: Sequence[tuple[int, int]],
+    *,
+    kube_context: str | None = None,
     kubeconfig: str | None = None,
 ) -> list[str]:
     """The equivalent `kubectl port-forward` command (what the docs show, and a fallback)."""

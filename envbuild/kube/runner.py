@@ -8,6 +8,7 @@ without a cluster. The `kubernetes` package is an optional extra, imported only 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import shlex
@@ -44,7 +45,14 @@ __all__ = [
 ]
 
 INSTALL_HINT = "install the Kubernetes extra: pip install 'envbuild[kubernetes]'"
-DEFAULT_SYNC_EXCLUDES: tuple[str, ...] = (".git", ".venv", "__pycache__", ".mypy_cache", ".pytest_cache", "node_modules")
+DEFAULT_SYNC_EXCLUDES: tuple[str, ...] = (
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    "node_modules",
+)
 _FATAL_WAITING = {
     "ErrImagePull": "the cluster cannot pull the image",
     "ImagePullBackOff": "the cluster cannot pull the image",
@@ -77,8 +85,9 @@ def load_core_api(settings: Any) -> Any:
     return client.CoreV1Api()
 
 
-_UNREACHABLE_TYPES = frozenset({"MaxRetryError", "NewConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
-                                "ProtocolError", "SSLError"})
+_UNREACHABLE_TYPES = frozenset(
+    {"MaxRetryError", "NewConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ProtocolError", "SSLError"}
+)
 
 
 def api_server(api: Any) -> str:
@@ -204,7 +213,9 @@ class KubernetesRunner:
 
     def status(self, req: PodRequest | PodRef) -> PodState | None:
         try:
-            pod = self._call("read the pod", self.api.read_namespaced_pod, name=req.object_name, namespace=req.namespace)
+            pod = self._call(
+                "read the pod", self.api.read_namespaced_pod, name=req.object_name, namespace=req.namespace
+            )
         except Exception as exc:
             if _api_status(exc) == 404:
                 return None
@@ -213,12 +224,22 @@ class KubernetesRunner:
 
     def preflight(self, namespace: str, *, timeout: float = 10.0) -> None:
         """One cheap authenticated call, so an unreachable cluster fails before a long build and push."""
-        self._call("list pods", self.api.list_namespaced_pod, namespace=namespace, limit=1,
-                   label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}", _request_timeout=timeout)
+        self._call(
+            "list pods",
+            self.api.list_namespaced_pod,
+            namespace=namespace,
+            limit=1,
+            label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
+            _request_timeout=timeout,
+        )
 
     def list_environments(self, namespace: str) -> list[EnvironmentPod]:
-        pods = self._call("list pods", self.api.list_namespaced_pod, namespace=namespace,
-                          label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}")
+        pods = self._call(
+            "list pods",
+            self.api.list_namespaced_pod,
+            namespace=namespace,
+            label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
+        )
         out: list[EnvironmentPod] = []
         for pod in _get(pods, "items") or []:
             labels = dict(_get(pod, "metadata", "labels") or {})
@@ -227,18 +248,20 @@ class KubernetesRunner:
             gpus = 0
             for key, value in dict(limits or {}).items():
                 if key.endswith("/gpu"):
-                    try:
+                    with contextlib.suppress(TypeError, ValueError):
                         gpus += int(value)
-                    except (TypeError, ValueError):
-                        pass
             out.append(EnvironmentPod(_state(pod), labels, gpus))
         return sorted(out, key=lambda e: e.name)
 
     def current_token(self, req: PodRequest | PodRef) -> str | None:
         """The Jupyter token in the environment's Secret (what its running pod was started with)."""
         try:
-            secret = self._call("read the secret", self.api.read_namespaced_secret,
-                                name=object_names(req)["secret"], namespace=req.namespace)
+            secret = self._call(
+                "read the secret",
+                self.api.read_namespaced_secret,
+                name=object_names(req)["secret"],
+                namespace=req.namespace,
+            )
         except Exception as exc:
             if _api_status(exc) == 404:
                 return None
@@ -265,12 +288,17 @@ class KubernetesRunner:
         except Exception as exc:
             if _api_status(exc) != 409:
                 raise
-            self._call("update the secret", self.api.replace_namespaced_secret, name=names["secret"], namespace=ns,
-                       body=secret)
+            self._call(
+                "update the secret", self.api.replace_namespaced_secret, name=names["secret"], namespace=ns, body=secret
+            )
         if req.workspace == "pvc":
             try:
-                self._call("create the workspace claim", self.api.create_namespaced_persistent_volume_claim,
-                           namespace=ns, body=pvc_manifest(req))
+                self._call(
+                    "create the workspace claim",
+                    self.api.create_namespaced_persistent_volume_claim,
+                    namespace=ns,
+                    body=pvc_manifest(req),
+                )
             except Exception as exc:
                 if _api_status(exc) != 409:
                     raise
@@ -286,8 +314,13 @@ class KubernetesRunner:
 
     def delete_pod(self, req: PodRequest | PodRef, *, timeout: float = 60.0) -> None:
         try:
-            self._call("delete the pod", self.api.delete_namespaced_pod, name=req.object_name,
-                       namespace=req.namespace, grace_period_seconds=5)
+            self._call(
+                "delete the pod",
+                self.api.delete_namespaced_pod,
+                name=req.object_name,
+                namespace=req.namespace,
+                grace_period_seconds=5,
+            )
         except Exception as exc:
             if _api_status(exc) == 404:
                 return
@@ -317,7 +350,9 @@ class KubernetesRunner:
         deadline = self._clock() + timeout
         last = ""
         while True:
-            pod = self._call("read the pod", self.api.read_namespaced_pod, name=req.object_name, namespace=req.namespace)
+            pod = self._call(
+                "read the pod", self.api.read_namespaced_pod, name=req.object_name, namespace=req.namespace
+            )
             state = _state(pod)
             if state.phase == "Running" and state.ready:
                 return state
@@ -333,8 +368,10 @@ class KubernetesRunner:
                     detail = _get(waiting, "message") or ""
                     hint = ""
                     if "pull" in _FATAL_WAITING[reason]:
-                        hint = (" (was it pushed? does the cluster reach the registry? a private registry "
-                                "needs an imagePullSecret)")
+                        hint = (
+                            " (was it pushed? does the cluster reach the registry? a private registry "
+                            "needs an imagePullSecret)"
+                        )
                     raise RuntimeFailure(
                         f"pod {req.namespace}/{req.object_name}: {_FATAL_WAITING[reason]} ({reason}"
                         f"{': ' + detail if detail else ''}){hint}"
@@ -349,7 +386,9 @@ class KubernetesRunner:
 
     # ------------------------------------------------------------ project sync
 
-    def _exec(self, req: PodRequest, command: list[str], *, stdin_chunks: Iterable[str] = (), timeout: float = 600) -> str:
+    def _exec(
+        self, req: PodRequest, command: list[str], *, stdin_chunks: Iterable[str] = (), timeout: float = 600
+    ) -> str:
         if self._exec_stream is None:
             try:
                 from kubernetes.stream import stream
@@ -357,9 +396,18 @@ class KubernetesRunner:
                 raise UsageError(f"syncing needs the `kubernetes` package; {INSTALL_HINT}") from None
             self._exec_stream = stream
         resp = self._call(
-            "exec in the pod", self._exec_stream, self.api.connect_get_namespaced_pod_exec, req.object_name,
-            req.namespace, command=command, container="environment", stdin=True, stdout=True, stderr=True,
-            tty=False, _preload_content=False,
+            "exec in the pod",
+            self._exec_stream,
+            self.api.connect_get_namespaced_pod_exec,
+            req.object_name,
+            req.namespace,
+            command=command,
+            container="environment",
+            stdin=True,
+            stdout=True,
+            stderr=True,
+            tty=False,
+            _preload_content=False,
         )
         out: list[str] = []
         err: list[str] = []
@@ -403,14 +451,18 @@ class KubernetesRunner:
             f"set -e; mkdir -p {workdir}; head -c {len(payload)} | base64 -d | tar -x -m -C {workdir} "
             f"--no-same-owner; if id envd >/dev/null 2>&1; then chown -R envd: {workdir}; fi"
         )
-        chunks = (payload[i:i + chunk_size] for i in range(0, len(payload), chunk_size))
+        chunks = (payload[i : i + chunk_size] for i in range(0, len(payload), chunk_size))
         self._exec(req, ["sh", "-c", script], stdin_chunks=chunks)
         return data.files
 
     # ------------------------------------------------------------ ports
 
     def port_forward(
-        self, req: PodRequest | PodRef, remote_ports: Sequence[int], *, host: str = "127.0.0.1",
+        self,
+        req: PodRequest | PodRef,
+        remote_ports: Sequence[int],
+        *,
+        host: str = "127.0.0.1",
         local_ports: Mapping[int, int] | None = None,
     ) -> PortForwarder:
         """Forward 127.0.0.1:<free port> to each pod port (no Service, no open cluster port)."""
@@ -423,8 +475,14 @@ class KubernetesRunner:
         pf_fn = self._portforward
 
         def open_stream(port: int) -> Any:
-            pf = self._call("forward a port", pf_fn, self.api.connect_get_namespaced_pod_portforward,
-                            req.object_name, req.namespace, ports=str(port))
+            pf = self._call(
+                "forward a port",
+                pf_fn,
+                self.api.connect_get_namespaced_pod_portforward,
+                req.object_name,
+                req.namespace,
+                ports=str(port),
+            )
             sock = pf.socket(port)
             sock.setblocking(True)
             return sock
@@ -471,10 +529,8 @@ def _pump(src: Any, dst: Any, done: Callable[[], None]) -> None:
     except OSError:
         pass
     finally:
-        try:
+        with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
         done()
 
 
@@ -499,8 +555,7 @@ class PortForwarder:
                 lst = socket.create_server((host, (local_ports or {}).get(port, 0)))
                 self._listeners[port] = lst
                 self.addresses[port] = lst.getsockname()[:2]
-                threading.Thread(target=self._accept, args=(port, lst), daemon=True,
-                                 name=f"envbuild-pf-{port}").start()
+                threading.Thread(target=self._accept, args=(port, lst), daemon=True, name=f"envbuild-pf-{port}").start()
         except OSError as exc:
             self.close()
             raise RuntimeFailure(f"cannot listen on {host} for port forwarding: {exc}") from None
@@ -529,10 +584,8 @@ class PortForwarder:
                 last = remaining[0] == 0
             if last:
                 for s in (conn, upstream):
-                    try:
+                    with contextlib.suppress(OSError):
                         s.close()
-                    except OSError:
-                        pass
 
         threading.Thread(target=_pump, args=(conn, upstream, finished), daemon=True).start()
         threading.Thread(target=_pump, args=(upstream, conn, finished), daemon=True).start()
@@ -540,14 +593,10 @@ class PortForwarder:
     def close(self) -> None:
         self._closed.set()
         for lst in self._listeners.values():
-            try:
+            with contextlib.suppress(OSError):
                 lst.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
+            with contextlib.suppress(OSError):
                 lst.close()
-            except OSError:
-                pass
 
     def __enter__(self) -> PortForwarder:
         return self

@@ -12,8 +12,8 @@ import pytest
 import frontend
 from envbuild.build import Prepared, input_digest, skip_check_names
 from envbuild.cli.args import parse_owner
-from envbuild.outputs import parse_build_options
 from envbuild.errors import UsageError
+from envbuild.outputs import parse_build_options
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(ROOT / ".venv/bin/envbuild"), *args],
-        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -34,14 +37,18 @@ def test_debug_llb_offline_without_engine() -> None:
 
 
 def test_debug_llb_dot_and_spec() -> None:
-    r = cli("debug", "llb", "-p", str(ROOT / "examples/requirements"), "--format", "dot", env={"DOCKER_HOST": "unix:///x"})
+    r = cli(
+        "debug", "llb", "-p", str(ROOT / "examples/requirements"), "--format", "dot", env={"DOCKER_HOST": "unix:///x"}
+    )
     assert r.returncode == 0 and r.stdout.startswith("digraph")
     r = cli("debug", "spec", "-p", str(ROOT / "examples/requirements"))
     assert r.returncode == 0 and json.loads(r.stdout)["python_packages"][0]["requirements"] == "requirements.txt"
 
 
 def test_build_file_mistake_is_exit_2_with_position(tmp_path: Path) -> None:
-    (tmp_path / "build.envd").write_text('def build():\n    base(image="x", dev=True)\n    install.python_packages(name=[1])\n')
+    (tmp_path / "build.envd").write_text(
+        'def build():\n    base(image="x", dev=True)\n    install.python_packages(name=[1])\n'
+    )
     r = cli("build", "-p", str(tmp_path))
     assert r.returncode == 2
     assert "build.envd:3:5" in r.stderr
@@ -54,7 +61,9 @@ def test_unsupported_feature_is_exit_2(tmp_path: Path) -> None:
 
 
 def test_digest_follows_content_not_mtime(tmp_path: Path) -> None:
-    (tmp_path / "build.envd").write_text('def build():\n    base(image="x", dev=True)\n    install.python_packages(requirements="r.txt")\n')
+    (tmp_path / "build.envd").write_text(
+        'def build():\n    base(image="x", dev=True)\n    install.python_packages(requirements="r.txt")\n'
+    )
     req = tmp_path / "r.txt"
     req.write_text("six\n")
     spec = frontend.evaluate(tmp_path, user_config=False)
@@ -70,7 +79,6 @@ def test_options() -> None:
     assert parse_owner("1000") == (1000, 1000) and parse_owner("1:2") == (1, 2)
     with pytest.raises(UsageError):
         parse_owner("x")
-
 
 
 def test_skip_check_only_for_plain_engine_store_exports() -> None:

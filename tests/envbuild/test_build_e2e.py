@@ -61,9 +61,24 @@ def ca_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The host bundle plus a freshly made certificate whose body must never reach the image."""
     d = tmp_path_factory.mktemp("ca")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=envbuild-e2e-secret",
-         "-keyout", str(d / "k.pem"), "-out", str(d / "c.pem")],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=envbuild-e2e-secret",
+            "-keyout",
+            str(d / "k.pem"),
+            "-out",
+            str(d / "c.pem"),
+        ],
+        check=True,
+        capture_output=True,
     )
     cert = (d / "c.pem").read_text()
     marker = cert.splitlines()[5]
@@ -93,7 +108,15 @@ def run(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
 
 
 def test_image_works_as_envd(first: tuple[BuildOptions, Events]) -> None:
-    r = run("docker", "run", "--rm", TAG, "sh", "-c", 'id -un; sudo -n true; python -c "import numpy, jupyterlab; print(numpy.__version__)"')
+    r = run(
+        "docker",
+        "run",
+        "--rm",
+        TAG,
+        "sh",
+        "-c",
+        'id -un; sudo -n true; python -c "import numpy, jupyterlab; print(numpy.__version__)"',
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == "envd"
 
@@ -109,14 +132,28 @@ def test_label_holds_the_spec(first: tuple[BuildOptions, Events], project: Path)
 
 def test_services_start_and_sshd_config_is_valid(first: tuple[BuildOptions, Events]) -> None:
     name = f"envbuild-e2e-{os.getpid()}"
-    r = run("docker", "run", "-d", "--name", name, "--user", "root", "-e", "ENVBUILD_JUPYTER_TOKEN=t0k",
-            "-e", "ENVBUILD_AUTHORIZED_KEYS=ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummyKeyForTest test", TAG)
+    r = run(
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--user",
+        "root",
+        "-e",
+        "ENVBUILD_JUPYTER_TOKEN=t0k",
+        "-e",
+        "ENVBUILD_AUTHORIZED_KEYS=ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummyKeyForTest test",
+        TAG,
+    )
     assert r.returncode == 0, r.stderr
     try:
         deadline = time.monotonic() + 60
         status = ""
         while time.monotonic() < deadline:
-            status = run("docker", "exec", name, "supervisorctl", "-c", "/etc/envbuild/supervisord.conf", "status").stdout
+            status = run(
+                "docker", "exec", name, "supervisorctl", "-c", "/etc/envbuild/supervisord.conf", "status"
+            ).stdout
             if status.count("RUNNING") >= 2:
                 break
             time.sleep(0.5)
@@ -124,7 +161,10 @@ def test_services_start_and_sshd_config_is_valid(first: tuple[BuildOptions, Even
         assert run("docker", "exec", name, "/usr/sbin/sshd", "-t", "-f", "/etc/envbuild/sshd_config").returncode == 0
         code = 0
         while time.monotonic() < deadline:
-            probe = "import urllib.request as u\ntry:\n print(u.urlopen('http://127.0.0.1:8888/api/status?token=t0k').status)\nexcept Exception as e:\n print(getattr(e,'code',0))"
+            probe = (
+                "import urllib.request as u\ntry:\n print(u.urlopen('http://127.0.0.1:8888/api/status?token=t0k').status)\n"
+                "except Exception as e:\n print(getattr(e,'code',0))"
+            )
             out = run("docker", "exec", name, "python", "-c", probe).stdout.strip()
             code = int(out or 0)
             if code == 200:
@@ -143,7 +183,11 @@ def test_no_change_is_up_to_date_and_fully_cached(first: tuple[BuildOptions, Eve
     events = Events()
     result = build(dataclasses.replace(opts, tag=TAG + "-again"), on_event=events)
     assert not result.up_to_date
-    execs = {n for n in events.vertices if not n.startswith(("exporting", "base ", "resolve ", "dev: entrypoint", "dev: sshd"))}
+    execs = {
+        n
+        for n in events.vertices
+        if not n.startswith(("exporting", "base ", "resolve ", "dev: entrypoint", "dev: sshd"))
+    }
     assert execs and not (events.ran() & execs), events.ran()
 
 
@@ -160,7 +204,9 @@ def test_one_more_package_reruns_only_that_step(first: tuple[BuildOptions, Event
     assert "tabulate" in log and "Downloading numpy" not in log
 
 
-def test_ca_and_secret_absent_from_layers_and_config(first: tuple[BuildOptions, Events], ca_file: tuple[Path, str]) -> None:
+def test_ca_and_secret_absent_from_layers_and_config(
+    first: tuple[BuildOptions, Events], ca_file: tuple[Path, str]
+) -> None:
     _, marker = ca_file
     proxy_ca = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
     markers = [marker.encode()] + [p.read_text().splitlines()[3].encode() for p in proxy_ca]
@@ -186,4 +232,3 @@ def test_ca_and_secret_absent_from_layers_and_config(first: tuple[BuildOptions, 
                         found.append(member.name)
     assert not found, found
     assert markers[0] not in saved
-

@@ -32,11 +32,16 @@ def uid() -> str:
     return uuid.uuid4().hex[:10]
 
 
-def envbuild(args: list[str], *, env: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+def envbuild(
+    args: list[str], *, env: dict[str, str] | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k.upper() not in _PROXY_VARS and k != "BUILDKIT_HOST"}
     return subprocess.run(
         [str(ROOT / ".venv/bin/envbuild"), *args, "--progress", "plain"],
-        capture_output=True, text=True, timeout=timeout, env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**base, **(env or {})},
     )
 
 
@@ -50,7 +55,9 @@ def _ran(stderr: str) -> list[str]:
             continue
         if num not in names:
             names[num] = rest
-        elif rest.startswith("DONE") and not names[num].startswith(("exporting", "[internal]", "docker-image://", "base ", "resolve ")):
+        elif rest.startswith("DONE") and not names[num].startswith(
+            ("exporting", "[internal]", "docker-image://", "base ", "resolve ")
+        ):
             ran.append(names[num])
     return ran
 
@@ -103,7 +110,9 @@ def test_push_then_pull_under_another_name_and_run(tmp_path: Path, uid: str) -> 
     reason = _registry_reason()
     if reason:
         pytest.skip(reason)
-    proj = _project(tmp_path / "pushme", f'base(image="{BASE}", dev=False)\nrun(commands=["echo pushed-{uid} > /hello"])')
+    proj = _project(
+        tmp_path / "pushme", f'base(image="{BASE}", dev=False)\nrun(commands=["echo pushed-{uid} > /hello"])'
+    )
     ref = f"{REGISTRY}/envbuild-e2e/push-{uid}"
     pulled = f"envbuild-e2e/pulled:{uid}"
     try:
@@ -130,7 +139,9 @@ def test_proxy_values_do_not_change_cache_keys(tmp_path: Path, uid: str) -> None
     )
     a, b = f"envbuild-e2e/proxy-a:{uid}", f"envbuild-e2e/proxy-b:{uid}"
     try:
-        r = envbuild(["build", "-p", str(proj), "-t", a], env={"HTTP_PROXY": "http://proxy-a.invalid:3128", "NO_PROXY": "x"})
+        r = envbuild(
+            ["build", "-p", str(proj), "-t", a], env={"HTTP_PROXY": "http://proxy-a.invalid:3128", "NO_PROXY": "x"}
+        )
         assert r.returncode == 0, r.stderr
         assert "proxy variables are passed as step env" not in r.stderr
         first = _docker("run", "--rm", a, "cat", "/proxies")
@@ -182,7 +193,14 @@ def test_conda_and_vsix_through_envbuild_build(conda_vsix_project: tuple[Path, s
     rows = {line.split()[0]: line.split()[1] for line in listing.splitlines() if line and not line.startswith("#")}
     assert rows == {"greet": "2.1", "greeting-data": "1.0"}
     ext = "/home/envd/.vscode-server/extensions"
-    out = _docker("run", "--rm", tag, "sh", "-c", f"cd {ext} && stat -c '%u:%g %n' local-pub.local-ext-0.0.1/package.json extensions.json")
+    out = _docker(
+        "run",
+        "--rm",
+        tag,
+        "sh",
+        "-c",
+        f"cd {ext} && stat -c '%u:%g %n' local-pub.local-ext-0.0.1/package.json extensions.json",
+    )
     assert out.splitlines() == ["1000:1000 local-pub.local-ext-0.0.1/package.json", "1000:1000 extensions.json"]
     manifest = json.loads(_docker("run", "--rm", tag, "cat", f"{ext}/extensions.json"))
     assert [m["identifier"]["id"] for m in manifest] == ["local-pub.local-ext"]
@@ -195,6 +213,7 @@ def test_conda_and_vsix_through_envbuild_build(conda_vsix_project: tuple[Path, s
 
 
 # ---- where outputs may go, and all or nothing (issue 15, items 3 and 4) -----------------------------
+
 
 def test_output_destinations_are_never_replaced_by_accident(tmp_path: Path, uid: str) -> None:
     proj = _project(tmp_path / "dest", f'base(image="{BASE}", dev=False)\nrun(commands=["echo {uid} > /hello"])')
@@ -225,8 +244,11 @@ def test_output_destinations_are_never_replaced_by_accident(tmp_path: Path, uid:
 
 def _big_project(root: Path) -> Path:
     """A result large enough that its export takes a while: 2000 files of 100 kB (cached after one build)."""
-    return _project(root, f'base(image="{BASE}", dev=False)\n'
-                          'run(commands=["mkdir /many && for i in $(seq 2000); do head -c 100000 /dev/urandom > /many/f$i; done"])')
+    return _project(
+        root,
+        f'base(image="{BASE}", dev=False)\n'
+        'run(commands=["mkdir /many && for i in $(seq 2000); do head -c 100000 /dev/urandom > /many/f$i; done"])',
+    )
 
 
 def _bytes_under(path: Path) -> int:
@@ -251,8 +273,13 @@ def test_an_export_cut_short_leaves_nothing(tmp_path: Path, how: str, kind: str)
     relay = Relay(tmp_path / "relay.sock", "/var/run/docker.sock")
     env = {k: v for k, v in os.environ.items() if k.upper() not in _PROXY_VARS and k != "BUILDKIT_HOST"}
     env["DOCKER_HOST"] = f"unix://{relay.path}"
-    proc = subprocess.Popen([str(ROOT / ".venv/bin/envbuild"), "build", "-p", str(proj), "-o", output,
-                             "--progress", "plain"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv/bin/envbuild"), "build", "-p", str(proj), "-o", output, "--progress", "plain"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while _bytes_under(out) < 20_000_000 and proc.poll() is None and time.monotonic() < deadline:

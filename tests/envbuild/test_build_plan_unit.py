@@ -85,7 +85,9 @@ def _project(tmp_path: Path) -> Path:
 
 def _options(tmp_path: Path, **outputs: Any) -> B.BuildOptions:
     return B.BuildOptions(
-        path=str(_project(tmp_path)), owner=(1000, 1000), environ={"HOME": str(tmp_path)},
+        path=str(_project(tmp_path)),
+        owner=(1000, 1000),
+        environ={"HOME": str(tmp_path)},
         outputs=parse_build_options(**outputs),
     )
 
@@ -106,7 +108,9 @@ def test_two_platforms_two_compiles_with_suffixed_tags(recorder: _Client, tmp_pa
 
 
 def test_tar_output_gets_no_image_config_and_cache_options_pass_through(recorder: _Client, tmp_path: Path) -> None:
-    B.build(_options(tmp_path, outputs=[f"type=tar,dest={tmp_path / 'fs.tar'}"], import_cache=["reg.example/env:cache"]))
+    B.build(
+        _options(tmp_path, outputs=[f"type=tar,dest={tmp_path / 'fs.tar'}"], import_cache=["reg.example/env:cache"])
+    )
     (solve,) = recorder.solves
     assert solve["image_config"] is None
     assert type(solve["export"]).__name__ == "TarExport"

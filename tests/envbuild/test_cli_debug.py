@@ -19,7 +19,12 @@ NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent.sock"}
 def envbuild(*args: str | Path, cwd: Path = ROOT) -> tuple[int, str, str]:
     r = subprocess.run(
         [sys.executable, "-c", "from envbuild.cli import main; main()", *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, timeout=120, env={**os.environ, **NO_ENGINE}, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **NO_ENGINE},
+        check=False,
     )
     return r.returncode, r.stdout, r.stderr
 
@@ -70,7 +75,9 @@ def test_usage_errors_are_one_line(args: list[str], message: str) -> None:
 
 
 def bad_build_file(tmp_path: Path) -> Path:
-    (tmp_path / "build.envd").write_text('def build():\n    base(image="x", dev=True)\n    install.python_packages(name=[1])\n')
+    (tmp_path / "build.envd").write_text(
+        'def build():\n    base(image="x", dev=True)\n    install.python_packages(name=[1])\n'
+    )
     return tmp_path
 
 

@@ -43,8 +43,9 @@ def project(tmp_path: Path) -> Path:
 
 
 def envbuild(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(ENVBUILD), *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(ENVBUILD), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=60, stdin=subprocess.DEVNULL
+    )
 
 
 def assert_usage_error(p: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -69,6 +70,7 @@ def assert_parser_error(p: subprocess.CompletedProcess[str], fragment: str) -> N
 
 # ---- unknown flags and commands ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -88,6 +90,7 @@ def test_unknown_flags_and_commands(args: list[str], fragment: str, env: dict[st
 
 
 # ---- paths ---------------------------------------------------------------------------------------
+
 
 def test_project_path_missing(env: dict[str, str], tmp_path: Path) -> None:
     missing = tmp_path / "does-not-exist"
@@ -124,8 +127,18 @@ def test_project_without_build_file(env: dict[str, str], tmp_path: Path) -> None
 
 # ---- names ---------------------------------------------------------------------------------------
 
-BAD_NAMES = ["Bad Name!", "UPPER", "-leading-dash", "has/slash", "trailing.", "a" * 64, "naïve", "semi;colon",
-             "$(id)", ""]
+BAD_NAMES = [
+    "Bad Name!",
+    "UPPER",
+    "-leading-dash",
+    "has/slash",
+    "trailing.",
+    "a" * 64,
+    "naïve",
+    "semi;colon",
+    "$(id)",
+    "",
+]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
@@ -141,8 +154,9 @@ def test_destroy_and_exec_reject_bad_names(name: str, env: dict[str, str]) -> No
 
 
 def test_run_rejects_bad_name_before_touching_the_engine(env: dict[str, str]) -> None:
-    assert_usage_error(envbuild(["run", "-i", "local/debian:bookworm", "-d", "--name", "Bad Name!"], env),
-                       "invalid environment name")
+    assert_usage_error(
+        envbuild(["run", "-i", "local/debian:bookworm", "-d", "--name", "Bad Name!"], env), "invalid environment name"
+    )
 
 
 def test_project_directory_with_no_usable_name(env: dict[str, str], tmp_path: Path) -> None:
@@ -158,6 +172,7 @@ def test_context_rejects_bad_names(name: str, env: dict[str, str]) -> None:
 
 
 # ---- run options ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("option", "fragment"),
@@ -220,10 +235,10 @@ BUILD_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize(("option", "fragment"), BUILD_OPTIONS,
-                         ids=lambda v: " ".join(v) if isinstance(v, list) else None)
-def test_build_rejects_bad_output_options(option: list[str], fragment: str, env: dict[str, str],
-                                          project: Path) -> None:
+@pytest.mark.parametrize(
+    ("option", "fragment"), BUILD_OPTIONS, ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
+def test_build_rejects_bad_output_options(option: list[str], fragment: str, env: dict[str, str], project: Path) -> None:
     p = envbuild(["build", "-p", str(project), *option], env)
     assert "No such option" not in p.stderr, p.stderr
     assert_usage_error(p, fragment)
@@ -242,7 +257,9 @@ def test_build_of_broken_file_is_a_usage_error(env: dict[str, str], project: Pat
 def test_usage_errors_are_one_line_without_a_box(argv: list[str]) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", "from envbuild.cli import main; main()", *argv],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -253,8 +270,19 @@ def test_usage_errors_are_one_line_without_a_box(argv: list[str]) -> None:
 def test_an_os_error_on_the_users_files_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "build.envd").mkdir()  # init --force must write a file where a directory stands
     proc = subprocess.run(
-        [sys.executable, "-c", "from envbuild.cli import main; main()", "init", "-p", str(tmp_path), "--yes", "--force"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "from envbuild.cli import main; main()",
+            "init",
+            "-p",
+            str(tmp_path),
+            "--yes",
+            "--force",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()

@@ -30,7 +30,9 @@ def _command_paths() -> list[list[str]]:
 def test_help_renders(command: list[str]) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", "from envbuild.cli import main; main()", *command, "--help"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Usage:" in proc.stdout and "Traceback" not in proc.stderr

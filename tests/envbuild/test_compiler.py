@@ -11,9 +11,9 @@ import pytest
 
 import frontend
 from envbuild.compiler import BaseConfig, CompileOptions, UnsupportedFeature
-from envbuild.compiler.compile import compile
 from envbuild.compiler import devfiles as D
 from envbuild.compiler import scripts as S
+from envbuild.compiler.compile import compile
 from envbuild.errors import UsageError
 from frontend.spec import Spec
 
@@ -46,9 +46,25 @@ def ops(spec: Spec, opts: CompileOptions = OPTS) -> dict[str, dict]:
 
 
 def test_stage_order_least_to_most_volatile(tmp_path: Path) -> None:
-    spec = spec_of(tmp_path, JUPYTER + '\nrun(commands=["echo hi"])\nio.copy(source="a.txt", target="a.txt")', {"a.txt": "x"})
+    spec = spec_of(
+        tmp_path, JUPYTER + '\nrun(commands=["echo hi"])\nio.copy(source="a.txt", target="a.txt")', {"a.txt": "x"}
+    )
     kinds = [s.kind for s in compile(spec, OPTS).steps]
-    assert kinds == ["base", "apt", "apt", "user", "file", "python", "file", "python", "pip", "pip", "copy", "file", "run"]
+    assert kinds == [
+        "base",
+        "apt",
+        "apt",
+        "user",
+        "file",
+        "python",
+        "file",
+        "python",
+        "pip",
+        "pip",
+        "copy",
+        "file",
+        "run",
+    ]
     names = [s.name for s in compile(spec, OPTS).steps]
     assert names.index("python 3.11: copy /opt/envbuild and uv in") < names.index("jupyterlab")
     assert names.index("jupyterlab") < names.index("python packages: numpy")
@@ -104,10 +120,20 @@ def test_apt_steps_skip_fsync_only_while_they_run() -> None:
 
 def test_adding_a_package_changes_only_that_step_and_later(tmp_path: Path) -> None:
     a = ops(spec_of(tmp_path / "a", JUPYTER) if (tmp_path / "a").mkdir() is None else None)
-    b_spec = spec_of(tmp_path / "b", JUPYTER.replace('["numpy"]', '["numpy", "six"]')) if (tmp_path / "b").mkdir() is None else None
+    b_spec = (
+        spec_of(tmp_path / "b", JUPYTER.replace('["numpy"]', '["numpy", "six"]'))
+        if (tmp_path / "b").mkdir() is None
+        else None
+    )
     b = ops(b_spec)
-    for name in ["base local/debian:bookworm", "dev: system packages (sshd, supervisor, sudo, git)", "apt: htop",
-                 "dev: user envd (uid 1000, gid 1000)", "python 3.11 and uv 0.13.9", "jupyterlab"]:
+    for name in [
+        "base local/debian:bookworm",
+        "dev: system packages (sshd, supervisor, sudo, git)",
+        "apt: htop",
+        "dev: user envd (uid 1000, gid 1000)",
+        "python 3.11 and uv 0.13.9",
+        "jupyterlab",
+    ]:
         assert a[name]["Digest"] == b[name]["Digest"], name
     assert "python packages: numpy six" in b and "python packages: numpy" in a
     assert a["python packages: numpy"]["Digest"] != b["python packages: numpy six"]["Digest"]
@@ -131,9 +157,12 @@ def test_cache_mounts_have_stable_ids(tmp_path: Path) -> None:
     assert apt["/var/lib/apt/lists"]["cacheOpt"] == {"ID": S.APT_LISTS_ID, "sharing": "LOCKED"}
     pip = {m["dest"]: m for m in _mounts(o["python packages: numpy"])}
     assert pip[S.UV_CACHE_DIR]["cacheOpt"]["ID"] == S.UV_CACHE_ID
-    other = ops(spec_of(tmp_path / "x", JUPYTER) if (tmp_path / "x").mkdir() is None else None,
-                replace(OPTS, project="another"))
-    assert {m["dest"]: m for m in _mounts(other["python packages: numpy"])}[S.UV_CACHE_DIR]["cacheOpt"]["ID"] == S.UV_CACHE_ID
+    other = ops(
+        spec_of(tmp_path / "x", JUPYTER) if (tmp_path / "x").mkdir() is None else None, replace(OPTS, project="another")
+    )
+    assert {m["dest"]: m for m in _mounts(other["python packages: numpy"])}[S.UV_CACHE_DIR]["cacheOpt"][
+        "ID"
+    ] == S.UV_CACHE_ID
 
 
 def test_ca_is_an_optional_secret_and_never_in_env(tmp_path: Path) -> None:
@@ -163,27 +192,47 @@ def test_requirements_and_wheels_only_send_those_files(tmp_path: Path) -> None:
     )
     compiled = compile(spec, OPTS)
     assert dict(compiled.local_dirs) == {"context": "."}
-    locals_ = [e for e in compiled.definition().to_json() if e["Op"].get("source", {}).get("identifier", "").startswith("local://")]
+    locals_ = [
+        e
+        for e in compiled.definition().to_json()
+        if e["Op"].get("source", {}).get("identifier", "").startswith("local://")
+    ]
     assert len(locals_) == 1
     include = json.loads(locals_[0]["Op"]["source"]["attrs"]["local.includepattern"])
-    assert include == ["req/requirements.txt", "req/requirements.txt/**", "dist/x-1-py3-none-any.whl", "dist/x-1-py3-none-any.whl/**"]
+    assert include == [
+        "req/requirements.txt",
+        "req/requirements.txt/**",
+        "dist/x-1-py3-none-any.whl",
+        "dist/x-1-py3-none-any.whl/**",
+    ]
     args = compiled.definition().to_json()
     script = [e for e in args if "pip install" in json.dumps(e)][-1]["Op"]["exec"]["meta"]["args"][2]
-    assert f"-r {S.CONTEXT_MOUNT}/req/requirements.txt" in script and f"{S.CONTEXT_MOUNT}/dist/x-1-py3-none-any.whl" in script
+    assert (
+        f"-r {S.CONTEXT_MOUNT}/req/requirements.txt" in script
+        and f"{S.CONTEXT_MOUNT}/dist/x-1-py3-none-any.whl" in script
+    )
 
 
 def test_pip_index_reaches_uv_and_pip_conf(tmp_path: Path) -> None:
-    spec = spec_of(tmp_path, JUPYTER + '\nconfig.pip_index(url="https://mirror.example/simple", extra_url="https://extra.example/simple")')
+    spec = spec_of(
+        tmp_path,
+        JUPYTER + '\nconfig.pip_index(url="https://mirror.example/simple", extra_url="https://extra.example/simple")',
+    )
     o = ops(spec)
     env = o["python packages: numpy"]["Op"]["exec"]["meta"]["env"]
     assert "UV_DEFAULT_INDEX=https://mirror.example/simple" in env and "UV_INDEX=https://extra.example/simple" in env
-    assert "--index-url https://mirror.example/simple" in o["python 3.11 and uv 0.13.9"]["Op"]["exec"]["meta"]["args"][2]
+    assert (
+        "--index-url https://mirror.example/simple" in o["python 3.11 and uv 0.13.9"]["Op"]["exec"]["meta"]["args"][2]
+    )
     assert "pip index" in o
 
 
 def test_python_mirror_setting(tmp_path: Path) -> None:
     o = ops(spec_of(tmp_path, JUPYTER), replace(OPTS, python_mirror="https://mirror.example/python-build-standalone"))
-    assert "UV_PYTHON_INSTALL_MIRROR=https://mirror.example/python-build-standalone" in o["python 3.11 and uv 0.13.9"]["Op"]["exec"]["meta"]["env"]
+    assert (
+        "UV_PYTHON_INSTALL_MIRROR=https://mirror.example/python-build-standalone"
+        in o["python 3.11 and uv 0.13.9"]["Op"]["exec"]["meta"]["env"]
+    )
 
 
 def test_apt_source_replaces_sources_first(tmp_path: Path) -> None:
@@ -196,7 +245,11 @@ def test_apt_source_replaces_sources_first(tmp_path: Path) -> None:
 
 
 def test_image_config_dev(tmp_path: Path) -> None:
-    spec = spec_of(tmp_path, JUPYTER + '\nruntime.environ(env={"A": "1"}, extra_path=["/opt/x/bin"])\nruntime.expose(envd_port=9000, service="web")')
+    spec = spec_of(
+        tmp_path,
+        JUPYTER
+        + '\nruntime.environ(env={"A": "1"}, extra_path=["/opt/x/bin"])\nruntime.expose(envd_port=9000, service="web")',
+    )
     img = compile(spec, OPTS).image
     env = dict(e.split("=", 1) for e in img["env"])
     assert env["PATH"].split(":")[:3] == ["/opt/x/bin", f"{S.VENV}/bin", "/home/envd/.local/bin"]
@@ -206,18 +259,28 @@ def test_image_config_dev(tmp_path: Path) -> None:
     assert img["exposed_ports"] == ["2222/tcp", "8888/tcp", "9000/tcp"]
     labels = img["labels"]
     assert Spec.from_json(labels["ai.envbuild.spec"]) == spec
-    assert json.loads(labels["ai.envbuild.ports"]) == [{"name": "ssh", "port": 2222}, {"name": "jupyter", "port": 8888}, {"name": "web", "port": 9000}]
+    assert json.loads(labels["ai.envbuild.ports"]) == [
+        {"name": "ssh", "port": 2222},
+        {"name": "jupyter", "port": 8888},
+        {"name": "web", "port": 9000},
+    ]
     assert labels["ai.envbuild.owner"] == "1000:1000" and labels["ai.envbuild.dev"] == "true"
 
 
 def test_image_config_serving_inherits_base(tmp_path: Path) -> None:
-    base = BaseConfig(env=("PATH=/custom/bin:/usr/bin", "FOO=bar"), user="app", working_dir="/srv", entrypoint=("/init",))
+    base = BaseConfig(
+        env=("PATH=/custom/bin:/usr/bin", "FOO=bar"), user="app", working_dir="/srv", entrypoint=("/init",)
+    )
     spec = spec_of(tmp_path, 'base(image="local/debian:bookworm")\ninstall.python()')
     img = compile(spec, replace(OPTS, base_config=base)).image
     env = dict(e.split("=", 1) for e in img["env"])
     assert env["FOO"] == "bar" and env["PATH"] == f"{S.VENV}/bin:/custom/bin:/usr/bin"
     assert "user" not in img and "working_dir" not in img and "entrypoint" not in img
-    spec2 = spec_of(tmp_path / "e", 'base(image="x")\nconfig.entrypoint(args=["python", "app.py"])') if (tmp_path / "e").mkdir() is None else None
+    spec2 = (
+        spec_of(tmp_path / "e", 'base(image="x")\nconfig.entrypoint(args=["python", "app.py"])')
+        if (tmp_path / "e").mkdir() is None
+        else None
+    )
     assert compile(spec2, OPTS).image["entrypoint"] == ["python", "app.py"]
 
 
@@ -265,17 +328,31 @@ def test_no_cache_busts_exec_keys_but_keeps_cache_mount_ids(tmp_path: Path) -> N
 
 
 def test_services_files_follow_the_contract() -> None:
-    files = D.services(workdir="/home/envd/p", inits=[["echo a"]], daemons=[["python", "-m", "http.server"]], jupyter=True, allow_root=False)
-    assert set(files) == {f"{D.SERVICES}/sshd.conf", f"{D.SERVICES}/init_0.conf", f"{D.ETC}/init_0.sh",
-                          f"{D.SERVICES}/daemon_0.conf", f"{D.ETC}/daemon_0.sh", f"{D.SERVICES}/jupyter.conf",
-                          D.JUPYTER_LAUNCHER}
+    files = D.services(
+        workdir="/home/envd/p",
+        inits=[["echo a"]],
+        daemons=[["python", "-m", "http.server"]],
+        jupyter=True,
+        allow_root=False,
+    )
+    assert set(files) == {
+        f"{D.SERVICES}/sshd.conf",
+        f"{D.SERVICES}/init_0.conf",
+        f"{D.ETC}/init_0.sh",
+        f"{D.SERVICES}/daemon_0.conf",
+        f"{D.ETC}/daemon_0.sh",
+        f"{D.SERVICES}/jupyter.conf",
+        D.JUPYTER_LAUNCHER,
+    }
     assert "-p 2222" in files[f"{D.SERVICES}/sshd.conf"][0]
     assert D.WAIT_INIT in files[f"{D.SERVICES}/jupyter.conf"][0]
     assert "\n" not in files[f"{D.SERVICES}/init_0.conf"][0].split("command=")[1].split("\n")[0] + ""
 
 
 def test_dev_step_saves_host_key_generation_and_keeps_no_keys(tmp_path: Path) -> None:
-    script = ops(spec_of(tmp_path, JUPYTER))["dev: system packages (sshd, supervisor, sudo, git)"]["Op"]["exec"]["meta"]["args"][2]
+    script = ops(spec_of(tmp_path, JUPYTER))["dev: system packages (sshd, supervisor, sudo, git)"]["Op"]["exec"][
+        "meta"
+    ]["args"][2]
     stand_ins = script.index(": > /etc/ssh/ssh_host_${t}_key")
     install = script.index("openssh-server")
     assert stand_ins < install < script.index("rm -f /etc/ssh/ssh_host_*")
@@ -293,8 +370,12 @@ def _mkfiles(spec: Spec) -> dict[str, str]:
 
 @pytest.mark.parametrize("conda", [False, True], ids=["venv", "conda"])
 def test_jupyter_runs_on_the_python_it_was_installed_into(tmp_path: Path, conda: bool) -> None:
-    lines = ['base(image="local/debian:bookworm", dev=True)', *(["install.conda()"] if conda else []),
-             'install.python(version="3.11")', "config.jupyter()"]
+    lines = [
+        'base(image="local/debian:bookworm", dev=True)',
+        *(["install.conda()"] if conda else []),
+        'install.python(version="3.11")',
+        "config.jupyter()",
+    ]
     spec = spec_of(tmp_path, "\n".join(lines))
     program = _mkfiles(spec)[f"{D.SERVICES}/jupyter.conf"]
     command = next(line for line in program.splitlines() if line.startswith("command="))

@@ -28,13 +28,19 @@ def render(example: str) -> dict:
     spec = frontend.evaluate(ROOT / "examples" / example, user_config=False)
     # Extensions are prepared on the host at build time; fixed stand-ins keep the IDE stage in the golden.
     exts = tuple(
-        Extension(n.lower(), "1.0.0", f"{n.lower()}-1.0.0", f"{n}-1.0.0.vsix") for c in spec.vscode_extensions for n in c.names
+        Extension(n.lower(), "1.0.0", f"{n.lower()}-1.0.0", f"{n}-1.0.0.vsix")
+        for c in spec.vscode_extensions
+        for n in c.names
     )
     compiled = compile(
         spec,
         CompileOptions(
-            project=project_name(example), owner=(1000, 1000), base_config=DEBIAN,
-            vscode_extensions=exts, vscode_cache="/cache/vscode", context_dir="/ctx",
+            project=project_name(example),
+            owner=(1000, 1000),
+            base_config=DEBIAN,
+            vscode_extensions=exts,
+            vscode_cache="/cache/vscode",
+            context_dir="/ctx",
         ),
     )
     definition = compiled.definition()

@@ -1,5 +1,5 @@
-"""The runtime, CUDA and VS Code stages wired into `compile`: conda-owned Python, the PyTorch index per CUDA version with
-mirrors, VS Code extensions, additions to the image config, local sources at their host paths, and
+"""The runtime, CUDA and VS Code stages wired into `compile`: conda-owned Python, the PyTorch index per
+CUDA version with mirrors, VS Code extensions, additions to the image config, local sources at their host paths, and
 proxy settings kept out of every step's cache key (ExecOp proxy env)."""
 
 from __future__ import annotations
@@ -54,7 +54,11 @@ def test_conda_owns_python_no_venv_and_uv_from_the_tool_stage(tmp_path: Path) ->
     names = [s.name for s in compiled.steps]
     assert not any(n.startswith("python 3.11 and uv") for n in names), "no venv step when conda owns Python"
     assert names.index("conda: environment envd (python 3.11)") < names.index("uv 0.13.9 for the conda env's Python")
-    assert names.index("uv 0.13.9 for the conda env's Python") < names.index("jupyterlab") < names.index("python packages: rich")
+    assert (
+        names.index("uv 0.13.9 for the conda env's Python")
+        < names.index("jupyterlab")
+        < names.index("python packages: rich")
+    )
     ex = execs(compiled)
     for step in ("jupyterlab", "python packages: rich"):
         assert "UV_PYTHON=/opt/conda/envs/envd/bin/python" in ex[step]["meta"]["args"][-1]
@@ -67,7 +71,9 @@ def test_conda_owns_python_no_venv_and_uv_from_the_tool_stage(tmp_path: Path) ->
 
 
 def test_conda_without_pip_packages_builds_no_uv(tmp_path: Path) -> None:
-    compiled = compile(spec_of(tmp_path, 'base(image="x", dev=False)\ninstall.conda()\ninstall.python(version="3.11")'), OPTS)
+    compiled = compile(
+        spec_of(tmp_path, 'base(image="x", dev=False)\ninstall.conda()\ninstall.python(version="3.11")'), OPTS
+    )
     assert not any("uv" in s.name for s in compiled.steps)
 
 
@@ -84,8 +90,10 @@ install.python_packages(name=["numpy"])"""
     assert "UV_INDEX=pytorch=https://mirror.example/torch/cu121" in ex["python packages: torch"]["meta"]["env"]
     assert not any(e.startswith("UV_INDEX") for e in ex["python packages: numpy"]["meta"]["env"])
     assert compiled.labels["ai.envbuild.cuda"] == "12.1.1" and compiled.labels["ai.envbuild.gpu"] == "true"
-    with_index = spec_of(tmp_path / "i" if (tmp_path / "i").mkdir() is None else tmp_path,
-                         body + '\nconfig.pip_index(url="https://pypi.example/simple")')
+    with_index = spec_of(
+        tmp_path / "i" if (tmp_path / "i").mkdir() is None else tmp_path,
+        body + '\nconfig.pip_index(url="https://pypi.example/simple")',
+    )
     ex = execs(compile(with_index, opts))
     assert "UV_DEFAULT_INDEX=https://pypi.example/simple" in ex["python packages: torch"]["meta"]["env"]
     assert not any("pytorch=" in e for e in ex["python packages: torch"]["meta"]["env"])
@@ -104,14 +112,23 @@ def test_vscode_extensions_need_host_preparation(tmp_path: Path) -> None:
 
 
 def test_local_sources_map_to_their_host_paths(tmp_path: Path) -> None:
-    spec = spec_of(tmp_path, 'base(image="x", dev=False)\ninstall.python_packages(requirements="r.txt")', {"r.txt": "six\n"})
+    spec = spec_of(
+        tmp_path, 'base(image="x", dev=False)\ninstall.python_packages(requirements="r.txt")', {"r.txt": "six\n"}
+    )
     assert dict(compile(spec, OPTS).local_dirs) == {"context": "/host/proj"}
 
 
 @pytest.mark.parametrize(
     "line",
-    ['install.julia()', 'install.rust()', 'install.go(version="1.25.3")', 'install.nodejs(version="25.1.0")',
-     'install.uv()', 'install.pixi()', 'install.r_lang()\ninstall.r_packages(name=["x"])'],
+    [
+        "install.julia()",
+        "install.rust()",
+        'install.go(version="1.25.3")',
+        'install.nodejs(version="25.1.0")',
+        "install.uv()",
+        "install.pixi()",
+        'install.r_lang()\ninstall.r_packages(name=["x"])',
+    ],
 )
 def test_runtime_features_compile(tmp_path: Path, line: str) -> None:
     compiled = compile(spec_of(tmp_path, 'base(image="x", dev=True)\n' + line), OPTS)

@@ -28,7 +28,10 @@ def test_channel_urls_follow_condarc_mirrors_and_env(monkeypatch: object) -> Non
 def test_channel_list_order_override_and_empty_condarc() -> None:
     rc = {"channels": ["defaults", "bioconda"], "default_channels": ["https://d.example/main"]}
     assert conda_cli.channels(["file:///c"], ["extra"], False, rc) == [
-        "file:///c", "https://conda.anaconda.org/extra", "https://conda.anaconda.org/bioconda", "https://d.example/main"
+        "file:///c",
+        "https://conda.anaconda.org/extra",
+        "https://conda.anaconda.org/bioconda",
+        "https://d.example/main",
     ]
     assert conda_cli.channels(["file:///c"], [], True, rc) == ["file:///c"]
     assert conda_cli.channels([], [], False, {"channels": []}) == []
@@ -72,7 +75,9 @@ def test_conda_stage_order_cache_and_local_channel() -> None:
     script = install["meta"]["args"][-1]
     assert "-c file:///run/envbuild-conda-channels/0 -c pytorch numpy" in script
     assert "chown -R 1000:1000 /opt/conda/envs/envd" in script
-    assert any(m["dest"] == "/run/envbuild-conda-channels/0" and m.get("selector") == "/chan" for m in install["mounts"])
+    assert any(
+        m["dest"] == "/run/envbuild-conda-channels/0" and m.get("selector") == "/chan" for m in install["mounts"]
+    )
     text = json.dumps(ops)
     assert "--require-hashes" in text and conda.WHEEL_SHA256["py-rattler==0.28.0"][0] in text
     assert "--file /run/envbuild-context/env.yml" in text

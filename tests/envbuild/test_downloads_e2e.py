@@ -32,8 +32,11 @@ VERSION = f"0.{uuid.uuid4().int % 10**6}.0"  # unique: the download cache outliv
 
 
 def _gateway() -> str | None:
-    out = subprocess.run(["docker", "network", "inspect", "bridge", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["docker", "network", "inspect", "bridge", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}"],
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 

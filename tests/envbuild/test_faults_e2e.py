@@ -13,6 +13,7 @@ that must not come from the cache carries a fresh token.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -51,24 +52,27 @@ def env(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir()
     e = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "BUILDKIT_HOST", "ENVBUILD_CONTEXT")}
-    e.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"),
-             NO_COLOR="1", COLUMNS="200")
+    e.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        NO_COLOR="1",
+        COLUMNS="200",
+    )
     return e
 
 
 def project(tmp_path: Path, body: str, name: str | None = None) -> Path:
     p = tmp_path / (name or f"faults-{uuid.uuid4().hex[:8]}")
     p.mkdir()
-    (p / "build.envd").write_text(
-        "def build():\n"
-        f'    base(image="{BASE_IMAGE}", dev=False)\n' + body
-    )
+    (p / "build.envd").write_text(f'def build():\n    base(image="{BASE_IMAGE}", dev=False)\n' + body)
     return p
 
 
 def envbuild(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(ENVBUILD), *args], capture_output=True, text=True, env=env, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(ENVBUILD), *args], capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def running_with(token: str) -> list[str]:
@@ -77,7 +81,7 @@ def running_with(token: str) -> list[str]:
     return [ln for ln in out.splitlines()[1:] if token in ln and "ps -eww" not in ln]
 
 
-def wait_until(pred, timeout: float, interval: float = 0.2) -> bool:  # noqa: ANN001
+def wait_until(pred, timeout: float, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
@@ -90,18 +94,25 @@ class Build:
     """An `envbuild build` in the background whose stderr is collected as it comes."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([str(ENVBUILD), "build", "--progress", "plain", *args], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [str(ENVBUILD), "build", "--progress", "plain", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         self.err: list[str] = []
         self.out: list[str] = []
-        self._threads = [threading.Thread(target=self._pump, args=(self.proc.stderr, self.err), daemon=True),
-                         threading.Thread(target=self._pump, args=(self.proc.stdout, self.out), daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.err), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.out), daemon=True),
+        ]
         for t in self._threads:
             t.start()
 
     @staticmethod
-    def _pump(stream, sink: list[str]) -> None:  # noqa: ANN001
+    def _pump(stream, sink: list[str]) -> None:
         for line in stream:
             sink.append(line)
 
@@ -130,6 +141,7 @@ def builds() -> Iterator[list[Build]]:
 
 
 # ---- the engine is not there, or not ours ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("command", [["build"], ["ls"], ["up", "-d"]])
 def test_engine_not_running(command: list[str], env: dict[str, str], tmp_path: Path) -> None:
@@ -188,28 +200,35 @@ def test_engine_socket_not_permitted(env: dict[str, str], tmp_path: Path) -> Non
 
 # ---- a step fails, a package index is down ----------------------------------------------------------
 
+
 def test_failing_step_names_step_exit_code_log_and_line(env: dict[str, str], tmp_path: Path) -> None:
     token = uuid.uuid4().hex[:12]
-    p = project(tmp_path, f'    run(commands=["echo ok-{token}"])\n'
-                          f'    run(commands=["echo first-{token}", "echo second-{token} >&2", "exit 7"])\n')
+    p = project(
+        tmp_path,
+        f'    run(commands=["echo ok-{token}"])\n'
+        f'    run(commands=["echo first-{token}", "echo second-{token} >&2", "exit 7"])\n',
+    )
     r = envbuild(["build", "-p", str(p), "--progress", "plain"], env)
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("envbuild: error:")]
     assert len(err) == 1, r.stderr
     assert "build.envd:4:5:" in err[0] and "exit code 7" in err[0] and f"echo first-{token}" in err[0], err[0]
-    tail = r.stderr[r.stderr.index("envbuild: error:"):]
+    tail = r.stderr[r.stderr.index("envbuild: error:") :]
     assert f"first-{token}" in tail and f"second-{token}" in tail, tail
 
 
 def test_package_index_down(env: dict[str, str], tmp_path: Path) -> None:
-    p = project(tmp_path, '    install.python()\n'
-                          '    config.pip_index(url="http://127.0.0.1:9/simple")\n'
-                          f'    install.python_packages(name=["envbuild-no-such-{uuid.uuid4().hex[:6]}"])\n')
+    p = project(
+        tmp_path,
+        "    install.python()\n"
+        '    config.pip_index(url="http://127.0.0.1:9/simple")\n'
+        f'    install.python_packages(name=["envbuild-no-such-{uuid.uuid4().hex[:6]}"])\n',
+    )
     r = envbuild(["build", "-p", str(p), "--progress", "plain", "--ca-cert", CA_BUNDLE], env, timeout=600)
     assert r.returncode == 1, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
-    err = r.stderr[r.stderr.index("envbuild: error:"):] if "envbuild: error:" in r.stderr else ""
+    err = r.stderr[r.stderr.index("envbuild: error:") :] if "envbuild: error:" in r.stderr else ""
     # The index serves the python step too (uv comes from it), so either line may be the one that fails.
     assert "build.envd:3:5:" in err or "build.envd:5:5:" in err, r.stderr[-3000:]
     assert "failed (exit code" in err.splitlines()[0], err
@@ -217,6 +236,7 @@ def test_package_index_down(env: dict[str, str], tmp_path: Path) -> None:
 
 
 # ---- interrupted builds -----------------------------------------------------------------------------
+
 
 def test_ctrl_c_cancels_the_solve(env: dict[str, str], tmp_path: Path, builds: list[Build]) -> None:
     token = f"envbuild-sigint-{uuid.uuid4().hex[:10]}"
@@ -235,8 +255,9 @@ def test_ctrl_c_cancels_the_solve(env: dict[str, str], tmp_path: Path, builds: l
     )
 
 
-def test_client_killed_mid_build_leaves_nothing_running(env: dict[str, str], tmp_path: Path,
-                                                       builds: list[Build]) -> None:
+def test_client_killed_mid_build_leaves_nothing_running(
+    env: dict[str, str], tmp_path: Path, builds: list[Build]
+) -> None:
     """SIGKILL gives the client no chance to cancel: the builder must notice the session is gone."""
     token = f"envbuild-sigkill-{uuid.uuid4().hex[:10]}"
     p = project(tmp_path, f'    run(commands=["sleep 300 && echo {token}"])\n')
@@ -252,8 +273,9 @@ def test_client_killed_mid_build_leaves_nothing_running(env: dict[str, str], tmp
     assert r.returncode == 0, r.stderr[-3000:]
 
 
-def test_engine_drops_away_mid_build_then_next_build_works(env: dict[str, str], tmp_path: Path,
-                                                          builds: list[Build]) -> None:
+def test_engine_drops_away_mid_build_then_next_build_works(
+    env: dict[str, str], tmp_path: Path, builds: list[Build]
+) -> None:
     token = f"envbuild-drop-{uuid.uuid4().hex[:10]}"
     p = project(tmp_path, f'    run(commands=["sleep 60 && echo {token}"])\n')
     relay = Relay(tmp_path / "relay.sock", DOCKER_SOCK)
@@ -278,6 +300,7 @@ def test_engine_drops_away_mid_build_then_next_build_works(env: dict[str, str], 
 
 # ---- concurrency ------------------------------------------------------------------------------------
 
+
 def test_two_builds_of_one_project_at_once(env: dict[str, str], tmp_path: Path, builds: list[Build]) -> None:
     token = uuid.uuid4().hex[:12]
     p = project(tmp_path, f'    run(commands=["sleep 3", "echo {token} > /marker"])\n')
@@ -286,7 +309,7 @@ def test_two_builds_of_one_project_at_once(env: dict[str, str], tmp_path: Path, 
         first, second = Build(["-p", str(p), "-t", tag], env), Build(["-p", str(p), "-t", tag], env)
         builds += [first, second]
         rcs = [first.wait(), second.wait()]
-        for b, rc in zip((first, second), rcs):
+        for b, rc in zip((first, second), rcs, strict=True):
             assert "Traceback" not in b.stderr, b.stderr
             assert rc == 0 or ("envbuild: error:" in b.stderr and rc in (1, 2)), f"exit {rc}\n{b.stderr}"
         assert 0 in rcs, f"neither build succeeded:\n{first.stderr}\n{second.stderr}"
@@ -300,7 +323,9 @@ def test_two_builds_of_one_project_at_once(env: dict[str, str], tmp_path: Path, 
 
 def test_destroy_while_a_build_runs(env: dict[str, str], tmp_path: Path, builds: list[Build]) -> None:
     token = uuid.uuid4().hex[:12]
-    p = project(tmp_path, f'    run(commands=["sleep 5", "echo {token} > /marker"])\n', name=f"faults-destroy-{token[:6]}")
+    p = project(
+        tmp_path, f'    run(commands=["sleep 5", "echo {token} > /marker"])\n', name=f"faults-destroy-{token[:6]}"
+    )
     tag = f"envbuild-faults-{token}:dev"
     try:
         b = Build(["-p", str(p), "-t", tag], env)
@@ -317,6 +342,7 @@ def test_destroy_while_a_build_runs(env: dict[str, str], tmp_path: Path, builds:
 
 
 # ---- a relay that can play a restarting engine ---------------------------------------------------------
+
 
 class Relay:
     """A Unix-socket relay to dockerd; ``stop`` cuts every connection at once, ``start`` listens again."""
@@ -341,18 +367,14 @@ class Relay:
     def stop(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
-            try:
+            with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             listener.close()
         with self._lock:
             conns, self._conns = self._conns, []
         for c in conns:
-            try:
+            with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             c.close()
 
     def _accept(self, listener: socket.socket) -> None:

@@ -26,7 +26,7 @@ class _Handler(BaseHTTPRequestHandler):
     def address_string(self) -> str:  # a unix socket has no client address
         return "engine"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self.server.paths.append(self.path)
         if self.path.endswith("/version"):
             status, body = 200, json.dumps({"ApiVersion": "1.41", "Version": "20.10.24"}).encode()
@@ -62,7 +62,9 @@ def test_inspect_answers_the_engines_json(engine: _Engine) -> None:
     assert images.inspect_image("reg.example:5000/a/b:tag") == body
 
 
-@pytest.mark.parametrize("reply", [(404, b'{"message": "No such image"}'), (200, b"not json"), (500, b"{}"), (200, b"[]")])
+@pytest.mark.parametrize(
+    "reply", [(404, b'{"message": "No such image"}'), (200, b"not json"), (500, b"{}"), (200, b"[]")]
+)
 def test_misses_and_garbage_are_none(engine: _Engine, reply: tuple[int, bytes]) -> None:
     engine.replies["images/x:y/json"] = reply
     assert images.inspect_image("x:y") is None

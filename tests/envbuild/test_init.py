@@ -45,7 +45,8 @@ def test_jupyter_in_requirements_turns_jupyter_on(tmp_path: Path) -> None:
 
 def test_pyproject_dependencies_and_python(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
-        '[project]\nname = "x"\nrequires-python = ">=3.12"\ndependencies = ["requests>=2", "pandas[excel]"]\n')
+        '[project]\nname = "x"\nrequires-python = ">=3.12"\ndependencies = ["requests>=2", "pandas[excel]"]\n'
+    )
     _init(tmp_path)
     spec = frontend.evaluate(str(tmp_path))
     assert spec.python.version == "3.12"
@@ -82,7 +83,14 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path, capsys: pytest.Captu
 
 @pytest.mark.parametrize(
     ("requires", "expected"),
-    [(None, "3.11"), (">=3.9", "3.11"), (">=3.12", "3.12"), ("<3.11", "3.10"), (">=3.8,<3.10", "3.9"), ("==3.13.*", "3.13")],
+    [
+        (None, "3.11"),
+        (">=3.9", "3.11"),
+        (">=3.12", "3.12"),
+        ("<3.11", "3.10"),
+        (">=3.8,<3.10", "3.9"),
+        ("==3.13.*", "3.13"),
+    ],
 )
 def test_python_for(requires: str | None, expected: str) -> None:
     assert gen.python_for(requires) == expected

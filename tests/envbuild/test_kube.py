@@ -51,8 +51,14 @@ def test_names() -> None:
 
 
 def test_pod_with_gpus_pvc_and_secrets() -> None:
-    req = _req(gpus=2, cpu="8", memory="32Gi", node_selector={"gpu": "a100"}, image_pull_secret="regcred",
-               labels={"ai.envbuild.project.path": "/home/u/proj"})
+    req = _req(
+        gpus=2,
+        cpu="8",
+        memory="32Gi",
+        node_selector={"gpu": "a100"},
+        image_pull_secret="regcred",
+        labels={"ai.envbuild.project.path": "/home/u/proj"},
+    )
     secret, pvc, pod = manifests(req, authorized_keys="ssh-ed25519 AAAA u@h\n", jupyter_token="tok")
     assert secret["kind"] == "Secret" and secret["metadata"]["name"] == "my-proj-dev-envbuild"
     assert secret["stringData"] == {"authorized_keys": "ssh-ed25519 AAAA u@h\n", "jupyter_token": "tok"}
@@ -65,16 +71,23 @@ def test_pod_with_gpus_pvc_and_secrets() -> None:
     spec = pod["spec"]
     (c,) = spec["containers"]
     assert c["image"] == IMAGE and c["workingDir"] == "/home/envd/proj"
-    assert c["resources"] == {"limits": {"nvidia.com/gpu": "2", "cpu": "8", "memory": "32Gi"},
-                              "requests": {"cpu": "8", "memory": "32Gi"}}
+    assert c["resources"] == {
+        "limits": {"nvidia.com/gpu": "2", "cpu": "8", "memory": "32Gi"},
+        "requests": {"cpu": "8", "memory": "32Gi"},
+    }
     assert c["securityContext"]["runAsUser"] == 0
     env = {e["name"]: e for e in c["env"]}
     assert env["ENVBUILD_AUTHORIZED_KEYS"]["valueFrom"]["secretKeyRef"] == {
-        "name": "my-proj-dev-envbuild", "key": "authorized_keys"}
+        "name": "my-proj-dev-envbuild",
+        "key": "authorized_keys",
+    }
     assert env["ENVBUILD_JUPYTER_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "jupyter_token"
     assert "value" not in env["ENVBUILD_AUTHORIZED_KEYS"]
     assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [
-        ("ssh", 2222), ("jupyter", 8888), ("tensorboard-ui", 6006)]
+        ("ssh", 2222),
+        ("jupyter", 8888),
+        ("tensorboard-ui", 6006),
+    ]
     assert c["readinessProbe"]["tcpSocket"] == {"port": 2222}
     assert {m["mountPath"] for m in c["volumeMounts"]} == {"/home/envd/proj", "/dev/shm"}
     vols = {v["name"]: v for v in spec["volumes"]}
@@ -122,13 +135,25 @@ def test_empty_key_refused() -> None:
 
 def test_ports_from_labels_and_kubectl_argv() -> None:
     assert ports_from_labels({"ai.envbuild.ports": '[{"name":"ssh","port":2222},{"name":"jupyter","port":8888}]'}) == (
-        ("ssh", 2222), ("jupyter", 8888))
+        ("ssh", 2222),
+        ("jupyter", 8888),
+    )
     assert ports_from_labels({}) == (("ssh", 2222),)
     with pytest.raises(UsageError):
         ports_from_labels({"ai.envbuild.ports": "[1]"})
     assert kubectl_port_forward_argv(_req(), [(0, 2222), (18888, 8888)], kube_context="prod") == [
-        "kubectl", "--context", "prod", "--namespace", "ml", "port-forward", "--address", "127.0.0.1",
-        "pod/my-proj-dev", "0:2222", "18888:8888"]
+        "kubectl",
+        "--context",
+        "prod",
+        "--namespace",
+        "ml",
+        "port-forward",
+        "--address",
+        "127.0.0.1",
+        "pod/my-proj-dev",
+        "0:2222",
+        "18888:8888",
+    ]
 
 
 def test_build_options_push_to_the_team_registry() -> None:
@@ -246,30 +271,51 @@ def test_apply_creates_then_keeps_then_recreates() -> None:
     runner = _runner(core)
     req = _req(gpus=1)
     assert runner.apply(req, authorized_keys="k", jupyter_token="t") == "created"
-    assert _methods(core) == ["create_namespaced_secret", "create_namespaced_persistent_volume_claim",
-                              "read_namespaced_pod", "create_namespaced_pod"]
+    assert _methods(core) == [
+        "create_namespaced_secret",
+        "create_namespaced_persistent_volume_claim",
+        "read_namespaced_pod",
+        "create_namespaced_pod",
+    ]
     assert all(kw["namespace"] == "ml" for _, kw in core.calls)
     assert core.calls[-1][1]["body"] == pod_manifest(req)
     core.calls.clear()
     assert runner.apply(req, authorized_keys="k2", jupyter_token="t") == "unchanged"
-    assert _methods(core) == ["create_namespaced_secret", "replace_namespaced_secret",
-                              "create_namespaced_persistent_volume_claim", "read_namespaced_pod"]
+    assert _methods(core) == [
+        "create_namespaced_secret",
+        "replace_namespaced_secret",
+        "create_namespaced_persistent_volume_claim",
+        "read_namespaced_pod",
+    ]
     assert core.objects[("Secret", "my-proj-dev-envbuild")]["stringData"]["authorized_keys"] == "k2"
     core.calls.clear()
     newer = _req(gpus=1, image=IMAGE.replace("a" * 64, "b" * 64))
     assert runner.apply(newer, authorized_keys="k", jupyter_token="t") == "recreated"
-    assert _methods(core)[-4:] == ["read_namespaced_pod", "delete_namespaced_pod", "read_namespaced_pod",
-                                    "create_namespaced_pod"]
+    assert _methods(core)[-4:] == [
+        "read_namespaced_pod",
+        "delete_namespaced_pod",
+        "read_namespaced_pod",
+        "create_namespaced_pod",
+    ]
     assert [kw for m, kw in core.calls if m == "delete_namespaced_pod"] == [
-        {"name": "my-proj-dev", "namespace": "ml", "grace_period_seconds": 5}]
+        {"name": "my-proj-dev", "namespace": "ml", "grace_period_seconds": 5}
+    ]
     assert core.objects[("Pod", "my-proj-dev")]["spec"]["containers"][0]["image"] == newer.image
     assert ("PersistentVolumeClaim", "my-proj-dev-workspace") in core.objects
 
 
 def test_wait_ready_reports_scheduling_and_pull_errors() -> None:
     req = _req()
-    pending = {"phase": "Pending", "conditions": [
-        {"type": "PodScheduled", "status": "False", "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}
+    pending = {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+            }
+        ],
+    }
     core = FakeCore(statuses=[pending, pending, {"phase": "Running", "container_statuses": [{"ready": False}]}])
     runner = _runner(core)
     runner.apply(req, authorized_keys="k", jupyter_token="t")
@@ -280,22 +326,28 @@ def test_wait_ready_reports_scheduling_and_pull_errors() -> None:
     runner = _runner(core)
     runner.apply(req, authorized_keys="k", jupyter_token="t")
     core.statuses = [pending] * 50
-    with pytest.raises(RuntimeFailure, match="Insufficient nvidia.com/gpu"):
+    with pytest.raises(RuntimeFailure, match=r"Insufficient nvidia\.com/gpu"):
         runner.wait_ready(req, timeout=5)
 
     core = FakeCore()
     runner = _runner(core)
     runner.apply(req, authorized_keys="k", jupyter_token="t")
-    core.statuses = [{"phase": "Pending", "container_statuses": [
-        {"ready": False, "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}]}]
-    with pytest.raises(RuntimeFailure, match="cannot pull the image .*ImagePullBackOff: not found.*imagePullSecret"):
+    core.statuses = [
+        {
+            "phase": "Pending",
+            "container_statuses": [
+                {"ready": False, "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}
+            ],
+        }
+    ]
+    with pytest.raises(RuntimeFailure, match=r"cannot pull the image .*ImagePullBackOff: not found.*imagePullSecret"):
         runner.wait_ready(req)
 
 
 def test_forbidden_is_explained() -> None:
     core = FakeCore()
     core.deny.add("create_namespaced_secret")
-    with pytest.raises(RuntimeFailure, match="HTTP 403.*RBAC"):
+    with pytest.raises(RuntimeFailure, match=r"HTTP 403.*RBAC"):
         _runner(core).apply(_req(), authorized_keys="k", jupyter_token="t")
 
 
@@ -478,7 +530,8 @@ def test_load_core_api_with_a_kubeconfig(tmp_path: Path) -> None:
         "apiVersion: v1\nkind: Config\ncurrent-context: c1\n"
         "clusters:\n- name: k\n  cluster: {server: 'https://127.0.0.1:6443'}\n"
         "users:\n- name: u\n  user: {token: abc}\n"
-        "contexts:\n- name: c1\n  context: {cluster: k, user: u}\n- name: c2\n  context: {cluster: k, user: u, namespace: x}\n"
+        "contexts:\n- name: c1\n  context: {cluster: k, user: u}\n"
+        "- name: c2\n  context: {cluster: k, user: u, namespace: x}\n"
     )
     api = load_core_api(KubernetesSettings(kubeconfig=str(cfg), kube_context="c2"))
     assert api.api_client.configuration.host == "https://127.0.0.1:6443"

@@ -28,11 +28,11 @@ from envbuild.kube.runner import KubernetesRunner
 REGISTRY = "reg.example.com:5000/team"
 DIGEST = "sha256:" + "c" * 64
 BUILD_FILE = (
-    'def build():\n'
+    "def build():\n"
     '    base(image="local/debian:bookworm", dev=True)\n'
-    '    install.python()\n'
+    "    install.python()\n"
     '    config.jupyter(token="tok-from-build-file")\n'
-    '    config.gpu(2)\n'
+    "    config.gpu(2)\n"
 )
 PORTS_LABEL = '[{"name":"ssh","port":2222},{"name":"jupyter","port":8888}]'
 
@@ -87,8 +87,11 @@ class FakeCore:
     def list_namespaced_pod(self, namespace: str, **kw: Any) -> Any:
         self.calls.append(("list_namespaced_pod", {"namespace": namespace, **kw}))
         want = dict(kv.split("=", 1) for kv in kw.get("label_selector", "").split(",") if kv)
-        items = [self._pod(b) for (k, ns, _), b in self.objects.items()
-                 if k == "Pod" and ns == namespace and all(b["metadata"]["labels"].get(a) == v for a, v in want.items())]
+        items = [
+            self._pod(b)
+            for (k, ns, _), b in self.objects.items()
+            if k == "Pod" and ns == namespace and all(b["metadata"]["labels"].get(a) == v for a, v in want.items())
+        ]
         return SimpleNamespace(items=items)
 
     def read_namespaced_pod(self, name: str, namespace: str) -> Any:
@@ -194,8 +197,12 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _context(registry: str | None = REGISTRY, kubeconfig: str | None = None) -> None:
-    ctx = make_context("gpu", runner="kubernetes", check_files=False,
-                       kubernetes=KubernetesSettings(namespace="ml", registry=registry, kubeconfig=kubeconfig))
+    ctx = make_context(
+        "gpu",
+        runner="kubernetes",
+        check_files=False,
+        kubernetes=KubernetesSettings(namespace="ml", registry=registry, kubeconfig=kubeconfig),
+    )
     ContextStore().create(ctx, use=True)
 
 
@@ -223,7 +230,9 @@ def cluster(home: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
         state.builds.append(options)
         spec, _ = build_api.evaluate(options)
         (out,) = options.outputs.outputs
-        outcome = SimpleNamespace(pushed=(PushResult(out.names[0], DIGEST),), result=SimpleNamespace(exporter_response={}))
+        outcome = SimpleNamespace(
+            pushed=(PushResult(out.names[0], DIGEST),), result=SimpleNamespace(exporter_response={})
+        )
         return SimpleNamespace(tag=options.tag, up_to_date=False, spec=spec, outcomes=(outcome,))
 
     def portforward(*args: Any, **kw: Any) -> FakePortForward:
@@ -231,14 +240,19 @@ def cluster(home: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
         return FakePortForward(int(kw["ports"]))
 
     def make_runner(api: Any) -> KubernetesRunner:
-        return KubernetesRunner(api, exec_stream=lambda *a, **k: state.exec, portforward=portforward,
-                                sleep=lambda s: None)
+        return KubernetesRunner(
+            api, exec_stream=lambda *a, **k: state.exec, portforward=portforward, sleep=lambda s: None
+        )
 
     def spawn(name: str, log: Path) -> None:
         ev = threading.Event()
         state.stops.append(ev)
-        threading.Thread(target=forward.serve, args=(name,), daemon=True,
-                         kwargs={"make_runner": lambda spec: make_runner(core), "stop_event": ev, "poll": 0.02}).start()
+        threading.Thread(
+            target=forward.serve,
+            args=(name,),
+            daemon=True,
+            kwargs={"make_runner": lambda spec: make_runner(core), "stop_event": ev, "poll": 0.02},
+        ).start()
 
     monkeypatch.setattr(build_api, "build", fake_build)
     monkeypatch.setattr(images, "image_labels", lambda ref: state.labels)
@@ -260,12 +274,14 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, out, err
 
 
-def test_up_builds_pushes_and_creates_the_pod(cluster: SimpleNamespace, project: Path, home: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_up_builds_pushes_and_creates_the_pod(
+    cluster: SimpleNamespace, project: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _context()
     cluster.labels = {"ai.envbuild.ports": PORTS_LABEL, "ai.envbuild.gpu": "true", "ai.envbuild.project": "proj"}
-    code, out, err = run(["up", "-p", str(project), "--detach", "--format", "json", "--memory", "16g",
-                          "--cpus", "0.5"], capsys)
+    code, out, err = run(
+        ["up", "-p", str(project), "--detach", "--format", "json", "--memory", "16g", "--cpus", "0.5"], capsys
+    )
     assert code == 0, err
     (opts,) = cluster.builds
     (output,) = opts.outputs.outputs
@@ -291,8 +307,10 @@ def test_up_builds_pushes_and_creates_the_pod(cluster: SimpleNamespace, project:
     assert data["image"] == f"{ref}@{DIGEST}"
     assert data["ssh"] == {"target": "proj.envbuild", "host": "127.0.0.1", "port": local_ssh, "user": "envd"}
     jport = next(p["host_port"] for p in data["ports"] if p["name"] == "jupyter")
-    assert data["jupyter"] == {"url": f"http://127.0.0.1:{jport}/lab?token=tok-from-build-file",
-                               "token": "tok-from-build-file"}
+    assert data["jupyter"] == {
+        "url": f"http://127.0.0.1:{jport}/lab?token=tok-from-build-file",
+        "token": "tok-from-build-file",
+    }
     assert data["kubernetes"]["namespace"] == "ml" and data["kubernetes"]["pod"] == "proj"
     assert data["workdir"] == "/home/envd/proj" and data["gpu"] is True
 
@@ -309,7 +327,7 @@ def test_up_builds_pushes_and_creates_the_pod(cluster: SimpleNamespace, project:
     code, out, err = run(["up", "-p", str(project), "-d"], capsys)
     assert code == 0, err
     assert "create_namespaced_pod" not in core.methods() and "Re-attached to proj" in err
-    assert f"ssh proj.envbuild" in out and f"http://127.0.0.1:{jport}/lab?token=tok-from-build-file" in out
+    assert "ssh proj.envbuild" in out and f"http://127.0.0.1:{jport}/lab?token=tok-from-build-file" in out
 
     code, out, err = run(["ls", "--format", "json"], capsys)
     assert code == 0, err
@@ -319,7 +337,10 @@ def test_up_builds_pushes_and_creates_the_pod(cluster: SimpleNamespace, project:
     core.calls.clear()
     code, out, err = run(["destroy", "-p", str(project)], capsys)
     assert code == 0, err
-    assert [m for m in core.methods() if m.startswith("delete")] == ["delete_namespaced_pod", "delete_namespaced_secret"]
+    assert [m for m in core.methods() if m.startswith("delete")] == [
+        "delete_namespaced_pod",
+        "delete_namespaced_secret",
+    ]
     assert set(core.objects) == {("PersistentVolumeClaim", "ml", "proj-workspace")}
     assert "kept its workspace claim" in out
     assert "proj.envbuild" not in (home / ".config" / "envbuild" / "ssh_config").read_text()
@@ -339,11 +360,13 @@ def test_up_builds_pushes_and_creates_the_pod(cluster: SimpleNamespace, project:
     assert core.objects == {}
 
 
-def test_up_without_labels_uses_the_spec_and_a_token_survives(cluster: SimpleNamespace, project: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_up_without_labels_uses_the_spec_and_a_token_survives(
+    cluster: SimpleNamespace, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _context()
-    (project / "build.envd").write_text('def build():\n    base(image="local/debian:bookworm", dev=True)\n'
-                                        '    install.python()\n    config.jupyter()\n')
+    (project / "build.envd").write_text(
+        'def build():\n    base(image="local/debian:bookworm", dev=True)\n    install.python()\n    config.jupyter()\n'
+    )
     code, out, err = run(["up", "-p", str(project), "-d", "--format", "json", "--name", "exp1"], capsys)
     assert code == 0, err
     first = json.loads(out)
@@ -365,24 +388,27 @@ def test_up_without_labels_uses_the_spec_and_a_token_survives(cluster: SimpleNam
         (["--gpus", "all"], "cannot request 'all' GPUs"),
     ],
 )
-def test_gpu_options_kubernetes_cannot_honour(cluster: SimpleNamespace, project: Path, args: list[str], fragment: str,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_gpu_options_kubernetes_cannot_honour(
+    cluster: SimpleNamespace, project: Path, args: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     _context()
     code, _, err = run(["up", "-p", str(project), "-d", *args], capsys)
     assert code == 2 and fragment in err and "Traceback" not in err
     assert cluster.builds == [] and cluster.core.calls == []  # refused before the build
 
 
-def test_volume_refused_before_building(cluster: SimpleNamespace, project: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_volume_refused_before_building(
+    cluster: SimpleNamespace, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _context()
     code, _, err = run(["up", "-p", str(project), "-d", "-v", f"{project}:/data"], capsys)
     assert code == 2 and "--volume is not supported by the kubernetes runner" in err
     assert cluster.builds == []
 
 
-def test_no_registry_in_the_context(cluster: SimpleNamespace, project: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_registry_in_the_context(
+    cluster: SimpleNamespace, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _context(registry=None)
     code, _, err = run(["up", "-p", str(project), "-d"], capsys)
     assert code == 2
@@ -391,16 +417,18 @@ def test_no_registry_in_the_context(cluster: SimpleNamespace, project: Path,
     assert cluster.builds == [] and cluster.core.calls == []
 
 
-def test_runner_option_overrides_the_context(cluster: SimpleNamespace, project: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_runner_option_overrides_the_context(
+    cluster: SimpleNamespace, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run(["up", "-p", str(project), "-d", "--runner", "kubernetes"], capsys)
     assert code == 2 and "context 'default' names no registry" in err
     code, _, err = run(["ls", "--runner", "podman"], capsys)
     assert code == 2 and "invalid --runner 'podman'" in err
 
 
-def test_kubernetes_package_missing(home: Path, project: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_kubernetes_package_missing(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import builtins
 
     _context()
@@ -434,9 +462,9 @@ def _kubeconfig(path: Path, port: int) -> Path:
     return path
 
 
-def test_cluster_unreachable_is_exit_3_naming_the_api_server(home: Path, project: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_cluster_unreachable_is_exit_3_naming_the_api_server(
+    home: Path, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("kubernetes")
     from envbuild import build as build_api
 
@@ -457,8 +485,9 @@ def test_forwarder_process_starts_and_stops(home: Path, tmp_path: Path) -> None:
     """The real `envbuild kube-forward` child: setsid, pid file, bound ports, stopped by `stop`."""
     pytest.importorskip("kubernetes")
     cfg = _kubeconfig(tmp_path / "kubeconfig", _closed_port())
-    spec = forward.ForwardSpec(name="exp", namespace="ml", ports=(("ssh", 2222), ("jupyter", 8888)),
-                               kubeconfig=str(cfg))
+    spec = forward.ForwardSpec(
+        name="exp", namespace="ml", ports=(("ssh", 2222), ("jupyter", 8888)), kubeconfig=str(cfg)
+    )
     addresses, pid = forward.start(spec, timeout=60)
     try:
         assert set(addresses) == {2222, 8888} and pid == forward.running_pid("exp")
@@ -470,8 +499,11 @@ def test_forwarder_process_starts_and_stops(home: Path, tmp_path: Path) -> None:
     finally:
         assert forward.stop("exp")
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and Path(f"/proc/{pid}/cmdline").exists() and \
-            Path(f"/proc/{pid}/cmdline").read_bytes():
+    while (
+        time.monotonic() < deadline
+        and Path(f"/proc/{pid}/cmdline").exists()
+        and Path(f"/proc/{pid}/cmdline").read_bytes()
+    ):
         time.sleep(0.05)
     assert forward.running_pid("exp") is None and forward.read_state("exp") is None
     assert not forward.stop("exp")

@@ -15,7 +15,7 @@ import llb
 from envbuild.compiler import compile as C
 from envbuild.compiler import cuda, languages
 from envbuild.compiler.compile import _Compiler
-from envbuild.compiler.mirrors import Mirrors, MirrorConfigError
+from envbuild.compiler.mirrors import MirrorConfigError, Mirrors
 from envbuild.compiler.options import CompileOptions
 from envbuild.compiler.stagekit import Additions
 from frontend import cuda as cuda_table
@@ -70,28 +70,63 @@ def _compose(spec: S.Spec, fn_name: str) -> tuple[list[dict[str, object]], Addit
 @pytest.mark.parametrize(
     ("lang", "spec", "urls", "path"),
     [
-        ("go", S.Spec(base=S.Base(BASE, dev=True), go=S.Go("1.25.3")),
-         ["https://mirror.example/golang/go1.25.3.linux-amd64.tar.gz",
-          "https://mirror.example/golang/go1.25.3.linux-arm64.tar.gz.sha256",
-          "0335f314b6e7bfe08c3d0cfaa7c19db961b7b99fb20be62b0a826c992ad14e0f"], "/usr/local/go/bin"),
-        ("nodejs", S.Spec(base=S.Base(BASE, dev=True), nodejs=S.NodeJS("25.1.0")),
-         ["https://mirror.example/node/v25.1.0/node-v25.1.0-linux-x64.tar.xz",
-          "https://mirror.example/node/v25.1.0/SHASUMS256.txt",
-          "dbfed2a1ec191af657f727c9bdc87e88ec9b10fd1a095ed68996090648b0a03f"], "/opt/nodejs/bin"),
-        ("julia", S.Spec(base=S.Base(BASE, dev=True), julia=S.Julia(),
-                         julia_packages=(S.JuliaPackages(("Example", "JSON")),),
-                         julia_pkg_server=S.Url("https://pkg.mirror.example")),
-         ["https://mirror.example/julia/linux/x64/1.10/julia-1.10.10-linux-x86_64.tar.gz",
-          "https://mirror.example/julia/checksums/julia-1.10.10.sha256",
-          "a4b157ed68da10471ea86acc05a0ab61c1a6931ee592a9b236be227d72da50ff",
-          'Pkg.add([\\"Example\\", \\"JSON\\"])', "JULIA_PKG_SERVER=https://pkg.mirror.example"], "/opt/julia/bin"),
-        ("rust", S.Spec(base=S.Base(BASE, dev=True), rust=S.Rust("1.80.0")),
-         ["https://mirror.example/rust/rustup/dist/x86_64-unknown-linux-gnu/rustup-init",
-          "https://mirror.example/rust/rustup/dist/aarch64-unknown-linux-gnu/rustup-init.sha256",
-          "RUSTUP_DIST_SERVER=https://mirror.example/rust", "--default-toolchain 1.80.0"], "/opt/rust/bin"),
-        ("pixi", S.Spec(base=S.Base(BASE, dev=True), pixi=S.Pixi(pypi_index="https://pypi.mirror.example/simple")),
-         ["https://mirror.example/pixi/v0.62.2/pixi-x86_64-unknown-linux-musl.tar.gz.sha256",
-          _b64('[pypi-config]\nindex-url = "https://pypi.mirror.example/simple"\n')], None),
+        (
+            "go",
+            S.Spec(base=S.Base(BASE, dev=True), go=S.Go("1.25.3")),
+            [
+                "https://mirror.example/golang/go1.25.3.linux-amd64.tar.gz",
+                "https://mirror.example/golang/go1.25.3.linux-arm64.tar.gz.sha256",
+                "0335f314b6e7bfe08c3d0cfaa7c19db961b7b99fb20be62b0a826c992ad14e0f",
+            ],
+            "/usr/local/go/bin",
+        ),
+        (
+            "nodejs",
+            S.Spec(base=S.Base(BASE, dev=True), nodejs=S.NodeJS("25.1.0")),
+            [
+                "https://mirror.example/node/v25.1.0/node-v25.1.0-linux-x64.tar.xz",
+                "https://mirror.example/node/v25.1.0/SHASUMS256.txt",
+                "dbfed2a1ec191af657f727c9bdc87e88ec9b10fd1a095ed68996090648b0a03f",
+            ],
+            "/opt/nodejs/bin",
+        ),
+        (
+            "julia",
+            S.Spec(
+                base=S.Base(BASE, dev=True),
+                julia=S.Julia(),
+                julia_packages=(S.JuliaPackages(("Example", "JSON")),),
+                julia_pkg_server=S.Url("https://pkg.mirror.example"),
+            ),
+            [
+                "https://mirror.example/julia/linux/x64/1.10/julia-1.10.10-linux-x86_64.tar.gz",
+                "https://mirror.example/julia/checksums/julia-1.10.10.sha256",
+                "a4b157ed68da10471ea86acc05a0ab61c1a6931ee592a9b236be227d72da50ff",
+                'Pkg.add([\\"Example\\", \\"JSON\\"])',
+                "JULIA_PKG_SERVER=https://pkg.mirror.example",
+            ],
+            "/opt/julia/bin",
+        ),
+        (
+            "rust",
+            S.Spec(base=S.Base(BASE, dev=True), rust=S.Rust("1.80.0")),
+            [
+                "https://mirror.example/rust/rustup/dist/x86_64-unknown-linux-gnu/rustup-init",
+                "https://mirror.example/rust/rustup/dist/aarch64-unknown-linux-gnu/rustup-init.sha256",
+                "RUSTUP_DIST_SERVER=https://mirror.example/rust",
+                "--default-toolchain 1.80.0",
+            ],
+            "/opt/rust/bin",
+        ),
+        (
+            "pixi",
+            S.Spec(base=S.Base(BASE, dev=True), pixi=S.Pixi(pypi_index="https://pypi.mirror.example/simple")),
+            [
+                "https://mirror.example/pixi/v0.62.2/pixi-x86_64-unknown-linux-musl.tar.gz.sha256",
+                _b64('[pypi-config]\nindex-url = "https://pypi.mirror.example/simple"\n'),
+            ],
+            None,
+        ),
     ],
 )
 def test_download_languages(lang: str, spec: S.Spec, urls: list[str], path: str | None) -> None:
@@ -113,14 +148,19 @@ def test_download_languages(lang: str, spec: S.Spec, urls: list[str], path: str 
 def test_rust_image_env_keeps_mirrors_for_later_rustup() -> None:
     _, add = _compose(S.Spec(base=S.Base(BASE, dev=True), rust=S.Rust()), "rust")
     assert dict(add.env) == {
-        "RUSTUP_HOME": "/opt/rust", "CARGO_HOME": "/opt/rust",
-        "RUSTUP_DIST_SERVER": "https://mirror.example/rust", "RUSTUP_UPDATE_ROOT": "https://mirror.example/rust/rustup",
+        "RUSTUP_HOME": "/opt/rust",
+        "CARGO_HOME": "/opt/rust",
+        "RUSTUP_DIST_SERVER": "https://mirror.example/rust",
+        "RUSTUP_UPDATE_ROOT": "https://mirror.example/rust/rustup",
     }
 
 
 def test_r_lang_and_packages_use_the_cran_mirror_in_order() -> None:
-    spec = S.Spec(base=S.Base(BASE, dev=True), r_lang=S.RLang(),
-                  r_packages=(S.RPackages(("data.table",)), S.RPackages(("ggplot2", "dplyr"))))
+    spec = S.Spec(
+        base=S.Base(BASE, dev=True),
+        r_lang=S.RLang(),
+        r_packages=(S.RPackages(("data.table",)), S.RPackages(("ggplot2", "dplyr"))),
+    )
     c = _Compiler(spec, CompileOptions(project="golden"))
     state, _ = languages.r_lang(c, llb.image(BASE), MIRRORS)
     ops = _ops(state)
@@ -132,7 +172,9 @@ def test_r_lang_and_packages_use_the_cran_mirror_in_order() -> None:
     assert "quit(status = 1)" in execs[2]
     spec_mirror = S.Spec(base=S.Base(BASE), r_lang=S.RLang(), cran_mirror=S.Url("https://cran.spec.example"))
     assert languages.cran_mirror(_Compiler(spec_mirror, CompileOptions()), MIRRORS) == "https://cran.spec.example"
-    assert languages.cran_mirror(_Compiler(spec_mirror.__class__(), CompileOptions()), Mirrors()) == languages.DEFAULT_CRAN
+    assert (
+        languages.cran_mirror(_Compiler(spec_mirror.__class__(), CompileOptions()), Mirrors()) == languages.DEFAULT_CRAN
+    )
     _golden("r", ops)
 
 
@@ -155,10 +197,16 @@ def test_cuda_base_labels_and_torch_index() -> None:
         "UV_INDEX": "pytorch=https://download.pytorch.org/whl/cu121"
     }
     assert cuda.pip_env(spec, ["Torch-Vision"], MIRRORS) == {}
-    assert cuda.pip_env(spec, ["torchvision>=0.18"], MIRRORS) == {"UV_INDEX": "pytorch=https://mirror.example/pytorch/cu121"}
+    assert cuda.pip_env(spec, ["torchvision>=0.18"], MIRRORS) == {
+        "UV_INDEX": "pytorch=https://mirror.example/pytorch/cu121"
+    }
     assert cuda.pip_env(spec, ["numpy"], MIRRORS) == {}
-    with_index = S.Spec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__},
-                           "pip_index": S.PipIndex("https://pypi.example/simple")})
+    with_index = S.Spec(
+        **{
+            **{f: getattr(spec, f) for f in spec.__dataclass_fields__},
+            "pip_index": S.PipIndex("https://pypi.example/simple"),
+        }
+    )
     assert cuda.pip_env(with_index, ["torch"], MIRRORS) == {}
     compiled = C.compile(spec, CompileOptions(project="golden", owner=(1000, 1000)))
     ops = compiled.definition().to_json()
@@ -173,12 +221,16 @@ def test_wrong_cuda_cudnn_pair_is_rejected() -> None:
         cuda_table.resolve("11.8.0", "9", dev=True, base_image="ubuntu:22.04")
     with pytest.raises(cuda_table.CudaError, match="valid versions"):
         cuda_table.resolve("10.0.0", None, dev=True, base_image="ubuntu:22.04")
-    forged = S.Spec(base=S.Base("ubuntu:22.04", dev=True),
-                    cuda=S.Cuda("11.8.0", "9", "docker.io/nvidia/cuda:11.8.0-cudnn9-devel-ubuntu22.04"))
+    forged = S.Spec(
+        base=S.Base("ubuntu:22.04", dev=True),
+        cuda=S.Cuda("11.8.0", "9", "docker.io/nvidia/cuda:11.8.0-cudnn9-devel-ubuntu22.04"),
+    )
     with pytest.raises(cuda.CudaSpecError, match="cuDNN 9"):
         cuda.check(forged)
-    stale = S.Spec(base=S.Base("ubuntu:22.04", dev=True),
-                   cuda=S.Cuda("11.8.0", "8", "docker.io/nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04"))
+    stale = S.Spec(
+        base=S.Base("ubuntu:22.04", dev=True),
+        cuda=S.Cuda("11.8.0", "8", "docker.io/nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04"),
+    )
     with pytest.raises(cuda.CudaSpecError, match="re-evaluate"):
         cuda.check(stale)
 
@@ -198,7 +250,11 @@ def test_mirror_settings_from_env_and_config(tmp_path: Path) -> None:
     cfg = tmp_path / "config.toml"
     cfg.write_text('[mirrors]\ngo = "https://cfg.example/go/"\nopenvsx = "https://cfg.example/vsx"\n')
     m = Mirrors.load({"ENVBUILD_MIRROR_GO": "https://env.example/go"}, cfg)
-    assert (m.go, m.openvsx, m.nodejs) == ("https://env.example/go", "https://cfg.example/vsx", "https://nodejs.org/dist")
+    assert (m.go, m.openvsx, m.nodejs) == (
+        "https://env.example/go",
+        "https://cfg.example/vsx",
+        "https://nodejs.org/dist",
+    )
     cfg.write_text('[mirrors]\nnpm = "https://x"\n')
     with pytest.raises(MirrorConfigError, match="unknown mirror setting"):
         Mirrors.load({}, cfg)

@@ -35,8 +35,10 @@ def make_lock(spec, ctx: Path, **kw) -> L.Lock:  # type: ignore[no-untyped-def]
         base=L.BaseImage(spec.image, BASE_ID),
         platform="linux/amd64",
         python="3.11.2 linux-x86_64",
-        apt=tuple(L.AptGroup(c.names, (L.AptPackage("jq", "1.6-2.1", "amd64"), L.AptPackage("libjq1", "1.6-2.1", "amd64")))
-                  for c in spec.apt_packages),
+        apt=tuple(
+            L.AptGroup(c.names, (L.AptPackage("jq", "1.6-2.1", "amd64"), L.AptPackage("libjq1", "1.6-2.1", "amd64")))
+            for c in spec.apt_packages
+        ),
         pip=tuple(L.PipGroup((IDNA, SIX)) for _ in spec.python_packages),
     )
     defaults.update(kw)
@@ -107,8 +109,12 @@ def test_run_changes_do_not_stale_the_lock(project: Path) -> None:
 def test_apply_lock_pins_pip_apt_http_and_base(project: Path) -> None:
     write(project, BODY + 'io.http(url="https://example.com/x.bin")\n')
     spec = spec_of(project)
-    lk = make_lock(spec, project, http=(L.Download("https://example.com/x.bin", "sha256:" + "c" * 64),),
-                   base=L.BaseImage(spec.image, BASE_ID, ("docker.io/local/debian@sha256:" + "d" * 64,)))
+    lk = make_lock(
+        spec,
+        project,
+        http=(L.Download("https://example.com/x.bin", "sha256:" + "c" * 64),),
+        base=L.BaseImage(spec.image, BASE_ID, ("docker.io/local/debian@sha256:" + "d" * 64,)),
+    )
     out = L.apply_lock(spec, lk)
     (call,) = out.python_packages
     assert call.names == () and call.requirements == ".envbuild/lock/python-packages-1.txt"
@@ -138,7 +144,7 @@ def test_materialise_writes_hashed_requirements_once(project: Path) -> None:
 def test_use_lock_locked_missing_and_stale(project: Path) -> None:
     spec = spec_of(project)
     build_file = project / "build.envd"
-    with pytest.raises(L.LockError, match="no lock file build.envd.lock"):
+    with pytest.raises(L.LockError, match=r"no lock file build\.envd\.lock"):
         L.use_lock(spec, project, build_file, locked=True)
     assert L.use_lock(spec, project, build_file) is spec
     lk = make_lock(spec, project)
@@ -147,7 +153,7 @@ def test_use_lock_locked_missing_and_stale(project: Path) -> None:
     notes: list[str] = []
     assert L.use_lock(spec_of(project), project, build_file, on_note=notes.append) == spec_of(project)
     assert "stale" in notes[0] and "content of req.txt changed" in notes[0]
-    with pytest.raises(L.LockError, match="content of req.txt changed") as exc:
+    with pytest.raises(L.LockError, match=r"content of req\.txt changed") as exc:
         L.use_lock(spec_of(project), project, build_file, locked=True)
     assert exc.value.exit_code == 2
 
@@ -181,7 +187,9 @@ def test_parse_apt_simulation() -> None:
     )
     got = L.parse_apt_simulation(text)
     assert [(p.name, p.version, p.arch) for p in got] == [
-        ("jq", "1.6-2.1+deb12u2", "amd64"), ("libc6", "2.36-9+deb12u14", "amd64"), ("libonig5", "6.9.8-1", "amd64")
+        ("jq", "1.6-2.1+deb12u2", "amd64"),
+        ("libc6", "2.36-9+deb12u14", "amd64"),
+        ("libonig5", "6.9.8-1", "amd64"),
     ]
 
 
@@ -192,8 +200,10 @@ def test_parse_pip_compile() -> None:
         "./wheels/local-1.0-py3-none-any.whl\n"
     )
     got = L.parse_pip_compile(text)
-    assert got == (L.PipPackage("idna", "3.10", ("sha256:aaa", "sha256:bbb")),
-                   L.PipPackage("typing-extensions", "4.12.2", ("sha256:ccc",)))
+    assert got == (
+        L.PipPackage("idna", "3.10", ("sha256:aaa", "sha256:bbb")),
+        L.PipPackage("typing-extensions", "4.12.2", ("sha256:ccc",)),
+    )
 
 
 def test_resolution_graph_reuses_the_build_steps(project: Path) -> None:
@@ -213,13 +223,21 @@ def test_resolution_graph_reuses_the_build_steps(project: Path) -> None:
 
 
 def test_pip_script_resolves_then_installs_each_call_as_the_owner() -> None:
-    text = R.pip_script([(True, []), (False, ["/run/envbuild-context/w.whl"])], 1000, 1000, home="/home/envd",
-                        upgrade=False, upgrade_packages=("six",))
+    text = R.pip_script(
+        [(True, []), (False, ["/run/envbuild-context/w.whl"])],
+        1000,
+        1000,
+        home="/home/envd",
+        upgrade=False,
+        upgrade_packages=("six",),
+    )
     assert text.count("pip compile --quiet --generate-hashes") == 2
     assert "--upgrade-package six" in text
     assert "prev-0.txt /tmp/envbuild-lock/pip-0.txt" in text and "prev-1.txt" not in text
     assert "setpriv --reuid=1000" in text
-    assert text.index("in-0.txt -o /tmp/envbuild-lock/pip-0.txt") < text.index("install --quiet -r /tmp/envbuild-lock/pip-0.txt")
+    assert text.index("in-0.txt -o /tmp/envbuild-lock/pip-0.txt") < text.index(
+        "install --quiet -r /tmp/envbuild-lock/pip-0.txt"
+    )
 
 
 def test_offline_uses_hash_matching_wheels(project: Path) -> None:
@@ -244,17 +262,28 @@ def test_offline_uses_hash_matching_wheels(project: Path) -> None:
     (project / "build.envd.lock").write_text(lk.dumps())
     st = L.status(spec, project, project / "build.envd", base_id=BASE_ID)
     found = L.check_offline(spec, st, BASE_ID, project)
-    assert found == [{"idna": ".envbuild/wheels/idna-3.10-py3-none-any.whl", "six": ".envbuild/wheels/six-1.17.0-py2.py3-none-any.whl"}]
+    assert found == [
+        {
+            "idna": ".envbuild/wheels/idna-3.10-py3-none-any.whl",
+            "six": ".envbuild/wheels/six-1.17.0-py2.py3-none-any.whl",
+        }
+    ]
     out = L.apply_lock(spec, lk, found)
     (call,) = out.python_packages
     assert call.requirements is None and call.names == ()
-    assert call.local_wheels == (".envbuild/wheels/idna-3.10-py3-none-any.whl", ".envbuild/wheels/six-1.17.0-py2.py3-none-any.whl")
+    assert call.local_wheels == (
+        ".envbuild/wheels/idna-3.10-py3-none-any.whl",
+        ".envbuild/wheels/six-1.17.0-py2.py3-none-any.whl",
+    )
     assert set(call.local_wheels) <= set(out.inputs)
 
 
 def test_index_credentials_stay_out_of_the_lock(tmp_path: Path) -> None:
-    write(tmp_path, 'base(image="local/debian:bookworm")\nconfig.pip_index(url="https://bob:s3cret@pypi.example/simple")\n'
-          'install.python_packages(name=["six"])')
+    write(
+        tmp_path,
+        'base(image="local/debian:bookworm")\nconfig.pip_index(url="https://bob:s3cret@pypi.example/simple")\n'
+        'install.python_packages(name=["six"])',
+    )
     spec = spec_of(tmp_path)
     text = make_lock(spec, tmp_path).dumps()
     assert "s3cret" not in text and "bob" not in text
@@ -276,8 +305,11 @@ def test_unpinnable_requirements_are_named() -> None:
         "-e ./src/pkg\nbar @ git+https://x/y\n"
         "typing-extensions==4.1 ; python_version < '3.13' \\\n    --hash=sha256:cc\n--index-url https://x\n"
     )
-    assert L.unpinnable(text) == ["foo @ file:///run/envbuild-context/w/foo-1.0-py3-none-any.whl", "-e ./src/pkg",
-                                  "bar @ git+https://x/y"]
+    assert L.unpinnable(text) == [
+        "foo @ file:///run/envbuild-context/w/foo-1.0-py3-none-any.whl",
+        "-e ./src/pkg",
+        "bar @ git+https://x/y",
+    ]
 
 
 def test_cli_package_names_need_upgrade(project: Path) -> None:

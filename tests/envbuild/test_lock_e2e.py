@@ -36,7 +36,10 @@ def build():
 
 
 if not os.path.exists(HOST_BUNDLE):
-    pytestmark = [pytest.mark.engine, pytest.mark.skip(reason=f"{HOST_BUNDLE} missing (PyPI is reached through a TLS-inspecting proxy)")]
+    pytestmark = [
+        pytest.mark.engine,
+        pytest.mark.skip(reason=f"{HOST_BUNDLE} missing (PyPI is reached through a TLS-inspecting proxy)"),
+    ]
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -47,10 +50,20 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 def installed(tag: str) -> tuple[dict[str, str], dict[str, str]]:
     """(pip name -> version, dpkg name -> version) inside the image."""
     out = subprocess.run(
-        ["docker", "run", "--rm", "--entrypoint", "/bin/sh", tag, "-c",
-         "/opt/envbuild/venv/bin/python -m pip list --format json 2>/dev/null; echo '#'; "
-         "dpkg-query -W -f '${Package} ${Version}\\n'"],
-        capture_output=True, text=True, check=True,
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/sh",
+            tag,
+            "-c",
+            "/opt/envbuild/venv/bin/python -m pip list --format json 2>/dev/null; echo '#'; "
+            "dpkg-query -W -f '${Package} ${Version}\\n'",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     pip_json, _, dpkg = out.partition("#")
     pip = {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(pip_json)}
@@ -116,7 +129,7 @@ def test_tampered_hash_is_refused(project: Path) -> None:
         bad = bad.replace(h[7:], "0" * 63 + "1")
     try:
         (project / "build.envd.lock").write_text(bad)
-        with pytest.raises(Exception, match="(?i)hash"):
+        with pytest.raises(Exception, match=r"(?i)hash"):
             build(options(project, TAG + "-t", locked=True))
     finally:
         (project / "build.envd.lock").write_text(good)
@@ -205,10 +218,23 @@ def test_offline_build_installs_from_the_downloaded_wheels(project: Path) -> Non
     assert {p.name: pip[p.name] for p in lk.pip[0].packages} == {p.name: p.version for p in lk.pip[0].packages}
     # the wheelhouse alone is enough: no network, an empty uv cache
     r2 = subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", "-v", f"{project / L.WHEELS_DIR}:/w:ro", "--entrypoint", "/bin/sh",
-         TAG + "-o", "-c", "uv venv -q /tmp/v --python /usr/bin/python3 && UV_CACHE_DIR=/tmp/c uv pip install -q "
-         "--python /tmp/v/bin/python /w/*.whl && /tmp/v/bin/python -c 'import six, idna'"],
-        capture_output=True, text=True,
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            f"{project / L.WHEELS_DIR}:/w:ro",
+            "--entrypoint",
+            "/bin/sh",
+            TAG + "-o",
+            "-c",
+            "uv venv -q /tmp/v --python /usr/bin/python3 && UV_CACHE_DIR=/tmp/c uv pip install -q "
+            "--python /tmp/v/bin/python /w/*.whl && /tmp/v/bin/python -c 'import six, idna'",
+        ],
+        capture_output=True,
+        text=True,
     )
     subprocess.run(["docker", "image", "rm", "-f", TAG + "-o"], capture_output=True)
     assert r2.returncode == 0, r2.stderr
@@ -236,7 +262,9 @@ def test_registry_base_is_pinned_by_digest(tmp_path: Path) -> None:
     subprocess.run(["docker", "tag", "local/debian:bookworm", ref], check=True)
     subprocess.run(["docker", "push", "-q", ref], check=True, capture_output=True)
     subprocess.run(["docker", "image", "rm", ref], check=True, capture_output=True)
-    (tmp_path / "build.envd").write_text(f'def build():\n    base(image="{ref}", dev=False)\n    run(commands=["true"])\n')
+    (tmp_path / "build.envd").write_text(
+        f'def build():\n    base(image="{ref}", dev=False)\n    run(commands=["true"])\n'
+    )
     r = cli("lock", "-p", str(tmp_path), "--progress", "quiet")
     assert r.returncode == 0, r.stderr
     lk = L.read_lock(tmp_path / "build.envd.lock")
@@ -247,8 +275,12 @@ def test_registry_base_is_pinned_by_digest(tmp_path: Path) -> None:
     try:
         result = build(options(tmp_path, tag, locked=True))
         assert result.spec.image == pinned
-        label = subprocess.run(["docker", "image", "inspect", "--format", '{{index .Config.Labels "ai.envbuild.spec"}}', tag],
-                               capture_output=True, text=True, check=True).stdout
+        label = subprocess.run(
+            ["docker", "image", "inspect", "--format", '{{index .Config.Labels "ai.envbuild.spec"}}', tag],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert json.loads(label)["base"]["image"] == pinned
     finally:
         subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)

@@ -41,11 +41,13 @@ class FakeDocker:
 
 
 def test_push_reports_the_registry_digest() -> None:
-    client = FakeDocker([
-        {"status": "The push refers to repository [r:5000/a]"},
-        {"status": "Pushed", "progressDetail": {}, "id": "abc"},
-        {"status": "v1: digest: sha256:1 size: 1", "aux": {"Tag": "v1", "Digest": "sha256:" + "1" * 64, "Size": 1}},
-    ])
+    client = FakeDocker(
+        [
+            {"status": "The push refers to repository [r:5000/a]"},
+            {"status": "Pushed", "progressDetail": {}, "id": "abc"},
+            {"status": "v1: digest: sha256:1 size: 1", "aux": {"Tag": "v1", "Digest": "sha256:" + "1" * 64, "Size": 1}},
+        ]
+    )
     messages: list[str] = []
     (res,) = push_images(["r:5000/team/a:v1"], client=client, on_message=messages.append)  # type: ignore[arg-type]
     assert res.digest == "sha256:" + "1" * 64
@@ -78,13 +80,15 @@ def test_push_without_digest_is_an_error() -> None:
 
 def _docker_archive(path: Path, layers: list[bytes], *, tamper: bool = False) -> str:
     diff_ids = ["sha256:" + hashlib.sha256(data).hexdigest() for data in layers]
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    ).encode()
     config_name = hashlib.sha256(config).hexdigest() + ".json"
     entries = [f"l{i}/layer.tar" for i in range(len(layers))]
     manifest = json.dumps([{"Config": config_name, "RepoTags": ["r:5000/team/a:v1", "b"], "Layers": entries}]).encode()
     with tarfile.open(path, "w") as tf:
         for name, data in [(config_name, config), ("manifest.json", manifest)] + [
-            (e, d + (b"!" if tamper and i == 1 else b"")) for i, (e, d) in enumerate(zip(entries, layers))
+            (e, d + (b"!" if tamper and i == 1 else b"")) for i, (e, d) in enumerate(zip(entries, layers, strict=True))
         ]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -120,8 +124,9 @@ def test_docker_archive_to_oci(tmp_path: Path) -> None:
     ]
     manifest = json.loads(blobs["blobs/sha256/" + index["manifests"][0]["digest"].split(":")[1]])
     assert manifest["config"]["digest"] == config_digest
-    assert [l["digest"] for l in manifest["layers"]] == ["sha256:" + hashlib.sha256(d).hexdigest() for d in layers]
-    assert all(l["mediaType"] == "application/vnd.oci.image.layer.v1.tar" for l in manifest["layers"])
+    digests = ["sha256:" + hashlib.sha256(d).hexdigest() for d in layers]
+    assert [layer["digest"] for layer in manifest["layers"]] == digests
+    assert all(layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar" for layer in manifest["layers"])
 
 
 def test_docker_archive_to_oci_refuses_a_corrupt_layer(tmp_path: Path) -> None:
@@ -263,7 +268,7 @@ class SavingAPI:
 
     def get_image(self, image: str, chunk_size: int) -> Any:
         self.saved.append(image)
-        return iter([self.archive[i:i + 7] for i in range(0, len(self.archive), 7)])
+        return iter([self.archive[i : i + 7] for i in range(0, len(self.archive), 7)])
 
 
 def test_save_images_names_one_image_under_every_name(tmp_path: Path) -> None:

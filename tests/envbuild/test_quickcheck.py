@@ -52,14 +52,21 @@ def built(engine: dict[str, dict[str, Any]], options: BuildOptions) -> str:
     """Do what a build does to the engine: store the image with the full path's labels."""
     prep = prepare(options)
     assert prep.quick is not None
-    engine[prep.tag] = {"Id": "sha256:img", "Config": {"Labels": {quickcheck.LABEL: prep.quick, quickcheck.DIGEST_LABEL: prep.digest}}}
+    engine[prep.tag] = {
+        "Id": "sha256:img",
+        "Config": {"Labels": {quickcheck.LABEL: prep.quick, quickcheck.DIGEST_LABEL: prep.digest}},
+    }
     return prep.digest
 
 
-def quick(path: Path, *, file: str | None = None, tag: str | None = None, owner: str | None = None, network: str = "sandbox") -> tuple[str, str] | None:
+def quick(
+    path: Path, *, file: str | None = None, tag: str | None = None, owner: str | None = None, network: str = "sandbox"
+) -> tuple[str, str] | None:
     """What `envbuild build -p PATH [-f FILE] [-t TAG] [--owner] [--network]` checks first."""
     target, function = build_target(path, file)
-    return quick_up_to_date(BuildOptions(path=target, function=function, tag=tag, owner=parse_owner(owner), network=network))
+    return quick_up_to_date(
+        BuildOptions(path=target, function=function, tag=tag, owner=parse_owner(owner), network=network)
+    )
 
 
 def test_label_lists_what_evaluation_read(engine: dict[str, dict[str, Any]], tmp_path: Path) -> None:
@@ -88,14 +95,18 @@ def test_unchanged_project_is_up_to_date_without_evaluation(engine: dict[str, di
     ],
     ids=["build file", "loaded file", "input file", "new input file", "lock file appears"],
 )
-def test_any_change_to_what_shapes_the_spec_voids_it(engine: dict[str, dict[str, Any]], tmp_path: Path, change: Any) -> None:
+def test_any_change_to_what_shapes_the_spec_voids_it(
+    engine: dict[str, dict[str, Any]], tmp_path: Path, change: Any
+) -> None:
     d = project(tmp_path)
     built(engine, BuildOptions(path=str(d)))
     change(d)
     assert not quick(d)
 
 
-def test_user_config_appearing_voids_it(engine: dict[str, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_config_appearing_voids_it(
+    engine: dict[str, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     d = project(tmp_path)
     built(engine, BuildOptions(path=str(d)))
@@ -126,8 +137,13 @@ def test_function_and_tag_from_the_command_line(engine: dict[str, dict[str, Any]
 
 @pytest.mark.parametrize(
     "label",
-    ["", "not json", json.dumps({"v": 99, "key": "k", "files": [], "inputs": [], "base": "b"}), json.dumps({"v": 1}),
-     json.dumps({"v": 1, "key": "k", "files": [1], "inputs": [], "base": "b"})],
+    [
+        "",
+        "not json",
+        json.dumps({"v": 99, "key": "k", "files": [], "inputs": [], "base": "b"}),
+        json.dumps({"v": 1}),
+        json.dumps({"v": 1, "key": "k", "files": [1], "inputs": [], "base": "b"}),
+    ],
 )
 def test_odd_labels_mean_run_the_full_check(engine: dict[str, dict[str, Any]], tmp_path: Path, label: str) -> None:
     d = project(tmp_path)
@@ -137,8 +153,17 @@ def test_odd_labels_mean_run_the_full_check(engine: dict[str, dict[str, Any]], t
 
 
 def test_files_from_git_cannot_be_vouched_for(tmp_path: Path) -> None:
-    common = dict(inputs=(), base="b", base_id="x", context_dir=str(tmp_path), build_file=str(tmp_path / "build.envd"),
-                  function="build", project="p", owner=None, network="sandbox")
+    common = dict(
+        inputs=(),
+        base="b",
+        base_id="x",
+        context_dir=str(tmp_path),
+        build_file=str(tmp_path / "build.envd"),
+        function="build",
+        project="p",
+        owner=None,
+        network="sandbox",
+    )
     assert quickcheck.make_label(files=("https://example.com/repo@v1//lib.envd",), **common) is None
     assert quickcheck.make_label(files=("missing.envd",), **common) is not None
 
@@ -158,15 +183,24 @@ def test_noop_build_skips_evaluation_end_to_end(tmp_path: Path) -> None:
         pytest.skip("no engine answering with local/debian:bookworm (scripts/setup-engine.sh)")
     d = tmp_path / "quick"
     d.mkdir()
-    (d / "build.envd").write_text('def build():\n    base(image="local/debian:bookworm")\n    runtime.environ(env={"A": "1"})\n')
+    (d / "build.envd").write_text(
+        'def build():\n    base(image="local/debian:bookworm")\n    runtime.environ(env={"A": "1"})\n'
+    )
     tag = f"envbuild-quick-{uuid.uuid4().hex[:8]}:dev"
     code = (
         "import sys\nfrom envbuild.cli import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
         "    print('frontend.evaluator' in sys.modules, file=sys.stderr)\n"
     )
+
     def envbuild(*args: str) -> tuple[int, str]:
-        r = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                           env={**os.environ})
+        r = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ},
+        )
         return r.returncode, r.stderr
 
     try:
@@ -179,8 +213,12 @@ def test_noop_build_skips_evaluation_end_to_end(tmp_path: Path) -> None:
         assert rc == 0 and f"image {tag} in the Docker engine" in err and err.strip().endswith("True"), err
         rc, err = envbuild("build", "-p", str(d), "-t", tag)
         assert rc == 0 and f"{tag} is up to date" in err and err.strip().endswith("False"), err
-        env = subprocess.run(["docker", "image", "inspect", tag, "--format", "{{json .Config.Env}}"],
-                             capture_output=True, text=True, timeout=60).stdout
+        env = subprocess.run(
+            ["docker", "image", "inspect", tag, "--format", "{{json .Config.Env}}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         assert "A=2" in env
     finally:
         subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True, timeout=60)

@@ -5,6 +5,7 @@ wrong builder address failing fast."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -81,30 +82,30 @@ def _build(env: tuple[Any, Any], state: Any, *, default_name: str | None = None,
 
     bk, dc = env
     plan = plan_build(
-        parse_build_options(**options), caps=builder_caps("docker"), default_name=default_name,
+        parse_build_options(**options),
+        caps=builder_caps("docker"),
+        default_name=default_name,
         workers=bk.list_workers(),
     )
 
     def solve(step: Any) -> Any:
         return bk.solve(
-            state, export=step.export,
+            state,
+            export=step.export,
             image_config=llb.ImageConfig(cmd=["cat", "/hello"]) if step.is_image else None,
-            cache_imports=step.cache_imports, cache_exports=step.cache_exports,
+            cache_imports=step.cache_imports,
+            cache_exports=step.cache_exports,
         )
 
-    return [
-        {"pushed": list(o.pushed), "saved": list(o.saved)} for o in execute_plan(plan, solve, client=dc)
-    ]
+    return [{"pushed": list(o.pushed), "saved": list(o.saved)} for o in execute_plan(plan, solve, client=dc)]
 
 
 def _remove(dc: Any, *names: str) -> None:
     import docker
 
     for n in names:
-        try:
+        with contextlib.suppress(docker.errors.ImageNotFound):
             dc.images.remove(n, force=True)
-        except docker.errors.ImageNotFound:
-            pass
 
 
 def _manifest(repo: str, tag: str) -> dict[str, Any]:
@@ -138,6 +139,8 @@ def test_push_pull_back_under_another_name_and_run(env: tuple[Any, Any], uid: st
 
 
 def test_base_image_resolved_through_the_registry(env: tuple[Any, Any], uid: str) -> None:
+    import docker
+
     import llb
 
     bk, dc = env
@@ -146,7 +149,7 @@ def test_base_image_resolved_through_the_registry(env: tuple[Any, Any], uid: str
     try:
         _build(env, _hello_state(f"base-{uid}"), tags=[ref], push=True)
         _remove(dc, ref)
-        with pytest.raises(Exception):
+        with pytest.raises(docker.errors.ImageNotFound):
             dc.images.get(ref)
         state = llb.image(ref).run(["sh", "-c", "cp /hello /copy"], network=llb.Network.NONE).root()
         bk.solve(state, export=llb.DockerImage(derived), image_config=llb.ImageConfig(cmd=["cat", "/copy"]))
@@ -246,10 +249,7 @@ def test_build_file_base_image_from_the_registry(env: tuple[Any, Any], uid: str,
         _build(env, _hello_state(f"envd-base-{uid}"), tags=[ref], push=True)
         _remove(dc, ref)
         (tmp_path / "build.envd").write_text(
-            "# syntax=v1\n"
-            "def build():\n"
-            f'    base(image="{ref}", dev=False)\n'
-            '    run(commands=["cp /hello /marker"])\n'
+            f'# syntax=v1\ndef build():\n    base(image="{ref}", dev=False)\n    run(commands=["cp /hello /marker"])\n'
         )
         result = build(BuildOptions(path=str(tmp_path), tag=tag))
         assert not result.up_to_date and result.tag == tag
@@ -293,7 +293,9 @@ def test_oci_output_on_the_engine(env: tuple[Any, Any], uid: str, tmp_path: Path
         loaded = f"envbuild-e2e/oci-loaded:{uid}"
         subprocess.run(
             ["skopeo", "copy", "--insecure-policy", f"oci-archive:{dest}", f"docker-daemon:{loaded}"],
-            check=True, capture_output=True, timeout=120,
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         out = dc.containers.run(loaded, ["cat", "/hello"], remove=True, network_mode="none")
         assert out.decode().strip() == f"oci-{uid}"

@@ -13,6 +13,7 @@ import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -26,26 +27,40 @@ CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 def make_vsix(publisher: str, name: str, version: str) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("extension.vsixmanifest", f'<PackageManifest Version="2.0.0"><Metadata><Identity Id="{name}" '
-                   f'Version="{version}" Publisher="{publisher}"/></Metadata></PackageManifest>')
+        z.writestr(
+            "extension.vsixmanifest",
+            f'<PackageManifest Version="2.0.0"><Metadata><Identity Id="{name}" '
+            f'Version="{version}" Publisher="{publisher}"/></Metadata></PackageManifest>',
+        )
         z.writestr("[Content_Types].xml", "<Types/>")
-        z.writestr("extension/package.json", json.dumps(
-            {"publisher": publisher, "name": name, "version": version, "engines": {"vscode": "^1.80.0"},
-             "main": "./extension.js"}))
+        z.writestr(
+            "extension/package.json",
+            json.dumps(
+                {
+                    "publisher": publisher,
+                    "name": name,
+                    "version": version,
+                    "engines": {"vscode": "^1.80.0"},
+                    "main": "./extension.js",
+                }
+            ),
+        )
         z.writestr("extension/extension.js", "exports.activate = () => {};\n")
         z.writestr("extension/media/readme.md", "# hi\n")
     return buf.getvalue()
 
 
 class _OpenVsx(BaseHTTPRequestHandler):
-    hits: list[str] = []
+    hits: ClassVar[list[str]] = []
     vsix = make_vsix("Remote-Pub", "remote-ext", "1.2.3")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         type(self).hits.append(self.path)
         host = f"http://127.0.0.1:{self.server.server_address[1]}"
         if self.path == "/api/remote-pub/remote-ext/linux-x64/latest":
-            body = json.dumps({"version": "1.2.3", "files": {"download": f"{host}/files/remote-ext-1.2.3.vsix"}}).encode()
+            body = json.dumps(
+                {"version": "1.2.3", "files": {"download": f"{host}/files/remote-ext-1.2.3.vsix"}}
+            ).encode()
         elif self.path == "/files/remote-ext-1.2.3.vsix":
             body = self.vsix
         else:
@@ -77,8 +92,12 @@ def test_prepare_downloads_once_then_works_offline(tmp_path: Path, open_vsx: str
     assert (exts.id, exts.version, exts.dir_name) == ("remote-pub.remote-ext", "1.2.3", "remote-pub.remote-ext-1.2.3")
     assert len(_OpenVsx.hits) == 2
     again = vscode.prepare(["remote-pub.remote-ext-1.2.3"], context_dir=tmp_path, mirrors=mirrors, root=tmp_path / "c")
-    offline = vscode.prepare(["remote-pub.remote-ext"], context_dir=tmp_path,
-                             mirrors=Mirrors(openvsx="http://127.0.0.1:9"), root=tmp_path / "c")
+    offline = vscode.prepare(
+        ["remote-pub.remote-ext"],
+        context_dir=tmp_path,
+        mirrors=Mirrors(openvsx="http://127.0.0.1:9"),
+        root=tmp_path / "c",
+    )
     assert again == offline == (exts,) and len(_OpenVsx.hits) == 2
     assert (tmp_path / "c" / "extensions" / exts.dir_name / "media" / "readme.md").read_text() == "# hi\n"
 
@@ -86,7 +105,7 @@ def test_prepare_downloads_once_then_works_offline(tmp_path: Path, open_vsx: str
 def test_unknown_extension_and_missing_vsix_are_clear_errors(tmp_path: Path, open_vsx: str) -> None:
     with pytest.raises(vscode.ExtensionError, match="not found"):
         vscode.prepare(["nobody.nothing"], context_dir=tmp_path, mirrors=Mirrors(openvsx=open_vsx), root=tmp_path)
-    with pytest.raises(vscode.ExtensionError, match="no such .vsix"):
+    with pytest.raises(vscode.ExtensionError, match=r"no such \.vsix"):
         vscode.prepare(["gone.vsix"], context_dir=tmp_path, mirrors=Mirrors(), root=tmp_path)
     (tmp_path / "bad.vsix").write_bytes(b"not a zip")
     with pytest.raises(vscode.ExtensionError, match="not a VS Code extension"):
@@ -116,10 +135,19 @@ def test_extensions_installed_where_vscode_server_looks(tmp_path: Path, open_vsx
         client.solve(state, export=llb.DockerImage(tag), local_dirs=dict(add.local_dirs))
     try:
         out = subprocess.run(
-            ["docker", "run", "--rm", tag, "sh", "-c",
-             "cd /home/envd/.vscode-server/extensions && stat -c '%u:%g %n' * */package.json && "
-             "cat extensions.json"],
-            capture_output=True, text=True, timeout=60, check=True,
+            [
+                "docker",
+                "run",
+                "--rm",
+                tag,
+                "sh",
+                "-c",
+                "cd /home/envd/.vscode-server/extensions && stat -c '%u:%g %n' * */package.json && cat extensions.json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         ).stdout
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
@@ -127,7 +155,7 @@ def test_extensions_installed_where_vscode_server_looks(tmp_path: Path, open_vsx
     assert "1234:2345 local-pub.local-ext-0.0.1/package.json" in lines
     assert "1234:2345 remote-pub.remote-ext-1.2.3/package.json" in lines
     assert "1234:2345 extensions.json" in lines
-    manifest = json.loads(out[out.index("["):])
+    manifest = json.loads(out[out.index("[") :])
     assert {(m["identifier"]["id"], m["version"], m["relativeLocation"]) for m in manifest} == {
         ("local-pub.local-ext", "0.0.1", "local-pub.local-ext-0.0.1"),
         ("remote-pub.remote-ext", "1.2.3", "remote-pub.remote-ext-1.2.3"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -21,37 +21,40 @@ if TYPE_CHECKING:
 @app.command()
 def build(
     path: Path = typer.Option(Path("."), "--path", "-p", help="Project directory (the build context)."),
-    file: Optional[str] = typer.Option(None, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
-    tag: Optional[List[str]] = typer.Option(
-        None, "--tag", "-t", help="Image name, repeatable (default: <dir>:dev)."
-    ),
+    file: str | None = typer.Option(None, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
+    tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Image name, repeatable (default: <dir>:dev)."),
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json or quiet."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-run every step (cache mounts are kept)."),
-    ca_cert: Optional[Path] = typer.Option(
+    ca_cert: Path | None = typer.Option(
         None, "--ca-cert", help="PEM CA bundle build steps trust (also $ENVBUILD_CA_CERT); never stored in the image."
     ),
-    output: Optional[list[str]] = typer.Option(
-        None, "--output", "-o",
-        help="type=docker|image|registry|oci|tar|local with name=, push=true, dest= (docs/builders.md); a bare DIR is type=local.",
+    output: list[str] | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="type=docker|image|registry|oci|tar|local with name=, push=true, dest= (docs/builders.md); "
+        "a bare DIR is type=local.",
     ),
     force: bool = typer.Option(False, "--force", help="Let -o DIR write into a directory that is not empty."),
     push: bool = typer.Option(False, "--push", help="Push the -t images to their registry (type=image,push=true)."),
-    platform: Optional[List[str]] = typer.Option(
+    platform: list[str] | None = typer.Option(
         None, "--platform", help="Target platform(s), e.g. linux/amd64,linux/arm64 (default: the builder's own)."
     ),
-    export_cache: Optional[List[str]] = typer.Option(
+    export_cache: list[str] | None = typer.Option(
         None, "--export-cache", help="Cache export: type=inline | type=registry,ref=IMAGE[,mode=max]."
     ),
-    import_cache: Optional[List[str]] = typer.Option(
+    import_cache: list[str] | None = typer.Option(
         None, "--import-cache", help="Cache import: IMAGE | type=registry,ref=IMAGE."
     ),
-    builder: Optional[str] = typer.Option(
+    builder: str | None = typer.Option(
         None, "--builder", help="Builder address (tcp://, unix://, docker-container://, ...) or context name."
     ),
-    owner: Optional[str] = typer.Option(None, "--owner", help="UID[:GID] of the envd user (default: yours)."),
+    owner: str | None = typer.Option(None, "--owner", help="UID[:GID] of the envd user (default: yours)."),
     network: str = typer.Option("sandbox", "--network", help="Network of build steps: sandbox or host."),
-    python_mirror: Optional[str] = typer.Option(
-        None, "--python-mirror", help="Mirror of CPython builds (uv's UV_PYTHON_INSTALL_MIRROR); also $ENVBUILD_PYTHON_MIRROR."
+    python_mirror: str | None = typer.Option(
+        None,
+        "--python-mirror",
+        help="Mirror of CPython builds (uv's UV_PYTHON_INSTALL_MIRROR); also $ENVBUILD_PYTHON_MIRROR.",
     ),
     locked: bool = typer.Option(False, "--locked", help="Fail (exit 2) unless build.envd.lock exists and is fresh."),
     offline: bool = typer.Option(
@@ -64,9 +67,23 @@ def build(
     if network not in NETWORKS:
         raise UsageError(f"invalid --network {network!r}: use sandbox or host")
     options = _build_options(
-        path, file, tag or [], output or [], push=push, force=force, platform=platform or [],
-        export_cache=export_cache or [], import_cache=import_cache or [], no_cache=no_cache, ca_cert=ca_cert, owner=owner, network=network,
-        python_mirror=python_mirror, builder=builder, locked=locked, offline=offline,
+        path,
+        file,
+        tag or [],
+        output or [],
+        push=push,
+        force=force,
+        platform=platform or [],
+        export_cache=export_cache or [],
+        import_cache=import_cache or [],
+        no_cache=no_cache,
+        ca_cert=ca_cert,
+        owner=owner,
+        network=network,
+        python_mirror=python_mirror,
+        builder=builder,
+        locked=locked,
+        offline=offline,
     )
     from envbuild.build import build_prepared, prepare, quick_up_to_date, up_to_date
 
@@ -111,8 +128,13 @@ def _build_options(
 
     target, function = build_target(path, file)
     outputs = parse_build_options(
-        outputs=output, tags=tags, push=push, platforms=platform, export_cache=export_cache,
-        import_cache=import_cache, force=force,
+        outputs=output,
+        tags=tags,
+        push=push,
+        platforms=platform,
+        export_cache=export_cache,
+        import_cache=import_cache,
+        force=force,
     )
     out = outputs.outputs[0] if outputs.outputs else None
     if out is not None and out.names and outputs.tags and set(out.names) != set(outputs.tags):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -23,25 +22,25 @@ def create(
     builder: str = typer.Option(
         "docker", "--builder", "-b", help="Builder kind: docker, unix, tcp, docker-container or kube-pod."
     ),
-    address: Optional[str] = typer.Option(
+    address: str | None = typer.Option(
         None,
         "--address",
         help="Builder address: engine socket/tcp for docker, socket path for unix, HOST:PORT for tcp, "
         "container name for docker-container, POD[?namespace=NS&context=CTX] for kube-pod.",
     ),
-    tls_ca: Optional[str] = typer.Option(None, "--tls-ca", help="CA bundle to verify a tcp buildkitd."),
-    tls_cert: Optional[str] = typer.Option(None, "--tls-cert", help="Client certificate for a tcp buildkitd."),
-    tls_key: Optional[str] = typer.Option(None, "--tls-key", help="Client key for a tcp buildkitd."),
-    tls_server_name: Optional[str] = typer.Option(
+    tls_ca: str | None = typer.Option(None, "--tls-ca", help="CA bundle to verify a tcp buildkitd."),
+    tls_cert: str | None = typer.Option(None, "--tls-cert", help="Client certificate for a tcp buildkitd."),
+    tls_key: str | None = typer.Option(None, "--tls-key", help="Client key for a tcp buildkitd."),
+    tls_server_name: str | None = typer.Option(
         None, "--tls-server-name", help="Server name to verify instead of the address's host."
     ),
     runner: str = typer.Option("docker", "--runner", help="Where `envbuild up` runs: docker or kubernetes."),
-    namespace: Optional[str] = typer.Option(None, "--namespace", help="Kubernetes namespace (runner kubernetes)."),
-    kube_context: Optional[str] = typer.Option(
+    namespace: str | None = typer.Option(None, "--namespace", help="Kubernetes namespace (runner kubernetes)."),
+    kube_context: str | None = typer.Option(
         None, "--kube-context", help="kubeconfig context to use (runner kubernetes)."
     ),
-    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="kubeconfig file (runner kubernetes)."),
-    registry: Optional[str] = typer.Option(
+    kubeconfig: str | None = typer.Option(None, "--kubeconfig", help="kubeconfig file (runner kubernetes)."),
+    registry: str | None = typer.Option(
         None, "--registry", help="Registry (host\\[:port]\\[/path]) the cluster pulls environment images from."
     ),
     description: str = typer.Option("", "--description", help="A note shown by `context ls`."),
@@ -90,7 +89,7 @@ def ls(
         rows.append((c.name + (" *" if c.name == current else ""), c.builder, c.address, runner, c.description))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
-        typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1])
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) + "  " + r[-1])
 
 
 @context_app.command("use")
@@ -117,7 +116,7 @@ def rm(
 
 
 @context_app.command("inspect")
-def inspect(name: Optional[str] = typer.Argument(None, help="Context (default: the current one).")) -> None:
+def inspect(name: str | None = typer.Argument(None, help="Context (default: the current one).")) -> None:
     """Print a context as JSON."""
     from envbuild.contexts import ContextStore
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,7 +19,7 @@ app.add_typer(debug_app, name="debug")
 @debug_app.command("spec")
 def spec_cmd(
     path: Path = typer.Option(Path("."), "--path", "-p", help="Project directory."),
-    file: Optional[str] = typer.Option(None, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
+    file: str | None = typer.Option(None, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
 ) -> None:
     """Print the evaluated spec as JSON."""
     from envbuild.build import BuildOptions, evaluate
@@ -33,9 +32,9 @@ def spec_cmd(
 @debug_app.command("llb")
 def llb_cmd(
     path: Path = typer.Option(Path("."), "--path", "-p", help="Project directory."),
-    file: Optional[str] = typer.Option(None, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
+    file: str | None = typer.Option(None, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
     fmt: str = typer.Option("json", "--format", help="json (one op per line, like envd) or dot."),
-    owner: Optional[str] = typer.Option(None, "--owner", help="UID[:GID] of the envd user (default: yours)."),
+    owner: str | None = typer.Option(None, "--owner", help="UID[:GID] of the envd user (default: yours)."),
     image_config: bool = typer.Option(False, "--image-config", help="Print the image config instead."),
 ) -> None:
     """Print the LLB the build file compiles to (base image config from the engine's store if it has it)."""

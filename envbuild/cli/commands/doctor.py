@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -12,9 +11,11 @@ from envbuild.cli.app import app
 
 @app.command()
 def doctor(
-    builder: Optional[str] = typer.Option(
-        None, "--builder", help="Builder address (tcp://…, docker-container://…) or context name; default: "
-        "$BUILDKIT_HOST, then the current context."
+    builder: str | None = typer.Option(
+        None,
+        "--builder",
+        help="Builder address (tcp://…, docker-container://…) or context name; default: "
+        "$BUILDKIT_HOST, then the current context.",
     ),
     all_contexts: bool = typer.Option(False, "--all", help="Check every context, not only the one in use."),
     fmt: str = typer.Option("text", "--format", help="text or json."),
@@ -36,7 +37,8 @@ def doctor(
     targets = [in_use]
     if all_contexts:
         targets = [
-            in_use if (c.name == in_use.context.name and in_use.source == "context")
+            in_use
+            if (c.name == in_use.context.name and in_use.source == "context")
             else ResolvedBuilder(c.address, c.builder, "context", c)
             for c in ContextStore().list()
         ]
@@ -48,6 +50,6 @@ def doctor(
         typer.echo(json.dumps(data if all_contexts else data[0], indent=2))
     else:
         typer.echo("\n\n".join(render_text(r) for r in reports))
-    current = next(r for t, r in zip(targets, reports) if t is in_use)
+    current = next(r for t, r in zip(targets, reports, strict=True) if t is in_use)
     if not current.reachable:
         raise typer.Exit(EXIT_UNREACHABLE)

@@ -7,7 +7,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 @app.command("ls")
 def ls(
     fmt: str = typer.Option("text", "--format", help="Output format: text or json."),
-    runner: Optional[str] = typer.Option(None, "--runner", help="docker or kubernetes (default: the context's runner)."),
+    runner: str | None = typer.Option(None, "--runner", help="docker or kubernetes (default: the context's runner)."),
 ) -> None:
     """List environments (running and stopped)."""
     from envbuild.kube.commands import resolve_runner
@@ -66,7 +66,7 @@ def _running(name: str) -> Environment:
 def exec_(
     name: str = typer.Argument(..., help="Environment name."),
     cmd: list[str] = typer.Argument(None, help="Command to run (after --)."),
-    command: Optional[str] = typer.Option(None, "--command", "-c", help="Run a named runtime.command instead."),
+    command: str | None = typer.Option(None, "--command", "-c", help="Run a named runtime.command instead."),
 ) -> None:
     """Run a command in an environment over SSH (in its project directory) and exit with its status."""
     from envbuild import ssh
@@ -92,10 +92,10 @@ def exec_(
 
 @app.command()
 def destroy(
-    path: Optional[Path] = typer.Option(None, "--path", "-p", help="Project directory whose environment to remove."),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Environment name."),
+    path: Path | None = typer.Option(None, "--path", "-p", help="Project directory whose environment to remove."),
+    name: str | None = typer.Option(None, "--name", "-n", help="Environment name."),
     image: bool = typer.Option(False, "--image", help="Also remove the environment's image."),
-    runner: Optional[str] = typer.Option(None, "--runner", help="docker or kubernetes (default: the context's runner)."),
+    runner: str | None = typer.Option(None, "--runner", help="docker or kubernetes (default: the context's runner)."),
     volumes: bool = typer.Option(False, "--volumes", help="Kubernetes: also delete the workspace claim (its files)."),
 ) -> None:
     """Stop and remove an environment and its SSH entry. Project files are never touched."""
@@ -113,8 +113,10 @@ def destroy(
         kube.destroy(env_name, volumes=volumes)
         return
     if volumes:
-        raise UsageError("--volumes applies to the kubernetes runner (its workspace claim); "
-                         "a Docker environment's project directory is a bind mount and is never deleted")
+        raise UsageError(
+            "--volumes applies to the kubernetes runner (its workspace claim); "
+            "a Docker environment's project directory is a bind mount and is never deleted"
+        )
     from envbuild.runtime import engine, lifecycle
 
     env, removed_image = lifecycle.destroy(engine.connect(), env_name, remove_image=image)
@@ -136,42 +138,54 @@ def images(fmt: str = typer.Option("text", "--format", help="Output format: text
     rows = []
     for img in client.images.list(filters={"label": "ai.envbuild.vendor=envbuild"}):
         labels = engine.image_labels(img)
-        rows.append({
-            "tags": img.tags,
-            "id": img.short_id.split(":")[-1],
-            "project": labels.get("ai.envbuild.project", ""),
-            "dev": labels.get("ai.envbuild.dev") == "true",
-            "gpu": labels.get("ai.envbuild.gpu") == "true",
-            "created": img.attrs.get("Created", "")[:19].replace("T", " "),
-            "size_mb": round(img.attrs.get("Size", 0) / 1e6),
-        })
+        rows.append(
+            {
+                "tags": img.tags,
+                "id": img.short_id.split(":")[-1],
+                "project": labels.get("ai.envbuild.project", ""),
+                "dev": labels.get("ai.envbuild.dev") == "true",
+                "gpu": labels.get("ai.envbuild.gpu") == "true",
+                "created": img.attrs.get("Created", "")[:19].replace("T", " "),
+                "size_mb": round(img.attrs.get("Size", 0) / 1e6),
+            }
+        )
     rows.sort(key=lambda r: r["created"], reverse=True)
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = [[", ".join(r["tags"]) or "<none>", r["id"], r["project"], "yes" if r["gpu"] else "no", r["created"],
-              f"{r['size_mb']} MB"] for r in rows]
+    table = [
+        [
+            ", ".join(r["tags"]) or "<none>",
+            r["id"],
+            r["project"],
+            "yes" if r["gpu"] else "no",
+            r["created"],
+            f"{r['size_mb']} MB",
+        ]
+        for r in rows
+    ]
     typer.echo(output.table(table, ["IMAGE", "ID", "PROJECT", "GPU", "CREATED", "SIZE"]))
 
 
 @app.command()
 def run(
     image: str = typer.Option(..., "--image", "-i", help="An envbuild development image (local store)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Environment name (default: the image's project)."),
-    path: Optional[Path] = typer.Option(None, "--path", "-p", help="Project directory to mount (optional)."),
+    name: str | None = typer.Option(None, "--name", help="Environment name (default: the image's project)."),
+    path: Path | None = typer.Option(None, "--path", "-p", help="Project directory to mount (optional)."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Do not open a shell."),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="GPUs to attach: a count, 'all' or device=0,1."),
+    gpus: str | None = typer.Option(None, "--gpus", help="GPUs to attach: a count, 'all' or device=0,1."),
     no_gpu: bool = typer.Option(False, "--no-gpu", help="Attach no GPU."),
     volume: list[str] = typer.Option([], "--volume", "-v", help="Extra bind mount HOST:CONTAINER[:ro] (repeatable)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Host address to publish ports on."),
-    shm_size: Optional[str] = typer.Option(None, "--shm-size", help="Shared memory, e.g. 2g."),
-    cpus: Optional[str] = typer.Option(None, "--cpus", help="CPU limit in cores."),
-    memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Memory limit, e.g. 8g."),
+    shm_size: str | None = typer.Option(None, "--shm-size", help="Shared memory, e.g. 2g."),
+    cpus: str | None = typer.Option(None, "--cpus", help="CPU limit in cores."),
+    memory: str | None = typer.Option(None, "--memory", "-m", help="Memory limit, e.g. 8g."),
     force: bool = typer.Option(False, "--force", help="Recreate the environment if it exists."),
     fmt: str = typer.Option("text", "--format", help="Output format: text or json."),
     timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for sshd and Jupyter."),
 ) -> None:
-    """Start an environment from an image someone else built (settings from its spec label, checked like a build file: host directories only with -v, addresses only with --host)."""
+    """Start an environment from an image someone else built (settings from its spec label, checked
+    like a build file: host directories only with -v, addresses only with --host)."""
     from envbuild.runtime import engine, lifecycle
     from envbuild.runtime.options import check_options, name_from_dir, project_dir, validate_name
 
@@ -189,8 +203,9 @@ def run(
         env_name = name_from_dir(project)
     else:
         env_name = name_from_dir(Path(labels.get("ai.envbuild.project") or image.split("/")[-1].split(":")[0]))
-    result = lifecycle.bring_up(client, image=image, name=env_name, project=project, options=options,
-                                force=force, timeout=timeout)
+    result = lifecycle.bring_up(
+        client, image=image, name=env_name, project=project, options=options, force=force, timeout=timeout
+    )
     report(result.environment, action=result.action, built=None, image=image, fmt=fmt, refused=result.refused)
     if not detach:
         open_shell(result.environment.name, result.environment.workdir)
@@ -217,6 +232,9 @@ def prune(
     if build_cache:
         cache = client.api.prune_builds()
         reclaimed += cache.get("SpaceReclaimed") or 0
-    typer.echo(f"Removed {len([r for r in removed if r.get('Deleted')])} dangling image layer(s), "
-               f"{len(stale)} stale SSH entr{'y' if len(stale) == 1 else 'ies'}"
-               + (f" ({', '.join(stale)})" if stale else "") + f"; reclaimed {reclaimed / 1e6:.0f} MB.")
+    typer.echo(
+        f"Removed {len([r for r in removed if r.get('Deleted')])} dangling image layer(s), "
+        f"{len(stale)} stale SSH entr{'y' if len(stale) == 1 else 'ies'}"
+        + (f" ({', '.join(stale)})" if stale else "")
+        + f"; reclaimed {reclaimed / 1e6:.0f} MB."
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,10 +13,12 @@ from envbuild.cli.app import app
 @app.command()
 def init(
     path: Path = typer.Option(Path("."), "--path", "-p", help="Project directory."),
-    python: Optional[str] = typer.Option(None, "--python", help="Python version (default from pyproject or 3.11)."),
-    jupyter: Optional[bool] = typer.Option(None, "--jupyter/--no-jupyter", help="Add JupyterLab (default: if notebooks exist)."),
-    cuda: Optional[str] = typer.Option(None, "--cuda", help="CUDA version for GPU work, e.g. 12.6.3."),
-    base: Optional[str] = typer.Option(None, "--base", help="Base image (default ubuntu:22.04)."),
+    python: str | None = typer.Option(None, "--python", help="Python version (default from pyproject or 3.11)."),
+    jupyter: bool | None = typer.Option(
+        None, "--jupyter/--no-jupyter", help="Add JupyterLab (default: if notebooks exist)."
+    ),
+    cuda: str | None = typer.Option(None, "--cuda", help="CUDA version for GPU work, e.g. 12.6.3."),
+    base: str | None = typer.Option(None, "--base", help="Base image (default ubuntu:22.04)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask; use detected values and flags."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing build.envd."),
 ) -> None:
@@ -32,14 +33,18 @@ def init(
         gen.write(directory, "", force=False)
     found = gen.detect(directory)
     choices = gen.default_choices(found)
-    overrides = {k: v for k, v in {"python": python, "jupyter": jupyter, "cuda": cuda, "base": base}.items()
-                 if v is not None}
+    overrides = {
+        k: v for k, v in {"python": python, "jupyter": jupyter, "cuda": cuda, "base": base}.items() if v is not None
+    }
     choices = dataclasses.replace(choices, **overrides)
     interactive = not yes and sys.stdin.isatty() and sys.stdout.isatty()
     if interactive:
-        for what, value in (("requirements", found.requirements), ("conda environment", found.env_file),
-                            ("pyproject dependencies", ", ".join(found.pyproject_dependencies) or None),
-                            ("notebooks", ", ".join(found.notebooks[:3]) or None)):
+        for what, value in (
+            ("requirements", found.requirements),
+            ("conda environment", found.env_file),
+            ("pyproject dependencies", ", ".join(found.pyproject_dependencies) or None),
+            ("notebooks", ", ".join(found.notebooks[:3]) or None),
+        ):
             if value:
                 typer.echo(f"Found {what}: {value}")
         if python is None:

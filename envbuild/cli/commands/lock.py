@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,16 +14,18 @@ from envbuild.errors import UsageError
 
 @app.command()
 def lock(
-    packages: Optional[list[str]] = typer.Argument(None, help="With --upgrade: only these Python packages."),
+    packages: list[str] | None = typer.Argument(None, help="With --upgrade: only these Python packages."),
     path: Path = typer.Option(Path("."), "--path", "-p", help="Project directory (the build context)."),
-    file: Optional[str] = typer.Option(None, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
+    file: str | None = typer.Option(None, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
     upgrade: bool = typer.Option(False, "--upgrade", "-U", help="Re-resolve to the newest versions (all, or PKG...)."),
-    check: bool = typer.Option(False, "--check", help="Only say whether the lock is fresh (exit 2 if stale or missing)."),
+    check: bool = typer.Option(
+        False, "--check", help="Only say whether the lock is fresh (exit 2 if stale or missing)."
+    ),
     download_wheels: bool = typer.Option(
         False, "--download-wheels", help="Also save the locked wheels in .envbuild/wheels (for build --offline)."
     ),
-    owner: Optional[str] = typer.Option(None, "--owner", help="UID[:GID] of the envd user (default: yours)."),
-    ca_cert: Optional[Path] = typer.Option(
+    owner: str | None = typer.Option(None, "--owner", help="UID[:GID] of the envd user (default: yours)."),
+    ca_cert: Path | None = typer.Option(
         None, "--ca-cert", help="PEM CA bundle resolution steps trust (also $ENVBUILD_CA_CERT)."
     ),
     network: str = typer.Option("sandbox", "--network", help="Network of resolution steps: sandbox or host."),
@@ -84,8 +85,9 @@ def lock(
     n_apt = sum(len(g.packages) for g in new.apt)
     n_pip = sum(len(g.packages) for g in new.pip)
     verb = "unchanged" if old == text else ("updated" if old is not None else "wrote")
+    base_id = new.base.id or new.base.pinned_ref().partition("@")[2]
     print(
-        f"{verb} {lock_file.name}: base {new.base.ref} ({(new.base.id or new.base.pinned_ref().partition('@')[2])[:19]}), "
+        f"{verb} {lock_file.name}: base {new.base.ref} ({base_id[:19]}), "
         f"{n_apt} apt and {n_pip} Python packages, {len(new.http)} downloads; Python {new.python or '-'}",
         file=sys.stderr,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 DEFAULT_FILE = "build.envd:build"
 
 
-def parse_file_func(text: str) -> tuple[str, Optional[str]]:
+def parse_file_func(text: str) -> tuple[str, str | None]:
     """``file[:func]``; without a function the build file's default (``build``) applies."""
     file, _, func = text.partition(":")
     if not file or (func and not func.isidentifier()):
@@ -41,21 +41,30 @@ def open_shell(name: str, workdir: str) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("Not a terminal: not opening a shell (pass --detach to skip this).", file=sys.stderr)
         return
-    argv = ssh.ssh_command(name, f"cd {workdir} 2>/dev/null; exec \"$SHELL\" -l", tty=True)
+    argv = ssh.ssh_command(name, f'cd {workdir} 2>/dev/null; exec "$SHELL" -l', tty=True)
     sys.stdout.flush()
     os.execv(argv[0], argv)
 
 
-def run_options(host: str, gpus: Optional[str], no_gpu: bool, volume: list[str], shm_size: Optional[str],
-                cpus: Optional[str], memory: Optional[str]) -> RunOptions:
+def run_options(
+    host: str,
+    gpus: str | None,
+    no_gpu: bool,
+    volume: list[str],
+    shm_size: str | None,
+    cpus: str | None,
+    memory: str | None,
+) -> RunOptions:
     from envbuild.runtime.options import RunOptions
 
-    return RunOptions(host=host, gpus=gpus, no_gpu=no_gpu, volumes=tuple(volume), shm_size=shm_size,
-                      cpus=cpus, memory=memory)
+    return RunOptions(
+        host=host, gpus=gpus, no_gpu=no_gpu, volumes=tuple(volume), shm_size=shm_size, cpus=cpus, memory=memory
+    )
 
 
-def report(env: Environment, *, action: str, built: Optional[bool], image: str, fmt: str,
-           refused: tuple[str, ...] = ()) -> None:
+def report(
+    env: Environment, *, action: str, built: bool | None, image: str, fmt: str, refused: tuple[str, ...] = ()
+) -> None:
     from envbuild.runtime import output
 
     for text in refused:
@@ -69,7 +78,7 @@ def report(env: Environment, *, action: str, built: Optional[bool], image: str, 
 
 
 def _build(
-    project: Path, file: str, function: Optional[str], *, ca_cert: Optional[str], fmt: str, locked: bool = False
+    project: Path, file: str, function: str | None, *, ca_cert: str | None, fmt: str, locked: bool = False
 ) -> tuple[str, bool, Spec]:
     """Build (or find up to date) the project's image with the build API: (image tag, whether it built,
     the evaluated spec, whose Jupyter token the image does not hold)."""
@@ -86,21 +95,23 @@ def _build(
 def up(
     path: Path = typer.Option(Path("."), "--path", "-p", help="Project directory (mounted in the environment)."),
     file: str = typer.Option(DEFAULT_FILE, "--file", "-f", help="Build file and function, FILE[:FUNCTION]."),
-    name: Optional[str] = typer.Option(None, "--name", help="Environment name (default: the directory name)."),
+    name: str | None = typer.Option(None, "--name", help="Environment name (default: the directory name)."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Do not open a shell; just start and print endpoints."),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="GPUs to attach: a count, 'all' or device=0,1."),
+    gpus: str | None = typer.Option(None, "--gpus", help="GPUs to attach: a count, 'all' or device=0,1."),
     no_gpu: bool = typer.Option(False, "--no-gpu", help="Attach no GPU even when the environment uses CUDA."),
     volume: list[str] = typer.Option([], "--volume", "-v", help="Extra bind mount HOST:CONTAINER[:ro] (repeatable)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Host address to publish ports on."),
-    shm_size: Optional[str] = typer.Option(None, "--shm-size", help="Shared memory, e.g. 2g (plain numbers are MB)."),
-    cpus: Optional[str] = typer.Option(None, "--cpus", help="CPU limit in cores, e.g. 2 or 0.5."),
-    memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Memory limit, e.g. 8g."),
+    shm_size: str | None = typer.Option(None, "--shm-size", help="Shared memory, e.g. 2g (plain numbers are MB)."),
+    cpus: str | None = typer.Option(None, "--cpus", help="CPU limit in cores, e.g. 2 or 0.5."),
+    memory: str | None = typer.Option(None, "--memory", "-m", help="Memory limit, e.g. 8g."),
     force: bool = typer.Option(False, "--force", help="Recreate the environment even if it is running."),
     fmt: str = typer.Option("text", "--format", help="Output format: text or json."),
-    ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="CA bundle build steps trust (TLS-inspecting proxies)."),
+    ca_cert: Path | None = typer.Option(
+        None, "--ca-cert", help="CA bundle build steps trust (TLS-inspecting proxies)."
+    ),
     timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for sshd and Jupyter to answer."),
     locked: bool = typer.Option(False, "--locked", help="Fail (exit 2) unless build.envd.lock exists and is fresh."),
-    runner: Optional[str] = typer.Option(None, "--runner", help="docker or kubernetes (default: the context's runner)."),
+    runner: str | None = typer.Option(None, "--runner", help="docker or kubernetes (default: the context's runner)."),
 ) -> None:
     """Build if needed, start the environment, print its endpoints, and open a shell in it."""
     from envbuild.runtime.options import check_options, name_from_dir, project_dir, validate_name
@@ -121,8 +132,18 @@ def up(
     if resolve_runner(runner) == "kubernetes":
         from envbuild.kube import commands as kube
 
-        env = kube.up(project=project, build_file=build_file, function=function, name=env_name, options=options,
-                      force=force, fmt=fmt, ca_cert=str(ca_cert) if ca_cert else None, timeout=timeout, locked=locked)
+        env = kube.up(
+            project=project,
+            build_file=build_file,
+            function=function,
+            name=env_name,
+            options=options,
+            force=force,
+            fmt=fmt,
+            ca_cert=str(ca_cert) if ca_cert else None,
+            timeout=timeout,
+            locked=locked,
+        )
         if not detach:
             open_shell(env.name, env.workdir)
         return
@@ -130,13 +151,23 @@ def up(
     from envbuild.runtime import engine, lifecycle
 
     client = engine.connect()
-    image, built, spec = _build(project, build_file, function, ca_cert=str(ca_cert) if ca_cert else None, fmt=fmt,
-                                locked=locked)
+    image, built, spec = _build(
+        project, build_file, function, ca_cert=str(ca_cert) if ca_cert else None, fmt=fmt, locked=locked
+    )
     if fmt == "text":
         print(f"Starting {env_name} from {image}; waiting for sshd and Jupyter...", file=sys.stderr)
     token = (spec.jupyter.token or None) if spec.jupyter is not None else None
-    result = lifecycle.bring_up(client, image=image, name=env_name, project=project, options=options,
-                                force=force, timeout=timeout, jupyter_token=token, spec=spec)
+    result = lifecycle.bring_up(
+        client,
+        image=image,
+        name=env_name,
+        project=project,
+        options=options,
+        force=force,
+        timeout=timeout,
+        jupyter_token=token,
+        spec=spec,
+    )
     report(result.environment, action=result.action, built=built, image=image, fmt=fmt, refused=result.refused)
     if not detach:
         open_shell(result.environment.name, result.environment.workdir)
