@@ -10,6 +10,7 @@ image config as frontend metadata.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -17,12 +18,18 @@ import secrets as _secrets
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
+import grpc
+from google.protobuf.message import Message
+
+from ._proto import control_pb2, gateway_pb2, ops_pb2, status_pb2
+from .auth import DockerConfigAuth
 from .connection import TLSConfig, Transport, open_transport, resolve_address
+from .definition import Definition
 from .errors import (
     BuilderUnreachable,
     Cancelled,
@@ -32,15 +39,11 @@ from .errors import (
     SolveError,
     UnsupportedByBuilder,
 )
-from .export import CacheOption, Export, ImageConfig, plan_export
+from .export import CacheOption, Export, ExporterPlan, ImageConfig, plan_export
 from .platform import Platform
 from .progress import ProgressEvent, ProgressTracker, VertexInfo
 from .session import Session, SessionConfig, SessionServer
-
-if TYPE_CHECKING:
-    import grpc
-
-    from ._proto import ops_pb2
+from .state import State
 
 __all__ = ["connect", "Client", "WorkerInfo", "SolveResult"]
 
@@ -53,19 +56,24 @@ _EXIT_PATTERNS = (
     re.compile(r'process "(?P<cmd>.*)" did not complete successfully: exit code: (?P<code>\d+)', re.S),
     re.compile(r"executor failed running \[(?P<cmd>.*?)\]: exit code: (?P<code>\d+)", re.S),
 )
+_CANCELLED = "solve cancelled; the builder was told to stop it"
+
+_Unary = grpc.UnaryUnaryMultiCallable
+_Stream = grpc.UnaryStreamMultiCallable
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkerInfo:
     id: str
     platforms: tuple[Platform, ...]
     labels: Mapping[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SolveResult:
     """`vertices` in the order the builder first reported them; `image_id` is the exported
-    image's digest when the exporter produced one."""
+    image's digest when the exporter produced one; `warnings` name what went wrong beside a
+    successful build (a progress stream that broke, an `on_event` callback that raised)."""
 
     vertices: list[VertexInfo]
     exporter_response: dict[str, str]
@@ -81,8 +89,6 @@ def connect(address: str | None = None, *, tls: TLSConfig | None = None, timeout
 
     Raises BuilderUnreachable within `timeout` seconds when nothing answers.
     """
-    import grpc
-
     addr = resolve_address(address)
     deadline = time.monotonic() + timeout
     transport = open_transport(addr, tls, timeout)
@@ -97,9 +103,7 @@ def connect(address: str | None = None, *, tls: TLSConfig | None = None, timeout
         detail = transport.describe_failure()
         channel.close()
         transport.close()
-        hint = getattr(transport, "hint", "") or (
-            "start one with `buildkitd --addr ADDRESS` or run moby/buildkit in a container"
-        )
+        hint = transport.hint or "start one with `buildkitd --addr ADDRESS` or run moby/buildkit in a container"
         raise BuilderUnreachable(
             addr, f"no gRPC connection within {timeout}s" + (f" ({detail})" if detail else ""), hint
         ) from None
@@ -107,27 +111,22 @@ def connect(address: str | None = None, *, tls: TLSConfig | None = None, timeout
 
 
 def _rpc_details(exc: BaseException) -> str:
-    details = getattr(exc, "details", None)
-    text = details() if callable(details) else None
+    text = exc.details() if isinstance(exc, grpc.RpcError) else None
     return text or str(exc)
 
 
-def _definition_pb(target: Any) -> ops_pb2.Definition:
-    from ._proto import ops_pb2
-
+def _definition_pb(target: State | Definition | ops_pb2.Definition) -> ops_pb2.Definition:
     if isinstance(target, ops_pb2.Definition):
         return target
-    if hasattr(target, "to_pb"):
+    if isinstance(target, Definition):
         return target.to_pb()
-    if hasattr(target, "marshal"):
+    if isinstance(target, State):
         return target.marshal().to_pb()
     raise TypeError(f"solve() wants a State or a Definition, got {type(target).__name__}")
 
 
 def _local_names(definition: ops_pb2.Definition) -> set[str]:
     """Names of `local://` sources served by the solve's own session."""
-    from ._proto import ops_pb2
-
     names = set()
     for raw in getattr(definition, "def"):
         if b"local://" not in raw:
@@ -141,73 +140,80 @@ def _local_names(definition: ops_pb2.Definition) -> set[str]:
 
 def _base_image(definition: ops_pb2.Definition) -> tuple[str, str, ops_pb2.Platform | None] | None:
     """(ref, resolve mode, platform) of the image at the bottom of the result's root filesystem."""
-    import hashlib
-
-    from ._proto import ops_pb2
-
     ops: dict[str, ops_pb2.Op] = {}
-    last = None
     for raw in getattr(definition, "def"):
-        d = "sha256:" + hashlib.sha256(raw).hexdigest()
-        ops[d] = last = ops_pb2.Op.FromString(raw)
-    if last is None or not last.inputs:
+        ops["sha256:" + hashlib.sha256(raw).hexdigest()] = ops_pb2.Op.FromString(raw)
+    if not ops:
         return None
-    digest, index = last.inputs[0].digest, last.inputs[0].index
-    for _ in range(10000):
-        op = ops.get(digest)
-        if op is None:
+    terminal = next(reversed(ops.values()))
+    current = terminal.inputs[0] if terminal.inputs else None
+    for _ in range(len(ops)):
+        if current is None or current.digest not in ops:
             return None
-        kind = op.WhichOneof("op")
-        if kind == "source":
+        op = ops[current.digest]
+        if op.WhichOneof("op") == "source":
             ident = op.source.identifier
             if not ident.startswith("docker-image://"):
                 return None
             mode = op.source.attrs.get("image.resolvemode", "default")
             return ident[len("docker-image://") :], mode, op.platform if op.HasField("platform") else None
-        if kind == "exec":
-            mount = next((m for m in op.exec.mounts if m.output == index), None)
-            if mount is None or mount.input < 0 or mount.input >= len(op.inputs):
-                return None
-            digest, index = op.inputs[mount.input].digest, op.inputs[mount.input].index
-            continue
-        if kind == "file":
-            actions = list(op.file.actions)
-            act = next((a for a in actions if a.output == index), None)
-            n = len(op.inputs)
-            while act is not None and act.input >= n:
-                act = actions[act.input - n]
-            if act is None or act.input < 0:
-                return None
-            digest, index = op.inputs[act.input].digest, op.inputs[act.input].index
-            continue
-        return None
+        current = _root_input(op, current.index)
     return None
 
 
+def _root_input(op: ops_pb2.Op, output: int) -> ops_pb2.Input | None:
+    """The input that output `output` of an exec or file op was made from (None: none, or scratch)."""
+    index = -1
+    if op.WhichOneof("op") == "exec":
+        mount = next((m for m in op.exec.mounts if m.output == output), None)
+        index = -1 if mount is None else mount.input
+    elif op.WhichOneof("op") == "file":
+        actions = list(op.file.actions)
+        position = next((i for i, a in enumerate(actions) if a.output == output), None)
+        # An action's input past the op's inputs is the result of an earlier action of the op.
+        while position is not None and actions[position].input >= len(op.inputs):
+            earlier = actions[position].input - len(op.inputs)
+            position = earlier if earlier < position else None
+        index = -1 if position is None else actions[position].input
+    return op.inputs[index] if 0 <= index < len(op.inputs) else None
+
+
+class _Cancellable(Protocol):
+    def cancel(self) -> bool: ...
+
+
+_C = TypeVar("_C", bound=_Cancellable)
+_T = TypeVar("_T")
+
+
 class _Calls:
-    """Futures of one solve, cancelled together."""
+    """The RPCs of one solve, cancelled together."""
 
     def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.lock = threading.Lock()
-        self.cancelled = False
+        self._items: list[_Cancellable] = []
+        self._lock = threading.Lock()
+        self._cancelled = False
 
-    def add(self, call: Any) -> Any:
-        with self.lock:
-            self.items.append(call)
-            if self.cancelled:
+    def add(self, call: _C) -> _C:
+        with self._lock:
+            self._items.append(call)
+            if self._cancelled:
                 call.cancel()
         return call
 
     def cancel_all(self) -> None:
-        with self.lock:
-            self.cancelled = True
-            items = list(self.items)
+        with self._lock:
+            self._cancelled = True
+            items = list(self._items)
         for c in items:
             c.cancel()
 
 
-def _wait(fut: Any, cancel: threading.Event | None) -> Any:
+class _CancelRequested(Exception):
+    """The caller's `cancel` event was set while waiting for the builder."""
+
+
+def _wait(fut: grpc.Future[_T], cancel: threading.Event | None) -> _T:
     """fut.result(), but raising _CancelRequested as soon as `cancel` is set."""
     done = threading.Event()
     fut.add_done_callback(lambda _f: done.set())
@@ -217,31 +223,121 @@ def _wait(fut: Any, cancel: threading.Event | None) -> Any:
     return fut.result()
 
 
-class _CancelRequested(Exception):
-    pass
+class _StatusStream:
+    """Control.Status of one solve, read on its own thread into a ProgressTracker.
+
+    The stream can outlive the Solve call: `finish` waits for its end (bounded), then stops it.
+    A failure of the stream, other than the cancellation that stops it, is kept in `error`."""
+
+    def __init__(
+        self,
+        status: _Stream[control_pb2.StatusRequest, control_pb2.StatusResponse],
+        ref: str,
+        tracker: ProgressTracker,
+        calls: _Calls,
+    ) -> None:
+        self._status = status
+        self._ref = ref
+        self._tracker = tracker
+        self._calls = calls
+        self._done = threading.Event()
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        threading.Thread(target=self._read, name="llb-status", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for response in self._calls.add(self._status(control_pb2.StatusRequest(Ref=self._ref))):
+                self._tracker.feed(response)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                self.error = exc
+        except Exception as exc:  # handed to the caller: it must not end silently with this thread
+            self.error = exc
+        finally:
+            self._done.set()
+
+    def finish(self) -> None:
+        if not self._done.wait(_STATUS_DRAIN_S if self._tracker.responses else 0.5):
+            self._calls.cancel_all()
+
+
+def _check_cache_options(options: Sequence[CacheOption]) -> None:
+    for opt in options:
+        if opt.type == "local":
+            raise UnsupportedByBuilder(
+                "cache type 'local' is served from the client's session content store, which llb "
+                "does not implement; use 'registry' (or 'inline' exports) instead"
+            )
+
+
+def _local_dirs(definition: ops_pb2.Definition, local_dirs: Mapping[str, str | Path]) -> dict[str, Path]:
+    """`local_dirs` resolved, after checking that every local source of the graph has one."""
+    dirs = {name: Path(p).resolve() for name, p in local_dirs.items()}
+    missing = sorted(_local_names(definition) - set(dirs))
+    if missing:
+        raise InvalidGraph(
+            f"the graph reads local source(s) {', '.join(missing)} but solve(local_dirs=...) "
+            "does not say which directories they are"
+        )
+    for name, p in dirs.items():
+        if not p.is_dir():
+            raise FileNotFoundError(f"local_dirs[{name!r}]: {p} is not a directory")
+    return dirs
+
+
+def _ssh_sockets(ssh_agent: bool | str) -> dict[str, str]:
+    if not ssh_agent:
+        return {}
+    sock = os.environ.get("SSH_AUTH_SOCK", "") if ssh_agent is True else str(ssh_agent)
+    if not sock:
+        raise ValueError("ssh_agent=True but SSH_AUTH_SOCK is not set; start ssh-agent or pass a path")
+    return {"default": sock}
+
+
+@contextlib.contextmanager
+def _temporary_tarball() -> Iterator[Path]:
+    fd, name = tempfile.mkstemp(prefix="llb-image-", suffix=".tar")
+    os.close(fd)
+    path = Path(name)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
 
 
 class Client:
     """A connection to one BuildKit daemon. Thread-safe; solves may run concurrently."""
 
     def __init__(self, transport: Transport, channel: grpc.Channel) -> None:
-        from ._proto import control_pb2, gateway_pb2
-
         self.transport = transport
         self.address = transport.address
         self.channel = channel
         self._sessions = SessionServer()
         self._closed = False
-        ser = lambda m: m.SerializeToString()  # noqa: E731
-        self._list_workers = channel.unary_unary(
-            _CONTROL + "ListWorkers", ser, control_pb2.ListWorkersResponse.FromString
+        unary, stream = channel.unary_unary, channel.unary_stream
+        self._list_workers: _Unary[control_pb2.ListWorkersRequest, control_pb2.ListWorkersResponse] = unary(
+            _CONTROL + "ListWorkers", _serialize, control_pb2.ListWorkersResponse.FromString
         )
-        self._solve = channel.unary_unary(_CONTROL + "Solve", ser, control_pb2.SolveResponse.FromString)
-        self._status = channel.unary_stream(_CONTROL + "Status", ser, control_pb2.StatusResponse.FromString)
-        self._gw_solve = channel.unary_unary(_GATEWAY + "Solve", ser, gateway_pb2.SolveResponse.FromString)
-        self._gw_return = channel.unary_unary(_GATEWAY + "Return", ser, gateway_pb2.ReturnResponse.FromString)
-        self._gw_resolve = channel.unary_unary(
-            _GATEWAY + "ResolveImageConfig", ser, gateway_pb2.ResolveImageConfigResponse.FromString
+        self._solve: _Unary[control_pb2.SolveRequest, control_pb2.SolveResponse] = unary(
+            _CONTROL + "Solve", _serialize, control_pb2.SolveResponse.FromString
+        )
+        self._status: _Stream[control_pb2.StatusRequest, control_pb2.StatusResponse] = stream(
+            _CONTROL + "Status", _serialize, control_pb2.StatusResponse.FromString
+        )
+        self._gw_solve: _Unary[gateway_pb2.SolveRequest, gateway_pb2.SolveResponse] = unary(
+            _GATEWAY + "Solve", _serialize, gateway_pb2.SolveResponse.FromString
+        )
+        self._gw_return: _Unary[gateway_pb2.ReturnRequest, gateway_pb2.ReturnResponse] = unary(
+            _GATEWAY + "Return", _serialize, gateway_pb2.ReturnResponse.FromString
+        )
+        self._gw_resolve: _Unary[gateway_pb2.ResolveImageConfigRequest, gateway_pb2.ResolveImageConfigResponse] = unary(
+            _GATEWAY + "ResolveImageConfig", _serialize, gateway_pb2.ResolveImageConfigResponse.FromString
         )
 
     @property
@@ -264,24 +360,15 @@ class Client:
         self.channel.close()
         self.transport.close()
 
-    def _rpc_error(self, exc: BaseException) -> LLBError:
-        import grpc
-
-        code = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else None
-        msg = _rpc_details(exc)
-        if code == grpc.StatusCode.UNAVAILABLE:
-            return BuilderUnreachable(self.address, msg, "check that the builder is still running")
-        return SolveError(msg)
-
     def list_workers(self, timeout: float = 10.0) -> list[WorkerInfo]:
-        import grpc
-
-        from ._proto import control_pb2
-
         try:
             resp = self._list_workers(control_pb2.ListWorkersRequest(), timeout=timeout)
         except grpc.RpcError as exc:
-            raise self._rpc_error(exc) from None
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                raise BuilderUnreachable(
+                    self.address, _rpc_details(exc), "check that the builder is still running"
+                ) from None
+            raise SolveError(_rpc_details(exc)) from None
         return [
             WorkerInfo(
                 id=w.ID,
@@ -301,15 +388,14 @@ class Client:
         mode: str,
         calls: _Calls,
         cancel: threading.Event | None,
-    ) -> tuple[str, dict]:
-        from ._proto import gateway_pb2
-
+    ) -> tuple[str, dict[str, Any]]:
         req = gateway_pb2.ResolveImageConfigRequest(Ref=ref, ResolveMode=mode, LogName=f"resolve {ref}")
         if platform is not None:
             req.Platform.CopyFrom(platform)
-        fut = calls.add(self._gw_resolve.future(req, metadata=[(_BUILD_ID_KEY, build_id)]))
+        fut = calls.add(self._gw_resolve.future(req, metadata=((_BUILD_ID_KEY, build_id),)))
         resp = _wait(fut, cancel)
-        return resp.Digest, json.loads(resp.Config) if resp.Config else {}
+        config: dict[str, Any] = json.loads(resp.Config) if resp.Config else {}
+        return resp.Digest, config
 
     def resolve_image_config(
         self,
@@ -318,38 +404,32 @@ class Client:
         platform: Platform | None = None,
         resolve_mode: str = "default",
         timeout: float = 60.0,
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         """(digest, image config JSON) of `ref` as the builder sees it. On the Docker
         engine an image in its own store resolves with an empty digest."""
-        import grpc
-
-        from ._proto import control_pb2, ops_pb2
-
         build_id = _secrets.token_hex(13)
         calls = _Calls()
         solve = calls.add(self._solve.future(control_pb2.SolveRequest(Ref=build_id), timeout=timeout))
+        pb_platform = None
+        if platform is not None:
+            pb_platform = ops_pb2.Platform(OS=platform.os, Architecture=platform.architecture, Variant=platform.variant)
         try:
-            pb_platform = None
-            if platform is not None:
-                pb_platform = ops_pb2.Platform(
-                    OS=platform.os, Architecture=platform.architecture, Variant=platform.variant
-                )
             try:
                 result = self._resolve_in_build(build_id, ref, pb_platform, resolve_mode, calls, None)
             finally:
                 with contextlib.suppress(grpc.RpcError):
-                    self._gw_return(_empty_return(), metadata=[(_BUILD_ID_KEY, build_id)], timeout=10)
+                    self._gw_return(_empty_return(), metadata=((_BUILD_ID_KEY, build_id),), timeout=10)
             solve.result()
-            return result
         except grpc.RpcError as exc:
             calls.cancel_all()
             raise SolveError(f"cannot resolve image config of {ref}: {_rpc_details(exc)}") from None
+        return result
 
     # ------------------------------------------------------------ solve
 
     def solve(
         self,
-        target: Any,
+        target: State | Definition | ops_pb2.Definition,
         *,
         export: Export | None = None,
         local_dirs: Mapping[str, str | Path] | None = None,
@@ -372,153 +452,101 @@ class Client:
         Setting `cancel` or Ctrl-C stops the build on the builder and raises Cancelled.
         `on_event` is called from a background thread, in the order events arrive.
         """
-        from ._proto import control_pb2
-
-        t0 = time.monotonic()
+        started = time.monotonic()
         definition = _definition_pb(target)
         plan = plan_export(export, docker_engine=self.is_docker_engine)
         if image_config is not None and not plan.is_image:
             raise ValueError("image_config applies only to image exports (DockerImage, ImageExport, ...)")
-        dirs = {name: Path(p).resolve() for name, p in (local_dirs or {}).items()}
-        missing = sorted(_local_names(definition) - set(dirs))
-        if missing:
-            raise InvalidGraph(
-                f"the graph reads local source(s) {', '.join(missing)} but solve(local_dirs=...) "
-                "does not say which directories they are"
-            )
-        for name, p in dirs.items():
-            if not p.is_dir():
-                raise FileNotFoundError(f"local_dirs[{name!r}]: {p} is not a directory")
-        ssh: dict[str, str] = {}
-        if ssh_agent:
-            sock = os.environ.get("SSH_AUTH_SOCK", "") if ssh_agent is True else str(ssh_agent)
-            if not sock:
-                raise ValueError("ssh_agent=True but SSH_AUTH_SOCK is not set; start ssh-agent or pass a path")
-            ssh["default"] = sock
-        tmp_load: Path | None = None
-        receive_file = plan.receive_file
-        if plan.load_into_engine:
-            fd, name = tempfile.mkstemp(prefix="llb-image-", suffix=".tar")
-            os.close(fd)
-            tmp_load = receive_file = Path(name)
-        if plan.receive_dir is not None:
-            plan.receive_dir.mkdir(parents=True, exist_ok=True)
-        if receive_file is not None:
-            receive_file.parent.mkdir(parents=True, exist_ok=True)
-
-        from .auth import DockerConfigAuth
-
-        session = Session(
-            self._sessions,
-            SessionConfig(
-                local_dirs=dirs,
-                secrets={k: v.encode() if isinstance(v, str) else bytes(v) for k, v in (secrets or {}).items()},
-                ssh=ssh,
-                auth=DockerConfigAuth(),
-                receive_dir=plan.receive_dir,
-                receive_file=receive_file,
-            ),
-        )
+        _check_cache_options((*cache_exports, *cache_imports))
+        dirs = _local_dirs(definition, local_dirs or {})
+        ssh = _ssh_sockets(ssh_agent)
         ref = _secrets.token_hex(13)
-        req = control_pb2.SolveRequest(
-            Ref=ref,
-            Exporter=plan.exporter,
-            ExporterAttrs=dict(plan.attrs),
-            Session=session.id,
-            FrontendAttrs=dict(frontend_attrs or {}),
-            Entitlements=list(entitlements),
-        )
-        for opt in (*cache_exports, *cache_imports):
-            if opt.type == "local":
-                raise UnsupportedByBuilder(
-                    "cache type 'local' is served from the client's session content store, which llb "
-                    "does not implement; use 'registry' (or 'inline' exports) instead"
-                )
-        for opt in cache_exports:
-            req.Cache.Exports.add(Type=opt.type, Attrs=dict(opt.attrs))
-        for opt in cache_imports:
-            req.Cache.Imports.add(Type=opt.type, Attrs=dict(opt.attrs))
-        if image_config is None:
-            req.Definition.CopyFrom(definition)
-        size = req.ByteSize() + (definition.ByteSize() if image_config is not None else 0)
-        if self.is_docker_engine and size > _ENGINE_MAX_REQUEST:
-            raise InvalidGraph(
-                f"the build definition is {size / 2**20:.1f} MiB; the Docker engine accepts at most 4 MiB "
-                "per request: move large file contents into a local source instead of mkfile"
-            )
-
         tracker = ProgressTracker(on_event)
-        calls = _Calls()
-        status_done = threading.Event()
-        try:
-            session.attach(self.transport, self.channel)
-        except OSError as exc:
-            session.close()
-            raise BuilderUnreachable(self.address, f"cannot open a session: {exc}") from None
-
-        def status_loop() -> None:
-            try:
-                stream = calls.add(self._status(control_pb2.StatusRequest(Ref=ref)))
-                for resp in stream:
-                    tracker.feed(resp)
-            except Exception:
-                pass
-            finally:
-                status_done.set()
-
-        try:
-            solve_fut = calls.add(self._solve.future(req))
-            threading.Thread(target=status_loop, name="llb-status", daemon=True).start()
-            if image_config is not None:
-                self._gateway_build(ref, definition, image_config, calls, cancel)
-            resp = _wait(solve_fut, cancel)
-        except (_CancelRequested, KeyboardInterrupt) as exc:
-            calls.cancel_all()
-            session.close()
-            if tmp_load is not None:
-                tmp_load.unlink(missing_ok=True)
-            raise Cancelled("solve cancelled; the builder was told to stop it") from (
-                exc if isinstance(exc, KeyboardInterrupt) else None
+        with contextlib.ExitStack() as cleanup:
+            receive_file = cleanup.enter_context(_temporary_tarball()) if plan.load_into_engine else plan.receive_file
+            if plan.receive_dir is not None:
+                plan.receive_dir.mkdir(parents=True, exist_ok=True)
+            if receive_file is not None:
+                receive_file.parent.mkdir(parents=True, exist_ok=True)
+            session = Session(
+                self._sessions,
+                SessionConfig(
+                    local_dirs=dirs,
+                    secrets={k: v.encode() if isinstance(v, str) else bytes(v) for k, v in (secrets or {}).items()},
+                    ssh=ssh,
+                    auth=DockerConfigAuth(),
+                    receive_dir=plan.receive_dir,
+                    receive_file=receive_file,
+                ),
             )
-        except Exception as exc:
-            import grpc
-
-            if not isinstance(exc, grpc.RpcError):
-                calls.cancel_all()
-                session.close()
-                raise
-            self._drain(status_done, tracker, calls)
+            cleanup.callback(session.close)
+            request = _solve_request(ref, session.id, plan, entitlements, frontend_attrs, cache_imports, cache_exports)
+            if image_config is None:
+                request.Definition.CopyFrom(definition)  # else the gateway build sends it
+            self._check_request_size(request, definition if image_config is not None else None)
+            response, status_error = self._run(request, session, definition, image_config, tracker, cancel)
             session.close()
-            if tmp_load is not None:
-                tmp_load.unlink(missing_ok=True)
-            if exc.code() == grpc.StatusCode.CANCELLED and cancel is not None and cancel.is_set():
-                raise Cancelled("solve cancelled; the builder was told to stop it") from None
-            raise self._solve_error(exc, tracker) from None
-        self._drain(status_done, tracker, calls)
-        session.close()
-        if session.errors:
-            raise SolveError("; ".join(session.errors))
-        if tmp_load is not None:
-            self._load_into_engine(tmp_load)
-        exporter_response = dict(resp.ExporterResponse)
-        warnings: tuple[str, ...] = ()
-        if tracker.callback_error is not None:
-            warnings = (f"on_event raised {tracker.callback_error!r}; later events were dropped",)
+            if session.errors:
+                raise SolveError("; ".join(session.errors))
+            if plan.load_into_engine:
+                _load_into_engine(receive_file)
+        exporter_response = dict(response.ExporterResponse)
         return SolveResult(
             vertices=tracker.vertices,
             exporter_response=exporter_response,
             image_id=exporter_response.get("containerimage.digest"),
             ref=ref,
             session_id=session.id,
-            duration=time.monotonic() - t0,
-            warnings=warnings,
+            duration=time.monotonic() - started,
+            warnings=_warnings(tracker, status_error),
         )
 
-    @staticmethod
-    def _drain(status_done: threading.Event, tracker: ProgressTracker, calls: _Calls) -> None:
-        """Status events can outlive the Solve RPC; wait for the stream's end (bounded)."""
-        if not status_done.wait(_STATUS_DRAIN_S if tracker.responses else 0.5):
+    def _check_request_size(self, request: control_pb2.SolveRequest, gateway: ops_pb2.Definition | None) -> None:
+        """The Docker engine refuses requests over 4 MiB; say so before sending one."""
+        size = request.ByteSize() + (gateway.ByteSize() if gateway is not None else 0)
+        if self.is_docker_engine and size > _ENGINE_MAX_REQUEST:
+            raise InvalidGraph(
+                f"the build definition is {size / 2**20:.1f} MiB; the Docker engine accepts at most 4 MiB "
+                "per request: move large file contents into a local source instead of mkfile"
+            )
+
+    def _run(
+        self,
+        request: control_pb2.SolveRequest,
+        session: Session,
+        definition: ops_pb2.Definition,
+        image_config: ImageConfig | None,
+        tracker: ProgressTracker,
+        cancel: threading.Event | None,
+    ) -> tuple[control_pb2.SolveResponse, BaseException | None]:
+        """Sends the solve (and acts as its frontend when there is an image config) while the
+        status stream feeds `tracker`. Returns the response and what broke the status stream, if
+        anything; raises Cancelled or the llb error for what the builder reported."""
+        try:
+            session.attach(self.transport, self.channel)
+        except OSError as exc:
+            raise BuilderUnreachable(self.address, f"cannot open a session: {exc}") from None
+        calls = _Calls()
+        status = _StatusStream(self._status, request.Ref, tracker, calls)
+        try:
+            solve = calls.add(self._solve.future(request))
+            status.start()
+            if image_config is not None:
+                self._gateway_build(request.Ref, definition, image_config, calls, cancel)
+            response = _wait(solve, cancel)
+        except (_CancelRequested, KeyboardInterrupt) as exc:
             calls.cancel_all()
+            raise Cancelled(_CANCELLED) from (exc if isinstance(exc, KeyboardInterrupt) else None)
+        except grpc.RpcError as exc:
+            status.finish()
+            if exc.code() == grpc.StatusCode.CANCELLED and cancel is not None and cancel.is_set():
+                raise Cancelled(_CANCELLED) from None
+            raise _solve_error(exc, tracker, self.address) from None
+        except BaseException:
+            calls.cancel_all()
+            raise
+        status.finish()
+        return response, status.error
 
     def _gateway_build(
         self,
@@ -528,39 +556,16 @@ class Client:
         calls: _Calls,
         cancel: threading.Event | None,
     ) -> None:
-        """Act as the frontend of build `build_id`: solve, then return the ref with the config."""
-        import grpc
-
-        from ._proto import gateway_pb2, status_pb2
-
-        md = [(_BUILD_ID_KEY, build_id)]
+        """Act as the frontend of build `build_id`: solve, then return the ref with the config.
+        An error is returned to the build too, so that the Solve call ends with it."""
+        md = ((_BUILD_ID_KEY, build_id),)
         try:
-            base = _base_image(definition)
-            base_cfg: dict | None = None
-            platform: dict[str, str] = {}
-            if base is not None:
-                ref, mode, pb_platform = base
-                _digest, base_cfg = self._resolve_in_build(build_id, ref, pb_platform, mode, calls, cancel)
-                if pb_platform is not None:
-                    platform = {
-                        "os": pb_platform.OS,
-                        "architecture": pb_platform.Architecture,
-                        "variant": pb_platform.Variant,
-                    }
+            config = self._image_config(build_id, definition, image_config, calls, cancel)
             req = gateway_pb2.SolveRequest(allowResultReturn=True, allowResultArrayRef=True)
             req.Definition.CopyFrom(definition)
             resp = _wait(calls.add(self._gw_solve.future(req, metadata=md)), cancel)
-            result = resp.result
-            kind = result.WhichOneof("result")
-            if kind == "ref":
-                ref_id = result.ref.id
-            elif kind == "refDeprecated":
-                ref_id = result.refDeprecated
-            else:
-                ref_id = resp.ref
-            config = image_config.merged_into(base_cfg, platform or _host_platform())
             ret = gateway_pb2.ReturnRequest()
-            ret.result.ref.id = ref_id
+            ret.result.ref.id = _result_ref(resp)
             ret.result.metadata["containerimage.config"] = json.dumps(config).encode()
             _wait(calls.add(self._gw_return.future(ret, metadata=md)), cancel)
         except grpc.RpcError as exc:
@@ -574,61 +579,119 @@ class Client:
             except grpc.RpcError:
                 raise exc from None
 
-    def _solve_error(self, exc: Any, tracker: ProgressTracker) -> LLBError:
-        import grpc
-
-        msg = _rpc_details(exc)
-        code = exc.code()
-        if code == grpc.StatusCode.UNAVAILABLE:
-            return BuilderUnreachable(self.address, msg, "the builder went away during the solve")
-        if "unknown cache exporter" in msg or "unknown cache importer" in msg:
-            return UnsupportedByBuilder(
-                f"{msg}: the Docker engine's embedded BuildKit only exports 'inline' cache; "
-                "a standalone buildkitd also has 'registry'"
-            )
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return SolveError(f"{msg} (the Docker engine accepts at most 4 MiB per request)")
-        for pat in _EXIT_PATTERNS:
-            m = pat.search(msg)
-            if m is None:
-                continue
-            failed = [v for v in tracker.vertices if v.error and pat.search(v.error)]
-            failed = failed or [v for v in tracker.vertices if v.error and "cancel" not in v.error]
-            vertex = failed[0] if failed else None
-            return ExecError(
-                msg,
-                vertex_name=vertex.name if vertex else m.group("cmd"),
-                exit_code=int(m.group("code")),
-                log_tail=tracker.log_tail(vertex.digest) if vertex else (),
-            )
-        return SolveError(msg)
-
-    def _load_into_engine(self, tarball: Path) -> None:
-        """A standalone builder's `docker` exporter output, loaded into the local engine."""
-        try:
-            import docker  # type: ignore[import-untyped]
-
-            client = docker.from_env()
-            with tarball.open("rb") as f:
-                client.images.load(f)
-        except Exception as exc:
-            raise SolveError(f"the image was built but loading it into the Docker engine failed: {exc}") from None
-        finally:
-            tarball.unlink(missing_ok=True)
+    def _image_config(
+        self,
+        build_id: str,
+        definition: ops_pb2.Definition,
+        image_config: ImageConfig,
+        calls: _Calls,
+        cancel: threading.Event | None,
+    ) -> dict[str, Any]:
+        """The exported image's config: `image_config` over the config of the graph's base image."""
+        base = _base_image(definition)
+        if base is None:
+            return image_config.merged_into(None, _platform_dict(Platform.host()))
+        ref, mode, pb_platform = base
+        _digest, base_config = self._resolve_in_build(build_id, ref, pb_platform, mode, calls, cancel)
+        if pb_platform is None:
+            return image_config.merged_into(base_config, _platform_dict(Platform.host()))
+        platform = {"os": pb_platform.OS, "architecture": pb_platform.Architecture, "variant": pb_platform.Variant}
+        return image_config.merged_into(base_config, platform)
 
 
-def _empty_return() -> Any:
+def _solve_request(
+    ref: str,
+    session_id: str,
+    plan: ExporterPlan,
+    entitlements: Sequence[str],
+    frontend_attrs: Mapping[str, str] | None,
+    cache_imports: Sequence[CacheOption],
+    cache_exports: Sequence[CacheOption],
+) -> control_pb2.SolveRequest:
+    request = control_pb2.SolveRequest(
+        Ref=ref,
+        Exporter=plan.exporter,
+        ExporterAttrs=dict(plan.attrs),
+        Session=session_id,
+        FrontendAttrs=dict(frontend_attrs or {}),
+        Entitlements=list(entitlements),
+    )
+    for opt in cache_exports:
+        request.Cache.Exports.add(Type=opt.type, Attrs=dict(opt.attrs))
+    for opt in cache_imports:
+        request.Cache.Imports.add(Type=opt.type, Attrs=dict(opt.attrs))
+    return request
+
+
+def _result_ref(resp: gateway_pb2.SolveResponse) -> str:
+    """The id of the result's reference, wherever this BuildKit version put it."""
+    kind = resp.result.WhichOneof("result")
+    if kind == "ref":
+        return resp.result.ref.id
+    if kind == "refDeprecated":
+        return resp.result.refDeprecated
+    return resp.ref
+
+
+def _solve_error(exc: grpc.RpcError, tracker: ProgressTracker, address: str) -> LLBError:
+    """The llb error for a failed solve: a step's exit code and log tail when the message has them."""
+    msg = _rpc_details(exc)
+    code = exc.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return BuilderUnreachable(address, msg, "the builder went away during the solve")
+    if "unknown cache exporter" in msg or "unknown cache importer" in msg:
+        return UnsupportedByBuilder(
+            f"{msg}: the Docker engine's embedded BuildKit only exports 'inline' cache; "
+            "a standalone buildkitd also has 'registry'"
+        )
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return SolveError(f"{msg} (the Docker engine accepts at most 4 MiB per request)")
+    for pat in _EXIT_PATTERNS:
+        m = pat.search(msg)
+        if m is None:
+            continue
+        failed = [v for v in tracker.vertices if v.error and pat.search(v.error)]
+        failed = failed or [v for v in tracker.vertices if v.error and "cancel" not in v.error]
+        vertex = failed[0] if failed else None
+        return ExecError(
+            msg,
+            vertex_name=vertex.name if vertex else m.group("cmd"),
+            exit_code=int(m.group("code")),
+            log_tail=tracker.log_tail(vertex.digest) if vertex else (),
+        )
+    return SolveError(msg)
+
+
+def _warnings(tracker: ProgressTracker, status_error: BaseException | None) -> tuple[str, ...]:
+    warnings = []
+    if status_error is not None:
+        warnings.append(f"the progress stream failed ({_rpc_details(status_error)}); progress may be incomplete")
+    if tracker.callback_error is not None:
+        warnings.append(f"on_event raised {tracker.callback_error!r}; later events were dropped")
+    return tuple(warnings)
+
+
+def _load_into_engine(tarball: Path | None) -> None:
+    """A standalone builder's `docker` exporter output, loaded into the local engine."""
+    import docker  # only a standalone builder's image export needs the engine's API
+
+    assert tarball is not None
+    try:
+        with tarball.open("rb") as f:
+            docker.from_env().images.load(f)
+    except Exception as exc:
+        raise SolveError(f"the image was built but loading it into the Docker engine failed: {exc}") from None
+
+
+def _empty_return() -> gateway_pb2.ReturnRequest:
     """A ReturnRequest with an empty (but present) result.
 
     BuildKit v0.8's forwarder dereferences `result` unless `error` is set: a bare
     ReturnRequest crashes dockerd 20.10 with a nil-pointer panic."""
-    from ._proto import gateway_pb2
-
     req = gateway_pb2.ReturnRequest()
     req.result.SetInParent()
     return req
 
 
-def _host_platform() -> dict[str, str]:
-    p = Platform.host()
+def _platform_dict(p: Platform) -> dict[str, str]:
     return {"os": p.os, "architecture": p.architecture, "variant": p.variant}

@@ -10,6 +10,7 @@ byte pumps.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import socket
@@ -49,7 +50,7 @@ _START_HINT_BUILDKITD = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TLSConfig:
     """Client TLS for `tcp://` buildkitd: CA bundle, optional client cert/key, server name override."""
 
@@ -327,6 +328,8 @@ class Transport:
     address: str
     target: str
     is_docker_engine: bool = False
+    hint: str = ""
+    """How to start the builder, for when it does not answer."""
 
     def channel_options(self) -> list[tuple[str, object]]:
         return [
@@ -355,47 +358,51 @@ def _docker_socket_factory(docker_host: str, timeout: float) -> tuple[Callable[[
     parsed = urllib.parse.urlparse(docker_host)
     if parsed.scheme == "unix":
         path = parsed.path or "/var/run/docker.sock"
-
-        def connect_unix() -> socket.socket:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(timeout)
-            try:
-                s.connect(path)
-            except BaseException:
-                s.close()
-                raise
-            return s
-
-        return connect_unix, path
+        return functools.partial(_connect_unix, path, timeout), path
     if parsed.scheme in ("tcp", "http", "https"):
         host = parsed.hostname or "localhost"
-        tls_verify = os.environ.get("DOCKER_TLS_VERIFY", "") not in ("", "0")
-        port = parsed.port or (2376 if tls_verify or parsed.scheme == "https" else 2375)
-        ctx: ssl.SSLContext | None = None
-        if tls_verify or parsed.scheme == "https":
-            cert_dir = Path(os.environ.get("DOCKER_CERT_PATH", Path.home() / ".docker"))
-            ctx = ssl.create_default_context(
-                cafile=str(cert_dir / "ca.pem") if (cert_dir / "ca.pem").exists() else None
-            )
-            if (cert_dir / "cert.pem").exists():
-                ctx.load_cert_chain(str(cert_dir / "cert.pem"), str(cert_dir / "key.pem"))
-            if not tls_verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-
-        def connect_tcp() -> socket.socket:
-            s = socket.create_connection((host, port), timeout=timeout)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if ctx is not None:
-                s = ctx.wrap_socket(s, server_hostname=host)
-            return s
-
-        return connect_tcp, f"{host}:{port}"
+        tls = _docker_tls_context(parsed.scheme)
+        port = parsed.port or (2376 if tls is not None else 2375)
+        return functools.partial(_connect_tcp, host, port, timeout, tls), f"{host}:{port}"
     raise BuilderUnreachable(
         docker_host,
         f"unsupported DOCKER_HOST scheme {parsed.scheme!r}",
         "use unix:///path/to/docker.sock or tcp://host:port",
     )
+
+
+def _connect_unix(path: str, timeout: float) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _connect_tcp(host: str, port: int, timeout: float, tls: ssl.SSLContext | None) -> socket.socket:
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return tls.wrap_socket(s, server_hostname=host) if tls is not None else s
+
+
+def _docker_tls_context(scheme: str) -> ssl.SSLContext | None:
+    """TLS to a tcp:// engine as the docker CLI sets it up (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH);
+    None for plain TCP."""
+    verify = os.environ.get("DOCKER_TLS_VERIFY", "") not in ("", "0")
+    if not verify and scheme != "https":
+        return None
+    cert_dir = Path(os.environ.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+    ca = cert_dir / "ca.pem"
+    ctx = ssl.create_default_context(cafile=str(ca) if ca.exists() else None)
+    if (cert_dir / "cert.pem").exists():
+        ctx.load_cert_chain(str(cert_dir / "cert.pem"), str(cert_dir / "key.pem"))
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 class DockerEngineTransport(Transport):

@@ -24,7 +24,7 @@ def _ts(msg: object, name: str) -> float | None:
     return t.seconds + t.nanos / 1e9
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VertexEvent:
     """A vertex was (re)reported: started, completed, cached or failed. Times are epoch seconds."""
 
@@ -37,7 +37,7 @@ class VertexEvent:
     error: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StatusEvent:
     """Progress of a sub-task of a vertex (a layer pull, an export step)."""
 
@@ -51,7 +51,7 @@ class StatusEvent:
     completed: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LogEvent:
     """Output of a vertex; stream 1 is stdout, 2 is stderr."""
 
@@ -64,7 +64,7 @@ class LogEvent:
 ProgressEvent = VertexEvent | StatusEvent | LogEvent
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VertexInfo:
     """The final state of one vertex of a solve."""
 
@@ -115,7 +115,7 @@ class ProgressTracker:
             return
         try:
             self._on_event(ev)
-        except BaseException as exc:  # a broken UI must not break the build
+        except Exception as exc:  # a broken UI must not break the build; SolveResult.warnings reports it
             self.callback_error = exc
 
     def feed(self, resp: control_pb2.StatusResponse) -> None:

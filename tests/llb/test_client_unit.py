@@ -21,7 +21,7 @@ import pytest
 import llb
 from llb._proto import auth_pb2, control_pb2, fsutil_pb2, ops_pb2, secrets_pb2, worker_pb2
 from llb.auth import DockerConfigAuth
-from llb.client import Client, _base_image, _definition_pb
+from llb.client import Client, _base_image, _definition_pb, _solve_error
 from llb.connection import (
     DialStdioTransport,
     HijackError,
@@ -38,10 +38,18 @@ from llb.progress import ProgressTracker
 
 
 class FakeBuildkitd:
-    """A grpcio server with ListWorkers and Control.Session. Over each session it acts as
-    the daemon: an HTTP/2 client (a grpc channel) that calls back into the llb client."""
+    """A grpcio server with ListWorkers, Control.Session, Solve and Status. Over each session it
+    acts as the daemon: an HTTP/2 client (a grpc channel) that calls back into the llb client.
+    A solve reports `status` on the Status stream (then fails it with `status_error` if set) and
+    answers with `solve_error` (an RPC error) or `exporter_response`."""
 
     def __init__(self, tmp: Path, *, tls: tuple[bytes, bytes] | None = None) -> None:
+        self.status: list[control_pb2.StatusResponse] = []
+        self.status_error: str | None = None
+        self.solve_error: str | None = None
+        self.exporter_response = {"containerimage.digest": "sha256:fake"}
+        self.solve_requests: list[control_pb2.SolveRequest] = []
+        self._status_done = threading.Event()
         self.session_metadata: list[dict[str, list[str]]] = []
         self.session_channels: list[grpc.Channel] = []
         self.session_ready = threading.Event()
@@ -51,6 +59,16 @@ class FakeBuildkitd:
             "ListWorkers": grpc.unary_unary_rpc_method_handler(
                 self._list_workers,
                 request_deserializer=control_pb2.ListWorkersRequest.FromString,
+                response_serializer=lambda m: m.SerializeToString(),
+            ),
+            "Solve": grpc.unary_unary_rpc_method_handler(
+                self._solve,
+                request_deserializer=control_pb2.SolveRequest.FromString,
+                response_serializer=lambda m: m.SerializeToString(),
+            ),
+            "Status": grpc.unary_stream_rpc_method_handler(
+                self._status,
+                request_deserializer=control_pb2.StatusRequest.FromString,
                 response_serializer=lambda m: m.SerializeToString(),
             ),
             "Session": grpc.stream_stream_rpc_method_handler(
@@ -79,6 +97,23 @@ class FakeBuildkitd:
         rec = worker_pb2.WorkerRecord(ID="fake", Labels={"k": "v"})
         rec.platforms.add(OS="linux", Architecture="arm64", Variant="v8")
         return control_pb2.ListWorkersResponse(record=[rec])
+
+    def _solve(self, req: control_pb2.SolveRequest, ctx: grpc.ServicerContext) -> control_pb2.SolveResponse:
+        self.solve_requests.append(req)
+        self._status_done.wait(5)
+        if self.solve_error is not None:
+            ctx.abort(grpc.StatusCode.UNKNOWN, self.solve_error)
+        return control_pb2.SolveResponse(ExporterResponse=self.exporter_response)
+
+    def _status(
+        self, req: control_pb2.StatusRequest, ctx: grpc.ServicerContext
+    ) -> Iterator[control_pb2.StatusResponse]:
+        try:
+            yield from self.status
+            if self.status_error is not None:
+                ctx.abort(grpc.StatusCode.INTERNAL, self.status_error)
+        finally:
+            self._status_done.set()
 
     def _session(self, request_iterator: Iterator[bytes], ctx: grpc.ServicerContext) -> Iterator[bytes]:
         md: dict[str, list[str]] = {}
@@ -588,14 +623,12 @@ def test_exec_error_parsing(message: str) -> None:
         )
     )
     tracker.feed(_status(logs=(control_pb2.VertexLog(vertex="sha256:b", stream=2, msg=b"ee\n"),)))
-    client = Client.__new__(Client)
-    client.address = "docker://"
-    err = client._solve_error(_FakeRpcError(grpc.StatusCode.UNKNOWN, message), tracker)
+    err = _solve_error(_FakeRpcError(grpc.StatusCode.UNKNOWN, message), tracker, "docker://")
     assert isinstance(err, llb.ExecError)
     assert (err.vertex_name, err.exit_code, err.log_tail) == ("build it", 2, ("one", "two", "three"))
-    other = client._solve_error(_FakeRpcError(grpc.StatusCode.UNKNOWN, "failed to load LLB"), tracker)
+    other = _solve_error(_FakeRpcError(grpc.StatusCode.UNKNOWN, "failed to load LLB"), tracker, "docker://")
     assert type(other) is llb.SolveError
-    gone = client._solve_error(_FakeRpcError(grpc.StatusCode.UNAVAILABLE, "socket closed"), tracker)
+    gone = _solve_error(_FakeRpcError(grpc.StatusCode.UNAVAILABLE, "socket closed"), tracker, "docker://")
     assert isinstance(gone, llb.BuilderUnreachable)
 
 
@@ -649,3 +682,42 @@ def test_local_names_of_definition() -> None:
     pinned = llb.local("pinned", session_id="abc")
     assert _local_names(_definition_pb(st)) == {"ctx", "other"}
     assert _local_names(_definition_pb(llb.scratch().file(llb.copy(pinned, "/", "/")))) == set()
+
+
+# ---------------------------------------------------------------- solve against the fake daemon
+
+
+def _vertex_status(name: str, error: str = "", log: bytes = b"") -> control_pb2.StatusResponse:
+    logs = [control_pb2.VertexLog(vertex="sha256:v", stream=1, msg=log)] if log else []
+    return control_pb2.StatusResponse(
+        vertexes=[control_pb2.Vertex(digest="sha256:v", name=name, error=error)], logs=logs
+    )
+
+
+def test_solve_reports_vertices_and_exporter_response(buildkitd: FakeBuildkitd) -> None:
+    buildkitd.status = [_vertex_status("mkdir /x")]
+    with llb.connect(buildkitd.address) as client:
+        result = client.solve(llb.scratch().file(llb.mkdir("/x")))
+    assert [v.name for v in result.vertices] == ["mkdir /x"]
+    assert result.image_id == "sha256:fake" and result.warnings == ()
+    (request,) = buildkitd.solve_requests
+    assert request.Ref == result.ref and request.Session == result.session_id
+    assert len(getattr(request.Definition, "def")) == 2
+
+
+def test_a_broken_progress_stream_is_reported_not_swallowed(buildkitd: FakeBuildkitd) -> None:
+    buildkitd.status = [_vertex_status("mkdir /x")]
+    buildkitd.status_error = "status store is gone"
+    with llb.connect(buildkitd.address) as client:
+        result = client.solve(llb.scratch().file(llb.mkdir("/x")))
+    assert [v.name for v in result.vertices] == ["mkdir /x"]
+    assert len(result.warnings) == 1 and "status store is gone" in result.warnings[0]
+
+
+def test_a_failed_step_becomes_an_exec_error_with_its_log(buildkitd: FakeBuildkitd) -> None:
+    message = 'process "/bin/sh -c false" did not complete successfully: exit code: 1'
+    buildkitd.status = [_vertex_status("check", error=message, log=b"checking\nnope\n")]
+    buildkitd.solve_error = message
+    with llb.connect(buildkitd.address) as client, pytest.raises(llb.ExecError) as info:
+        client.solve(llb.image("local/debian:bookworm").run("false", name="check").root())
+    assert (info.value.vertex_name, info.value.exit_code, info.value.log_tail) == ("check", 1, ("checking", "nope"))
