@@ -16,7 +16,7 @@ _DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _DOCKER_HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.docker.io"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Credentials:
     """`username` is empty when `secret` is an identity token."""
 

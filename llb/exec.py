@@ -298,6 +298,22 @@ def _args(args: str | Sequence[str], shell: bool) -> tuple[str, ...]:
     return tuple(result)
 
 
+def _sorted_mounts(mounts: Sequence[Mount], argv: Sequence[str]) -> tuple[Mount, ...]:
+    """The step's mounts in destination order (stable digests), each destination once."""
+    if isinstance(mounts, Mount):
+        raise InvalidGraph("mounts must be a sequence of llb mounts, e.g. mounts=[llb.cache(...)]")
+    by_dest: dict[str, Mount] = {}
+    for m in mounts:
+        if not isinstance(m, Mount):
+            raise InvalidGraph(f"mounts must be llb mounts (llb.bind, llb.cache, ...), got {type(m).__name__}")
+        if m.dest == "/":
+            raise InvalidGraph("cannot mount over '/': run on the state you want as the root filesystem instead")
+        if m.dest in by_dest:
+            raise InvalidGraph(f"two mounts target {m.dest!r} in {' '.join(argv)!r}")
+        by_dest[m.dest] = m
+    return tuple(by_dest[d] for d in sorted(by_dest))
+
+
 def make_exec(
     base: State,
     args: str | Sequence[str],
@@ -318,22 +334,9 @@ def make_exec(
     if user is not None and (not isinstance(user, str) or "\x00" in user):
         raise InvalidGraph(f"invalid user {user!r}")
     net = base.network if network is None else Network.coerce(network)
-    if isinstance(mounts, Mount):
-        raise InvalidGraph("mounts must be a sequence of llb mounts, e.g. mounts=[llb.cache(...)]")
-    seen: dict[str, Mount] = {}
-    for m in mounts:
-        if not isinstance(m, Mount):
-            raise InvalidGraph(f"mounts must be llb mounts (llb.bind, llb.cache, ...), got {type(m).__name__}")
-        if m.dest == "/":
-            raise InvalidGraph("cannot mount over '/': run on the state you want as the root filesystem instead")
-        if m.dest in seen:
-            raise InvalidGraph(f"two mounts target {m.dest!r} in {' '.join(argv)!r}")
-        seen[m.dest] = m
-    ordered = tuple(seen[d] for d in sorted(seen))
-    outputs: dict[str, int] = {"/": 0}
-    for m in ordered:
-        if m.writable_bind:
-            outputs[m.dest] = len(outputs)
+    ordered = _sorted_mounts(mounts, argv)
+    # Output 0 is the root filesystem; each writable bind mount adds one, in destination order.
+    writable = [m.dest for m in ordered if m.writable_bind]
     vertex = ExecVertex(
         root=base.output,
         args=argv,
@@ -343,7 +346,7 @@ def make_exec(
         network=net,
         mounts=ordered,
         options=OpOptions(name=name, ignore_cache=bool(ignore_cache), platform=base.platform),
-        outputs={k: v for k, v in outputs.items() if k != "/"},
+        outputs={dest: index for index, dest in enumerate(writable, start=1)},
         proxy_env=ProxyEnv.coerce(proxy_env),
     )
     return ExecState(

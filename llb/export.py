@@ -38,7 +38,7 @@ def _names(name: str | Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, slots=True, init=False)
 class DockerImage:
     """Store the result as an image in the Docker engine (the `moby` exporter there;
     elsewhere a `docker` tarball loaded into the local engine)."""
@@ -49,7 +49,7 @@ class DockerImage:
         object.__setattr__(self, "name", _names(name))
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, slots=True, init=False)
 class ImageExport:
     """The `image` exporter of a standalone buildkitd (optionally pushed to a registry)."""
 
@@ -63,21 +63,21 @@ class ImageExport:
         object.__setattr__(self, "insecure", insecure)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LocalExport:
     """Write the result's filesystem into a local directory (merged into existing content)."""
 
     dest: str | Path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TarExport:
     """Write the result's filesystem as a tar archive."""
 
     dest: str | Path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OCIExport:
     """Write an OCI image layout tarball (standalone buildkitd only)."""
 
@@ -85,7 +85,7 @@ class OCIExport:
     name: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DockerTarExport:
     """Write a `docker load`-able tarball (standalone buildkitd only)."""
 
@@ -100,7 +100,7 @@ def _freeze(m: Mapping[str, str] | None) -> Mapping[str, str] | None:
     return None if m is None else MappingProxyType(dict(m))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageConfig:
     """OCI image config fields applied to an exported image.
 
@@ -169,7 +169,7 @@ class ImageConfig:
         return img
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CacheOption:
     """A cache import/export entry, e.g. `CacheOption("registry", {"ref": "host/repo:cache"})`
     or `CacheOption("local", {"dest": "/tmp/cache"})`."""
@@ -181,7 +181,7 @@ class CacheOption:
         object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExporterPlan:
     """How an Export maps onto one builder: exporter name, attrs and what the session must receive."""
 

@@ -16,7 +16,7 @@ import re
 import stat as stat_mod
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -155,7 +155,7 @@ def _clean(path: str) -> str:
     return "/".join(parts) or "."
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Pattern:
     text: str
     exclusion: bool
@@ -223,14 +223,14 @@ def _glob_element_match(pattern: str, path: str) -> bool:
 # ---------------------------------------------------------------- walking
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WalkOptions:
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
     follow_paths: Sequence[str] = ()
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Entry:
     path: str
     abspath: str
@@ -243,7 +243,6 @@ class Entry:
     devmajor: int = 0
     devminor: int = 0
     regular: bool = False
-    xattrs: dict[str, bytes] = field(default_factory=dict)
 
 
 def _follow_targets(root: str, paths: Sequence[str]) -> list[str]:
@@ -274,73 +273,31 @@ def walk(root: str | Path, opts: WalkOptions = WalkOptions()) -> Iterator[Entry]
     filtered like fsutil: includes keep matching paths and the directories above them,
     excludes drop paths unless an exclusion pattern may re-include below."""
     root = os.fspath(root)
-    excludes = PatternMatcher(opts.exclude)
-    includes: list[str] | None = None
-    if opts.include:
-        includes = [_clean(p.lstrip("/")) for p in opts.include]
+    if not os.path.isdir(root):
+        raise NotADirectoryError(f"local directory {root} does not exist or is not a directory")
+    yield from _Walker(root, opts).below("", root)
+
+
+def _include_patterns(root: str, opts: WalkOptions) -> list[str] | None:
+    """The include patterns, plus the targets of the symlinks to follow; None: include everything."""
+    includes = [_clean(p.lstrip("/")) for p in opts.include] if opts.include else None
     if opts.follow_paths:
         targets = _follow_targets(root, opts.follow_paths)
         if targets:
-            includes = sorted(set((includes or []) + targets + [_clean(p) for p in opts.follow_paths]))
-    seen_inodes: dict[tuple[int, int], str] = {}
-    last_included_dir: list[str] = [""]
+            includes = sorted({*(includes or []), *targets, *(_clean(p) for p in opts.follow_paths)})
+    return includes
 
-    def visit(rel: str, st: os.stat_result) -> tuple[bool, bool]:
-        """(emit, descend)."""
-        is_dir = stat_mod.S_ISDIR(st.st_mode)
-        if includes is not None:
-            lid = last_included_dir[0]
-            if not (lid and rel.startswith(lid + "/")):
-                matched, partial = False, True
-                for pat in includes:
-                    ok, part = _match_include_prefix(pat, rel)
-                    if ok:
-                        matched = True
-                        if not part:
-                            partial = False
-                            break
-                if not matched or (partial and not is_dir):
-                    return False, False
-                if not partial and is_dir:
-                    last_included_dir[0] = rel
-        if excludes and excludes.matches(rel):
-            if is_dir and excludes.has_exclusions and excludes.may_reinclude_below(rel):
-                return True, True
-            return False, False
-        return True, is_dir
 
-    def entry(rel: str, full: str, st: os.stat_result) -> Entry | None:
-        fmt = stat_mod.S_IFMT(st.st_mode)
-        if fmt == stat_mod.S_IFSOCK:
-            return None
-        e = Entry(
-            path=rel,
-            abspath=full,
-            mode=go_mode(st.st_mode),
-            uid=st.st_uid,
-            gid=st.st_gid,
-            size=0,
-            mtime_ns=st.st_mtime_ns,
-        )
-        if fmt in (stat_mod.S_IFBLK, stat_mod.S_IFCHR):
-            e.devmajor, e.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        if fmt != stat_mod.S_IFDIR:
-            e.size = st.st_size
-        if fmt == stat_mod.S_IFLNK:
-            e.linkname = os.readlink(full)
-        elif fmt == stat_mod.S_IFREG:
-            e.regular = True
-            if st.st_nlink > 1:
-                key = (st.st_dev, st.st_ino)
-                first = seen_inodes.get(key)
-                if first is None:
-                    seen_inodes[key] = rel
-                else:
-                    e.linkname = first
-                    e.regular = False
-        return e
+class _Walker:
+    """The state of one walk: what is filtered out and which hard links were seen."""
 
-    def recurse(rel_dir: str, full_dir: str) -> Iterator[Entry]:
+    def __init__(self, root: str, opts: WalkOptions) -> None:
+        self._excludes = PatternMatcher(opts.exclude)
+        self._includes = _include_patterns(root, opts)
+        self._included_dir = ""  # the last directory an include pattern matched whole
+        self._inodes: dict[tuple[int, int], str] = {}
+
+    def below(self, rel_dir: str, full_dir: str) -> Iterator[Entry]:
         try:
             names = sorted(os.listdir(os.fsencode(full_dir)))
         except OSError as exc:
@@ -350,17 +307,63 @@ def walk(root: str | Path, opts: WalkOptions = WalkOptions()) -> Iterator[Entry]
             rel = f"{rel_dir}/{name}" if rel_dir else name
             full = os.path.join(full_dir, name)
             st = os.lstat(full)
-            emit, descend = visit(rel, st)
-            if emit:
-                e = entry(rel, full, st)
-                if e is not None:
-                    yield e
+            emit, descend = self._visit(rel, st)
+            if emit and not stat_mod.S_ISSOCK(st.st_mode):
+                yield self._entry(rel, full, st)
             if descend and stat_mod.S_ISDIR(st.st_mode):
-                yield from recurse(rel, full)
+                yield from self.below(rel, full)
 
-    if not os.path.isdir(root):
-        raise NotADirectoryError(f"local directory {root} does not exist or is not a directory")
-    yield from recurse("", root)
+    def _visit(self, rel: str, st: os.stat_result) -> tuple[bool, bool]:
+        """(emit, descend)."""
+        is_dir = stat_mod.S_ISDIR(st.st_mode)
+        if self._includes is not None and not self._included(rel, is_dir):
+            return False, False
+        if self._excludes and self._excludes.matches(rel):
+            reinclude = is_dir and self._excludes.has_exclusions and self._excludes.may_reinclude_below(rel)
+            return reinclude, reinclude
+        return True, is_dir
+
+    def _included(self, rel: str, is_dir: bool) -> bool:
+        """Whether an include pattern keeps `rel`: it matches, or `rel` is a directory above a match."""
+        assert self._includes is not None
+        if self._included_dir and rel.startswith(self._included_dir + "/"):
+            return True
+        matched, partial = False, True
+        for pattern in self._includes:
+            ok, part = _match_include_prefix(pattern, rel)
+            if ok:
+                matched = True
+                if not part:
+                    partial = False
+                    break
+        if not matched or (partial and not is_dir):
+            return False
+        if not partial and is_dir:
+            self._included_dir = rel
+        return True
+
+    def _entry(self, rel: str, full: str, st: os.stat_result) -> Entry:
+        fmt = stat_mod.S_IFMT(st.st_mode)
+        device = fmt in (stat_mod.S_IFBLK, stat_mod.S_IFCHR)
+        linkname = os.readlink(full) if fmt == stat_mod.S_IFLNK else ""
+        regular = fmt == stat_mod.S_IFREG
+        if regular and st.st_nlink > 1:
+            first = self._inodes.setdefault((st.st_dev, st.st_ino), rel)
+            if first != rel:  # a hard link to a file sent before: sent as a link to it
+                linkname, regular = first, False
+        return Entry(
+            path=rel,
+            abspath=full,
+            mode=go_mode(st.st_mode),
+            uid=st.st_uid,
+            gid=st.st_gid,
+            size=0 if fmt == stat_mod.S_IFDIR else st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            linkname=linkname,
+            devmajor=os.major(st.st_rdev) if device else 0,
+            devminor=os.minor(st.st_rdev) if device else 0,
+            regular=regular,
+        )
 
 
 # ---------------------------------------------------------------- sender

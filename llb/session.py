@@ -12,24 +12,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import secrets as _secrets
 import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from .connection import ByteStream, SocketStream, splice
+import grpc
 
-if TYPE_CHECKING:
-    import grpc
-
-    from .auth import DockerConfigAuth
-    from .connection import Transport
+from ._proto import auth_pb2, control_pb2, fsutil_pb2, secrets_pb2, sshforward_pb2
+from .auth import DockerConfigAuth
+from .connection import ByteStream, SocketStream, Transport, splice
+from .filesync import DiffCopyReceiver, DiffCopySender, WalkOptions, write_stream_to_file
 
 __all__ = ["SessionConfig", "Session", "SessionServer", "GrpcSessionStream"]
 
@@ -46,7 +46,7 @@ _HEALTH_SERVING = b"\x08\x01"
 _PEER_PREFIX = "unix-abstract:llb-s-"
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class SessionConfig:
     """What one solve exposes to the builder."""
 
@@ -126,17 +126,13 @@ class GrpcSessionStream:
     session headers travel as lower-case gRPC metadata (standalone buildkitd)."""
 
     def __init__(self, channel: grpc.Channel, headers: Sequence[tuple[str, str]]) -> None:
-        import queue
-
-        from ._proto import control_pb2
-
         self._q: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        call = channel.stream_stream(
+        call: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
             CONTROL_SESSION,
-            request_serializer=lambda b: control_pb2.BytesMessage(data=b).SerializeToString(),
+            request_serializer=lambda data: control_pb2.BytesMessage(data=data).SerializeToString(),
             response_deserializer=lambda raw: control_pb2.BytesMessage.FromString(raw).data,
         )
-        self._call = call(self._requests(), metadata=[(k.lower(), v) for k, v in headers])
+        self._call = call(self._requests(), metadata=tuple((k.lower(), v) for k, v in headers))
         self._buf = b""
         self._eof = False
 
@@ -153,7 +149,7 @@ class GrpcSessionStream:
                 return b""
             try:
                 self._buf = next(self._call)
-            except Exception:  # StopIteration or grpc.RpcError: the stream is over
+            except (StopIteration, grpc.RpcError):  # the stream is over
                 self._eof = True
                 return b""
         data, self._buf = self._buf[:n], self._buf[n:]
@@ -181,13 +177,11 @@ class SessionServer:
         self.path = ""
 
     def _start(self) -> None:
-        import grpc
-
         self._dir = tempfile.mkdtemp(prefix="llb-s-")
         self.path = os.path.join(self._dir, "session.sock")
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="llb-session"),
-            handlers=(_generic_handler(self),),
+            handlers=[_Services(self)],
             options=[
                 ("grpc.max_receive_message_length", 64 << 20),
                 ("grpc.max_send_message_length", 64 << 20),
@@ -212,15 +206,13 @@ class SessionServer:
             self._sessions.pop(session.token, None)
 
     def lookup(self, context: grpc.ServicerContext) -> Session:
-        import grpc
-
         peer = context.peer()
         token = peer[len(_PEER_PREFIX) :] if peer.startswith(_PEER_PREFIX) else ""
         with self._lock:
             session = self._sessions.get(token)
         if session is None:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"no llb session for peer {peer!r}")
-        return session  # type: ignore[return-value]
+        return session
 
     def close(self) -> None:
         if self._server is not None:
@@ -233,21 +225,32 @@ class SessionServer:
 # ---------------------------------------------------------------- handlers
 
 
-def _health(server: SessionServer) -> Callable:
-    def check(request: bytes, context: grpc.ServicerContext) -> bytes:
+class _Services(grpc.GenericRpcHandler):
+    """The session services, on raw bytes: each method parses its own messages and finds its
+    session from the peer address of the connection it came on."""
+
+    def __init__(self, server: SessionServer) -> None:
+        self._server = server
+        unary, stream = grpc.unary_unary_rpc_method_handler, grpc.stream_stream_rpc_method_handler
+        self._table: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            HEALTH_CHECK: unary(self.health),
+            FILESYNC_DIFFCOPY: stream(self.send_files),
+            FILESEND_DIFFCOPY: stream(self.receive_export),
+            SECRETS_GET: unary(self.secret),
+            SSH_CHECK: unary(self.ssh_check),
+            SSH_FORWARD: stream(self.ssh_forward),
+            AUTH_CREDENTIALS: unary(self.credentials),
+        }
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+        return self._table.get(handler_call_details.method)
+
+    def health(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         return _HEALTH_SERVING
 
-    return check
-
-
-def _filesync(server: SessionServer) -> Callable:
-    def diffcopy(request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-        import grpc
-
-        from ._proto import fsutil_pb2
-        from .filesync import DiffCopySender, WalkOptions
-
-        session = server.lookup(context)
+    def send_files(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        """FileSync.DiffCopy: a local directory to the builder, filtered as its metadata asks."""
+        session = self._server.lookup(context)
         md = _md(context)
         name = (md.get("dir-name") or [""])[0]
         root = session.config.local_dirs.get(name)
@@ -258,22 +261,13 @@ def _filesync(server: SessionServer) -> Callable:
             exclude=tuple(md.get("exclude-patterns", ())),
             follow_paths=tuple(md.get("followpaths", ())),
         )
-        sender = DiffCopySender(root, opts)  # type: ignore[arg-type]
         packets = (fsutil_pb2.Packet.FromString(raw) for raw in request_iterator)
-        for p in sender.run(packets):
+        for p in DiffCopySender(root, opts).run(packets):
             yield p.SerializeToString()
 
-    return diffcopy
-
-
-def _filesend(server: SessionServer) -> Callable:
-    def diffcopy(request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-        import grpc
-
-        from ._proto import control_pb2, fsutil_pb2
-        from .filesync import DiffCopyReceiver, write_stream_to_file
-
-        session = server.lookup(context)
+    def receive_export(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        """FileSend.DiffCopy: the `tar` exporter's stream into a file, or `local`'s into a directory."""
+        session = self._server.lookup(context)
         cfg = session.config
         if cfg.receive_file is not None:
             try:
@@ -288,126 +282,61 @@ def _filesend(server: SessionServer) -> Callable:
             return
         if cfg.receive_dir is None:
             context.abort(grpc.StatusCode.NOT_FOUND, "this session receives no export")
-        receiver = DiffCopyReceiver(cfg.receive_dir)  # type: ignore[arg-type]
+        receiver = DiffCopyReceiver(cfg.receive_dir)
         packets = (fsutil_pb2.Packet.FromString(raw) for raw in request_iterator)
         for p in receiver.run(packets):
             yield p.SerializeToString()
         if receiver.error:
             session.errors.append(f"local export to {cfg.receive_dir}: {receiver.error}")
 
-    return diffcopy
-
-
-def _secret(server: SessionServer) -> Callable:
-    def get(request: bytes, context: grpc.ServicerContext) -> bytes:
-        import grpc
-
-        from ._proto import secrets_pb2
-
-        session = server.lookup(context)
+    def secret(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        session = self._server.lookup(context)
         req = secrets_pb2.GetSecretRequest.FromString(request)
         data = session.config.secrets.get(req.ID)
         if data is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"secret {req.ID} not found")
         return secrets_pb2.GetSecretResponse(data=data).SerializeToString()
 
-    return get
-
-
-def _ssh_check(server: SessionServer) -> Callable:
-    def check(request: bytes, context: grpc.ServicerContext) -> bytes:
-        import grpc
-
-        from ._proto import sshforward_pb2
-
-        session = server.lookup(context)
-        req = sshforward_pb2.CheckAgentRequest.FromString(request)
-        sid = req.ID or "default"
+    def ssh_check(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        session = self._server.lookup(context)
+        sid = sshforward_pb2.CheckAgentRequest.FromString(request).ID or "default"
         if sid not in session.config.ssh:
             context.abort(grpc.StatusCode.NOT_FOUND, f"unset ssh forward key {sid}")
         return b""
 
-    return check
-
-
-def _ssh_forward(server: SessionServer) -> Callable:
-    def forward(request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-        import grpc
-
-        from ._proto import sshforward_pb2
-
-        session = server.lookup(context)
+    def ssh_forward(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        """SSH.ForwardAgent: one connection to the agent's socket, bytes pumped both ways."""
+        session = self._server.lookup(context)
         sid = (_md(context).get("buildkit.ssh.id") or ["default"])[0] or "default"
         path = session.config.ssh.get(sid)
         if path is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"unset ssh forward key {sid}")
         agent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            agent.connect(path)  # type: ignore[arg-type]
+            agent.connect(path)
         except OSError as exc:
             agent.close()
             context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot connect to ssh agent {path}: {exc}")
 
         def upstream() -> None:
             try:
-                for raw in request_iterator:
-                    agent.sendall(sshforward_pb2.BytesMessage.FromString(raw).data)
-            except Exception:
-                pass
-            with contextlib.suppress(OSError):
-                agent.shutdown(socket.SHUT_WR)
+                with contextlib.suppress(grpc.RpcError, OSError):  # the builder or the agent hung up
+                    for raw in request_iterator:
+                        agent.sendall(sshforward_pb2.BytesMessage.FromString(raw).data)
+            finally:
+                with contextlib.suppress(OSError):
+                    agent.shutdown(socket.SHUT_WR)
 
         threading.Thread(target=upstream, name="llb-ssh", daemon=True).start()
         try:
-            while True:
-                data = agent.recv(65536)
-                if not data:
-                    return
+            while data := agent.recv(65536):
                 yield sshforward_pb2.BytesMessage(data=data).SerializeToString()
         finally:
             agent.close()
 
-    return forward
-
-
-def _auth(server: SessionServer) -> Callable:
-    def credentials(request: bytes, context: grpc.ServicerContext) -> bytes:
-        from ._proto import auth_pb2
-
-        session = server.lookup(context)
-        req = auth_pb2.CredentialsRequest.FromString(request)
+    def credentials(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        session = self._server.lookup(context)
         if session.config.auth is None:
             return b""
-        creds = session.config.auth.lookup(req.Host)
+        creds = session.config.auth.lookup(auth_pb2.CredentialsRequest.FromString(request).Host)
         return auth_pb2.CredentialsResponse(Username=creds.username, Secret=creds.secret).SerializeToString()
-
-    return credentials
-
-
-def _build_handlers(server: SessionServer) -> dict[str, grpc.RpcMethodHandler]:
-    import grpc
-
-    unary = grpc.unary_unary_rpc_method_handler
-    stream = grpc.stream_stream_rpc_method_handler
-    return {
-        HEALTH_CHECK: unary(_health(server)),
-        FILESYNC_DIFFCOPY: stream(_filesync(server)),
-        FILESEND_DIFFCOPY: stream(_filesend(server)),
-        SECRETS_GET: unary(_secret(server)),
-        SSH_CHECK: unary(_ssh_check(server)),
-        SSH_FORWARD: stream(_ssh_forward(server)),
-        AUTH_CREDENTIALS: unary(_auth(server)),
-    }
-
-
-def _generic_handler(server: SessionServer) -> grpc.GenericRpcHandler:
-    """Raw-bytes handlers: each service parses its own messages."""
-    import grpc
-
-    table = _build_handlers(server)
-
-    class Handler(grpc.GenericRpcHandler):
-        def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-            return table.get(handler_call_details.method)
-
-    return Handler()
