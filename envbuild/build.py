@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from envbuild import __version__
-from envbuild.errors import BuildFailed, EngineUnreachable, UsageError
+from envbuild.errors import BuildFailed, EngineUnreachable, EnvbuildError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -89,11 +90,23 @@ def evaluate(options: BuildOptions) -> tuple[Spec, str]:
     """The spec and the (absolute, resolved) context directory; build-file mistakes become
     UsageError (exit 2)."""
     import frontend
+    from envbuild.compiler.mirrors import Mirrors
 
     try:
-        spec = frontend.evaluate(options.path, function=options.function, user_config=options.user_config)
+        spec = frontend.evaluate(
+            options.path,
+            function=options.function,
+            user_config=options.user_config,
+            offline=options.offline,
+            git_mirror=Mirrors.load(options.environ).git or None,
+        )
+    except frontend.NetworkError as exc:  # the file is fine; the network (or a mirror) is missing: exit 1
+        raise EnvbuildError(str(exc)) from None
     except frontend.EnvdError as exc:
         raise UsageError(str(exc)) from None
+    for warning in spec.warnings:
+        print(f"warning: {warning.pos}: {warning.message}" if warning.pos else f"warning: {warning.message}",
+              file=sys.stderr)
     return spec, os.path.realpath(os.path.dirname(_build_file(options)) or ".")
 
 

@@ -134,6 +134,15 @@ class LoadError(EnvdError):
     kind = "load error"
 
 
+class NetworkError(EnvdError):
+    """A repository a build file includes or loads could not be fetched (and no copy is cached).
+
+    Not a mistake in the file: the same file works once the network (or a mirror) is there, so
+    callers report it as a failure of the run, not of the input."""
+
+    kind = "network error"
+
+
 class LimitExceeded(EnvdError):
     """Evaluation ran too long or too deep (a runaway loop or recursion)."""
 

@@ -284,10 +284,15 @@ class _Session:
             e.source_line = diagnostics.source_line(self.rec, pos.file, pos.line)
             raise
         fields: dict[str, str] = {}
+        defined_in: dict[str, str] = {}
         for s in sources:
             self.exports[s.label] = [a or b for a, b in _TOP_NAME.findall(s.text) if not (a or b).startswith("_")]
             self.load(s.label, src, pos=pos)
-            names = self.exports[s.label]
+            names = list(dict.fromkeys(self.exports[s.label]))
+            for k in names:
+                if k in defined_in:  # envd merges the files into one module and refuses the same name twice
+                    raise LoadError(f"include(): `{k}` is defined in both {defined_in[k]} and {s.label}").at(pos)
+                defined_in[k] = s.label
             if names:
                 alias = ", ".join(f'__inc{n}_{k} = "{k}"' for k in names)
                 lines.append(f'load("{s.label}", {alias})')
@@ -345,6 +350,7 @@ def evaluate(
     git_cache_dir: str | os.PathLike[str] | None = None,
     offline: bool = False,
     git_update_after: float = 3600.0,
+    git_mirror: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     max_call_depth: int = DEFAULT_MAX_CALL_DEPTH,
     on_print: Callable[[str], None] | None = None,
@@ -356,6 +362,8 @@ def evaluate(
     ``~/.config/envbuild/config.envd`` if it exists, a path reads that file, False skips it.
     ``context_dir`` (default: the build file's directory) is the root for ``//`` labels and for
     every file the spec reads. ``print()`` output goes to ``on_print`` (default: stderr).
+    ``git_mirror`` (a user setting) is where ``include()``/``load()`` fetch repositories from:
+    ``<git_mirror>/<host>/<path>``. A repository that cannot be fetched raises ``NetworkError``.
     Raises ``EnvdError`` subclasses for every mistake in the files; never a Python traceback.
 
     Example: ``python -c "import frontend; print(frontend.evaluate('examples/jupyter').to_json())"``
@@ -382,6 +390,7 @@ def evaluate(
         offline=offline,
         update_after=git_update_after,
         warn=lambda msg: rec.warn(msg, None),
+        mirror=git_mirror,
     )
     session = _Session(rec, Loader(str(ctx), git), timeout, max_call_depth)
     token = current.set(rec)

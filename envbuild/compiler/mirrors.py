@@ -42,6 +42,9 @@ class Mirrors:
     nodejs: str = "https://nodejs.org/dist"
     pixi: str = "https://github.com/prefix-dev/pixi/releases/download"
     pytorch: str = "https://download.pytorch.org/whl"
+    git: str = ""
+    """Where ``include()``/``load()`` fetch git repositories: ``<git>/<host>/<path>`` (e.g.
+    ``file:///srv/git-mirror`` holding ``github.com/tensorchord/envdlib``); empty: the URL itself."""
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

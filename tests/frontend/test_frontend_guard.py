@@ -74,10 +74,7 @@ DEEP_FILES = {
     "call": _expr("y = str" + "()" * 5000),
     "lambda": _expr("y = " + "lambda: " * 2000 + "1"),
     "operators-in-brackets": _expr("y = " + ("(" + "1 + " * 20) * 60 + "1" + ")" * 60),
-    "blocks": "def build():\n"
-    + "".join("    " * (i + 1) + "if True:\n" for i in range(2000))
-    + "    " * 2001
-    + "pass\n",
+    "blocks": "def build():\n" + "".join(" " * (i + 1) + "if True:\n" for i in range(2000)) + " " * 2001 + "pass\n",
 }
 
 

@@ -146,9 +146,13 @@ def git(*args: str, cwd: Path) -> str:
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
+LIB_URL = "https://example.com/org/envdlib"
+
+
 @pytest.fixture
 def bare_repo(tmp_path: Path) -> tuple[str, Path]:
-    """A bare repository with envdlib-like files, tag v1; returns (file:// URL, work tree)."""
+    """A bare repository with envdlib-like files (one under src/), tag v1, served from a git mirror
+    directory as example.com/org/envdlib; returns (the mirror, the work tree)."""
     work = tmp_path / "work"
     write(
         work,
@@ -156,95 +160,150 @@ def bare_repo(tmp_path: Path) -> tuple[str, Path]:
             "jupyter.envd": 'def jupyter_lab(host_port = 8888):\n    install.python_packages(name = ["jupyterlab"])\n'
             '    runtime.expose(envd_port = 8888, host_port = host_port, service = "jupyterlab")\n'
             '_private = 1\nVERSION = "1"\n',
-            "tools.envd": "def tensorboard(port = 6006):\n"
+            "src/tools.envd": "def tensorboard(port = 6006):\n"
             '    runtime.daemon(commands = [["tensorboard", "--port", str(port)]])\n',
             "lib/extra.envd": 'def extra():\n    install.apt_packages(name = ["htop"])\n',
+            "README.md": "not a build file\n",
         },
     )
     git("init", "-q", "-b", "main", cwd=work)
     git("add", "-A", cwd=work)
     git("commit", "-qm", "v1", cwd=work)
     git("tag", "v1", cwd=work)
-    bare = tmp_path / "repo.git"
-    git("clone", "-q", "--bare", str(work), str(bare), cwd=tmp_path)
-    return f"file://{bare}", work
+    mirror = tmp_path / "mirror"
+    (mirror / "example.com" / "org").mkdir(parents=True)
+    git("clone", "-q", "--bare", str(work), str(mirror / "example.com" / "org" / "envdlib"), cwd=tmp_path)
+    return str(mirror), work
 
 
 @needs_git
-def test_include_and_git_load(tmp_path: Path, bare_repo: tuple[str, Path]) -> None:
-    url, _ = bare_repo
+def test_include_merges_every_envd_file_of_the_repository(tmp_path: Path, bare_repo: tuple[str, Path]) -> None:
+    """envd's include walks the whole repository (a library may keep its code under src/)."""
+    mirror, _ = bare_repo
     ctx = tmp_path / "ctx"
     write(
         ctx,
         {
             "build.envd": (
-                f'load("{url}@v1//lib/extra.envd", "extra")\n'
-                f'envdlib = include("{url}")\n'
-                "def build():\n    extra()\n    envdlib.jupyter_lab(host_port = 9999)\n    envdlib.tensorboard()\n"
-                "    print(envdlib.VERSION)\n"
+                f'load("{LIB_URL}@v1//lib/extra.envd", "extra")\n'
+                f'envdlib = include("{LIB_URL}")\n'
+                "def build():\n    envdlib.extra()\n    envdlib.jupyter_lab(host_port = 9999)\n"
+                "    envdlib.tensorboard()\n    print(envdlib.VERSION)\n"
             )
         },
     )
     out: list[str] = []
-    s = ev(ctx, on_print=out.append, git_cache_dir=tmp_path / "cache")
+    s = ev(ctx, on_print=out.append, git_cache_dir=tmp_path / "cache", git_mirror=mirror)
     assert out == ["1"]
-    assert s.apt_packages[0].pos == frontend.Pos(f"{url}@v1//lib/extra.envd", 2, 5)
+    assert s.apt_packages[0].pos == frontend.Pos(f"{LIB_URL}//lib/extra.envd", 2, 5)
     assert s.runtime.exposes[0].host_port == 9999
-    assert s.runtime.exposes[0].pos.file == f"{url}//jupyter.envd"
+    assert s.runtime.exposes[0].pos.file == f"{LIB_URL}//jupyter.envd"
     assert s.runtime.daemons[0].argv == ("tensorboard", "--port", "6006")
+    assert s.runtime.daemons[0].pos.file == f"{LIB_URL}//src/tools.envd"
     assert len(list((tmp_path / "cache").iterdir())) == 2
+    # the cached copies serve the same file without the mirror
+    assert ev(ctx, git_cache_dir=tmp_path / "cache") == s
+
+
+@needs_git
+def test_include_refuses_a_name_defined_in_two_files(tmp_path: Path, bare_repo: tuple[str, Path]) -> None:
+    mirror, work = bare_repo
+    (work / "src" / "more.envd").write_text("def jupyter_lab():\n    pass\n")
+    git("add", "-A", cwd=work)
+    git("commit", "-qm", "v2", cwd=work)
+    git("push", "-q", str(Path(mirror) / "example.com" / "org" / "envdlib"), "main", cwd=work)
+    ctx = tmp_path / "ctx"
+    write(ctx, {"build.envd": f'\nlib = include("{LIB_URL}")\ndef build():\n    pass\n'})
+    with pytest.raises(LoadError) as info:
+        ev(ctx, git_cache_dir=tmp_path / "cache", git_mirror=f"file://{mirror}")
+    assert str(info.value) == (
+        f"build.envd:2:7: include(): `jupyter_lab` is defined in both {LIB_URL}//jupyter.envd and "
+        f"{LIB_URL}//src/more.envd"
+    )
 
 
 @needs_git
 def test_include_private_names_hidden(tmp_path: Path, bare_repo: tuple[str, Path]) -> None:
-    url, _ = bare_repo
+    mirror, _ = bare_repo
     ctx = tmp_path / "ctx"
-    write(ctx, {"build.envd": f'lib = include(git = "{url}")\ndef build():\n    print(lib._private)\n'})
+    write(ctx, {"build.envd": f'lib = include(git = "{LIB_URL}")\ndef build():\n    print(lib._private)\n'})
     with pytest.raises(frontend.NameError_, match="has no attribute `_private`"):
-        ev(ctx, git_cache_dir=tmp_path / "cache")
+        ev(ctx, git_cache_dir=tmp_path / "cache", git_mirror=mirror)
 
 
 @needs_git
 def test_git_cache_used_offline_and_updated(tmp_path: Path, bare_repo: tuple[str, Path]) -> None:
-    url, work = bare_repo
+    mirror, work = bare_repo
     ctx = tmp_path / "ctx"
-    write(ctx, {"build.envd": f'load("{url}//tools.envd", "tensorboard")\ndef build():\n    tensorboard()\n'})
+    write(ctx, {"build.envd": f'load("{LIB_URL}//src/tools.envd", "tensorboard")\ndef build():\n    tensorboard()\n'})
     cache = tmp_path / "cache"
-    ev(ctx, git_cache_dir=cache)
+    ev(ctx, git_cache_dir=cache, git_mirror=mirror)
     # New commit upstream: offline mode keeps the cached copy, an update picks the change up.
-    (work / "tools.envd").write_text('def tensorboard():\n    runtime.daemon(commands = [["tb2"]])\n')
+    (work / "src" / "tools.envd").write_text('def tensorboard():\n    runtime.daemon(commands = [["tb2"]])\n')
     git("commit", "-qam", "v2", cwd=work)
-    git("push", "-q", str(tmp_path / "repo.git"), "main", cwd=work)
+    git("push", "-q", str(Path(mirror) / "example.com" / "org" / "envdlib"), "main", cwd=work)
     assert ev(ctx, git_cache_dir=cache, offline=True).runtime.daemons[0].argv[0] == "tensorboard"
-    assert ev(ctx, git_cache_dir=cache).runtime.daemons[0].argv[0] == "tensorboard"  # within update_after
-    assert ev(ctx, git_cache_dir=cache, git_update_after=0).runtime.daemons[0].argv == ("tb2",)
+    assert ev(ctx, git_cache_dir=cache, git_mirror=mirror).runtime.daemons[0].argv[0] == "tensorboard"
+    updated = ev(ctx, git_cache_dir=cache, git_update_after=0, git_mirror=mirror)
+    assert updated.runtime.daemons[0].argv == ("tb2",)
 
 
 @needs_git
-def test_git_unreachable_and_offline_errors(tmp_path: Path) -> None:
+def test_a_repository_that_cannot_be_fetched_is_a_network_error(tmp_path: Path) -> None:
     ctx = tmp_path / "ctx"
-    write(ctx, {"build.envd": f'load("file://{tmp_path}/nope.git//x.envd", "x")\n'})
-    with pytest.raises(LoadError) as info:
-        ev(ctx, git_cache_dir=tmp_path / "cache")
-    assert info.value.message.startswith(f"cannot clone file://{tmp_path}/nope.git")
-    assert (info.value.line, info.value.col) == (1, 1)
-    with pytest.raises(LoadError, match="offline mode is on"):
+    write(ctx, {"build.envd": '\nlib = include("https://example.invalid/org/nope")\n'})
+    (tmp_path / "mirror").mkdir()
+    with pytest.raises(frontend.NetworkError) as info:
+        ev(ctx, git_cache_dir=tmp_path / "cache", git_mirror=str(tmp_path / "mirror"))
+    message = str(info.value)
+    assert message.startswith(
+        "build.envd:2:7: cannot fetch https://example.invalid/org/nope (through the mirror, "
+        f"{tmp_path}/mirror/example.invalid/org/nope): "
+    )
+    assert f"a copy cached at {tmp_path}/cache/example.invalid_org_nope-" in message
+    assert "ENVBUILD_MIRROR_GIT" in message and "that holds example.invalid/org/nope" in message
+    assert "\n" not in message
+    with pytest.raises(frontend.NetworkError, match="offline mode is on"):
         ev(ctx, git_cache_dir=tmp_path / "cache", offline=True)
 
 
 @needs_git
-def test_git_bad_ref_and_missing_file(tmp_path: Path, bare_repo: tuple[str, Path]) -> None:
-    url, _ = bare_repo
+@pytest.mark.parametrize(
+    "call",
+    [
+        'include("file://{repo}")',
+        'load("file://{repo}//x.envd", "x")',
+        'load("git+file://{repo}//x.envd", "x")',
+        'include("git+ext::sh -c id")',
+    ],
+)
+def test_repositories_on_this_machine_are_refused(tmp_path: Path, bare_repo: tuple[str, Path], call: str) -> None:
+    """A build file must not read a repository outside its context through a file:// URL."""
+    mirror, _ = bare_repo
+    repo = Path(mirror) / "example.com" / "org" / "envdlib"
     ctx = tmp_path / "ctx"
-    write(ctx, {"build.envd": f'load("{url}@nope//tools.envd", "x")\n'})
+    write(ctx, {"build.envd": "\n" + call.format(repo=repo) + "\n"})
+    with pytest.raises(LoadError) as info:
+        ev(ctx, git_cache_dir=tmp_path / "cache")
+    assert (info.value.file, info.value.line) == ("build.envd", 2)
+    assert "is a repository on this machine" in info.value.message or "is not a git URL" in info.value.message
+    assert not (tmp_path / "cache").exists()
+
+
+@needs_git
+def test_git_bad_ref_and_missing_file(tmp_path: Path, bare_repo: tuple[str, Path]) -> None:
+    mirror, _ = bare_repo
+    ctx = tmp_path / "ctx"
+    cache = tmp_path / "cache"
+    write(ctx, {"build.envd": f'load("{LIB_URL}@nope//jupyter.envd", "x")\n'})
     with pytest.raises(LoadError, match="no branch, tag or commit named 'nope'"):
-        ev(ctx, git_cache_dir=tmp_path / "cache")
-    (ctx / "build.envd").write_text(f'load("{url}//missing.envd", "x")\n')
+        ev(ctx, git_cache_dir=cache, git_mirror=mirror)
+    (ctx / "build.envd").write_text(f'load("{LIB_URL}//missing.envd", "x")\n')
     with pytest.raises(LoadError, match="does not exist"):
-        ev(ctx, git_cache_dir=tmp_path / "cache")
-    (ctx / "build.envd").write_text(f'load("{url}//../escape.envd", "x")\n')
+        ev(ctx, git_cache_dir=cache, git_mirror=mirror)
+    (ctx / "build.envd").write_text(f'load("{LIB_URL}//../escape.envd", "x")\n')
     with pytest.raises(LoadError, match="outside the repository"):
-        ev(ctx, git_cache_dir=tmp_path / "cache")
-    (ctx / "build.envd").write_text(f'load("{url}", "x")\n')
+        ev(ctx, git_cache_dir=cache, git_mirror=mirror)
+    (ctx / "build.envd").write_text(f'load("{LIB_URL}", "x")\n')
     with pytest.raises(LoadError, match="must name a file"):
-        ev(ctx, git_cache_dir=tmp_path / "cache")
+        ev(ctx, git_cache_dir=cache, git_mirror=mirror)
