@@ -252,16 +252,34 @@ def _python_version(qualname: str, param: str, v: str) -> str:
     return v
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""Control characters other than tab."""
+
+
+def _one_line(qualname: str, param: str, value: str) -> None:
+    """Settings written into a config file or an argv line: a newline or another control
+    character can only break the file (or add lines to it)."""
+    if _CONTROL.search(value):
+        raise ValueError_(f"{qualname}(): '{param}' must be one line without control characters, got {value!r}")
+
+
+_TOOL_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
 def _tool_version(qualname: str, v: str | None) -> str | None:
+    """A release name (``1.22.1``, ``v20.1.0``, ``rust-v0.98.0``); it lands in URLs and shell words."""
     if v is None or not v.strip():
         return None
     v = v.strip()
-    if any(c.isspace() for c in v):
-        raise ValueError_(f"{qualname}(): 'version' must not contain spaces, got {v!r}")
+    if not _TOOL_VERSION.fullmatch(v):
+        raise ValueError_(
+            f"{qualname}(): 'version' must be a release name (letters, digits, '.', '_', '+', '-'), got {v!r}"
+        )
     return v
 
 
-_HTTP_URL = re.compile(r"https?://\S+")
+_HTTP_URL = re.compile(r"https?://[^\s\x00-\x1f\x7f\"'<>\\^`{|}]+")
+"""An http(s) URL without whitespace, control characters or quotes (it is written into config files)."""
 
 
 def _http_url(qualname: str, param: str, url: str) -> None:
@@ -340,6 +358,8 @@ def _run(rec: Recorder, pos: S.Pos | None, commands: tuple[str, ...], mount_host
     Param("editor", Kind.OPTIONAL_STR, ""),
 )
 def _git_config(rec: Recorder, pos: S.Pos | None, name: str | None, email: str | None, editor: str | None) -> None:
+    for param, value in (("name", name), ("email", email), ("editor", editor)):
+        _one_line("git_config", param, value or "")
     rec.git_config = S.GitConfig(name or "", email or "", editor or "", pos)
 
 
@@ -377,6 +397,8 @@ def _uv(rec: Recorder, pos: S.Pos | None, python_version: str) -> None:
 
 @builtin("install.pixi", Param("use_pixi_mirror", Kind.BOOL, False), Param("pypi_index", Kind.OPTIONAL_STR, None))
 def _pixi(rec: Recorder, pos: S.Pos | None, use_pixi_mirror: bool, pypi_index: str | None) -> None:
+    if pypi_index:
+        _http_url("install.pixi", "pypi_index", pypi_index)
     rec.pixi = S.Pixi(use_pixi_mirror, pypi_index or None, pos)
 
 
@@ -456,24 +478,45 @@ def _conda_packages(
     q = "install.conda_packages"
     if env_file and (name or channel):
         raise ValueError_(f"{q}(): env_file and name/channel are mutually exclusive")
-    _no_blank_items(q, "name", name)
-    _no_blank_items(q, "channel", channel)
+    for param, items in (("name", name), ("channel", channel)):
+        _no_blank_items(q, param, items)
+        for item in items:
+            _one_line(q, param, item)
+            if item.startswith("-"):
+                raise ValueError_(
+                    f"{q}(): {param} {item!r} begins with '-': conda would read it as an option",
+                    hint="conda options cannot be passed here; name packages and channels only",
+                )
     env = rec.input_path(q, "env_file", env_file) if env_file else None
     if name or env:
         rec.conda_packages.append(S.CondaPackages(name, channel, env, pos))
 
 
+_R_PACKAGE = re.compile(r"[A-Za-z][A-Za-z0-9.]*")
+
+
 @builtin("install.r_packages", Param("name", Kind.STR_LIST))
 def _r_packages(rec: Recorder, pos: S.Pos | None, name: tuple[str, ...]) -> None:
     _nonempty("install.r_packages", "name", name)
-    _no_blank_items("install.r_packages", "name", name)
+    for n in name:
+        if not _R_PACKAGE.fullmatch(n):
+            raise ValueError_(f"install.r_packages(): {n!r} is not an R package name (letters, digits and '.')")
     rec.r_packages.append(S.RPackages(name, pos))
+
+
+_JULIA_PACKAGE = re.compile(r"[^\s\x00-\x1f\x7f\"'\\$]+")
+"""A package name or URL for ``Pkg.add``: it is written into a Julia string literal."""
 
 
 @builtin("install.julia_packages", Param("name", Kind.STR_LIST))
 def _julia_packages(rec: Recorder, pos: S.Pos | None, name: tuple[str, ...]) -> None:
     _nonempty("install.julia_packages", "name", name)
-    _no_blank_items("install.julia_packages", "name", name)
+    for n in name:
+        if not _JULIA_PACKAGE.fullmatch(n):
+            raise ValueError_(
+                f"install.julia_packages(): {n!r} is not a Julia package name or URL "
+                "(no spaces, quotes, backslashes or '$')"
+            )
     rec.julia_packages.append(S.JuliaPackages(name, pos))
 
 
@@ -506,6 +549,8 @@ def _vscode(rec: Recorder, pos: S.Pos | None, name: tuple[str, ...]) -> None:
 @builtin("config.jupyter", Param("token", Kind.STR, ""), Param("port", Kind.INT, 0))
 def _jupyter(rec: Recorder, pos: S.Pos | None, token: str, port: int) -> None:
     _port("config.jupyter", "port", port, allow_zero=True)
+    if token and (_CONTROL.search(token) or any(c.isspace() for c in token)):
+        raise ValueError_("config.jupyter(): 'token' must be one word without spaces or control characters")
     rec.jupyter = S.Jupyter(token, port, pos)
 
 
@@ -572,6 +617,8 @@ def _entrypoint(rec: Recorder, pos: S.Pos | None, args: tuple[str, ...]) -> None
 @builtin("config.repo", Param("url", Kind.STR), Param("description", Kind.STR, ""))
 def _repo(rec: Recorder, pos: S.Pos | None, url: str, description: str) -> None:
     _nonempty("config.repo", "url", url)
+    _one_line("config.repo", "url", url)
+    _one_line("config.repo", "description", description)
     rec.repo = S.Repo(url, description, pos)
 
 
@@ -585,14 +632,14 @@ def _owner(rec: Recorder, pos: S.Pos | None, uid: int, gid: int) -> None:
 
 # ---- runtime.* -----------------------------------------------------------------------------------
 
-_COMMAND_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
-
 
 @builtin("runtime.command", Param("commands", Kind.STR_DICT, {}))
 def _command(rec: Recorder, pos: S.Pos | None, commands: dict[str, str]) -> None:
+    """Names are free-form, as in envd (its own tests use "go version"): whatever ``exec --command`` gets."""
     for name, cmd in commands.items():
-        if not _COMMAND_NAME.fullmatch(name):
-            raise ValueError_(f"runtime.command(): command name {name!r} must be a simple word")
+        if not name.strip():
+            raise ValueError_("runtime.command(): a command name must not be empty")
+        _one_line("runtime.command", "name", name)
         if not cmd.strip():
             raise ValueError_(f"runtime.command(): command {name!r} is empty")
         rec.commands.append(S.Command(name, cmd, pos))
@@ -603,6 +650,8 @@ def _daemon(rec: Recorder, pos: S.Pos | None, commands: tuple[tuple[str, ...], .
     for argv in commands:
         if not argv:
             raise ValueError_("runtime.daemon(): each daemon needs a non-empty argv list")
+        for arg in argv:
+            _one_line("runtime.daemon", "commands", arg)
         rec.daemons.append(S.Daemon(argv, pos))
 
 
@@ -624,6 +673,7 @@ def _expose(rec: Recorder, pos: S.Pos | None, envd_port: int, host_port: int, se
     _port("runtime.expose", "host_port", host_port, allow_zero=True)
     if not is_ip_address(listen_addr):
         raise ValueError_(f"runtime.expose(): 'listen_addr' must be an IP address, got {listen_addr!r}")
+    _one_line("runtime.expose", "service", service)
     if envd_port == S.SSH_CONTAINER_PORT:
         raise ValueError_(f"runtime.expose(): port {envd_port} is reserved for SSH in dev environments")
     rec.exposes.append(S.Expose(envd_port, host_port, service, listen_addr, pos))
@@ -639,10 +689,12 @@ def _environ(rec: Recorder, pos: S.Pos | None, env: dict[str, str], extra_path: 
             raise ValueError_(f"runtime.environ(): {k!r} is not a valid environment variable name")
         if k == "PATH":
             raise ValueError_("runtime.environ(): set PATH entries with extra_path=[...]")
+        _one_line("runtime.environ", k, v)
         rec.environ.append(S.EnvVar(k, v, pos))
     for p in extra_path:
         if ":" in p or not p:
             raise ValueError_(f"runtime.environ(): extra_path entry {p!r} must be one directory")
+        _one_line("runtime.environ", "extra_path", p)
         rec.extra_path.append(p)
 
 
@@ -688,7 +740,7 @@ def _http(rec: Recorder, pos: S.Pos | None, url: str, checksum: str | None, file
     _http_url("io.http", "url", url)
     if checksum and not _CHECKSUM.fullmatch(checksum):
         raise ValueError_(f"io.http(): 'checksum' must be a digest like \"sha256:<hex>\", got {checksum!r}")
-    if filename and ("/" in filename or filename in (".", "..")):
+    if filename and ("/" in filename or filename in (".", "..") or _CONTROL.search(filename)):
         raise ValueError_(f"io.http(): 'filename' must be a plain file name, got {filename!r}")
     rec.http.append(S.HttpDownload(url, checksum or "", filename or "", pos))
 

@@ -37,7 +37,12 @@ CASES = [
     (_with_runtime(mounts=(S.Mount("/a\x00b", "/x", pos=P),)), 'runtime.mount("/a\\x00b", "/x")'),
     (_with_runtime(environ=(S.EnvVar("1A", "x", pos=P),)), 'runtime.environ(env={"1A": "x"})'),
     (_with_runtime(environ=(S.EnvVar("PATH", "/x", pos=P),)), 'runtime.environ(env={"PATH": "/x"})'),
-    (_with_runtime(commands=(S.Command("a b", "ls", pos=P),)), 'runtime.command(commands={"a b": "ls"})'),
+    (_with_runtime(commands=(S.Command("a\nb", "ls", pos=P),)), 'runtime.command(commands={"a\\nb": "ls"})'),
+    (_with_runtime(environ=(S.EnvVar("A", "x\nMatch all", pos=P),)), 'runtime.environ(env={"A": "x\\nMatch all"})'),
+    (
+        _with_runtime(daemons=(S.Daemon(("a", "b\n[program:x]"), pos=P),)),
+        'runtime.daemon(commands=[["a", "b\\n[program:x]"]])',
+    ),
     (_with_runtime(daemons=(S.Daemon((), pos=P),)), "runtime.daemon(commands=[[]])"),
     (S.Spec(base=S.Base(dev=True), shm_size=S.ShmSize(0, pos=P)), "config.shm_size(0)"),
     (S.Spec(base=S.Base(dev=True), gpu=S.Gpu(-5, pos=P)), "config.gpu(-5)"),
