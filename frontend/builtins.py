@@ -723,7 +723,7 @@ def _copy(rec: Recorder, pos: S.Pos | None, source: str, target: str, image: str
         _image_ref("io.copy", "image", image)
         src = source
     else:
-        src = rec.input_path("io.copy", "source", source)
+        src = rec.input_path("io.copy", "source", source, directory_ok=True)
     rec.copies.append(S.Copy(src, target, image or "", pos))
 
 

@@ -8,6 +8,7 @@ the calls in a file never matters.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -87,8 +88,12 @@ class Recorder:
     def warn(self, message: str, pos: S.Pos | None) -> None:
         self.warnings.append(S.Warning_(message, pos))
 
-    def input_path(self, qualname: str, param: str, value: str, *, must_exist: bool = True) -> str:
-        """A context-relative path the build reads; refuses anything outside the context."""
+    def input_path(self, qualname: str, param: str, value: str, *, directory_ok: bool = False) -> str:
+        """A context-relative path the build reads (``requirements=``, ``io.copy`` ...).
+
+        Refused: anything outside the context (``..``, absolute, a symlink leading out), a dangling
+        symlink, a FIFO, device or socket, and a directory unless ``directory_ok``. A symlink to a
+        file inside the context is recorded as that file, which is what the build receives."""
         if not value:
             raise ValueError_(f"{qualname}(): '{param}' must not be empty")
         if os.path.isabs(value) or value.startswith("~"):
@@ -99,14 +104,25 @@ class Recorder:
         norm = os.path.normpath(value).replace(os.sep, "/")
         if norm == ".." or norm.startswith("../"):
             raise ValueError_(f"{qualname}(): '{param}' {value!r} points outside the build context")
-        full = os.path.join(self.context_dir, norm)
-        if must_exist:
-            if not os.path.lexists(full):
-                raise ValueError_(f"{qualname}(): {param} {value!r} not found in the build context {self.context_dir}")
-            real = os.path.realpath(full)
-            root = os.path.realpath(self.context_dir)
-            if real != root and not real.startswith(root + os.sep):
-                raise ValueError_(f"{qualname}(): '{param}' {value!r} is a symlink that leaves the build context")
+        root = os.path.realpath(self.context_dir)
+        full = os.path.join(root, norm)
+        if not os.path.lexists(full):
+            raise ValueError_(f"{qualname}(): {param} {value!r} not found in the build context {self.context_dir}")
+        real = os.path.realpath(full)
+        if real != root and not real.startswith(root + os.sep):
+            raise ValueError_(f"{qualname}(): '{param}' {value!r} is a symlink that leaves the build context")
+        try:
+            mode = os.stat(real).st_mode
+        except OSError:
+            raise ValueError_(f"{qualname}(): {param} {value!r} is a symlink to nothing") from None
+        if stat.S_ISDIR(mode) and not directory_ok:
+            raise ValueError_(f"{qualname}(): {param} {value!r} is a directory, not a file")
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise ValueError_(
+                f"{qualname}(): {param} {value!r} is not a regular file (a FIFO, device or socket cannot be sent)"
+            )
+        if not directory_ok:
+            norm = os.path.relpath(real, root).replace(os.sep, "/")
         if norm not in self.inputs:
             self.inputs.append(norm)
         return norm

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -307,3 +309,72 @@ def test_git_bad_ref_and_missing_file(tmp_path: Path, bare_repo: tuple[str, Path
     (ctx / "build.envd").write_text(f'load("{LIB_URL}", "x")\n')
     with pytest.raises(LoadError, match="must name a file"):
         ev(ctx, git_cache_dir=cache, git_mirror=mirror)
+
+
+# ---- what the build reads: regular files (and directories for io.copy) inside the context -------
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _device(path: Path) -> None:
+    try:
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+    except PermissionError:
+        pytest.skip("creating a device node needs root")
+
+
+@pytest.mark.parametrize("make", [_fifo, _device], ids=["fifo", "device"])
+def test_special_files_are_refused_as_inputs_and_loads(tmp_path: Path, make: Callable[[Path], None]) -> None:
+    """A FIFO would block the evaluation (or the build's context upload) forever; a device streams."""
+    make(tmp_path / "special")
+    write(tmp_path, {"build.envd": 'def build():\n    install.python_packages(requirements="special")\n'})
+    with pytest.raises(frontend.ValueError_) as info:
+        ev(tmp_path)
+    assert str(info.value) == (
+        "build.envd:2:5: install.python_packages(): requirements 'special' is not a regular file "
+        "(a FIFO, device or socket cannot be sent)"
+    )
+    (tmp_path / "build.envd").write_text('def build():\n    io.copy("special", "/x")\n')
+    with pytest.raises(frontend.ValueError_, match="is not a regular file"):
+        ev(tmp_path)
+    (tmp_path / "build.envd").write_text('load("//special", "x")\n')
+    with pytest.raises(LoadError) as info:
+        ev(tmp_path, timeout=2)
+    assert (
+        str(info.value)
+        == "build.envd:1:1: special is not a regular file (a FIFO, device or socket cannot be a build file)"
+    )
+
+
+def test_directories_and_dangling_symlinks_fail_at_their_call(tmp_path: Path) -> None:
+    (tmp_path / "reqs").mkdir()
+    os.symlink("missing.txt", tmp_path / "dangling.txt")
+    write(tmp_path, {"build.envd": 'def build():\n    install.python_packages(requirements="reqs")\n'})
+    with pytest.raises(
+        frontend.ValueError_, match=r"install.python_packages\(\): requirements 'reqs' is a directory, not a file"
+    ) as info:
+        ev(tmp_path)
+    assert (info.value.line, info.value.col) == (2, 5)
+    for call in ('install.python_packages(requirements="dangling.txt")', 'io.copy("dangling.txt", "/x")'):
+        (tmp_path / "build.envd").write_text(f"def build():\n    base()\n    {call}\n")
+        with pytest.raises(frontend.ValueError_, match=r"'dangling\.txt' is a symlink to nothing") as info:
+            ev(tmp_path)
+        assert (info.value.line, info.value.col) == (3, 5)
+
+
+def test_a_symlink_inside_the_context_is_recorded_as_its_target(tmp_path: Path) -> None:
+    """The build receives the named files only: a link to another file of the context would arrive dangling."""
+    write(tmp_path, {"deps/requirements.txt": "six\n", "src/app.py": "print(1)\n"})
+    os.symlink("deps/requirements.txt", tmp_path / "requirements.txt")
+    write(
+        tmp_path,
+        {
+            "build.envd": 'def build():\n    install.python_packages(requirements="requirements.txt")\n'
+            '    io.copy("src", "/app")\n'
+        },
+    )
+    s = ev(tmp_path)
+    assert s.python_packages[0].requirements == "deps/requirements.txt"
+    assert s.copies[0].source == "src" and s.inputs == ("deps/requirements.txt", "src")
