@@ -87,12 +87,13 @@ def read_source(path: str | os.PathLike[str], label: str, root: str | os.PathLik
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
         raise LoadError(f"cannot read {label}: {e.strerror or e}") from None
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
         if stat.S_ISDIR(mode):
             raise LoadError(f"{label} is a directory, not a build file")
-        if not stat.S_ISREG(mode):
-            raise LoadError(f"{label} is not a regular file (a FIFO, device or socket cannot be a build file)")
+        raise LoadError(f"{label} is not a regular file (a FIFO, device or socket cannot be a build file)")
+    with os.fdopen(fd, "rb") as f:
         try:
             data = f.read(MAX_SOURCE_BYTES + 1)
         except OSError as e:

@@ -1,9 +1,10 @@
-"""Every broken or hostile build file in ``tests/corpus/bad`` fails the same way: exit code 2, one
-``file:line:col: message`` on stderr, no traceback, within a bounded time.
+"""Every broken or hostile build file in ``tests/corpus/bad`` fails the same way: exit code 2 (1 for
+a network failure, which is not the file's fault), one ``file:line:col: message`` on stderr, no
+traceback, within a bounded time.
 
 Each file's first line says what to expect::
 
-    # expect: [LABEL:]LINE:COL: message fragment  [xfail: why this is still broken]
+    # expect: [LABEL:]LINE:COL: message fragment  [exit: 1]  [xfail: why this is still broken]
 
 ``LABEL`` (default: the file itself) names the file the error points into, e.g. a loaded
 ``lib/x.envd``; ``COL`` may be ``*``. A zero-byte file cannot carry the line, so ``EMPTY`` holds it.
@@ -37,7 +38,7 @@ EMPTY = {"empty.envd": "1:1: no function build() defined"}
 
 _HEADER = re.compile(
     r"#\s*expect:\s*(?:(?P<label>[\w./-]+\.envd):)?(?P<line>\d+):(?P<col>\d+|\*):\s*(?P<fragment>.*?)"
-    r"\s*(?:\[xfail:\s*(?P<xfail>[^\]]+)\])?\s*$"
+    r"\s*(?:\[exit:\s*(?P<exit>\d+)\])?\s*(?:\[xfail:\s*(?P<xfail>[^\]]+)\])?\s*$"
 )
 
 
@@ -49,6 +50,7 @@ class Expectation:
     col: int | None
     fragment: str
     xfail: str | None
+    exit: int = 2
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ def expectation(path: Path) -> Expectation:
     if m is None:
         raise AssertionError(f"{path.name}: first line must be `# expect: LINE:COL: fragment`, got {header!r}")
     col = None if m["col"] == "*" else int(m["col"])
-    return Expectation(path, m["label"] or path.name, int(m["line"]), col, m["fragment"], m["xfail"])
+    exit_code = int(m["exit"]) if m["exit"] else 2
+    return Expectation(path, m["label"] or path.name, int(m["line"]), col, m["fragment"], m["xfail"], exit_code)
 
 
 def corpus_files() -> list[Path]:
@@ -174,7 +177,9 @@ def _fails(exp: Expectation, out: Outcome) -> bool:
 def _check(exp: Expectation, out: Outcome) -> None:
     name = exp.file.name
     both = out.stdout + out.stderr
-    assert out.returncode == 2, f"{name}: exit code {out.returncode}, expected 2\nstderr: {out.stderr[-2000:]}"
+    assert out.returncode == exp.exit, (
+        f"{name}: exit code {out.returncode}, expected {exp.exit}\nstderr: {out.stderr[-2000:]}"
+    )
     assert "Traceback" not in both, f"{name}: a traceback was printed:\n{both[-3000:]}"
     assert "panicked" not in both, f"{name}: a Rust panic was printed:\n{both[-3000:]}"
     assert out.elapsed < TIME_BOUND_S, f"{name}: took {out.elapsed:.1f}s (bound {TIME_BOUND_S:g}s)"
