@@ -496,6 +496,8 @@ class _Solver:
             )
         except llb.ExecError as exc:
             raise _step_failed(exc, compiled) from None
+        except llb.DefinitionTooLarge as exc:  # the engine's request limit: graph and image config
+            raise compiled.too_large(exc) from None
 
 
 def _step_failed(exc: Any, compiled: CompiledBuild) -> BuildFailed:

@@ -370,13 +370,13 @@ class ContextStore:
 
     def _load(self) -> _State:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return _State()
         except OSError as exc:
             raise UsageError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))
             if not isinstance(data, dict):
                 raise ValueError("expected a JSON object")
             contexts: dict[str, Context] = {}

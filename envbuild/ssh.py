@@ -96,17 +96,25 @@ def locked() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _usable(pair: KeyPair) -> bool:
+    """Both key files there and not empty (a full disk or a crash can leave empty ones)."""
+    try:
+        return pair.private.stat().st_size > 0 and pair.public.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
 def ensure_keypair() -> KeyPair:
     """Create the per-user ed25519 key pair once (with the system ``ssh-keygen``), then reuse it."""
     directory = config_dir()
     pair = KeyPair(directory / KEY_NAME, directory / f"{KEY_NAME}.pub")
-    if pair.private.exists() and pair.public.exists():
+    if _usable(pair):
         return pair
     keygen = shutil.which("ssh-keygen")
     if keygen is None:
         raise EnvbuildError("ssh-keygen was not found on PATH; install the OpenSSH client (e.g. apt install openssh-client)")
     with locked():
-        if pair.private.exists() and pair.public.exists():
+        if _usable(pair):
             return pair
         for path in (pair.private, pair.public):
             path.unlink(missing_ok=True)
@@ -137,7 +145,8 @@ def render_host(entry: HostEntry, identity: Path, known_hosts: Path) -> str:
 
 
 def parse_blocks(text: str) -> dict[str, str]:
-    """Split envbuild's ssh_config into ``{environment name: block}``; other text is dropped."""
+    """Split envbuild's ssh_config into ``{environment name: block}``; other text is dropped, and so
+    is any line that is not printable text (a damaged file heals on the next write)."""
     blocks: dict[str, list[str]] = {}
     current: list[str] | None = None
     for line in text.splitlines(keepends=True):
@@ -148,7 +157,8 @@ def parse_blocks(text: str) -> dict[str, str]:
             if alias.endswith(HOST_SUFFIX) and len(alias) > len(HOST_SUFFIX):
                 current = blocks.setdefault(alias[: -len(HOST_SUFFIX)], [])
                 current.clear()
-        if current is not None and line.strip():
+        text_only = line.rstrip("\r\n").replace("\t", " ")
+        if current is not None and line.strip() and text_only.isprintable():
             current.append(line if line.endswith("\n") else line + "\n")
     return {name: "".join(lines) for name, lines in blocks.items()}
 
@@ -159,15 +169,34 @@ def render_config(blocks: dict[str, str]) -> str:
 
 def _atomic_write(path: Path, text: str, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with atomic_write(path, mode=mode, text=True) as handle:
-        handle.write(text)
+    with atomic_write(path, mode=mode) as handle:
+        handle.write(_encode(text))
+
+
+def _decode(data: bytes) -> str:
+    """A config file's text, whatever its encoding: bytes that are not UTF-8 are kept as they are
+    (surrogate escapes), and line endings are not translated."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _read(path: Path) -> str:
+    """`_decode` of a file, or "" when there is none."""
+    try:
+        return _decode(path.read_bytes())
+    except FileNotFoundError:
+        return ""
 
 
 def add_include(user_config: str, include_path: Path) -> str | None:
     """The user's ssh config with envbuild's ``Include`` on top, or None when it is already there.
 
     ``Include`` must precede every ``Host``/``Match`` block: ssh_config applies an ``Include`` inside a
-    block only to that block.
+    block only to that block. The added lines end like the file's first line (``\r\n`` or ``\n``);
+    the user's text follows unchanged.
     """
     wanted = str(include_path)
     for line in user_config.splitlines():
@@ -180,7 +209,9 @@ def add_include(user_config: str, include_path: Path) -> str | None:
             files = match.group(1).split()
         if wanted in files:
             return None
-    return f"{_INCLUDE_COMMENT}\nInclude {_quote(include_path)}\n\n{user_config}"
+    first = user_config.split("\n", 1)[0]
+    nl = "\r\n" if first.endswith("\r") else "\n"
+    return f"{_INCLUDE_COMMENT}{nl}Include {_quote(include_path)}{nl}{nl}{user_config}"
 
 
 def ensure_included() -> None:
@@ -189,7 +220,7 @@ def ensure_included() -> None:
     if target.is_symlink():
         target = target.resolve()
     try:
-        current = target.read_text()
+        current = _decode(target.read_bytes())
         mode = target.stat().st_mode & 0o777
     except FileNotFoundError:
         current, mode = "", 0o600
@@ -206,7 +237,7 @@ def write_host(entry: HostEntry, *, include: bool = True) -> bool:
     pair = ensure_keypair()
     with locked():
         path = ssh_config_path()
-        current = path.read_text() if path.exists() else ""
+        current = _read(path)
         blocks = parse_blocks(current)
         blocks[entry.name] = render_host(entry, pair.private, known_hosts_path(entry.name))
         text = render_config(blocks)
@@ -230,7 +261,7 @@ def remove_host(name: str) -> bool:
         path = ssh_config_path()
         existed = False
         if path.exists():
-            current = path.read_text()
+            current = _read(path)
             blocks = parse_blocks(current)
             existed = blocks.pop(name, None) is not None
             if existed:
@@ -241,8 +272,7 @@ def remove_host(name: str) -> bool:
 
 def known_hosts() -> list[str]:
     """Environment names that have an SSH entry (to find stale ones)."""
-    path = ssh_config_path()
-    return sorted(parse_blocks(path.read_text())) if path.exists() else []
+    return sorted(parse_blocks(_read(ssh_config_path())))
 
 
 def ssh_command(name: str, *args: str, agent: bool = True, tty: bool | None = None) -> list[str]:

@@ -15,6 +15,7 @@ from .errors import (
     BuilderUnreachable,
     Cancelled,
     ConnectionError_,
+    DefinitionTooLarge,
     ExecError,
     InvalidGraph,
     LLBError,
@@ -112,6 +113,7 @@ __all__ = [
     # errors
     "LLBError",
     "InvalidGraph",
+    "DefinitionTooLarge",
     "BuilderUnreachable",
     "ConnectionError_",
     "SolveError",

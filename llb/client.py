@@ -33,6 +33,7 @@ from .definition import Definition
 from .errors import (
     BuilderUnreachable,
     Cancelled,
+    DefinitionTooLarge,
     ExecError,
     InvalidGraph,
     LLBError,
@@ -123,6 +124,14 @@ def _definition_pb(target: State | Definition | ops_pb2.Definition) -> ops_pb2.D
     if isinstance(target, State):
         return target.marshal().to_pb()
     raise TypeError(f"solve() wants a State or a Definition, got {type(target).__name__}")
+
+
+def _largest_op_name(definition: ops_pb2.Definition) -> str:
+    """The custom name of the definition's largest op ("" when it has none)."""
+    raw = max(getattr(definition, "def"), key=len, default=b"")
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    meta = definition.metadata.get(digest)
+    return meta.description.get("llb.customname", "") if meta is not None else ""
 
 
 def _local_names(definition: ops_pb2.Definition) -> set[str]:
@@ -505,9 +514,12 @@ class Client:
         """The Docker engine refuses requests over 4 MiB; say so before sending one."""
         size = request.ByteSize() + (gateway.ByteSize() if gateway is not None else 0)
         if self.is_docker_engine and size > _ENGINE_MAX_REQUEST:
-            raise InvalidGraph(
+            raise DefinitionTooLarge(
                 f"the build definition is {size / 2**20:.1f} MiB; the Docker engine accepts at most 4 MiB "
-                "per request: move large file contents into a local source instead of mkfile"
+                "per request: move large file contents into a local source instead of mkfile",
+                size=size,
+                limit=_ENGINE_MAX_REQUEST,
+                largest_op=_largest_op_name(gateway if gateway is not None else request.Definition),
             )
 
     def _run(

@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from ._proto import ops_pb2
-from .errors import InvalidGraph
+from .errors import DefinitionTooLarge, InvalidGraph
 from .platform import Platform
 from .state import MarshalContext, Output, Vertex
 
@@ -110,11 +110,18 @@ def _check_size(definition: Definition, labels: dict[str, str]) -> None:
     size = len(definition.to_bytes())
     if size > MAX_DEFINITION_BYTES:
         digest, data = max(definition.ops, key=lambda item: len(item[1]))
-        raise InvalidGraph(
+        raise DefinitionTooLarge(
             f"the build definition is {size} bytes, over the {MAX_DEFINITION_BYTES}-byte limit the builder "
-            f"accepts (largest op: {labels.get(digest, 'result')!r}, {len(data)} bytes); "
-            "move large inline data (mkfile) into a local source, llb.local(), and copy it in"
+            f"accepts (largest op: {_short(labels.get(digest, 'result'))!r}, {len(data)} bytes); "
+            "move large inline data (mkfile) into a local source, llb.local(), and copy it in",
+            size=size,
+            limit=MAX_DEFINITION_BYTES,
+            largest_op=labels.get(digest, ""),
         )
+
+
+def _short(name: str, limit: int = 80) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 __all__ = [
     "LLBError",
     "InvalidGraph",
+    "DefinitionTooLarge",
     "BuilderUnreachable",
     "ConnectionError_",
     "SolveError",
@@ -26,6 +27,17 @@ class LLBError(Exception):
 
 class InvalidGraph(LLBError, ValueError):
     """The graph cannot be sent to a builder; raised before any daemon is contacted."""
+
+
+class DefinitionTooLarge(InvalidGraph):
+    """The marshalled graph is over what the builder accepts. ``largest_op`` is the custom name of
+    the op with the most bytes ("" if it has none), so a caller can point at what put them there."""
+
+    def __init__(self, message: str, *, size: int, limit: int, largest_op: str = "") -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+        self.largest_op = largest_op
 
 
 class BuilderUnreachable(LLBError, ConnectionError):

@@ -88,7 +88,17 @@ class CompiledBuild:
     """Session secrets the solve must provide besides the CA (the index netrc); never in the LLB."""
 
     def definition(self) -> llb.Definition:
-        return self.state.marshal(platform=self._platform)
+        """The marshalled graph; one too large for the builder is the build file's mistake."""
+        try:
+            return self.state.marshal(platform=self._platform)
+        except llb.DefinitionTooLarge as exc:
+            raise self.too_large(exc) from None
+
+    def too_large(self, exc: llb.DefinitionTooLarge) -> UsageError:
+        """``exc`` at the build file call whose step holds the most inline data."""
+        step = self.step_for(exc.largest_op)
+        where = f"{step.pos}: " if step is not None and step.pos else ""
+        return UsageError(f"{where}{exc}")
 
     @property
     def _platform(self) -> llb.Platform | None:

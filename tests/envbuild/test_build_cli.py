@@ -54,6 +54,21 @@ def test_build_file_mistake_is_exit_2_with_position(tmp_path: Path) -> None:
     assert "build.envd:3:5" in r.stderr
 
 
+def test_too_much_inline_data_is_exit_2_at_the_call_that_holds_it(tmp_path: Path) -> None:
+    (tmp_path / "build.envd").write_text(
+        "def build():\n"
+        '    base(image="local/debian:bookworm", dev=False)\n'
+        '    run(commands=["echo small"])\n'
+        '    run(commands=["echo " + "x" * (5 * 1024 * 1024)])\n'
+    )
+    r = cli("debug", "llb", "-p", str(tmp_path), env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    (error,) = [ln for ln in r.stderr.splitlines() if ln.startswith("envbuild: error:")]
+    assert error.startswith("envbuild: error: build.envd:4:5: the build definition is "), error
+    assert "move" in error and len(error) < 600
+
+
 def test_unsupported_feature_is_exit_2(tmp_path: Path) -> None:
     (tmp_path / "build.envd").write_text('def build():\n    base(image="x", dev=True)\n    config.rstudio_server()\n')
     r = cli("debug", "llb", "-p", str(tmp_path), env={"DOCKER_HOST": "unix:///x"})

@@ -170,6 +170,19 @@ def test_damaged_file_is_a_usage_error(store: ContextStore) -> None:
         store.list()
 
 
+def test_a_binary_contexts_file_is_a_usage_error_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    path = tmp_path / "envbuild" / "contexts.json"
+    path.parent.mkdir()
+    path.write_bytes(b"\xff\xfe\x00\x01binary")
+    with pytest.raises(UsageError, match="damaged"):
+        ContextStore(path).list()
+    code, _, err = _cli(["context", "ls"], capsys)
+    assert code == 2 and "contexts.json is damaged" in err and "Traceback" not in err, err
+
+
 def test_precedence(store: ContextStore) -> None:
     store.create(make_context("ci", builder="tcp", address="bk:1234"), use=True)
     r = resolve_builder(None, env={}, store=store)

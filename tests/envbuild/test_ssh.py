@@ -171,3 +171,51 @@ def test_ssh_command_uses_envbuild_config_and_terminates_options(home: Path) -> 
     assert "-A" in argv and "-t" in argv
     assert argv[-3:] == ["--", "demo.envbuild", "echo hi"]
     assert os.path.basename(argv[0]) == "ssh"
+
+
+# ---- the user's bytes are theirs (issue 15, low items) -----------------------------------------------
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen not installed")
+@pytest.mark.parametrize("original", [
+    b"Host work\r\n  User me\r\n",                       # CRLF, as an editor on another system leaves it
+    b"# caf\xe9 (latin-1)\nHost work\n  User m\xe9\n",   # not UTF-8
+    b"Host a\n  User b\r\nHost c\n",                     # mixed
+])
+def test_the_user_ssh_config_keeps_its_bytes_but_the_added_lines(home: Path, original: bytes) -> None:
+    (home / ".ssh").mkdir()
+    config = home / ".ssh" / "config"
+    config.write_bytes(original)
+    ssh.write_host(ssh.HostEntry("demo", 1234))
+    data = config.read_bytes()
+    assert data.endswith(original), data
+    added = data[: -len(original)]
+    assert b"Include " in added and added.count(b"\n") == 3
+    newline = b"\r\n" if original.startswith(b"Host work\r\n") else b"\n"
+    assert added.endswith(newline + newline)
+    ssh.write_host(ssh.HostEntry("demo", 1235))
+    assert config.read_bytes() == data
+
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen not installed")
+def test_a_damaged_envbuild_ssh_config_is_rewritten_not_a_traceback(home: Path) -> None:
+    ssh.write_host(ssh.HostEntry("keep", 1000))
+    path = ssh.ssh_config_path()
+    path.write_bytes(path.read_bytes() + b"\n\xff\xfe garbage \x00\n")
+    ssh.write_host(ssh.HostEntry("demo", 1234))
+    assert sorted(ssh.known_hosts()) == ["demo", "keep"]
+    assert b"\xff" not in path.read_bytes()
+    path.write_bytes(b"\xff\xfe")
+    assert ssh.known_hosts() == []
+    assert ssh.remove_host("demo") is False
+
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen not installed")
+@pytest.mark.parametrize("which", ["private", "public", "both"])
+def test_empty_key_files_are_made_again(home: Path, which: str) -> None:
+    pair = ssh.ensure_keypair()
+    for side in (("private", "public") if which == "both" else (which,)):
+        getattr(pair, side).write_bytes(b"")
+    again = ssh.ensure_keypair()
+    assert again.public_key().startswith("ssh-ed25519 ") and again.private.stat().st_size > 0
+    check = subprocess.run(["ssh-keygen", "-y", "-f", str(again.private)], capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.split()[:2] == again.public_key().split()[:2]

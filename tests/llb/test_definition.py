@@ -148,6 +148,16 @@ def test_definition_over_the_engine_limit_is_rejected_with_a_hint() -> None:
     assert len(small.to_bytes()) < llb.MAX_DEFINITION_BYTES
 
 
+def test_too_large_says_which_op_is_largest_by_name() -> None:
+    chunk = b"x" * (llb.fileop.MAX_INLINE_FILE_BYTES - 10)
+    state = llb.scratch().file(llb.mkfile("/a", b"small")).file(llb.mkfile("/b", chunk).mkfile("/c", chunk), name="big")
+    with pytest.raises(llb.DefinitionTooLarge) as info:
+        state.marshal()
+    err = info.value
+    assert isinstance(err, llb.InvalidGraph)
+    assert err.largest_op == "big" and err.size > err.limit == llb.MAX_DEFINITION_BYTES
+
+
 def test_long_chains_do_not_hit_the_recursion_limit() -> None:
     state = llb.image("debian")
     for i in range(3000):
