@@ -104,9 +104,10 @@ def evaluate(options: BuildOptions) -> tuple[Spec, str]:
         raise EnvbuildError(str(exc)) from None
     except frontend.EnvdError as exc:
         raise UsageError(str(exc)) from None
-    for warning in spec.warnings:
-        print(f"warning: {warning.pos}: {warning.message}" if warning.pos else f"warning: {warning.message}",
-              file=sys.stderr)
+    for kind, remarks in (("warning", spec.warnings), ("note", spec.notes)):
+        for remark in remarks:
+            print(f"{kind}: {remark.pos}: {remark.message}" if remark.pos else f"{kind}: {remark.message}",
+                  file=sys.stderr)
     return spec, os.path.realpath(os.path.dirname(_build_file(options)) or ".")
 
 

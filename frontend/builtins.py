@@ -329,10 +329,14 @@ def is_ip_address(text: str) -> bool:
 # ---- universe ------------------------------------------------------------------------------------
 
 
-@builtin("base", Param("image", Kind.STR, S.DEFAULT_BASE_IMAGE), Param("dev", Kind.BOOL, False))
-def _base(rec: Recorder, pos: S.Pos | None, image: str, dev: bool) -> None:
-    _image_ref("base", "image", image)
-    rec.base = S.Base(image, dev, pos)
+@builtin("base", Param("image", Kind.OPTIONAL_STR, None), Param("dev", Kind.BOOL, False))
+def _base(rec: Recorder, pos: S.Pos | None, image: str | None, dev: bool) -> None:
+    """``image`` None: envd's default, ``ubuntu:22.04`` (``install.cuda`` may pick another Ubuntu)."""
+    if image is not None:
+        _image_ref("base", "image", image)
+    rec.warn_if_repeated("base()", rec.base, pos)
+    rec.base = S.Base(image or S.DEFAULT_BASE_IMAGE, dev, pos)
+    rec.base_image_named = image is not None
 
 
 @builtin("shell", Param("name", Kind.STR, S.DEFAULT_SHELL))
@@ -382,6 +386,7 @@ def _include(rec: Recorder, pos: S.Pos | None, git: str) -> str:
 
 @builtin("install.python", Param("version", Kind.STR, S.DEFAULT_PYTHON))
 def _python(rec: Recorder, pos: S.Pos | None, version: str) -> None:
+    rec.warn_if_repeated("install.python()", rec.python, pos)
     rec.python = S.Python(_python_version("install.python", "version", version), pos)
 
 
@@ -549,6 +554,7 @@ def _vscode(rec: Recorder, pos: S.Pos | None, name: tuple[str, ...]) -> None:
 @builtin("config.jupyter", Param("token", Kind.STR, ""), Param("port", Kind.INT, 0))
 def _jupyter(rec: Recorder, pos: S.Pos | None, token: str, port: int) -> None:
     _port("config.jupyter", "port", port, allow_zero=True)
+    rec.warn_if_repeated("config.jupyter()", rec.jupyter, pos)
     if token and (_CONTROL.search(token) or any(c.isspace() for c in token)):
         raise ValueError_("config.jupyter(): 'token' must be one word without spaces or control characters")
     rec.jupyter = S.Jupyter(token, port, pos)

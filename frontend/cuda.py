@@ -23,6 +23,14 @@ class CudaError(ValueError):
     """No published image matches; the message lists the valid choices."""
 
 
+class UbuntuMismatch(CudaError):
+    """The named Ubuntu has no image for this CUDA; ``valid`` are the Ubuntu versions that do."""
+
+    def __init__(self, message: str, valid: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.valid = valid
+
+
 @dataclass(frozen=True, slots=True)
 class CudaImage:
     version: str
@@ -31,6 +39,7 @@ class CudaImage:
     ubuntu: str
     torch_index: str | None
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 @functools.cache
@@ -60,26 +69,45 @@ def _ubuntu_of(base_image: str) -> str | None:
     return m[1] if m else None
 
 
-def _table_version(version: str) -> tuple[str, list[str]]:
-    """The table's entry for ``version`` (``12.8`` -> its newest patch, with a warning)."""
+def _table_version(version: str) -> tuple[str, str, list[str]]:
+    """(the version to use, the table entry whose tags it follows, warnings).
+
+    ``12.8`` becomes the newest ``12.8.x`` of the table; a well-formed ``X.Y.Z`` the table does not
+    know (newer than its date, say) follows the nearest older entry's tag spelling, with a warning:
+    whether the image exists is then for the registry to say.
+    """
     t = table()
     if not re.fullmatch(r"\d+\.\d+(\.\d+)?", version):
         raise CudaError(f"CUDA version {version!r} is not a version number like '12.1.1'")
     if version in t["versions"]:
-        return version, []
-    same_minor = [v for v in versions() if v.startswith(version + ".")] if version.count(".") == 1 else []
-    if same_minor:
-        return same_minor[-1], [f"CUDA {version} resolved to {same_minor[-1]} (pin the patch version to be exact)"]
+        return version, version, []
+    known = versions()
+    if version.count(".") == 1:
+        same_minor = [v for v in known if v.startswith(version + ".")]
+        if same_minor:
+            warning = f"CUDA {version} resolved to {same_minor[-1]} (pin the patch version to be exact)"
+            return same_minor[-1], same_minor[-1], [warning]
+    else:
+        older = [v for v in known if _vkey(v) < _vkey(version)]
+        if older:
+            return (
+                version,
+                older[-1],
+                [
+                    f"CUDA {version} is not in envbuild's table of nvidia/cuda images (dated {t['date']}); its tag "
+                    f"is spelled like {older[-1]}'s, and the build fails if the registry has no such image"
+                ],
+            )
     minor = ".".join(version.split(".")[:2])
-    near = [v for v in versions() if v.startswith(minor + ".")]
+    near = [v for v in known if v.startswith(minor + ".")]
     raise CudaError(
         f"nvidia/cuda has no images for CUDA {version} (table dated {t['date']}); "
-        f"valid versions: {', '.join(near or versions())}"
+        f"valid versions: {', '.join(near or known)}"
     )
 
 
 def _cudnn(version: str, cudnn: str | None) -> str:
-    """The cuDNN key of the table (``""`` for none); None picks the newest for that CUDA."""
+    """The cuDNN key of the table entry (``""`` for none); None picks the newest for that CUDA."""
     entry = table()["versions"][version]
     tags: dict[str, str] = entry["cudnn"]
     if cudnn is None:
@@ -95,34 +123,46 @@ def _cudnn(version: str, cudnn: str | None) -> str:
 
 
 def check_pair(version: str, cudnn: str | None) -> None:
-    """Raise ``CudaError`` unless NVIDIA publishes images for this CUDA/cuDNN pair (on some Ubuntu)."""
-    version, _ = _table_version(version)
-    _cudnn(version, cudnn)
+    """Raise ``CudaError`` unless this CUDA/cuDNN pair can name an image (on some Ubuntu)."""
+    _, entry, _ = _table_version(version)
+    _cudnn(entry, cudnn)
 
 
-def resolve(version: str, cudnn: str | None, *, dev: bool, base_image: str) -> CudaImage:
+def resolve(version: str, cudnn: str | None, *, dev: bool, base_image: str, base_named: bool = True) -> CudaImage:
     """Pick the ``nvidia/cuda`` image for ``install.cuda(version, cudnn)`` in this environment.
 
     ``cudnn`` None means the newest cuDNN NVIDIA published for that CUDA; ``""`` means no cuDNN.
-    A version without a patch (``12.8``) resolves to the newest patch in the table, with a warning.
+    ``base_named`` False: the file names no base image, so the Ubuntu is envd's default (22.04) when
+    NVIDIA publishes the version for it, else the newest Ubuntu that has it (``CudaImage.ubuntu``;
+    the caller makes it the base), with a note.
     """
     t = table()
-    version, warnings = _table_version(version)
-    cudnn = _cudnn(version, cudnn)
-    entry = t["versions"][version]
+    version, key, warnings = _table_version(version)
+    cudnn = _cudnn(key, cudnn)
+    entry = t["versions"][key]
+    valid: list[str] = entry["ubuntu"]
+    notes: list[str] = []
     ubuntu = _ubuntu_of(base_image)
-    if ubuntu is None:
-        ubuntu = DEFAULT_UBUNTU if DEFAULT_UBUNTU in entry["ubuntu"] else entry["ubuntu"][-1]
+    if not base_named:
+        ubuntu = DEFAULT_UBUNTU if DEFAULT_UBUNTU in valid else valid[-1]
+        if ubuntu != DEFAULT_UBUNTU:
+            notes.append(
+                f"no base image is named and nvidia/cuda has no CUDA {version} image for Ubuntu {DEFAULT_UBUNTU} "
+                f'(envd\'s default): the environment is Ubuntu {ubuntu}; write base(image="ubuntu:{ubuntu}") '
+                "to say so in the file"
+            )
+    elif ubuntu is None:
+        ubuntu = DEFAULT_UBUNTU if DEFAULT_UBUNTU in valid else valid[-1]
         warnings.append(
             f"install.cuda replaces base image {base_image!r} with an Ubuntu {ubuntu} CUDA image; "
             f'use base(image="ubuntu:{ubuntu}") to make this explicit'
         )
-    elif ubuntu not in entry["ubuntu"]:
-        raise CudaError(
-            f"nvidia/cuda has no CUDA {version} images for Ubuntu {ubuntu}; "
-            f"valid Ubuntu versions: {', '.join(entry['ubuntu'])}"
+    elif ubuntu not in valid:
+        raise UbuntuMismatch(
+            f"nvidia/cuda has no CUDA {version} images for Ubuntu {ubuntu}; valid Ubuntu versions: {', '.join(valid)}",
+            tuple(valid),
         )
     variant = "devel" if dev else "runtime"
     parts = [version] + ([entry["cudnn"][cudnn]] if cudnn else []) + [variant, f"ubuntu{ubuntu}"]
     image = f"{t['repository']}:{'-'.join(parts)}"
-    return CudaImage(version, cudnn, image, ubuntu, torch_index(version), tuple(warnings))
+    return CudaImage(version, cudnn, image, ubuntu, torch_index(version), tuple(warnings), tuple(notes))

@@ -41,8 +41,11 @@ class Recorder:
     includes: dict[str, str] = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)
     warnings: list[S.Warning_] = field(default_factory=list)
+    notes: list[S.Note] = field(default_factory=list)
 
     base: S.Base | None = None
+    base_image_named: bool = False
+    """``base(image=...)`` was given: otherwise the image is envd's default and CUDA may pick the Ubuntu."""
     shell: S.Shell | None = None
     python: S.Python | None = None
     conda: S.Conda | None = None
@@ -88,6 +91,12 @@ class Recorder:
     def warn(self, message: str, pos: S.Pos | None) -> None:
         self.warnings.append(S.Warning_(message, pos))
 
+    def warn_if_repeated(self, call: str, earlier: object, pos: S.Pos | None) -> None:
+        """Calls that set one thing: the last one wins (as in envd), but a second call is usually a slip."""
+        if earlier is not None:
+            where = getattr(earlier, "pos", None) or "an earlier call"
+            self.warn(f"{call} is called again: this call at {pos} replaces the one at {where}", pos)
+
     def input_path(self, qualname: str, param: str, value: str, *, directory_ok: bool = False) -> str:
         """A context-relative path the build reads (``requirements=``, ``io.copy`` ...).
 
@@ -129,8 +138,7 @@ class Recorder:
 
     def finish(self) -> S.Spec:
         """Check the rules that span several calls and freeze the result."""
-        base = self.base or S.Base()
-        cuda = self._resolve_cuda(base)
+        base, cuda = self._resolve_cuda(self.base or S.Base())
         self._check_entrypoint(base)
         self._check_conda()
         self._check_dev_only(base)
@@ -184,24 +192,36 @@ class Recorder:
             inputs=tuple(self.inputs),
             source_files=tuple(self.source_files),
             warnings=tuple(self.warnings),
+            notes=tuple(self.notes),
         )
 
-    def _resolve_cuda(self, base: S.Base) -> S.Cuda | None:
-        """The ``nvidia/cuda`` image for ``install.cuda`` on this base (it replaces the base image)."""
+    def _resolve_cuda(self, base: S.Base) -> tuple[S.Base, S.Cuda | None]:
+        """The ``nvidia/cuda`` image for ``install.cuda`` on this base (it replaces the base image);
+        without a named base image, the Ubuntu the CUDA version exists for becomes the base."""
         request = self.cuda
         if request is None:
-            return None
-        from . import (
-            cuda as cuda_table,  # the table is read only by files that ask for CUDA
-        )
+            return base, None
+        from . import cuda as cuda_table  # the table is read only by files that ask for CUDA
 
         try:
-            img = cuda_table.resolve(request.version, request.cudnn, dev=base.dev, base_image=base.image)
+            img = cuda_table.resolve(
+                request.version, request.cudnn, dev=base.dev, base_image=base.image, base_named=self.base_image_named
+            )
+        except cuda_table.UbuntuMismatch as e:
+            dev = ", dev=True" if base.dev else ""
+            where = f" at {base.pos}" if base.pos else ""
+            raise ValueError_(f'install.cuda(): {e}; write base(image="ubuntu:{e.valid[-1]}"{dev}){where} instead').at(
+                request.pos
+            ) from None
         except cuda_table.CudaError as e:
             raise ValueError_(f"install.cuda(): {e}").at(request.pos) from None
         for message in img.warnings:
             self.warn(message, request.pos)
-        return S.Cuda(img.version, img.cudnn, img.image, img.torch_index, request.pos)
+        for message in img.notes:
+            self.notes.append(S.Note(message, request.pos))
+        if not self.base_image_named:
+            base = S.Base(f"ubuntu:{img.ubuntu}", base.dev, base.pos)
+        return base, S.Cuda(img.version, img.cudnn, img.image, img.torch_index, request.pos)
 
     def _check_entrypoint(self, base: S.Base) -> None:
         if self.entrypoint is not None and base.dev:

@@ -418,6 +418,14 @@ class Warning_:
 
 
 @dataclass(frozen=True, slots=True)
+class Note:
+    """What envbuild decided where the file leaves a choice open (e.g. the Ubuntu of a CUDA image)."""
+
+    message: str
+    pos: Pos | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Spec:
     """A whole environment. Build it with ``frontend.evaluate``; it never changes afterwards."""
 
@@ -462,6 +470,7 @@ class Spec:
     inputs: tuple[str, ...] = ()
     source_files: tuple[SourceFile, ...] = ()
     warnings: tuple[Warning_, ...] = ()
+    notes: tuple[Note, ...] = ()
 
     @property
     def dev(self) -> bool:
