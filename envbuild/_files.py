@@ -9,7 +9,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Literal, overload
+from typing import IO, Any, Literal, overload
 
 
 @overload
@@ -22,7 +22,9 @@ def atomic_write(
 ) -> contextlib.AbstractContextManager[IO[bytes]]: ...
 
 
-def atomic_write(path: Path, *, mode: int | None = None, text: bool = False):  # type: ignore[no-untyped-def]
+def atomic_write(
+    path: Path, *, mode: int | None = None, text: bool = False
+) -> contextlib.AbstractContextManager[IO[str]] | contextlib.AbstractContextManager[IO[bytes]]:
     """Open a temporary file beside ``path``; on success it is synced and renamed onto ``path``.
 
     ``path`` must be a regular file or absent (`FileExistsError` otherwise), before and after.
@@ -44,7 +46,7 @@ def _check_replaceable(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _atomic_write(path: Path, mode: int | None, text: bool) -> Iterator[IO]:
+def _atomic_write(path: Path, mode: int | None, text: bool) -> Iterator[IO[Any]]:
     _check_replaceable(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -53,7 +55,7 @@ def _atomic_write(path: Path, mode: int | None, text: bool) -> Iterator[IO]:
             os.umask(umask)
             mode = 0o666 & ~umask
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w" if text else "wb", **({"encoding": "utf-8"} if text else {})) as handle:
+        with os.fdopen(fd, "w", encoding="utf-8") if text else os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -208,7 +208,7 @@ class CacheSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
 
-    def to_llb(self) -> "CacheOption":
+    def to_llb(self) -> CacheOption:
         from llb.export import CacheOption
 
         return CacheOption(self.type, dict(self.attrs))
@@ -285,7 +285,7 @@ def parse_cache(text: str, *, export: bool) -> CacheSpec:
     return CacheSpec(kind, attrs)
 
 
-def parse_platforms(values: Iterable[str]) -> tuple["Platform", ...]:
+def parse_platforms(values: Iterable[str]) -> tuple[Platform, ...]:
     """``--platform`` values (repeatable, each comma-separated) as distinct llb Platforms, in order."""
     from llb import InvalidGraph, Platform
 
@@ -311,7 +311,7 @@ class BuildOutputOptions:
     outputs: tuple[OutputSpec, ...] = ()
     tags: tuple[str, ...] = ()
     push: bool = False
-    platforms: tuple["Platform", ...] = ()
+    platforms: tuple[Platform, ...] = ()
     cache_exports: tuple[CacheSpec, ...] = ()
     cache_imports: tuple[CacheSpec, ...] = ()
     force: bool = False
@@ -425,7 +425,7 @@ def builder_caps(kind: str, *, merge_diff: bool | None = None) -> BuilderCaps:
     return caps
 
 
-def default_platforms(workers: Sequence[object]) -> tuple["Platform", ...]:
+def default_platforms(workers: Sequence[object]) -> tuple[Platform, ...]:
     """The builder's native platform: the first platform of the first worker (not amd64 by fiat)."""
     from llb import Platform
 
@@ -436,7 +436,7 @@ def default_platforms(workers: Sequence[object]) -> tuple["Platform", ...]:
     return (Platform.host(),)
 
 
-def check_platforms(requested: Sequence["Platform"], workers: Sequence[object], *, builder: str) -> None:
+def check_platforms(requested: Sequence[Platform], workers: Sequence[object], *, builder: str) -> None:
     """Refuse platforms no worker lists (the builder would fail late, after pulling bases)."""
     available = [p for w in workers for p in getattr(w, "platforms", ())]
     if not available:
@@ -451,7 +451,7 @@ def check_platforms(requested: Sequence["Platform"], workers: Sequence[object], 
         )
 
 
-def platform_suffix(platform: "Platform") -> str:
+def platform_suffix(platform: Platform) -> str:
     """``linux/arm64/v8`` -> ``-linux-arm64-v8``: how per-platform tags and files are told apart."""
     return "-" + str(platform).replace("/", "-")
 
@@ -506,10 +506,10 @@ PostAction = Union[PushImage, SaveImage, SaveOCI]
 class PlannedSolve:
     """One solve: for `platform`, with this export and cache, then these post actions."""
 
-    platform: "Platform"
-    export: "Export | None"
-    cache_imports: tuple["CacheOption", ...] = ()
-    cache_exports: tuple["CacheOption", ...] = ()
+    platform: Platform
+    export: Export | None
+    cache_imports: tuple[CacheOption, ...] = ()
+    cache_exports: tuple[CacheOption, ...] = ()
     post: tuple[PostAction, ...] = ()
     image_names: tuple[str, ...] = ()
     describe: str = ""

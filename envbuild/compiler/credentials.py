@@ -139,4 +139,4 @@ def public_spec(spec: Spec) -> Spec:
         )
     if spec.http:
         changes["http"] = tuple(r(h, url=redact_url(h.url)) for h in spec.http)
-    return r(spec, **changes)  # type: ignore[arg-type]
+    return r(spec, **changes)

@@ -211,9 +211,9 @@ def services(
             f"init_{i}", argv, user="envd", directory=workdir, home="/home/envd", once=True, priority=100
         )
     wait = [WAIT_INIT] if inits else []
-    for i, argv in enumerate(daemons):
+    for i, daemon in enumerate(daemons):
         script = f"{ETC}/daemon_{i}.sh"
-        files[script] = (f"#!/bin/sh\nexec {shlex.join([*wait, *argv])}\n", 0o755)
+        files[script] = (f"#!/bin/sh\nexec {shlex.join([*wait, *daemon])}\n", 0o755)
         programs[f"daemon_{i}"] = _program(
             f"daemon_{i}", [script], user="envd", directory=workdir, home="/home/envd", priority=200
         )

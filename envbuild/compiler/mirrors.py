@@ -83,7 +83,7 @@ def _from_toml(path: str) -> dict[str, str]:
     if not os.path.isfile(path):
         return {}
     try:
-        import tomllib
+        import tomllib  # type: ignore[import-not-found]  # (mypy checks as Python 3.10)
     except ModuleNotFoundError:  # Python 3.10
         raise MirrorConfigError(f"{path}: reading the config file needs Python >= 3.11") from None
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from envbuild.compiler.mirrors import Mirrors
 from envbuild.naming import project_name  # noqa: F401 (re-export: the compiler's public API)
@@ -37,14 +37,14 @@ class BaseConfig:
     @classmethod
     def from_docker(cls, config: Mapping[str, object] | None, *, digest: str = "") -> BaseConfig:
         """From an image config's ``config`` section (Docker API or OCI config JSON)."""
-        c = dict(config or {})
+        c: dict[str, Any] = dict(config or {})
         return cls(
-            env=tuple(c.get("Env") or ()),  # type: ignore[arg-type]
+            env=tuple(c.get("Env") or ()),
             user=str(c.get("User") or ""),
             working_dir=str(c.get("WorkingDir") or ""),
-            entrypoint=tuple(c["Entrypoint"]) if c.get("Entrypoint") else None,  # type: ignore[arg-type]
-            cmd=tuple(c["Cmd"]) if c.get("Cmd") else None,  # type: ignore[arg-type]
-            labels=MappingProxyType(dict(c.get("Labels") or {})),  # type: ignore[arg-type]
+            entrypoint=tuple(c["Entrypoint"]) if c.get("Entrypoint") else None,
+            cmd=tuple(c["Cmd"]) if c.get("Cmd") else None,
+            labels=MappingProxyType(dict(c.get("Labels") or {})),
             digest=digest,
         )
 

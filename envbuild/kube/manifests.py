@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from envbuild.errors import UsageError
 
@@ -139,7 +139,13 @@ class PodRequest:
         return f"{HOME}/{self.project}"
 
 
-def object_names(req: PodRequest) -> dict[str, str]:
+class _Named(Protocol):
+    @property
+    def object_name(self) -> str: ...
+
+
+def object_names(req: _Named) -> dict[str, str]:
+    """The Pod's, Secret's and workspace claim's names of an environment (a request or a reference)."""
     base = req.object_name
     return {"pod": base, "secret": f"{base}-envbuild"[:253], "pvc": f"{base}-workspace"[:253]}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -33,7 +34,7 @@ def init(
         gen.write(directory, "", force=False)
     found = gen.detect(directory)
     choices = gen.default_choices(found)
-    overrides = {
+    overrides: dict[str, Any] = {
         k: v for k, v in {"python": python, "jupyter": jupyter, "cuda": cuda, "base": base}.items() if v is not None
     }
     choices = dataclasses.replace(choices, **overrides)

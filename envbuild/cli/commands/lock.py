@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from envbuild.cli.app import app
 from envbuild.errors import UsageError
+
+if TYPE_CHECKING:
+    from envbuild.lock import Lock
 
 
 @app.command()
@@ -95,7 +99,7 @@ def lock(
         print(f"note: not locked: {item}", file=sys.stderr)
 
 
-def _previous(path: Path):  # type: ignore[no-untyped-def]
+def _previous(path: Path) -> Lock | None:
     from envbuild import lock as L
 
     try:
