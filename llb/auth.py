@@ -9,6 +9,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Credentials", "DockerConfigAuth", "docker_config_path"]
 
@@ -43,9 +44,9 @@ class DockerConfigAuth:
     def __init__(self, config_path: Path | None = None, helper_timeout: float = 10.0) -> None:
         self.path = config_path or docker_config_path()
         self.helper_timeout = helper_timeout
-        self._config: dict | None = None
+        self._config: dict[str, Any] | None = None
 
-    def _load(self) -> dict:
+    def _load(self) -> dict[str, Any]:
         if self._config is None:
             try:
                 self._config = json.loads(self.path.read_text())

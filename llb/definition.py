@@ -172,16 +172,12 @@ class Definition:
         """The serialised pb.Definition, e.g. for `buildctl build` on stdin."""
         return _serialise(self.to_pb())
 
-    def write_to(self, fileobj: IO[bytes] | IO[str]) -> None:
+    def write_to(self, fileobj: IO[Any]) -> None:
         """Writes `to_bytes()`; text streams such as sys.stdout are written through their binary buffer."""
-        data = self.to_bytes()
-        buffer = getattr(fileobj, "buffer", None)
-        if buffer is not None:
-            fileobj.flush()
-            buffer.write(data)
-            buffer.flush()
-        else:
-            fileobj.write(data)  # type: ignore[arg-type]
+        fileobj.flush()
+        binary: IO[Any] = getattr(fileobj, "buffer", fileobj)
+        binary.write(self.to_bytes())
+        binary.flush()
 
     @classmethod
     def from_pb(cls, pb: ops_pb2.Definition) -> Definition:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from .errors import UnsupportedByBuilder
 
@@ -137,17 +138,17 @@ class ImageConfig:
                 object.__setattr__(self, name, tuple(v))
         object.__setattr__(self, "labels", _freeze(self.labels))
 
-    def merged_into(self, base: Mapping[str, object] | None, platform: Mapping[str, str]) -> dict:
+    def merged_into(self, base: Mapping[str, object] | None, platform: Mapping[str, str]) -> dict[str, Any]:
         """The full OCI image config JSON object: `base` (a whole image config, may be None)
         with our fields applied on top of its `config` section."""
-        img: dict = json.loads(json.dumps(dict(base))) if base else {}
+        img: dict[str, Any] = json.loads(json.dumps(dict(base))) if base else {}
         img.setdefault("architecture", platform.get("architecture", "amd64"))
         img.setdefault("os", platform.get("os", "linux"))
         if platform.get("variant") and "variant" not in img:
             img["variant"] = platform["variant"]
         cfg = dict(img.get("config") or {})
         if self.env is not None:
-            cfg["Env"] = list(self.env)  # type: ignore[arg-type]
+            cfg["Env"] = list(self.env)
         if self.entrypoint is not None:
             cfg["Entrypoint"] = list(self.entrypoint)
         if self.cmd is not None:

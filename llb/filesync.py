@@ -18,10 +18,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import BinaryIO
 
-if TYPE_CHECKING:
-    from ._proto import fsutil_pb2
+import grpc
+
+from ._proto import fsutil_pb2
 
 __all__ = [
     "PatternMatcher",
@@ -44,7 +45,14 @@ MODE_CHAR_DEVICE = 1 << 21
 MODE_STICKY = 1 << 20
 MODE_TYPE = MODE_DIR | MODE_SYMLINK | MODE_DEVICE | MODE_NAMED_PIPE | MODE_SOCKET | MODE_CHAR_DEVICE
 DATA_CHUNK = 256 * 1024
-PACKET_STAT, PACKET_REQ, PACKET_DATA, PACKET_FIN, PACKET_ERR = range(5)
+Packet = fsutil_pb2.Packet
+PACKET_STAT, PACKET_REQ, PACKET_DATA, PACKET_FIN, PACKET_ERR = (
+    fsutil_pb2.PACKET_STAT,
+    fsutil_pb2.PACKET_REQ,
+    fsutil_pb2.PACKET_DATA,
+    fsutil_pb2.PACKET_FIN,
+    fsutil_pb2.PACKET_ERR,
+)
 
 
 def go_mode(st_mode: int) -> int:
@@ -377,14 +385,11 @@ class DiffCopySender:
     """
 
     def __init__(self, root: str | Path, opts: WalkOptions = WalkOptions()) -> None:
-        from ._proto import fsutil_pb2
-
-        self._pb = fsutil_pb2
         self.root = os.fspath(root)
         self.opts = opts
         self._files: dict[int, str] = {}
         self._files_lock = threading.Lock()
-        self._out: queue.Queue[object] = queue.Queue(maxsize=64)
+        self._out: queue.Queue[Packet | None] = queue.Queue(maxsize=64)
         self._reqs: queue.Queue[int | None] = queue.Queue()
         self._stop = threading.Event()
         self._walker_thread: threading.Thread | None = None
@@ -392,7 +397,7 @@ class DiffCopySender:
         self.sent_files = 0
         self.sent_bytes = 0
 
-    def _put(self, item: object) -> None:
+    def _put(self, item: Packet | None) -> None:
         while not self._stop.is_set():
             try:
                 self._out.put(item, timeout=0.2)
@@ -401,17 +406,16 @@ class DiffCopySender:
                 continue
 
     def _error(self, message: str) -> None:
-        self._put(self._pb.Packet(type=PACKET_ERR, data=message.encode()))
+        self._put(Packet(type=PACKET_ERR, data=message.encode()))
         self._put(None)
 
     def _walker(self) -> None:
-        pb = self._pb
         try:
             for i, e in enumerate(walk(self.root, self.opts)):
                 if e.regular:
                     with self._files_lock:
                         self._files[i] = e.abspath
-                st = pb.Stat(
+                st = fsutil_pb2.Stat(
                     path=e.path,
                     mode=e.mode,
                     uid=e.uid,
@@ -422,16 +426,15 @@ class DiffCopySender:
                     devmajor=e.devmajor,
                     devminor=e.devminor,
                 )
-                self._put(pb.Packet(type=PACKET_STAT, stat=st))
+                self._put(Packet(type=PACKET_STAT, stat=st))
                 self.sent_stats += 1
                 if self._stop.is_set():
                     return
-            self._put(pb.Packet(type=PACKET_STAT))
+            self._put(Packet(type=PACKET_STAT))
         except OSError as exc:
             self._error(f"failed to walk {self.root}: {exc}")
 
     def _file_worker(self) -> None:
-        pb = self._pb
         while True:
             fid = self._reqs.get()
             if fid is None or self._stop.is_set():
@@ -443,51 +446,44 @@ class DiffCopySender:
                 return
             try:
                 with open(path, "rb") as f:
-                    while True:
-                        chunk = f.read(DATA_CHUNK)
-                        if not chunk:
-                            break
+                    while chunk := f.read(DATA_CHUNK):
                         self.sent_bytes += len(chunk)
-                        self._put(pb.Packet(type=PACKET_DATA, ID=fid, data=chunk))
+                        self._put(Packet(type=PACKET_DATA, ID=fid, data=chunk))
             except OSError as exc:
                 self._error(f"failed to read {path}: {exc}")
                 return
-            self._put(pb.Packet(type=PACKET_DATA, ID=fid))
+            self._put(Packet(type=PACKET_DATA, ID=fid))
             self.sent_files += 1
 
-    def _reader(self, requests: Iterator[fsutil_pb2.Packet]) -> None:
+    def _reader(self, requests: Iterator[Packet]) -> None:
+        """Passes the receiver's file requests on until its FIN or ERR, or until it hangs up."""
+        answered = False
         try:
             for p in requests:
                 if p.type == PACKET_REQ:
                     self._reqs.put(p.ID)
-                elif p.type == PACKET_FIN:
-                    self._reqs.put(None)
-                    self._put(self._pb.Packet(type=PACKET_FIN))
-                    self._put(None)
+                elif p.type in (PACKET_FIN, PACKET_ERR):
+                    if p.type == PACKET_FIN:
+                        self._put(Packet(type=PACKET_FIN))
+                    answered = True
                     return
-                elif p.type == PACKET_ERR:
-                    self._put(None)
-                    return
-        except Exception:
-            pass
-        self._reqs.put(None)
-        # A receiver that hung up early must still see a walk error, not a bare end of stream.
-        walker = self._walker_thread
-        if walker is not None:
-            walker.join()
-        self._put(None)
+        except grpc.RpcError:
+            pass  # the builder hung up
+        finally:
+            self._reqs.put(None)
+            walker = self._walker_thread
+            if not answered and walker is not None:
+                walker.join()  # a receiver that hung up early must still see a walk error
+            self._put(None)
 
-    def run(self, requests: Iterator[fsutil_pb2.Packet]) -> Iterator[fsutil_pb2.Packet]:
+    def run(self, requests: Iterator[Packet]) -> Iterator[Packet]:
         self._walker_thread = threading.Thread(target=self._walker, name="llb-fs-walk", daemon=True)
         self._walker_thread.start()
         threading.Thread(target=self._file_worker, name="llb-fs-data", daemon=True).start()
         threading.Thread(target=self._reader, args=(requests,), name="llb-fs-recv", daemon=True).start()
         try:
-            while True:
-                item = self._out.get()
-                if item is None:
-                    return
-                yield item  # type: ignore[misc]
+            while (item := self._out.get()) is not None:
+                yield item
         finally:
             self._stop.set()
             self._reqs.put(None)
@@ -496,17 +492,24 @@ class DiffCopySender:
 # ---------------------------------------------------------------- receiver
 
 
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    """A file being received: written to `tmp`, renamed to `full` when complete."""
+
+    file: BinaryIO
+    tmp: str
+    full: str
+    mode: int
+
+
 class DiffCopyReceiver:
     """Writes a DiffCopy stream into `dest` (we are the fsutil receiver; merge mode,
     files owned by the current user like `buildctl --output type=local`)."""
 
     def __init__(self, dest: str | Path) -> None:
-        from ._proto import fsutil_pb2
-
-        self._pb = fsutil_pb2
         self.dest = os.path.realpath(os.fspath(dest))
-        self._out: queue.Queue[object] = queue.Queue()
-        self._open: dict[int, tuple[object, str, str, int]] = {}
+        self._out: queue.Queue[Packet | None] = queue.Queue()
+        self._open: dict[int, _Incoming] = {}
         self._pending: set[int] = set()
         self._dir_times: list[tuple[str, int, int]] = []
         self._listing_done = False
@@ -554,19 +557,19 @@ class DiffCopyReceiver:
         else:
             tmp = os.path.join(os.path.dirname(full), f".llb-tmp-{index}")
             fh = open(tmp, "wb")  # noqa: SIM115 - written packet by packet, closed in _finish_file or on error
-            self._open[index] = (fh, tmp, full, mode)
+            self._open[index] = _Incoming(fh, tmp, full, mode)
             self._pending.add(index)
-            self._out.put(self._pb.Packet(type=PACKET_REQ, ID=index))
+            self._out.put(Packet(type=PACKET_REQ, ID=index))
 
     def _finish_file(self, index: int) -> None:
-        fh, tmp, full, mode = self._open.pop(index)
-        fh.close()  # type: ignore[attr-defined]
-        os.chmod(tmp, posix_mode(mode))
-        self._remove(full)
-        os.replace(tmp, full)
+        incoming = self._open.pop(index)
+        incoming.file.close()
+        os.chmod(incoming.tmp, posix_mode(incoming.mode))
+        self._remove(incoming.full)
+        os.replace(incoming.tmp, incoming.full)
         mtime = self._mtimes.get(index)
         if mtime is not None:
-            os.utime(full, ns=(mtime, mtime))
+            os.utime(incoming.full, ns=(mtime, mtime))
         self._pending.discard(index)
         self.files_written += 1
 
@@ -576,16 +579,14 @@ class DiffCopyReceiver:
                 self._remove(full)
                 os.link(target, full)
             for full, mtime, perm in reversed(self._dir_times):
-                try:
+                with contextlib.suppress(OSError):
                     os.chmod(full, perm)
                     os.utime(full, ns=(mtime, mtime))
-                except OSError:
-                    pass
-            self._out.put(self._pb.Packet(type=PACKET_FIN))
+            self._out.put(Packet(type=PACKET_FIN))
             return True
         return False
 
-    def _reader(self, requests: Iterator[fsutil_pb2.Packet]) -> None:
+    def _reader(self, requests: Iterator[Packet]) -> None:
         index = 0
         finished = False
         try:
@@ -599,11 +600,11 @@ class DiffCopyReceiver:
                     self._handle_stat(index, p.stat)
                     index += 1
                 elif p.type == PACKET_DATA:
-                    entry = self._open.get(p.ID)
-                    if entry is None:
+                    incoming = self._open.get(p.ID)
+                    if incoming is None:
                         raise ValueError(f"invalid file request {p.ID}")
                     if p.data:
-                        entry[0].write(p.data)  # type: ignore[attr-defined]
+                        incoming.file.write(p.data)
                     else:
                         self._finish_file(p.ID)
                         finished = self._maybe_done() or finished
@@ -614,25 +615,22 @@ class DiffCopyReceiver:
                     break
         except Exception as exc:  # reported to the builder and to the caller
             self.error = str(exc)
-            self._out.put(self._pb.Packet(type=PACKET_ERR, data=str(exc).encode()))
+            self._out.put(Packet(type=PACKET_ERR, data=str(exc).encode()))
         finally:
-            for fh, tmp, _full, _mode in list(self._open.values()):
-                fh.close()  # type: ignore[attr-defined]
+            for incoming in self._open.values():
+                incoming.file.close()
                 with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+                    os.unlink(incoming.tmp)
             self._open.clear()
             if not finished and self.error is None:
                 self.error = "the builder closed the export stream early"
             self._out.put(None)
 
-    def run(self, requests: Iterator[fsutil_pb2.Packet]) -> Iterator[fsutil_pb2.Packet]:
+    def run(self, requests: Iterator[Packet]) -> Iterator[Packet]:
         os.makedirs(self.dest, exist_ok=True)
         threading.Thread(target=self._reader, args=(requests,), name="llb-fs-recv", daemon=True).start()
-        while True:
-            item = self._out.get()
-            if item is None:
-                return
-            yield item  # type: ignore[misc]
+        while (item := self._out.get()) is not None:
+            yield item
 
 
 def write_stream_to_file(requests: Iterator[bytes], path: str | Path, parse: Callable[[bytes], bytes]) -> int:

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from google.protobuf.message import Message
+    from google.protobuf.timestamp_pb2 import Timestamp
+
     from ._proto import control_pb2
 
 __all__ = ["VertexEvent", "StatusEvent", "LogEvent", "ProgressEvent", "VertexInfo", "ProgressTracker"]
@@ -16,11 +19,11 @@ __all__ = ["VertexEvent", "StatusEvent", "LogEvent", "ProgressEvent", "VertexInf
 LOG_TAIL_LINES = 20
 
 
-def _ts(msg: object, name: str) -> float | None:
+def _ts(msg: Message, name: str) -> float | None:
     """A protobuf Timestamp field as epoch seconds, None when unset."""
-    if not msg.HasField(name):  # type: ignore[attr-defined]
+    if not msg.HasField(name):
         return None
-    t = getattr(msg, name)
+    t: Timestamp = getattr(msg, name)
     return t.seconds + t.nanos / 1e9
 
 

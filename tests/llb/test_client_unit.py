@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 
@@ -51,7 +51,7 @@ class FakeBuildkitd:
         self.solve_requests: list[control_pb2.SolveRequest] = []
         self._status_done = threading.Event()
         self.session_metadata: list[dict[str, list[str]]] = []
-        self.session_channels: list[grpc.Channel] = []
+        self.session_channels: list[_ReverseH2] = []
         self.session_ready = threading.Event()
         self._tmp = tmp
         self.server = grpc.server(futures.ThreadPoolExecutor(8))
@@ -121,7 +121,7 @@ class FakeBuildkitd:
             md.setdefault(k, []).append(v)
         self.session_metadata.append(md)
         stream = _ReverseH2(self._tmp / f"rev{len(self.session_metadata)}.sock")
-        self.session_channels.append(stream.channel)
+        self.session_channels.append(stream)
         self.session_ready.set()
 
         def upstream() -> None:
@@ -140,8 +140,8 @@ class FakeBuildkitd:
             yield data
 
     def stop(self) -> None:
-        for ch in self.session_channels:
-            ch.close()
+        for reverse in self.session_channels:
+            reverse.close()
         self.server.stop(None)
 
 
@@ -153,10 +153,15 @@ class _ReverseH2:
         listener.bind(str(path))
         listener.listen(1)
         self.channel = grpc.insecure_channel(f"unix://{path}")
-        grpc.channel_ready_future(self.channel)  # starts connecting
-        self.channel.subscribe(lambda _s: None, try_to_connect=True)
+        self._watch: Callable[[grpc.ChannelConnectivity], None] = lambda _s: None
+        self.channel.subscribe(self._watch, try_to_connect=True)  # starts connecting
         self.conn, _ = listener.accept()
         listener.close()
+
+    def close(self) -> None:
+        """Stops watching first: grpc's watcher thread fails on a channel closed under it."""
+        self.channel.unsubscribe(self._watch)
+        self.channel.close()
 
 
 class FakeDockerd:
@@ -167,7 +172,7 @@ class FakeDockerd:
         self.backend = backend
         self.refuse = refuse
         self.requests: list[tuple[str, list[tuple[str, str]]]] = []
-        self.session_channels: list[grpc.Channel] = []
+        self.session_channels: list[_ReverseH2] = []
         self.session_ready = threading.Event()
         self._tmp = tmp
         self.listener = socket.socket(socket.AF_UNIX)
@@ -209,13 +214,13 @@ class FakeDockerd:
         elif path == "/session":
             conn.sendall(b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
             rev = _ReverseH2(self._tmp / f"dsess{len(self.requests)}.sock")
-            self.session_channels.append(rev.channel)
+            self.session_channels.append(rev)
             self.session_ready.set()
             splice(SocketStream(conn), SocketStream(rev.conn))
 
     def stop(self) -> None:
-        for ch in self.session_channels:
-            ch.close()
+        for reverse in self.session_channels:
+            reverse.close()
         self.listener.close()
 
 
@@ -331,7 +336,7 @@ def test_docker_transport_grpc_and_session_over_fake_dockerd(tmp_path: Path, bui
             assert "X-Docker-Expose-Session-Sharedkey" in names
             methods = [v for k, v in headers if k == "X-Docker-Expose-Session-Grpc-Method"]
             assert "/moby.buildkit.secrets.v1.Secrets/GetSecret" in methods
-            ch = fake.session_channels[-1]
+            ch = fake.session_channels[-1].channel
             assert ch.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=5) == b"\x08\x01"
             got = ch.unary_unary("/moby.buildkit.secrets.v1.Secrets/GetSecret")(
                 secrets_pb2.GetSecretRequest(ID="tok").SerializeToString(), timeout=5
@@ -373,7 +378,7 @@ def test_control_session_bridge_serves_session_services(tmp_path: Path, buildkit
         md = buildkitd.session_metadata[-1]
         assert md["x-docker-expose-session-uuid"] == [session.id]
         assert "/moby.filesync.v1.FileSync/DiffCopy" in md["x-docker-expose-session-grpc-method"]
-        ch = buildkitd.session_channels[-1]
+        ch = buildkitd.session_channels[-1].channel
         assert ch.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=5) == b"\x08\x01"
         with pytest.raises(grpc.RpcError) as info:
             ch.unary_unary("/moby.buildkit.secrets.v1.Secrets/GetSecret")(
@@ -543,7 +548,7 @@ def test_image_config_merges_over_base() -> None:
     fresh = ImageConfig(cmd=["x"]).merged_into(None, {"os": "linux", "architecture": "arm64", "variant": "v8"})
     assert (fresh["architecture"], fresh["variant"], fresh["config"]) == ("arm64", "v8", {"Cmd": ["x"]})
     with pytest.raises(ValueError):
-        ImageConfig(cmd="echo hi")  # type: ignore[arg-type]
+        ImageConfig(cmd="echo hi")
     with pytest.raises(ValueError):
         ImageConfig(env=["NOEQUALS"])
 

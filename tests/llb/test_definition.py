@@ -175,7 +175,7 @@ def test_bytes_round_trip_and_write_to() -> None:
     assert sink.getvalue() == data
     text = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     definition.write_to(text)
-    assert text.buffer.getvalue() == data  # type: ignore[attr-defined]
+    assert text.buffer.getvalue() == data
 
 
 def test_from_bytes_rejects_garbage_and_orphan_metadata() -> None:

@@ -113,7 +113,7 @@ def test_owner_forms(owner: object, user: tuple[str, object], group: tuple[str, 
         if kind == "byName":
             assert u.byName.input == action.input == 1
             return kind, u.byName.name
-        return kind, u.byID  # type: ignore[return-value]
+        return kind, u.byID
 
     assert value(chown.user) == user
     if group is None:

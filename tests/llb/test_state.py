@@ -175,7 +175,7 @@ def test_local_source_attrs() -> None:
     with pytest.raises(llb.InvalidGraph):
         llb.local("../up")
     with pytest.raises(llb.InvalidGraph, match="sequence"):
-        llb.local("ctx", include="*.py")  # type: ignore[arg-type]
+        llb.local("ctx", include="*.py")
 
 
 def test_git_source() -> None:
