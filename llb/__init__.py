@@ -1,8 +1,8 @@
 """llb: build BuildKit LLB graphs in Python and solve them on a BuildKit builder.
 
-The graph builder (`image`, `State.run`, `State.file`, `marshal`, ...) is pure
-Python with no daemon and no gRPC. The client (`connect`, exports, progress)
-is imported on first use, so `import llb` stays cheap.
+The graph builder (`image`, `State.run`, `State.file`, `marshal`, ...) needs no
+daemon and no gRPC. The client (`connect`, exports, progress) is imported on
+first use, so a program that only builds graphs does not load the gRPC stack.
 """
 
 from __future__ import annotations

@@ -674,12 +674,6 @@ def test_definition_inputs_accepted() -> None:
     assert isinstance(_definition_pb(d), ops_pb2.Definition)
 
 
-def test_import_llb_does_not_import_grpc() -> None:
-    code = "import sys, llb; llb.image('x'); print('grpc' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 def test_local_names_of_definition() -> None:
     from llb.client import _local_names
 
