@@ -4,8 +4,8 @@
                                       [--skip-builds] [--envd PATH]
 
 Rows (whole processes unless noted; medians; ratios from the same run, lower is better for envbuild):
-  a  `envbuild debug llb` vs `envd debug llb` on the same build.envd (alternating runs)
-  b  no-op `envbuild build` vs the Dockerfile's cached `DOCKER_BUILDKIT=0 docker build`
+  a  `envbuild debug llb` vs `envd debug llb` on the same build.envd (alternating runs; bench/bench_startup.py)
+  b  no-op `envbuild build` vs a cached BuildKit `docker build` of the same environment (bench/bench_startup.py)
   c  one pip package added: envbuild (only that step runs) vs the Dockerfile (reinstalls requirements)
   d  cold build with warm download caches: `envbuild build --no-cache` (its apt/uv cache mounts
      survive) vs `docker build --no-cache` (downloads again: a Dockerfile has no such caches),
@@ -16,7 +16,7 @@ Rows (whole processes unless noted; medians; ratios from the same run, lower is 
   f  image size of the Jupyter environment vs the Dockerfile's image
   g  scale: evaluate + compile + marshal, in process, for generated files (packages, run() steps, load()ed files)
 
-envd (1.3.6, `pip install envd` into its own venv, e.g. /tmp/envd-venv) resolves the base image from a
+envd (1.3.6, `pip install envd` into its own venv, e.g. /work/envd-venv) resolves the base image from a
 registry even for `debug llb`: the base is pushed to the loopback registry (127.0.0.1:5000) and marked
 insecure in a temporary HOME's `.config/containers/registries.conf`; analytics are off
 (ENVD_ANALYTICS=false), otherwise every envd command waits for a telemetry request. The same file is
@@ -38,11 +38,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import bench_startup  # bench/ is on sys.path when this file runs as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 ENVBUILD = str(ROOT / ".venv" / "bin" / "envbuild")
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 LOCAL_BASE = "local/debian:bookworm"
-REGISTRY_BASE = "127.0.0.1:5000/envbuild-bench/debian:bookworm"
 CA = "/etc/ssl/certs/ca-certificates.crt"
 
 BUILD_ENVD = """# syntax=v1
@@ -110,41 +111,32 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x"
 
 
-# ---------------------------------------------------------------- a: debug llb vs envd
+# ---------------------------------------------------------------- a, b: start-up (bench/bench_startup.py)
 
 
-def envd_home(work: Path) -> Path:
-    home = work / "envd-home"
-    conf = home / ".config" / "containers"
-    conf.mkdir(parents=True)
-    (conf / "registries.conf").write_text('[[registry]]\nlocation = "127.0.0.1:5000"\ninsecure = true\n')
-    return home
-
-
-def push_base() -> None:
-    subprocess.run(["docker", "tag", LOCAL_BASE, REGISTRY_BASE], check=True, capture_output=True)
-    r = subprocess.run(["docker", "push", "-q", REGISTRY_BASE], capture_output=True, text=True)
-    if r.returncode:
-        sys.exit(f"could not push the base to the loopback registry: {r.stderr.strip()}")
-
-
-def row_llb(work: Path, envd: str | None, n: int) -> list[Row]:
-    proj = work / "llb"
-    proj.mkdir()
-    (proj / "build.envd").write_text(BUILD_ENVD.format(base=REGISTRY_BASE, pkgs='["numpy"]'))
-    ours = lambda: run([ENVBUILD, "debug", "llb"], cwd=proj)  # noqa: E731
-    bare = lambda: run([PYTHON, "-c", "pass"])  # noqa: E731
+def rows_startup(work: Path, envd: str | None, n: int, *, builds: bool) -> list[Row]:
+    """`debug llb` against envd and the no-op build against a cached BuildKit `docker build`."""
+    found = bench_startup.debug_llb_rows(work, ENVBUILD, envd, n)
+    if builds:
+        found.append(bench_startup.noop_build_row(work, ENVBUILD, bench_startup.default_docker(), n))
+    names = {
+        "debug llb": ("a", "`debug llb` vs `envd debug llb` (Jupyter file)"),
+        "python -c pass": ("", "bare `python -c pass` (for reference)"),
+        "no-op build": ("b", "no-op rebuild vs a cached BuildKit `docker build`"),
+    }
     rows: list[Row] = []
-    if envd:
-        home = envd_home(work)
-        env = clean_env(HOME=str(home), ENVD_ANALYTICS="false")
-        theirs = lambda: run([envd, "debug", "llb"], cwd=proj, env=env)  # noqa: E731
-        a, b, c = alternate(n, ours, theirs, bare)
-        rows.append(("a", "`debug llb` vs `envd debug llb` (Jupyter file)", ms(a), ms(b), ratio(a, b)))
-    else:
-        a, c = alternate(n, ours, bare)
-        rows.append(("a", "`debug llb` (envd not given: --envd)", ms(a), "-", "-"))
-    rows.append(("", "bare `python -c pass` (for reference)", ms(c), "", ""))
+    for r in found:
+        key, what = names[r.name]
+        target = f" (target <= {r.target}x)" if r.target is not None and r.ratio is not None else ""
+        rows.append(
+            (
+                key,
+                what + target,
+                ms(r.ours),
+                ms(r.other) if r.other is not None else "-",
+                f"{r.ratio:.2f}x" if r.ratio is not None else "",
+            )
+        )
     return rows
 
 
@@ -258,8 +250,6 @@ def rows_builds(p: Projects, n: int, cold_rounds: int = 2, empty_rounds: int = 1
     rows.append(
         ("", "first build of a new project (engine has built similar ones)", s(first[0]), s(first[1]), ratio(*first))
     )
-    a, b = alternate(n, p.ours_t, p.theirs_t)
-    rows.append(("b", "no-op rebuild (nothing changed)", ms(a), ms(b), ratio(a, b)))
     sa, sb = image_size(p.tag_ours), image_size(p.tag_theirs)
     rows.append(("f", "image size", f"{sa / 1e6:.0f} MB", f"{sb / 1e6:.0f} MB", ratio(sa, sb)))
     p.write(["six"])
@@ -413,7 +403,7 @@ def main() -> int:
     ap.add_argument("--up-rounds", type=int, default=5)
     ap.add_argument("--cold-rounds", type=int, default=2, help="cold builds of each side, alternating (median)")
     ap.add_argument("--empty-cache-rounds", type=int, default=1, help="envbuild cold builds with empty download caches")
-    ap.add_argument("--envd", default=shutil.which("envd") or "/tmp/envd-venv/bin/envd")
+    ap.add_argument("--envd", default=shutil.which("envd") or "/work/envd-venv/bin/envd")
     ap.add_argument("--skip-builds", action="store_true", help="only rows a and g (no engine builds)")
     args = ap.parse_args()
     envd = args.envd if args.envd and Path(args.envd).exists() else None
@@ -422,9 +412,7 @@ def main() -> int:
     rows: list[Row] = []
     started = time.time()
     try:
-        if envd:
-            push_base()
-        rows += row_llb(work, envd, args.rounds)
+        rows += rows_startup(work, envd, args.rounds, builds=not args.skip_builds)
         if not args.skip_builds:
             p = Projects(work, run_id)
             rows += rows_builds(p, args.rounds, args.cold_rounds, args.empty_cache_rounds)
