@@ -16,6 +16,7 @@ import secrets
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envbuild import __version__
@@ -106,8 +107,10 @@ def evaluate(options: BuildOptions) -> tuple[Spec, str]:
         raise UsageError(str(exc)) from None
     for kind, remarks in (("warning", spec.warnings), ("note", spec.notes)):
         for remark in remarks:
-            print(f"{kind}: {remark.pos}: {remark.message}" if remark.pos else f"{kind}: {remark.message}",
-                  file=sys.stderr)
+            print(
+                f"{kind}: {remark.pos}: {remark.message}" if remark.pos else f"{kind}: {remark.message}",
+                file=sys.stderr,
+            )
     return spec, os.path.realpath(os.path.dirname(_build_file(options)) or ".")
 
 
@@ -147,7 +150,7 @@ def _input_paths(spec: Spec) -> tuple[str, ...]:
 
 def prepare(options: BuildOptions, *, labels: bool = True) -> Prepared:
     """Evaluate and decide; ``labels=False`` skips the content digest and the skip-check label
-    (``debug llb`` shows no image config: hashing envbuild's own sources would be wasted start-up)."""
+    (``debug llb`` prints no image config, so it needs neither)."""
     from envbuild import images
     from envbuild.naming import default_tag, project_name
 
@@ -197,13 +200,9 @@ def _quick_label(spec: Spec, options: BuildOptions, *, project: str, base: str, 
 def _use_lock(spec: Spec, ctx: str, options: BuildOptions) -> Spec:
     """The locked spec when build.envd.lock is fresh (envbuild.lock); --locked/--offline make a stale,
     missing or unsatisfiable lock an error."""
-    build_file = _build_file(options)
-    if not (options.locked or options.offline or os.path.exists(build_file + ".lock")):
-        return spec  # what use_lock returns then; saves importing envbuild.lock (~5 ms) on every build
-    from pathlib import Path
-
     from envbuild.lock import use_lock
 
+    build_file = _build_file(options)
     return use_lock(spec, Path(ctx), Path(build_file), locked=options.locked, offline=options.offline)
 
 

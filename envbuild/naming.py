@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 
 def project_name(basename: str) -> str:
     """The context directory's basename, sanitised like envd: ``[A-Za-z0-9][A-Za-z0-9_.-]*``."""
-    out = "".join(c for c in basename if (c.isalnum() and c.isascii()) or c in "_.-").lstrip("_.-")
+    out = re.sub(r"[^A-Za-z0-9_.-]", "", basename).lstrip("_.-")
     return out[:63] or "project"
 
 
