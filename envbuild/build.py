@@ -417,6 +417,12 @@ def build_prepared(
             raise KeyboardInterrupt from None
         except llb.LLBError as exc:
             raise BuildFailed(f"build failed: {exc}") from None
+    if rb.kind == "docker":  # images in this engine's store: `envbuild prune` may remove these only
+        from envbuild.runtime.prune import remember_image
+
+        for outcome in outcomes:
+            if outcome.step.image_names and getattr(outcome.result, "image_id", None):
+                remember_image(outcome.result.image_id)
     last = outcomes[-1].result if outcomes else None
     steps = tuple(v for o in outcomes for v in o.result.vertices)
     tag = next((o.step.image_names[0] for o in outcomes if o.step.image_names), prep.tag)

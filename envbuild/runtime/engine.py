@@ -14,12 +14,12 @@ import stat
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from envbuild import engine_api
-from envbuild.errors import RuntimeFailure, UsageError
+from envbuild.errors import EngineUnreachable, RuntimeFailure, UsageError
 from envbuild.runtime.options import (
     ENV_JUPYTER_TOKEN,
     LABEL_NAME,
@@ -41,6 +41,21 @@ if TYPE_CHECKING:
 
 class NameConflict(RuntimeFailure):
     """Another run created a container with this name between our check and our create."""
+
+
+@contextlib.contextmanager
+def answering() -> Iterator[None]:
+    """Engine requests in this block (or function, as a decorator): an engine that goes away while
+    they run (connection refused, reset or timed out) is EngineUnreachable, exit 3 with the usual
+    hint, not a raw exception."""
+    from requests import ConnectionError as Lost
+    from requests import Timeout
+
+    try:
+        yield
+    except (Lost, Timeout) as exc:
+        reason = engine_api.first_line(exc)
+        raise EngineUnreachable(f"lost the Docker engine ({reason}); {engine_api.START_HINT}") from None
 
 
 def connect(timeout: int = 60) -> docker.DockerClient:
@@ -159,6 +174,7 @@ def environment_from(container: Container) -> Environment:
     )
 
 
+@answering()
 def find(client: docker.DockerClient, name: str) -> Container | None:
     """The container of environment ``name``; an unrelated container of that name is an error."""
     from docker.errors import NotFound
@@ -175,6 +191,7 @@ def find(client: docker.DockerClient, name: str) -> Container | None:
     return container
 
 
+@answering()
 def list_environments(client: docker.DockerClient) -> list[Environment]:
     containers = client.containers.list(all=True, filters={"label": LABEL_NAME})
     return sorted((environment_from(c) for c in containers), key=lambda e: e.name)
@@ -381,6 +398,7 @@ __all__ = [
     "Environment",
     "check_gpu_support",
     "connect",
+    "answering",
     "create",
     "environment_from",
     "find",

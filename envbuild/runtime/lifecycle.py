@@ -32,6 +32,7 @@ class UpResult:
     """What the spec asked for and did not get (`options.ContainerPlan.refused`), for the user to read."""
 
 
+@engine.answering()
 def bring_up(
     client: docker.DockerClient,
     *,
@@ -126,6 +127,7 @@ def _publish_ssh(env: Environment) -> None:
         ssh.write_host(ssh.HostEntry(env.name, endpoint.host_port, connect_host(endpoint.host_ip)))
 
 
+@engine.answering()
 def destroy(client: docker.DockerClient, name: str, *, remove_image: bool = False) -> tuple[Environment | None, str | None]:
     """Remove the container and its SSH entry (never the project files); optionally its image.
 

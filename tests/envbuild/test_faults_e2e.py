@@ -402,3 +402,32 @@ class Relay:
             dst.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+
+def test_engine_lost_during_up_is_exit_3_with_the_usual_message(env: dict[str, str], tmp_path: Path) -> None:
+    """The engine goes away after the build, while `up` creates the environment and waits for it."""
+    p = project(tmp_path, "", name=f"faults-up-{uuid.uuid4().hex[:6]}")
+    (p / "build.envd").write_text(f'def build():\n    base(image="{BASE_IMAGE}", dev=True)\n')
+    built = envbuild(["build", "-p", str(p), "--ca-cert", CA_BUNDLE], env, timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+    relay = Relay(tmp_path / "relay.sock", DOCKER_SOCK)
+    env["DOCKER_HOST"] = f"unix://{relay.path}"
+    proc = subprocess.Popen([str(ENVBUILD), "up", "-d", "-p", str(p), "--ca-cert", CA_BUNDLE], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    err: list[str] = []
+    threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
+    try:
+        assert wait_until(lambda: any(line.startswith("Starting ") for line in err) or proc.poll() is not None, 300)
+        relay.stop()
+        rc = proc.wait(timeout=120)
+        time.sleep(0.2)
+        text = "".join(err)
+        assert rc == 3, f"exit {rc}\n{text}"
+        assert "Traceback" not in text
+        assert "envbuild: error: lost the Docker engine" in text and "systemctl start docker" in text, text
+    finally:
+        relay.stop()
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run(["docker", "rm", "-f", p.name], capture_output=True, check=False)
+        subprocess.run(["docker", "rmi", "-f", f"{p.name}:dev"], capture_output=True, check=False)

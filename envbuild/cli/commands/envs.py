@@ -134,9 +134,11 @@ def images(fmt: str = typer.Option("text", "--format", help="Output format: text
     check_format(fmt)
     from envbuild.runtime import engine
 
-    client = engine.connect()
+    with engine.answering():
+        client = engine.connect()
+        found = client.images.list(filters={"label": "ai.envbuild.vendor=envbuild"})
     rows = []
-    for img in client.images.list(filters={"label": "ai.envbuild.vendor=envbuild"}):
+    for img in found:
         labels = engine.image_labels(img)
         rows.append(
             {
@@ -213,28 +215,26 @@ def run(
 
 @app.command()
 def prune(
-    build_cache: bool = typer.Option(False, "--build-cache", help="Also prune the engine's build cache."),
+    build_cache: bool = typer.Option(False, "--build-cache", help="Also prune envbuild's unused build cache records."),
 ) -> None:
-    """Remove dangling envbuild images and SSH entries of environments that no longer exist."""
+    """Remove your dangling envbuild images and SSH entries of environments that no longer exist
+    (never other users' images, nor build cache envbuild did not make)."""
     from envbuild import ssh
-    from envbuild.runtime import engine
-
-    client = engine.connect()
-    existing = {e.name for e in engine.list_environments(client)}
     from envbuild.kube import forward
+    from envbuild.runtime import engine
+    from envbuild.runtime.prune import prune as prune_engine
 
-    stale = [n for n in ssh.known_hosts() if n not in existing and forward.running_pid(n) is None]
-    for n in stale:
-        ssh.remove_host(n)
-    pruned = client.images.prune(filters={"dangling": True, "label": "ai.envbuild.vendor=envbuild"})
-    removed = pruned.get("ImagesDeleted") or []
-    reclaimed = pruned.get("SpaceReclaimed") or 0
-    if build_cache:
-        cache = client.api.prune_builds()
-        reclaimed += cache.get("SpaceReclaimed") or 0
+    with engine.answering():
+        client = engine.connect()
+        existing = {e.name for e in engine.list_environments(client)}
+        stale = [n for n in ssh.known_hosts() if n not in existing and forward.running_pid(n) is None]
+        for n in stale:
+            ssh.remove_host(n)
+        pruned = prune_engine(client, build_cache=build_cache)
     typer.echo(
-        f"Removed {len([r for r in removed if r.get('Deleted')])} dangling image layer(s), "
-        f"{len(stale)} stale SSH entr{'y' if len(stale) == 1 else 'ies'}"
+        f"Removed {len(pruned.images)} dangling image(s)"
+        + (f", {pruned.cache_records} build cache record(s)" if build_cache else "")
+        + f", {len(stale)} stale SSH entr{'y' if len(stale) == 1 else 'ies'}"
         + (f" ({', '.join(stale)})" if stale else "")
-        + f"; reclaimed {reclaimed / 1e6:.0f} MB."
+        + f"; reclaimed {pruned.reclaimed / 1e6:.0f} MB."
     )
