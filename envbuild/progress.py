@@ -11,9 +11,18 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import IO, Any
 
-MODES = ("auto", "tty", "plain", "json", "quiet")
+
+class ProgressMode(str, Enum):
+    """``--progress``: ``auto`` is ``tty`` on a terminal and ``plain`` elsewhere."""
+
+    AUTO = "auto"
+    TTY = "tty"
+    PLAIN = "plain"
+    JSON = "json"
+    QUIET = "quiet"
 
 
 @dataclass(slots=True)
@@ -195,16 +204,16 @@ class TtyProgress(Progress):
         return table
 
 
-def make_progress(mode: str, stream: IO[str] | None = None) -> Progress:
+def make_progress(mode: ProgressMode | str, stream: IO[str] | None = None) -> Progress:
+    """The renderer for ``mode`` (ValueError for a name that is not a `ProgressMode`)."""
     stream = stream or sys.stderr
-    if mode == "auto":
-        mode = "tty" if stream.isatty() else "plain"
-    if mode == "tty":
-        return TtyProgress(stream)
-    if mode == "plain":
-        return PlainProgress(stream)
-    if mode == "json":
-        return JsonProgress(stream)
-    if mode == "quiet":
-        return QuietProgress(stream)
-    raise ValueError(f"unknown progress mode {mode!r}; use one of {', '.join(MODES)}")
+    mode = ProgressMode(mode)
+    if mode is ProgressMode.AUTO:
+        mode = ProgressMode.TTY if stream.isatty() else ProgressMode.PLAIN
+    renderers: dict[ProgressMode, type[Progress]] = {
+        ProgressMode.TTY: TtyProgress,
+        ProgressMode.PLAIN: PlainProgress,
+        ProgressMode.JSON: JsonProgress,
+        ProgressMode.QUIET: QuietProgress,
+    }
+    return renderers[mode](stream)

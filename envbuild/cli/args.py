@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 
 from envbuild.errors import UsageError
-from envbuild.progress import MODES as PROGRESS_MODES
+from envbuild.progress import ProgressMode
 
+PROGRESS_MODES = tuple(m.value for m in ProgressMode)
 NETWORKS = ("sandbox", "host")
 
 __all__ = ["NETWORKS", "PROGRESS_MODES", "build_target", "parse_owner"]
