@@ -6,6 +6,7 @@ Used by `envbuild up` (after the build) and `envbuild run --image`.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -14,10 +15,11 @@ from envbuild import ssh
 from envbuild.errors import UsageError
 from envbuild.runtime import engine
 from envbuild.runtime.engine import Environment
-from envbuild.runtime.options import RunOptions, connect_host, plan_container, validate_name
+from envbuild.runtime.options import LABEL_DIGEST, RunOptions, connect_host, plan_container, validate_name
 
 if TYPE_CHECKING:
     import docker
+    from docker.models.containers import Container
 
     from frontend.spec import Spec
 
@@ -87,7 +89,7 @@ def bring_up(
                 "pick another name with --name, or destroy it first"
             )
         token_changed = bool(jupyter_token) and current.jupyter_token != jupyter_token
-        if force or current.image_id != img.id or token_changed:
+        if force or _outdated(current, img.id, labels) or token_changed:
             engine.remove(existing)
             ssh.forget_host_key(name)
             action = "recreated"
@@ -106,7 +108,7 @@ def bring_up(
     try:
         container = engine.create(client, plan)
     except engine.NameConflict:
-        other = engine.find(client, name)
+        other = _the_winner(client, name)
         if other is None:
             raise
         env = engine.wait_ready(other, timeout)
@@ -119,6 +121,27 @@ def bring_up(
         raise
     _publish_ssh(env)
     return UpResult(env, action, plan.refused)
+
+
+def _the_winner(client: docker.DockerClient, name: str, wait: float = 10.0) -> Container | None:
+    """The container another run created under ``name``: the engine reserves the name before the
+    container can be read, so a run that lost the race may look a moment before it is there."""
+    deadline = time.monotonic() + wait
+    while True:
+        other = engine.find(client, name)
+        if other is not None or time.monotonic() > deadline:
+            return other
+        time.sleep(0.1)
+
+
+def _outdated(current: Environment, image_id: str, labels: dict[str, str]) -> bool:
+    """Whether the environment runs something else than the image: by content digest when both have
+    one (a concurrent `up` of the same build exports an image with another id and the same digest),
+    else by image id."""
+    running, wanted = current.labels.get(LABEL_DIGEST), labels.get(LABEL_DIGEST)
+    if running and wanted:
+        return running != wanted
+    return current.image_id != image_id
 
 
 def _publish_ssh(env: Environment) -> None:

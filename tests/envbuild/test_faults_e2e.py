@@ -431,3 +431,28 @@ def test_engine_lost_during_up_is_exit_3_with_the_usual_message(env: dict[str, s
             proc.kill()
         subprocess.run(["docker", "rm", "-f", p.name], capture_output=True, check=False)
         subprocess.run(["docker", "rmi", "-f", f"{p.name}:dev"], capture_output=True, check=False)
+
+
+def test_three_ups_of_one_project_at_once_all_attach(env: dict[str, str], tmp_path: Path) -> None:
+    """Each round changes the build file, so all three build, export (three image ids, one content
+    digest) and race to create the environment; the losers attach to the winner's."""
+    p = project(tmp_path, "", name=f"faults-3up-{uuid.uuid4().hex[:6]}")
+    try:
+        for round_ in range(3):
+            (p / "build.envd").write_text(f'def build():\n    base(image="{BASE_IMAGE}", dev=True)\n'
+                                          f'    run(commands=["echo {uuid.uuid4().hex} {round_}"])\n')
+            subprocess.run(["docker", "rm", "-f", p.name], capture_output=True, check=False)
+            procs = [subprocess.Popen([str(ENVBUILD), "up", "-d", "-p", str(p), "--ca-cert", CA_BUNDLE], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      stdin=subprocess.DEVNULL) for _ in range(3)]
+            results = [(proc.wait(timeout=600), proc.communicate()[1]) for proc in procs]
+            for rc, err in results:
+                assert rc == 0, f"round {round_}: exit {rc}\n{err[-2000:]}"
+            said = sorted(next(ln for ln in err.splitlines() if ln.endswith(f" {p.name}.")) for _, err in results)
+            assert sum(s.startswith("Started") for s in said) == 1, said
+            running = subprocess.run(["docker", "ps", "--filter", f"name=^{p.name}$", "-q"], capture_output=True,
+                                     text=True).stdout.split()
+            assert len(running) == 1
+    finally:
+        subprocess.run(["docker", "rm", "-f", p.name], capture_output=True, check=False)
+        subprocess.run(["docker", "rmi", "-f", f"{p.name}:dev"], capture_output=True, check=False)

@@ -194,3 +194,15 @@ def test_refusals_reach_the_caller(client: FakeClient, tmp_path: Path) -> None:
     result = lifecycle.bring_up(client, image="wide", name="wide", project=None)  # type: ignore[arg-type]
     assert result.refused and "not mounting / at /host" in result.refused[0]
     assert all(m["Source"] != "/" for m in client.created[-1].kwargs["mounts"])
+
+
+def test_the_same_build_again_attaches_even_with_a_new_image_id(client: FakeClient, tmp_path: Path) -> None:
+    """Concurrent `up`s of one project each export the image (new ids, one content digest): the
+    environment the first one started is attached to, not replaced by each of the others."""
+    labels = {**client.images["img:1"].attrs["Config"]["Labels"], "ai.envbuild.digest": "sha256:same"}
+    client.images["p:dev"] = FakeImage("sha256:first", labels)
+    assert lifecycle.bring_up(client, image="p:dev", name="p", project=tmp_path).action == "created"  # type: ignore[arg-type]
+    client.images["p:dev"] = FakeImage("sha256:second", labels)
+    assert lifecycle.bring_up(client, image="p:dev", name="p", project=tmp_path).action == "attached"  # type: ignore[arg-type]
+    client.images["p:dev"] = FakeImage("sha256:third", {**labels, "ai.envbuild.digest": "sha256:changed"})
+    assert lifecycle.bring_up(client, image="p:dev", name="p", project=tmp_path).action == "recreated"  # type: ignore[arg-type]

@@ -152,6 +152,28 @@ def test_copy_from_outside_the_context_is_refused_before_building(source: str, e
     assert "build.envd:3:5:" in r.stderr and "build context" in r.stderr, r.stderr
 
 
+@pytest.mark.engine
+def test_a_requirements_symlink_to_a_file_of_the_context_builds(env: dict[str, str], tmp_path: Path) -> None:
+    """The build receives the file the symlink names (the link alone would dangle in the build)."""
+    proj = tmp_path / "proj"
+    (proj / "deps").mkdir(parents=True)
+    (proj / "deps" / "requirements.txt").write_text("six\n")
+    (proj / "requirements.txt").symlink_to("deps/requirements.txt")
+    (proj / "build.envd").write_text(
+        f'def build():\n    base(image="{BASE_IMAGE}", dev=False)\n    install.python()\n'
+        '    install.python_packages(requirements="requirements.txt")\n'
+    )
+    tag = f"envbuild-sec-{uuid.uuid4().hex[:8]}:dev"
+    try:
+        r = envbuild(["build", "-p", str(proj), "-t", tag, "--ca-cert", CA_BUNDLE, "--progress", "plain"], env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        six = subprocess.run(["docker", "run", "--rm", tag, "/opt/envbuild/venv/bin/python", "-c", "import six"],
+                             capture_output=True, text=True)
+        assert six.returncode == 0, six.stderr
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
+
+
 # ---- secrets in the image ----------------------------------------------------------------------------
 
 @pytest.mark.engine
