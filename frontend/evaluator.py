@@ -4,7 +4,9 @@ Shape of one evaluation: the user default file (``~/.config/envbuild/config.envd
 the project file; top-level calls record as they run, then the chosen function (``build``) is called.
 Every module starts by loading the frozen prelude (the namespaces and universe functions, built once
 per process). Work is bounded by a wall-clock deadline (checked by starlark's ``check_cancelled``;
-time spent cloning git repositories does not count) and a call-depth limit.
+time spent cloning git repositories does not count) and a call-depth limit; the evaluation runs in a
+child process (``frontend.isolation``) whose memory and time are bounded from outside, because one
+native operation can take more of either than any check between operations can stop.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Literal, TypeVar
 
 import starlark as sl
 
-from . import diagnostics
+from . import diagnostics, isolation
 from . import spec as S
 from .builtins import NAMESPACES, REGISTRY, UNIVERSE, starlark_repr
 from .errors import (
@@ -36,12 +38,16 @@ from .errors import (
 )
 from .guard import check_source, unclosed_error
 from .loader import GitCache, Loader, Source, cache_home, read_source, split_git
+from .locate import MARK_FUNCTION, Instrumented, constant_too_big, instrument
 from .prelude import PRELUDE_LABEL, make_callback, prelude_source
 from .recorder import Recorder, current
 from .target import DEFAULT_FILE, is_function_name, split_target_text, user_config_path
 
 DEFAULT_TIMEOUT = 5.0
+DEFAULT_MAX_MEMORY = 512 << 20
 DEFAULT_MAX_CALL_DEPTH = 200
+MAX_PRINT = 1 << 20
+"""Characters one print() shows; a file that prints more is cut short, not the terminal flooded."""
 MAX_LOAD_DEPTH = 64
 MIGRATION_URL = "https://envd.tensorchord.ai/guide/v1.html"
 
@@ -62,10 +68,13 @@ class _Runtime:
 def _print(*args: object, sep: str = " ") -> None:
     rec = current.get(None)
     text = sep.join(a if isinstance(a, str) else starlark_repr(a) for a in args)
-    if rec is not None and rec.printer is not None:
-        rec.printer(text)
-    else:
-        sys.stderr.write(text + "\n")
+    if len(text) > MAX_PRINT:
+        text = text[:MAX_PRINT] + f"... ({len(text) - MAX_PRINT} more characters)"
+    (rec.printer if rec is not None and rec.printer is not None else _to_stderr)(text)
+
+
+def _to_stderr(text: str) -> None:
+    sys.stderr.write(text + "\n")
 
 
 @functools.cache
@@ -79,6 +88,7 @@ def _runtime() -> _Runtime:
     pm.add_callable("print", _print)
     sl.eval(pm, sl.parse(PRELUDE_LABEL, prelude_source(), dialect), g)
     frozen = pm.freeze()
+    check_source(PRELUDE_LABEL, "x = 1\n")  # the tokenizer compiles its expressions once, here
     names = (*UNIVERSE, *NAMESPACES, "print")
     load_src = 'load("@envbuild", ' + ", ".join(f'"{n}"' for n in names) + ")\n"
     return _Runtime(
@@ -152,11 +162,13 @@ class _Session:
     loader: Loader
     timeout: float
     max_depth: int
+    channel: isolation.Channel | None = None
     deadline: float = 0.0
     timed_out: bool = False
     frozen: dict[str, sl.FrozenModule] = field(default_factory=dict)
     exports: dict[str, list[str]] = field(default_factory=dict)
     stack: list[str] = field(default_factory=list)
+    instrumented: dict[str, Instrumented] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.deadline = time.monotonic() + self.timeout
@@ -171,10 +183,13 @@ class _Session:
         return self.timed_out
 
     def paused(self, work: Callable[[], _T]) -> _T:
-        """Run host work (a git clone) without counting it against the deadline."""
+        """Run host work (a git clone) without counting it against the deadline (here or the parent's)."""
         t0 = time.monotonic()
         try:
-            return work()
+            if self.channel is None:
+                return work()
+            with self.channel.paused():
+                return work()
         finally:
             self.deadline += time.monotonic() - t0
 
@@ -190,10 +205,15 @@ class _Session:
         except sl.StarlarkError as e:
             err = diagnostics.eval_error(str(e), self.rec, timed_out=self.timed_out, timeout=self.timeout)
             self.rec.error = None
+            marked = self.instrumented.get(err.file or "")
+            if marked is not None and err.line is not None and err.col is not None:
+                err.col = marked.column(err.line, err.col)
             raise err from None
         except BaseException as e:  # starlark-rust panics (e.g. a list too large) arrive as PanicException
             if type(e).__name__ != "PanicException":
                 raise
+            if "out of memory" in str(e):
+                raise MemoryError from None  # where it happened is found by a locating run
             raise LimitExceeded(f"evaluation aborted: {str(e) or 'internal limit reached'}") from None
 
     def exec_source(self, src: Source) -> sl.Module:
@@ -205,8 +225,9 @@ class _Session:
         m["_build_context_dir"] = str(self.loader.context_dir)
         sl.eval(m, rt.prelude_ast, rt.globals, rt.prelude_loader)
         unclosed = check_source(src.label, src.text)
+        text = self._marked_text(m, src)
         try:
-            ast = _parse(src.label, src.text)
+            ast = _parse(src.label, text)
         except sl.StarlarkError as e:
             err = diagnostics.parse_error(str(e), rec)
             if unclosed is not None and (err.line is None or (err.line, err.col) == (1, 1)):
@@ -219,6 +240,17 @@ class _Session:
         if src.label in self.exports:
             self.exports[src.label] = [n for n in self.exports[src.label] if not _missing(m, n)]
         return m
+
+    def _marked_text(self, m: sl.Module, src: Source) -> str:
+        """The text to run: with statement marks when this run locates a limit (``frontend.locate``)."""
+        channel = self.channel
+        marked = instrument(src.text) if channel is not None and channel.locating else None
+        if channel is None or marked is None:
+            return src.text
+        first = channel.positions(src.label, marked.positions, constant_too_big(src.text))
+        m.add_callable(MARK_FUNCTION, lambda n: channel.mark(first + n))
+        self.instrumented[src.label] = marked
+        return marked.text
 
     def load(self, label: str, importer: Source, *, pos: S.Pos | None = None) -> sl.FrozenModule:
         """The frozen module of a ``load()`` label (each file runs once per evaluation)."""
@@ -352,6 +384,7 @@ def evaluate(
     git_update_after: float = 3600.0,
     git_mirror: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    max_memory: int = DEFAULT_MAX_MEMORY,
     max_call_depth: int = DEFAULT_MAX_CALL_DEPTH,
     on_print: Callable[[str], None] | None = None,
 ) -> S.Spec:
@@ -364,6 +397,7 @@ def evaluate(
     every file the spec reads. ``print()`` output goes to ``on_print`` (default: stderr).
     ``git_mirror`` (a user setting) is where ``include()``/``load()`` fetch repositories from:
     ``<git_mirror>/<host>/<path>``. A repository that cannot be fetched raises ``NetworkError``.
+    The evaluation may take ``timeout`` seconds (git work not counted) and ``max_memory`` bytes.
     Raises ``EnvdError`` subclasses for every mistake in the files; never a Python traceback.
 
     Example: ``python -c "import frontend; print(frontend.evaluate('examples/jupyter').to_json())"``
@@ -384,36 +418,108 @@ def evaluate(
     real_file = Path(os.path.realpath(file))
     if not real_file.is_relative_to(ctx):
         raise LoadError(f"build file {file} is outside the build context {ctx}")
-    rec = Recorder(context_dir=str(ctx), target=func, printer=on_print)
-    git = GitCache(
-        root=Path(git_cache_dir) if git_cache_dir else Path(cache_home(), "envbuild", "git"),
-        offline=offline,
-        update_after=git_update_after,
-        warn=lambda msg: rec.warn(msg, None),
-        mirror=git_mirror,
+    plan = _Plan(
+        file=real_file,
+        context=ctx,
+        function=func,
+        user_config=user_config,
+        git=GitCache(
+            root=Path(git_cache_dir) if git_cache_dir else Path(cache_home(), "envbuild", "git"),
+            offline=offline,
+            update_after=git_update_after,
+            mirror=git_mirror,
+        ),
+        timeout=timeout,
+        max_call_depth=max_call_depth,
     )
-    session = _Session(rec, Loader(str(ctx), git), timeout, max_call_depth)
-    token = current.set(rec)
-    try:
-        _run_user_config(session, user_config)
-        main = read_source(real_file, str(real_file.relative_to(ctx)), ctx, "")
-        session.stack.append(main.label)
-        module = session.run(lambda: session.exec_source(main))
-        call = _parse(diagnostics.TOP_FRAME_LABEL, f"{func}()")
+    printer = on_print or _to_stderr
+    if not isolation.available():
         try:
-            session.run(lambda: sl.eval_with(session.options, module, call, _runtime().globals))
-        except EnvdError as e:
-            if e.file is None or e.file == diagnostics.TOP_FRAME_LABEL:
-                raise _target_error(e, func, main) from None
-            raise
+            return plan.run(printer, None)
+        except MemoryError:
+            raise LimitExceeded(_limit_message(isolation.End.MEMORY, None, plan)) from None
+    _runtime()  # built once here, shared with every child
+    job = functools.partial(_run_in_child, plan)
+    outcome = isolation.run(job, timeout=timeout, memory=max_memory, on_print=printer)
+    if outcome.end in (isolation.End.SPEC, isolation.End.ERROR):
+        return _result(outcome)
+    # A limit or a crash: run again with statement marks to learn where (the first run had none).
+    located = isolation.run(job, timeout=timeout, memory=max_memory, on_print=lambda _text: None, locate=True)
+    if located.end is isolation.End.SPEC or (
+        located.end is isolation.End.ERROR and not isinstance(located.value, LimitExceeded)
+    ):
+        return _result(located)  # the first run's failure did not happen again
+    if isinstance(located.value, LimitExceeded):  # stopped by its own deadline: starlark knows where
+        err = located.value
+        label, line, col, text = err.file or plan.file.name, err.line, err.col, err.source_line
+    else:
+        label, line, col, text = located.mark or (plan.file.name, None, None, None)
+    raise LimitExceeded(
+        _limit_message(outcome.end, outcome.value, plan, max_memory),
+        label,
+        line,
+        col,
+        text,
+        hint="look for a value that grows without bound, or a loop that never ends",
+    )
+
+
+def _result(outcome: isolation.Outcome) -> S.Spec:
+    if isinstance(outcome.value, EnvdError):
+        raise outcome.value
+    assert isinstance(outcome.value, S.Spec)
+    return outcome.value
+
+
+def _limit_message(end: isolation.End, detail: object, plan: _Plan, max_memory: int | None = None) -> str:
+    if end is isolation.End.MEMORY:
+        return "evaluation used too much memory" + (f" (more than {max_memory >> 20} MiB)" if max_memory else "")
+    if end is isolation.End.TIME:
+        return f"evaluation took longer than {plan.timeout:g}s (time limit reached)"
+    return f"evaluation crashed ({detail}): the file may nest too deeply for the Starlark interpreter"
+
+
+def _run_in_child(plan: _Plan, channel: isolation.Channel) -> S.Spec:
+    return plan.run(lambda text: channel.send("print", text), channel)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One evaluation, decided: what ``evaluate`` runs (in a child, or here without fork)."""
+
+    file: Path
+    context: Path
+    function: str
+    user_config: str | os.PathLike[str] | Literal[False] | None
+    git: GitCache
+    timeout: float
+    max_call_depth: int
+
+    def run(self, printer: Callable[[str], None], channel: isolation.Channel | None) -> S.Spec:
+        rec = Recorder(context_dir=str(self.context), target=self.function, printer=printer)
+        self.git.warn = lambda msg: rec.warn(msg, None)
+        session = _Session(rec, Loader(str(self.context), self.git), self.timeout, self.max_call_depth, channel)
+        token = current.set(rec)
         try:
-            return rec.finish()
-        except EnvdError as e:
-            if e.source_line is None:
-                e.source_line = diagnostics.source_line(rec, e.file, e.line)
-            raise
-    finally:
-        current.reset(token)
+            _run_user_config(session, self.user_config)
+            main = read_source(self.file, str(self.file.relative_to(self.context)), self.context, "")
+            session.stack.append(main.label)
+            module = session.run(lambda: session.exec_source(main))
+            call = _parse(diagnostics.TOP_FRAME_LABEL, f"{self.function}()")
+            try:
+                session.run(lambda: sl.eval_with(session.options, module, call, _runtime().globals))
+            except EnvdError as e:
+                if e.file is None or e.file == diagnostics.TOP_FRAME_LABEL:
+                    raise _target_error(e, self.function, main) from None
+                raise
+            try:
+                return rec.finish()
+            except EnvdError as e:
+                if e.source_line is None:
+                    e.source_line = diagnostics.source_line(rec, e.file, e.line)
+                raise
+        finally:
+            current.reset(token)
 
 
 def _run_user_config(session: _Session, user_config: str | os.PathLike[str] | Literal[False] | None) -> None:

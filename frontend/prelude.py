@@ -7,6 +7,7 @@ name on that line, is the ``Pos`` the spec records and errors point at.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 
@@ -26,16 +27,24 @@ def stack_frames(stack: str) -> list[tuple[str, int, str]]:
     return [(f, int(line), fn) for f, line, fn in STACK_FRAME.findall(stack)]
 
 
+@functools.cache
+def _call_patterns(qualname: str) -> tuple[re.Pattern[str], re.Pattern[str] | None]:
+    """``install.python(`` (not ``my_install.python(``), and ``.python(`` for a call through an alias."""
+    full = re.compile(rf"(?<![\w.]){re.escape(qualname)}\s*\(")
+    attr = re.compile(rf"\.{re.escape(qualname.rsplit('.', 1)[1])}\s*\(") if "." in qualname else None
+    return full, attr
+
+
 def call_column(text: str, qualname: str) -> int:
-    """1-based column of the call of ``qualname`` on a source line (``install.python(``, or an
-    alias's ``.python(``); the first non-blank column when the line does not show it."""
-    m = re.search(rf"(?<![\w.]){re.escape(qualname)}\s*\(", text)
+    """1-based column of the call of ``qualname`` on a source line; the first non-blank column when
+    the line does not show it."""
+    full, attr = _call_patterns(qualname)
+    m = full.search(text)
     if m:
         return m.start() + 1
-    if "." in qualname:
-        m = re.search(rf"\.{re.escape(qualname.rsplit('.', 1)[1])}\s*\(", text)
-        if m:
-            return m.start() + 2
+    m = attr.search(text) if attr is not None else None
+    if m:
+        return m.start() + 2
     return len(text) - len(text.lstrip()) + 1
 
 
@@ -69,6 +78,7 @@ def make_callback(b: Builtin) -> Callable[..., object]:
             raise err from e
 
     callback.__name__ = b.ident
+    _call_patterns(b.qualname)  # compiled with the prelude, before any evaluation forks
     return callback
 
 
