@@ -1,6 +1,6 @@
 """llb: build BuildKit LLB graphs in Python and solve them on a BuildKit builder.
 
-The graph builder (`image`, `State.run`, `State.file`, `marshal`, ...) needs no
+The graph builder (`image`, `State.run`, `State.file`, `merge`, `diff`, `marshal`, ...) needs no
 daemon and no gRPC. The client (`connect`, exports, progress) is imported on
 first use, so a program that only builds graphs does not load the gRPC stack.
 """
@@ -24,6 +24,7 @@ from .errors import (
 )
 from .exec import ExecState, Mount, ProxyEnv, bind, cache, secret, ssh, tmpfs
 from .fileop import FileAction, Owner, copy, mkdir, mkfile, rm
+from .merge import diff, merge
 from .platform import Platform
 from .source import DEFAULT_PATH, git, http, image, local, normalize_image_ref, scratch
 from .state import Network, State
@@ -110,6 +111,8 @@ __all__ = [
     "mkfile",
     "rm",
     "copy",
+    "merge",
+    "diff",
     # errors
     "LLBError",
     "InvalidGraph",

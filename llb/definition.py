@@ -236,6 +236,10 @@ def _op_label(op: ops_pb2.Op, md: ops_pb2.OpMetadata) -> str:
         return " ".join(op.exec.meta.args)
     if kind == "file":
         return ", ".join(label for label in map(_action_label, op.file.actions) if label)
+    if kind == "merge":
+        return f"merge of {len(op.merge.inputs)} layers"
+    if kind == "diff":
+        return "diff"
     return "build" if kind == "build" else "result"
 
 

@@ -124,6 +124,10 @@ class OpOptions:
         """Sets the op's platform and returns its OpMetadata (name, cache flag, caps)."""
         plat = self.platform or ctx.default_platform
         op.platform.CopyFrom(ops_pb2.Platform(OS=plat.os, Architecture=plat.architecture, Variant=plat.variant))
+        return self.metadata(caps)
+
+    def metadata(self, caps: Iterable[str] = ()) -> ops_pb2.OpMetadata:
+        """The OpMetadata alone, for ops that are not platform specific (merge, diff)."""
         md = ops_pb2.OpMetadata(ignore_cache=self.ignore_cache)
         all_caps = set(caps)
         if self.name:

@@ -415,3 +415,37 @@ def test_registry_cache_export_lands_or_is_refused_with_a_hint(engine: llb.Clien
         assert tag not in _registry_tags("llb-test")
     else:
         assert tag in _registry_tags("llb-test")
+
+
+def _containerd_store() -> bool:
+    """The engine keeps images in containerd (the store whose snapshotter gives BuildKit MergeOp/DiffOp)."""
+    info = _docker("info", "--format", "{{json .DriverStatus}}")
+    return "io.containerd.snapshotter" in info.stdout
+
+
+def test_merge_and_diff_stack_independent_steps(engine: llb.Client, tmp_path: Path) -> None:
+    """Diffs of independent steps merged onto their base give every change, deletions included, and a
+    change to one step re-runs only that step. An engine without MergeOp refuses the graph by name."""
+    marker = uuid.uuid4().hex[:12]
+    base = _base()
+    a = base.run(["sh", "-c", f"echo a-{marker} > /a && rm /etc/debian_version"], name=f"a {marker}").root()
+
+    def image(b_text: str) -> llb.State:
+        b = base.run(["sh", "-c", f"mkdir /opt/x && echo {b_text} > /opt/x/y"], name=f"b {b_text}").root()
+        c = b.run(["sh", "-c", "echo c >> /opt/x/y && ln -s y /opt/x/z"], name=f"c {b_text}").root()
+        merged = llb.merge([base, llb.diff(base, a), llb.diff(base, b), llb.diff(b, c)])
+        script = (
+            "{ cat /a /opt/x/z; test -e /etc/debian_version || echo deleted; test -f /etc/os-release && echo base; }"
+        )
+        return merged.run(["sh", "-c", f"{script} > /report"]).root()
+
+    if not _containerd_store():
+        with pytest.raises(llb.LLBError, match="mergeop"):
+            engine.solve(image(f"b-{marker}"))
+        return
+    assert (
+        _read_file(engine, image(f"b-{marker}"), "/report", tmp_path) == f"a-{marker}\nb-{marker}\nc\ndeleted\nbase\n"
+    )
+    again = engine.solve(image(f"b2-{marker}"))
+    ran = {v.name: v.cached for v in again.vertices if v.name.startswith(("a ", "b ", "c "))}
+    assert ran == {f"a {marker}": True, f"b b2-{marker}": False, f"c b2-{marker}": False}
