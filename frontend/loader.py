@@ -292,8 +292,9 @@ class GitCache:
         except subprocess.TimeoutExpired:
             return False, f"git {args[0]} timed out after {GIT_TIMEOUT:.0f}s"
         if p.returncode != 0:
-            lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
-            return False, lines[-1] if lines else f"git {args[0]} failed ({p.returncode})"
+            lines = [ln.strip() for ln in p.stderr.splitlines() if ln.strip()]
+            reasons = [ln for ln in lines if ln.startswith(("fatal:", "error:"))] or lines[-1:]
+            return False, reasons[0] if reasons else f"git {args[0]} failed ({p.returncode})"
         return True, p.stdout.strip()
 
 

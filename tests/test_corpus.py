@@ -1,5 +1,13 @@
-"""Every broken or hostile build file in ``tests/corpus/bad`` fails the same way: exit code 2 (1 for
-a network failure, which is not the file's fault), one ``file:line:col: message`` on stderr, no
+"""Two corpora of build files.
+
+``tests/corpus/envd/<case>/``: build files written the way envd users write them, each with an
+``expect.json`` saying what envd does (``envd``) and what envbuild records: a partial spec (``spec``),
+remarks (``notes``/``warnings``) or the error (``error``: position and message). ``git`` maps a
+repository path to a directory of the case that a test turns into a repository served from a git
+mirror (as ``ENVBUILD_MIRROR_GIT`` would), so ``include()`` of a library works without the network.
+
+``tests/corpus/bad``: every broken or hostile build file fails the same way: exit code 2 (1 for a
+network failure, which is not the file's fault), one ``file:line:col: message`` on stderr, no
 traceback, within a bounded time.
 
 Each file's first line says what to expect::
@@ -16,9 +24,11 @@ fail the test, not the machine.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -28,8 +38,11 @@ from pathlib import Path
 
 import pytest
 
+import frontend
+
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parent / "corpus" / "bad"
+ENVD_CORPUS = Path(__file__).resolve().parent / "corpus" / "envd"
 ENVBUILD = Path(sys.executable).with_name("envbuild")
 TIME_BOUND_S = 10.0
 KILL_AFTER_S = 30.0
@@ -193,3 +206,127 @@ def _check(exp: Expectation, out: Outcome) -> None:
     assert exp.fragment in out.stderr[m.start("msg") :], (
         f"{name}: expected {exp.fragment!r} in the message, got:\n{out.stderr[-2000:]}"
     )
+
+
+# ---- envd-style build files ---------------------------------------------------------------------
+
+
+def envd_cases() -> list[Path]:
+    return sorted(p for p in ENVD_CORPUS.iterdir() if (p / "build.envd").is_file())
+
+
+def _git(*args: str, cwd: Path) -> None:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, timeout=60)
+
+
+def git_mirror(case: Path, repos: dict[str, str], tmp: Path) -> Path:
+    """A mirror directory holding each ``repos`` entry (host/path -> directory of the case) as a repository."""
+    mirror = tmp / "mirror"
+    for host_path, directory in repos.items():
+        work = tmp / "work" / directory
+        shutil.copytree(case / directory, work)
+        _git("init", "-q", "-b", "main", cwd=work)
+        _git("add", "-A", cwd=work)
+        _git("commit", "-qm", "library", cwd=work)
+        (mirror / host_path).parent.mkdir(parents=True, exist_ok=True)
+        _git("clone", "-q", "--bare", str(work), str(mirror / host_path), cwd=tmp)
+    return mirror
+
+
+def matches(expected: object, actual: object, where: str = "spec") -> None:
+    """``expected`` is a part of ``actual``: the keys it names, lists of the same length, equal values."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), f"{where}: expected an object, got {actual!r}"
+        for key, value in expected.items():
+            assert key in actual, f"{where}: no field {key!r}"
+            matches(value, actual[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, (list, tuple)) and len(actual) == len(expected), (
+            f"{where}: expected {len(expected)} entries, got {actual!r}"
+        )
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
+            matches(e, a, f"{where}[{i}]")
+    else:
+        assert expected == actual, f"{where}: expected {expected!r}, got {actual!r}"
+
+
+def test_envd_corpus_has_a_case_per_point() -> None:
+    names = [p.name for p in envd_cases()]
+    for prefix in ("include-", "pip-", "codex-", "cuda-", "command-"):
+        assert any(n.startswith(prefix) for n in names), prefix
+    for case in envd_cases():
+        exp = json.loads((case / "expect.json").read_text())
+        assert exp.get("envd"), f"{case.name}: say what envd does"
+        assert ("spec" in exp) != ("error" in exp), f"{case.name}: a spec or an error"
+
+
+@pytest.mark.parametrize("case", envd_cases(), ids=lambda p: p.name)
+def test_envd_style_file(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    exp = json.loads((case / "expect.json").read_text())
+    mirror = git_mirror(case, exp["git"], tmp_path) if "git" in exp else None
+    run = lambda: frontend.evaluate(  # noqa: E731
+        case, user_config=False, git_mirror=str(mirror) if mirror else None, on_print=lambda _text: None
+    )
+    if "error" in exp:
+        with pytest.raises(frontend.EnvdError) as info:
+            run()
+        assert not isinstance(info.value, frontend.NetworkError)
+        assert str(info.value).startswith(exp["error"]["at"] + ": "), str(info.value)
+        assert exp["error"]["message"] in info.value.message
+        assert "\n" not in str(info.value)
+        return
+    spec = run()
+    matches(exp["spec"], spec.to_dict())
+    for kind in ("notes", "warnings"):
+        texts = [remark.message for remark in getattr(spec, kind)]
+        for fragment in exp.get(kind, []):
+            assert any(fragment in t for t in texts), f"{kind}: {fragment!r} not in {texts}"
+    assert frontend.Spec.from_json(spec.to_json()) == spec
+
+
+def _cli(args: list[str], tmp: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {
+        **os.environ,
+        "HOME": str(tmp),
+        "XDG_CONFIG_HOME": str(tmp / "config"),
+        "XDG_CACHE_HOME": str(tmp / "cache"),
+        "NO_COLOR": "1",
+        **env,
+    }
+    return subprocess.run(
+        [str(ENVBUILD), *args], capture_output=True, text=True, env=environ, cwd=ROOT, timeout=KILL_AFTER_S, check=False
+    )
+
+
+def test_envbuild_prints_the_choice_it_made_for_a_cuda_file(tmp_path: Path) -> None:
+    p = _cli(["debug", "spec", "-p", str(ENVD_CORPUS / "cuda-envd0-no-base-image")], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.startswith("note: build.envd:4:5: no base image is named"), p.stderr
+    assert json.loads(p.stdout)["cuda"]["image"].endswith("11.3.1-cudnn8-devel-ubuntu20.04")
+
+
+def test_envbuild_includes_a_library_through_the_git_mirror_setting(tmp_path: Path) -> None:
+    """The mirror is the user's setting (here the environment variable), unlike a file:// URL in the file."""
+    case = ENVD_CORPUS / "include-nested-library"
+    mirror = git_mirror(case, {"github.com/example-team/envdlib": "envdlib"}, tmp_path)
+    p = _cli(["debug", "spec", "-p", str(case)], tmp_path, ENVBUILD_MIRROR_GIT=f"file://{mirror}")
+    assert p.returncode == 0, p.stderr
+    assert [d["argv"][0] for d in json.loads(p.stdout)["runtime"]["daemons"]] == ["jupyter-lab", "tensorboard"]
+    # a mirror without the library and no cached copy: not the file's fault, so exit 1, and how to fix it
+    missing = _cli(
+        ["debug", "spec", "-p", str(case)], tmp_path / "elsewhere", ENVBUILD_MIRROR_GIT=f"file://{tmp_path}/none"
+    )
+    assert missing.returncode == 1, missing.stderr
+    assert missing.stderr.startswith(
+        "envbuild: error: build.envd:2:11: cannot fetch https://github.com/example-team/envdlib (through the mirror"
+    ), missing.stderr
+    assert "ENVBUILD_MIRROR_GIT" in missing.stderr and len(missing.stderr.splitlines()) == 1
