@@ -27,8 +27,9 @@ def test_options_in_package_names_install_as_envd_would(tmp_path: Path) -> None:
     )
     try:
         build(BuildOptions(path=str(tmp_path), tag=TAG, ca_cert=CA))
+        check = "import six, idna; print(six.__version__, idna.__version__)"
         r = subprocess.run(
-            ["docker", "run", "--rm", TAG, "python3", "-c", "import six, idna; print(six.__version__, idna.__version__)"],
+            ["docker", "run", "--rm", TAG, "python3", "-c", check],
             capture_output=True,
             text=True,
             timeout=120,
