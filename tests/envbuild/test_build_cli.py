@@ -135,3 +135,27 @@ def test_code_fingerprint_is_part_of_the_skip_digest(tmp_path, monkeypatch) -> N
     first = build_mod.input_digest(spec, tmp_path, owner=(1000, 1000), base_id="sha256:x")
     monkeypatch.setattr(quickcheck, "code_fingerprint", lambda: "0" * 16)
     assert build_mod.input_digest(spec, tmp_path, owner=(1000, 1000), base_id="sha256:x") != first
+
+
+def test_a_build_that_is_not_up_to_date_evaluates_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI decides "up to date?" and builds from one evaluation (here the builder is unreachable,
+    so the build stops right after deciding, with exit 3)."""
+    from envbuild import build as build_module
+    from envbuild.cli import main
+
+    (tmp_path / "build.envd").write_text('def build():\n    base(image="local/debian:bookworm")\n')
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/absent.sock")
+    calls: list[str] = []
+    evaluate = build_module.evaluate
+
+    def counting(options: build_module.BuildOptions) -> tuple[frontend.Spec, str]:
+        calls.append(str(options.path))
+        return evaluate(options)
+
+    monkeypatch.setattr(build_module, "evaluate", counting)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build", "-p", str(tmp_path), "--progress", "plain"])
+    assert exit_info.value.code == 3, capsys.readouterr().err
+    assert calls == [str(tmp_path)]
