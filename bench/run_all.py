@@ -116,6 +116,8 @@ def ratio(a: float, b: float) -> str:
 
 def rows_startup(work: Path, envd: str | None, n: int, *, builds: bool) -> list[Row]:
     """`debug llb` against envd and the no-op build against a cached BuildKit `docker build`."""
+    work = work / "startup"
+    work.mkdir()
     found = bench_startup.debug_llb_rows(work, ENVBUILD, envd, n)
     if builds:
         found.append(bench_startup.noop_build_row(work, ENVBUILD, bench_startup.default_docker(), n))
