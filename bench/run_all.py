@@ -169,8 +169,9 @@ class Projects:
         self.denv = clean_env(DOCKER_BUILDKIT="0")
 
     def write(self, extra: list[str]) -> None:
-        # A marker that changes nothing but the step's key, so this run's "one package" is never a cache hit.
-        pkgs = ["numpy"] + [f'{p}; sys_platform != "bench{self.run_id}"' for p in extra]
+        # A lower bound every release meets, unique to this run: the "one package" step is never a cache hit.
+        # (No spaces: install.python_packages splits names like a shell, as envd does.)
+        pkgs = ["numpy"] + [f"{p}>=0.0.{self.run_id}" for p in extra]
         (self.ours / "build.envd").write_text(BUILD_ENVD.format(base=LOCAL_BASE, pkgs=json.dumps(pkgs)))
         (self.theirs / "Dockerfile").write_text(DOCKERFILE.format(base=LOCAL_BASE))
         (self.theirs / "requirements.txt").write_text(
