@@ -4,8 +4,8 @@
 
 Rows (whole processes, medians of alternating runs, bytecode caches on as users have them):
   debug llb    `envbuild debug llb` vs `envd debug llb` on the same build.envd      target <= 1.5x
-  no-op build  `envbuild build` with nothing changed vs a cached BuildKit `docker build`
-               (DOCKER_BUILDKIT=1) of the same environment as a hand-written Dockerfile   target <= 0.5x
+  no-op build  `envbuild build` with nothing changed vs a cached `docker build` of the same
+               environment as a hand-written BuildKit Dockerfile (bench/baseline.py)   target <= 0.5x
   python       bare `python -c pass`, the floor of every Python command (for reference)
 
 The envbuild measured is this checkout (PYTHONPATH), run through the ``envbuild`` script next to the
@@ -32,34 +32,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import baseline  # bench/ is on sys.path when this file runs as a script
+
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL_BASE = "local/debian:bookworm"
 REGISTRY_BASE = "127.0.0.1:5000/envbuild-bench/debian:bookworm"
-CA = "/etc/ssl/certs/ca-certificates.crt"
-TAG_OURS = "envbuild-bench/startup:envbuild"
-TAG_DOCKERFILE = "envbuild-bench/startup:dockerfile"
-
-BUILD_ENVD = """# syntax=v1
-def build():
-    base(image="{base}", dev=True)
-    install.python(version="3.11")
-    install.python_packages(name=["numpy"])
-    config.jupyter()
-"""
-
-# The same environment by hand (as in bench/run_all.py): Debian's python3 + venv, sshd, supervisor,
-# git; jupyterlab and the project's packages pip-installed into a venv.
-DOCKERFILE = """FROM {base}
-ENV DEBIAN_FRONTEND=noninteractive
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl git less openssh-client \\
-    openssh-server procps sudo supervisor python3 python3-venv && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
-RUN useradd -m -u 1000 -s /bin/bash envd && echo 'envd ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/envd
-RUN python3 -m venv /opt/venv && chown -R envd /opt/venv
-COPY ca.crt requirements.txt /tmp/
-RUN PIP_CERT=/tmp/ca.crt /opt/venv/bin/pip install -q -r /tmp/requirements.txt && rm /tmp/ca.crt
-USER envd
-WORKDIR /home/envd
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +86,7 @@ def alternate(rounds: int, *commands: Callable[[], float]) -> list[float]:
 
 
 def push_base() -> None:
-    subprocess.run(["docker", "tag", LOCAL_BASE, REGISTRY_BASE], check=True, capture_output=True)
+    subprocess.run(["docker", "tag", baseline.LOCAL_BASE, REGISTRY_BASE], check=True, capture_output=True)
     r = subprocess.run(["docker", "push", "-q", REGISTRY_BASE], capture_output=True, text=True)
     if r.returncode:
         sys.exit(f"could not push the base to the loopback registry: {r.stderr.strip()}")
@@ -126,7 +102,7 @@ def envd_home(work: Path) -> Path:
 def debug_llb_rows(work: Path, envbuild: str, envd: str | None, rounds: int) -> list[Row]:
     project = work / "llb"
     project.mkdir()
-    (project / "build.envd").write_text(BUILD_ENVD.format(base=REGISTRY_BASE))
+    (project / "build.envd").write_text(baseline.BUILD_ENVD.format(base=REGISTRY_BASE, packages='["numpy"]'))
     env = environment()
     ours = lambda: timed([envbuild, "debug", "llb"], env=env, cwd=project)  # noqa: E731
     bare = lambda: timed([sys.executable, "-c", "pass"], env=env)  # noqa: E731
@@ -140,25 +116,15 @@ def debug_llb_rows(work: Path, envbuild: str, envd: str | None, rounds: int) -> 
     return [Row("debug llb", a, b, "envd debug llb", 1.5), Row("python -c pass", c, None, "", None)]
 
 
-def noop_build_row(work: Path, envbuild: str, docker_cli: str, rounds: int) -> Row:
-    ours_dir, theirs_dir = work / "jupyter", work / "dockerfile"
-    ours_dir.mkdir()
-    theirs_dir.mkdir()
-    (ours_dir / "build.envd").write_text(BUILD_ENVD.format(base=LOCAL_BASE))
-    (theirs_dir / "Dockerfile").write_text(DOCKERFILE.format(base=LOCAL_BASE))
-    (theirs_dir / "requirements.txt").write_text("jupyterlab\nnumpy\n")
-    shutil.copy(CA, theirs_dir / "ca.crt")
-    build = [envbuild, "build", "-p", str(ours_dir), "-t", TAG_OURS, "--ca-cert", CA, "--progress", "quiet"]
-    docker = [docker_cli, "build", "-q", "-t", TAG_DOCKERFILE, str(theirs_dir)]
-    env, docker_env = environment(), environment(DOCKER_BUILDKIT="1")
-    a, b = alternate(rounds, lambda: timed(build, env=env), lambda: timed(docker, env=docker_env))
+def noop_build_row(p: baseline.Projects, envbuild: str, rounds: int) -> Row:
+    """The rebuild of an unchanged project against the cached ``docker build`` of its Dockerfile twin
+    (both run once before timing, so both are cached)."""
+    p.write(["numpy"])
+    build = [envbuild, "build", "-p", str(p.ours), "-t", p.tag_ours, "--ca-cert", p.ca, "--progress", "quiet"]
+    env = environment()
+    docker_env = p.docker_env(env)
+    a, b = alternate(rounds, lambda: timed(build, env=env), lambda: timed(p.docker_build(), env=docker_env))
     return Row("no-op build", a, b, "cached BuildKit docker build", 0.5)
-
-
-def default_docker() -> str:
-    """Debian's docker.io CLI has BuildKit built in; a newer CLI elsewhere on PATH may need the buildx
-    plugin, which this machine does not have."""
-    return "/usr/bin/docker" if Path("/usr/bin/docker").exists() else shutil.which("docker") or "docker"
 
 
 def table(rows: list[Row]) -> str:
@@ -177,7 +143,6 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=15, help="timed runs of each command (median)")
     ap.add_argument("--envd", default=shutil.which("envd") or "/work/envd-venv/bin/envd")
     ap.add_argument("--envbuild", default=str(Path(sys.executable).with_name("envbuild")))
-    ap.add_argument("--docker", default=default_docker(), help="docker CLI whose `build` has BuildKit")
     ap.add_argument("--skip-build", action="store_true", help="only the debug llb row (no engine builds)")
     ap.add_argument("--json", action="store_true", help="one JSON line per row instead of the table")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -187,7 +152,11 @@ def main() -> int:
     try:
         rows = debug_llb_rows(work, args.envbuild, envd, args.rounds)
         if not args.skip_build:
-            rows.append(noop_build_row(work, args.envbuild, args.docker, args.rounds))
+            p = baseline.Projects(work, str(int(time.time())))
+            try:
+                rows.append(noop_build_row(p, args.envbuild, args.rounds))
+            finally:
+                baseline.remove_images(p.tag_ours, p.tag_theirs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:

@@ -1,27 +1,32 @@
 """All performance targets of envbuild in one run, side by side with envd and a hand-written Dockerfile.
 
-    .venv/bin/python bench/run_all.py [--rounds 15] [--up-rounds 5] [--cold-rounds 2] [--empty-cache-rounds 1]
-                                      [--skip-builds] [--envd PATH]
+    .venv/bin/python bench/run_all.py [--engine unix:///var/run/docker.sock --engine unix:///run/...sock]
+                                      [--rounds 15] [--up-rounds 5] [--cold-rounds 2] [--empty-cache-rounds 1]
+                                      [--skip-builds] [--skip-up] [--envd PATH]
 
-Rows (whole processes unless noted; medians; ratios from the same run, lower is better for envbuild):
+The build rows run on every ``--engine`` (default: $DOCKER_HOST, else the default socket), one table
+each; the baseline is the same environment as a hand-written BuildKit Dockerfile on that engine
+(bench/baseline.py: apt and uv cache mounts, the CA as a build secret, uv into a venv, JupyterLab in
+its own layer). Rows (whole processes unless noted; medians; ratios from the same run, envbuild /
+other, lower is better for envbuild):
+
   a  `envbuild debug llb` vs `envd debug llb` on the same build.envd (alternating runs; bench/bench_startup.py)
-  b  no-op `envbuild build` vs a cached BuildKit `docker build` of the same environment (bench/bench_startup.py)
-  c  one pip package added: envbuild (only that step runs) vs the Dockerfile (reinstalls requirements)
-  d  cold build with warm download caches: `envbuild build --no-cache` (its apt/uv cache mounts
-     survive) vs `docker build --no-cache` (downloads again: a Dockerfile has no such caches),
-     alternating, median of --cold-rounds; then envbuild with empty download caches (the CLI run with
-     cache mount ids of its own, so nothing else on the engine loses its caches; those mounts are
-     pruned afterwards) against the same Dockerfile median
+  b  no-op `envbuild build` vs a cached `docker build` of the Dockerfile (bench/bench_startup.py)
+  c  one pip package added: envbuild re-runs that step; the Dockerfile re-runs its requirements layer
+  d  cold build with warm download caches: `envbuild build --no-cache` vs `docker build --no-cache`
+     (both keep their cache mounts), alternating, median of --cold-rounds; then envbuild with empty
+     download caches (the CLI run with cache mount ids of its own, so nothing else on the engine loses
+     its caches; those mounts are pruned afterwards) against the same Dockerfile median
   e  `envbuild up` of the built image until sshd and Jupyter answer (bench/bench_up.py)
-  f  image size of the Jupyter environment vs the Dockerfile's image
+  f  image size of the Jupyter environment vs the Dockerfile's image, as the engine reports them
   g  scale: evaluate + compile + marshal, in process, for generated files (packages, run() steps, load()ed files)
 
-envd (1.3.6, `pip install envd` into its own venv, e.g. /work/envd-venv) resolves the base image from a
-registry even for `debug llb`: the base is pushed to the loopback registry (127.0.0.1:5000) and marked
-insecure in a temporary HOME's `.config/containers/registries.conf`; analytics are off
-(ENVD_ANALYTICS=false), otherwise every envd command waits for a telemetry request. The same file is
-given to envbuild, which finds the tagged base in the engine's store. The Docker builds use the
-CA bundle of the TLS-inspecting proxy (--ca-cert) like envbuild.
+Targets (issue 18): d <= 0.5x where the engine's builder has MergeOp (`envbuild doctor`), <= 0.7x where
+not; f <= 1.0x; b and c no worse than the figures measured when the baseline became BuildKit's (0.35x,
+0.20x). envd (1.3.6, `pip install envd` into its own venv, e.g. /work/envd-venv) resolves the base
+image from a registry even for `debug llb`: the base is pushed to the loopback registry (127.0.0.1:5000)
+and marked insecure in a temporary HOME's `.config/containers/registries.conf`; analytics are off
+(ENVD_ANALYTICS=false), otherwise every envd command waits for a telemetry request.
 """
 
 from __future__ import annotations
@@ -35,41 +40,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import bench_startup  # bench/ is on sys.path when this file runs as a script
+import baseline  # bench/ is on sys.path when this file runs as a script
+import bench_startup
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVBUILD = str(ROOT / ".venv" / "bin" / "envbuild")
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-LOCAL_BASE = "local/debian:bookworm"
-CA = "/etc/ssl/certs/ca-certificates.crt"
+LOCAL_BASE = baseline.LOCAL_BASE
+DEFAULT_ENGINE = "unix:///var/run/docker.sock"
 
-BUILD_ENVD = """# syntax=v1
-def build():
-    base(image="{base}", dev=True)
-    install.python(version="3.11")
-    install.python_packages(name={pkgs})
-    config.jupyter()
-"""
-
-# The same environment by hand: Debian's python3 + venv, sshd, supervisor, git; one requirements.txt
-# (jupyterlab + the project's packages) pip-installed into a venv -- the usual way, and the baseline of
-# the issue (a line added to requirements.txt reinstalls all of it).
-DOCKERFILE = """FROM {base}
-ENV DEBIAN_FRONTEND=noninteractive
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl git less openssh-client \\
-    openssh-server procps sudo supervisor python3 python3-venv && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
-RUN useradd -m -u 1000 -s /bin/bash envd && echo 'envd ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/envd
-RUN python3 -m venv /opt/venv && chown -R envd /opt/venv
-COPY ca.crt requirements.txt /tmp/
-RUN PIP_CERT=/tmp/ca.crt /opt/venv/bin/pip install -q -r /tmp/requirements.txt && rm /tmp/ca.crt
-USER envd
-WORKDIR /home/envd
-"""
-
-Row = tuple[str, str, str, str, str]  # (row, what, envbuild, other, ratio)
+Row = tuple[str, str, str, str, str, str]  # (row, what, envbuild, other, ratio, target)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -88,17 +72,6 @@ def run(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | No
     return dt
 
 
-def alternate(n: int, *cmds: Callable[[], float]) -> list[float]:
-    """Medians of n rounds, the commands interleaved so that machine noise hits all alike."""
-    for c in cmds:
-        c()
-    times: list[list[float]] = [[] for _ in cmds]
-    for _ in range(n):
-        for i, c in enumerate(cmds):
-            times[i].append(c())
-    return [statistics.median(t) for t in times]
-
-
 def ms(t: float) -> str:
     return f"{t * 1e3:.0f} ms"
 
@@ -111,78 +84,82 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x"
 
 
-# ---------------------------------------------------------------- a, b: start-up (bench/bench_startup.py)
+def verdict(value: float, limit: float) -> str:
+    return f"<= {limit}x " + ("ok" if value <= limit else "MISSED")
 
 
-def rows_startup(work: Path, envd: str | None, n: int, *, builds: bool) -> list[Row]:
-    """`debug llb` against envd and the no-op build against a cached BuildKit `docker build`."""
-    work = work / "startup"
-    work.mkdir()
-    found = bench_startup.debug_llb_rows(work, ENVBUILD, envd, n)
-    if builds:
-        found.append(bench_startup.noop_build_row(work, ENVBUILD, bench_startup.default_docker(), n))
-    names = {
-        "debug llb": ("a", "`debug llb` vs `envd debug llb` (Jupyter file)"),
-        "python -c pass": ("", "bare `python -c pass` (for reference)"),
-        "no-op build": ("b", "no-op rebuild vs a cached BuildKit `docker build`"),
-    }
+# ---------------------------------------------------------------- the engine under test
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    host: str
+    version: str
+    store: str
+    merge_diff: bool
+
+    @property
+    def label(self) -> str:
+        return (
+            f"Docker {self.version} at {self.host}, {self.store}, MergeOp/DiffOp: {'yes' if self.merge_diff else 'no'}"
+        )
+
+
+def describe_engine(host: str) -> Engine:
+    """What the engine is, and whether envbuild's builder there has MergeOp (as `envbuild doctor` finds)."""
+    info = subprocess.run(
+        ["docker", "info", "--format", "{{json .}}"], capture_output=True, text=True, env=clean_env(DOCKER_HOST=host)
+    )
+    if info.returncode:
+        sys.exit(f"no engine at {host}: {info.stderr.strip()}")
+    facts = json.loads(info.stdout)
+    containerd = any("io.containerd.snapshotter" in str(v) for pair in facts.get("DriverStatus") or [] for v in pair)
+    doctor = subprocess.run(
+        [ENVBUILD, "doctor", "--format", "json"], capture_output=True, text=True, env=clean_env(DOCKER_HOST=host)
+    )
+    reports = json.loads(doctor.stdout) if doctor.stdout.strip() else {}
+    report = reports[0] if isinstance(reports, list) else reports
+    store = "containerd image store" if containerd else f"{facts.get('Driver')} storage"
+    return Engine(host, str(facts.get("ServerVersion")), store, bool(report.get("merge_diff")))
+
+
+# ---------------------------------------------------------------- a: start-up (bench/bench_startup.py)
+
+
+def row_debug_llb(work: Path, envd: str | None, n: int) -> list[Row]:
+    """`debug llb` against envd (no engine involved)."""
     rows: list[Row] = []
-    for r in found:
-        key, what = names[r.name]
-        target = f" (target <= {r.target}x)" if r.target is not None and r.ratio is not None else ""
+    for r in bench_startup.debug_llb_rows(work, ENVBUILD, envd, n):
+        if r.name == "python -c pass":
+            rows.append(("", "bare `python -c pass` (for reference)", ms(r.ours), "-", "", ""))
+            continue
         rows.append(
             (
-                key,
-                what + target,
+                "a",
+                "`debug llb` vs `envd debug llb` (Jupyter file)",
                 ms(r.ours),
                 ms(r.other) if r.other is not None else "-",
                 f"{r.ratio:.2f}x" if r.ratio is not None else "",
+                verdict(r.ratio, r.target) if r.ratio is not None and r.target is not None else "",
             )
         )
     return rows
 
 
-# ---------------------------------------------------------------- b-d, f: builds vs a Dockerfile
+# ---------------------------------------------------------------- b-d, f: builds vs the BuildKit Dockerfile
 
 
-class Projects:
+class Builds(baseline.Projects):
     def __init__(self, work: Path, run_id: str) -> None:
-        self.ours, self.theirs = work / f"jupyter{run_id}", work / "dockerfile"
-        self.ours.mkdir()
-        self.theirs.mkdir()
-        shutil.copy(CA, self.theirs / "ca.crt")
-        self.run_id = run_id
-        self.tag_ours, self.tag_theirs = f"envbuild-bench/ours:{run_id}", f"envbuild-bench/dockerfile:{run_id}"
-        self.build = [
-            ENVBUILD,
-            "build",
-            "-p",
-            str(self.ours),
-            "-t",
-            self.tag_ours,
-            "--ca-cert",
-            CA,
-            "--progress",
-            "quiet",
-        ]
-        self.docker = ["docker", "build", "-q", "-t", self.tag_theirs, str(self.theirs)]
-        self.denv = clean_env(DOCKER_BUILDKIT="0")
-
-    def write(self, extra: list[str]) -> None:
-        # A lower bound every release meets, unique to this run: the "one package" step is never a cache hit.
-        # (No spaces: install.python_packages splits names like a shell, as envd does.)
-        pkgs = ["numpy"] + [f"{p}>=0.0.{self.run_id}" for p in extra]
-        (self.ours / "build.envd").write_text(BUILD_ENVD.format(base=LOCAL_BASE, pkgs=json.dumps(pkgs)))
-        (self.theirs / "Dockerfile").write_text(DOCKERFILE.format(base=LOCAL_BASE))
-        (self.theirs / "requirements.txt").write_text(
-            "\n".join(["jupyterlab", "numpy", *extra, f"# {self.run_id}"]) + "\n"
-        )
+        super().__init__(work, run_id)
+        self.build = [ENVBUILD, "build", "-p", str(self.ours), "-t", self.tag_ours, "--ca-cert", self.ca]
+        self.build += ["--progress", "quiet"]
 
     def ours_t(self, *extra: str) -> float:
         return run([*self.build, *extra])
 
     def theirs_t(self, *extra: str) -> float:
-        return run([*self.docker[:3], *extra, *self.docker[3:]], env=self.denv)
+        return run(self.docker_build(*extra), env=self.docker_env(clean_env()))
 
     def ours_empty_caches_t(self, namespace: str) -> float:
         return run([PYTHON, "-c", NAMESPACED_CLI, namespace, *self.build[1:], "--no-cache"])
@@ -241,37 +218,48 @@ def _epoch(stamp: str) -> float:
         return 0.0
 
 
-def image_size(tag: str) -> int:
-    out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", tag], capture_output=True, text=True)
-    return int(out.stdout.strip() or 0)
-
-
-def rows_builds(p: Projects, n: int, cold_rounds: int = 2, empty_rounds: int = 1) -> list[Row]:
-    rows: list[Row] = []
-    p.write([])
+def rows_builds(engine: Engine, p: Builds, n: int, cold_rounds: int, empty_rounds: int) -> list[Row]:
+    p.write(["numpy"])
     first = (p.ours_t(), p.theirs_t())
-    rows.append(
-        ("", "first build of a new project (engine has built similar ones)", s(first[0]), s(first[1]), ratio(*first))
-    )
-    sa, sb = image_size(p.tag_ours), image_size(p.tag_theirs)
-    rows.append(("f", "image size", f"{sa / 1e6:.0f} MB", f"{sb / 1e6:.0f} MB", ratio(sa, sb)))
-    p.write(["six"])
-    a, b = p.ours_t(), p.theirs_t()
-    rows.append(("c", "one pip package added (six)", s(a), s(b), f"{b / a:.1f}x faster"))
-    p.write([])
-    rows += rows_cold(p, cold_rounds, empty_rounds)
-    return rows
+    sa, sb = baseline.image_size(p.tag_ours), baseline.image_size(p.tag_theirs)
+    noop = bench_startup.noop_build_row(p, ENVBUILD, n)
+    noop_ratio = noop.ours / (noop.other or 1)
+    p.write(["numpy", "six"])
+    one = (p.ours_t(), p.theirs_t())
+    p.write(["numpy"])
+    return [
+        ("", "first build of the project (engine has built similar ones)", s(first[0]), s(first[1]), ratio(*first), ""),
+        ("f", "image size", f"{sa / 1e6:.0f} MB", f"{sb / 1e6:.0f} MB", ratio(sa, sb), verdict(sa / sb, 1.0)),
+        (
+            "b",
+            "no-op rebuild vs a cached `docker build`",
+            ms(noop.ours),
+            ms(noop.other or 0),
+            f"{noop_ratio:.2f}x",
+            verdict(noop_ratio, 0.35),
+        ),
+        ("c", "one pip package added (six)", s(one[0]), s(one[1]), ratio(*one), verdict(one[0] / one[1], 0.20)),
+        *rows_cold(engine, p, cold_rounds, empty_rounds),
+    ]
 
 
-def rows_cold(p: Projects, rounds: int, empty_rounds: int) -> list[Row]:
+def rows_cold(engine: Engine, p: Builds, rounds: int, empty_rounds: int) -> list[Row]:
     ours: list[float] = []
     theirs: list[float] = []
     for _ in range(max(1, rounds)):
         ours.append(p.ours_t("--no-cache"))
         theirs.append(p.theirs_t("--no-cache"))
     a, b = statistics.median(ours), statistics.median(theirs)
+    target = 0.5 if engine.merge_diff else 0.7
     rows: list[Row] = [
-        ("d", f"cold: every step re-run (--no-cache), download caches warm (n={len(ours)})", s(a), s(b), ratio(a, b))
+        (
+            "d",
+            f"cold: every step re-run (--no-cache), download caches warm (n={len(ours)})",
+            s(a),
+            s(b),
+            ratio(a, b),
+            verdict(a / b, target),
+        ),
     ]
     if empty_rounds > 0:
         started = time.time() - 1
@@ -287,6 +275,7 @@ def rows_cold(p: Projects, rounds: int, empty_rounds: int) -> list[Row]:
                 s(c),
                 s(b),
                 ratio(c, b),
+                "",
             )
         )
     return rows
@@ -295,7 +284,7 @@ def rows_cold(p: Projects, rounds: int, empty_rounds: int) -> list[Row]:
 # ---------------------------------------------------------------- e: up
 
 
-def row_up(p: Projects, rounds: int) -> list[Row]:
+def row_up(p: Builds, rounds: int) -> list[Row]:
     r = subprocess.run(
         [PYTHON, str(ROOT / "bench" / "bench_up.py"), "-p", str(p.ours), "-n", str(rounds), "--json"],
         capture_output=True,
@@ -303,7 +292,7 @@ def row_up(p: Projects, rounds: int) -> list[Row]:
         env=clean_env(),
     )
     if r.returncode:
-        return [("e", "`up` -> sshd and Jupyter answering", f"failed: {r.stderr.strip()[-200:]}", "", "")]
+        return [("e", "`up` -> sshd and Jupyter answering", f"failed: {r.stderr.strip()[-200:]}", "", "", "")]
     res = json.loads(r.stdout.strip().splitlines()[-1])
     return [
         (
@@ -312,6 +301,7 @@ def row_up(p: Projects, rounds: int) -> list[Row]:
             s(res["median_s"]),
             "target < 3 s",
             f"min {res['min_s']:.2f} s",
+            "",
         )
     ]
 
@@ -375,7 +365,7 @@ def rows_scale(work: Path) -> list[Row]:
     }
     r = subprocess.run([PYTHON, "-c", SCALE, *cases.values()], capture_output=True, text=True, env=clean_env())
     if r.returncode:
-        return [("g", "scale", f"failed: {r.stderr.strip()[-300:]}", "", "")]
+        return [("g", "scale", f"failed: {r.stderr.strip()[-300:]}", "", "", "")]
     res = json.loads(r.stdout)
     base = res[cases["Jupyter example"]][0]
     return [
@@ -385,6 +375,7 @@ def rows_scale(work: Path) -> list[Row]:
             f"{res[p][0] * 1e3:.1f} ms",
             f"{res[p][1]} ops",
             f"{res[p][0] / base:.1f}x the example",
+            "",
         )
         for i, (name, p) in enumerate(cases.items())
     ]
@@ -393,40 +384,51 @@ def rows_scale(work: Path) -> list[Row]:
 # ---------------------------------------------------------------- main
 
 
-def table(rows: list[Row], headers: tuple[str, str, str, str, str]) -> str:
+def table(rows: list[Row], headers: Row) -> str:
     cols = list(zip(headers, *rows, strict=True))
     widths = [max(len(c) for c in col) for col in cols]
     fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     return "\n".join([fmt(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)])
 
 
+HEADERS: Row = ("#", "what", "envbuild", "envd / Dockerfile", "ratio", "target")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--engine", action="append", help="DOCKER_HOST of an engine to build on (repeatable)")
     ap.add_argument("--rounds", type=int, default=15, help="runs per whole-process timing (median)")
     ap.add_argument("--up-rounds", type=int, default=5)
     ap.add_argument("--cold-rounds", type=int, default=2, help="cold builds of each side, alternating (median)")
     ap.add_argument("--empty-cache-rounds", type=int, default=1, help="envbuild cold builds with empty download caches")
     ap.add_argument("--envd", default=shutil.which("envd") or "/work/envd-venv/bin/envd")
     ap.add_argument("--skip-builds", action="store_true", help="only rows a and g (no engine builds)")
+    ap.add_argument("--skip-up", action="store_true", help="leave out row e")
     args = ap.parse_args()
     envd = args.envd if args.envd and Path(args.envd).exists() else None
+    engines = args.engine or [os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE]
     work = Path(tempfile.mkdtemp(prefix="envbuild-perf-"))
-    run_id = str(int(time.time()))
-    rows: list[Row] = []
     started = time.time()
+    tables: list[tuple[str, list[Row]]] = []
     try:
-        rows += rows_startup(work, envd, args.rounds, builds=not args.skip_builds)
-        if not args.skip_builds:
-            p = Projects(work, run_id)
-            rows += rows_builds(p, args.rounds, args.cold_rounds, args.empty_cache_rounds)
-            rows += row_up(p, args.up_rounds)
-        rows += rows_scale(work)
+        tables.append(("without an engine", row_debug_llb(work, envd, args.rounds) + rows_scale(work)))
+        for host in [] if args.skip_builds else engines:
+            os.environ["DOCKER_HOST"] = host  # every docker, envbuild and SDK call below goes there
+            engine = describe_engine(host)
+            run_id = str(int(time.time()))
+            p = Builds(work, run_id)
+            rows = rows_builds(engine, p, args.rounds, args.cold_rounds, args.empty_cache_rounds)
+            if not args.skip_up:
+                rows += row_up(p, args.up_rounds)
+            baseline.remove_images(p.tag_ours, p.tag_theirs)
+            tables.append((engine.label, rows))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(table(rows, ("#", "what", "envbuild", "envd / Dockerfile", "ratio")))
+    for title, rows in tables:
+        print(f"\n{title}\n{table(rows, HEADERS)}")
     print(
         f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, {time.time() - started:.0f} s; medians of "
-        f"{args.rounds} runs (a, b), single runs (c), {args.cold_rounds} alternating rounds (d), "
+        f"{args.rounds} runs (a, b), single runs (c, f), {args.cold_rounds} alternating rounds (d), "
         f"{args.up_rounds} rounds (e)"
     )
     return 0
