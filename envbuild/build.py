@@ -10,6 +10,8 @@ The skip check needs no BuildKit connection: when an image with the tag exists a
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import secrets
@@ -19,11 +21,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild import __version__
+from envbuild import __version__, paths
 from envbuild.errors import BuildFailed, EngineUnreachable, EnvbuildError, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from typing import Any
 
     import llb
@@ -361,9 +363,25 @@ def build(
     """Build and deliver the outputs the options ask for (the engine's image store by default)."""
     t0 = time.monotonic()
     prep = prepare(options)
-    if up_to_date(prep, options):
-        return BuildResult(prep.tag, None, True, time.monotonic() - t0, prep.spec, prep.digest)
-    return build_prepared(prep, options, on_event=on_event, on_note=on_note)
+    with one_build_at_a_time(prep.tag):
+        if up_to_date(prep, options):
+            return BuildResult(prep.tag, None, True, time.monotonic() - t0, prep.spec, prep.digest)
+        return build_prepared(prep, options, on_event=on_event, on_note=on_note)
+
+
+@contextlib.contextmanager
+def one_build_at_a_time(tag: str) -> Iterator[None]:
+    """Builds of one image name by this user wait for each other (a file lock in the cache dir):
+    concurrent builds of one project, e.g. three `up`s, would export one name at once, which the
+    containerd image store refuses; waiting, the later ones find the image up to date."""
+    directory = paths.cache_dir() / "locks"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(directory / hashlib.sha256(tag.encode()).hexdigest()[:32], "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def build_prepared(

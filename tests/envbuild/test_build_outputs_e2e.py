@@ -261,7 +261,7 @@ def test_an_export_cut_short_leaves_nothing(tmp_path: Path, how: str, kind: str)
     import signal
     import time
 
-    from tests.envbuild.test_faults_e2e import Relay
+    from tests.envbuild.test_faults_e2e import DOCKER_SOCK, Relay
 
     proj = _big_project(tmp_path / "big")
     assert envbuild(["build", "-p", str(proj), "-t", "envbuild-e2e/big:dev"]).returncode == 0
@@ -270,7 +270,7 @@ def test_an_export_cut_short_leaves_nothing(tmp_path: Path, how: str, kind: str)
     (out / "keep.txt").write_text("keep\n")
     dest = out / ("rootfs.tar" if kind == "tar" else "tree")
     output = f"type=tar,dest={dest}" if kind == "tar" else f"type=local,dest={dest}"
-    relay = Relay(tmp_path / "relay.sock", "/var/run/docker.sock")
+    relay = Relay(tmp_path / "relay.sock", DOCKER_SOCK)
     env = {k: v for k, v in os.environ.items() if k.upper() not in _PROXY_VARS and k != "BUILDKIT_HOST"}
     env["DOCKER_HOST"] = f"unix://{relay.path}"
     proc = subprocess.Popen(

@@ -30,7 +30,8 @@ import pytest
 pytestmark = pytest.mark.engine
 
 ENVBUILD = Path(sys.executable).with_name("envbuild")
-DOCKER_SOCK = "/var/run/docker.sock"
+DOCKER_SOCK = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+"""The engine the tests use (``DOCKER_HOST`` points them at another one): relays connect to it."""
 BASE_IMAGE = "local/debian:bookworm"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -51,7 +52,7 @@ def _engine_answers() -> bool:
 def env(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir()
-    e = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "BUILDKIT_HOST", "ENVBUILD_CONTEXT")}
+    e = {k: v for k, v in os.environ.items() if k not in ("BUILDKIT_HOST", "ENVBUILD_CONTEXT")}
     e.update(
         HOME=str(home),
         XDG_CONFIG_HOME=str(home / ".config"),

@@ -79,6 +79,16 @@ def test_prune_removes_only_this_users_images_and_envbuilds_unused_cache(
     assert done.cache_records == 2 and engine.pruned_filter == {"id": "^(a1|a2)$"}
 
 
+def exists(engine: Any, image_id: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        engine.images.get(image_id)
+    except ImageNotFound:
+        return False
+    return True
+
+
 @pytest.mark.engine
 def test_prune_on_a_shared_engine(tmp_path: Path) -> None:
     """Two users of one engine each leave a dangling envbuild image; a third tool leaves build cache.
@@ -90,7 +100,7 @@ def test_prune_on_a_shared_engine(tmp_path: Path) -> None:
     def user(name: str) -> dict[str, str]:
         home = tmp_path / name
         home.mkdir()
-        env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "BUILDKIT_HOST", "ENVBUILD_CONTEXT")}
+        env = {k: v for k, v in os.environ.items() if k not in ("BUILDKIT_HOST", "ENVBUILD_CONTEXT")}
         env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"))
         return env
 
@@ -116,14 +126,17 @@ def test_prune_on_a_shared_engine(tmp_path: Path) -> None:
         token = uuid.uuid4().hex  # another tool's build on the same engine (llb: a plain BuildKit client)
         with llb.connect() as other:
             other.solve(llb.image(BASE_IMAGE).run(["sh", "-c", f"echo {token} > /t"]).root())
+        kept_before = {i: exists(engine, i) for i in (hers, his)}
         r = subprocess.run([str(ENVBUILD), "prune"], env=alice, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
-        left = {i.id for i in engine.images.list(filters={"dangling": True})}
-        assert hers not in left and his in left, r.stdout
+        assert exists(engine, his) == kept_before[his], "another user's image was removed"
+        assert not exists(engine, hers), r.stdout
         selected = P.envbuild_cache_records(engine)
         assert selected and all(P.ENVBUILD_RECORD.search(s["Description"]) for s in selected)
         assert not any(token in (s.get("Description") or "") for s in selected), "another tool's cache selected"
         assert any(token in (rec.get("Description") or "") for rec in engine.df()["BuildCache"])
+        if not kept_before[his]:
+            pytest.skip("this engine's image store keeps no untagged images (containerd): nothing for prune to keep")
     finally:
         for p in projects:
             subprocess.run(["docker", "rmi", "-f", f"{p.name}:dev"], capture_output=True, check=False)

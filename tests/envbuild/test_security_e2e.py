@@ -36,7 +36,7 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 def env(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir()
-    e = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "BUILDKIT_HOST", "ENVBUILD_CONTEXT")}
+    e = {k: v for k, v in os.environ.items() if k not in ("BUILDKIT_HOST", "ENVBUILD_CONTEXT")}
     e.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"),
              NO_COLOR="1", COLUMNS="200")
     return e

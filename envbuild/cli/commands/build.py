@@ -85,20 +85,21 @@ def build(
         locked=locked,
         offline=offline,
     )
-    from envbuild.build import build_prepared, prepare, quick_up_to_date, up_to_date
+    from envbuild.build import build_prepared, one_build_at_a_time, prepare, quick_up_to_date, up_to_date
 
     quick = quick_up_to_date(options)  # the image's inputs unchanged: no need to evaluate build.envd
     if quick is not None:
         print(f"{quick[0]} is up to date ({quick[1][:19]})", file=sys.stderr)
         return
     prep = prepare(options)
-    if up_to_date(prep, options):
-        print(f"{prep.tag} is up to date ({prep.digest[:19]})", file=sys.stderr)
-        return
-    from envbuild.progress import make_progress
+    with one_build_at_a_time(prep.tag):
+        if up_to_date(prep, options):
+            print(f"{prep.tag} is up to date ({prep.digest[:19]})", file=sys.stderr)
+            return
+        from envbuild.progress import make_progress
 
-    with make_progress(progress, sys.stderr) as view:
-        result = build_prepared(prep, options, on_event=view, on_note=_note)
+        with make_progress(progress, sys.stderr) as view:
+            result = build_prepared(prep, options, on_event=view, on_note=_note)
     _report(result, view.summary(), progress)
 
 
