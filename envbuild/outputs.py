@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from envbuild.errors import UsageError
 
@@ -231,7 +231,8 @@ def parse_output(text: str, *, option: str = "--output") -> OutputSpec:
     unknown = sorted(set(attrs) - _OUTPUT_KEYS[kind])
     if unknown:
         allowed = ", ".join(sorted(_OUTPUT_KEYS[kind] - {"type"}))
-        raise UsageError(f"{option}: type={kind} does not take {', '.join(k + '=' for k in unknown)} (it takes {allowed})")
+        given = ", ".join(k + "=" for k in unknown)
+        raise UsageError(f"{option}: type={kind} does not take {given} (it takes {allowed})")
     names = _names(attrs["name"], option=option) if "name" in attrs else ()
     insecure = False
     for key in ("insecure", "registry.insecure"):
@@ -267,7 +268,8 @@ def parse_cache(text: str, *, export: bool) -> CacheSpec:
     unknown = sorted(set(attrs) - table[kind])
     if unknown:
         allowed = ", ".join(sorted(table[kind] - {"type"})) or "nothing else"
-        raise UsageError(f"{option}: type={kind} does not take {', '.join(k + '=' for k in unknown)} (it takes {allowed})")
+        given = ", ".join(k + "=" for k in unknown)
+        raise UsageError(f"{option}: type={kind} does not take {given} (it takes {allowed})")
     if "mode" in attrs and attrs["mode"] not in ("min", "max"):
         raise UsageError(f"{option}: mode={attrs['mode']!r} must be min or max")
     if kind == "registry":
@@ -499,7 +501,7 @@ class SaveOCI:
     dest: str
 
 
-PostAction = Union[PushImage, SaveImage, SaveOCI]
+PostAction = PushImage | SaveImage | SaveOCI
 
 
 @dataclass(frozen=True, slots=True)

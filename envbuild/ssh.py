@@ -112,7 +112,9 @@ def ensure_keypair() -> KeyPair:
         return pair
     keygen = shutil.which("ssh-keygen")
     if keygen is None:
-        raise EnvbuildError("ssh-keygen was not found on PATH; install the OpenSSH client (e.g. apt install openssh-client)")
+        raise EnvbuildError(
+            "ssh-keygen was not found on PATH; install the OpenSSH client (e.g. apt install openssh-client)"
+        )
     with locked():
         if _usable(pair):
             return pair

@@ -60,16 +60,18 @@ DEV_APT_PACKAGES = (
     "supervisor",
 )
 
-_TLS_PREAMBLE = f"""\
-if [ -s {CA_SECRET_PATH} ]; then
-  b={CA_BUNDLE}
-  {{ cat /etc/ssl/certs/ca-certificates.crt 2>/dev/null || true; cat {CA_SECRET_PATH}; }} 2>/dev/null > $b || b={CA_SECRET_PATH}
-  export SSL_CERT_FILE=$b PIP_CERT=$b REQUESTS_CA_BUNDLE=$b CURL_CA_BUNDLE=$b GIT_SSL_CAINFO=$b NODE_EXTRA_CA_CERTS=$b
-  APT_TLS="-o Acquire::https::CAInfo=$b"
-else
-  APT_TLS=""
-fi
-"""
+_TLS_PREAMBLE = (
+    f"if [ -s {CA_SECRET_PATH} ]; then\n"
+    f"  b={CA_BUNDLE}\n"
+    f"  {{ cat /etc/ssl/certs/ca-certificates.crt 2>/dev/null || true; cat {CA_SECRET_PATH}; }} 2>/dev/null > $b"
+    f" || b={CA_SECRET_PATH}\n"
+    "  export SSL_CERT_FILE=$b PIP_CERT=$b REQUESTS_CA_BUNDLE=$b CURL_CA_BUNDLE=$b GIT_SSL_CAINFO=$b"
+    " NODE_EXTRA_CA_CERTS=$b\n"
+    '  APT_TLS="-o Acquire::https::CAInfo=$b"\n'
+    "else\n"
+    '  APT_TLS=""\n'
+    "fi\n"
+)
 """Trust the user's extra CA (a secret mount, optional) for this step only: the combined bundle is
 written to a tmpfs, so neither it nor the variables pointing at it reach a layer or the cache key."""
 
@@ -98,7 +100,8 @@ def apt_install(packages: Sequence[str], *, before: str = "", after: str = "") -
     return script(
         _APT_PREPARE,
         before,
-        f"apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true {shlex.join(packages)}",
+        "apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true "
+        + shlex.join(packages),
         after,
     )
 

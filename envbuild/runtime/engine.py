@@ -155,7 +155,8 @@ def environment_from(container: Container) -> Environment:
             continue
         cport = int(key.split("/")[0])
         first = published[0]
-        endpoints.append(Endpoint(names.get(cport, f"port-{cport}"), cport, first.get("HostIp", ""), int(first["HostPort"])))
+        name = names.get(cport, f"port-{cport}")
+        endpoints.append(Endpoint(name, cport, first.get("HostIp", ""), int(first["HostPort"])))
     host_config = attrs.get("HostConfig") or {}
     state = attrs.get("State") or {}
     return Environment(
@@ -265,10 +266,8 @@ def make_data_dir(path: str) -> None:
 def remove(container: Container) -> None:
     from docker.errors import NotFound
 
-    try:
+    with contextlib.suppress(NotFound):
         container.remove(force=True, v=True)
-    except NotFound:
-        pass
 
 
 def start(container: Container) -> None:
@@ -355,7 +354,8 @@ def wait_ready(
             logs = _logs_tail(container)
             raise RuntimeFailure(
                 f"environment {env.name!r} did not become ready within {timeout:.0f}s "
-                f"(waiting for {' and '.join(waiting) or 'the container'})" + (f"; its last output:\n{logs}" if logs else "")
+                f"(waiting for {' and '.join(waiting) or 'the container'})"
+                + (f"; its last output:\n{logs}" if logs else "")
             )
         sleep(interval)
 

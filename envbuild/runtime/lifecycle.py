@@ -134,7 +134,7 @@ def _the_winner(client: docker.DockerClient, name: str, wait: float = 10.0) -> C
         time.sleep(0.1)
 
 
-def _outdated(current: Environment, image_id: str, labels: dict[str, str]) -> bool:
+def _outdated(current: Environment, image_id: str | None, labels: dict[str, str]) -> bool:
     """Whether the environment runs something else than the image: by content digest when both have
     one (a concurrent `up` of the same build exports an image with another id and the same digest),
     else by image id."""
@@ -151,7 +151,9 @@ def _publish_ssh(env: Environment) -> None:
 
 
 @engine.answering()
-def destroy(client: docker.DockerClient, name: str, *, remove_image: bool = False) -> tuple[Environment | None, str | None]:
+def destroy(
+    client: docker.DockerClient, name: str, *, remove_image: bool = False
+) -> tuple[Environment | None, str | None]:
     """Remove the container and its SSH entry (never the project files); optionally its image.
 
     Returns the removed environment (None when there was none) and the removed image id, if any.
@@ -171,5 +173,7 @@ def destroy(client: docker.DockerClient, name: str, *, remove_image: bool = Fals
         except ImageNotFound:
             pass
         except APIError as exc:
-            raise UsageError(f"environment removed, but its image {env.image!r} was kept: {exc.explanation or exc}") from None
+            raise UsageError(
+                f"environment removed, but its image {env.image!r} was kept: {exc.explanation or exc}"
+            ) from None
     return env, removed_image

@@ -135,7 +135,7 @@ def parse_cpus(text: str | float) -> int:
         raise UsageError(f"invalid --cpus {text!r}: expected a number of cores like 2 or 0.5") from None
     if not cpus > 0 or cpus > 4096:
         raise UsageError(f"invalid --cpus {text!r}: must be more than 0")
-    return int(round(cpus * 1e9))
+    return round(cpus * 1e9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +409,11 @@ def plan_container(
         ports=ports,
         mounts=mounts,
         gpus=gpus,
-        shm_size=parse_size(options.shm_size, what="--shm-size", default_unit="m") if options.shm_size else shm_mb * 1024 * 1024,
+        shm_size=(
+            parse_size(options.shm_size, what="--shm-size", default_unit="m")
+            if options.shm_size
+            else shm_mb * 1024 * 1024
+        ),
         nano_cpus=parse_cpus(options.cpus) if options.cpus else None,
         memory=parse_size(options.memory, what="--memory") if options.memory else None,
         refused=tuple(refused),
@@ -440,8 +444,10 @@ def spec_mount(m: Mount, base: Path, *, from_image: bool) -> BindMount | None:
     if from_image:
         return None
     if not os.path.exists(host):
-        raise UsageError(f"{_where(m)}runtime.mount(): the host path {m.host_path!r} ({host}) does not exist; "
-                         "create it, or mount a data.envd(NAME) directory, which envbuild creates")
+        raise UsageError(
+            f"{_where(m)}runtime.mount(): the host path {m.host_path!r} ({host}) does not exist; "
+            "create it, or mount a data.envd(NAME) directory, which envbuild creates"
+        )
     return BindMount(host, target)
 
 

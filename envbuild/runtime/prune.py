@@ -80,7 +80,8 @@ def prune(client: docker.DockerClient, *, build_cache: bool) -> Pruned:
     if build_cache:
         ids = [r["ID"] for r in envbuild_cache_records(client)]
         if ids:
-            answer = client.api.prune_builds(filters={"id": "^(" + "|".join(map(re.escape, ids)) + ")$"})
+            # The engine filters by record id; types-docker's filter type names only dangling and until.
+            answer = client.api.prune_builds(filters={"id": "^(" + "|".join(map(re.escape, ids)) + ")$"})  # type: ignore[arg-type]
             records = len(answer.get("CachesDeleted") or [])
             reclaimed += int(answer.get("SpaceReclaimed") or 0)
     return Pruned(tuple(removed), records, reclaimed)

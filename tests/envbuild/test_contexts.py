@@ -93,7 +93,7 @@ def test_tls_only_for_tcp_and_files_must_exist(tmp_path: Path) -> None:
     ca.write_text("x")
     with pytest.raises(UsageError, match="tcp only"):
         make_context("a", builder="unix", address="/x.sock", tls=TLSPaths(ca=str(ca)))
-    with pytest.raises(UsageError, match="--tls-cert .*no such file"):
+    with pytest.raises(UsageError, match=r"--tls-cert .*no such file"):
         make_context("a", builder="tcp", address="h:1", tls=TLSPaths(ca=str(ca), cert="/nope", key=str(ca)))
     with pytest.raises(UsageError, match="go together"):
         TLSPaths(cert=str(ca))
@@ -290,7 +290,9 @@ def test_wrong_address_fails_fast_naming_it(address: str) -> None:
     assert address in str(info.value)
 
 
-def test_doctor_all_contexts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor_all_contexts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.delenv("BUILDKIT_HOST", raising=False)
     _cli(["context", "create", "dead", "--builder", "tcp", "--address", "127.0.0.1:1", "--use"], capsys)

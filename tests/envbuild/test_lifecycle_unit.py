@@ -96,8 +96,12 @@ def client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeClient:
     monkeypatch.setattr(engine, "get_image", lambda c, ref: fake.images_api.get(ref))
     monkeypatch.setattr(engine, "wait_ready", lambda container, timeout=0: engine.environment_from(container))
     published: list[tuple[str, int]] = []
-    monkeypatch.setattr(lifecycle.ssh, "write_host", lambda entry, include=True: published.append((entry.name, entry.port)))
-    monkeypatch.setattr(lifecycle.ssh, "ensure_keypair", lambda: type("K", (), {"public_key": lambda self: "ssh-ed25519 AAAA"})())
+    monkeypatch.setattr(
+        lifecycle.ssh, "write_host", lambda entry, include=True: published.append((entry.name, entry.port))
+    )
+    monkeypatch.setattr(
+        lifecycle.ssh, "ensure_keypair", lambda: type("K", (), {"public_key": lambda self: "ssh-ed25519 AAAA"})()
+    )
     fake.published = published  # type: ignore[attr-defined]
     return fake
 
@@ -107,7 +111,10 @@ def test_create_then_attach_then_restart(client: FakeClient, tmp_path: Path) -> 
     assert result.action == "created"
     assert result.environment.jupyter_token == "t-1"
     assert client.published == [("proj", 40000)]  # type: ignore[attr-defined]
-    assert lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path, jupyter_token="t-1").action == "attached"  # type: ignore[arg-type]
+    assert (
+        lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path, jupyter_token="t-1").action
+        == "attached"
+    )  # type: ignore[arg-type]
     client.containers_by_name["proj"].status = "exited"
     assert lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path).action == "started"  # type: ignore[arg-type]
     assert len(client.created) == 1 and not client.removed
@@ -168,7 +175,9 @@ def test_run_without_a_project_never_takes_over_a_projects_environment(client: F
         lifecycle.bring_up(client, image="img:1", name="loose", project=tmp_path)  # type: ignore[arg-type]
 
 
-def test_an_image_label_is_checked_like_a_build_file_before_anything_changes(client: FakeClient, tmp_path: Path) -> None:
+def test_an_image_label_is_checked_like_a_build_file_before_anything_changes(
+    client: FakeClient, tmp_path: Path
+) -> None:
     from frontend.spec import Expose, Pos, Runtime
 
     lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path)  # type: ignore[arg-type]
@@ -177,8 +186,10 @@ def test_an_image_label_is_checked_like_a_build_file_before_anything_changes(cli
     client.images["evil"] = FakeImage("sha256:4", labels)
     with pytest.raises(UsageError) as info:
         lifecycle.bring_up(client, image="evil", name="proj", project=tmp_path, force=True)  # type: ignore[arg-type]
-    assert str(info.value) == ("image 'evil': its ai.envbuild.spec label is refused: build.envd:4:5: runtime.expose(): "
-                               "'listen_addr' must be an IP address, got 'everywhere'")
+    assert str(info.value) == (
+        "image 'evil': its ai.envbuild.spec label is refused: build.envd:4:5: runtime.expose(): "
+        "'listen_addr' must be an IP address, got 'everywhere'"
+    )
     client.images["broken"] = FakeImage("sha256:5", {**labels, "ai.envbuild.spec": "{not json"})
     with pytest.raises(UsageError, match="label is refused: spec is not valid JSON"):
         lifecycle.bring_up(client, image="broken", name="proj", project=tmp_path)  # type: ignore[arg-type]
@@ -188,8 +199,10 @@ def test_an_image_label_is_checked_like_a_build_file_before_anything_changes(cli
 def test_refusals_reach_the_caller(client: FakeClient, tmp_path: Path) -> None:
     from frontend.spec import Mount, Runtime
 
-    labels = {**client.images["img:1"].attrs["Config"]["Labels"],
-              "ai.envbuild.spec": Spec(runtime=Runtime(mounts=(Mount("/", "/host"),))).to_json()}
+    labels = {
+        **client.images["img:1"].attrs["Config"]["Labels"],
+        "ai.envbuild.spec": Spec(runtime=Runtime(mounts=(Mount("/", "/host"),))).to_json(),
+    }
     client.images["wide"] = FakeImage("sha256:6", labels)
     result = lifecycle.bring_up(client, image="wide", name="wide", project=None)  # type: ignore[arg-type]
     assert result.refused and "not mounting / at /host" in result.refused[0]

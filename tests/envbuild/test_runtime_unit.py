@@ -10,7 +10,7 @@ import pytest
 
 from envbuild.errors import UsageError
 from envbuild.runtime import options as o
-from frontend.spec import Expose, Gpu, Jupyter, Mount, Runtime, ShmSize, Spec, EnvVar
+from frontend.spec import EnvVar, Expose, Gpu, Jupyter, Mount, Runtime, ShmSize, Spec
 
 PORTS = json.dumps([{"name": "ssh", "port": 2222}, {"name": "jupyter", "port": 8888}])
 LABELS = {"ai.envbuild.vendor": "envbuild", "ai.envbuild.dev": "true", "ai.envbuild.project": "proj",
@@ -270,7 +270,9 @@ def test_environment_from_container_attrs() -> None:
         (["destroy", "--name", "a", "-p", "."], "not both"),
     ],
 )
-def test_cli_usage_errors_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_usage_errors_exit_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from envbuild.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
@@ -280,8 +282,9 @@ def test_cli_usage_errors_exit_2_with_one_line(argv: list[str], message: str, ca
     assert message in err and len(err.splitlines()) == 1
 
 
-def test_engine_down_exits_3_with_how_to_start(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                               tmp_path: Path) -> None:
+def test_engine_down_exits_3_with_how_to_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     from envbuild.cli import main
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
@@ -302,12 +305,13 @@ def test_gpu_request_without_nvidia_runtime_is_a_clear_error() -> None:
         def info(self) -> dict:
             return {"Runtimes": self.runtimes}
 
-    with pytest.raises(RuntimeFailure, match="no 'nvidia' runtime.*runc.*--no-gpu"):
+    with pytest.raises(RuntimeFailure, match=r"no 'nvidia' runtime.*runc.*--no-gpu"):
         check_gpu_support(Info({"runc": {}}))  # type: ignore[arg-type]
     check_gpu_support(Info({"runc": {}, "nvidia": {"path": "nvidia-container-runtime"}}))  # type: ignore[arg-type]
 
 
 # ---- what a spec may do to the host (issue 15, items 1 and 2) ----------------------------------------
+
 
 class _Created:
     def __init__(self) -> None:
@@ -359,10 +363,17 @@ def test_data_directories_are_made_private_and_existing_ones_kept_as_they_are(
     from envbuild.runtime import engine
 
     home = _home(tmp_path, monkeypatch)
-    plan = _plan(tmp_path, Spec(runtime=Runtime(mounts=(
-        Mount("~/.cache/envbuild/data/mnist", "~/mnist", create=True),
-        Mount("~/.cache/envbuild/data/shared", "/shared", create=True),
-    ))))
+    plan = _plan(
+        tmp_path,
+        Spec(
+            runtime=Runtime(
+                mounts=(
+                    Mount("~/.cache/envbuild/data/mnist", "~/mnist", create=True),
+                    Mount("~/.cache/envbuild/data/shared", "/shared", create=True),
+                )
+            )
+        ),
+    )
     data = home / ".cache/envbuild/data"
     assert o.BindMount(str(data / "mnist"), "/home/envd/mnist", create=True) in plan.mounts
     data.mkdir(parents=True)
@@ -394,8 +405,17 @@ def test_a_data_directory_that_is_a_symlink_is_refused(tmp_path: Path, monkeypat
 
 
 def _from_image(tmp_path: Path, spec: Spec, **opts: object) -> o.ContainerPlan:
-    return o.plan_container(name="proj", image="img:dev", image_labels=LABELS, spec=spec, project=tmp_path,
-                            options=o.RunOptions(**opts), authorized_keys="k", token="tok", from_image=True)
+    return o.plan_container(
+        name="proj",
+        image="img:dev",
+        image_labels=LABELS,
+        spec=spec,
+        project=tmp_path,
+        options=o.RunOptions(**opts),
+        authorized_keys="k",
+        token="tok",
+        from_image=True,
+    )
 
 
 def test_an_image_mounts_no_host_directory_unless_the_command_line_does(
@@ -403,9 +423,15 @@ def test_an_image_mounts_no_host_directory_unless_the_command_line_does(
 ) -> None:
     home = _home(tmp_path, monkeypatch)
     (tmp_path / "etc").mkdir()
-    spec = Spec(runtime=Runtime(mounts=(
-        Mount("/", "/host"), Mount(str(tmp_path / "etc"), "/cfg"), Mount("~/.cache/envbuild/data/d", "/d", create=True),
-    )))
+    spec = Spec(
+        runtime=Runtime(
+            mounts=(
+                Mount("/", "/host"),
+                Mount(str(tmp_path / "etc"), "/cfg"),
+                Mount("~/.cache/envbuild/data/d", "/d", create=True),
+            )
+        )
+    )
     plan = _from_image(tmp_path, spec)
     assert [m.target for m in plan.mounts] == ["/home/envd/proj", "/d"]
     assert plan.mounts[1] == o.BindMount(str(home / ".cache/envbuild/data/d"), "/d", create=True)
@@ -418,15 +444,42 @@ def test_an_image_mounts_no_host_directory_unless_the_command_line_does(
 
 @pytest.mark.parametrize("from_image", [True, False])
 def test_ports_go_beyond_the_loopback_only_where_host_allows(tmp_path: Path, from_image: bool) -> None:
-    spec = Spec(runtime=Runtime(exposes=(Expose(8080, listen_addr="0.0.0.0"), Expose(9090, listen_addr="127.0.0.2"),
-                                         Expose(7070, listen_addr="10.1.2.3"))))
-    plan = o.plan_container(name="proj", image="img:dev", image_labels=LABELS, spec=spec, project=tmp_path,
-                            options=o.RunOptions(), authorized_keys="k", token="t", from_image=from_image)
+    spec = Spec(
+        runtime=Runtime(
+            exposes=(
+                Expose(8080, listen_addr="0.0.0.0"),
+                Expose(9090, listen_addr="127.0.0.2"),
+                Expose(7070, listen_addr="10.1.2.3"),
+            )
+        )
+    )
+    plan = o.plan_container(
+        name="proj",
+        image="img:dev",
+        image_labels=LABELS,
+        spec=spec,
+        project=tmp_path,
+        options=o.RunOptions(),
+        authorized_keys="k",
+        token="t",
+        from_image=from_image,
+    )
     addrs = {p.container_port: p.host_ip for p in plan.ports}
     assert addrs == {2222: "127.0.0.1", 8888: "127.0.0.1", 8080: "127.0.0.1", 9090: "127.0.0.2", 7070: "127.0.0.1"}
-    assert [r.split(" (")[0] for r in plan.refused] == ["publishing port 8080 on 127.0.0.1, not 0.0.0.0",
-                                                         "publishing port 7070 on 127.0.0.1, not 10.1.2.3"]
+    assert [r.split(" (")[0] for r in plan.refused] == [
+        "publishing port 8080 on 127.0.0.1, not 0.0.0.0",
+        "publishing port 7070 on 127.0.0.1, not 10.1.2.3",
+    ]
     assert "--host 0.0.0.0" in plan.refused[0]
-    plan = o.plan_container(name="proj", image="img:dev", image_labels=LABELS, spec=spec, project=tmp_path,
-                            options=o.RunOptions(host="0.0.0.0"), authorized_keys="k", token="t", from_image=from_image)
+    plan = o.plan_container(
+        name="proj",
+        image="img:dev",
+        image_labels=LABELS,
+        spec=spec,
+        project=tmp_path,
+        options=o.RunOptions(host="0.0.0.0"),
+        authorized_keys="k",
+        token="t",
+        from_image=from_image,
+    )
     assert {p.container_port: p.host_ip for p in plan.ports}[8080] == "0.0.0.0" and not plan.refused

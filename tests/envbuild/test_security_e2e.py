@@ -61,7 +61,7 @@ def image_files(saved: bytes) -> dict[str, bytes]:
             if not m.isfile():
                 continue
             data = outer.extractfile(m).read()  # type: ignore[union-attr]
-            if m.name.endswith("layer.tar") or m.name.startswith("blobs/") and _is_tar(data):
+            if m.name.endswith("layer.tar") or (m.name.startswith("blobs/") and _is_tar(data)):
                 with tarfile.open(fileobj=io.BytesIO(data)) as layer:
                     for f in layer.getmembers():
                         if f.isfile():
@@ -237,7 +237,7 @@ def test_jupyter_token_reaches_up_but_not_the_image(env: dict[str, str], tmp_pat
         envbuild(["destroy", "--name", proj.name, "--image"], env, timeout=120)
 
 
-def _compile(tmp_path: Path, body: str):  # noqa: ANN202 - CompiledBuild
+def _compile(tmp_path: Path, body: str):
     import frontend
     from envbuild.compiler.compile import compile as compile_spec
 
@@ -272,7 +272,8 @@ def test_index_credentials_reach_the_steps_as_a_netrc_secret(tmp_path: Path) -> 
                                   '    install.python()\n    install.python_packages(name=["six"])\n'
                                   '    config.pip_index(url="https://alice:p%40ss@pypi.example.com/simple", '
                                   'extra_url="https://extra.example.com/simple")\n')
-    assert compiled.secret_values == {credentials.NETRC_SECRET_ID: b"machine pypi.example.com login alice password p@ss\n"}
+    netrc = b"machine pypi.example.com login alice password p@ss\n"
+    assert compiled.secret_values == {credentials.NETRC_SECRET_ID: netrc}
     assert credentials.NETRC_SECRET_ID in compiled.secrets
     definition = compiled.definition().to_bytes()
     assert b"https://pypi.example.com/simple" in definition and b"alice" not in definition
@@ -280,19 +281,26 @@ def test_index_credentials_reach_the_steps_as_a_netrc_secret(tmp_path: Path) -> 
     label = Spec.from_json(compiled.labels["ai.envbuild.spec"])
     assert label.pip_index is not None and label.pip_index.url == "https://***@pypi.example.com/simple"
     assert label.pip_index.extra_url == "https://extra.example.com/simple"
-    assert b"[global]\nindex-url = https://pypi.example.com/simple\nextra-index-url = https://extra.example.com/simple\n" \
-        in definition, "the image's /etc/pip.conf should name the index without credentials"
+    assert (
+        b"[global]\nindex-url = https://pypi.example.com/simple\nextra-index-url = https://extra.example.com/simple\n"
+        in definition
+    ), "the image's /etc/pip.conf should name the index without credentials"
 
 
 def test_repo_credentials_stay_out_of_every_label(tmp_path: Path) -> None:
     password = f"pw{uuid.uuid4().hex}"
-    compiled = _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=True)\n'
-                                  f'    config.repo(url="https://alice:{password}@git.example.com/team/env", '
-                                  'description="env")\n')
+    compiled = _compile(
+        tmp_path,
+        'def build():\n    base(image="local/debian:bookworm", dev=True)\n'
+        f'    config.repo(url="https://alice:{password}@git.example.com/team/env", '
+        'description="env")\n',
+    )
     labels = dict(compiled.labels)
     assert password not in json.dumps(dict(compiled.image), default=str), "a label holds the repo's password"
-    assert json.loads(labels["ai.envbuild.repo"]) == {"url": "https://***@git.example.com/team/env",
-                                                      "description": "env"}
+    assert json.loads(labels["ai.envbuild.repo"]) == {
+        "url": "https://***@git.example.com/team/env",
+        "description": "env",
+    }
     assert password.encode() not in compiled.definition().to_bytes()
 
 
@@ -307,24 +315,29 @@ def test_cran_mirror_credentials_reach_the_steps_only_as_a_secret(tmp_path: Path
     password = f"pw{uuid.uuid4().hex}"
     url = f"https://bob:{password}@cran.example.com/"
     mirror = f'    config.cran_mirror(url="{url}")\n' if where == "build file" else ""
-    (tmp_path / "build.envd").write_text('def build():\n    base(image="local/debian:bookworm", dev=True)\n'
-                                         f'    install.r_packages(name=["data.table"])\n{mirror}')
+    (tmp_path / "build.envd").write_text(
+        'def build():\n    base(image="local/debian:bookworm", dev=True)\n'
+        f'    install.r_packages(name=["data.table"])\n{mirror}'
+    )
     spec = frontend.evaluate(tmp_path, user_config=False)
     mirrors = Mirrors.from_mapping({"cran": url}) if where == "mirror setting" else Mirrors()
     compiled = compile_spec(spec, CompileOptions(mirrors=mirrors))
     definition = compiled.definition().to_bytes()
     assert password.encode() not in definition, "the CRAN password is in the LLB (a step's command or a file)"
     assert password not in json.dumps(dict(compiled.image), default=str)
-    assert b"options(repos = c(CRAN = \"https://cran.example.com" in definition  # Rprofile.site, no password
+    assert b'options(repos = c(CRAN = "https://cran.example.com' in definition  # Rprofile.site, no password
     (secret_id,) = [k for k, v in compiled.secret_values.items() if password.encode() in v]
     assert secret_id in compiled.secrets and f"/run/secrets/{secret_id}".encode() in definition
 
 
 def test_julia_pkg_server_credentials_reach_the_steps_only_as_a_secret(tmp_path: Path) -> None:
     password = f"pw{uuid.uuid4().hex}"
-    compiled = _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=True)\n'
-                                  '    install.julia()\n    install.julia_packages(name=["Example"])\n'
-                                  f'    config.julia_pkg_server(url="https://carol:{password}@pkg.example.com")\n')
+    compiled = _compile(
+        tmp_path,
+        'def build():\n    base(image="local/debian:bookworm", dev=True)\n'
+        '    install.julia()\n    install.julia_packages(name=["Example"])\n'
+        f'    config.julia_pkg_server(url="https://carol:{password}@pkg.example.com")\n',
+    )
     assert password.encode() not in compiled.definition().to_bytes()
     assert password not in json.dumps(dict(compiled.image), default=str)
     assert "JULIA_PKG_SERVER=https://pkg.example.com" in compiled.image["env"]
@@ -335,11 +348,17 @@ def test_credentials_that_a_netrc_cannot_hold_are_refused(tmp_path: Path) -> Non
     from envbuild.errors import UsageError
 
     with pytest.raises(UsageError, match="netrc"):
-        _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=False)\n    install.python()\n'
-                           '    config.pip_index(url="https://alice:a%20b@pypi.example.com/simple")\n')
+        _compile(
+            tmp_path,
+            'def build():\n    base(image="local/debian:bookworm", dev=False)\n    install.python()\n'
+            '    config.pip_index(url="https://alice:a%20b@pypi.example.com/simple")\n',
+        )
     with pytest.raises(UsageError, match="different credentials"):
-        _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=False)\n    install.python()\n'
-                           '    config.pip_index(url="https://a:1@h.example.com/simple", extra_url="https://b:2@h.example.com/x")\n')
+        _compile(
+            tmp_path,
+            'def build():\n    base(image="local/debian:bookworm", dev=False)\n    install.python()\n'
+            '    config.pip_index(url="https://a:1@h.example.com/simple", extra_url="https://b:2@h.example.com/x")\n',
+        )
 
 
 def test_redaction_covers_every_url_the_label_shows() -> None:
@@ -377,8 +396,11 @@ def test_the_content_digest_hashes_no_secret(tmp_path: Path) -> None:
 def test_spec_label_round_trips_without_host_paths(tmp_path: Path) -> None:
     """The label says what the environment is, not where the builder's files live."""
     (tmp_path / "requirements.txt").write_text("six\n")
-    compiled = _compile(tmp_path, 'def build():\n    base(image="local/debian:bookworm", dev=True)\n'
-                                  '    install.python()\n    install.python_packages(requirements="requirements.txt")\n')
+    compiled = _compile(
+        tmp_path,
+        'def build():\n    base(image="local/debian:bookworm", dev=True)\n'
+        '    install.python()\n    install.python_packages(requirements="requirements.txt")\n',
+    )
     label = compiled.labels["ai.envbuild.spec"]
     assert str(tmp_path) not in label
     assert str(Path.home()) not in label or str(Path.home()) == "/"
@@ -386,13 +408,24 @@ def test_spec_label_round_trips_without_host_paths(tmp_path: Path) -> None:
 
 # ---- who can connect ------------------------------------------------------------------------------
 
+
 def test_ports_publish_on_loopback_by_default() -> None:
     from envbuild.runtime.options import RunOptions, plan_container
 
-    labels = {"ai.envbuild.ports": json.dumps([{"name": "ssh", "port": 2222}, {"name": "jupyter", "port": 8888}]),
-              "ai.envbuild.project": "p"}
-    plan = plan_container(name="p", image="img", image_labels=labels, spec=None, project=None,
-                          options=RunOptions(), authorized_keys="ssh-ed25519 AAAA test", token="t")
+    labels = {
+        "ai.envbuild.ports": json.dumps([{"name": "ssh", "port": 2222}, {"name": "jupyter", "port": 8888}]),
+        "ai.envbuild.project": "p",
+    }
+    plan = plan_container(
+        name="p",
+        image="img",
+        image_labels=labels,
+        spec=None,
+        project=None,
+        options=RunOptions(),
+        authorized_keys="ssh-ed25519 AAAA test",
+        token="t",
+    )
     assert plan.ports and all(p.host_ip == "127.0.0.1" for p in plan.ports)
     bindings = plan.create_kwargs()["ports"]
     assert all(b["HostIp"] == "127.0.0.1" for b in bindings.values())
@@ -401,7 +434,7 @@ def test_ports_publish_on_loopback_by_default() -> None:
 def test_runtime_expose_defaults_to_loopback(tmp_path: Path) -> None:
     import frontend
 
-    (tmp_path / "build.envd").write_text('def build():\n    base(dev=True)\n    runtime.expose(envd_port=8080)\n')
+    (tmp_path / "build.envd").write_text("def build():\n    base(dev=True)\n    runtime.expose(envd_port=8080)\n")
     spec = frontend.evaluate(tmp_path, user_config=False)
     assert [e.listen_addr for e in spec.runtime.exposes] == ["127.0.0.1"]
 
@@ -414,8 +447,10 @@ def test_jupyter_refuses_to_start_without_a_token(tmp_path: Path) -> None:
     assert "token = ''" not in config and 'token = ""' not in config
     assert not Path(devfiles.JUPYTER_TOKEN).exists(), "this host has a Jupyter token file; cannot test"
     script = tmp_path / "cfg.py"
-    script.write_text("class _C:\n    def __getattr__(self, n):\n        return self\n    def __setattr__(self, n, v):\n"
-                      "        pass\nc = _C()\n" + config)
+    script.write_text(
+        "class _C:\n    def __getattr__(self, n):\n        return self\n    def __setattr__(self, n, v):\n"
+        "        pass\nc = _C()\n" + config
+    )
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert r.returncode != 0 and "refusing to start" in r.stderr
 
@@ -448,15 +483,20 @@ def test_ssh_config_entry_weakens_nothing_for_other_hosts(tmp_path: Path, monkey
     assert user.index("Include") < user.index("Host work"), "the Include must come before every Host block"
     for text in (user, included):
         preamble, blocks = _blocks(text)
-        assert not re.search(r"(?im)^\s*(StrictHostKeyChecking|UserKnownHostsFile|ForwardAgent|IdentityFile)",
-                             preamble), f"settings outside a Host block apply to every host:\n{preamble}"
+        assert not re.search(
+            r"(?im)^\s*(StrictHostKeyChecking|UserKnownHostsFile|ForwardAgent|IdentityFile)", preamble
+        ), f"settings outside a Host block apply to every host:\n{preamble}"
         for pattern, block in blocks:
             assert "*" not in pattern.replace("*.envbuild", ""), block
             assert not re.search(r"(?im)^\s*StrictHostKeyChecking\s+no\b", block), block
             assert not re.search(r"(?im)^\s*UserKnownHostsFile\s+/dev/null\b", block), block
     assert "Host myenv.envbuild" in included
-    check = subprocess.run(["ssh", "-G", "-F", str(home / ".ssh" / "config"), "github.com"],
-                           capture_output=True, text=True, env={**os.environ, "HOME": str(home)})
+    check = subprocess.run(
+        ["ssh", "-G", "-F", str(home / ".ssh" / "config"), "github.com"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(home)},
+    )
     if check.returncode == 0:
         opts = dict(ln.split(None, 1) for ln in check.stdout.splitlines() if " " in ln)
         assert opts.get("stricthostkeychecking") not in ("false", "no")
@@ -490,8 +530,11 @@ def test_sshd_accepts_only_the_users_key(env: dict[str, str], tmp_path: Path) ->
     (proj / "build.envd").write_text(f'def build():\n    base(image="{BASE_IMAGE}", dev=True)\n')
     name = proj.name
     try:
-        up = envbuild(["up", "-d", "-p", str(proj), "--format", "json",
-                       "--ca-cert", "/etc/ssl/certs/ca-certificates.crt"], env, timeout=900)
+        up = envbuild(
+            ["up", "-d", "-p", str(proj), "--format", "json", "--ca-cert", "/etc/ssl/certs/ca-certificates.crt"],
+            env,
+            timeout=900,
+        )
         assert up.returncode == 0, up.stderr[-3000:]
         info = json.loads(up.stdout)
         port = info["ssh"]["port"]
@@ -500,21 +543,45 @@ def test_sshd_accepts_only_the_users_key(env: dict[str, str], tmp_path: Path) ->
         assert ok.returncode == 0, ok.stderr
         other = tmp_path / "other_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
-        common = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                  "-o", "IdentitiesOnly=yes", "-o", "PreferredAuthentications=publickey,password,keyboard-interactive",
-                  "-F", "/dev/null", "-p", str(port)]
+        common = [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "PreferredAuthentications=publickey,password,keyboard-interactive",
+            "-F",
+            "/dev/null",
+            "-p",
+            str(port),
+        ]
         for user in ("envd", "root"):
-            r = subprocess.run(["ssh", *common, "-i", str(other), f"{user}@127.0.0.1", "true"],
-                               capture_output=True, text=True, timeout=60, env={**env, "SSH_AUTH_SOCK": ""})
+            r = subprocess.run(
+                ["ssh", *common, "-i", str(other), f"{user}@127.0.0.1", "true"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**env, "SSH_AUTH_SOCK": ""},
+            )
             assert r.returncode == 255 and "Permission denied" in r.stderr, (user, r.stderr)
-        r = subprocess.run(["ssh", *common, "-o", "PubkeyAuthentication=no", "envd@127.0.0.1", "true"],
-                           capture_output=True, text=True, timeout=60, env={**env, "SSH_AUTH_SOCK": ""})
+        r = subprocess.run(
+            ["ssh", *common, "-o", "PubkeyAuthentication=no", "envd@127.0.0.1", "true"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**env, "SSH_AUTH_SOCK": ""},
+        )
         assert r.returncode == 255 and "Permission denied (publickey)" in r.stderr, r.stderr
     finally:
         envbuild(["destroy", "--name", name, "--image"], env, timeout=120)
 
 
 # ---- what a build file or an image may do to the host (issue 15: items 1, 2, 10) -----------------
+
 
 def _inspect(name: str) -> dict:  # type: ignore[type-arg]
     out = subprocess.run(["docker", "inspect", name], capture_output=True, text=True, check=True).stdout
@@ -560,42 +627,77 @@ def test_mounts_and_addresses_a_spec_asks_for_stay_inside_what_the_user_allowed(
 
         label = Spec.from_json(_inspect(image)["Config"]["Labels"]["ai.envbuild.spec"])
         at = Pos("build.envd", 9, 5)
-        edited = dataclasses.replace(label, runtime=dataclasses.replace(
-            label.runtime,
-            mounts=(Mount("/", "/host", pos=at), Mount("~/.cache/envbuild/data/../../.ssh", "/ssh", True, at),
-                    Mount("~/.cache/envbuild/data/fresh", "/fresh", True, at)),
-            exposes=(Expose(8080, listen_addr="0.0.0.0", pos=at),),
-        ))
-        subprocess.run(["docker", "build", "-q", "-t", f"{evil}:dev", "--label", f"ai.envbuild.spec={edited.to_json()}",
-                        "-"], input=f"FROM {image}\n", text=True, check=True, capture_output=True)
+        edited = dataclasses.replace(
+            label,
+            runtime=dataclasses.replace(
+                label.runtime,
+                mounts=(
+                    Mount("/", "/host", pos=at),
+                    Mount("~/.cache/envbuild/data/../../.ssh", "/ssh", True, at),
+                    Mount("~/.cache/envbuild/data/fresh", "/fresh", True, at),
+                ),
+                exposes=(Expose(8080, listen_addr="0.0.0.0", pos=at),),
+            ),
+        )
+        subprocess.run(
+            ["docker", "build", "-q", "-t", f"{evil}:dev", "--label", f"ai.envbuild.spec={edited.to_json()}", "-"],
+            input=f"FROM {image}\n",
+            text=True,
+            check=True,
+            capture_output=True,
+        )
         run = envbuild(["run", "--image", f"{evil}:dev", "--name", evil, "-d"], env, timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]
         refused = [ln for ln in run.stderr.splitlines() if ln.startswith("refused: ")]
         assert len(refused) == 3, run.stderr
-        assert "not mounting / at /host" in refused[0] and "not mounting ~/.cache/envbuild/data/../../.ssh" in refused[1]
+        assert (
+            "not mounting / at /host" in refused[0] and "not mounting ~/.cache/envbuild/data/../../.ssh" in refused[1]
+        )
         assert "publishing port 8080 on 127.0.0.1, not 0.0.0.0" in refused[2]
         info = _inspect(evil)
         assert [m["Source"] for m in info["Mounts"]] == [str(home / ".cache/envbuild/data/fresh")]
         assert {b[0]["HostIp"] for b in info["HostConfig"]["PortBindings"].values()} == {"127.0.0.1"}
         assert not (home / ".ssh").exists() or (home / ".ssh").stat().st_mode & 0o777 != 0o777
 
-        allowed = envbuild(["run", "--image", f"{evil}:dev", "--name", wide, "-d", "--host", "0.0.0.0",
-                            "-v", f"{home / 'victim'}:/host:ro"], env, timeout=600)
+        allowed = envbuild(
+            [
+                "run",
+                "--image",
+                f"{evil}:dev",
+                "--name",
+                wide,
+                "-d",
+                "--host",
+                "0.0.0.0",
+                "-v",
+                f"{home / 'victim'}:/host:ro",
+            ],
+            env,
+            timeout=600,
+        )
         assert allowed.returncode == 0, allowed.stderr[-3000:]
         assert "not mounting / at /host" not in allowed.stderr and "publishing port" not in allowed.stderr
         info = _inspect(wide)
         assert str(home / "victim") in [m["Source"] for m in info["Mounts"]]
         assert info["HostConfig"]["PortBindings"]["8080/tcp"][0]["HostIp"] == "0.0.0.0"
 
-        broken = dataclasses.replace(label, runtime=dataclasses.replace(
-            label.runtime, exposes=(Expose(8080, listen_addr="everywhere", pos=at),)))
-        subprocess.run(["docker", "build", "-q", "-t", f"{evil}:bad", "--label", f"ai.envbuild.spec={broken.to_json()}",
-                        "-"], input=f"FROM {image}\n", text=True, check=True, capture_output=True)
+        broken = dataclasses.replace(
+            label, runtime=dataclasses.replace(label.runtime, exposes=(Expose(8080, listen_addr="everywhere", pos=at),))
+        )
+        subprocess.run(
+            ["docker", "build", "-q", "-t", f"{evil}:bad", "--label", f"ai.envbuild.spec={broken.to_json()}", "-"],
+            input=f"FROM {image}\n",
+            text=True,
+            check=True,
+            capture_output=True,
+        )
         bad = envbuild(["run", "--image", f"{evil}:bad", "--name", f"{evil}-bad", "-d"], env, timeout=120)
         assert bad.returncode == 2, bad.stderr
-        assert bad.stderr.strip() == (f"envbuild: error: image '{evil}:bad': its ai.envbuild.spec label is refused: "
-                                      "build.envd:9:5: runtime.expose(): 'listen_addr' must be an IP address, "
-                                      "got 'everywhere'")
+        assert bad.stderr.strip() == (
+            f"envbuild: error: image '{evil}:bad': its ai.envbuild.spec label is refused: "
+            "build.envd:9:5: runtime.expose(): 'listen_addr' must be an IP address, "
+            "got 'everywhere'"
+        )
 
         takeover = envbuild(["run", "--image", f"{evil}:dev", "--name", name, "-d"], env, timeout=120)
         assert takeover.returncode == 2 and f"already belongs to {proj}" in takeover.stderr, takeover.stderr
@@ -609,6 +711,7 @@ def test_mounts_and_addresses_a_spec_asks_for_stay_inside_what_the_user_allowed(
 
 # ---- values from the build file reach the environment exactly, as data (issue 15, item 9) -------------
 
+
 @pytest.mark.engine
 @pytest.mark.slow
 def test_environ_daemon_and_git_values_arrive_exactly_and_inject_nothing(env: dict[str, str], tmp_path: Path) -> None:
@@ -616,8 +719,18 @@ def test_environ_daemon_and_git_values_arrive_exactly_and_inject_nothing(env: di
     proj.mkdir()
     tricky = {"QUOTED": 'say "hi"', "SLASHED": "a\\\\b", "HASHED": "x #y", "SEMI": "a ; b", "DOLLAR": "$(id)"}
     environ = ", ".join(f'"{k}": {json.dumps(v)}' for k, v in tricky.items())
-    argv = ["python3", "-c", "import json, sys, time; json.dump(sys.argv[1:], open('/tmp/argv.json', 'w')); "
-            "time.sleep(86400)", "x #y", "a ;b", "100%(ENV_HOME)s", "say \"hi\"", "it's", "back\\slash", "$(id)"]
+    argv = [
+        "python3",
+        "-c",
+        "import json, sys, time; json.dump(sys.argv[1:], open('/tmp/argv.json', 'w')); time.sleep(86400)",
+        "x #y",
+        "a ;b",
+        "100%(ENV_HOME)s",
+        'say "hi"',
+        "it's",
+        "back\\slash",
+        "$(id)",
+    ]
     (proj / "build.envd").write_text(
         "def build():\n"
         f'    base(image="{BASE_IMAGE}", dev=True)\n'
@@ -629,8 +742,17 @@ def test_environ_daemon_and_git_values_arrive_exactly_and_inject_nothing(env: di
     try:
         up = envbuild(["up", "-d", "-p", str(proj), "--ca-cert", CA_BUNDLE, "--timeout", "120"], env, timeout=1500)
         assert up.returncode == 0, up.stderr[-3000:]
-        got = envbuild(["exec", name, "--", "python3", "-c",
-                        f"import json, os; print(json.dumps({{k: os.environ.get(k) for k in {list(tricky)}}}))"], env)
+        got = envbuild(
+            [
+                "exec",
+                name,
+                "--",
+                "python3",
+                "-c",
+                f"import json, os; print(json.dumps({{k: os.environ.get(k) for k in {list(tricky)}}}))",
+            ],
+            env,
+        )
         assert got.returncode == 0, got.stderr
         assert json.loads(got.stdout) == tricky
         deadline = time.monotonic() + 60
@@ -641,14 +763,20 @@ def test_environ_daemon_and_git_values_arrive_exactly_and_inject_nothing(env: di
             time.sleep(0.2)
         assert seen.returncode == 0, seen.stderr
         assert json.loads(seen.stdout) == argv[3:]
-        programs = subprocess.run(["docker", "exec", name, "supervisorctl", "-c", "/etc/envbuild/supervisord.conf",
-                                   "status"], capture_output=True, text=True).stdout
+        programs = subprocess.run(
+            ["docker", "exec", name, "supervisorctl", "-c", "/etc/envbuild/supervisord.conf", "status"],
+            capture_output=True,
+            text=True,
+        ).stdout
         assert "evil" not in programs and "daemon_0" in programs, programs
         gitconfig = ["docker", "exec", name, "git", "config", "-f", "/home/envd/.gitconfig"]
         keys = subprocess.run([*gitconfig, "--list", "--name-only"], capture_output=True, text=True)
         assert keys.stdout.split() == ["user.name", "user.email", "core.editor"], keys
-        for key, value in (("user.name", 'Ada "the" Lovelace ; #1'), ("user.email", "e #1@example.com"),
-                           ("core.editor", "vim -u \\x")):
+        for key, value in (
+            ("user.name", 'Ada "the" Lovelace ; #1'),
+            ("user.email", "e #1@example.com"),
+            ("core.editor", "vim -u \\x"),
+        ):
             got = subprocess.run([*gitconfig, "--get", key], capture_output=True, text=True)
             assert got.stdout == value + "\n", (key, got)
 
