@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite (unit + end-to-end against the real engine). Prepares the machine first.
+# Lint (ruff), types (mypy) and the whole test suite (unit + end-to-end against the real engine).
+# Prepares the machine first.
 #
 # With ENVBUILD_TEST_ENGINES=all (CI sets it) the engine tests run again against the other Debian
 # release's docker.io, started beside the machine's own by scripts/extra-engine.sh: Docker 26 with
@@ -29,6 +30,11 @@ for extra in "${extras[@]}"; do
 done
 
 status=0
+# Lint and types first (pyproject.toml: [tool.ruff], [tool.mypy]); the tests run whatever they say.
+echo "==> ruff check" >&2
+.venv/bin/ruff check . || status=$?
+echo "==> mypy" >&2
+.venv/bin/mypy || status=$?
 echo "==> tests against the machine's engine" >&2
 .venv/bin/python -m pytest -q "$@" || status=$?
 for entry in "${prepared[@]}"; do
