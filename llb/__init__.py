@@ -30,7 +30,8 @@ from .source import DEFAULT_PATH, git, http, image, local, normalize_image_ref, 
 from .state import Network, State
 
 if TYPE_CHECKING:
-    from .client import Client, SolveResult, WorkerInfo, connect
+    from .capabilities import Cap, Capabilities, WorkerInfo
+    from .client import Client, SolveResult, connect
     from .connection import TLSConfig
     from .export import (
         CacheOption,
@@ -51,7 +52,9 @@ _LAZY: dict[str, str] = {
     "connect": "client",
     "Client": "client",
     "TLSConfig": "connection",
-    "WorkerInfo": "client",
+    "WorkerInfo": "capabilities",
+    "Capabilities": "capabilities",
+    "Cap": "capabilities",
     "SolveResult": "client",
     "Export": "export",
     "DockerImage": "export",
@@ -128,6 +131,8 @@ __all__ = [
     "Client",
     "TLSConfig",
     "WorkerInfo",
+    "Capabilities",
+    "Cap",
     "SolveResult",
     "Export",
     "DockerImage",

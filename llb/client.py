@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 
 from ._proto import control_pb2, gateway_pb2, ops_pb2, status_pb2
 from .auth import DockerConfigAuth
+from .capabilities import Capabilities, WorkerInfo
 from .connection import TLSConfig, Transport, open_transport, resolve_address
 from .definition import Definition
 from .errors import (
@@ -46,7 +47,7 @@ from .progress import ProgressEvent, ProgressTracker, VertexInfo
 from .session import Session, SessionConfig, SessionServer
 from .state import State
 
-__all__ = ["connect", "Client", "WorkerInfo", "SolveResult"]
+__all__ = ["connect", "Client", "WorkerInfo", "Capabilities", "SolveResult"]
 
 _CONTROL = "/moby.buildkit.v1.Control/"
 _GATEWAY = "/moby.buildkit.v1.frontend.LLBBridge/"
@@ -61,13 +62,6 @@ _CANCELLED = "solve cancelled; the builder was told to stop it"
 
 _Unary = grpc.UnaryUnaryMultiCallable
 _Stream = grpc.UnaryStreamMultiCallable
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerInfo:
-    id: str
-    platforms: tuple[Platform, ...]
-    labels: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +108,14 @@ def connect(address: str | None = None, *, tls: TLSConfig | None = None, timeout
 def _rpc_details(exc: BaseException) -> str:
     text = exc.details() if isinstance(exc, grpc.RpcError) else None
     return text or str(exc)
+
+
+def _rpc_failure(exc: grpc.RpcError, address: str, what: str) -> LLBError:
+    """The llb error for a failed request that is not a solve."""
+    detail = _rpc_details(exc)
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        return BuilderUnreachable(address, detail, "check that the builder is still running")
+    return SolveError(f"{what} failed: {detail}" if what else detail)
 
 
 def _definition_pb(target: State | Definition | ops_pb2.Definition) -> ops_pb2.Definition:
@@ -193,6 +195,8 @@ class _Cancellable(Protocol):
 
 _C = TypeVar("_C", bound=_Cancellable)
 _T = TypeVar("_T")
+_Req = TypeVar("_Req", bound=Message)
+_Resp = TypeVar("_Resp", bound=Message)
 
 
 class _Calls:
@@ -348,6 +352,14 @@ class Client:
         self._gw_resolve: _Unary[gateway_pb2.ResolveImageConfigRequest, gateway_pb2.ResolveImageConfigResponse] = unary(
             _GATEWAY + "ResolveImageConfig", _serialize, gateway_pb2.ResolveImageConfigResponse.FromString
         )
+        self._gw_ping: _Unary[gateway_pb2.PingRequest, gateway_pb2.PongResponse] = unary(
+            _GATEWAY + "Ping", _serialize, gateway_pb2.PongResponse.FromString
+        )
+        self._info: _Unary[control_pb2.InfoRequest, control_pb2.InfoResponse] = unary(
+            _CONTROL + "Info", _serialize, control_pb2.InfoResponse.FromString
+        )
+        self._caps: Capabilities | None = None
+        self._caps_lock = threading.Lock()
 
     @property
     def is_docker_engine(self) -> bool:
@@ -370,22 +382,55 @@ class Client:
         self.transport.close()
 
     def list_workers(self, timeout: float = 10.0) -> list[WorkerInfo]:
+        resp = self._control_call(self._list_workers, control_pb2.ListWorkersRequest(), timeout)
+        return [WorkerInfo.from_pb(w) for w in resp.record]
+
+    def capabilities(self, timeout: float = 10.0) -> Capabilities:
+        """What the builder says it can do (ListWorkers, the gateway Ping's LLB and frontend caps, and
+        Control.Info where it has one), asked once per Client: the builder does not change under a
+        connection."""
+        with self._caps_lock:
+            if self._caps is None:
+                workers = self._control_call(self._list_workers, control_pb2.ListWorkersRequest(), timeout)
+                try:
+                    with self._bare_build(timeout) as (build_id, _calls):
+                        pong = self._gw_ping(
+                            gateway_pb2.PingRequest(), metadata=((_BUILD_ID_KEY, build_id),), timeout=timeout
+                        )
+                except grpc.RpcError as exc:
+                    raise _rpc_failure(exc, self.address, "the gateway Ping") from None
+                try:
+                    info: control_pb2.InfoResponse | None = self._info(control_pb2.InfoRequest(), timeout=timeout)
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNIMPLEMENTED:  # BuildKit < 0.11 has no Info
+                        raise _rpc_failure(exc, self.address, "Control.Info") from None
+                    info = None
+                self._caps = Capabilities.from_pb(workers, pong, info)
+            return self._caps
+
+    def _control_call(self, call: _Unary[_Req, _Resp], request: _Req, timeout: float) -> _Resp:
         try:
-            resp = self._list_workers(control_pb2.ListWorkersRequest(), timeout=timeout)
+            return call(request, timeout=timeout)
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                raise BuilderUnreachable(
-                    self.address, _rpc_details(exc), "check that the builder is still running"
-                ) from None
-            raise SolveError(_rpc_details(exc)) from None
-        return [
-            WorkerInfo(
-                id=w.ID,
-                platforms=tuple(Platform(p.OS, p.Architecture, p.Variant) for p in w.platforms),
-                labels=dict(w.Labels),
-            )
-            for w in resp.record
-        ]
+            raise _rpc_failure(exc, self.address, "") from None
+
+    @contextlib.contextmanager
+    def _bare_build(self, timeout: float) -> Iterator[tuple[str, _Calls]]:
+        """A build with no definition and no exporter, of which we are the frontend: gateway calls
+        (Ping, ResolveImageConfig) made inside it carry its id. It ends with an empty result."""
+        build_id = _secrets.token_hex(13)
+        calls = _Calls()
+        solve = calls.add(self._solve.future(control_pb2.SolveRequest(Ref=build_id), timeout=timeout))
+        try:
+            try:
+                yield build_id, calls
+            finally:
+                with contextlib.suppress(grpc.RpcError):
+                    self._gw_return(_empty_return(), metadata=((_BUILD_ID_KEY, build_id),), timeout=10)
+            solve.result()
+        except BaseException:
+            calls.cancel_all()
+            raise
 
     # ------------------------------------------------------------ gateway helpers
 
@@ -416,23 +461,14 @@ class Client:
     ) -> tuple[str, dict[str, Any]]:
         """(digest, image config JSON) of `ref` as the builder sees it. On the Docker
         engine an image in its own store resolves with an empty digest."""
-        build_id = _secrets.token_hex(13)
-        calls = _Calls()
-        solve = calls.add(self._solve.future(control_pb2.SolveRequest(Ref=build_id), timeout=timeout))
         pb_platform = None
         if platform is not None:
             pb_platform = ops_pb2.Platform(OS=platform.os, Architecture=platform.architecture, Variant=platform.variant)
         try:
-            try:
-                result = self._resolve_in_build(build_id, ref, pb_platform, resolve_mode, calls, None)
-            finally:
-                with contextlib.suppress(grpc.RpcError):
-                    self._gw_return(_empty_return(), metadata=((_BUILD_ID_KEY, build_id),), timeout=10)
-            solve.result()
+            with self._bare_build(timeout) as (build_id, calls):
+                return self._resolve_in_build(build_id, ref, pb_platform, resolve_mode, calls, None)
         except grpc.RpcError as exc:
-            calls.cancel_all()
             raise SolveError(f"cannot resolve image config of {ref}: {_rpc_details(exc)}") from None
-        return result
 
     # ------------------------------------------------------------ solve
 

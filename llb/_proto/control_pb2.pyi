@@ -238,3 +238,13 @@ class ListWorkersResponse(_message.Message):
     RECORD_FIELD_NUMBER: _ClassVar[int]
     record: _containers.RepeatedCompositeFieldContainer[_worker_pb2.WorkerRecord]
     def __init__(self, record: _Optional[_Iterable[_Union[_worker_pb2.WorkerRecord, _Mapping]]] = ...) -> None: ...
+
+class InfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class InfoResponse(_message.Message):
+    __slots__ = ("buildkitVersion",)
+    BUILDKITVERSION_FIELD_NUMBER: _ClassVar[int]
+    buildkitVersion: _worker_pb2.BuildkitVersion
+    def __init__(self, buildkitVersion: _Optional[_Union[_worker_pb2.BuildkitVersion, _Mapping]] = ...) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import ops_pb2 as llb_dot___proto_dot_ops__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17llb/_proto/worker.proto\x12\x16moby.buildkit.v1.types\x1a\x14llb/_proto/ops.proto\"\xe0\x01\n\x0cWorkerRecord\x12\n\n\x02ID\x18\x01 \x01(\t\x12@\n\x06Labels\x18\x02 \x03(\x0b\x32\x30.moby.buildkit.v1.types.WorkerRecord.LabelsEntry\x12\x1f\n\tplatforms\x18\x03 \x03(\x0b\x32\x0c.pb.Platform\x12\x32\n\x08GCPolicy\x18\x04 \x03(\x0b\x32 .moby.buildkit.v1.types.GCPolicy\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x08GCPolicy\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\x14\n\x0ckeepDuration\x18\x02 \x01(\x03\x12\x11\n\tkeepBytes\x18\x03 \x01(\x03\x12\x0f\n\x07\x66ilters\x18\x04 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17llb/_proto/worker.proto\x12\x16moby.buildkit.v1.types\x1a\x14llb/_proto/ops.proto\"\xa2\x02\n\x0cWorkerRecord\x12\n\n\x02ID\x18\x01 \x01(\t\x12@\n\x06Labels\x18\x02 \x03(\x0b\x32\x30.moby.buildkit.v1.types.WorkerRecord.LabelsEntry\x12\x1f\n\tplatforms\x18\x03 \x03(\x0b\x32\x0c.pb.Platform\x12\x32\n\x08GCPolicy\x18\x04 \x03(\x0b\x32 .moby.buildkit.v1.types.GCPolicy\x12@\n\x0f\x42uildkitVersion\x18\x05 \x01(\x0b\x32\'.moby.buildkit.v1.types.BuildkitVersion\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x0f\x42uildkitVersion\x12\x0f\n\x07package\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\t\"Q\n\x08GCPolicy\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\x14\n\x0ckeepDuration\x18\x02 \x01(\x03\x12\x11\n\tkeepBytes\x18\x03 \x01(\x03\x12\x0f\n\x07\x66ilters\x18\x04 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKERRECORD_LABELSENTRY']._loaded_options = None
   _globals['_WORKERRECORD_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_WORKERRECORD']._serialized_start=74
-  _globals['_WORKERRECORD']._serialized_end=298
-  _globals['_WORKERRECORD_LABELSENTRY']._serialized_start=253
-  _globals['_WORKERRECORD_LABELSENTRY']._serialized_end=298
-  _globals['_GCPOLICY']._serialized_start=300
-  _globals['_GCPOLICY']._serialized_end=381
+  _globals['_WORKERRECORD']._serialized_end=364
+  _globals['_WORKERRECORD_LABELSENTRY']._serialized_start=319
+  _globals['_WORKERRECORD_LABELSENTRY']._serialized_end=364
+  _globals['_BUILDKITVERSION']._serialized_start=366
+  _globals['_BUILDKITVERSION']._serialized_end=435
+  _globals['_GCPOLICY']._serialized_start=437
+  _globals['_GCPOLICY']._serialized_end=518
 # @@protoc_insertion_point(module_scope)

@@ -423,6 +423,16 @@ def _containerd_store() -> bool:
     return "io.containerd.snapshotter" in info.stdout
 
 
+def test_capabilities_are_what_the_engine_reports(engine: llb.Client) -> None:
+    """The gateway's caps, the workers and their platforms, as this engine reports them: MergeOp is
+    enabled exactly where the image store is containerd's, and otherwise the builder says why not."""
+    caps = engine.capabilities()
+    assert caps.supports("exec.mount.cache") and caps.frontend_supports("importcaches")
+    assert caps.platforms and caps.platforms[0] in engine.list_workers()[0].platforms
+    assert caps.supports("mergeop") == _containerd_store()
+    assert (caps.why_not("mergeop") == "") == caps.supports("mergeop")
+
+
 def test_merge_and_diff_stack_independent_steps(engine: llb.Client, tmp_path: Path) -> None:
     """Diffs of independent steps merged onto their base give every change, deletions included, and a
     change to one step re-runs only that step. An engine without MergeOp refuses the graph by name."""

@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 import llb
-from llb._proto import auth_pb2, control_pb2, fsutil_pb2, ops_pb2, secrets_pb2, worker_pb2
+from llb._proto import apicaps_pb2, auth_pb2, control_pb2, fsutil_pb2, gateway_pb2, ops_pb2, secrets_pb2, worker_pb2
 from llb.auth import DockerConfigAuth
 from llb.client import Client, _base_image, _definition_pb, _solve_error
 from llb.connection import (
@@ -38,10 +38,12 @@ from llb.progress import ProgressTracker
 
 
 class FakeBuildkitd:
-    """A grpcio server with ListWorkers, Control.Session, Solve and Status. Over each session it
-    acts as the daemon: an HTTP/2 client (a grpc channel) that calls back into the llb client.
-    A solve reports `status` on the Status stream (then fails it with `status_error` if set) and
-    answers with `solve_error` (an RPC error) or `exporter_response`."""
+    """A grpcio server with ListWorkers, Control.Session, Solve and Status, and the gateway's Ping and
+    Return. Over each session it acts as the daemon: an HTTP/2 client (a grpc channel) that calls back
+    into the llb client. A solve reports `status` on the Status stream (then fails it with
+    `status_error` if set) and answers with `solve_error` (an RPC error) or `exporter_response`; a solve
+    without a definition waits for the gateway's Return. `info` answers Control.Info (None: BuildKit
+    before 0.11, which has no Info)."""
 
     def __init__(self, tmp: Path, *, tls: tuple[bytes, bytes] | None = None) -> None:
         self.status: list[control_pb2.StatusResponse] = []
@@ -49,6 +51,17 @@ class FakeBuildkitd:
         self.solve_error: str | None = None
         self.exporter_response = {"containerimage.digest": "sha256:fake"}
         self.solve_requests: list[control_pb2.SolveRequest] = []
+        self.pong = gateway_pb2.PongResponse(
+            LLBCaps=[
+                apicaps_pb2.APICap(ID="exec.mount.cache", Enabled=True),
+                apicaps_pb2.APICap(ID="mergeop", DisabledReason="only enabled with containerd image store backend"),
+            ],
+            FrontendAPICaps=[apicaps_pb2.APICap(ID="importcaches", Enabled=True)],
+        )
+        self.pings: list[dict[str, str]] = []
+        self.info: control_pb2.InfoResponse | None = None
+        self.worker_version = ""
+        self._returned: dict[str, threading.Event] = {}
         self._status_done = threading.Event()
         self.session_metadata: list[dict[str, list[str]]] = []
         self.session_channels: list[_ReverseH2] = []
@@ -77,8 +90,28 @@ class FakeBuildkitd:
                 response_serializer=lambda d: control_pb2.BytesMessage(data=d).SerializeToString(),
             ),
         }
+        handlers["Info"] = grpc.unary_unary_rpc_method_handler(
+            self._info,
+            request_deserializer=control_pb2.InfoRequest.FromString,
+            response_serializer=lambda m: m.SerializeToString(),
+        )
+        gateway = {
+            "Ping": grpc.unary_unary_rpc_method_handler(
+                self._ping,
+                request_deserializer=gateway_pb2.PingRequest.FromString,
+                response_serializer=lambda m: m.SerializeToString(),
+            ),
+            "Return": grpc.unary_unary_rpc_method_handler(
+                self._return,
+                request_deserializer=gateway_pb2.ReturnRequest.FromString,
+                response_serializer=lambda m: m.SerializeToString(),
+            ),
+        }
         self.server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("moby.buildkit.v1.Control", handlers),)
+            (
+                grpc.method_handlers_generic_handler("moby.buildkit.v1.Control", handlers),
+                grpc.method_handlers_generic_handler("moby.buildkit.v1.frontend.LLBBridge", gateway),
+            )
         )
         if tls is not None:
             key, cert = tls
@@ -96,10 +129,36 @@ class FakeBuildkitd:
     ) -> control_pb2.ListWorkersResponse:
         rec = worker_pb2.WorkerRecord(ID="fake", Labels={"k": "v"})
         rec.platforms.add(OS="linux", Architecture="arm64", Variant="v8")
+        rec.BuildkitVersion.version = self.worker_version
         return control_pb2.ListWorkersResponse(record=[rec])
+
+    def _info(self, req: control_pb2.InfoRequest, ctx: grpc.ServicerContext) -> control_pb2.InfoResponse:
+        if self.info is None:
+            ctx.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method Info for service moby.buildkit.v1.Control")
+        return self.info
+
+    def _build_id(self, ctx: grpc.ServicerContext) -> str:
+        return dict(ctx.invocation_metadata()).get("buildkit-controlapi-buildid", "")
+
+    def _ping(self, req: gateway_pb2.PingRequest, ctx: grpc.ServicerContext) -> gateway_pb2.PongResponse:
+        build_id, deadline = self._build_id(ctx), time.monotonic() + 3
+        while not any(r.Ref == build_id for r in self.solve_requests):  # BuildKit waits for the build too
+            if time.monotonic() > deadline:
+                ctx.abort(grpc.StatusCode.UNKNOWN, f"no such job {build_id}")
+            time.sleep(0.01)
+        self.pings.append(dict(ctx.invocation_metadata()))
+        return self.pong
+
+    def _return(self, req: gateway_pb2.ReturnRequest, ctx: grpc.ServicerContext) -> gateway_pb2.ReturnResponse:
+        self._returned.setdefault(self._build_id(ctx), threading.Event()).set()
+        return gateway_pb2.ReturnResponse()
 
     def _solve(self, req: control_pb2.SolveRequest, ctx: grpc.ServicerContext) -> control_pb2.SolveResponse:
         self.solve_requests.append(req)
+        if not req.HasField("Definition") and not req.Frontend:  # a build whose frontend is the client
+            if not self._returned.setdefault(req.Ref, threading.Event()).wait(10):
+                ctx.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no Return")
+            return control_pb2.SolveResponse()
         self._status_done.wait(5)
         if self.solve_error is not None:
             ctx.abort(grpc.StatusCode.UNKNOWN, self.solve_error)
@@ -691,6 +750,41 @@ def _vertex_status(name: str, error: str = "", log: bytes = b"") -> control_pb2.
     return control_pb2.StatusResponse(
         vertexes=[control_pb2.Vertex(digest="sha256:v", name=name, error=error)], logs=logs
     )
+
+
+def test_capabilities_are_read_once_from_the_builder(buildkitd: FakeBuildkitd) -> None:
+    """Caps come from the gateway Ping inside a build of no definition; the version from Control.Info,
+    else from a worker record's field 5; an unknown version changes no decision."""
+    buildkitd.worker_version = "v0.12.5"
+    with llb.connect(buildkitd.address) as client:
+        caps = client.capabilities()
+        assert client.capabilities() is caps and len(buildkitd.pings) == 1
+    assert caps.supports("exec.mount.cache") and not caps.supports("mergeop") and not caps.supports("diffop")
+    assert caps.why_not("mergeop") == (
+        "this builder has the LLB capability 'mergeop' disabled: only enabled with containerd image store backend"
+    )
+    assert "does not know the LLB capability 'diffop' (BuildKit v0.12.5)" in caps.why_not("diffop")
+    assert caps.frontend_supports("importcaches") and caps.why_not("importcaches", frontend=True) == ""
+    assert caps.version == "v0.12.5" and caps.platforms == (llb.Platform("linux", "arm64", "v8"),)
+    assert caps.workers[0].labels == {"k": "v"}
+    (bare,) = buildkitd.solve_requests
+    assert not bare.HasField("Definition") and not bare.Exporter
+
+    buildkitd.info = control_pb2.InfoResponse()
+    buildkitd.info.buildkitVersion.version = "v0.0.0+unknown"
+    with llb.connect(buildkitd.address) as client:
+        caps = client.capabilities()
+    assert caps.version == "v0.0.0+unknown" and not caps.supports("mergeop")
+
+
+def test_worker_records_keep_fields_llb_does_not_read() -> None:
+    """A record from a newer BuildKit (an extra field 6) parses; the field survives a round trip."""
+    record = worker_pb2.WorkerRecord(ID="w")
+    record.BuildkitVersion.version = "v0.13.0"
+    raw = record.SerializeToString() + bytes([6 << 3 | 2, 3]) + b"cdi"
+    parsed = worker_pb2.WorkerRecord.FromString(raw)
+    assert llb.WorkerInfo.from_pb(parsed).buildkit_version == "v0.13.0"
+    assert parsed.SerializeToString() == raw
 
 
 def test_solve_reports_vertices_and_exporter_response(buildkitd: FakeBuildkitd) -> None:
