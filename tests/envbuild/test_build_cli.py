@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,12 @@ from envbuild.errors import UsageError
 from envbuild.outputs import parse_build_options
 
 ROOT = Path(__file__).resolve().parents[2]
+ENVBUILD = str(Path(sys.executable).with_name("envbuild"))  # the installed script of the running Python
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(ROOT / ".venv/bin/envbuild"), *args],
+        [ENVBUILD, *args],
         capture_output=True,
         text=True,
         timeout=60,

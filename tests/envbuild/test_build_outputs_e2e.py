@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tarfile
 import urllib.request
 import uuid
@@ -21,6 +22,7 @@ from tests.envbuild.test_vscode_e2e import make_vsix
 pytestmark = pytest.mark.engine
 
 ROOT = Path(__file__).resolve().parents[2]
+ENVBUILD = str(Path(sys.executable).with_name("envbuild"))  # the installed script of the running Python
 BASE = "local/debian:bookworm"
 REGISTRY = os.environ.get("ENVBUILD_TEST_REGISTRY", "127.0.0.1:5000")
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -37,7 +39,7 @@ def envbuild(
 ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k.upper() not in _PROXY_VARS and k != "BUILDKIT_HOST"}
     return subprocess.run(
-        [str(ROOT / ".venv/bin/envbuild"), *args, "--progress", "plain"],
+        [ENVBUILD, *args, "--progress", "plain"],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -274,7 +276,7 @@ def test_an_export_cut_short_leaves_nothing(tmp_path: Path, how: str, kind: str)
     env = {k: v for k, v in os.environ.items() if k.upper() not in _PROXY_VARS and k != "BUILDKIT_HOST"}
     env["DOCKER_HOST"] = f"unix://{relay.path}"
     proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/envbuild"), "build", "-p", str(proj), "-o", output, "--progress", "plain"],
+        [ENVBUILD, "build", "-p", str(proj), "-o", output, "--progress", "plain"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
