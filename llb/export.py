@@ -106,7 +106,8 @@ class ImageConfig:
     """OCI image config fields applied to an exported image.
 
     `None` keeps the base image's value (the image at the bottom of the result's
-    root filesystem); a given value replaces it entirely — pass the full list of
+    root filesystem; not its ``created`` date, which the exporter sets from the newest
+    layer, as for a Dockerfile build); a given value replaces it entirely — pass the full list of
     Env, the full set of Labels, and so on. `env` may be a mapping or `K=V` strings.
     """
 
@@ -167,6 +168,7 @@ class ImageConfig:
             cfg["StopSignal"] = self.stop_signal
         img["config"] = cfg
         img.pop("rootfs", None)
+        img.pop("created", None)  # the base's date: the exporter dates the image by its newest layer
         return img
 
 

@@ -595,6 +595,7 @@ def test_image_config_merges_over_base() -> None:
         "config": {"Env": ["PATH=/bin"], "Cmd": ["bash"], "Labels": {"old": "1"}},
         "rootfs": {"type": "layers", "diff_ids": ["sha256:x"]},
         "history": [{"created_by": "base"}],
+        "created": "2020-01-01T00:00:00Z",
     }
     cfg = ImageConfig(env={"A": "1"}, labels={"new": "2"}, exposed_ports=["80"], user="u")
     merged = cfg.merged_into(base, {"os": "linux", "architecture": "amd64"})
@@ -603,6 +604,7 @@ def test_image_config_merges_over_base() -> None:
     assert merged["config"]["Labels"] == {"new": "2"}
     assert merged["config"]["ExposedPorts"] == {"80/tcp": {}}
     assert "rootfs" not in merged and merged["history"] == [{"created_by": "base"}]
+    assert "created" not in merged  # the exporter dates the image by its newest layer, not the base's date
     assert base["config"]["Env"] == ["PATH=/bin"]
     fresh = ImageConfig(cmd=["x"]).merged_into(None, {"os": "linux", "architecture": "arm64", "variant": "v8"})
     assert (fresh["architecture"], fresh["variant"], fresh["config"]) == ("arm64", "v8", {"Cmd": ["x"]})
