@@ -544,16 +544,36 @@ class _Compiler:
                 llb.copy(download, fname, dest, owner=owner), name=self.name(f"download {dl.url}", "http", dl.pos)
             )
         for c in self.spec.copies:
-            dest = self.container_path(c.target)
+            dest = self.copy_target(c.target)
             if c.image:
                 source, source_path = llb.image(c.image), c.source
             else:
                 source, source_path = self.context([c.source]), "/" + _rel(c.source)
+            # envd's llb.Copy with only CreateDestPath: a directory onto an existing one (``/``, ``/etc``,
+            # a target ending in ``/``) lands as <target>/<its name>, onto a new path as that path
             state = state.file(
-                llb.copy(source, source_path, dest, owner=owner),
+                llb.copy(
+                    source,
+                    source_path,
+                    dest,
+                    owner=owner,
+                    copy_dir_contents=False,
+                    allow_wildcard=False,
+                    allow_empty_wildcard=False,
+                    follow_symlinks=False,
+                ),
                 name=self.name(f"copy {c.image + ':' if c.image else ''}{c.source} -> {dest}", "copy", c.pos),
             )
         return state
+
+    def copy_target(self, target: str) -> str:
+        """Where ``io.copy`` puts its source: a relative target is relative to ``/`` (the directory
+        envd's copy resolves it against), ``~`` is the image user's home, and a trailing ``/`` stays
+        (copy into that directory)."""
+        if target == "~" or target.startswith("~/"):
+            target = self.home + target[1:]
+        path = "/" + posixpath.normpath(posixpath.join("/", target)).lstrip("/")
+        return path + "/" if target.endswith("/") and path != "/" else path
 
     def container_path(self, path: str) -> str:
         if path == "~" or path.startswith("~/"):

@@ -70,6 +70,35 @@ def test_stage_order_least_to_most_volatile(tmp_path: Path) -> None:
     assert names.index("jupyterlab") < names.index("python packages: numpy")
 
 
+def test_io_copy_is_envds_copy(tmp_path: Path) -> None:
+    """envd's ``llb.Copy`` with only CreateDestPath: no wildcards, the source itself (not its
+    contents), its symlink not followed; a relative target is relative to ``/``, a trailing ``/`` kept."""
+    spec = spec_of(
+        tmp_path,
+        'base(image="local/debian:bookworm", dev=True)\n'
+        'io.copy(source="src", target="/")\n'
+        'io.copy(source="src", target="opt/app/")\n'
+        'io.copy(source="notes.txt", target="~/notes.txt")',
+        {"src/pkg/__init__.py": "", "notes.txt": "x"},
+    )
+    copies = [
+        action["copy"]
+        for entry in compile(spec, OPTS).definition().to_json()
+        for action in entry["Op"].get("file", {}).get("actions", [])
+        if "copy" in action and action["copy"]["src"] in ("/src", "/notes.txt")
+    ]
+    assert [(c["src"], c["dest"]) for c in copies] == [
+        ("/src", "/"),
+        ("/src", "/opt/app/"),
+        ("/notes.txt", "/home/envd/notes.txt"),
+    ]
+    for c in copies:
+        assert c["createDestPath"] and c["owner"]
+        assert not any(
+            c.get(flag) for flag in ("dirCopyContents", "allowWildcard", "allowEmptyWildcard", "followSymlink")
+        )
+
+
 def _inputs(entry: dict) -> list[str]:
     return [i["digest"] for i in entry["Op"].get("inputs", [])]
 

@@ -1,0 +1,156 @@
+"""envd users' build files on the real engine: what the image holds is what envd would put there.
+
+Each test is a small project of its own, built with the ``envbuild`` command as a user runs it
+(``HOME`` in a temporary directory), then looked at with ``docker run``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.engine
+
+REPO = Path(__file__).resolve().parents[2]
+CA = "/etc/ssl/certs/ca-certificates.crt"
+BASE = "local/debian:bookworm"
+
+
+@dataclass
+class Project:
+    path: Path
+    env: dict[str, str]
+    tag: str
+
+    def write(self, files: dict[str, str]) -> None:
+        for name, text in files.items():
+            (self.path / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.path / name).write_text(text)
+
+    def envbuild(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-c", "from envbuild.cli import main; main()", *args],
+            env=self.env,
+            cwd=self.path,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"envbuild {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")
+        return result
+
+    def build(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.envbuild("build", "--tag", self.tag, "--progress", "plain", *args, check=check)
+
+    def run(self, *command: str) -> str:
+        result = subprocess.run(
+            ["docker", "run", "--rm", "--entrypoint", "", self.tag, *command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Iterator[Project]:
+    path = tmp_path / "proj"
+    path.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "SSH_"))}
+    env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO), ENVBUILD_CA_CERT=CA, NO_COLOR="1")
+    p = Project(path, env, f"envbuild-e2e/compat-{uuid.uuid4().hex[:8]}:1")
+    try:
+        yield p
+    finally:
+        subprocess.run(["docker", "rmi", "-f", p.tag], capture_output=True)
+
+
+def test_directory_copies_land_where_envd_puts_them(project: Project) -> None:
+    """envd copies a directory itself (BuildKit's copy without dirCopyContents): onto ``/`` or an
+    existing folder it lands as ``<folder>/<name>``, onto a new path as that path."""
+    project.write(
+        {
+            "build.envd": (
+                "def build():\n"
+                f'    base(image="{BASE}")\n'
+                '    io.copy(source="src", target="/")\n'
+                '    io.copy(source="conf", target="/etc")\n'
+                '    io.copy(source="conf", target="/opt/settings")\n'
+                '    io.copy(source="src", target="/srv/")\n'
+                '    io.copy(source="README.md", target="/usr/share/doc")\n'
+            ),
+            "src/module.py": "VALUE = 'from src'\n",
+            "src/pkg/__init__.py": "",
+            "conf/app.ini": "[app]\n",
+            "README.md": "read me\n",
+        }
+    )
+    project.build()
+    found = project.run("sh", "-c", "find /src /srv/src /etc/conf /opt/settings /usr/share/doc/README.md | sort")
+    assert found.split() == [
+        "/etc/conf",
+        "/etc/conf/app.ini",
+        "/opt/settings",
+        "/opt/settings/app.ini",
+        "/src",
+        "/src/module.py",
+        "/src/pkg",
+        "/src/pkg/__init__.py",
+        "/srv/src",
+        "/srv/src/module.py",
+        "/srv/src/pkg",
+        "/srv/src/pkg/__init__.py",
+        "/usr/share/doc/README.md",
+    ]
+    assert project.run("sh", "-c", "test ! -e /module.py && test -s /etc/passwd && echo kept") == "kept\n"
+
+
+def test_a_failing_python_install_shows_uvs_error_and_images_are_dated_by_their_build(project: Project) -> None:
+    project.write(
+        {
+            "build.envd": (
+                "def build():\n"
+                f'    base(image="{BASE}")\n'
+                "    install.python()\n"
+                '    install.python_packages(name=["envbuild-no-such-package-zz==1.0"])\n'
+            )
+        }
+    )
+    failed = project.build(check=False)
+    assert failed.returncode == 1, failed.stderr
+    error = failed.stderr[failed.stderr.index("envbuild: error:") :]
+    assert error.startswith("envbuild: error: build.envd:4:5: step 'python packages: envbuild-no-such-package-zz")
+    assert "No solution found when resolving dependencies" in error
+    assert "envbuild-no-such-package-zz was not found in the package registry" in error
+
+    project.write(
+        {"build.envd": f'def build():\n    base(image="{BASE}")\n    run(commands=["echo {uuid.uuid4()}"])\n'}
+    )
+    before = datetime.now().astimezone()
+    project.build()
+    created = {
+        ref: datetime.fromisoformat(
+            subprocess.run(
+                ["docker", "image", "inspect", ref, "-f", "{{.Created}}"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
+        for ref in (BASE, project.tag)
+    }
+    assert created[project.tag] > created[BASE]
+    assert abs((created[project.tag] - before).total_seconds()) < 600
+    listed = subprocess.run(
+        ["docker", "images", "--format", "{{json .}}"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    order = [f"{r['Repository']}:{r['Tag']}" for r in map(json.loads, listed)]
+    assert order.index(project.tag) < order.index(BASE)
