@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import llb
     from envbuild.compiler import CompiledBuild
     from envbuild.compiler.mirrors import Mirrors
+    from envbuild.compiler.options import Pins
+    from envbuild.lock import LockedBuild
     from envbuild.outputs import BuildOutputOptions
     from frontend.spec import Spec
 
@@ -73,6 +75,8 @@ class Prepared:
     """The ``ai.envbuild.inputs`` label (`envbuild.quickcheck`): lets the next no-op build skip evaluation."""
     base_image: Mapping[str, Any] | None = None
     """The engine's ``image inspect`` of the base (None: not in its store); asked once per build."""
+    pins: Pins | None = None
+    """The versions a fresh ``build.envd.lock`` pins (`envbuild.lock.use_lock`); None: no lock used."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +165,8 @@ def prepare(options: BuildOptions, *, labels: bool = True) -> Prepared:
 
         validate_image_name(options.tag)
     spec, ctx = evaluate(options)
-    spec = _use_lock(spec, ctx, options)
+    locked = _use_lock(spec, ctx, options)
+    spec, pins = locked.spec, locked.pins
     project = project_name(os.path.basename(ctx))
     if options.owner is not None:
         owner = options.owner
@@ -171,12 +176,14 @@ def prepare(options: BuildOptions, *, labels: bool = True) -> Prepared:
         owner = (os.getuid(), os.getgid())
     base_name = images.engine_name(spec.image)
     base = images.inspect_image(base_name)
+    tag = options.tag or default_tag(project)
     if not labels:
-        return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, "", None, base)
+        return Prepared(spec, ctx, project, tag, owner, "", None, base, pins)
     base_id = str(base.get("Id")) if base else "unresolved"
-    digest = input_digest(spec, ctx, owner=owner, base_id=base_id, extra=f"network {options.network}")
+    extra = f"network {options.network}" + (f" lock {pins.digest}" if pins is not None else "")
+    digest = input_digest(spec, ctx, owner=owner, base_id=base_id, extra=extra)
     quick = _quick_label(spec, options, project=project, base=base_name, base_id=base_id)
-    return Prepared(spec, ctx, project, options.tag or default_tag(project), owner, digest, quick, base)
+    return Prepared(spec, ctx, project, tag, owner, digest, quick, base, pins)
 
 
 def _quick_label(spec: Spec, options: BuildOptions, *, project: str, base: str, base_id: str) -> str | None:
@@ -199,9 +206,9 @@ def _quick_label(spec: Spec, options: BuildOptions, *, project: str, base: str, 
     )
 
 
-def _use_lock(spec: Spec, ctx: str, options: BuildOptions) -> Spec:
-    """The locked spec when build.envd.lock is fresh (envbuild.lock); --locked/--offline make a stale,
-    missing or unsatisfiable lock an error."""
+def _use_lock(spec: Spec, ctx: str, options: BuildOptions) -> LockedBuild:
+    """The locked spec and pins when build.envd.lock is fresh (envbuild.lock); --locked/--offline
+    make a stale, missing or unsatisfiable lock an error."""
     from envbuild.lock import use_lock
 
     build_file = _build_file(options)
@@ -245,6 +252,16 @@ def compile_for(
         base = images.base_config(prep.base_image)
     else:
         base = images.resolve(prep.spec.image, client, platform=plat, local=False)
+    pins = prep.pins
+    if pins is not None and platform and pins.platform and llb_platform(platform) != llb_platform(pins.platform):
+        if pins.strict:
+            from envbuild.lock import LockError
+
+            raise LockError(
+                f"--locked: the lock was made for {pins.platform}; this build is for {platform} "
+                "(lock each platform's build separately)"
+            )
+        pins = None
     opts = compiler.CompileOptions(
         project=prep.project,
         owner=prep.owner,
@@ -260,8 +277,20 @@ def compile_for(
         vscode_extensions=tuple(extensions),
         vscode_cache=_vscode_cache() if extensions else "",
         context_dir=prep.context_dir,
+        pins=pins,
     )
-    return compile_spec(prep.spec, opts)
+    compiled = compile_spec(prep.spec, opts)
+    if pins is None and prep.pins is not None:
+        note = f"the lock was made for {prep.pins.platform}: the {platform} build installs unpinned packages"
+        compiled = replace(compiled, notes=(*compiled.notes, note))
+    return compiled
+
+
+def llb_platform(text: str) -> str:
+    """``os/arch[/variant]`` as BuildKit normalises it (``linux/x86_64`` is ``linux/amd64``)."""
+    import llb
+
+    return str(llb.Platform.parse(text))
 
 
 def _vscode_cache() -> str:

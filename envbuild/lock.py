@@ -1,18 +1,19 @@
-"""Lock files: ``build.envd.lock`` pins what a build resolves, so every machine builds the same thing.
+"""Lock files: ``build.envd.lock`` pins everything a build installs, so every machine builds the same thing.
 
-A lock records the base image (engine image id, registry digests), every ``install.apt_packages``
-call's resolved package set (``apt-get --simulate`` on the image as built up to that call), every
-``install.python_packages`` call's resolved closure with sha256 hashes (``uv pip compile
---generate-hashes`` run *inside* the image against its own interpreter, so markers and wheel tags are
-the image's, not the host's), ``io.http`` checksums, and the pinned toolchain checksums.
+A lock records the base image (engine image id, registry digests), every apt transaction the build
+makes (envbuild's own and the user's, each with its whole closure), one resolution of every Python
+package the environment gets (JupyterLab, the venv's seed packages and every
+``install.python_packages`` call, with sha256 hashes, resolved *inside* the image against its own
+interpreter), the conda environment's packages by URL and sha256, ``io.http`` checksums, VS Code
+extension versions and the pinned toolchain checksums (`envbuild.lockfile` has the format).
 
 The lock is made from a *projection* of the spec (``lock_inputs``): only what shapes resolution
 (base, apt source, package lists, requirements/wheel **contents**, Python version, index, ...), no
 positions and no ``run()``/runtime settings, so reformatting build.envd or editing a ``run()`` does not
-stale the lock. ``check_lock`` compares projections and says what changed; ``apply_lock`` is a pure
-spec -> spec rewrite (pip calls become ``-r`` hashed requirement files, apt names ``name=version``,
-base by digest, http checksums filled in); ``use_lock`` is the one call ``envbuild.build.prepare``
-makes.
+stale the lock. ``check_lock`` compares projections and says what changed; ``apply_lock`` pins the
+spec's own values (base by digest, http checksums, extension versions) and ``pins`` gives the
+compiler every package version (`envbuild.compiler.options.Pins`); ``use_lock`` is the one call
+``envbuild.build.prepare`` makes.
 """
 
 from __future__ import annotations
@@ -22,205 +23,43 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from envbuild.errors import UsageError
+from envbuild.lockfile import (
+    LOCK_VERSION,
+    AptPackage,
+    AptStep,
+    BaseImage,
+    CondaPackage,
+    Download,
+    Lock,
+    LockedExtension,
+    LockError,
+    PythonPackage,
+    canonical,
+    conda_explicit,
+    plain,
+    python_requirements,
+)
 
 if TYPE_CHECKING:
+    from envbuild.compiler.options import Pins
     from frontend.spec import Spec
 
-LOCK_VERSION = 1
 LOCK_SUFFIX = ".lock"
-MATERIALISED_DIR = ".envbuild/lock"
-"""Context-relative folder where hashed requirement files are written for a locked build (generated;
-the lock file is the source of truth, so this folder can be git-ignored)."""
-
-
 WHEELS_DIR = ".envbuild/wheels"
 """Context-relative wheelhouse ``envbuild lock --download-wheels`` fills; ``--offline`` installs from it."""
-
-
-class LockError(UsageError):
-    """A lock is missing, stale or unreadable where the user asked for a locked build (exit 2)."""
+CONTEXT_MOUNT = "/run/envbuild-context"
+"""Where a build step sees the build context (`envbuild.compiler.scripts.CONTEXT_MOUNT`)."""
 
 
 class OfflineError(UsageError):
     """An input of an ``--offline`` build is not available from the engine, the caches or a mirror."""
-
-
-# ---- data model ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PipPackage:
-    name: str
-    version: str
-    hashes: tuple[str, ...] = ()
-
-    def requirement(self) -> str:
-        lines = [f"{self.name}=={self.version}"] + [f"--hash={h}" for h in self.hashes]
-        return " \\\n    ".join(lines)
-
-
-@dataclass(frozen=True, slots=True)
-class PipGroup:
-    """One ``install.python_packages`` call: its whole resolved closure (local wheels stay as given)."""
-
-    packages: tuple[PipPackage, ...] = ()
-    wheels: tuple[str, ...] = ()
-
-    def requirements_text(self) -> str:
-        head = "# generated from build.envd.lock by envbuild; do not edit\n"
-        return head + "".join(p.requirement() + "\n" for p in self.packages)
-
-
-@dataclass(frozen=True, slots=True)
-class AptPackage:
-    name: str
-    version: str
-    arch: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class AptGroup:
-    """One ``install.apt_packages`` call: the requested names and what apt resolved them to."""
-
-    names: tuple[str, ...] = ()
-    packages: tuple[AptPackage, ...] = ()
-
-    def pinned_names(self) -> tuple[str, ...]:
-        """Every resolved package as ``name=version``; requested names apt found already installed
-        stay plain (installing them is a no-op)."""
-        pinned = [f"{p.name}={p.version}" for p in self.packages]
-        resolved = {p.name.split(":", 1)[0] for p in self.packages}
-        return tuple(pinned + [n for n in self.names if n not in resolved])
-
-
-@dataclass(frozen=True, slots=True)
-class BaseImage:
-    ref: str
-    id: str = ""
-    repo_digests: tuple[str, ...] = ()
-
-    def pinned_ref(self) -> str:
-        """``repo@sha256:...`` when the engine knows a registry digest for ``ref``'s repository;
-        otherwise ``ref`` itself, whose engine image id ``use_lock`` verifies before building."""
-        repo = _repository(self.ref)
-        for d in self.repo_digests:
-            if _repository(d.split("@", 1)[0]) == repo:
-                return d
-        return self.ref
-
-
-@dataclass(frozen=True, slots=True)
-class Download:
-    url: str
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class LockedExtension:
-    """A VS Code extension: ``id`` as written in build.envd, the version it resolved to, the .vsix sha256."""
-
-    id: str
-    version: str
-    sha256: str
-
-    def pinned_id(self) -> str:
-        if self.id.lower().endswith(".vsix"):
-            return self.id
-        base = re.sub(r"-\d+\.\d+\.\d+[\w.+-]*$", "", self.id)
-        return f"{base}-{self.version}"
-
-
-@dataclass(frozen=True, slots=True)
-class Lock:
-    inputs: Mapping[str, Any]
-    base: BaseImage
-    platform: str = ""
-    python: str = ""
-    apt: tuple[AptGroup, ...] = ()
-    pip: tuple[PipGroup, ...] = ()
-    http: tuple[Download, ...] = ()
-    toolchains: tuple[Download, ...] = ()
-    vscode: tuple[tuple[LockedExtension, ...], ...] = ()
-    unlocked: tuple[str, ...] = ()
-    version: int = LOCK_VERSION
-
-    @property
-    def inputs_sha256(self) -> str:
-        return _sha(_canonical(self.inputs))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "envbuild_lock": self.version,
-            "inputs_sha256": self.inputs_sha256,
-            "inputs": _plain(self.inputs),
-            "base": {"ref": self.base.ref, "id": self.base.id, "repo_digests": list(self.base.repo_digests)},
-            "platform": self.platform,
-            "python": self.python,
-            "apt": [
-                {"names": list(g.names), "packages": [dataclasses.asdict(p) for p in g.packages]} for g in self.apt
-            ],
-            "pip": [
-                {
-                    "packages": [{"name": p.name, "version": p.version, "hashes": list(p.hashes)} for p in g.packages],
-                    "wheels": list(g.wheels),
-                }
-                for g in self.pip
-            ],
-            "http": [dataclasses.asdict(d) for d in self.http],
-            "toolchains": [dataclasses.asdict(d) for d in self.toolchains],
-            "vscode_extensions": [[dataclasses.asdict(e) for e in call] for call in self.vscode],
-            "unlocked": list(self.unlocked),
-        }
-
-    def dumps(self) -> str:
-        """Deterministic text: sorted keys, two-space indent, one list item per line."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-    @classmethod
-    def loads(cls, text: str, *, where: str = LOCK_SUFFIX) -> Lock:
-        try:
-            d = json.loads(text)
-            if not isinstance(d, dict):
-                raise ValueError("not a JSON object")
-            version = d.get("envbuild_lock")
-            if version != LOCK_VERSION:
-                raise LockError(
-                    f"{where}: lock format {version!r} is not supported by this envbuild (reads {LOCK_VERSION}); "
-                    "run `envbuild lock` again"
-                )
-            b = d["base"]
-            return cls(
-                version=version,
-                inputs=MappingProxyType(dict(d["inputs"])),
-                base=BaseImage(str(b["ref"]), str(b.get("id", "")), tuple(b.get("repo_digests", ()))),
-                platform=str(d.get("platform", "")),
-                python=str(d.get("python", "")),
-                apt=tuple(
-                    AptGroup(tuple(g["names"]), tuple(AptPackage(**p) for p in g["packages"])) for g in d.get("apt", ())
-                ),
-                pip=tuple(
-                    PipGroup(
-                        tuple(PipPackage(p["name"], p["version"], tuple(p.get("hashes", ()))) for p in g["packages"]),
-                        tuple(g.get("wheels", ())),
-                    )
-                    for g in d.get("pip", ())
-                ),
-                http=tuple(Download(**x) for x in d.get("http", ())),
-                toolchains=tuple(Download(**x) for x in d.get("toolchains", ())),
-                vscode=tuple(tuple(LockedExtension(**e) for e in call) for call in d.get("vscode_extensions", ())),
-                unlocked=tuple(d.get("unlocked", ())),
-            )
-        except LockError:
-            raise
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LockError(f"{where}: not a valid envbuild lock file ({exc}); run `envbuild lock` again") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +81,15 @@ class LockStatus:
         if self.fresh:
             return f"{self.path.name} is up to date"
         return f"{self.path.name} is stale:\n" + "\n".join(f"  - {r}" for r in self.reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class LockedBuild:
+    """What `use_lock` hands the build: the spec to compile and the versions to install (None: no lock)."""
+
+    spec: Spec
+    pins: Pins | None = None
+    lock: Lock | None = None
 
 
 # ---- the projection the lock is made from ----------------------------------------------------------
@@ -285,14 +133,23 @@ def lock_inputs(spec: Spec, context_dir: Path) -> dict[str, Any]:
                     else None
                 ),
                 "wheels": {w: _file_sha(context_dir / w) for w in c.local_wheels},
+                "options": _pip_options(c.options),
             }
             for c in spec.python_packages
         ],
         "http": [{"url": h.url, "checksum": h.checksum, "filename": h.filename} for h in spec.http],
         "languages": languages,
         "conda_packages": [
-            {"names": list(c.names), "channels": list(c.channels), "env_file": c.env_file} for c in spec.conda_packages
+            {
+                "names": list(c.names),
+                "channels": list(c.channels),
+                "env_file": c.env_file,
+                "env_file_sha256": _file_sha(context_dir / c.env_file) if c.env_file else None,
+            }
+            for c in spec.conda_packages
         ],
+        "conda_channel": _sha(spec.conda_channel.text) if spec.conda_channel else None,
+        "cuda": [spec.cuda.version, spec.cuda.cudnn] if spec.cuda else None,
         "vscode_extensions": [list(c.names) for c in spec.vscode_extensions],
     }
 
@@ -301,7 +158,7 @@ def check_lock(spec: Spec, lock: Lock, context_dir: Path, *, base_id: str | None
     """Precise reasons the lock no longer matches (empty: fresh). ``base_id`` is the engine's current
     image id for the base (None: not checked; "": the engine does not have it)."""
     now = lock_inputs(spec, context_dir)
-    was = _plain(lock.inputs)
+    was = plain(lock.inputs)
     reasons: list[str] = []
     pos = _positions(spec)
     if now.get("target") != was.get("target"):
@@ -321,6 +178,8 @@ def check_lock(spec: Spec, lock: Lock, context_dir: Path, *, base_id: str | None
         ("jupyter", "config.jupyter"),
         ("pip_index", "config.pip_index"),
         ("languages", "language runtimes"),
+        ("conda_channel", "config.conda_channel"),
+        ("cuda", "install.cuda"),
     ):
         if now.get(key) != was.get(key):
             reasons.append(f"{label} changed: {_show(was.get(key))} -> {_show(now.get(key))}")
@@ -341,7 +200,7 @@ def check_lock(spec: Spec, lock: Lock, context_dir: Path, *, base_id: str | None
         pos.get("vsc", []),
         _names_diff,
     )
-    if not reasons and _canonical(now) != _canonical(was):
+    if not reasons and canonical(now) != canonical(was):
         reasons.append("the build file's package inputs changed")
     return tuple(reasons)
 
@@ -400,6 +259,8 @@ def _pip_diff(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
             out.append(f"local wheel {w} removed")
         elif w0[w] != w1[w]:
             out.append(f"content of local wheel {w} changed")
+    if was.get("options") != now["options"]:
+        out.append(f"pip options changed: {_show(was.get('options'))} -> {_show(now['options'])}")
     return out
 
 
@@ -415,66 +276,41 @@ def _conda_diff(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
     out = _names_diff(was.get("names", []), now["names"])
     if was.get("channels") != now["channels"] or was.get("env_file") != now["env_file"]:
         out.append("channels or environment file changed")
+    elif was.get("env_file_sha256") != now["env_file_sha256"]:
+        out.append(f"content of {now['env_file']} changed")
     return out
+
+
+def _pip_options(o: Any) -> dict[str, Any]:
+    """A call's pip options as they shape resolution (index credentials left out)."""
+    return {
+        "index_url": _redact(o.index_url),
+        "extra_index_urls": [_redact(u) for u in o.extra_index_urls],
+        "find_links": [_redact(u) for u in o.find_links],
+        "pre": o.pre,
+        "no_deps": o.no_deps,
+    }
 
 
 # ---- applying a lock ----------------------------------------------------------------------------
 
 
-def materialised_path(index: int) -> str:
-    return f"{MATERIALISED_DIR}/python-packages-{index + 1}.txt"
+def apply_lock(spec: Spec, lock: Lock) -> Spec:
+    """The spec a locked build compiles (pure): the base pinned by registry digest when one is
+    known, ``io.http`` downloads with the locked sha256, VS Code extensions at their locked versions.
+    Package versions reach the compiler as `pins`."""
+    from frontend.spec import Base, VSCodeExtensions
 
-
-def apply_lock(spec: Spec, lock: Lock, wheels: Sequence[Mapping[str, str]] | None = None) -> Spec:
-    """The spec a locked build compiles (pure): every ``python_packages`` call installs its hashed
-    requirement file ``materialised_path(i)`` (plus its local wheels), apt calls name every resolved
-    package ``name=version``, the base is pinned by registry digest when one is known, and ``io.http``
-    downloads carry the locked sha256. Call ``materialise`` to write the requirement files.
-
-    ``wheels`` (offline builds, from ``find_wheels``): per call, package name -> context-relative
-    wheel file; the call then installs those files (no index is asked) instead of the requirements."""
-    from frontend.spec import AptPackages, Base, PythonPackages, VSCodeExtensions
-
-    if len(lock.pip) != len(spec.python_packages) or len(lock.apt) != len(spec.apt_packages):
-        raise LockError("the lock does not match the build file's package calls; run `envbuild lock`")
-    if wheels is not None:
-        pip = tuple(
-            PythonPackages(names=(), local_wheels=(*call.local_wheels, *(w[n] for n in sorted(w))), pos=call.pos)
-            for call, w in zip(spec.python_packages, wheels, strict=False)
-        )
-    else:
-        pip = tuple(
-            PythonPackages(names=(), requirements=materialised_path(i), local_wheels=call.local_wheels, pos=call.pos)
-            for i, call in enumerate(spec.python_packages)
-        )
-    apt = tuple(
-        AptPackages(names=group.pinned_names(), pos=call.pos)
-        for call, group in zip(spec.apt_packages, lock.apt, strict=False)
-    )
     sums = {d.url: d.sha256 for d in lock.http}
     http = tuple(
         h if h.checksum or h.url not in sums else dataclasses.replace(h, checksum=sums[h.url]) for h in spec.http
     )
-    changes: dict[str, Any] = {
-        "vscode_extensions": tuple(
+    changes: dict[str, Any] = {"http": http}
+    if len(lock.vscode) == len(spec.vscode_extensions):
+        changes["vscode_extensions"] = tuple(
             VSCodeExtensions(names=tuple(e.pinned_id() for e in locked), pos=call.pos)
-            for call, locked in zip(spec.vscode_extensions, lock.vscode, strict=False)
+            for call, locked in zip(spec.vscode_extensions, lock.vscode, strict=True)
         )
-        if len(lock.vscode) == len(spec.vscode_extensions)
-        else spec.vscode_extensions,
-        "python_packages": pip,
-        "apt_packages": apt,
-        "http": http,
-        "inputs": tuple(
-            sorted(
-                {
-                    *spec.inputs,
-                    *(p.requirements for p in pip if p.requirements),
-                    *(w for p in pip for w in p.local_wheels),
-                }
-            )
-        ),
-    }
     pinned = lock.base.pinned_ref()
     if pinned != spec.image:
         if spec.cuda is not None:
@@ -484,20 +320,31 @@ def apply_lock(spec: Spec, lock: Lock, wheels: Sequence[Mapping[str, str]] | Non
     return dataclasses.replace(spec, **changes)
 
 
-def materialise(lock: Lock, context_dir: Path) -> list[Path]:
-    """Write the hashed requirement files a locked build installs (only when their text differs)."""
-    written: list[Path] = []
-    for i, group in enumerate(lock.pip):
-        p = context_dir / materialised_path(i)
-        text = group.requirements_text()
-        if not p.is_file() or p.read_text(encoding="utf-8") != text:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            ignore = p.parent.parent / ".gitignore"
-            if not ignore.exists():
-                ignore.write_text("# generated by envbuild from build.envd.lock\n*\n", encoding="utf-8")
-            p.write_text(text, encoding="utf-8")
-            written.append(p)
-    return written
+def pins(spec: Spec, lock: Lock, *, strict: bool = False, wheelhouse: str = "") -> Pins:
+    """The versions a build of ``spec`` installs from ``lock`` (`envbuild.compiler.options.Pins`).
+    A local wheel the lock names must be one of the spec's (the lock cannot point elsewhere);
+    ``wheelhouse`` (``--offline``): the context folder the Python packages come from."""
+    from envbuild.compiler.options import AptPin, Pins
+
+    python = None
+    if lock.python_packages is not None:
+        wheels = {w for call in spec.python_packages for w in call.local_wheels}
+        for p in lock.python_packages:
+            if p.path and p.path not in wheels:
+                raise LockError(f"the lock installs the local wheel {p.path}, which build.envd does not name")
+        python = python_requirements(lock.python_packages, CONTEXT_MOUNT)
+    return Pins(
+        apt=MappingProxyType(
+            {s.key: AptPin(s.names, tuple(f"{p.name}={p.version}" for p in s.packages)) for s in lock.apt}
+        ),
+        python=python,
+        python_version=lock.python_version,
+        conda=conda_explicit(lock.conda) if lock.conda is not None else None,
+        platform=lock.platform,
+        strict=strict,
+        wheelhouse=wheelhouse,
+        digest=hashlib.sha256(lock.dumps().encode()).hexdigest(),
+    )
 
 
 def check_vsix_cache(lock: Lock, cache_root: Path) -> list[str]:
@@ -518,8 +365,8 @@ def read_lock(path: Path) -> Lock | None:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise LockError(f"{path}: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LockError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
     return Lock.loads(text, where=str(path))
 
 
@@ -547,72 +394,67 @@ def use_lock(
     locked: bool = False,
     offline: bool = False,
     on_note: Callable[[str], None] | None = None,
-) -> Spec:
-    """The hook ``envbuild.build.prepare`` calls: the locked spec when a fresh lock exists, the spec
-    unchanged (with a note) when it is missing or stale; ``locked``/``offline`` turn that into an
-    error that says what changed or what is missing."""
+) -> LockedBuild:
+    """The hook ``envbuild.build.prepare`` calls: the locked spec and pins when a fresh lock exists,
+    the spec unchanged (with a note) when it is missing or stale; ``locked``/``offline`` turn that
+    into an error that says what changed or what is missing. ``locked`` also refuses a lock that
+    leaves something the build installs unpinned."""
     note = on_note or (lambda text: print(f"note: {text}", file=sys.stderr))
     path = lock_path(build_file)
     if not path.exists() and not locked and not offline:
-        return spec
+        return LockedBuild(spec)
     base_id = engine_base_id(spec.image)
     st = status(spec, context_dir, build_file, base_id=base_id)
-    wheels = None
     if offline:
-        wheels = check_offline(spec, st, base_id, context_dir)
+        check_offline(spec, st, base_id, context_dir)
     if not st.fresh:
         if locked:
             raise LockError(f"--locked: {st.describe()}\nrun `envbuild lock` to update it")
         note(st.describe() + "\nbuilding without the lock; run `envbuild lock` to update it")
-        return spec
-    assert st.lock is not None
-    if st.lock.vscode:
+        return LockedBuild(spec)
+    lock = st.lock
+    assert lock is not None
+    if locked and lock.unlocked:
+        raise LockError(
+            f"--locked: {path.name} does not cover everything this build installs:\n"
+            + "\n".join(f"  - {u}" for u in lock.unlocked)
+            + "\nbuild without --locked to install these unpinned"
+        )
+    if lock.vscode:
         from envbuild.compiler.vscode import cache_root
 
-        bad = check_vsix_cache(st.lock, cache_root())
+        bad = check_vsix_cache(lock, cache_root())
         if bad:
             raise LockError("VS Code extension downloads differ from the lock:\n" + "\n".join(f"  - {b}" for b in bad))
-    materialise(st.lock, context_dir)
-    return apply_lock(spec, st.lock, wheels)
+    wheelhouse = WHEELS_DIR if offline and lock.python_packages else ""
+    return LockedBuild(apply_lock(spec, lock), pins(spec, lock, strict=locked, wheelhouse=wheelhouse), lock)
 
 
-def find_wheels(lock: Lock, context_dir: Path) -> tuple[list[dict[str, str]], list[str]]:
-    """Per pip call, package -> wheel in ``WHEELS_DIR`` whose sha256 is one the lock allows; and the
-    ``name==version`` pins that have none."""
-    by_hash: dict[str, str] = {}
+def missing_wheels(lock: Lock, context_dir: Path) -> list[str]:
+    """The ``name==version`` pins without a wheel in ``WHEELS_DIR`` whose sha256 the lock allows
+    (local wheels come from the context itself)."""
+    have: set[str] = set()
     folder = context_dir / WHEELS_DIR
     if folder.is_dir():
-        for f in sorted(folder.iterdir()):
-            if f.is_file():
-                by_hash["sha256:" + _file_sha(f)] = f"{WHEELS_DIR}/{f.name}"
-    found: list[dict[str, str]] = []
-    missing: list[str] = []
-    for group in lock.pip:
-        files: dict[str, str] = {}
-        for p in group.packages:
-            hit = next((by_hash[h] for h in p.hashes if h in by_hash), None)
-            if hit is None:
-                missing.append(f"{p.name}=={p.version}")
-            else:
-                files[p.name] = hit
-        found.append(files)
-    return found, missing
+        have = {"sha256:" + _file_sha(f) for f in sorted(folder.iterdir()) if f.is_file()}
+    return [
+        f"{p.name}=={p.version}"
+        for p in lock.python_packages or ()
+        if not p.path and not any(h in have for h in p.hashes)
+    ]
 
 
-def check_offline(
-    spec: Spec, st: LockStatus, base_id: str, context_dir: Path | None = None
-) -> list[dict[str, str]] | None:
+def check_offline(spec: Spec, st: LockStatus, base_id: str, context_dir: Path | None = None) -> None:
     """What an offline build needs: the base image in the engine, every package pinned by a fresh lock
     (no resolution against an index), the locked Python packages as hash-matching wheels in
-    ``WHEELS_DIR``, every download with a checksum (so the cache can serve it). Returns the wheels."""
+    ``WHEELS_DIR``, every download with a checksum (so the cache can serve it)."""
     missing: list[str] = []
-    wheels: list[dict[str, str]] | None = None
     if not base_id:
         missing.append(
             f"base image {spec.image} is not in the engine's image store (load it with `docker load` or pull it "
             "while online)"
         )
-    if (spec.python_packages or spec.apt_packages) and not st.fresh:
+    if (spec.python_packages or spec.apt_packages or spec.jupyter) and not st.fresh:
         missing.append(
             "pinned package versions: " + (st.describe() if st.exists else "no lock file; run `envbuild lock` online")
         )
@@ -621,8 +463,8 @@ def check_offline(
     ]
     if unpinned:
         missing.append("checksums of io.http downloads (a lock or checksum=): " + ", ".join(unpinned))
-    if st.fresh and st.lock is not None and spec.python_packages and context_dir is not None:
-        wheels, absent = find_wheels(st.lock, context_dir)
+    if st.fresh and st.lock is not None and st.lock.python_packages and context_dir is not None:
+        absent = missing_wheels(st.lock, context_dir)
         if absent:
             missing.append(
                 f"Python wheels matching the lock in {WHEELS_DIR}/: "
@@ -631,24 +473,9 @@ def check_offline(
             )
     if missing:
         raise OfflineError("--offline: cannot build without the network:\n" + "\n".join(f"  - {m}" for m in missing))
-    return wheels
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-
-
-def _repository(ref: str) -> str:
-    from llb import normalize_image_ref
-
-    def strip(name: str) -> str:
-        name = name.split("@", 1)[0]
-        last = name.rsplit("/", 1)[-1]
-        return name[: len(name) - len(last)] + last.split(":", 1)[0]
-
-    try:
-        return strip(normalize_image_ref(strip(ref)))
-    except Exception:
-        return strip(ref)
 
 
 def _redact(url: str) -> str:
@@ -675,18 +502,6 @@ def _file_sha(p: Path) -> str:
         return h.hexdigest()
     except OSError:
         return ""
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _sha(text: str) -> str:
@@ -718,31 +533,40 @@ def parse_apt_simulation(text: str) -> tuple[AptPackage, ...]:
     return tuple(out[k] for k in sorted(out))
 
 
-def parse_pip_compile(text: str) -> tuple[PipPackage, ...]:
-    """``uv pip compile --generate-hashes --no-annotate --no-header`` output -> pinned packages.
+def normalise(name: str) -> str:
+    """A Python project name as PEP 503 compares it."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
-    Lines that are not ``name==version`` pins (local paths, URLs) are left out: local wheels stay
-    in the build as given."""
+
+def parse_pip_compile(text: str, *, context_mount: str = CONTEXT_MOUNT) -> tuple[PythonPackage, ...]:
+    """``uv pip compile --generate-hashes --no-annotate --no-header`` output -> pinned packages,
+    sorted by name; a local wheel (a path under ``context_mount``) keeps its context-relative path,
+    its name and version read from the wheel's file name."""
     joined = re.sub(r"\\\s*\n", " ", text)
-    out: dict[str, PipPackage] = {}
+    out: dict[str, PythonPackage] = {}
     for line in joined.splitlines():
-        line = line.split("#", 1)[0].strip() if not line.lstrip().startswith("--hash") else line.strip()
-        if not line or line.startswith("-"):
+        words = line.split("#", 1)[0].split() if "--hash" not in line else line.split()
+        if not words or words[0].startswith("-"):
             continue
-        words = line.split()
-        req, hashes = words[0], tuple(sorted(w.split("=", 1)[1] for w in words[1:] if w.startswith("--hash=")))
-        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^;\s]+)", req.split(";", 1)[0])
+        req = words[0].split(";", 1)[0]
+        hashes = tuple(sorted(w.split("=", 1)[1] for w in words[1:] if w.startswith("--hash=")))
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^;\s]+)", req)
         if m:
-            name = re.sub(r"[-_.]+", "-", m.group(1)).lower()
-            out[name] = PipPackage(name, m.group(2), hashes)
+            name = normalise(m.group(1))
+            out[name] = PythonPackage(name, m.group(2), hashes)
+        elif req.startswith(context_mount + "/") and req.endswith(".whl"):
+            stem = req.rsplit("/", 1)[-1].split("-")
+            name = normalise(stem[0])
+            out[name] = PythonPackage(name, stem[1] if len(stem) > 1 else "", hashes, req[len(context_mount) + 1 :])
     return tuple(out[k] for k in sorted(out))
 
 
 _OPTION_LINE = re.compile(r"^--?(index-url|extra-index-url|find-links|no-index|trusted-host|i|f)\b")
 
 
-def unpinnable(text: str) -> list[str]:
-    """Requirements in ``uv pip compile`` output that are not index pins: paths, URLs, VCS, editables."""
+def unpinnable(text: str, *, context_mount: str = CONTEXT_MOUNT) -> list[str]:
+    """Requirements in ``uv pip compile`` output that are neither index pins nor local wheels of the
+    context: other paths, URLs, VCS, editables."""
     joined = re.sub(r"\\\s*\n", " ", text)
     out: list[str] = []
     for line in joined.splitlines():
@@ -750,32 +574,37 @@ def unpinnable(text: str) -> list[str]:
         if not line or line.startswith("#") or _OPTION_LINE.match(line):
             continue
         req = line.split(" --hash=", 1)[0].strip()
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[^;\s]+(\s*;.*)?", req):
-            out.append(req)
+        if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[^;\s]+(\s*;.*)?", req):
+            continue
+        if req.startswith(context_mount + "/") and req.endswith(".whl"):
+            continue
+        out.append(req)
     return out
 
 
 __all__ = [
     "LOCK_VERSION",
-    "AptGroup",
     "AptPackage",
+    "AptStep",
     "BaseImage",
+    "CondaPackage",
     "Download",
     "Lock",
     "LockError",
     "LockStatus",
+    "LockedBuild",
+    "LockedExtension",
     "OfflineError",
-    "PipGroup",
-    "PipPackage",
+    "PythonPackage",
     "apply_lock",
     "check_lock",
     "check_offline",
-    "find_wheels",
     "lock_inputs",
     "lock_path",
-    "materialise",
+    "missing_wheels",
     "parse_apt_simulation",
     "parse_pip_compile",
+    "pins",
     "read_lock",
     "status",
     "use_lock",

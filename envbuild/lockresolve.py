@@ -1,25 +1,31 @@
-"""`envbuild lock`: resolve a spec's packages *inside its own image* and write the lock.
+"""`envbuild lock`: resolve everything a spec installs *inside its own image* and make the lock.
 
-Resolution runs in one BuildKit solve on the real build's own steps (the spec compiled without its
-package lists, so the base, apt and Python steps are cache hits shared with ``envbuild build``):
+The spec is compiled as the build compiles it; the compiler records each package transaction with
+the state its step runs on (`envbuild.compiler.installs`). One BuildKit solve then runs, on those
+very states (cache hits shared with ``envbuild build``, so markers, wheel tags and the apt
+architecture are the image's, not the host's):
 
-* each ``install.apt_packages`` call: ``apt-get --simulate install`` on the image as built up to
-  that call, with the build's apt source and flags (``--no-install-recommends``);
-* the ``install.python_packages`` calls, in order, in one step as the environment's owner:
-  ``uv pip compile --generate-hashes`` against the image's venv interpreter (its markers and wheel
-  tags), then ``uv pip install`` of that pinned closure so the next call resolves on top of it, as
-  the locked build will; an earlier lock's pins are uv's preferences unless ``--upgrade``;
+* each apt transaction (envbuild's own and every ``install.apt_packages`` call): ``apt-get
+  --simulate install`` with the step's sources and flags, which lists the whole closure;
+* one ``uv pip compile --generate-hashes`` of every Python package the environment gets
+  (JupyterLab, the venv's seed packages, every call's names, requirements files and local wheels)
+  against the environment's interpreter, as its owner; a conflict is reported naming both sides;
+* one solve of the conda environment (``conda create --dry-run --json``) for its URLs and hashes;
 * ``io.http`` downloads without a checksum, fetched by the builder and hashed here.
 
-The resolution steps carry a fresh nonce, so they always run; their results come back through a
-local export. Nothing here writes to the engine's image store.
+With an earlier lock (and no ``--upgrade``) the spec is compiled with its pins, so earlier versions
+stay where they still resolve: apt is asked for the pinned versions first, uv takes the earlier
+pins as preferences, and an unchanged conda request keeps its packages. The resolution steps carry
+a fresh nonce, so they always run; their results come back through a local export. Nothing here
+writes to the engine's image store.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import posixpath
+import json
+import re
 import secrets as _secrets
 import shlex
 import shutil
@@ -32,16 +38,18 @@ import llb
 from envbuild import images
 from envbuild import lock as L
 from envbuild.compiler import compile as compiler_mod
+from envbuild.compiler import conda as conda_mod
 from envbuild.compiler import scripts as S
-from envbuild.compiler.compile import _rel
 from envbuild.compiler.compile import compile as compile_spec
-from envbuild.compiler.credentials import NETRC_PATH, NETRC_SECRET_ID
+from envbuild.compiler.installs import AptInstall, CondaInstall, PythonInstall
+from envbuild.compiler.mirrors import Mirrors
 from envbuild.compiler.options import CompileOptions
 from envbuild.errors import BuildFailed, EngineUnreachable, UsageError
-from frontend.spec import Python, Spec
+from envbuild.lockfile import repository
+from frontend.spec import Spec
 
 IN_DIR = "/run/envbuild-lock-in"
-WORK_DIR = "/tmp/envbuild-lock"
+WORK_DIR = "/run/envbuild-lock-work"
 OUT_DIR = "/out"
 
 
@@ -56,44 +64,33 @@ class ResolveOptions:
     upgrade: bool = False
     upgrade_packages: tuple[str, ...] = ()
     download_wheels: bool = False
+    mirrors: Mirrors = dataclasses.field(default_factory=Mirrors)
 
 
-def reduced(spec: Spec, *, apt_calls: int | None = None, python: bool = True) -> Spec:
-    """The spec up to the package steps: same base/apt/Python steps as the build (cache hits), none
-    of the steps that depend on what is being resolved."""
-    changes: dict[str, Any] = {"python_packages": (), "runs": (), "copies": (), "http": ()}
-    if apt_calls is not None:
-        changes["apt_packages"] = spec.apt_packages[:apt_calls]
-    if not python:
-        changes.update(python=None, jupyter=None)
-    elif spec.python_packages and spec.python is None:
-        changes["python"] = Python(version="3")
-    return dataclasses.replace(spec, **changes)
-
-
-def _unlocked(spec: Spec) -> tuple[str, ...]:
+def unlocked(spec: Spec) -> tuple[str, ...]:
+    """What the build installs that the lock cannot pin (``build --locked`` refuses these)."""
     out: list[str] = []
-    if spec.dev:
-        out.append("development packages envbuild installs (sshd, supervisor, sudo, git, ...) follow the apt source")
-    if spec.python or spec.python_packages or spec.jupyter:
-        out.append(
-            "the distribution's python3 follows the apt source; the venv's seed packages (pip, setuptools, wheel) "
-            "are the index's latest (uv itself is pinned and hash-checked)"
-        )
-    if spec.jupyter:
-        out.append("jupyterlab (config.jupyter) is installed unpinned before the locked Python packages")
-    if spec.conda_packages or spec.conda:
-        out.append("conda packages are resolved at build time (conda locking is not implemented yet)")
-    for what, items in (("R packages", spec.r_packages), ("Julia packages", spec.julia_packages)):
-        if items:
-            out.append(f"{what} are resolved at build time")
+
+    def at(item: Any) -> str:
+        pos = getattr(item, "pos", None)
+        return f" ({pos})" if pos else ""
+
+    out += [f"install.r_packages{at(c)}: R packages come from CRAN as it is at build time" for c in spec.r_packages]
+    out += [f"install.julia_packages{at(c)}: Julia packages resolve at build time" for c in spec.julia_packages]
+    if spec.rust is not None:
+        out.append(f"install.rust{at(spec.rust)}: rustup installs the toolchain the channel has at build time")
+    if spec.uv is not None:
+        out.append(f"install.uv{at(spec.uv)}: `uv python install` takes the newest matching CPython")
+    if spec.pixi is not None:
+        out.append(f"install.pixi{at(spec.pixi)}: the pixi archive is checked against its published checksum only")
+    for c in spec.copies:
+        if c.image:
+            out.append(f"io.copy{at(c)}: files from the image {c.image} as its tag is at build time")
     if spec.vscode_extensions:
         out.append(
-            "VS Code extensions: versions are pinned; a .vsix downloaded at build time (not in envbuild's "
+            "install.vscode_extensions: versions are pinned; a .vsix downloaded at build time (not in envbuild's "
             "cache) is not checked against the lock's sha256"
         )
-    if spec.runs:
-        out.append("run() commands run as written; what they download is not locked")
     return tuple(out)
 
 
@@ -116,7 +113,7 @@ def _toolchains(spec: Spec) -> tuple[tuple[L.Download, ...], tuple[str, ...]]:
         if hits:
             found += hits
         else:
-            unpinned.append(f"{attr} archives are checked against the upstream's published checksum at build time")
+            unpinned.append(f"install.{attr}: the archive is checked against the upstream's published checksum only")
     return tuple(found), tuple(unpinned)
 
 
@@ -131,7 +128,6 @@ def lock_extensions(
     """Resolve each extension id to a version and the sha256 of its .vsix (host side, like the build's
     ``vscode.prepare``: the same Open VSX mirror and cache)."""
     from envbuild.compiler import vscode
-    from envbuild.compiler.mirrors import Mirrors
 
     if not spec.vscode_extensions:
         return ()
@@ -159,74 +155,77 @@ def _base(spec: Spec, client: Any) -> tuple[L.BaseImage, str]:
     except Exception as exc:
         raise UsageError(f"base image {spec.image}: not in the engine's store and not resolvable ({exc})") from None
     arch = f"{config.get('os') or 'linux'}/{config.get('architecture') or 'amd64'}"
-    repo = L._repository(spec.image)
+    repo = repository(spec.image)
     return L.BaseImage(spec.image, "", (f"{repo}@{digest}",) if digest else ()), arch
 
 
-def _owner_words(uid: int, gid: int) -> str:
-    return "" if uid == 0 else f"setpriv --reuid={uid} --regid={gid} --init-groups "
+# ---- the resolution scripts -----------------------------------------------------------------------
 
 
-def pip_script(
-    groups: Sequence[tuple[bool, Sequence[str]]],
-    uid: int,
-    gid: int,
+def apt_script(install: AptInstall, out: str) -> str:
+    """apt's plan for the transaction: the pinned words first (an earlier lock), else the names."""
+    simulate = "apt-get $APT_TLS -s -q install --no-install-recommends"
+    command = f"{simulate} {shlex.join(install.names)} > {out}"
+    if install.words != install.names:
+        command = f"{simulate} {shlex.join(install.words)} > {out} 2>/dev/null || {command}"
+    return S.script(S.apt_prepare(install.mirror), command)
+
+
+def python_script(
+    request: PythonInstall,
     *,
-    home: str,
+    previous: bool,
     upgrade: bool,
     upgrade_packages: Sequence[str],
-    download: bool = False,
+    download: bool,
 ) -> str:
-    """Resolve each call (``in-N.txt``) with the previous pins (``prev-N.txt``) as preferences, install
-    the pins, and leave ``pip-N.txt`` and ``python.txt`` in ``/out``. ``groups``: (has previous pins,
-    local wheel paths) per call."""
-    from envbuild.compiler import scripts as S
-
-    drop = _owner_words(uid, gid)
-    env = f"env HOME={home} UV_CACHE_DIR={S.UV_CACHE_DIR} UV_PYTHON={S.VENV}/bin/python UV_LINK_MODE=copy"
+    """Resolve ``IN_DIR/requirements.txt`` plus the venv's seed packages in one ``uv pip compile``
+    (the previous pins, ``IN_DIR/previous.txt``, as preferences) as the environment's owner. Leaves
+    ``python.txt`` (or ``python-error.txt``), ``python-version.txt`` and the wheels in ``OUT_DIR``."""
+    uid, gid = request.uid, request.gid
+    drop = "" if uid == 0 else f"setpriv --reuid={uid} --regid={gid} --init-groups "
+    env = f"env HOME={request.home} UV_CACHE_DIR={S.UV_CACHE_DIR} UV_PYTHON={request.python} UV_LINK_MODE=copy"
     up = " --upgrade" if upgrade else "".join(f" --upgrade-package {shlex.quote(p)}" for p in upgrade_packages)
+    options = f" {shlex.join(request.options)}" if request.options else ""
+    seed = f"{WORK_DIR}/seed"
     lines = [
         f"mkdir -p {S.UV_CACHE_DIR}",
         f'[ "$(stat -c %u:%g {S.UV_CACHE_DIR})" = "{uid}:{gid}" ] || chown -R {uid}:{gid} {S.UV_CACHE_DIR}',
         f"install -d -m 0755 -o {uid} -g {gid} {WORK_DIR}",
+        "# the seed packages `uv venv --seed` gives this interpreter (the build's venv has them)",
+        f"{drop}{env} {S.UV_BIN} -q venv --seed --python {request.python} {seed}",
+        f"cp {IN_DIR}/requirements.txt {WORK_DIR}/in.txt",
+        f"{drop}{env} {S.UV_BIN} pip freeze --python {seed}/bin/python | sed 's/==.*//' >> {WORK_DIR}/in.txt",
+        f"chown {uid}:{gid} {WORK_DIR}/in.txt",
     ]
-    for i, (prev, wheels) in enumerate(groups):
-        out = f"{WORK_DIR}/pip-{i}.txt"
-        if prev:
-            lines.append(f"install -m 0644 -o {uid} -g {gid} {IN_DIR}/prev-{i}.txt {out}")
-        lines.append(
-            f"{drop}{env} {S.UV_BIN} pip compile --quiet --generate-hashes --strip-extras --no-header --no-annotate"
-            f"{up} {IN_DIR}/in-{i}.txt -o {out}"
-        )
-        lines.append(f"{drop}{env} {S.UV_BIN} pip install --quiet -r {out} {shlex.join(wheels)}".rstrip())
-        lines.append(f"cp {out} {OUT_DIR}/pip-{i}.txt")
-        if download:
-            lines.append(
-                f"env HOME={home} PIP_DISABLE_PIP_VERSION_CHECK=1 {S.VENV}/bin/python -m pip download -q --no-deps"
-                f" -r {out} -d {OUT_DIR}/wheels"
-            )
-    lines.append(
-        f"{S.VENV}/bin/python -c 'import platform, sysconfig;"
-        f" print(platform.python_version(), sysconfig.get_platform())' > {OUT_DIR}/python.txt"
-    )
+    if previous:
+        lines.append(f"install -m 0644 -o {uid} -g {gid} {IN_DIR}/previous.txt {WORK_DIR}/python.txt")
+    lines += [
+        f"if {drop}{env} {S.UV_BIN} pip compile --quiet --generate-hashes --strip-extras --no-header --no-annotate"
+        f"{up}{options} {WORK_DIR}/in.txt -o {WORK_DIR}/python.txt 2> {OUT_DIR}/python-error.txt; then",
+        f"  cp {WORK_DIR}/python.txt {OUT_DIR}/python.txt",
+        "fi",
+        f"{request.python} -c 'import platform, sysconfig;"
+        f" print(platform.python_version(), sysconfig.get_platform())' > {OUT_DIR}/python-version.txt",
+    ]
+    if download:
+        lines += [
+            f"if [ -s {OUT_DIR}/python.txt ]; then",
+            f"  grep -v '^{S.CONTEXT_MOUNT}/' {OUT_DIR}/python.txt > {WORK_DIR}/download.txt || true",
+            f"  env HOME={request.home} PIP_DISABLE_PIP_VERSION_CHECK=1 {seed}/bin/python -m pip download -q"
+            f" --no-deps -r {WORK_DIR}/download.txt -d {OUT_DIR}/wheels",
+            "fi",
+        ]
     return S.script(*lines)
 
 
-def apt_script(names: Sequence[str], out: str) -> str:
-    return S.script(
-        "export DEBIAN_FRONTEND=noninteractive",
-        "rm -f /etc/apt/apt.conf.d/docker-clean",
-        "apt-get $APT_TLS -qq update",
-        f"apt-get $APT_TLS -s -q install --no-install-recommends {shlex.join(names)} > {out}",
-    )
+def conda_script(request: CondaInstall) -> str:
+    """One solve of the conda environment's request, without installing: the packages as JSON."""
+    words = shlex.join(["conda", "create", "--dry-run", "--json", "-p", conda_mod.ENV, *request.args, *request.specs])
+    return S.script(f"{words} > {OUT_DIR}/conda.json 2> {OUT_DIR}/conda-error.txt || true")
 
 
-def _pip_input(call: Any, context_mount: str) -> str:
-    lines = list(call.names)
-    if call.requirements:
-        lines.append("-r " + posixpath.join(context_mount, _rel(call.requirements)))
-    lines += [posixpath.join(context_mount, _rel(w)) for w in call.local_wheels]
-    return "".join(x + "\n" for x in lines)
+# ---- the solve --------------------------------------------------------------------------------------
 
 
 def resolve(
@@ -239,10 +238,10 @@ def resolve(
     on_event: Callable[[Any], None] | None = None,
 ) -> L.Lock:
     """Run the resolution steps in one solve and turn what they report into the lock."""
-    if spec.conda is not None and spec.python_packages:
+    if spec.conda is not None and spec.python is not None and (spec.python_packages or spec.jupyter):
         raise UsageError(
             "envbuild lock: Python packages installed into a conda environment cannot be locked yet "
-            "(remove the lock file to build unlocked)"
+            "(install them with install.conda_packages, or remove the lock file to build unlocked)"
         )
     try:
         client = llb.connect(builder)
@@ -250,10 +249,11 @@ def resolve(
         raise EngineUnreachable(str(exc)) from None
     with client:
         base, platform = _base(spec, client)
-        steps = _Steps.make(spec, opts, client)
-        reports = [*steps.apt(), *steps.python(previous), *_downloads(spec)]
+        steps = _Steps.make(spec, context_dir, opts, client, previous)
+        inputs = L.lock_inputs(spec, context_dir)
+        reports = [*steps.apt(), *steps.python(previous), *steps.conda(previous, inputs), *_downloads(spec)]
         files = _collect(client, steps, reports, context_dir, on_event)
-    return _lock(spec, context_dir, base, platform, files)
+    return _lock(spec, context_dir, base, platform, files, steps, previous)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -271,14 +271,21 @@ class _Steps:
 
     spec: Spec
     opts: ResolveOptions
-    compile_options: CompileOptions
+    compiled: compiler_mod.CompiledBuild
     env: dict[str, str]
     net: list[llb.Mount]
-    netrc: bytes | None
-    uses_context: bool = False
+    conda_kept: bool = False
 
     @classmethod
-    def make(cls, spec: Spec, opts: ResolveOptions, client: llb.Client) -> _Steps:
+    def make(
+        cls, spec: Spec, context_dir: Path, opts: ResolveOptions, client: llb.Client, previous: L.Lock | None
+    ) -> _Steps:
+        pins = None
+        if previous is not None and not opts.upgrade:
+            try:
+                pins = L.pins(spec, previous)
+            except L.LockError:
+                pins = None
         compile_options = CompileOptions(
             project=opts.project,
             owner=opts.owner,
@@ -286,86 +293,89 @@ class _Steps:
             proxy=dict(opts.proxy),
             network=opts.network,
             python_mirror=opts.python_mirror,
+            mirrors=opts.mirrors,
+            pins=pins,
+            context_dir=str(context_dir),
         )
+        compiled = compile_spec(spec, compile_options)
         env = {**compiler_mod.STEP_PATH, "ENVBUILD_LOCK_RUN": _secrets.token_hex(8)}  # always runs
         net = [llb.secret(S.CA_SECRET_PATH, S.CA_SECRET_ID, mode=0o444, optional=True), llb.tmpfs(S.TLS_DIR)]
-        netrc = compiler_mod._Compiler(spec, compile_options).netrc
-        if netrc:  # index credentials: a secret like in the build, never in the step env or the LLB
+        if compiled.secret_values:  # index credentials: a secret like in the build, never in the step env
+            from envbuild.compiler.credentials import NETRC_PATH, NETRC_SECRET_ID
+
             net.append(llb.secret(NETRC_PATH, NETRC_SECRET_ID, mode=0o444))
             env.update(NETRC=NETRC_PATH)
-        return cls(spec, opts, compile_options, env, net, netrc)
+        return cls(spec, opts, compiled, env, net)
 
     def secrets(self) -> dict[str, bytes]:
-        return {
-            **({S.CA_SECRET_ID: self.opts.ca} if self.opts.ca else {}),
-            **({NETRC_SECRET_ID: self.netrc} if self.netrc else {}),
-        }
+        return compiler_mod.solve_secrets(self.compiled, self.opts.ca)
+
+    def run(self, state: llb.State, script: str, mounts: Sequence[llb.Mount], name: str) -> llb.ExecState:
+        """A resolution step: ``OUT_DIR`` is a fresh scratch mount it writes its report into."""
+        return state.run(
+            ["/bin/sh", "-c", script],
+            env=self.env,
+            mounts=[*self.net, *mounts, llb.bind(OUT_DIR, llb.scratch(), readonly=False)],
+            network=self.opts.network,
+            name=name,
+            proxy_env=dict(self.opts.proxy) or None,
+        )
 
     def apt(self) -> list[_Report]:
-        """``apt-get --simulate`` of each call on the image as built up to that call."""
-        apt_mounts = [
-            llb.cache("/var/cache/apt", S.APT_CACHE_ID, sharing="locked"),
-            llb.cache("/var/lib/apt/lists", S.APT_LISTS_ID, sharing="locked"),
-        ]
+        """apt's plan for each transaction, on the state the transaction runs on."""
         reports = []
-        for i, call in enumerate(self.spec.apt_packages):
-            before = compile_spec(reduced(self.spec, apt_calls=i, python=False), self.compile_options).state
-            simulated = before.run(
-                ["/bin/sh", "-c", apt_script(call.names, f"{OUT_DIR}/apt-{i}.txt")],
-                env=self.env,
-                mounts=[*self.net, *apt_mounts, llb.bind(OUT_DIR, llb.scratch(), readonly=False)],
-                network=self.opts.network,
-                name=f"lock: apt {' '.join(call.names)}",
+        for i, install in enumerate(self.compiled.installs.apt):
+            ran = self.run(
+                install.before,
+                apt_script(install, f"{OUT_DIR}/apt.txt"),
+                install.mounts,
+                f"lock: apt {install.step}",
             )
-            reports.append(_Report(simulated.mount_state(OUT_DIR), f"/apt-{i}.txt", f"/apt-{i}.txt"))
+            reports.append(_Report(ran.mount_state(OUT_DIR), "/apt.txt", f"/apt-{i}.txt"))
         return reports
 
     def python(self, previous: L.Lock | None) -> list[_Report]:
-        """One step for every ``install.python_packages`` call: compile, pin, install, in order."""
-        spec, opts = self.spec, self.opts
-        if not spec.python_packages:
+        """One resolution of every Python package of the environment."""
+        request = self.compiled.installs.python
+        if request is None or (self.spec.conda is not None and self.spec.python is not None):
             return []
-        compiled = compile_spec(reduced(spec), self.compile_options)
-        uid, gid = opts.owner if spec.dev else (0, 0)
-        mounts = [
-            *self.net,
-            llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID),
-            llb.bind(IN_DIR, llb.scratch().file(_inputs_action(spec, previous))),
-            llb.bind(OUT_DIR, llb.scratch(), readonly=False),
-        ]
-        files = [
-            f
-            for call in spec.python_packages
-            for f in ([call.requirements] if call.requirements else []) + list(call.local_wheels)
-        ]
-        if files:
-            self.uses_context = True
-            include = [p for f in files for p in (_rel(f), _rel(f) + "/**")]
-            context_name = self.compile_options.context_name
-            mounts.append(
-                llb.bind(S.CONTEXT_MOUNT, llb.local(context_name, include=include, shared_key_hint=context_name))
-            )
-        groups = [
-            (_has_prev(previous, i), [posixpath.join(S.CONTEXT_MOUNT, _rel(w)) for w in call.local_wheels])
-            for i, call in enumerate(spec.python_packages)
-        ]
-        script = pip_script(
-            groups,
-            uid,
-            gid,
-            home="/home/envd" if spec.dev else "/root",
-            upgrade=opts.upgrade,
-            upgrade_packages=opts.upgrade_packages,
-            download=opts.download_wheels,
+        if request.problems:
+            raise UsageError(f"{request.problems[0]}: cannot be locked")
+        keep = previous is not None and previous.python_packages is not None and not self.opts.upgrade
+        inputs = llb.FileAction().mkfile("/requirements.txt", "".join(f"{r}\n" for r in request.requirements), 0o644)
+        if keep:
+            assert previous is not None and previous.python_packages is not None
+            inputs = inputs.mkfile("/previous.txt", L.python_requirements(previous.python_packages, S.CONTEXT_MOUNT))
+        script = python_script(
+            request,
+            previous=keep,
+            upgrade=self.opts.upgrade,
+            upgrade_packages=self.opts.upgrade_packages,
+            download=self.opts.download_wheels,
         )
-        resolved = compiled.state.run(
-            ["/bin/sh", "-c", script],
-            env={**self.env, **compiler_mod._Compiler(spec, self.compile_options).uv_env()},
-            mounts=mounts,
-            network=opts.network,
-            name="lock: python packages",
-        )
-        return [_Report(resolved.mount_state(OUT_DIR), "/", "/")]
+        mounts = [*request.mounts, llb.bind(IN_DIR, llb.scratch().file(inputs)), llb.tmpfs(WORK_DIR)]
+        ran = self.run(request.before, script, mounts, "lock: python packages")
+        return [_Report(ran.mount_state(OUT_DIR), "/", "/")]
+
+    def conda(self, previous: L.Lock | None, inputs: Mapping[str, Any]) -> list[_Report]:
+        """One solve of the conda environment; an unchanged request keeps the earlier lock's packages."""
+        request = self.compiled.installs.conda
+        if request is None:
+            return []
+        if (
+            previous is not None
+            and previous.conda is not None
+            and not self.opts.upgrade
+            and all(previous.inputs.get(k) == L.plain(inputs[k]) for k in _CONDA_INPUTS)
+        ):
+            self.conda_kept = True
+            return []
+        ran = self.run(request.before, conda_script(request), request.mounts, "lock: conda packages")
+        return [_Report(ran.mount_state(OUT_DIR), "/conda.json", "/conda.json")]
+
+
+_CONDA_INPUTS = ("conda_packages", "conda_channel", "python", "languages", "image")
+"""The inputs a conda solve depends on: while they stay the same, so do the conda packages."""
 
 
 def _downloads(spec: Spec) -> list[_Report]:
@@ -389,15 +399,15 @@ def _collect(
     action = llb.copy(reports[0].state, reports[0].path, reports[0].name)
     for r in reports[1:]:
         action = action.copy(r.state, r.path, r.name)
-    opts, context_name = steps.opts, steps.compile_options.context_name
+    opts = steps.opts
     with tempfile.TemporaryDirectory(prefix="envbuild-lock-") as tmp:
         try:
             client.solve(
                 llb.scratch().file(action, name="lock: collect results"),
                 export=llb.LocalExport(tmp),
-                local_dirs={context_name: str(context_dir)} if steps.uses_context else {},
+                local_dirs=dict(steps.compiled.local_dirs),
                 secrets=steps.secrets(),
-                entitlements=("network.host",) if opts.network == "host" else (),
+                entitlements=steps.compiled.entitlements,
                 on_event=on_event,
             )
         except llb.ExecError as exc:
@@ -419,8 +429,18 @@ def _collect(
     return files
 
 
-def _lock(spec: Spec, context_dir: Path, base: L.BaseImage, platform: str, files: Mapping[str, bytes]) -> L.Lock:
-    """The lock from the resolution steps' reports."""
+# ---- the lock from the reports ----------------------------------------------------------------------
+
+
+def _lock(
+    spec: Spec,
+    context_dir: Path,
+    base: L.BaseImage,
+    platform: str,
+    files: Mapping[str, bytes],
+    steps: _Steps,
+    previous: L.Lock | None,
+) -> L.Lock:
     http = [L.Download(h.url, h.checksum) for h in spec.http if h.checksum]
     http += [
         L.Download(h.url, "sha256:" + hashlib.sha256(files[f"http-{i}"]).hexdigest())
@@ -428,46 +448,99 @@ def _lock(spec: Spec, context_dir: Path, base: L.BaseImage, platform: str, files
         if not h.checksum
     ]
     apt = tuple(
-        L.AptGroup(tuple(call.names), L.parse_apt_simulation(files[f"apt-{i}.txt"].decode()))
-        for i, call in enumerate(spec.apt_packages)
+        L.AptStep(install.key, install.names, L.parse_apt_simulation(files[f"apt-{i}.txt"].decode()))
+        for i, install in enumerate(steps.compiled.installs.apt)
     )
-    for i, call in enumerate(spec.python_packages):
-        wheels = tuple(posixpath.join(S.CONTEXT_MOUNT, _rel(w)) for w in call.local_wheels)
-        odd = [r for r in L.unpinnable(files[f"pip-{i}.txt"].decode()) if not (wheels and r.endswith(wheels))]
-        if odd:
-            where = f"{call.pos}: " if call.pos else ""
-            raise UsageError(
-                f"{where}install.python_packages call {i + 1}: cannot lock {', '.join(odd)} (not a package from an "
-                "index: a path, URL or VCS requirement); build it into a wheel and pass it as local_wheels="
-            )
-    pip = tuple(
-        L.PipGroup(L.parse_pip_compile(files[f"pip-{i}.txt"].decode()), tuple(call.local_wheels))
-        for i, call in enumerate(spec.python_packages)
-    )
+    python_packages = _python_packages(spec, files, context_dir) if "python-version.txt" in files else None
+    if steps.conda_kept:
+        assert previous is not None
+        conda = previous.conda
+    else:
+        conda = _conda_packages(spec, files) if "conda.json" in files else None
     toolchains, unpinned = _toolchains(spec)
     return L.Lock(
         inputs=L.lock_inputs(spec, context_dir),
         base=base,
         platform=platform,
-        python=files.get("python.txt", b"").decode().strip(),
+        python=files.get("python-version.txt", b"").decode().strip() if python_packages is not None else "",
         apt=apt,
-        pip=pip,
+        python_packages=python_packages,
+        conda=conda,
         http=tuple(sorted(http, key=lambda d: d.url)),
         toolchains=toolchains,
         vscode=lock_extensions(spec, context_dir, arch=platform.rsplit("/", 1)[-1]),
-        unlocked=_unlocked(spec) + unpinned,
+        unlocked=unlocked(spec) + unpinned,
     )
 
 
-def _has_prev(previous: L.Lock | None, i: int) -> bool:
-    return previous is not None and i < len(previous.pip) and bool(previous.pip[i].packages)
+def _python_packages(spec: Spec, files: Mapping[str, bytes], context_dir: Path) -> tuple[L.PythonPackage, ...]:
+    if "python.txt" not in files:
+        error = files.get("python-error.txt", b"").decode(errors="replace")
+        raise UsageError(conflict_message(spec, error, context_dir))
+    text = files["python.txt"].decode()
+    odd = L.unpinnable(text, context_mount=S.CONTEXT_MOUNT)
+    if odd:
+        where = next((f"{c.pos}: " for c in spec.python_packages if c.pos), "")
+        raise UsageError(
+            f"{where}install.python_packages: cannot lock {', '.join(odd)} (not a package from an index: a path, "
+            "URL or VCS requirement); build it into a wheel and pass it as local_wheels="
+        )
+    return L.parse_pip_compile(text, context_mount=S.CONTEXT_MOUNT)
 
 
-def _inputs_action(spec: Spec, previous: L.Lock | None) -> llb.FileAction:
-    action = llb.FileAction()
-    for i, call in enumerate(spec.python_packages):
-        action = action.mkfile(f"/in-{i}.txt", _pip_input(call, S.CONTEXT_MOUNT), 0o644)
-        if _has_prev(previous, i):
-            assert previous is not None
-            action = action.mkfile(f"/prev-{i}.txt", previous.pip[i].requirements_text(), 0o644)
-    return action
+_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*)")
+
+
+def conflict_message(spec: Spec, error: str, context_dir: Path) -> str:
+    """uv could not resolve the packages together: name each side the build file asked for (with
+    its position) whose package uv's explanation mentions, then the explanation."""
+    mentioned = {L.normalise(m) for m in re.findall(r"[A-Za-z0-9][A-Za-z0-9._-]*", error)}
+    sides: list[str] = []
+    if spec.jupyter is not None and "jupyterlab" in mentioned:
+        where = f" at {spec.jupyter.pos}" if spec.jupyter.pos else ""
+        sides.append(f"config.jupyter(){where} ({S.JUPYTER_REQUIREMENT})")
+    for call in spec.python_packages:
+        names = list(call.names)
+        if call.requirements:
+            names += _requirements_lines(context_dir / call.requirements)
+        asked = [n for n in names if (m := _REQUIREMENT_NAME.match(n)) and L.normalise(m.group(1)) in mentioned]
+        if asked:
+            where = f" at {call.pos}" if call.pos else ""
+            sides.append(f"install.python_packages{where} ({', '.join(asked)})")
+    explanation = "\n".join("  " + line for line in error.strip().splitlines()[-12:])
+    if len(sides) >= 2:
+        head = f"{sides[0]} conflicts with {' and '.join(sides[1:])}"
+    elif sides:
+        head = f"the Python packages cannot be resolved: {sides[0]}"
+    else:
+        head = "the Python packages cannot be resolved"
+    return f"envbuild lock: {head} (uv says:)\n{explanation}"
+
+
+def _requirements_lines(path: Path) -> list[str]:
+    """The requirement lines of a requirements file (what the user wrote there), for messages."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    return [line for line in lines if line and not line.startswith("-")]
+
+
+def _conda_packages(spec: Spec, files: Mapping[str, bytes]) -> tuple[L.CondaPackage, ...]:
+    where = f"{spec.conda.pos}: " if spec.conda is not None and spec.conda.pos else ""
+    try:
+        data = json.loads(files["conda.json"].decode() or "null")
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        error = files.get("conda-error.txt", b"").decode(errors="replace").strip()
+        raise UsageError(f"{where}envbuild lock: the conda packages cannot be solved:\n  {error[-2000:]}")
+    if data.get("pip"):
+        raise UsageError(
+            f"{where}envbuild lock: the pip dependencies of a conda environment file cannot be locked "
+            f"({', '.join(map(str, data['pip']))}); install them with install.python_packages"
+        )
+    fields = [f.name for f in dataclasses.fields(L.CondaPackage)]
+    packages = [L.CondaPackage(**{k: str(p.get(k, "")) for k in fields}) for p in data.get("packages", ())]
+    return tuple(sorted(packages, key=lambda p: (p.name, p.subdir)))

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -42,6 +42,7 @@ import llb
 from envbuild.compiler import credentials, cuda, runtimes
 from envbuild.compiler import devfiles as D
 from envbuild.compiler import scripts as S
+from envbuild.compiler.installs import AptInstall, CondaInstall, Installs, PythonInstall
 from envbuild.compiler.options import CompileOptions, project_name  # noqa: F401 (re-export)
 from envbuild.compiler.stagekit import NONE, Additions
 from envbuild.errors import UsageError
@@ -86,6 +87,7 @@ class CompiledBuild:
     notes: tuple[str, ...] = ()
     secret_values: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}))
     """Session secrets the solve must provide besides the CA (the index netrc); never in the LLB."""
+    installs: Installs = field(default_factory=Installs)
 
     def definition(self) -> llb.Definition:
         """The marshalled graph; one too large for the builder is the build file's mistake."""
@@ -138,7 +140,18 @@ class _Compiler:
     """One compilation's working state (the stages of `runtimes`, `conda`, `languages` and `vscode`
     receive it as their `stagekit.Ctx`)."""
 
-    __slots__ = ("add", "label_spec", "netrc", "notes", "opts", "secret_values", "spec", "steps", "uses_context")
+    __slots__ = (
+        "add",
+        "installs",
+        "label_spec",
+        "netrc",
+        "notes",
+        "opts",
+        "secret_values",
+        "spec",
+        "steps",
+        "uses_context",
+    )
 
     def __init__(self, spec: Spec, opts: CompileOptions) -> None:
         """The LLB never sees index credentials: they travel as the netrc secret (`credentials`)."""
@@ -147,6 +160,7 @@ class _Compiler:
         self.notes: list[str] = []
         self.uses_context = False
         self.add: Additions = NONE
+        self.installs = Installs()
         self.netrc = credentials.netrc(spec)
         self.secret_values: dict[str, bytes] = {credentials.NETRC_SECRET_ID: self.netrc} if self.netrc else {}
         self.label_spec: Spec | None = credentials.public_spec(spec)
@@ -211,6 +225,58 @@ class _Compiler:
             llb.cache("/var/cache/apt", S.TOOLS_APT_CACHE_ID, sharing="locked"),
             llb.cache("/var/lib/apt/lists", S.TOOLS_APT_LISTS_ID, sharing="locked"),
         ]
+
+    def apt(
+        self,
+        state: llb.State,
+        key: str,
+        names: Sequence[str],
+        *,
+        name: str,
+        pos: Pos | None,
+        tool: bool = False,
+        before: str = "",
+        after: str = "",
+    ) -> llb.State:
+        """One apt transaction (``key`` names it in the lock); ``tool``: on a tool stage's caches."""
+        step = self.name(name, "apt", pos)
+        mounts = self.tool_apt_mounts() if tool else self.apt_mounts()
+        request = self.apt_request(state, key, names, step=step, mounts=mounts)
+        return self.sh(state, S.apt_install(request, before=before, after=after), name=step, mounts=mounts)
+
+    def apt_request(
+        self, state: llb.State, key: str, names: Sequence[str], *, step: str, mounts: Sequence[llb.Mount]
+    ) -> S.AptRequest:
+        """Record the transaction for `envbuild lock`; in a locked build, the lock's versions of
+        everything it installs (a transaction the lock does not cover: `not_locked`)."""
+        names = tuple(names)
+        spec = self.spec
+        mirror = "" if spec.apt_source else self.opts.mirrors.apt
+        hint = S.SNAPSHOT_HINT_SOURCE if spec.apt_source else S.SNAPSHOT_HINT_MIRROR
+        request = S.AptRequest(names, mirror=mirror, hint=hint)
+        pins = self.opts.pins
+        if pins is not None:
+            pin = pins.apt.get(key)
+            if pin is None or pin.names != names:
+                self.not_locked(f"the apt packages of step {step!r} ({' '.join(names)})")
+            else:
+                locked = tuple(sorted({w.split("=", 1)[0] for w in pin.packages}))
+                extra = tuple(n for n in names if n.split("=", 1)[0] not in locked)
+                request = S.AptRequest((*pin.packages, *extra), pinned=locked, mirror=mirror, hint=hint)
+        record = AptInstall(key, step, names, request.words, state, tuple(mounts), mirror)
+        self.installs = replace(self.installs, apt=(*self.installs.apt, record))
+        return request
+
+    def record_conda(self, install: CondaInstall) -> None:
+        self.installs = replace(self.installs, conda=install)
+
+    def not_locked(self, what: str) -> None:
+        """A locked build meets a transaction its lock does not cover: an error with ``--locked``,
+        else a note (the transaction installs unpinned)."""
+        pins = self.opts.pins
+        if pins is not None and pins.strict:
+            raise UsageError(f"--locked: the lock does not cover {what}; run `envbuild lock` to update it")
+        self.notes.append(f"the lock does not cover {what}: installed unpinned (run `envbuild lock` to update it)")
 
     def sh(
         self,
@@ -289,19 +355,17 @@ class _Compiler:
         base = state
         if spec.dev:
             shell_pkgs = SHELLS[spec.shell.name][1]
-            state = self.sh(
+            state = self.apt(
                 state,
-                S.apt_install((*S.DEV_APT_PACKAGES, *shell_pkgs), before=S.DEV_APT_BEFORE, after=S.DEV_APT_AFTER),
-                name=self.name("dev: system packages (sshd, supervisor, sudo, git)", "apt", spec.base.pos),
-                mounts=self.apt_mounts(),
+                "dev",
+                (*S.DEV_APT_PACKAGES, *shell_pkgs),
+                name="dev: system packages (sshd, supervisor, sudo, git)",
+                pos=spec.base.pos,
+                before=S.DEV_APT_BEFORE,
+                after=S.DEV_APT_AFTER,
             )
-        for call in spec.apt_packages:
-            state = self.sh(
-                state,
-                S.apt_install(call.names),
-                name=self.name(f"apt: {' '.join(call.names)}", "apt", call.pos),
-                mounts=self.apt_mounts(),
-            )
+        for i, call in enumerate(spec.apt_packages):
+            state = self.apt(state, f"apt-{i + 1}", call.names, name=f"apt: {' '.join(call.names)}", pos=call.pos)
         if spec.dev:
             state = self.dev_user(state)
         pip_in_conda = bool(self.conda_python and (spec.python_packages or spec.jupyter))
@@ -326,6 +390,7 @@ class _Compiler:
             proxy=MappingProxyType(dict(self.opts.proxy)),
             notes=tuple(self.notes),
             secret_values=MappingProxyType(dict(self.secret_values)),
+            installs=self.installs,
         )
 
     def check_supported(self) -> None:
@@ -409,11 +474,13 @@ class _Compiler:
     def uv_tools(self, base: llb.State) -> llb.State:
         """uv in a tool stage (parallel chain), for images that get uv without the venv step."""
         idx = self.spec.pip_index
-        tools = self.sh(
+        tools = self.apt(
             base,
-            S.apt_install(("python3-venv", "ca-certificates")),
-            name=self.name("tools: python3-venv (for uv)", "apt", None),
-            mounts=self.tool_apt_mounts(),
+            "tools-uv",
+            ("python3-venv", "ca-certificates"),
+            name="tools: python3-venv (for uv)",
+            pos=None,
+            tool=True,
         )
         return self.sh(
             tools,
@@ -423,7 +490,8 @@ class _Compiler:
         )
 
     def python(self, state: llb.State, base: llb.State, uv_tools: llb.State | None = None) -> llb.State:
-        """The Python runtime (a venv, or the conda env's Python), then JupyterLab and the packages."""
+        """The Python runtime (a venv, or the conda env's Python), then JupyterLab and the packages
+        (a locked build: every package of the lock in one `uv pip sync` step)."""
         spec = self.spec
         pos = spec.python.pos if spec.python else None
         version = spec.python.version if spec.python else "3"
@@ -435,6 +503,8 @@ class _Compiler:
             )
         prefix = self.conda_python
         uv_cache = [llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID)]
+        pins = self.opts.pins
+        locked = pins is not None and pins.python is not None and not prefix
         if prefix:
             python = f"{prefix}/bin/python"
             if spec.uv is None and uv_tools is not None:
@@ -444,11 +514,17 @@ class _Compiler:
                 )
         else:
             python = f"{S.VENV}/bin/python"
-            state = self.python_stage(state, base, version, pos)
+            exact = pins.python_version if locked and pins is not None else ""
+            state = self.python_stage(state, base, version, pos, exact=exact)
+        self.record_python(state, python, env)
+        if locked:
+            return self.locked_python(state, python)
+        if pins is not None and (spec.python_packages or spec.jupyter or not prefix):
+            self.not_locked("the Python packages")
         if spec.jupyter:
             state = self.sh(
                 state,
-                S.pip_install(("jupyterlab",), (), (), self.uid, self.gid, home=self.home, python=python),
+                S.pip_install((S.JUPYTER_REQUIREMENT,), (), (), self.uid, self.gid, home=self.home, python=python),
                 name=self.name("jupyterlab", "pip", spec.jupyter.pos),
                 mounts=uv_cache,
                 env={**env, "UV_COMPILE_BYTECODE": "1"},  # else every container start compiles Jupyter (~3 s)
@@ -474,33 +550,140 @@ class _Compiler:
             )
         return state
 
-    def python_stage(self, state: llb.State, base: llb.State, version: str, pos: Pos | None) -> llb.State:
+    def python_files(self) -> list[str]:
+        """The context files the Python packages come from: requirements files and local wheels."""
+        return [
+            f
+            for call in self.spec.python_packages
+            for f in ([call.requirements] if call.requirements else []) + list(call.local_wheels)
+        ]
+
+    def record_python(self, before: llb.State, python: str, env: Mapping[str, str]) -> None:
+        """Every Python package request of the build as one resolution's input (`PythonInstall`):
+        JupyterLab, each call's names, requirements files and local wheels, with the calls' index
+        options merged (one index for all: a second, different ``--index-url`` or ``--no-deps`` is a
+        problem the lock reports)."""
+        from frontend.spec import PipOptions
+
+        spec = self.spec
+        lines: list[str] = [S.JUPYTER_REQUIREMENT] if spec.jupyter else []
+        names: list[str] = []
+        problems: list[str] = []
+        merged = PipOptions()
+        for call in spec.python_packages:
+            where = f"{call.pos}: " if call.pos else ""
+            lines += call.names
+            names += call.names
+            if call.requirements:
+                lines.append("-r " + posixpath.join(S.CONTEXT_MOUNT, _rel(call.requirements)))
+            lines += [posixpath.join(S.CONTEXT_MOUNT, _rel(w)) for w in call.local_wheels]
+            o = call.options
+            if o.index_url and merged.index_url and o.index_url != merged.index_url:
+                problems.append(f"{where}a second --index-url {o.index_url} (the packages resolve together)")
+            if o.no_deps:
+                problems.append(f"{where}--no-deps (the packages resolve together, with their dependencies)")
+            merged = PipOptions(
+                index_url=merged.index_url or o.index_url,
+                extra_index_urls=tuple(dict.fromkeys((*merged.extra_index_urls, *o.extra_index_urls))),
+                find_links=tuple(dict.fromkeys((*merged.find_links, *o.find_links))),
+                trusted_hosts=tuple(dict.fromkeys((*merged.trusted_hosts, *o.trusted_hosts))),
+                pre=merged.pre or o.pre,
+                no_build_isolation=merged.no_build_isolation or o.no_build_isolation,
+            )
+        own_index = bool(merged.index_url or merged.extra_index_urls or merged.find_links)
+        files = self.python_files()
+        mounts = [llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID)]
+        if files:
+            mounts.append(llb.bind(S.CONTEXT_MOUNT, self.context(files)))
+        step_env = {**env, **({} if own_index else cuda.pip_env(spec, names, self.opts.mirrors))}
+        self.installs = replace(
+            self.installs,
+            python=PythonInstall(
+                before,
+                python,
+                tuple(lines),
+                tuple(S.uv_pip_options(merged)),
+                MappingProxyType(step_env),
+                tuple(mounts),
+                self.uid,
+                self.gid,
+                self.home,
+                tuple(problems),
+            ),
+        )
+
+    def locked_python(self, state: llb.State, python: str) -> llb.State:
+        """The lock's Python packages in one step: `uv pip sync` with every hash required, so the
+        environment holds exactly them (seed packages included)."""
+        spec, request, pins = self.spec, self.installs.python, self.opts.pins
+        assert request is not None and pins is not None and pins.python is not None
+        if request.problems:
+            raise UsageError(f"{request.problems[0]}: cannot be used with a lock")
+        lock_dir = "/run/envbuild-lock"
+        options = list(request.options)
+        files = self.python_files()
+        if pins.wheelhouse:  # --offline: the locked wheels from the context, no index asked
+            files.append(pins.wheelhouse)
+            options += ["--no-index", "--find-links", posixpath.join(S.CONTEXT_MOUNT, _rel(pins.wheelhouse))]
+        mounts = [
+            llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID),
+            llb.bind(lock_dir, llb.scratch().file(llb.mkfile("/python.txt", pins.python, 0o444))),
+        ]
+        if files:
+            mounts.append(llb.bind(S.CONTEXT_MOUNT, self.context(files)))
+        count = sum(1 for line in pins.python.splitlines() if line and not line[0].isspace() and line[0] != "#")
+        pos = spec.python_packages[0].pos if spec.python_packages else (spec.jupyter.pos if spec.jupyter else None)
+        return self.sh(
+            state,
+            S.pip_sync(
+                f"{lock_dir}/python.txt",
+                self.uid,
+                self.gid,
+                home=self.home,
+                python=python,
+                options=options,
+                compile_bytecode=spec.jupyter is not None,  # else every container start compiles Jupyter (~3 s)
+            ),
+            name=self.name(f"python packages: {count} from the lock", "pip", pos),
+            mounts=mounts,
+            env=dict(request.env),
+        )
+
+    def python_stage(
+        self, state: llb.State, base: llb.State, version: str, pos: Pos | None, *, exact: str = ""
+    ) -> llb.State:
         """uv, CPython and the venv in a stage beside the main chain: it starts after
         ``config.apt_source`` and needs none of the image's apt packages, so it runs while the dev and
         apt steps do. One copy brings ``/opt/envbuild`` and uv in; a check step makes sure the image
         has the interpreter the venv points at. JupyterLab and the packages install on the main chain:
-        copying them in would cost more than the overlap saves, and a new package re-runs only its step."""
+        copying them in would cost more than the overlap saves, and a new package re-runs only its step.
+        ``exact`` (a locked build) is the interpreter release the lock saw; the venv then has no seed
+        packages (the lock's are synced in)."""
         spec = self.spec
         idx = spec.pip_index
         py_env = self.uv_env()
         if self.opts.python_mirror:
             py_env["UV_PYTHON_INSTALL_MIRROR"] = self.opts.python_mirror
+        step = self.name(f"python {version} and uv {S.UV_VERSION}", "python", pos)
+        mounts = [
+            *self.tool_apt_mounts(),
+            llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID),
+            llb.cache(S.PIP_CACHE_DIR, S.PIP_CACHE_ID),
+        ]
         runtime = self.sh(
             base,
             S.python_runtime(
-                version,
+                exact or version,
                 self.uid,
                 self.gid,
                 home=self.home,
+                apt=self.apt_request(base, "tools-python", S.PYTHON_APT, step=step, mounts=mounts[:2]),
                 index_url=idx.url if idx else None,
                 extra_index_url=idx.extra_url if idx and idx.extra_url else None,
+                seed=not exact,
             ),
-            name=self.name(f"python {version} and uv {S.UV_VERSION}", "python", pos),
-            mounts=[
-                *self.tool_apt_mounts(),
-                llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID),
-                llb.cache(S.PIP_CACHE_DIR, S.PIP_CACHE_ID),
-            ],
+            name=step,
+            mounts=mounts,
             env=py_env,
         )
         state = state.file(
@@ -509,11 +692,13 @@ class _Compiler:
             ),
             name=self.name(f"python {version}: copy {S.ENVBUILD_DIR} and uv in", "file", pos),
         )
+        step = self.name(f"python {version}: the venv's interpreter in the image", "python", pos)
+        mounts = self.apt_mounts()
         return self.sh(
             state,
-            S.python_check(),
-            name=self.name(f"python {version}: the venv's interpreter in the image", "python", pos),
-            mounts=self.apt_mounts(),
+            S.python_check(self.apt_request(state, "python3", ("python3",), step=step, mounts=mounts)),
+            name=step,
+            mounts=mounts,
         )
 
     def ide(self, state: llb.State) -> llb.State:

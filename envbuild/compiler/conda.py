@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import llb
 from envbuild.compiler import scripts as S
+from envbuild.compiler.installs import CondaInstall
 from envbuild.compiler.mirrors import Mirrors
 from envbuild.compiler.stagekit import Additions
 from envbuild.errors import UsageError
 
 if TYPE_CHECKING:
     from envbuild.compiler.stagekit import Ctx
+    from frontend.spec import CondaPackages
 
 ROOT = "/opt/conda"
 ENV = f"{ROOT}/envs/envd"
@@ -96,11 +100,13 @@ def tool_stage(c: Ctx, base: llb.State) -> llb.State:
     """py-rattler in a venv, from a state with the base's apt sources (shares the uv stage's apt step)."""
     pos = c.spec.conda.pos if c.spec.conda else None
     idx = c.spec.pip_index
-    tools = c.sh(
+    tools = c.apt(
         base,
-        S.apt_install(("python3-venv", "ca-certificates")),
-        name=c.name("tools: python3-venv (for py-rattler)", "apt", pos),
-        mounts=c.tool_apt_mounts(),
+        "tools-conda",
+        ("python3-venv", "ca-certificates"),
+        name="tools: python3-venv (for py-rattler)",
+        pos=pos,
+        tool=True,
     )
     return c.sh(
         tools,
@@ -127,12 +133,7 @@ def stage(c: Ctx, state: llb.State, tools: llb.State, mirrors: Mirrors) -> tuple
         return state, Additions()
     pos = conda.pos
     owner = c.owner()
-    state = c.sh(
-        state,
-        S.apt_install(("python3",)),
-        name=c.name("conda: python3 to run the conda command", "apt", pos),
-        mounts=c.apt_mounts(),
-    )
+    state = c.apt(state, "conda", ("python3",), name="conda: python3 to run the conda command", pos=pos)
     condarc = spec.conda_channel.text if spec.conda_channel else DEFAULT_CONDARC
     action = (
         llb.copy(tools, TOOL_DIR, TOOL_DIR)
@@ -152,37 +153,55 @@ def stage(c: Ctx, state: llb.State, tools: llb.State, mirrors: Mirrors) -> tuple
     chown = f"chown -R {owner[0]}:{owner[1]} {ENV}\n" if owner else ""
     specs = [f"python={spec.python.version}"] if spec.python else []
     label = f"python {spec.python.version}" if spec.python else "empty"
-    state = c.sh(
-        state,
-        S.script(f"conda create -y -p {ENV} {shlex.join(specs)}".rstrip(), chown),
-        name=c.name(f"conda: environment envd ({label})", "conda", spec.python.pos if spec.python else pos),
-        mounts=cache,
-        env=env,
+    env_pos = spec.python.pos if spec.python else pos
+    calls = [_call_request(c, call) for call in spec.conda_packages]
+    channels = {dest: mount for call in calls for dest, mount in call.channels.items()}
+    env_files = [f for call in calls for f in call.env_files]
+    joint = [*cache, *channels.values()]
+    if env_files:
+        joint.append(llb.bind(S.CONTEXT_MOUNT, c.context(env_files)))
+    pairs = dict.fromkeys((call.args[i], call.args[i + 1]) for call in calls for i in range(0, len(call.args), 2))
+    c.record_conda(
+        CondaInstall(
+            state,
+            (*specs, *(n for call in spec.conda_packages for n in call.names)),
+            tuple(word for pair in pairs for word in pair),
+            tuple(joint),
+            MappingProxyType(env),
+        )
     )
-    for call in spec.conda_packages:
-        mounts: list[llb.Mount] = list(cache)
-        args: list[str] = []
-        for i, ch in enumerate(call.channels):
-            if is_local_channel(ch):
-                rel = _rel(ch.removeprefix("file://"))
-                dest = f"{CHANNEL_MOUNT}/{i}"
-                mounts.append(llb.bind(dest, c.context([rel]), source_path="/" + rel))
-                args += ["-c", f"file://{dest}"]
-            else:
-                args += ["-c", ch]
-        if call.env_file:
-            rel = _rel(call.env_file)
-            mounts.append(llb.bind(S.CONTEXT_MOUNT, c.context([rel])))
-            args += ["--file", posixpath.join(S.CONTEXT_MOUNT, rel)]
-        args += list(call.names)
-        what = " ".join([*call.names, *([f"--file {call.env_file}"] if call.env_file else [])])
+    pins = c.opts.pins
+    if pins is not None and pins.conda is not None:
+        lock_dir = "/run/envbuild-lock"
+        count = sum(1 for line in pins.conda.splitlines() if "://" in line)
         state = c.sh(
             state,
-            S.script(f"conda install -y -p {ENV} {shlex.join(args)}", chown),
-            name=c.name(f"conda packages: {what}", "conda", call.pos),
-            mounts=mounts,
+            S.script(f"conda create -y -p {ENV} --file {lock_dir}/conda.txt", chown),
+            name=c.name(f"conda: environment envd, {count} packages from the lock", "conda", env_pos),
+            mounts=[*joint, llb.bind(lock_dir, llb.scratch().file(llb.mkfile("/conda.txt", pins.conda, 0o444)))],
             env=env,
         )
+    else:
+        if pins is not None:
+            c.not_locked("the conda packages")
+        state = c.sh(
+            state,
+            S.script(f"conda create -y -p {ENV} {shlex.join(specs)}".rstrip(), chown),
+            name=c.name(f"conda: environment envd ({label})", "conda", env_pos),
+            mounts=cache,
+            env=env,
+        )
+        for call, request in zip(spec.conda_packages, calls, strict=True):
+            mounts = [*cache, *request.channels.values()]
+            if request.env_files:
+                mounts.append(llb.bind(S.CONTEXT_MOUNT, c.context(request.env_files)))
+            state = c.sh(
+                state,
+                S.script(f"conda install -y -p {ENV} {shlex.join([*request.args, *call.names])}", chown),
+                name=c.name(f"conda packages: {request.what}", "conda", call.pos),
+                mounts=mounts,
+                env=env,
+            )
     extra = {"CONDA_DEFAULT_ENV": "envd", "CONDA_PREFIX": ENV}
     if conda.use_mamba:
         extra["MAMBA_ROOT_PREFIX"] = ROOT
@@ -194,3 +213,36 @@ def _rel(path: str) -> str:
     if p == ".." or p.startswith("../"):
         raise UsageError(f"{path!r} is outside the build context")
     return p
+
+
+@dataclass(frozen=True, slots=True)
+class _CallRequest:
+    """One ``install.conda_packages`` call: its label, its channel and file arguments, the channel
+    directories of the context it mounts (by mount path) and its environment file."""
+
+    what: str
+    args: tuple[str, ...]
+    channels: dict[str, llb.Mount]
+    env_files: tuple[str, ...]
+
+
+def _call_request(c: Ctx, call: CondaPackages) -> _CallRequest:
+    """A channel directory of the context is mounted at a path named after it, so the URLs a lock
+    records for its packages are the same in every step and every build."""
+    channels: dict[str, llb.Mount] = {}
+    args: list[str] = []
+    for ch in call.channels:
+        if is_local_channel(ch):
+            rel = _rel(ch.removeprefix("file://"))
+            dest = f"{CHANNEL_MOUNT}/{rel}" if rel != "." else CHANNEL_MOUNT
+            channels[dest] = llb.bind(dest, c.context([rel]), source_path="/" + rel)
+            args += ["-c", f"file://{dest}"]
+        else:
+            args += ["-c", ch]
+    env_files: tuple[str, ...] = ()
+    if call.env_file:
+        rel = _rel(call.env_file)
+        env_files = (rel,)
+        args += ["--file", posixpath.join(S.CONTEXT_MOUNT, rel)]
+    what = " ".join([*call.names, *([f"--file {call.env_file}"] if call.env_file else [])])
+    return _CallRequest(what, tuple(args), channels, env_files)

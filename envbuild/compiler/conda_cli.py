@@ -2,8 +2,9 @@
 
 It is a standalone script (stdlib + ``rattler`` + ``yaml``): the compiler copies its text into the
 image, where it runs from the conda tool venv. It gives users the everyday commands
-(``create``/``install``/``list``/``env list``, ``-p/-n/-c/-y``, ``--file environment.yml``) without
-a vendor download, reading channels and mirrors from ``/opt/conda/.condarc`` (``channels``,
+(``create``/``install``/``list``/``env list``, ``-p/-n/-c/-y``, ``--file environment.yml``, conda's
+``@EXPLICIT`` files with ``#sha256:`` hashes, ``--dry-run --json``, ``list --json``) without a vendor
+download, reading channels and mirrors from ``/opt/conda/.condarc`` (``channels``,
 ``channel_alias``, ``custom_channels``) and ``ENVBUILD_CONDA_CHANNEL_ALIAS``.
 """
 
@@ -106,7 +107,7 @@ def _merge_specs(old: list[str], new: list[str]) -> list[str]:
     return [s for s in old if key(s) not in replaced] + new
 
 
-def solve_install(prefix: Path, specs: list[str], chans: list[str], *, fresh: bool) -> list:
+def solve_install(prefix: Path, specs: list[str], chans: list[str], *, fresh: bool, dry_run: bool = False) -> list:
     import rattler
 
     if not chans:
@@ -128,6 +129,81 @@ def solve_install(prefix: Path, specs: list[str], chans: list[str], *, fresh: bo
             locked_packages=[r for r in before],
             virtual_packages=rattler.VirtualPackage.detect(),
         )
+        if not dry_run:
+            await rattler.install(
+                records, target_prefix=prefix, cache_dir=cache / "pkgs", installed_packages=before, show_progress=False
+            )
+        return records
+
+    try:
+        records = asyncio.run(run())
+    except Exception as e:  # rattler raises its own exception types per failure
+        raise CondaError(f"could not solve or install {' '.join(requested)} from {', '.join(chans)}:\n{e}") from None
+    if not dry_run:
+        (prefix / "conda-meta").mkdir(parents=True, exist_ok=True)
+        (prefix / HISTORY).write_text(json.dumps(requested))
+    return records
+
+
+def read_explicit(path: str) -> list[tuple[str, str]] | None:
+    """A conda explicit file (``@EXPLICIT``, then ``URL#sha256:HEX`` or ``URL#MD5`` per package) as
+    (url, hash) pairs; None when the file is not one."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f]
+    content = [line for line in lines if line and not line.startswith("#")]
+    if not content or content[0] != "@EXPLICIT":
+        return None
+    out = []
+    for line in content[1:]:
+        url, _, digest = line.partition("#")
+        if not url.startswith(("https://", "http://", "file:///")) or not (
+            (digest.startswith("sha256:") and len(digest) == 71) or len(digest) == 32
+        ):
+            raise CondaError(f"{path}: {line!r} is not URL#sha256:HASH")
+        out.append((url, digest))
+    return out
+
+
+def install_explicit(prefix: Path, entries: list[tuple[str, str]], *, fresh: bool) -> list:
+    """Exactly these packages (and no others) in ``prefix``: each one's record from its channel's
+    index, which must carry the listed hash; a package read from a local channel is hashed here (the
+    installer checks downloads only)."""
+    import hashlib
+
+    import rattler
+
+    before = [] if fresh else installed(prefix)
+    groups: dict[tuple[str, str], list[str]] = {}
+    for url, _ in entries:
+        channel, subdir, fn = url.rsplit("/", 2)
+        name = fn.rsplit("-", 2)[0]
+        groups.setdefault((channel, subdir), []).append(name)
+    cache = cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> list:
+        gateway = rattler.Gateway(cache_dir=cache / "repodata")
+        found = {}
+        for (channel, subdir), names in groups.items():
+            result = await gateway.query([rattler.Channel(channel)], [subdir], names, recursive=False)
+            found.update({str(r.url): r for sub in result for r in sub})
+        records = []
+        for url, digest in entries:
+            record = found.get(url)
+            if record is None:
+                raise CondaError(f"{url} is not in its channel's index any more")
+            if digest.startswith("sha256:"):
+                have = record.sha256.hex() if record.sha256 else ""
+                want = digest[len("sha256:") :]
+            else:
+                have, want = (record.md5.hex() if record.md5 else ""), digest
+            if have != want:
+                raise CondaError(f"{url}: the channel's index says {have or 'no hash'}, the explicit file {want}")
+            if url.startswith("file://") and digest.startswith("sha256:"):
+                with open(url[len("file://") :], "rb") as f:
+                    if hashlib.sha256(f.read()).hexdigest() != want:
+                        raise CondaError(f"{url}: the file's sha256 is not {want}")
+            records.append(record)
         await rattler.install(
             records, target_prefix=prefix, cache_dir=cache / "pkgs", installed_packages=before, show_progress=False
         )
@@ -135,11 +211,25 @@ def solve_install(prefix: Path, specs: list[str], chans: list[str], *, fresh: bo
 
     try:
         records = asyncio.run(run())
+    except CondaError:
+        raise
     except Exception as e:  # rattler raises its own exception types per failure
-        raise CondaError(f"could not solve or install {' '.join(requested)} from {', '.join(chans)}:\n{e}") from None
+        raise CondaError(f"could not install the explicit packages:\n{e}") from None
     (prefix / "conda-meta").mkdir(parents=True, exist_ok=True)
-    (prefix / HISTORY).write_text(json.dumps(requested))
+    (prefix / HISTORY).write_text(json.dumps([f"{r.name.normalized}=={r.version}={r.build}" for r in records]))
     return records
+
+
+def _record_json(r) -> dict:
+    return {
+        "name": r.name.normalized,
+        "version": str(r.version),
+        "build": str(r.build),
+        "subdir": str(r.subdir),
+        "url": str(r.url),
+        "sha256": r.sha256.hex() if r.sha256 else "",
+        "md5": r.md5.hex() if r.md5 else "",
+    }
 
 
 def _pip(prefix: Path, reqs: list[str]) -> None:
@@ -168,19 +258,39 @@ def _env_file(path: str) -> tuple[str | None, list[str], list[str], list[str]]:
 def cmd_create_install(args: argparse.Namespace, *, fresh: bool) -> int:
     rc = condarc()
     file_name, file_chans, specs, pip = (None, [], [], [])
-    if args.file:
-        file_name, file_chans, specs, pip = _env_file(args.file)
+    explicit: list[tuple[str, str]] = []
+    for path in args.file or []:
+        entries = read_explicit(path)
+        if entries is not None:
+            explicit += entries
+            continue
+        name, chans, more, more_pip = _env_file(path)
+        file_name = file_name or name
+        file_chans, specs, pip = file_chans + chans, specs + more, pip + more_pip
     specs = specs + list(args.specs)
+    if explicit and specs:
+        raise CondaError("an explicit file lists every package: no other specs or environment files with it")
     prefix = prefix_of(args, file_name)
     if not fresh and not (prefix / "conda-meta").is_dir():
         raise CondaError(f"no conda environment at {prefix} (create it with: conda create -p {prefix})")
-    if fresh and (prefix / "conda-meta").is_dir() and any(prefix.iterdir()) and not args.yes:
+    if fresh and not args.dry_run and (prefix / "conda-meta").is_dir() and any(prefix.iterdir()) and not args.yes:
         raise CondaError(f"{prefix} exists; pass -y to replace it")
     chans = channels(args.channel, file_chans, args.override_channels, rc) if specs else []
+    if args.dry_run:
+        records = solve_install(prefix, specs, chans, fresh=fresh, dry_run=True) if specs else []
+        if args.json:
+            print(json.dumps({"packages": [_record_json(r) for r in records], "pip": pip}, indent=1))
+        else:
+            for r in sorted(records, key=lambda r: r.name.normalized):
+                print(f"  {r.name.normalized} {r.version} {r.build} {r.url}")
+        return 0
     if fresh:
         prefix.mkdir(parents=True, exist_ok=True)
         (prefix / "conda-meta").mkdir(exist_ok=True)
-    records = solve_install(prefix, specs, chans, fresh=fresh) if specs else []
+    if explicit:
+        records = install_explicit(prefix, explicit, fresh=fresh)
+    else:
+        records = solve_install(prefix, specs, chans, fresh=fresh) if specs else []
     _pip(prefix, pip)
     print(f"{prefix}: {len(records)} packages in the environment")
     return 0
@@ -190,6 +300,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     prefix = prefix_of(args)
     if not (prefix / "conda-meta").is_dir():
         raise CondaError(f"no conda environment at {prefix}")
+    if args.json:
+        records = sorted(installed(prefix), key=lambda r: r.name.normalized)
+        print(json.dumps([_record_json(r) for r in records], indent=1))
+        return 0
     print(f"# packages in environment at {prefix}:")
     print(f"# {'Name':<30} {'Version':<16} {'Build':<24} Channel")
     for r in sorted(installed(prefix), key=lambda r: r.name.normalized):
@@ -220,12 +334,15 @@ def parser() -> argparse.ArgumentParser:
         target(sp)
         sp.add_argument("-c", "--channel", action="append", default=[])
         sp.add_argument("--override-channels", action="store_true")
-        sp.add_argument("-f", "--file")
+        sp.add_argument("-f", "--file", action="append", help="environment.yml or an @EXPLICIT file (repeatable)")
         sp.add_argument("-y", "--yes", action="store_true")
         sp.add_argument("-q", "--quiet", action="store_true")
+        sp.add_argument("--dry-run", action="store_true", help="solve only; print what would be installed")
+        sp.add_argument("--json", action="store_true", help="with --dry-run: the solved packages as JSON")
         sp.add_argument("specs", nargs="*")
     sp = sub.add_parser("list")
     target(sp)
+    sp.add_argument("--json", action="store_true")
     env = sub.add_parser("env")
     env_sub = env.add_subparsers(dest="env_cmd", required=True)
     env_sub.add_parser("list")
@@ -250,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_env_list(args)
         if args.cmd == "env" and args.env_cmd == "update":
             ns = argparse.Namespace(
-                prefix=args.prefix, name=args.name, file=args.file, specs=[], channel=[],
-                override_channels=False, yes=True,
+                prefix=args.prefix, name=args.name, file=[args.file], specs=[], channel=[],
+                override_channels=False, yes=True, dry_run=False, json=False,
             )
             target = prefix_of(ns, None if (args.prefix or args.name) else _env_file(args.file)[0])
             return cmd_create_install(ns, fresh=not (target / "conda-meta").is_dir())

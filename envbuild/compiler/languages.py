@@ -56,11 +56,13 @@ class Archive:
 
 
 def fetch_tools(c: Ctx, base: llb.State) -> llb.State:
-    return c.sh(
+    return c.apt(
         base,
-        S.apt_install(("curl", "ca-certificates", "xz-utils")),
-        name=c.name("tools: curl and xz (downloads)", "apt", None),
-        mounts=c.tool_apt_mounts(),
+        "tools-downloads",
+        ("curl", "ca-certificates", "xz-utils"),
+        name="tools: curl and xz (downloads)",
+        pos=None,
+        tool=True,
     )
 
 
@@ -350,12 +352,7 @@ def r_lang(c: Ctx, state: llb.State, m: Mirrors) -> tuple[llb.State, Additions]:
         f"printf '%s\\n' {shlex.quote(f'options(repos = c(CRAN = {public}))')} >> /etc/R/Rprofile.site\n"
         + (f"chown -R {owner[0]}:{owner[1]} {R_SITE_LIBRARY}\n" if owner else "")
     )
-    state = c.sh(
-        state,
-        S.apt_install(("r-base", "r-base-dev"), after=after),
-        name=c.name("r: r-base from the distribution", "apt", pos),
-        mounts=c.apt_mounts(),
-    )
+    state = c.apt(state, "r", ("r-base", "r-base-dev"), name="r: r-base from the distribution", pos=pos, after=after)
     for call in c.spec.r_packages:
         pkgs = "c(" + ", ".join(_r_str(n) for n in call.names) + ")"
         expr = (

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from envbuild import paths
+from envbuild.compiler.scripts import APT_MIRROR
 from envbuild.errors import UsageError
 
 if TYPE_CHECKING:
@@ -45,6 +46,11 @@ class Mirrors:
     git: str = ""
     """Where ``include()``/``load()`` fetch git repositories: ``<git>/<host>/<path>`` (e.g.
     ``file:///srv/git-mirror`` holding ``github.com/tensorchord/envdlib``); empty: the URL itself."""
+    apt: str = ""
+    """Where apt steps download from instead of the image's own sources (the image keeps them):
+    every source URI becomes this URL, ``{archive}`` standing for the URI's last path component, e.g.
+    ``http://snapshot.debian.org/archive/{archive}/20250101T000000Z`` to build a lock whose versions
+    the live mirror no longer has; empty: the sources as they are. ``config.apt_source`` wins."""
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -75,6 +81,11 @@ class Mirrors:
         for k, v in values.items():
             if not isinstance(v, str) or (v and "://" not in v):
                 raise MirrorConfigError(f"{where}: mirror {k!r} must be a URL like https://host/path, got {v!r}")
+            if k == "apt" and v and not APT_MIRROR.fullmatch(v):
+                raise MirrorConfigError(
+                    f"{where}: mirror 'apt' must be a URL like http://snapshot.debian.org/archive/{{archive}}/DATE "
+                    f"(letters, digits and ._~:/?=@%+- only), got {v!r}"
+                )
             clean[k] = v.rstrip("/")
         return cls(**clean)
 

@@ -60,6 +60,37 @@ UNRESOLVED = BaseConfig(resolved=False)
 
 
 @dataclass(frozen=True, slots=True)
+class AptPin:
+    """A locked apt transaction: the names the build asks for and every package (``name=version``)
+    apt installed for them when the lock was made."""
+
+    names: tuple[str, ...]
+    packages: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Pins:
+    """What a locked build installs, from ``build.envd.lock`` (`envbuild.lock.Lock.pins`).
+
+    ``apt``: per apt transaction (keyed like `CompiledBuild.installs`), its pinned packages.
+    ``python``: the hashed requirements of the one Python resolution (`uv pip sync`), local wheels
+    as context paths; ``python_version`` the exact interpreter release. ``conda``: the solved
+    environment as a conda explicit file (URLs with sha256). ``strict`` (``--locked``): a
+    transaction the lock does not cover is an error instead of a note. ``wheelhouse`` (``--offline``):
+    the context folder the Python packages are installed from instead of an index. ``digest``
+    identifies the lock (part of the image's content digest)."""
+
+    apt: Mapping[str, AptPin] = field(default_factory=lambda: MappingProxyType({}))
+    python: str | None = None
+    python_version: str = ""
+    conda: str | None = None
+    platform: str = ""
+    strict: bool = False
+    wheelhouse: str = ""
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class CompileOptions:
     """Everything outside the spec that shapes the LLB or the image config.
 
@@ -73,6 +104,7 @@ class CompileOptions:
     are the extensions `vscode.prepare` unpacked under ``vscode_cache`` on the host before compiling
     (compiling stays pure: without them the extensions are left out, with a note).
     ``context_dir`` is the build context's host path, reported in ``CompiledBuild.local_dirs``.
+    ``pins`` (a locked build) are the versions every package transaction installs.
     """
 
     project: str = "project"
@@ -90,6 +122,7 @@ class CompileOptions:
     vscode_extensions: tuple[Extension, ...] = ()
     vscode_cache: str = ""
     context_dir: str = "."
+    pins: Pins | None = None
 
 
 def proxy_from_env(environ: Mapping[str, str]) -> dict[str, str]:

@@ -7,7 +7,9 @@ in the LLB verbatim (a change to a script changes only the steps that run it). T
 
 from __future__ import annotations
 
+import re
 import shlex
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -82,6 +84,9 @@ def script(*parts: str) -> str:
 
 
 DPKG_UNSAFE_IO = "/etc/dpkg/dpkg.cfg.d/envbuild-unsafe-io"
+APT_STEP_DIR = f"{TLS_DIR}/apt"
+"""Step-private apt files (the rewritten sources, a locked transaction's plan): on the step's tmpfs,
+so nothing of them reaches a layer."""
 
 _APT_PREPARE = f"""\
 export DEBIAN_FRONTEND=noninteractive
@@ -89,20 +94,114 @@ rm -f /etc/apt/apt.conf.d/docker-clean
 printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
 echo force-unsafe-io > {DPKG_UNSAFE_IO}
 trap 'rm -f /usr/sbin/policy-rc.d {DPKG_UNSAFE_IO}' EXIT
-apt-get $APT_TLS -qq update
 """
 """No services start, and dpkg skips its fsync per file while the step runs (a step that dies is
 thrown away anyway, so the syncs buy nothing); neither setting stays in the image."""
 
+APT_MIRROR = re.compile(r"[a-z][a-z0-9+.-]*://[A-Za-z0-9._~:/?=@%+-]*(\{archive\}[A-Za-z0-9._~:/?=@%+-]*)?")
+"""An apt mirror URL (``ENVBUILD_MIRROR_APT``), ``{archive}`` standing for the last path component
+of each URI it replaces (``debian``, ``debian-security``, ``ubuntu``): only characters that need no
+escaping in a sed replacement or a shell word."""
 
-def apt_install(packages: Sequence[str], *, before: str = "", after: str = "") -> str:
+
+def _apt_mirror(mirror: str) -> str:
+    """Point this step's apt at ``mirror`` instead of the image's sources (``APT_CONFIG``, on the
+    step's tmpfs): the image keeps its own sources, and expired snapshot Release files are accepted."""
+    if not APT_MIRROR.fullmatch(mirror):
+        raise ValueError(f"not an apt mirror URL: {mirror!r}")
+    replacement = mirror.replace("{archive}", "\\1")
+    expr = f"s#[a-z][a-z0-9+.-]*://[^[:space:]]*/([^/[:space:]]+)/?([[:space:]]|$)#{replacement}\\2#g"
+    return f"""\
+mkdir -p {APT_STEP_DIR}/sources.list.d
+: > {APT_STEP_DIR}/sources.list
+for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+  [ -f "$f" ] || continue
+  out={APT_STEP_DIR}/sources.list.d/${{f##*/}}
+  [ "$f" != /etc/apt/sources.list ] || out={APT_STEP_DIR}/sources.list
+  sed -E {shlex.quote(expr)} "$f" > "$out"
+done
+printf 'Dir::Etc::SourceList "%s";\\nDir::Etc::SourceParts "%s";\\nAcquire::Check-Valid-Until "false";\\n' \\
+  {APT_STEP_DIR}/sources.list {APT_STEP_DIR}/sources.list.d > {APT_STEP_DIR}/apt.conf
+export APT_CONFIG={APT_STEP_DIR}/apt.conf
+"""
+
+
+def apt_prepare(mirror: str = "") -> str:
+    """Before any apt-get of a step: quiet policies, the mirror (if any), then ``apt-get update``."""
+    return _APT_PREPARE + (_apt_mirror(mirror) if mirror else "") + "apt-get $APT_TLS -qq update\n"
+
+
+SNAPSHOT_HINT_MIRROR = (
+    "run `envbuild lock --upgrade` to lock the versions it has now, or keep these versions by setting "
+    "ENVBUILD_MIRROR_APT (or apt in [mirrors]) to a snapshot of the archive, "
+    "e.g. http://snapshot.debian.org/archive/{archive}/20250101T000000Z"
+)
+SNAPSHOT_HINT_SOURCE = (
+    "run `envbuild lock --upgrade` to lock the versions it has now, or keep these versions by pointing "
+    "config.apt_source at a snapshot of the archive, e.g. "
+    "deb [check-valid-until=no] http://snapshot.debian.org/archive/debian/20250101T000000Z bookworm main"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AptRequest:
+    """One apt transaction: ``words`` are package names or, from a lock, ``name=version``.
+
+    ``pinned`` (a locked transaction) lists every package it may install: the step first asks apt
+    for its plan and fails when apt would install anything else, or when the source no longer has a
+    locked version (saying which, and ``hint``). ``mirror`` replaces the image's apt sources for the
+    step (`APT_MIRROR`)."""
+
+    words: tuple[str, ...]
+    pinned: tuple[str, ...] | None = None
+    mirror: str = ""
+    hint: str = SNAPSHOT_HINT_MIRROR
+
+
+def _apt_plan_check(req: AptRequest) -> str:
+    plan, allowed = f"{APT_STEP_DIR}/plan", f"{APT_STEP_DIR}/locked"
+    return f"""\
+mkdir -p {APT_STEP_DIR}
+printf '%s\\n' {shlex.join(req.pinned or ("",))} > {allowed}
+if ! apt-get $APT_TLS -s -q install --no-install-recommends {shlex.join(req.words)} > {plan} 2>&1; then
+  missing=$(sed -n "s/^E: Version '\\(.*\\)' for '\\(.*\\)' was not found$/\\2=\\1/p" {plan} | tr '\\n' ' ')
+  if [ -n "$missing" ]; then
+    printf 'envbuild: error: the apt source no longer has the locked %s: %s\\n' \\
+      "${{missing% }}" {shlex.quote(req.hint)} >&2
+    exit 100
+  fi
+  cat {plan} >&2
+  exit 100
+fi
+extra=$(sed -n 's/^Inst \\([^ ]*\\) .*/\\1/p' {plan} | grep -vxF -f {allowed} | tr '\\n' ' ' || true)
+if [ -n "$extra" ]; then
+  printf 'envbuild: error: apt would also install %s, which the lock does not have: run `envbuild lock`\\n' \\
+    "${{extra% }}" >&2
+  exit 100
+fi
+"""
+
+
+def apt_get_install(req: AptRequest) -> str:
+    """The install command (after `apt_prepare`); a locked request checks apt's plan first."""
+    check = _apt_plan_check(req) if req.pinned is not None else ""
+    return (
+        check + "apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true "
+        f"{shlex.join(req.words)}\n"
+    )
+
+
+def apt_install(req: AptRequest, *, before: str = "", after: str = "") -> str:
     """One apt transaction; caches are mounts, so no apt lists or .debs land in the layer."""
+    return script(apt_prepare(req.mirror), before, apt_get_install(req), after)
+
+
+def apt_simulate(names: Sequence[str], out: str, *, mirror: str = "") -> str:
+    """What `apt_install` of ``names`` would install, as ``apt-get --simulate`` prints it, in ``out``
+    (`envbuild.lockresolve` runs it where the build's transaction would run)."""
     return script(
-        _APT_PREPARE,
-        before,
-        "apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true "
-        + shlex.join(packages),
-        after,
+        apt_prepare(mirror),
+        f"apt-get $APT_TLS -s -q install --no-install-recommends {shlex.join(names)} > {out}",
     )
 
 
@@ -178,7 +277,8 @@ def _uv_bootstrap(index_url: str | None, extra_index_url: str | None) -> str:
     into a throw-away venv, keep only the binary (no GitHub download, and a mirror just works)."""
     return (
         f"if ! {UV_BIN} --version 2>/dev/null | grep -q {shlex.quote('uv ' + UV_VERSION)}; then\n"
-        + "  " + _tools_venv().replace("\n", "\n  ").rstrip(" ")
+        + "  "
+        + _tools_venv().replace("\n", "\n  ").rstrip(" ")
         + f"  printf '%s\\n' {shlex.quote(_uv_requirement())} > {TOOLS_DIR}/uv-requirements.txt\n"
         f"  PIP_CACHE_DIR={PIP_CACHE_DIR} $pip install -q --disable-pip-version-check"
         f"{_index_args(index_url, extra_index_url)} --require-hashes -r {TOOLS_DIR}/uv-requirements.txt\n"
@@ -217,54 +317,75 @@ def _own_cache(uid: int, gid: int) -> str:
     )
 
 
-def python_runtime(
-    version: str, uid: int, gid: int, *, home: str, index_url: str | None = None, extra_index_url: str | None = None
-) -> str:
-    """uv, then the distribution's CPython when its minor version matches, else a uv-managed one; a venv.
+PYTHON_APT = ("ca-certificates", "python3", "python3-venv")
+"""What the Python runtime stage installs with apt (the venv and uv are made with the distribution's
+Python)."""
 
+
+def python_runtime(
+    version: str,
+    uid: int,
+    gid: int,
+    *,
+    home: str,
+    apt: AptRequest,
+    index_url: str | None = None,
+    extra_index_url: str | None = None,
+    seed: bool = True,
+) -> str:
+    """uv, then the distribution's CPython when it is the version asked for, else a uv-managed one; a venv.
+
+    ``version`` is a minor version (``3.11``; ``3``: the distribution's) or, from a lock, an exact
+    one (``3.12.7``), which the distribution's Python satisfies only when it is that very release.
     Runs in a stage of its own beside the main chain (the image user has no passwd entry there, the
     ids are numeric); `python_check` then makes sure the image has the interpreter the venv points at.
     The choice is made in the step (the distro's version is a fact of the base image, unknown to the
     pure compiler); a uv-managed CPython honours `UV_PYTHON_INSTALL_MIRROR` set on the step.
+    ``seed=False`` (a locked build) leaves pip and friends to the locked packages.
     """
     v = shlex.quote(version)
     drop = _drop_to(uid, gid, init_groups=False)
     uv_env = f"env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_PYTHON_INSTALL_DIR={MANAGED_PYTHON_DIR}"
     return script(
-        _APT_PREPARE,
-        "apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true"
-        " ca-certificates python3 python3-venv",
+        apt_prepare(apt.mirror),
+        apt_get_install(apt),
         _uv_bootstrap(index_url, extra_index_url),
         f"install -d -m 0755 -o {uid} -g {gid} {ENVBUILD_DIR}",
         f"[ -d {home} ] || install -d -m 0755 -o {uid} -g {gid} {home}",
         _own_cache(uid, gid),
         "distro=$(python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])')",
+        "release=$(python3 -c 'import platform; print(platform.python_version())')",
         f"want={v}",
         'case "$want" in 3) want="$distro" ;; esac',
-        'if [ "$distro" = "$want" ]; then',
+        'if [ "$distro" = "$want" ] || [ "$release" = "$want" ]; then',
         "  py=$(command -v python3)",
         "else",
-        '  echo "envbuild: the base image has Python $distro; installing CPython $want with uv"',
+        '  echo "envbuild: the base image has Python $release; installing CPython $want with uv"',
         f"  install -d -m 0755 -o {uid} -g {gid} {MANAGED_PYTHON_DIR}",
         f'  {drop}{uv_env} {UV_BIN} -q python install "$want"',
         '  py="$want"',
         "fi",
-        f'{drop}{uv_env} UV_LINK_MODE=copy {UV_BIN} -q venv --seed --python "$py" {VENV}',
+        f'{drop}{uv_env} UV_LINK_MODE=copy {UV_BIN} -q venv{" --seed" if seed else ""} --python "$py" {VENV}',
         f"{VENV}/bin/python --version",
     )
 
 
-def python_check() -> str:
+def python_check(apt: AptRequest) -> str:
     """The venv came from another stage: install the distribution's python3 it points at when the
     image lacks it (a development image has it already, supervisor needs it)."""
-    prepare = _APT_PREPARE.replace("\n", "\n  ").rstrip(" ")
+    indented = (apt_prepare(apt.mirror) + apt_get_install(apt)).replace("\n", "\n  ").rstrip(" ")
     return script(
         f'if ! {VENV}/bin/python -c "" 2>/dev/null; then',
-        "  " + prepare,
-        "  apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true python3",
+        "  " + indented,
         "fi",
         f"{VENV}/bin/python --version",
     )
+
+
+JUPYTER_REQUIREMENT = "jupyterlab>=4"
+"""``config.jupyter``'s package: envbuild's Jupyter service is configured for jupyter_server 2
+(``IdentityProvider.token``), which JupyterLab 4 brings; a user pin that rules it out is a conflict
+`envbuild lock` reports, not a silent downgrade."""
 
 
 def uv_pip_options(options: PipOptions) -> list[str]:
@@ -314,6 +435,28 @@ def pip_install(
         _own_cache(uid, gid),
         f"{drop}env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_LINK_MODE=copy UV_PYTHON={python}"
         f" {UV_BIN} pip install {shlex.join(args)}",
+    )
+
+
+def pip_sync(
+    requirements: str,
+    uid: int,
+    gid: int,
+    *,
+    home: str,
+    python: str = f"{VENV}/bin/python",
+    options: Sequence[str] = (),
+    compile_bytecode: bool = False,
+) -> str:
+    """A locked build's Python packages: `uv pip sync` of the lock's hashed requirements, so the
+    environment holds exactly those packages (anything else is removed) and every file's hash is
+    checked."""
+    env = f"env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_LINK_MODE=copy UV_PYTHON={python}"
+    if compile_bytecode:
+        env += " UV_COMPILE_BYTECODE=1"
+    return script(
+        _own_cache(uid, gid),
+        f"{_drop_to(uid, gid)}{env} {UV_BIN} pip sync --require-hashes {shlex.join([*options, requirements])}",
     )
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from typing import Protocol
 
     import llb
+    from envbuild.compiler.installs import CondaInstall
     from envbuild.compiler.options import CompileOptions
     from frontend.spec import Pos, Spec
 
@@ -51,6 +52,23 @@ if TYPE_CHECKING:
         ) -> llb.State: ...
 
         def apt_mounts(self) -> list[llb.Mount]: ...
+
+        def apt(
+            self,
+            state: llb.State,
+            key: str,
+            names: Sequence[str],
+            *,
+            name: str,
+            pos: Pos | None,
+            tool: bool = False,
+            before: str = "",
+            after: str = "",
+        ) -> llb.State: ...
+
+        def not_locked(self, what: str) -> None: ...
+
+        def record_conda(self, install: CondaInstall) -> None: ...
 
         def tool_apt_mounts(self) -> list[llb.Mount]: ...
 

@@ -14,6 +14,7 @@ from envbuild.compiler import BaseConfig, CompileOptions, UnsupportedFeature
 from envbuild.compiler import devfiles as D
 from envbuild.compiler import scripts as S
 from envbuild.compiler.compile import compile
+from envbuild.compiler.options import AptPin, Pins
 from envbuild.errors import UsageError
 from frontend.spec import Spec
 
@@ -139,7 +140,7 @@ def test_tool_stages_never_share_the_main_chains_locked_apt_caches(tmp_path: Pat
 
 
 def test_apt_steps_skip_fsync_only_while_they_run() -> None:
-    script = S.apt_install(("htop",))
+    script = S.apt_install(S.AptRequest(("htop",)))
     lines = script.splitlines()
     write = lines.index(f"echo force-unsafe-io > {S.DPKG_UNSAFE_IO}")
     trap = next(i for i, line in enumerate(lines) if line.startswith("trap "))
@@ -411,3 +412,98 @@ def test_jupyter_runs_on_the_python_it_was_installed_into(tmp_path: Path, conda:
     python, launcher = command.removeprefix("command=").split()[:2]
     assert launcher == D.JUPYTER_LAUNCHER
     assert python == ("/opt/conda/envs/envd/bin/python" if conda else f"{S.VENV}/bin/python")
+
+
+# ---- locked builds: every transaction installs the lock's versions --------------------------------
+
+H = "sha256:" + "1" * 64
+LOCKED_PYTHON = f"numpy==2.0.0 \\\n    --hash={H}\njupyterlab==4.6.6 \\\n    --hash={H}\n"
+
+
+def pins(**kw: object) -> Pins:
+    """Pins for the JUPYTER spec (``kw`` overrides)."""
+
+    apt = {
+        "dev": AptPin(tuple(S.DEV_APT_PACKAGES), ("curl=7.88.1-10+deb12u14", "git=1:2.39.5-0+deb12u2")),
+        "apt-1": AptPin(("htop",), ("htop=3.2.2-2", "libnl-3-200=3.7.0-0.2+b1")),
+        "tools-python": AptPin(S.PYTHON_APT, ("python3=3.11.2-1+b1",)),
+        "python3": AptPin(("python3",), ()),
+    }
+    return Pins(**{"apt": apt, "python": LOCKED_PYTHON, "python_version": "3.11.2", **kw})  # type: ignore[arg-type]
+
+
+def exec_script(o: dict[str, dict], name: str) -> str:
+    return o[name]["Op"]["exec"]["meta"]["args"][-1]
+
+
+def test_the_compiler_records_every_transaction_for_the_lock(tmp_path: Path) -> None:
+    compiled = compile(spec_of(tmp_path, JUPYTER), OPTS)
+    assert [(a.key, a.names) for a in compiled.installs.apt] == [
+        ("dev", S.DEV_APT_PACKAGES),
+        ("apt-1", ("htop",)),
+        ("tools-python", S.PYTHON_APT),
+        ("python3", ("python3",)),
+    ]
+    python = compiled.installs.python
+    assert python is not None and python.requirements == (S.JUPYTER_REQUIREMENT, "numpy")
+    assert python.python == f"{S.VENV}/bin/python" and (python.uid, python.gid) == (1000, 1000)
+
+
+def test_a_locked_build_installs_the_locked_versions_and_checks_apts_plan(tmp_path: Path) -> None:
+    o = ops(spec_of(tmp_path, JUPYTER), replace(OPTS, pins=pins()))
+    htop = exec_script(o, "apt: htop")
+    assert (
+        "install --no-install-recommends -o APT::Keep-Downloaded-Packages=true htop=3.2.2-2 libnl-3-200=3.7.0-0.2+b1\n"
+        in htop
+    )
+    assert "printf '%s\\n' htop libnl-3-200 > /run/envbuild-tls/apt/locked" in htop
+    assert htop.index("apt-get $APT_TLS -s -q install") < htop.index("apt-get $APT_TLS -y -q install")
+    runtime = exec_script(o, "python 3.11 and uv 0.13.9")
+    assert "want=3.11.2" in runtime and "venv --python" in runtime and "--seed" not in runtime
+    names = list(o)
+    assert "jupyterlab" not in names and not any(n.startswith("python packages: numpy") for n in names)
+    sync = exec_script(o, "python packages: 2 from the lock")
+    assert "uv pip sync --require-hashes /run/envbuild-lock/python.txt" in sync and "UV_COMPILE_BYTECODE=1" in sync
+    assert "setpriv --reuid=1000" in sync
+
+
+def test_locked_refuses_a_transaction_the_lock_does_not_cover(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path, JUPYTER.replace('["htop"]', '["htop", "jq"]'))
+    with pytest.raises(UsageError, match=r"--locked: the lock does not cover the apt packages of step 'apt: htop jq'"):
+        compile(spec, replace(OPTS, pins=pins(strict=True)))
+    compiled = compile(spec, replace(OPTS, pins=pins()))
+    assert any("installed unpinned" in n and "'apt: htop jq'" in n for n in compiled.notes)
+    with pytest.raises(UsageError, match="--locked: the lock does not cover the Python packages"):
+        compile(spec_of(tmp_path, JUPYTER), replace(OPTS, pins=pins(strict=True, python=None)))
+
+
+def test_a_locked_build_refuses_options_one_resolution_cannot_honour(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path, JUPYTER.replace('["numpy"]', '["numpy", "--no-deps"]'))
+    assert compile(spec, OPTS).installs.python.problems  # type: ignore[union-attr]
+    with pytest.raises(UsageError, match=r"build\.envd:5:5: --no-deps .*cannot be used with a lock"):
+        compile(spec, replace(OPTS, pins=pins()))
+
+
+def test_offline_locked_python_packages_come_from_the_wheelhouse(tmp_path: Path) -> None:
+    o = ops(spec_of(tmp_path, JUPYTER), replace(OPTS, pins=pins(wheelhouse=".envbuild/wheels")))
+    sync = exec_script(o, "python packages: 2 from the lock")
+    assert "--no-index --find-links /run/envbuild-context/.envbuild/wheels" in sync
+
+
+def test_a_locked_conda_environment_is_installed_from_its_explicit_file(tmp_path: Path) -> None:
+    body = (
+        'base(image="local/debian:bookworm", dev=False)\ninstall.conda()\ninstall.python(version="3.11")\n'
+        'install.conda_packages(name=["greet"], channel=["./chan"])\ninstall.conda_packages(name=["numpy"])'
+    )
+    spec = spec_of(tmp_path, body, {"chan/noarch/repodata.json": "{}"})
+    request = compile(spec, OPTS).installs.conda
+    assert request is not None and request.specs == ("python=3.11", "greet", "numpy")
+    assert request.args == ("-c", "file:///run/envbuild-conda-channels/chan")
+    explicit = (
+        "@EXPLICIT\nfile:///run/envbuild-conda-channels/chan/noarch/greet-2.1-0.tar.bz2#sha256:" + "5" * 64 + "\n"
+    )
+    o = ops(spec, replace(OPTS, pins=pins(conda=explicit, python=None)))
+    step = next(n for n in o if n.startswith("conda: environment envd"))
+    assert step == "conda: environment envd, 1 packages from the lock"
+    assert "conda create -y -p /opt/conda/envs/envd --file /run/envbuild-lock/conda.txt" in exec_script(o, step)
+    assert not any(n.startswith("conda packages:") for n in o)

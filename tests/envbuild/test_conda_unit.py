@@ -73,10 +73,10 @@ def test_conda_stage_order_cache_and_local_channel() -> None:
     assert caches == [(conda.RATTLER_CACHE, conda.RATTLER_CACHE_ID)]
     install = next(e for e in execs if "conda install" in e["meta"]["args"][-1] and "numpy" in e["meta"]["args"][-1])
     script = install["meta"]["args"][-1]
-    assert "-c file:///run/envbuild-conda-channels/0 -c pytorch numpy" in script
+    assert "-c file:///run/envbuild-conda-channels/chan -c pytorch numpy" in script
     assert "chown -R 1000:1000 /opt/conda/envs/envd" in script
     assert any(
-        m["dest"] == "/run/envbuild-conda-channels/0" and m.get("selector") == "/chan" for m in install["mounts"]
+        m["dest"] == "/run/envbuild-conda-channels/chan" and m.get("selector") == "/chan" for m in install["mounts"]
     )
     text = json.dumps(ops)
     assert "--require-hashes" in text and conda.WHEEL_SHA256["py-rattler==0.28.0"][0] in text

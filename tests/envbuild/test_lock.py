@@ -1,4 +1,4 @@
-"""Lock files without an engine: format determinism, staleness reasons, apply_lock, offline checks."""
+"""Lock files without an engine: staleness reasons, what a lock pins, the resolution scripts, offline checks."""
 
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ def spec_of(tmp: Path) -> frontend.spec.Spec:  # type: ignore[name-defined]
     return frontend.evaluate(str(tmp / "build.envd"), user_config=False)
 
 
-SIX = L.PipPackage("six", "1.17.0", ("sha256:" + "1" * 64, "sha256:" + "2" * 64))
-IDNA = L.PipPackage("idna", "3.10", ("sha256:" + "3" * 64,))
+H = "sha256:" + "1" * 64
+SIX = L.PythonPackage("six", "1.17.0", ("sha256:" + "1" * 64, "sha256:" + "2" * 64))
+IDNA = L.PythonPackage("idna", "3.10", ("sha256:" + "3" * 64,))
+JQ = (L.AptPackage("jq", "1.6-2.1", "amd64"), L.AptPackage("libjq1", "1.6-2.1", "amd64"))
 
 
 def make_lock(spec, ctx: Path, **kw) -> L.Lock:  # type: ignore[no-untyped-def]
@@ -35,11 +37,8 @@ def make_lock(spec, ctx: Path, **kw) -> L.Lock:  # type: ignore[no-untyped-def]
         base=L.BaseImage(spec.image, BASE_ID),
         platform="linux/amd64",
         python="3.11.2 linux-x86_64",
-        apt=tuple(
-            L.AptGroup(c.names, (L.AptPackage("jq", "1.6-2.1", "amd64"), L.AptPackage("libjq1", "1.6-2.1", "amd64")))
-            for c in spec.apt_packages
-        ),
-        pip=tuple(L.PipGroup((IDNA, SIX)) for _ in spec.python_packages),
+        apt=tuple(L.AptStep(f"apt-{i + 1}", c.names, JQ) for i, c in enumerate(spec.apt_packages)),
+        python_packages=(IDNA, SIX),
     )
     defaults.update(kw)
     return L.Lock(**defaults)  # type: ignore[arg-type]
@@ -59,18 +58,11 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_dumps_is_deterministic_sorted_and_round_trips(project: Path) -> None:
-    spec = spec_of(project)
-    lk = make_lock(spec, project)
-    text = lk.dumps()
+def test_dumps_is_deterministic_and_round_trips(project: Path) -> None:
+    text = make_lock(spec_of(project), project).dumps()
     assert text == make_lock(spec_of(project), project).dumps()
-    assert text.endswith("\n") and json.loads(text)["envbuild_lock"] == L.LOCK_VERSION
-    data = json.loads(text)
-    assert list(data) == sorted(data)
-    assert all(len(line) < 120 for line in text.splitlines()), "one item per line"
     again = L.Lock.loads(text)
-    assert again.dumps() == text
-    assert again.pip[0].packages == (IDNA, SIX)
+    assert again.dumps() == text and again.python_packages == (IDNA, SIX)
 
 
 def test_reformatting_the_build_file_keeps_the_lock_fresh(project: Path) -> None:
@@ -106,7 +98,13 @@ def test_run_changes_do_not_stale_the_lock(project: Path) -> None:
     assert L.check_lock(spec_of(project), lk, project, base_id=BASE_ID) == ()
 
 
-def test_apply_lock_pins_pip_apt_http_and_base(project: Path) -> None:
+def test_pip_options_and_environment_files_are_inputs(project: Path) -> None:
+    lk = make_lock(spec_of(project), project)
+    write(project, BODY.replace('["six", "idna"]', '["six", "idna", "--extra-index-url https://x.example/simple"]'))
+    assert any("pip options changed" in r for r in L.check_lock(spec_of(project), lk, project, base_id=BASE_ID))
+
+
+def test_apply_lock_pins_http_and_base(project: Path) -> None:
     write(project, BODY + 'io.http(url="https://example.com/x.bin")\n')
     spec = spec_of(project)
     lk = make_lock(
@@ -116,14 +114,10 @@ def test_apply_lock_pins_pip_apt_http_and_base(project: Path) -> None:
         base=L.BaseImage(spec.image, BASE_ID, ("docker.io/local/debian@sha256:" + "d" * 64,)),
     )
     out = L.apply_lock(spec, lk)
-    (call,) = out.python_packages
-    assert call.names == () and call.requirements == ".envbuild/lock/python-packages-1.txt"
-    assert call.pos == spec.python_packages[0].pos
-    assert call.requirements in out.inputs
-    assert out.apt_packages[0].names == ("jq=1.6-2.1", "libjq1=1.6-2.1")
     assert out.http[0].checksum == "sha256:" + "c" * 64
     assert out.image == "docker.io/local/debian@sha256:" + "d" * 64
     assert out.base.dev is False
+    assert out.python_packages == spec.python_packages and out.apt_packages == spec.apt_packages
 
 
 def test_apply_lock_without_registry_digest_keeps_the_ref(project: Path) -> None:
@@ -131,38 +125,66 @@ def test_apply_lock_without_registry_digest_keeps_the_ref(project: Path) -> None
     assert L.apply_lock(spec, make_lock(spec, project)).image == "local/debian:bookworm"
 
 
-def test_materialise_writes_hashed_requirements_once(project: Path) -> None:
-    lk = make_lock(spec_of(project), project)
-    (p,) = L.materialise(lk, project)
-    text = p.read_text()
-    assert "idna==3.10 \\\n    --hash=sha256:" + "3" * 64 in text
-    assert text.count("--hash=") == 3
-    assert L.materialise(lk, project) == []
-    assert (project / ".envbuild" / ".gitignore").is_file()
+def test_pins_carry_every_version_for_the_compiler(project: Path) -> None:
+    spec = spec_of(project)
+    conda = (L.CondaPackage("greet", "2.1", "0", "noarch", "file:///c/noarch/greet-2.1-0.tar.bz2", "5" * 64),)
+    pins = L.pins(spec, make_lock(spec, project, conda=conda), strict=True)
+    assert pins.apt["apt-1"].names == ("jq",)
+    assert pins.apt["apt-1"].packages == ("jq=1.6-2.1", "libjq1=1.6-2.1")
+    assert pins.python is not None and "six==1.17.0 \\\n    --hash=sha256:" + "1" * 64 in pins.python
+    assert pins.python_version == "3.11.2" and pins.strict and pins.platform == "linux/amd64"
+    assert pins.conda == "@EXPLICIT\nfile:///c/noarch/greet-2.1-0.tar.bz2#sha256:" + "5" * 64 + "\n"
+    assert pins.digest and pins.digest != L.pins(spec, make_lock(spec, project)).digest
 
 
+def test_a_lock_cannot_name_a_local_wheel_the_build_file_does_not(project: Path) -> None:
+    spec = spec_of(project)
+    evil = L.PythonPackage("x", "1.0", (H,), "other/x-1.0-py3-none-any.whl")
+    with pytest.raises(L.LockError, match=r"local wheel other/x-1\.0-py3-none-any\.whl"):
+        L.pins(spec, make_lock(spec, project, python_packages=(IDNA, evil)))
+
+
+@pytest.fixture
+def engine_has_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's image id of the base is the one the locks here were made with."""
+    monkeypatch.setattr(L, "engine_base_id", lambda ref: BASE_ID)
+
+
+@pytest.mark.usefixtures("engine_has_base")
 def test_use_lock_locked_missing_and_stale(project: Path) -> None:
     spec = spec_of(project)
     build_file = project / "build.envd"
     with pytest.raises(L.LockError, match=r"no lock file build\.envd\.lock"):
         L.use_lock(spec, project, build_file, locked=True)
-    assert L.use_lock(spec, project, build_file) is spec
-    lk = make_lock(spec, project)
-    (project / "build.envd.lock").write_text(lk.dumps())
+    assert L.use_lock(spec, project, build_file).spec is spec
+    (project / "build.envd.lock").write_text(make_lock(spec, project).dumps())
+    used = L.use_lock(spec_of(project), project, build_file)
+    assert used.pins is not None and not used.pins.strict
     (project / "req.txt").write_text("idna\nsix\n")
     notes: list[str] = []
-    assert L.use_lock(spec_of(project), project, build_file, on_note=notes.append) == spec_of(project)
+    used = L.use_lock(spec_of(project), project, build_file, on_note=notes.append)
+    assert used.spec == spec_of(project) and used.pins is None
     assert "stale" in notes[0] and "content of req.txt changed" in notes[0]
     with pytest.raises(L.LockError, match=r"content of req\.txt changed") as exc:
         L.use_lock(spec_of(project), project, build_file, locked=True)
     assert exc.value.exit_code == 2
 
 
-def test_unreadable_or_newer_lock_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(L.LockError, match="not a valid envbuild lock"):
-        L.Lock.loads("[]")
-    with pytest.raises(L.LockError, match="lock format 99"):
-        L.Lock.loads('{"envbuild_lock": 99}')
+@pytest.mark.usefixtures("engine_has_base")
+def test_locked_refuses_a_lock_that_leaves_installs_unpinned(project: Path) -> None:
+    spec = spec_of(project)
+    lk = make_lock(spec, project, unlocked=("install.r_packages (build.envd:6:5): R packages come from CRAN",))
+    (project / "build.envd.lock").write_text(lk.dumps())
+    assert L.use_lock(spec, project, project / "build.envd").pins is not None
+    with pytest.raises(L.LockError, match=r"does not cover everything this build installs:\n  - install\.r_packages"):
+        L.use_lock(spec, project, project / "build.envd", locked=True)
+
+
+def test_an_unreadable_lock_is_a_usage_error(project: Path) -> None:
+    (project / "build.envd.lock").write_bytes(b"\xff\xfe")
+    with pytest.raises(L.LockError) as exc:
+        L.read_lock(project / "build.envd.lock")
+    assert exc.value.exit_code == 2
 
 
 def test_offline_says_which_input_is_missing(project: Path) -> None:
@@ -193,89 +215,105 @@ def test_parse_apt_simulation() -> None:
     ]
 
 
-def test_parse_pip_compile() -> None:
-    text = (
-        "Idna==3.10 \\\n    --hash=sha256:bbb \\\n    --hash=sha256:aaa\n"
-        "typing_extensions==4.12.2 ; python_version < '3.13' \\\n    --hash=sha256:ccc\n"
-        "./wheels/local-1.0-py3-none-any.whl\n"
-    )
-    got = L.parse_pip_compile(text)
-    assert got == (
-        L.PipPackage("idna", "3.10", ("sha256:aaa", "sha256:bbb")),
-        L.PipPackage("typing-extensions", "4.12.2", ("sha256:ccc",)),
-    )
-
-
-def test_resolution_graph_reuses_the_build_steps(project: Path) -> None:
-    """The reduced spec compiles to the same base/apt/Python steps as the real build."""
-    from envbuild.compiler import CompileOptions
-    from envbuild.compiler.compile import compile as compile_spec
-
-    spec = spec_of(project)
-    opts = CompileOptions(project="p", owner=(1000, 1000))
-    full = compile_spec(spec, opts)
-    part = compile_spec(R.reduced(spec), opts)
-    names_full = [s.name for s in full.steps]
-    names_part = [s.name for s in part.steps]
-    assert names_part == [n for n in names_full if not n.startswith("python packages")]
-    part_ops = set(part.definition().digests[:-1])
-    assert part_ops and part_ops <= set(full.definition().digests)
-
-
-def test_pip_script_resolves_then_installs_each_call_as_the_owner() -> None:
-    text = R.pip_script(
-        [(True, []), (False, ["/run/envbuild-context/w.whl"])],
-        1000,
-        1000,
-        home="/home/envd",
-        upgrade=False,
-        upgrade_packages=("six",),
-    )
-    assert text.count("pip compile --quiet --generate-hashes") == 2
-    assert "--upgrade-package six" in text
-    assert "prev-0.txt /tmp/envbuild-lock/pip-0.txt" in text and "prev-1.txt" not in text
-    assert "setpriv --reuid=1000" in text
-    assert text.index("in-0.txt -o /tmp/envbuild-lock/pip-0.txt") < text.index(
-        "install --quiet -r /tmp/envbuild-lock/pip-0.txt"
-    )
-
-
-def test_offline_uses_hash_matching_wheels(project: Path) -> None:
+def test_offline_needs_a_hash_matching_wheel_for_each_package(project: Path) -> None:
     import hashlib
 
     spec = spec_of(project)
     wheels = project / ".envbuild" / "wheels"
     wheels.mkdir(parents=True)
-    six_whl = wheels / "six-1.17.0-py2.py3-none-any.whl"
-    six_whl.write_bytes(b"six wheel")
+    (wheels / "six-1.17.0-py2.py3-none-any.whl").write_bytes(b"six wheel")
     (wheels / "idna-3.10-py3-none-any.whl").write_bytes(b"tampered")
-    six = L.PipPackage("six", "1.17.0", ("sha256:" + hashlib.sha256(b"six wheel").hexdigest(),))
-    lk = make_lock(spec, project, pip=(L.PipGroup((IDNA, six)),))
+    six = L.PythonPackage("six", "1.17.0", ("sha256:" + hashlib.sha256(b"six wheel").hexdigest(),))
+    lk = make_lock(spec, project, python_packages=(IDNA, six))
     (project / "build.envd.lock").write_text(lk.dumps())
     st = L.status(spec, project, project / "build.envd", base_id=BASE_ID)
     with pytest.raises(L.OfflineError, match=r"wheels matching the lock in \.envbuild/wheels/: idna==3\.10"):
         L.check_offline(spec, st, BASE_ID, project)
-    idna_bytes = b"idna wheel"
-    (wheels / "idna-3.10-py3-none-any.whl").write_bytes(idna_bytes)
-    idna = L.PipPackage("idna", "3.10", ("sha256:" + "0" * 64, "sha256:" + hashlib.sha256(idna_bytes).hexdigest()))
-    lk = make_lock(spec, project, pip=(L.PipGroup((idna, six)),))
+    idna = L.PythonPackage("idna", "3.10", ("sha256:" + "0" * 64, "sha256:" + hashlib.sha256(b"tampered").hexdigest()))
+    lk = make_lock(spec, project, python_packages=(idna, six))
     (project / "build.envd.lock").write_text(lk.dumps())
     st = L.status(spec, project, project / "build.envd", base_id=BASE_ID)
-    found = L.check_offline(spec, st, BASE_ID, project)
-    assert found == [
-        {
-            "idna": ".envbuild/wheels/idna-3.10-py3-none-any.whl",
-            "six": ".envbuild/wheels/six-1.17.0-py2.py3-none-any.whl",
-        }
-    ]
-    out = L.apply_lock(spec, lk, found)
-    (call,) = out.python_packages
-    assert call.requirements is None and call.names == ()
-    assert call.local_wheels == (
-        ".envbuild/wheels/idna-3.10-py3-none-any.whl",
-        ".envbuild/wheels/six-1.17.0-py2.py3-none-any.whl",
+    L.check_offline(spec, st, BASE_ID, project)
+    assert L.missing_wheels(lk, project) == []
+
+
+def test_parse_pip_compile_keeps_local_wheels_by_path() -> None:
+    text = (
+        "Idna==3.10 \\\n    --hash=sha256:bbb \\\n    --hash=sha256:aaa\n"
+        "typing_extensions==4.12.2 ; python_version < '3.13' \\\n    --hash=sha256:ccc\n"
+        "/run/envbuild-context/wheels/My_Pkg-1.0-py3-none-any.whl \\\n    --hash=sha256:ddd\n"
     )
-    assert set(call.local_wheels) <= set(out.inputs)
+    assert L.parse_pip_compile(text) == (
+        L.PythonPackage("idna", "3.10", ("sha256:aaa", "sha256:bbb")),
+        L.PythonPackage("my-pkg", "1.0", ("sha256:ddd",), "wheels/My_Pkg-1.0-py3-none-any.whl"),
+        L.PythonPackage("typing-extensions", "4.12.2", ("sha256:ccc",)),
+    )
+
+
+def test_python_resolution_is_one_compile_with_the_seeds_as_the_owner() -> None:
+    from envbuild.compiler.installs import PythonInstall
+
+    request = PythonInstall(
+        None,  # type: ignore[arg-type]
+        "/opt/envbuild/venv/bin/python",
+        ("jupyterlab>=4", "six"),
+        ("--index-url", "https://idx.example/simple"),
+        {},
+        (),
+        1000,
+        1000,
+        "/home/envd",
+    )
+    text = R.python_script(request, previous=True, upgrade=False, upgrade_packages=("six",), download=False)
+    assert text.count("pip compile") == 1
+    assert "venv --seed --python /opt/envbuild/venv/bin/python" in text
+    assert "pip freeze --python /run/envbuild-lock-work/seed/bin/python" in text
+    assert "--upgrade-package six --index-url https://idx.example/simple" in text
+    assert "previous.txt /run/envbuild-lock-work/python.txt" in text
+    assert "setpriv --reuid=1000" in text and "pip install" not in text and "pip download" not in text
+    text = R.python_script(request, previous=False, upgrade=True, upgrade_packages=(), download=True)
+    assert " --upgrade " in text and "previous.txt" not in text and "pip download" in text
+
+
+def test_apt_resolution_asks_for_the_locked_versions_first() -> None:
+    from envbuild.compiler.installs import AptInstall
+
+    fresh = AptInstall("apt-1", "apt: jq", ("jq",), ("jq",), None, ())  # type: ignore[arg-type]
+    assert "install --no-install-recommends jq > /out/a.txt\n" in R.apt_script(fresh, "/out/a.txt")
+    pinned = AptInstall("apt-1", "apt: jq", ("jq",), ("jq=1.6-2.1", "libjq1=1.6-2.1"), None, ())  # type: ignore[arg-type]
+    text = R.apt_script(pinned, "/out/a.txt")
+    assert "jq=1.6-2.1 libjq1=1.6-2.1 > /out/a.txt 2>/dev/null || apt-get" in text
+    assert text.rstrip().endswith("--no-install-recommends jq > /out/a.txt")
+
+
+def test_a_conflict_names_both_sides_with_their_positions(project: Path) -> None:
+    write(project, BODY + "config.jupyter()\n", **{"req.txt": "idna\ntornado==5.0  # old\n"})
+    spec = spec_of(project)
+    error = (
+        "  x No solution found when resolving dependencies:\n"
+        "  Because only jupyterlab<=4.6.6 is available and jupyterlab>=4 depends on tornado>=6.2.0, we can\n"
+        "      conclude that jupyterlab>=4 depends on tornado>=6.2.0.\n"
+        "      And because you require jupyterlab>=4 and tornado==5.0, we can conclude that your requirements\n"
+        "      are unsatisfiable.\n"
+    )
+    msg = R.conflict_message(spec, error, project)
+    assert msg.splitlines()[0] == (
+        "envbuild lock: config.jupyter() at build.envd:6:5 (jupyterlab>=4) conflicts with "
+        "install.python_packages at build.envd:5:5 (tornado==5.0) (uv says:)"
+    )
+    assert "tornado>=6.2.0" in msg
+
+
+def test_what_the_lock_cannot_pin_is_listed(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        'base(image="local/debian:bookworm", dev=True)\ninstall.r_lang()\ninstall.r_packages(name=["x"])\n'
+        "install.rust()\ninstall.python_packages(name=['six'])",
+    )
+    listed = R.unlocked(spec_of(tmp_path))
+    assert listed[0].startswith("install.r_packages (build.envd:4:5)")
+    assert any(u.startswith("install.rust (build.envd:5:5)") for u in listed)
+    assert not any("python" in u for u in listed)
 
 
 def test_index_credentials_stay_out_of_the_lock(tmp_path: Path) -> None:
@@ -305,7 +343,7 @@ def test_unpinnable_requirements_are_named() -> None:
         "-e ./src/pkg\nbar @ git+https://x/y\n"
         "typing-extensions==4.1 ; python_version < '3.13' \\\n    --hash=sha256:cc\n--index-url https://x\n"
     )
-    assert L.unpinnable(text) == [
+    assert L.unpinnable(text + "/run/envbuild-context/w/bar-1.0-py3-none-any.whl \\\n    --hash=sha256:dd\n") == [
         "foo @ file:///run/envbuild-context/w/foo-1.0-py3-none-any.whl",
         "-e ./src/pkg",
         "bar @ git+https://x/y",

@@ -22,3 +22,104 @@ def test_a_tool_version_is_shell_text_only_where_quoted(tmp_path: Path) -> None:
                          env={"PATH": f"{stub}:/usr/bin:/bin", "HOME": str(tmp_path)})
     assert out.returncode == 1 and not marker.exists(), out
     assert out.stderr.strip() == f"envbuild: {what} has no build for sparc"
+
+
+def _fake_apt(tmp_path: Path, plan: str, status: int = 0) -> dict[str, str]:
+    """An ``apt-get`` on PATH that prints ``plan`` for ``-s`` (exit ``status``) and records installs."""
+    stub = tmp_path / "bin"
+    stub.mkdir(exist_ok=True)
+    (tmp_path / "plan").write_text(plan)
+    (stub / "apt-get").write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" -s "*) cat "$PLAN"; exit "$STATUS" ;; esac\n'
+        'echo "$@" >> "$INSTALLED"\n'
+    )
+    (stub / "apt-get").chmod(0o755)
+    return {
+        "PATH": f"{stub}:/usr/bin:/bin",
+        "PLAN": str(tmp_path / "plan"),
+        "STATUS": str(status),
+        "INSTALLED": str(tmp_path / "installed"),
+        "APT_TLS": "",
+    }
+
+
+def _locked_install(tmp_path: Path, plan: str, status: int = 0) -> subprocess.CompletedProcess[str]:
+    from envbuild.compiler import scripts as S
+
+    req = S.AptRequest(("jq=1.6-2.1+deb12u2", "libjq1=1.6-2.1+deb12u2"), pinned=("jq", "libjq1"))
+    script = "set -eu\n" + S.apt_get_install(req).replace(S.APT_STEP_DIR, str(tmp_path / "apt"))
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=_fake_apt(tmp_path, plan, status))
+
+
+def test_a_locked_transaction_installs_when_apts_plan_is_the_lock(tmp_path: Path) -> None:
+    plan = "Inst libjq1 (1.6-2.1+deb12u2 Debian:12 [amd64])\nInst jq (1.6-2.1+deb12u2 Debian:12 [amd64])\n"
+    out = _locked_install(tmp_path, plan)
+    assert out.returncode == 0, out.stderr
+    assert "jq=1.6-2.1+deb12u2 libjq1=1.6-2.1+deb12u2" in (tmp_path / "installed").read_text()
+
+
+def test_a_locked_transaction_refuses_a_package_the_lock_does_not_have(tmp_path: Path) -> None:
+    plan = "Inst libonig5 (6.9.8-1 Debian:12 [amd64])\nInst jq (1.6-2.1+deb12u2 Debian:12 [amd64])\n"
+    out = _locked_install(tmp_path, plan)
+    assert out.returncode == 100 and not (tmp_path / "installed").exists()
+    assert out.stderr.strip() == (
+        "envbuild: error: apt would also install libonig5, which the lock does not have: run `envbuild lock`"
+    )
+
+
+def test_a_locked_version_the_mirror_lost_is_named_with_the_way_out(tmp_path: Path) -> None:
+    plan = "".join(f"E: Version '1.6-2.1+deb12u2' for '{n}' was not found\n" for n in ("jq", "libjq1"))
+    out = _locked_install(tmp_path, plan, status=100)
+    assert out.returncode == 100 and not (tmp_path / "installed").exists()
+    line = out.stderr.strip()
+    assert line.startswith(
+        "envbuild: error: the apt source no longer has the locked jq=1.6-2.1+deb12u2 libjq1=1.6-2.1+deb12u2: "
+        "run `envbuild lock --upgrade`"
+    )
+    assert "ENVBUILD_MIRROR_APT" in line and "snapshot.debian.org" in line and "\n" not in line
+
+
+def test_the_apt_mirror_replaces_every_source_uri_for_the_step_only(tmp_path: Path) -> None:
+    from envbuild.compiler import scripts as S
+
+    etc = tmp_path / "etc"
+    (etc / "sources.list.d").mkdir(parents=True)
+    (etc / "sources.list").write_text(
+        "deb http://deb.debian.org/debian bookworm main\n"
+        "deb [signed-by=/usr/share/keyrings/k.gpg] https://security.debian.org/debian-security/"
+        " bookworm-security main\n"
+    )
+    (etc / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\n"
+    )
+    mirror = "http://snapshot.debian.org/archive/{archive}/20250101T000000Z"
+    script = S._apt_mirror(mirror).replace(S.APT_STEP_DIR, str(tmp_path / "apt")).replace("/etc/apt/", f"{etc}/")
+    out = subprocess.run(["sh", "-c", f"set -eu\n{script}echo $APT_CONFIG"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    step = tmp_path / "apt"
+    assert (step / "sources.list").read_text() == (
+        "deb http://snapshot.debian.org/archive/debian/20250101T000000Z bookworm main\n"
+        "deb [signed-by=/usr/share/keyrings/k.gpg] http://snapshot.debian.org/archive/debian-security/20250101T000000Z"
+        " bookworm-security main\n"
+    )
+    assert "URIs: http://snapshot.debian.org/archive/debian/20250101T000000Z\n" in (
+        step / "sources.list.d" / "debian.sources"
+    ).read_text()
+    conf = (step / "apt.conf").read_text()
+    assert f'Dir::Etc::SourceList "{step}/sources.list";' in conf and 'Check-Valid-Until "false"' in conf
+    assert out.stdout.strip() == f"{step}/apt.conf"
+    assert (etc / "sources.list").read_text().startswith("deb http://deb.debian.org/debian")
+
+
+def test_an_apt_mirror_that_could_break_its_script_is_refused() -> None:
+    import pytest
+
+    from envbuild.compiler import scripts as S
+    from envbuild.compiler.mirrors import MirrorConfigError, Mirrors
+
+    for bad in ("http://x/a b", "http://x/#frag", "http://x/&", "http://x/'q'", "ftp"):
+        with pytest.raises(MirrorConfigError, match="mirror 'apt'"):
+            Mirrors.from_mapping({"apt": bad})
+        with pytest.raises(ValueError):
+            S._apt_mirror(bad)

@@ -56,7 +56,7 @@ def build(
         "--python-mirror",
         help="Mirror of CPython builds (uv's UV_PYTHON_INSTALL_MIRROR); also $ENVBUILD_PYTHON_MIRROR.",
     ),
-    locked: bool = typer.Option(False, "--locked", help="Fail (exit 2) unless build.envd.lock exists and is fresh."),
+    locked: bool = typer.Option(False, "--locked", help="Exit 2 unless build.envd.lock is fresh and pins it all."),
     offline: bool = typer.Option(
         False, "--offline", help="Use only the engine's images, caches and build.envd.lock; say what is missing."
     ),

@@ -35,7 +35,7 @@ def lock(
     network: str = typer.Option("sandbox", "--network", help="Network of resolution steps: sandbox or host."),
     progress: str = typer.Option("auto", "--progress", help="auto, tty, plain, json or quiet."),
 ) -> None:
-    """Write build.envd.lock: base image digest, apt versions, Python packages with hashes, download checksums."""
+    """Write build.envd.lock: everything the build installs, pinned (apt, Python with hashes, conda, base)."""
     from envbuild import lock as L
     from envbuild.build import BuildOptions, evaluate
     from envbuild.cli.args import PROGRESS_MODES, build_target, parse_owner
@@ -63,6 +63,7 @@ def lock(
     from envbuild import lockresolve
     from envbuild.build import read_ca_cert
     from envbuild.compiler import project_name, proxy_from_env
+    from envbuild.compiler.mirrors import Mirrors
     from envbuild.progress import make_progress
 
     own = parse_owner(owner)
@@ -79,24 +80,40 @@ def lock(
         upgrade=upgrade and not packages,
         upgrade_packages=tuple(packages or ()),
         download_wheels=download_wheels,
+        mirrors=Mirrors.load(),
     )
     with make_progress(progress, sys.stderr) as view:
         new = lockresolve.resolve(spec, ctx, opts, previous=previous, on_event=view)
     text = new.dumps()
+    L.Lock.loads(text, where=f"{lock_file.name} (as resolved)")  # what the build will read back
     old = lock_file.read_text(encoding="utf-8") if lock_file.is_file() else None
     if old != text:
-        lock_file.write_text(text, encoding="utf-8")
-    n_apt = sum(len(g.packages) for g in new.apt)
-    n_pip = sum(len(g.packages) for g in new.pip)
+        _write(lock_file, text)
+    n_apt = sum(len(s.packages) for s in new.apt)
+    n_py = len(new.python_packages or ())
+    n_conda = len(new.conda or ())
     verb = "unchanged" if old == text else ("updated" if old is not None else "wrote")
     base_id = new.base.id or new.base.pinned_ref().partition("@")[2]
     print(
-        f"{verb} {lock_file.name}: base {new.base.ref} ({base_id[:19]}), "
-        f"{n_apt} apt and {n_pip} Python packages, {len(new.http)} downloads; Python {new.python or '-'}",
+        f"{verb} {lock_file.name}: base {new.base.ref} ({base_id[:19]}), {n_apt} apt packages in "
+        f"{len(new.apt)} transactions, {n_py} Python packages (Python {new.python or '-'}), "
+        f"{n_conda} conda packages, {len(new.http)} downloads",
         file=sys.stderr,
     )
     for item in new.unlocked:
         print(f"note: not locked: {item}", file=sys.stderr)
+    if spec.runs:
+        print("note: run() commands run as written: what they download is not locked", file=sys.stderr)
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace ``path`` in one step: an interrupted write never leaves a partial lock."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _previous(path: Path) -> Lock | None:

@@ -110,7 +110,7 @@ def up(
         None, "--ca-cert", help="CA bundle build steps trust (TLS-inspecting proxies)."
     ),
     timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for sshd and Jupyter to answer."),
-    locked: bool = typer.Option(False, "--locked", help="Fail (exit 2) unless build.envd.lock exists and is fresh."),
+    locked: bool = typer.Option(False, "--locked", help="Exit 2 unless build.envd.lock is fresh and pins it all."),
     runner: str | None = typer.Option(None, "--runner", help="docker or kubernetes (default: the context's runner)."),
 ) -> None:
     """Build if needed, start the environment, print its endpoints, and open a shell in it."""
