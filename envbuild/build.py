@@ -313,6 +313,17 @@ def prepare_extensions(prep: Prepared, mirrors: Mirrors, *, arch: str = "amd64")
     return vscode.prepare(ids, context_dir=Path(prep.context_dir), mirrors=mirrors, arch=arch)
 
 
+def check_extensions(pins: Pins) -> None:
+    """The .vsix files the build just took from envbuild's cache (or downloaded) are the lock's."""
+    from pathlib import Path
+
+    from envbuild.lock import LockError, check_vsix
+
+    bad = check_vsix(pins.vsix, Path(_vscode_cache()), downloaded=True)
+    if bad:
+        raise LockError("VS Code extension downloads differ from the lock:\n" + "\n".join(f"  - {b}" for b in bad))
+
+
 def read_ca_cert(options: BuildOptions) -> bytes | None:
     environ = os.environ if options.environ is None else options.environ
     path = options.ca_cert or environ.get(CA_CERT_ENV)
@@ -521,6 +532,8 @@ class _Solver:
         if self.several:
             self.note(f"building {step.describe}")
         exts = prepare_extensions(self.prep, self.mirrors, arch=step.platform.architecture)
+        if exts and self.prep.pins is not None and self.prep.pins.vsix:
+            check_extensions(self.prep.pins)
         compiled = compile_for(
             self.prep,
             self.options,
@@ -553,12 +566,17 @@ class _Solver:
             raise compiled.too_large(exc) from None
 
 
+STEP_ERROR = "envbuild: error: "
+"""A step's own explanation of its failure (the locked apt check's, say) leads the error message."""
+
+
 def _step_failed(exc: Any, compiled: CompiledBuild) -> BuildFailed:
     step = compiled.step_for(exc.vertex_name)
     where = f"{step.pos}: " if step and step.pos else ""
     code = f" (exit code {exc.exit_code})" if exc.exit_code is not None else ""
     tail = "\n".join("  | " + line for line in exc.log_tail[-20:])
-    msg = f"{where}step {exc.vertex_name!r} failed{code}"
+    said = [line.split(STEP_ERROR, 1)[1] for line in exc.log_tail if STEP_ERROR in line]
+    msg = f"{where}step {exc.vertex_name!r} failed{code}" + (f": {said[-1]}" if said else "")
     if tail:
         msg += "\n" + tail
     err = BuildFailed(msg)

@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -343,21 +343,28 @@ def pins(spec: Spec, lock: Lock, *, strict: bool = False, wheelhouse: str = "") 
         platform=lock.platform,
         strict=strict,
         wheelhouse=wheelhouse,
+        vsix=MappingProxyType(vsix_pins(lock)),
         digest=hashlib.sha256(lock.dumps().encode()).hexdigest(),
     )
 
 
-def check_vsix_cache(lock: Lock, cache_root: Path) -> list[str]:
-    """Cached .vsix files (envbuild's VS Code cache) whose bytes differ from the lock."""
+def check_vsix(vsix: Mapping[str, str], cache_root: Path, *, downloaded: bool = False) -> list[str]:
+    """The .vsix files of envbuild's VS Code cache whose bytes differ from the lock (``vsix``: pinned
+    id -> sha256); ``downloaded`` (after `vscode.prepare`): a missing file is a difference too."""
     bad: list[str] = []
-    for call in lock.vscode:
-        for e in call:
-            if e.id.lower().endswith(".vsix"):
-                continue
-            cached = cache_root / "vsix" / f"{e.pinned_id()}.vsix".lower()
-            if cached.is_file() and "sha256:" + _file_sha(cached) != e.sha256:
-                bad.append(f"{cached} ({e.pinned_id()}) does not match the lock's {e.sha256[:19]}")
+    for pinned, sha256 in sorted(vsix.items()):
+        cached = cache_root / "vsix" / f"{pinned}.vsix".lower()
+        if not cached.is_file():
+            if downloaded:
+                bad.append(f"{cached} ({pinned}) is missing")
+        elif "sha256:" + _file_sha(cached) != sha256:
+            bad.append(f"{cached} ({pinned}) does not match the lock's {sha256[:19]}")
     return bad
+
+
+def vsix_pins(lock: Lock) -> dict[str, str]:
+    """Extension downloads the lock pins: pinned id -> sha256 (context .vsix files are inputs)."""
+    return {e.pinned_id(): e.sha256 for call in lock.vscode for e in call if not e.id.lower().endswith(".vsix")}
 
 
 def read_lock(path: Path) -> Lock | None:
@@ -423,7 +430,7 @@ def use_lock(
     if lock.vscode:
         from envbuild.compiler.vscode import cache_root
 
-        bad = check_vsix_cache(lock, cache_root())
+        bad = check_vsix(vsix_pins(lock), cache_root())
         if bad:
             raise LockError("VS Code extension downloads differ from the lock:\n" + "\n".join(f"  - {b}" for b in bad))
     wheelhouse = WHEELS_DIR if offline and lock.python_packages else ""

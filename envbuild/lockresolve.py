@@ -86,11 +86,6 @@ def unlocked(spec: Spec) -> tuple[str, ...]:
     for c in spec.copies:
         if c.image:
             out.append(f"io.copy{at(c)}: files from the image {c.image} as its tag is at build time")
-    if spec.vscode_extensions:
-        out.append(
-            "install.vscode_extensions: versions are pinned; a .vsix downloaded at build time (not in envbuild's "
-            "cache) is not checked against the lock's sha256"
-        )
     return tuple(out)
 
 

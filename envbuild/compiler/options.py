@@ -77,7 +77,8 @@ class Pins:
     as context paths; ``python_version`` the exact interpreter release. ``conda``: the solved
     environment as a conda explicit file (URLs with sha256). ``strict`` (``--locked``): a
     transaction the lock does not cover is an error instead of a note. ``wheelhouse`` (``--offline``):
-    the context folder the Python packages are installed from instead of an index. ``digest``
+    the context folder the Python packages are installed from instead of an index. ``vsix``: VS Code
+    extension downloads (pinned id -> sha256), checked once they are in envbuild's cache. ``digest``
     identifies the lock (part of the image's content digest)."""
 
     apt: Mapping[str, AptPin] = field(default_factory=lambda: MappingProxyType({}))
@@ -87,6 +88,7 @@ class Pins:
     platform: str = ""
     strict: bool = False
     wheelhouse: str = ""
+    vsix: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     digest: str = ""
 
 

@@ -393,7 +393,12 @@ def test_vscode_extensions_are_pinned_and_cached_vsix_checked(tmp_path: Path) ->
     lk = make_lock(spec, tmp_path, vscode=locked)
     assert L.Lock.loads(lk.dumps()) == lk
     assert L.apply_lock(spec, lk).vscode_extensions[0].names == ("pub.ext-1.2.3",)
-    assert L.check_vsix_cache(lk, root) == []
+    pins = L.pins(spec, lk)
+    assert pins.vsix == {"pub.ext-1.2.3": locked[0][0].sha256}
+    assert L.check_vsix(pins.vsix, root, downloaded=True) == []
     (root / "vsix" / "pub.ext-1.2.3.vsix").write_bytes(_vsix("pub", "ext", "1.2.3") + b"x")
-    (bad,) = L.check_vsix_cache(lk, root)
+    (bad,) = L.check_vsix(pins.vsix, root)
     assert "pub.ext-1.2.3" in bad and "does not match" in bad
+    (root / "vsix" / "pub.ext-1.2.3.vsix").unlink()
+    assert L.check_vsix(pins.vsix, root) == []
+    assert "is missing" in L.check_vsix(pins.vsix, root, downloaded=True)[0]
