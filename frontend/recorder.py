@@ -249,6 +249,10 @@ class Recorder:
             )
         if self.git_config is not None:
             self.warn("git_config only applies to dev images (base(dev=True)); ignored", self.git_config.pos)
+        if self.rstudio_server is not None:
+            self.warn(
+                "config.rstudio_server only applies to dev images (base(dev=True)); ignored", self.rstudio_server.pos
+            )
 
     def _check_ports(self) -> None:
         """No container port exposed twice, no host port bound twice (Jupyter's included)."""

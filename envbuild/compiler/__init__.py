@@ -6,7 +6,7 @@ function's name, so the package does not re-export it: the module would shadow i
 
 from __future__ import annotations
 
-from envbuild.compiler.compile import CompiledBuild, Step, UnsupportedFeature
+from envbuild.compiler.compile import CompiledBuild, Step
 from envbuild.compiler.options import (
     UNRESOLVED,
     BaseConfig,
@@ -21,7 +21,6 @@ __all__ = [
     "CompileOptions",
     "CompiledBuild",
     "Step",
-    "UnsupportedFeature",
     "project_name",
     "proxy_from_env",
 ]

@@ -60,10 +60,6 @@ LABEL = "ai.envbuild."
 STEP_PATH = {"PATH": DEFAULT_UNIX_PATH}
 
 
-class UnsupportedFeature(UsageError):
-    """A build.envd feature the compiler does not implement yet."""
-
-
 @dataclass(frozen=True, slots=True)
 class Step:
     """One named vertex the user can relate to a line of build.envd (for progress and errors)."""
@@ -395,15 +391,6 @@ class _Compiler:
 
     def check_supported(self) -> None:
         spec = self.spec
-        later = {
-            "install.codex": spec.codex,
-            "config.rstudio_server": spec.rstudio_server,
-        }
-        for what, element in later.items():
-            if element is not None:
-                pos = getattr(element, "pos", None)
-                where = f"{pos}: " if pos else ""
-                raise UnsupportedFeature(f"{where}{what} is not supported by this envbuild version yet")
         if spec.shell.name not in SHELLS:
             raise UsageError(f"{spec.shell.pos or 'shell'}: unknown shell {spec.shell.name!r}")
         if spec.dev and spec.entrypoint is not None:
@@ -812,6 +799,12 @@ class _Compiler:
 
     def dev_config(self, state: llb.State) -> llb.State:
         spec = self.spec
+        if spec.rstudio_server is not None:
+            where = f"{spec.rstudio_server.pos}: " if spec.rstudio_server.pos else ""
+            self.notes.append(
+                f"{where}config.rstudio_server(): runs the image's RStudio Server ({D.RSERVER}) on port "
+                f"{D.RSTUDIO_PORT}; like envd, envbuild does not install it"
+            )
         env = self.final_env()
         uid, gid = self.uid, self.gid
         files = {
@@ -824,6 +817,7 @@ class _Compiler:
                 jupyter=spec.jupyter is not None,
                 allow_root=uid == 0,
                 python=f"{self.conda_python or S.VENV}/bin/python",  # where the jupyterlab step installed it
+                rstudio=spec.rstudio_server is not None,
             ),
         }
         if spec.runtime.inits:
@@ -881,6 +875,8 @@ class _Compiler:
             ports.append({"name": "ssh", "port": D.SSH_PORT})
             if spec.jupyter:
                 ports.append({"name": "jupyter", "port": D.JUPYTER_PORT})
+            if spec.rstudio_server:
+                ports.append({"name": "rstudio-server", "port": D.RSTUDIO_PORT})
         for e in spec.runtime.exposes:
             ports.append({"name": e.service or f"port-{e.envd_port}", "port": e.envd_port})
         return ports

@@ -37,6 +37,9 @@ PROFILE = "/etc/profile.d/envbuild.sh"
 INIT_DONE_DIR = "/run/envbuild-init"
 SSH_PORT = 2222
 JUPYTER_PORT = 8888
+RSTUDIO_PORT = 8787
+RSERVER = "/usr/lib/rstudio-server/bin/rserver"
+RSTUDIO_LAUNCHER = f"{ETC}/rstudio.sh"
 
 CONTAINER_DIR = Path(__file__).resolve().parent.parent / "container"
 """The container-side programs and configuration, shipped in the package as they run."""
@@ -187,11 +190,13 @@ def services(
     jupyter: bool,
     allow_root: bool,
     python: str = f"{VENV}/bin/python",
+    rstudio: bool = False,
 ) -> dict[str, tuple[str, int]]:
     """Absolute path -> (content, mode): one supervisor program per service (named as in the
     contract), a script per ``runtime.init`` and ``runtime.daemon`` (their text is the build file's:
-    shell holds any of it, supervisor's ini does not) and, with Jupyter, its launcher run by
-    ``python`` (the interpreter JupyterLab is installed in)."""
+    shell holds any of it, supervisor's ini does not), with Jupyter its launcher run by ``python``
+    (the interpreter JupyterLab is installed in), and with ``config.rstudio_server`` the image's own
+    RStudio Server (envd runs it and installs nothing either)."""
     files: dict[str, tuple[str, int]] = {}
     programs = {
         "sshd": _program(
@@ -225,6 +230,11 @@ def services(
             "jupyter", argv, user="envd", directory=workdir, home="/home/envd", priority=300
         )
         files[JUPYTER_LAUNCHER] = (jupyter_launcher(), 0o644)
+    if rstudio:
+        files[RSTUDIO_LAUNCHER] = (container_file("rstudio.sh", RSERVER=RSERVER, PORT=RSTUDIO_PORT), 0o755)
+        programs["rstudio"] = _program(
+            "rstudio", [*wait, RSTUDIO_LAUNCHER], user=None, directory=workdir, home=None, priority=300
+        )
     for name, body in programs.items():
         files[f"{SERVICES}/{name}.conf"] = (body, 0o644)
     return files

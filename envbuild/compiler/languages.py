@@ -1,11 +1,12 @@
-"""Language runtimes and their packages: R, Julia, Rust, Go, Node.js, uv, pixi.
+"""Language runtimes and their packages: R, Julia, Rust, Go, Node.js, uv, pixi; and the codex agent.
 
 Downloads happen in throw-away *fetch* stages (base + curl/xz) that run in parallel with the main
 chain; only the unpacked result is copied in, so no curl, archive or checksum file reaches the image.
 Every URL starts at a `Mirrors` setting. Each archive is verified with sha256: a checksum pinned
 here when known for that version and architecture, else the checksum file the upstream publishes
-next to its archives (fetched from the same mirror), and the step fails when neither matches.
-Archives land on a persistent cache mount, so a rebuild downloads nothing.
+next to its archives (fetched from the same mirror), and the step fails when neither matches. An
+upstream that publishes no checksum (codex) has its first download's sha256 kept beside the cached
+archive, and the step says so. Archives land on a persistent cache mount, so a rebuild downloads nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ OUT = "/out"
 
 JULIA_VERSION = "1.10.10"
 PIXI_VERSION = "0.62.2"
+CODEX_VERSION = "rust-v0.98.0"
+"""envd's fallback when GitHub cannot be asked for the latest release; envbuild's default."""
 R_SITE_LIBRARY = "/usr/local/lib/R/site-library"
 JULIA_DEPOT = "/opt/julia/user_packages"
 DEFAULT_CRAN = "https://cran.rstudio.com"
@@ -45,10 +48,14 @@ PINNED_SHA256 = {
 
 @dataclass(frozen=True, slots=True)
 class Archive:
-    """One architecture's download: the archive URL and where its published checksum is."""
+    """One architecture's download: the archive URL and where its published checksum is (empty:
+    the upstream publishes none)."""
 
     url: str
     sums_url: str
+    cache_name: str = ""
+    """The archive's name on the download cache when its file name is the same for every version
+    (codex keeps the version in the directory)."""
 
     @property
     def filename(self) -> str:
@@ -74,26 +81,42 @@ def fetch_script(what: str, archives: dict[str, Archive], then: str) -> str:
     for arch, a in sorted(archives.items()):
         url, sums = shlex.quote(a.url), shlex.quote(a.sums_url)
         pinned = shlex.quote(PINNED_SHA256.get(a.filename, ""))
-        cases += f"  {arch}) url={url}; sums={sums}; pinned={pinned} ;;\n"
+        keep = f"; keep={shlex.quote(a.cache_name)}" if a.cache_name else ""
+        cases += f"  {arch}) url={url}; sums={sums}; pinned={pinned}{keep} ;;\n"
     return S.script(
         f"what={shlex.quote(what)}",  # a version from the build file: shell text only as this one quoted word
         "arch=$(dpkg --print-architecture 2>/dev/null || uname -m)",
         'case "$arch" in\n' + cases + '  *) echo "envbuild: $what has no build for $arch" >&2; exit 1 ;;\nesac',
         f"mkdir -p {DL_CACHE} {OUT}",
         f"name=${{url##*/}}; f={DL_CACHE}/$name",
+        f'f="{DL_CACHE}/$keep"' if any(a.cache_name for a in archives.values()) else "",
         'if [ ! -s "$f" ]; then curl -fsSL --retry 3 -o "$f.part" "$url"; mv "$f.part" "$f"; fi',
         "want=$pinned",
         'if [ -z "$want" ] && [ -s "$f.verified" ]; then want=$(cat "$f.verified"); fi',
-        'if [ -z "$want" ]; then',
-        '  want=$(curl -fsSL --retry 3 "$sums" | awk -v n="$name" \'NF == 1 {print $1} '
-        'NF > 1 {p = $2; sub(/^[*]/, "", p); sub(/.*[/]/, "", p); if (p == n) print $1}\' | head -n1)',
-        "fi",
+        _published_checksum(archives),
         'if [ -z "$want" ] || ! echo "$want  $f" | sha256sum -c - >/dev/null; then',
         '  echo "envbuild: $what: sha256 of $name does not match ${want:-the published checksum} ($sums)" >&2',
         '  rm -f "$f"; exit 1',
         "fi",
         'echo "$want" > "$f.verified"',
         then,
+    )
+
+
+def _published_checksum(archives: dict[str, Archive]) -> str:
+    """``want`` from the published checksum file; where the upstream publishes none, the sha256 of
+    this first download (kept in ``$f.verified``, so later builds must match it)."""
+    fetch = (
+        '  want=$(curl -fsSL --retry 3 "$sums" | awk -v n="$name" \'NF == 1 {print $1} '
+        'NF > 1 {p = $2; sub(/^[*]/, "", p); sub(/.*[/]/, "", p); if (p == n) print $1}\' | head -n1)\n'
+    )
+    if all(a.sums_url for a in archives.values()):
+        return 'if [ -z "$want" ]; then\n' + fetch + "fi\n"
+    return (
+        'if [ -z "$want" ]; then\n'
+        '  want=$(sha256sum "$f" | cut -d" " -f1)\n'
+        '  echo "envbuild: $what publishes no checksum: $name has sha256 $want, kept for later builds" >&2\n'
+        "fi\n"
     )
 
 
@@ -326,6 +349,47 @@ def uv(c: Ctx, state: llb.State, uv_tools: llb.State) -> tuple[llb.State, Additi
         env=step_env,
     )
     return state, Additions(env=env, path=(f"{c.home}/.local/bin",))
+
+
+def codex(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.State, Additions]:
+    """``install.codex``: OpenAI's static codex binary from its release archive to ``/usr/bin/codex``,
+    as envd installs it. Without a version envd asks GitHub for the latest release when it compiles;
+    envbuild takes `CODEX_VERSION` (envd's own fallback) and says so, so a build does not change
+    behind the user's back."""
+    x = c.spec.codex
+    if x is None:
+        return state, Additions()
+    version = x.version or CODEX_VERSION
+    if x.version is None:
+        where = f"{x.pos}: " if x.pos else ""
+        c.notes.append(
+            f"{where}install.codex(): no version given, so codex {version} is installed (envd asks GitHub "
+            "for the latest release); pin one with install.codex(version=...)"
+        )
+    archives = {
+        deb: Archive(
+            f"{m.codex}/{version}/codex-{arch}-unknown-linux-musl.tar.gz",
+            "",
+            cache_name=f"codex-{version}-{arch}-unknown-linux-musl.tar.gz",
+        )
+        for deb, arch in (("amd64", "x86_64"), ("arm64", "aarch64"))
+    }
+    state = _stage(
+        c,
+        tools,
+        state,
+        what=f"codex {version}",
+        archives=archives,
+        then=(
+            'mkdir -p /tmp/codex && tar -xzf "$f" -C /tmp/codex\n'
+            f"install -m 0755 /tmp/codex/codex-*-unknown-linux-musl {OUT}/codex"
+        ),
+        dest="/usr/bin",
+        pos=x.pos,
+        kind="codex",
+        user_owned=False,
+    )
+    return state, Additions()
 
 
 def cran_mirror(c: Ctx, m: Mirrors) -> str:

@@ -43,6 +43,8 @@ class Mirrors:
     nodejs: str = "https://nodejs.org/dist"
     pixi: str = "https://github.com/prefix-dev/pixi/releases/download"
     pytorch: str = "https://download.pytorch.org/whl"
+    codex: str = "https://github.com/openai/codex/releases/download"
+    """``install.codex``: ``<codex>/<tag>/codex-<arch>-unknown-linux-musl.tar.gz``, the layout of a GitHub release."""
     git: str = ""
     """Where ``include()``/``load()`` fetch git repositories: ``<git>/<host>/<path>`` (e.g.
     ``file:///srv/git-mirror`` holding ``github.com/tensorchord/envdlib``); empty: the URL itself."""

@@ -1,4 +1,5 @@
-"""Stage 5 of the compiler's order: language runtimes (conda, R, Julia, Rust, Go, Node.js, pixi, uv).
+"""Stage 5 of the compiler's order: language runtimes (conda, R, Julia, Rust, Go, Node.js, pixi, uv),
+and the codex agent (envd installs it after ``io.copy``; a download that rarely changes sits better here).
 
 `compile._Compiler` calls ``stage(self, state, base, uv_tools, mirrors)`` right after the envd user
 is made: ``base`` is the state after ``config.apt_source`` (the download and py-rattler tool stages
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from envbuild.compiler.mirrors import Mirrors
     from envbuild.compiler.stagekit import Ctx
 
-_DOWNLOADED = ("julia", "rust", "go", "nodejs", "pixi")
+_DOWNLOADED = ("julia", "rust", "go", "nodejs", "pixi", "codex")
 """Runtimes fetched as release archives by one download stage."""
 
 
@@ -53,7 +54,7 @@ def stage(
     add += a
     if downloads:
         tools = languages.fetch_tools(c, base)
-        for fn in (languages.julia, languages.rust, languages.go, languages.nodejs, languages.pixi):
+        for fn in (languages.julia, languages.rust, languages.go, languages.nodejs, languages.pixi, languages.codex):
             state, a = fn(c, state, tools, mirrors)
             add += a
     if spec.uv is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import frontend
-from envbuild.compiler import BaseConfig, CompileOptions, UnsupportedFeature
+from envbuild.compiler import BaseConfig, CompileOptions
 from envbuild.compiler import devfiles as D
 from envbuild.compiler import scripts as S
 from envbuild.compiler.compile import compile
@@ -329,11 +329,65 @@ def test_uid_zero_allows_key_login_for_envd() -> None:
     assert "useradd -o -u 0" in S.user_setup(0, 0, "/bin/bash")
 
 
-def test_unsupported_features_point_at_the_call(tmp_path: Path) -> None:
-    spec = spec_of(tmp_path, 'base(image="x", dev=True)\nconfig.rstudio_server()')
-    with pytest.raises(UnsupportedFeature, match=r"build.envd:3:\d+: config.rstudio_server"):
-        compile(spec, OPTS)
-    assert issubclass(UnsupportedFeature, UsageError)
+EVERY_BUILTIN = """base(image="ubuntu:22.04", dev=DEV)
+shell("zsh")
+install.python(version="3.11")
+install.conda(use_mamba=True)
+install.conda_packages(name=["numpy"], channel=["conda-forge"])
+install.uv(python_version="3.12")
+install.pixi(use_pixi_mirror=True, pypi_index="https://pypi.example/simple")
+install.cuda(version="12.1.1", cudnn="8")
+install.r_lang()
+install.r_packages(name=["ggplot2"])
+install.julia()
+install.julia_packages(name=["Flux"])
+install.rust(version="1.80.0")
+install.go(version="1.22.5")
+install.nodejs(version="20.15.0")
+install.codex()
+install.apt_packages(name=["htop"])
+install.python_packages(name=["six --index-url https://pypi.example/simple"], requirements="requirements.txt")
+install.vscode_extensions(name=["ms-python.python"])
+config.pip_index(url="https://pypi.example/simple", extra_url="https://extra.example/simple", trust=True)
+config.conda_channel(channel="channels:\\n  - conda-forge\\n")
+config.apt_source(source="deb http://deb.debian.org/debian bookworm main")
+config.cran_mirror(url="https://cran.example")
+config.julia_pkg_server(url="https://pkg.julialang.org")
+config.jupyter(token="t", port=0)
+config.rstudio_server()
+config.gpu(count=1)
+config.shm_size(size=1024)
+ENTRYPOINT
+config.repo(url="https://github.com/o/r", description="d")
+config.owner(uid=1000, gid=1000)
+git_config(name="n", email="e@x", editor="vim")
+run(commands=["echo hi"], mount_host=True)
+io.copy(source="src", target="/")
+io.http(url="https://example.com/a.bin", checksum="sha256:" + "a" * 64, filename="a.bin")
+runtime.command(commands={"go version": "go version"})
+runtime.daemon(commands=[["sleep", "1000"]])
+runtime.init(commands=["echo init"])
+runtime.expose(envd_port=8080, host_port=0, service="web")
+runtime.environ(env={"A": "1"}, extra_path=["/opt/x"])
+runtime.mount(host_path=data.envd("d"), envd_path="~/d")"""
+
+
+@pytest.mark.parametrize("dev", [True, False])
+def test_what_evaluation_accepts_compiles(tmp_path: Path, dev: bool) -> None:
+    """``debug spec`` and ``debug llb`` refuse the same files: every builtin a build file may call
+    (``include`` and ``load`` only fetch other files) compiles, in a development and a serving image."""
+    from frontend.builtins import REGISTRY
+
+    body = EVERY_BUILTIN.replace("DEV", str(dev)).replace(
+        "ENTRYPOINT", "" if dev else 'config.entrypoint(args=["python3", "-m", "http.server"])'
+    )
+    called = {line.split("(")[0] for line in body.splitlines()} | {"data.envd", "config.entrypoint"}
+    assert set(REGISTRY) - called == {"include"}
+    spec = spec_of(tmp_path, body, {"requirements.txt": "numpy\n", "src/a.py": ""})
+    compiled = compile(spec, OPTS)
+    assert compiled.definition().to_json()
+    names = [s.name for s in compiled.steps]
+    assert any(n.startswith("tools: download codex rust-v") for n in names)
 
 
 def test_entrypoint_with_dev_is_a_usage_error(tmp_path: Path) -> None:

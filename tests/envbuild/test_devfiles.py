@@ -134,6 +134,16 @@ def test_jupyter_program_runs_the_launcher_with_the_given_python() -> None:
     assert D.JUPYTER_LAUNCHER not in D.services(workdir="/w", inits=[], daemons=[], jupyter=False, allow_root=False)
 
 
+def test_rstudio_program_runs_the_images_rserver_after_the_inits() -> None:
+    files = D.services(workdir="/w", inits=[["true"]], daemons=[], jupyter=False, allow_root=False, rstudio=True)
+    conf = files[f"{D.SERVICES}/rstudio.conf"][0]
+    assert f"command={D.WAIT_INIT} {D.RSTUDIO_LAUNCHER}" in conf and "user=" not in conf
+    script, mode = files[D.RSTUDIO_LAUNCHER]
+    assert mode == 0o755 and f"exec {D.RSERVER} --server-daemonize=0 --www-port=8787" in script
+    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+    assert D.RSTUDIO_LAUNCHER not in D.services(workdir="/w", inits=[], daemons=[], jupyter=False, allow_root=False)
+
+
 def test_entrypoint_is_valid_sh_and_kicks_the_socket_supervisord_listens_on() -> None:
     text = D.entrypoint(1000, 1000)
     if shutil.which("sh"):

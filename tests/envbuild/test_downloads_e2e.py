@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import socket
 import subprocess
 import tarfile
-import threading
 import uuid
-from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -31,15 +27,6 @@ BASE = "local/debian:bookworm"
 VERSION = f"0.{uuid.uuid4().int % 10**6}.0"  # unique: the download cache outlives the test
 
 
-def _gateway() -> str | None:
-    out = subprocess.run(
-        ["docker", "network", "inspect", "bridge", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}"],
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 def _tarball(message: str) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -48,33 +35,6 @@ def _tarball(message: str) -> bytes:
         info.size, info.mode = len(data), 0o755
         tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
-
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture()
-def mirror(tmp_path: Path) -> Iterator[tuple[Path, str, ThreadingHTTPServer]]:
-    gw = _gateway()
-    s = socket.socket(socket.AF_UNIX)
-    try:
-        s.connect("/var/run/docker.sock")
-    except OSError as exc:
-        pytest.skip(f"no Docker engine ({exc})")
-    finally:
-        s.close()
-    if not gw or subprocess.run(["docker", "image", "inspect", BASE], capture_output=True).returncode:
-        pytest.skip("no bridge gateway or base image")
-    root = tmp_path / "mirror"
-    root.mkdir()
-    server = ThreadingHTTPServer((gw, 0), partial(_Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield root, f"http://{gw}:{server.server_address[1]}", server
-    finally:
-        server.shutdown()
 
 
 def _publish(root: Path, body: bytes, *, published: bytes | None = None) -> None:

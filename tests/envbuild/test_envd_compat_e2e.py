@@ -6,14 +6,17 @@ Each test is a small project of its own, built with the ``envbuild`` command as 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -154,3 +157,33 @@ def test_a_failing_python_install_shows_uvs_error_and_images_are_dated_by_their_
     ).stdout.splitlines()
     order = [f"{r['Repository']}:{r['Tag']}" for r in map(json.loads, listed)]
     assert order.index(project.tag) < order.index(BASE)
+
+
+def _codex_release(root: Path, version: str, marker: str) -> None:
+    """A release laid out as GitHub serves openai/codex: ``<tag>/codex-<arch>-unknown-linux-musl.tar.gz``."""
+    for arch in ("x86_64", "aarch64"):
+        name = f"codex-{arch}-unknown-linux-musl"
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            data = f'#!/bin/sh\necho codex {marker} "$@"\n'.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+        (root / version).mkdir(parents=True, exist_ok=True)
+        (root / version / f"{name}.tar.gz").write_bytes(buf.getvalue())
+
+
+def test_codex_is_built_from_the_codex_mirror(project: Project, mirror: tuple[Path, str, ThreadingHTTPServer]) -> None:
+    """envd 1.3's ``install.codex`` downloads OpenAI's release to /usr/bin/codex; here from the mirror
+    setting, since GitHub is out of reach (the version is unique: the download cache outlives the test)."""
+    root, url, _server = mirror
+    version = f"rust-v0.{uuid.uuid4().int % 10**6}.0"
+    marker = uuid.uuid4().hex[:8]
+    _codex_release(root, version, marker)
+    project.write({"build.envd": f'def build():\n    base(image="{BASE}")\n    install.codex(version="{version}")\n'})
+    project.env["ENVBUILD_MIRROR_CODEX"] = url
+    assert project.envbuild("debug", "llb").returncode == 0
+    built = project.build()
+    assert "publishes no checksum" in built.stderr
+    assert project.run("codex", "--version") == f"codex {marker} --version\n"
+    assert project.run("sh", "-c", "command -v codex") == "/usr/bin/codex\n"

@@ -33,6 +33,7 @@ MIRRORS = Mirrors.from_mapping(
         "pixi": "https://mirror.example/pixi",
         "cran": "https://mirror.example/cran",
         "pytorch": "https://mirror.example/pytorch",
+        "codex": "https://mirror.example/codex",
     }
 )
 
@@ -124,6 +125,16 @@ def _compose(spec: S.Spec, fn_name: str) -> tuple[list[dict[str, object]], Addit
             [
                 "https://mirror.example/pixi/v0.62.2/pixi-x86_64-unknown-linux-musl.tar.gz.sha256",
                 _b64('[pypi-config]\nindex-url = "https://pypi.mirror.example/simple"\n'),
+            ],
+            None,
+        ),
+        (
+            "codex",
+            S.Spec(base=S.Base(BASE, dev=True), codex=S.Codex("rust-v0.99.0")),
+            [
+                "https://mirror.example/codex/rust-v0.99.0/codex-x86_64-unknown-linux-musl.tar.gz",
+                "https://mirror.example/codex/rust-v0.99.0/codex-aarch64-unknown-linux-musl.tar.gz",
+                "publishes no checksum",
             ],
             None,
         ),
