@@ -71,10 +71,14 @@ def test_too_much_inline_data_is_exit_2_at_the_call_that_holds_it(tmp_path: Path
     assert "move" in error and len(error) < 600
 
 
-def test_unsupported_feature_is_exit_2(tmp_path: Path) -> None:
-    (tmp_path / "build.envd").write_text('def build():\n    base(image="x", dev=True)\n    config.rstudio_server()\n')
+def test_what_envd_builds_debug_llb_compiles(tmp_path: Path) -> None:
+    (tmp_path / "build.envd").write_text(
+        'def build():\n    base(image="x", dev=True)\n    config.rstudio_server()\n    install.codex()\n'
+    )
     r = cli("debug", "llb", "-p", str(tmp_path), env={"DOCKER_HOST": "unix:///x"})
-    assert r.returncode == 2 and "build.envd:3:5: config.rstudio_server is not supported" in r.stderr
+    assert r.returncode == 0, r.stderr
+    assert "build.envd:3:5: config.rstudio_server(): runs the image's RStudio Server" in r.stderr
+    assert "build.envd:4:5: install.codex(): no version given, so codex rust-v0.98.0 is installed" in r.stderr
 
 
 def test_digest_follows_content_not_mtime(tmp_path: Path) -> None:
