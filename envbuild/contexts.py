@@ -228,9 +228,10 @@ def _host_port(value: str, *, what: str) -> str:
 def normalize_address(builder: str, address: str | None) -> str:
     """The full ``llb.connect`` address for a builder kind and what the user typed for it.
 
-    ``docker``: empty (``$DOCKER_HOST`` or the local socket), ``unix:///path`` or ``tcp://host:port`` of
-    the engine; ``unix``: a socket path; ``tcp``: ``host:port``; ``docker-container``: a container name
-    (default ``buildkitd``); ``kube-pod``: ``POD[?namespace=NS&context=CTX&container=C]``.
+    ``docker``: empty (``$DOCKER_HOST``, the docker context or the local socket), ``unix:///path``,
+    ``tcp://host:port`` or ``ssh://[user@]host[:port]`` of the engine; ``unix``: a socket path; ``tcp``:
+    ``host:port``; ``docker-container``: a container name (default ``buildkitd``); ``kube-pod``:
+    ``POD[?namespace=NS&context=CTX&container=C]``.
     """
     if builder not in BUILDER_KINDS:
         raise UsageError(f"unknown builder {builder!r}: choose one of {', '.join(BUILDER_KINDS)}")
@@ -254,9 +255,16 @@ def normalize_address(builder: str, address: str | None) -> str:
         if rest.startswith(("tcp://", "http://", "https://")):
             scheme, _, hp = rest.partition("://")
             return f"docker://{scheme}://{_host_port(hp.rstrip('/'), what='Docker engine')}"
+        if rest.startswith("ssh://"):
+            from llb.sshdial import SSHDestination
+
+            try:
+                return "docker://" + SSHDestination.parse(rest).url
+            except ValueError as exc:
+                raise UsageError(f"invalid Docker engine address: {exc}") from None
         raise UsageError(
-            f"invalid Docker engine address {raw!r}: use unix:///var/run/docker.sock or tcp://HOST:PORT "
-            "(or nothing for $DOCKER_HOST / the local engine)"
+            f"invalid Docker engine address {raw!r}: use unix:///var/run/docker.sock, tcp://HOST:PORT or "
+            "ssh://[USER@]HOST[:PORT] (or nothing for $DOCKER_HOST / the docker context / the local engine)"
         )
     if builder == "unix":
         path = _strip_scheme(raw, "unix")
@@ -544,6 +552,8 @@ class ResolvedBuilder:
 
 
 def _address_from_value(value: str) -> tuple[str, str]:
+    if value.startswith("ssh://"):  # another machine's Docker engine, as in DOCKER_HOST
+        return normalize_address("docker", value), "docker"
     kind = builder_kind(value)
     rest = value[len(kind) + 3:]
     return normalize_address(kind, rest), kind

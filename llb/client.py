@@ -80,13 +80,16 @@ class SolveResult:
 
 
 def connect(address: str | None = None, *, tls: TLSConfig | None = None, timeout: float = 5.0) -> Client:
-    """Connect to BuildKit: `address`, else $BUILDKIT_HOST, else the Docker engine ($DOCKER_HOST).
+    """Connect to BuildKit: `address`, else $BUILDKIT_HOST, else the Docker engine ($DOCKER_HOST, else
+    the docker CLI's current context). ``ssh://[USER@]HOST[:PORT]`` is the Docker engine of another
+    machine, reached with the system ssh client as the docker CLI does (`llb.sshdial`).
 
-    Raises BuilderUnreachable within `timeout` seconds when nothing answers.
+    Raises BuilderUnreachable within `timeout` seconds when nothing answers (an ssh connection's
+    handshake gets its own, longer, limit).
     """
     addr = resolve_address(address)
-    deadline = time.monotonic() + timeout
     transport = open_transport(addr, tls, timeout)
+    deadline = time.monotonic() + timeout  # an ssh transport's own handshake had its own limit
     creds = transport.credentials()
     if creds is not None:
         channel = grpc.secure_channel(transport.target, creds, options=transport.channel_options())

@@ -18,13 +18,14 @@ import ssl
 import subprocess
 import tempfile
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from .dockerhost import DockerContextError, DockerHost
+from .dockerhost import resolve as resolve_docker_host
 from .errors import BuilderUnreachable
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ __all__ = [
     "hijack",
 ]
 
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 _CHUNK = 256 * 1024
 _START_HINT_BUILDKITD = (
     "start one with `buildkitd --addr {addr}`, or run it in a container "
@@ -243,13 +243,18 @@ def resolve_address(address: str | None) -> str:
     return env or "docker://"
 
 
-def _docker_host(address: str) -> str:
+def _docker_host(address: str) -> DockerHost:
+    """The engine a ``docker://[ENGINE]`` or ``ssh://`` address means; ``docker://`` alone is the
+    docker CLI's engine ($DOCKER_HOST, else its current context, else the local socket)."""
+    if address.startswith("ssh://"):
+        return DockerHost(address, "address")
     rest = address[len("docker://") :]
     if rest:
-        if rest.startswith("/"):
-            return "unix://" + rest
-        return rest
-    return os.environ.get("DOCKER_HOST", "").strip() or DEFAULT_DOCKER_HOST
+        return DockerHost("unix://" + rest if rest.startswith("/") else rest, "address")
+    try:
+        return resolve_docker_host()
+    except DockerContextError as exc:
+        raise BuilderUnreachable(address, str(exc), "fix the context, or pick one with `docker context use`") from None
 
 
 # ---------------------------------------------------------------- bridge
@@ -353,21 +358,26 @@ class Transport:
         pass
 
 
-def _docker_socket_factory(docker_host: str, timeout: float) -> tuple[Callable[[], socket.socket], str]:
+def _docker_socket_factory(host: DockerHost, timeout: float) -> tuple[Callable[[], socket.socket], str]:
     """A connector for the Docker API endpoint and a readable description of it."""
-    parsed = urllib.parse.urlparse(docker_host)
+    parsed = urllib.parse.urlparse(host.url)
     if parsed.scheme == "unix":
         path = parsed.path or "/var/run/docker.sock"
         return functools.partial(_connect_unix, path, timeout), path
     if parsed.scheme in ("tcp", "http", "https"):
-        host = parsed.hostname or "localhost"
-        tls = _docker_tls_context(parsed.scheme)
+        name = parsed.hostname or "localhost"
+        tls = _docker_tls_context(parsed.scheme, host)
         port = parsed.port or (2376 if tls is not None else 2375)
-        return functools.partial(_connect_tcp, host, port, timeout, tls), f"{host}:{port}"
+        return functools.partial(_connect_tcp, name, port, timeout, tls), f"{name}:{port}"
+    if parsed.scheme == "ssh":
+        from .sshdial import dialer
+
+        remote = dialer(host.url, timeout=max(timeout, 10.0))
+        return remote.dial, f"{remote.dest.netloc} (over ssh)"
     raise BuilderUnreachable(
-        docker_host,
+        host.url,
         f"unsupported DOCKER_HOST scheme {parsed.scheme!r}",
-        "use unix:///path/to/docker.sock or tcp://host:port",
+        "use unix:///path/to/docker.sock, tcp://host:port or ssh://[user@]host[:port]",
     )
 
 
@@ -388,16 +398,23 @@ def _connect_tcp(host: str, port: int, timeout: float, tls: ssl.SSLContext | Non
     return tls.wrap_socket(s, server_hostname=host) if tls is not None else s
 
 
-def _docker_tls_context(scheme: str) -> ssl.SSLContext | None:
-    """TLS to a tcp:// engine as the docker CLI sets it up (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH);
-    None for plain TCP."""
-    verify = os.environ.get("DOCKER_TLS_VERIFY", "") not in ("", "0")
-    if not verify and scheme != "https":
-        return None
-    cert_dir = Path(os.environ.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
-    ca = cert_dir / "ca.pem"
-    ctx = ssl.create_default_context(cafile=str(ca) if ca.exists() else None)
-    if (cert_dir / "cert.pem").exists():
+def _docker_tls_context(scheme: str, host: DockerHost) -> ssl.SSLContext | None:
+    """TLS to a tcp:// engine as the docker CLI sets it up: a docker context's TLS files and
+    SkipTLSVerify, else DOCKER_TLS_VERIFY and DOCKER_CERT_PATH; None for plain TCP."""
+    context = host.context
+    if context is not None:
+        if context.tls_dir is None and not context.skip_tls_verify and scheme != "https":
+            return None
+        verify = not context.skip_tls_verify
+        cert_dir = Path(context.tls_dir) if context.tls_dir else None
+    else:
+        verify = os.environ.get("DOCKER_TLS_VERIFY", "") not in ("", "0")
+        if not verify and scheme != "https":
+            return None
+        cert_dir = Path(os.environ.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+    ca = cert_dir / "ca.pem" if cert_dir is not None else None
+    ctx = ssl.create_default_context(cafile=str(ca) if ca is not None and ca.exists() else None)
+    if cert_dir is not None and (cert_dir / "cert.pem").exists():
         ctx.load_cert_chain(str(cert_dir / "cert.pem"), str(cert_dir / "key.pem"))
     if not verify:
         ctx.check_hostname = False
@@ -412,8 +429,9 @@ class DockerEngineTransport(Transport):
 
     def __init__(self, address: str, timeout: float) -> None:
         self.address = address
-        self.docker_host = _docker_host(address)
-        self._connect, self._where = _docker_socket_factory(self.docker_host, timeout)
+        host = _docker_host(address)
+        self.docker_host = host.url
+        self._connect, self._where = _docker_socket_factory(host, timeout)
         first = self._dial_checked(timeout)
         self._bridge = UnixBridge(self._dial_grpc, first=first)
         self.target = self._bridge.target
@@ -437,9 +455,12 @@ class DockerEngineTransport(Transport):
             "is dockerd running? start it with `sudo systemctl start docker` "
             "(in the envbuild repository: `sudo scripts/setup-engine.sh`)"
         )
-        deadline = time.monotonic() + timeout
+        if self.docker_host.startswith("ssh://"):
+            hint_start = "is dockerd running on that machine? check with `docker -H " + self.docker_host + " version`"
         try:
             s = self._connect()
+        except BuilderUnreachable:
+            raise
         except FileNotFoundError:
             raise BuilderUnreachable(
                 self.address, f"the Docker socket {self._where} does not exist", hint_start
@@ -455,7 +476,7 @@ class DockerEngineTransport(Transport):
         except OSError as exc:
             raise BuilderUnreachable(self.address, f"{self._where}: {exc}", hint_start) from None
         try:
-            s.settimeout(max(0.05, deadline - time.monotonic()))
+            s.settimeout(timeout)
             leftover = hijack(s, "/grpc")
         except HijackError as exc:
             s.close()
@@ -488,7 +509,13 @@ class DockerEngineTransport(Transport):
 
     def describe_failure(self) -> str:
         err = self._bridge.last_error
-        return str(err) if err else ""
+        if err:
+            return str(err)
+        if self.docker_host.startswith("ssh://"):
+            from .sshdial import dialer
+
+            return dialer(self.docker_host).last_failure()
+        return ""
 
     def close(self) -> None:
         self._bridge.close()
@@ -591,7 +618,7 @@ def _kube_argv(address: str) -> list[str]:
 def open_transport(address: str, tls: TLSConfig | None, timeout: float) -> Transport:
     """Build the transport for an already-resolved address (see `resolve_address`)."""
     scheme = address.split("://", 1)[0] if "://" in address else ""
-    if scheme == "docker":
+    if scheme in ("docker", "ssh"):
         return DockerEngineTransport(address, timeout)
     if scheme in ("unix", "tcp"):
         return DirectTransport(address, tls)
@@ -611,5 +638,5 @@ def open_transport(address: str, tls: TLSConfig | None, timeout: float) -> Trans
     raise BuilderUnreachable(
         address,
         "unknown address scheme",
-        "use docker://, unix://, tcp://, docker-container://NAME or kube-pod://NAME",
+        "use docker://, ssh://[USER@]HOST[:PORT], unix://, tcp://, docker-container://NAME or kube-pod://NAME",
     )

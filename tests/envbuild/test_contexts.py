@@ -35,6 +35,9 @@ def store(tmp_path: Path) -> ContextStore:
         ("docker", "unix:///var/run/docker.sock", "docker:///var/run/docker.sock"),
         ("docker", "/run/user/1000/docker.sock", "docker:///run/user/1000/docker.sock"),
         ("docker", "tcp://10.0.0.5:2375", "docker://tcp://10.0.0.5:2375"),
+        ("docker", "ssh://me@gpu-box", "docker://ssh://me@gpu-box"),
+        ("docker", "ssh://me@10.0.0.7:2222/", "docker://ssh://me@10.0.0.7:2222"),
+        ("docker", "ssh://[fd00::7]:22/run/user/1000/docker.sock", "docker://ssh://[fd00::7]:22/run/user/1000/docker.sock"),
         ("unix", "/run/buildkit/buildkitd.sock", "unix:///run/buildkit/buildkitd.sock"),
         ("unix", "unix:///run/buildkit/buildkitd.sock", "unix:///run/buildkit/buildkitd.sock"),
         ("tcp", "buildkit.example.com:1234", "tcp://buildkit.example.com:1234"),
@@ -63,7 +66,13 @@ def test_normalize_address(builder: str, typed: str | None, expected: str) -> No
         ("unix", "relative.sock", "absolute path"),
         ("unix", None, "needs --address"),
         ("unix", "/" + "x" * 120, "107 bytes"),
-        ("docker", "ssh://host", "invalid Docker engine address"),
+        ("docker", "ftp://host", "invalid Docker engine address"),
+        ("docker", "ssh://-oProxyCommand=x", "is not a host name"),
+        ("docker", "ssh://-l@host", "is not a user name"),
+        ("docker", "ssh://me:secret@host", "password"),
+        ("docker", "ssh://host?x=1", "query parameters"),
+        ("docker", "ssh://host:99999", "port"),
+        ("docker", "ssh://host/run/docker sock", "whitespace"),
         ("docker-container", "-bad", "invalid container name"),
         ("kube-pod", "Bad_Pod", "invalid pod name"),
         ("kube-pod", "bk?zone=a", "unknown kube-pod address parameter"),
@@ -224,6 +233,7 @@ def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 def test_cli_round_trip(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))  # no docker contexts
     code, out, _ = _cli(["context", "create", "ci", "--builder", "tcp", "--address", "bk:1234", "--use"], capsys)
     assert code == 0 and "tcp://bk:1234" in out
     code, out, _ = _cli(
@@ -306,3 +316,42 @@ def test_doctor_all_contexts(
     assert dead["exporters"] == ["docker", "image", "local", "oci", "tar"] and dead["push_from_builder"]
     code, out, _ = _cli(["doctor"], capsys)
     assert code == 3 and "reachable:     NO" in out and "cache export:  inline, registry" in out
+
+
+def test_a_docker_context_on_another_machine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--docker ssh://...` stores the engine beside the other contexts; `ls` lists the docker CLI's too."""
+    import hashlib
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    docker_config = tmp_path / "docker"
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_config))
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    meta = docker_config / "contexts" / "meta" / hashlib.sha256(b"lab").hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(json.dumps(
+        {"Name": "lab", "Metadata": {"Description": "lab box"}, "Endpoints": {"docker": {"Host": "ssh://me@lab"}}}))
+    (docker_config / "config.json").write_text(json.dumps({"currentContext": "lab"}))
+    code, out, err = _cli(["context", "create", "gpu", "--docker", "ssh://me@gpu-box:2222", "--use"], capsys)
+    assert code == 0, err
+    assert "docker builder at docker://ssh://me@gpu-box:2222" in out
+    r = resolve_builder(None, env={})
+    assert (r.kind, r.docker_host) == ("docker", "ssh://me@gpu-box:2222")
+    code, out, _ = _cli(["context", "ls"], capsys)
+    assert "gpu *" in out and "Docker contexts" in out and "lab *" in out and "ssh://me@lab" in out
+    code, out, _ = _cli(["context", "ls", "--format", "json"], capsys)
+    listed = {(c["source"], c["name"]): c for c in json.loads(out)}
+    assert listed[("docker", "lab")] == {"name": "lab", "source": "docker", "engine": "ssh://me@lab",
+                                         "description": "lab box", "current": True}
+    assert listed[("envbuild", "gpu")]["current"]
+    code, _, err = _cli(["context", "create", "x", "--docker", "ssh://-oProxyCommand=evil"], capsys)
+    assert code == 2 and "is not a host name" in err
+    code, _, err = _cli(["context", "create", "x", "--builder", "tcp", "--docker", "ssh://box"], capsys)
+    assert code == 2 and "--docker names the engine" in err
+    from envbuild import engine_api
+
+    assert engine_api.engine_host().url == "ssh://me@gpu-box:2222"
+    _cli(["context", "use", "default"], capsys)
+    host = engine_api.engine_host({"DOCKER_CONFIG": str(docker_config)})
+    assert (host.url, host.source) == ("ssh://me@lab", "docker context 'lab'")

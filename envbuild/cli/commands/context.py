@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import typer
 
@@ -28,6 +29,12 @@ def create(
         help="Builder address: engine socket/tcp for docker, socket path for unix, HOST:PORT for tcp, "
         "container name for docker-container, POD[?namespace=NS&context=CTX] for kube-pod.",
     ),
+    docker: str | None = typer.Option(
+        None,
+        "--docker",
+        help="The Docker engine to build and run on: ssh://\\[USER@]HOST\\[:PORT] (another machine, through "
+        "your ssh client and ~/.ssh/config), tcp://HOST:PORT or unix:///PATH.",
+    ),
     tls_ca: str | None = typer.Option(None, "--tls-ca", help="CA bundle to verify a tcp buildkitd."),
     tls_cert: str | None = typer.Option(None, "--tls-cert", help="Client certificate for a tcp buildkitd."),
     tls_key: str | None = typer.Option(None, "--tls-key", help="Client key for a tcp buildkitd."),
@@ -49,6 +56,12 @@ def create(
 ) -> None:
     """Create a context."""
     from envbuild.contexts import ContextStore, KubernetesSettings, TLSPaths, make_context
+    from envbuild.errors import UsageError
+
+    if docker is not None:
+        if builder != "docker" or address is not None:
+            raise UsageError("--docker names the engine of a docker builder: give it without --builder/--address")
+        address = docker
 
     tls = None
     if any(v is not None for v in (tls_ca, tls_cert, tls_key, tls_server_name)):
@@ -69,17 +82,29 @@ def create(
 def ls(
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
-    """List contexts; the current one is marked with '*'."""
+    """List contexts, envbuild's and the docker CLI's; the current ones are marked with '*'."""
     from envbuild.contexts import ContextStore
     from envbuild.errors import UsageError
+    from llb import dockerhost
 
     if fmt not in ("table", "json"):
         raise UsageError(f"--format {fmt!r}: choose table or json")
     store = ContextStore()
     current = store.current_name()
     contexts = store.list()
+    docker_contexts = dockerhost.list_contexts()
+    try:
+        docker_current = dockerhost.current_context_name()
+    except dockerhost.DockerContextError:
+        docker_current = ""
     if fmt == "json":
-        typer.echo(json.dumps([{**c.to_json(), "current": c.name == current} for c in contexts], indent=2))
+        listed = [{**c.to_json(), "source": "envbuild", "current": c.name == current} for c in contexts]
+        listed += [
+            {"name": d.name, "source": "docker", "engine": d.host, "description": d.description,
+             "current": d.name == docker_current}
+            for d in docker_contexts
+        ]
+        typer.echo(json.dumps(listed, indent=2))
         return
     rows = [("NAME", "BUILDER", "ADDRESS", "RUNNER", "DESCRIPTION")]
     for c in contexts:
@@ -87,6 +112,16 @@ def ls(
         if c.kubernetes is not None:
             runner += f" ({c.kubernetes.namespace})"
         rows.append((c.name + (" *" if c.name == current else ""), c.builder, c.address, runner, c.description))
+    _table(rows)
+    if docker_contexts:
+        typer.echo("\nDocker contexts (the default context builds and runs on the docker CLI's current one, "
+                   "unless DOCKER_HOST is set):")
+        _table([("DOCKER CONTEXT", "ENGINE", "DESCRIPTION")]
+               + [(d.name + (" *" if d.name == docker_current else ""), d.host, d.description)
+                  for d in docker_contexts])
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) + "  " + r[-1])
