@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 from envbuild.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from frontend.spec import Spec
 
 SECRETS_DIR = "/run/secrets"
@@ -31,6 +33,8 @@ NETRC_PATH = f"{SECRETS_DIR}/{NETRC_SECRET_ID}"
 CRAN_SECRET_ID = "envbuild-cran-url"
 JULIA_SECRET_ID = "envbuild-julia-pkg-server"
 
+_NETRC_UNSAFE = re.compile(r"[\s\"'\\#]")
+"""What a netrc word cannot hold."""
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s?#'\"]+)@")
 """``user:password@`` after a URL's scheme."""
 
@@ -46,29 +50,30 @@ def strip_url(url: str) -> str:
 
 def redact_url(url: str) -> str:
     """``https://***@host/...``: shows that credentials were given, not which (lock file form)."""
-    import re
-
     return re.sub(_USERINFO, lambda m: m["scheme"] + "***@", url) if url else url
 
 
 def redact_text(text: str) -> str:
     """Every URL in a free text (``.condarc``, ``sources.list``) with its credentials redacted."""
-    import re
-
     return re.sub(_USERINFO, lambda m: m["scheme"] + "***@", text)
 
 
 def netrc(spec: Spec) -> bytes:
     """A netrc file with the ``config.pip_index`` credentials, or b"" when its URLs carry none."""
     idx = spec.pip_index
-    if idx is None or not (has_credentials(idx.url) or has_credentials(idx.extra_url)):
+    if idx is None:
         return b""
-    import re
+    where = f"{idx.pos}: config.pip_index" if idx.pos else "config.pip_index"
+    return netrc_for((idx.url, idx.extra_url), where=where)
+
+
+def netrc_for(urls: Iterable[str], *, where: str) -> bytes:
+    """A netrc file with the credentials the ``urls`` carry (b"" when none does): how curl, pip and
+    uv get a login without it entering a step's command. ``where`` starts the error messages."""
     from urllib.parse import unquote, urlsplit
 
-    where = f"{idx.pos}: " if idx.pos else ""
     machines: dict[str, tuple[str, str | None]] = {}
-    for url in (idx.url, idx.extra_url):
+    for url in urls:
         if not url or not has_credentials(url):
             continue
         parts = urlsplit(url)
@@ -76,16 +81,13 @@ def netrc(spec: Spec) -> bytes:
         login = unquote(parts.username or "")
         password = unquote(parts.password) if parts.password is not None else None
         for word in (host, login, password or ""):
-            if re.search(r"[\s\"'\\#]", word):
+            if _NETRC_UNSAFE.search(word):
                 raise UsageError(
-                    f"{where}config.pip_index: the credentials of {redact_url(url)} contain whitespace, quotes, "
+                    f"{where}: the credentials of {redact_url(url)} contain whitespace, quotes, "
                     "'#' or a backslash, which a netrc file cannot hold; use a token without them"
                 )
         if host in machines and machines[host] != (login, password):
-            raise UsageError(
-                f"{where}config.pip_index: url and extra_url give different credentials for {host}; "
-                "an index host can have one login"
-            )
+            raise UsageError(f"{where}: its URLs give different credentials for {host}; a host can have one login")
         machines[host] = (login, password)
     lines = [
         f"machine {host} login {login}" + (f" password {password}" if password is not None else "")

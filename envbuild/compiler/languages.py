@@ -73,10 +73,12 @@ def fetch_tools(c: Ctx, base: llb.State) -> llb.State:
     )
 
 
-def fetch_script(what: str, archives: dict[str, Archive], then: str) -> str:
+def fetch_script(what: str, archives: dict[str, Archive], then: str, *, netrc: str | None = None) -> str:
     """Download (or reuse) the archive for this architecture, verify it, then run ``then``
     (with ``$f`` the archive path). A verified checksum is remembered next to the cached archive,
-    so a rebuild needs neither the archive nor the checksum file from the network."""
+    so a rebuild needs neither the archive nor the checksum file from the network. ``netrc``: the
+    path of a netrc file with the mirror's login (the URLs themselves carry none)."""
+    curl = "curl -fsSL --retry 3" + (f" --netrc-file {shlex.quote(netrc)}" if netrc else "")
     cases = ""
     for arch, a in sorted(archives.items()):
         url, sums = shlex.quote(a.url), shlex.quote(a.sums_url)
@@ -90,10 +92,10 @@ def fetch_script(what: str, archives: dict[str, Archive], then: str) -> str:
         f"mkdir -p {DL_CACHE} {OUT}",
         f"name=${{url##*/}}; f={DL_CACHE}/$name",
         f'f="{DL_CACHE}/$keep"' if any(a.cache_name for a in archives.values()) else "",
-        'if [ ! -s "$f" ]; then curl -fsSL --retry 3 -o "$f.part" "$url"; mv "$f.part" "$f"; fi',
+        f'if [ ! -s "$f" ]; then {curl} -o "$f.part" "$url"; mv "$f.part" "$f"; fi',
         "want=$pinned",
         'if [ -z "$want" ] && [ -s "$f.verified" ]; then want=$(cat "$f.verified"); fi',
-        _published_checksum(archives),
+        _published_checksum(archives, curl),
         'if [ -z "$want" ] || ! echo "$want  $f" | sha256sum -c - >/dev/null; then',
         '  echo "envbuild: $what: sha256 of $name does not match ${want:-the published checksum} ($sums)" >&2',
         '  rm -f "$f"; exit 1',
@@ -103,11 +105,11 @@ def fetch_script(what: str, archives: dict[str, Archive], then: str) -> str:
     )
 
 
-def _published_checksum(archives: dict[str, Archive]) -> str:
-    """``want`` from the published checksum file; where the upstream publishes none, the sha256 of
-    this first download (kept in ``$f.verified``, so later builds must match it)."""
+def _published_checksum(archives: dict[str, Archive], curl: str) -> str:
+    """``want`` from the published checksum file (fetched with ``curl``); where the upstream publishes
+    none, the sha256 of this first download (kept in ``$f.verified``, so later builds must match it)."""
     fetch = (
-        '  want=$(curl -fsSL --retry 3 "$sums" | awk -v n="$name" \'NF == 1 {print $1} '
+        f'  want=$({curl} "$sums" | awk -v n="$name" \'NF == 1 {{print $1}} '
         'NF > 1 {p = $2; sub(/^[*]/, "", p); sub(/.*[/]/, "", p); if (p == n) print $1}\' | head -n1)\n'
     )
     if all(a.sums_url for a in archives.values()):
@@ -134,11 +136,22 @@ def _stage(
     env: dict[str, str] | None = None,
     user_owned: bool = True,
 ) -> llb.State:
+    mounts = [llb.cache(DL_CACHE, DL_CACHE_ID, sharing="locked")]
+    urls = [u for a in archives.values() for u in (a.url, a.sums_url)]
+    login = credentials.netrc_for(urls, where=f"mirror of {kind}")
+    netrc = None
+    if login:  # the mirror's login reaches curl as a secret, never the step's command
+        archives = {
+            arch: Archive(credentials.strip_url(a.url), credentials.strip_url(a.sums_url))
+            for arch, a in archives.items()
+        }
+        mounts.append(c.secret_file(f"envbuild-download-netrc-{kind}", login))
+        netrc = f"{credentials.SECRETS_DIR}/envbuild-download-netrc-{kind}"
     fetched = c.sh(
         tools,
-        fetch_script(what, archives, then),
+        fetch_script(what, archives, then, netrc=netrc),
         name=c.name(f"tools: download {what}", "download", pos),  # type: ignore[arg-type]
-        mounts=[llb.cache(DL_CACHE, DL_CACHE_ID, sharing="locked")],
+        mounts=mounts,
         env=env,
     )
     return state.file(
@@ -257,7 +270,7 @@ def rust(c: Ctx, state: llb.State, tools: llb.State, m: Mirrors) -> tuple[llb.St
         "RUSTUP_HOME": "/opt/rust",
         "CARGO_HOME": "/opt/rust",
         "RUSTUP_DIST_SERVER": m.rustup_dist_server,
-        "RUSTUP_UPDATE_ROOT": m.rustup_update_root,
+        "RUSTUP_UPDATE_ROOT": credentials.strip_url(m.rustup_update_root),  # its login is for the download only
     }
     toolchain = r.version or "stable"
     then = (

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from envbuild import paths
+from envbuild.compiler import credentials
 from envbuild.compiler.scripts import APT_MIRROR
 from envbuild.errors import UsageError
 
@@ -27,6 +28,12 @@ CONFIG_ENV = "ENVBUILD_CONFIG"
 
 class MirrorConfigError(UsageError):
     """The config file or a mirror variable cannot be used."""
+
+
+NO_CREDENTIALS = frozenset({"apt", "conda_channel_alias", "rustup_dist_server", "pytorch"})
+"""Settings a tool reads from its environment or a file of the image (apt's sources, conda, rustup,
+uv): a login in them would be stored with the build or in the image, so they must be URLs that need none. The
+download settings (curl in a fetch stage) may carry one: it reaches curl as a netrc secret."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,11 @@ class Mirrors:
         for k, v in values.items():
             if not isinstance(v, str) or (v and "://" not in v):
                 raise MirrorConfigError(f"{where}: mirror {k!r} must be a URL like https://host/path, got {v!r}")
+            if k in NO_CREDENTIALS and credentials.has_credentials(v):
+                raise MirrorConfigError(
+                    f"{where}: mirror {k!r} carries a login, which would be stored with the build; "
+                    "use a mirror that needs none (or one reached through a proxy that adds it)"
+                )
             if k == "apt" and v and not APT_MIRROR.fullmatch(v):
                 raise MirrorConfigError(
                     f"{where}: mirror 'apt' must be a URL like http://snapshot.debian.org/archive/{{archive}}/DATE "

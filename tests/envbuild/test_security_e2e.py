@@ -344,6 +344,41 @@ def test_julia_pkg_server_credentials_reach_the_steps_only_as_a_secret(tmp_path:
     assert any(password.encode() in v for v in compiled.secret_values.values())
 
 
+@pytest.mark.parametrize(
+    ("setting", "line"),
+    [("go", "install.go()"), ("nodejs", "install.nodejs()"), ("rustup_update_root", "install.rust()")],
+)
+def test_download_mirror_credentials_reach_curl_only_as_a_secret(tmp_path: Path, setting: str, line: str) -> None:
+    """A login in the user's own mirror setting: not in any step's command, not in the image env."""
+    import frontend
+    from envbuild.compiler import CompileOptions
+    from envbuild.compiler.compile import compile as compile_spec
+    from envbuild.compiler.mirrors import Mirrors
+
+    password = f"pw{uuid.uuid4().hex}"
+    (tmp_path / "build.envd").write_text(
+        f'def build():\n    base(image="local/debian:bookworm", dev=False)\n    {line}\n'
+    )
+    spec = frontend.evaluate(tmp_path, user_config=False)
+    mirrors = Mirrors.from_mapping({setting: f"https://dave:{password}@mirror.example.com/dl"})
+    compiled = compile_spec(spec, CompileOptions(mirrors=mirrors))
+    definition = compiled.definition().to_bytes()
+    assert password.encode() not in definition
+    assert password not in json.dumps(dict(compiled.image), default=str)
+    assert b"https://mirror.example.com/dl/" in definition and b"--netrc-file /run/secrets/" in definition
+    (secret,) = [v for v in compiled.secret_values.values() if password.encode() in v]
+    assert secret == f"machine mirror.example.com login dave password {password}\n".encode()
+
+
+@pytest.mark.parametrize("setting", ["apt", "pytorch", "conda_channel_alias", "rustup_dist_server"])
+def test_mirror_settings_read_by_a_tool_from_its_environment_take_no_login(setting: str) -> None:
+    from envbuild.compiler.mirrors import MirrorConfigError, Mirrors
+
+    with pytest.raises(MirrorConfigError, match=f"mirror '{setting}' carries a login"):
+        Mirrors.from_mapping({setting: "https://erin:secret@mirror.example.com/x"})
+    assert getattr(Mirrors.from_mapping({setting: "https://mirror.example.com/x"}), setting)
+
+
 def test_credentials_that_a_netrc_cannot_hold_are_refused(tmp_path: Path) -> None:
     from envbuild.errors import UsageError
 
