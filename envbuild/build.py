@@ -92,6 +92,12 @@ class BuildResult:
     outcomes: tuple[Any, ...] = ()
     """`envbuild.publish.StepOutcome` per planned solve (platform, export, pushed digests, saved files)."""
 
+    @property
+    def sent(self) -> tuple[int, int]:
+        """(files, bytes) of the build context sent to the builder (files it already had stay)."""
+        results = [o.result for o in self.outcomes]
+        return sum(getattr(r, "sent_files", 0) for r in results), sum(getattr(r, "sent_bytes", 0) for r in results)
+
 
 def evaluate(options: BuildOptions) -> tuple[Spec, str]:
     """The spec and the (absolute, resolved) context directory; build-file mistakes become
@@ -157,7 +163,7 @@ def _input_paths(spec: Spec) -> tuple[str, ...]:
 def prepare(options: BuildOptions, *, labels: bool = True) -> Prepared:
     """Evaluate and decide; ``labels=False`` skips the content digest and the skip-check label
     (``debug llb`` prints no image config, so it needs neither)."""
-    from envbuild import images
+    from envbuild import ignorefile, images
     from envbuild.naming import default_tag, project_name
 
     if options.tag:
@@ -165,6 +171,7 @@ def prepare(options: BuildOptions, *, labels: bool = True) -> Prepared:
 
         validate_image_name(options.tag)
     spec, ctx = evaluate(options)
+    ignorefile.check_inputs(spec, ignorefile.load(ctx))
     locked = _use_lock(spec, ctx, options)
     spec, pins = locked.spec, locked.pins
     project = project_name(os.path.basename(ctx))
@@ -238,7 +245,7 @@ def compile_for(
 ) -> CompiledBuild:
     """Compile the prepared spec; ``extensions`` are those `prepare_extensions` unpacked (without
     them the VS Code extensions are left out, with a note, so ``debug llb`` stays offline)."""
-    from envbuild import compiler, images
+    from envbuild import compiler, ignorefile, images
     from envbuild.compiler.compile import compile as compile_spec
     from envbuild.compiler.mirrors import Mirrors
 
@@ -277,6 +284,7 @@ def compile_for(
         vscode_extensions=tuple(extensions),
         vscode_cache=_vscode_cache() if extensions else "",
         context_dir=prep.context_dir,
+        context_excludes=ignorefile.load(prep.context_dir).patterns,
         pins=pins,
     )
     compiled = compile_spec(prep.spec, opts)

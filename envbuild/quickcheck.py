@@ -41,14 +41,26 @@ def file_digest(path: str) -> str:
 
 def hash_inputs(h: Any, context_dir: str, rels: Iterable[str]) -> None:
     """Feed the contents of the spec's input files and directories (relative to the context) into
-    ``h``; a directory is every regular file below it, in path order, without following links."""
+    ``h``; a directory is every regular file below it, in path order, without following links,
+    leaving out what the context's ignore file excludes (`envbuild.ignorefile`), whose digest goes in."""
+    from envbuild import ignorefile
+
+    ignore = ignorefile.load(context_dir)
+    matcher = ignore.matcher()
     update = h.update
+    if ignore.file is not None:
+        update(f"ignore {ignore.file} {ignore.digest}".encode() + b"\0")
     for rel in sorted(set(rels)):
         p = os.path.join(context_dir, rel)
         update(rel.encode() + b"\0")
         if os.path.isdir(p):
             found: list[str] = []
             for top, dirs, files in os.walk(p):
+                if matcher:
+                    below = os.path.relpath(top, context_dir).replace(os.sep, "/")
+                    dirs[:] = [d for d in dirs if not matcher.matches(f"{below}/{d}")
+                               or matcher.may_reinclude_below(f"{below}/{d}")]
+                    files = [f for f in files if not matcher.matches(f"{below}/{f}")]
                 dirs.sort()
                 found.extend(os.path.join(top, f) for f in files if os.path.isfile(os.path.join(top, f)))
             for f in sorted(found):

@@ -77,6 +77,10 @@ class SolveResult:
     session_id: str
     duration: float = 0.0
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    sent_files: int = 0
+    """Files of `local_dirs` the builder asked for (it keeps earlier transfers: unchanged files stay)."""
+    sent_bytes: int = 0
+    """Their contents, in bytes (what crossed the connection for them, before framing)."""
 
 
 def connect(address: str | None = None, *, tls: TLSConfig | None = None, timeout: float = 5.0) -> Client:
@@ -547,6 +551,8 @@ class Client:
             session_id=session.id,
             duration=time.monotonic() - started,
             warnings=_warnings(tracker, status_error),
+            sent_files=session.sent_files,
+            sent_bytes=session.sent_bytes,
         )
 
     def _check_request_size(self, request: control_pb2.SolveRequest, gateway: ops_pb2.Definition | None) -> None:
@@ -726,10 +732,21 @@ def _load_into_engine(tarball: Path | None) -> None:
     """A standalone builder's `docker` exporter output, loaded into the local engine."""
     import docker  # only a standalone builder's image export needs the engine's API
 
+    from .dockerhost import resolve
+
     assert tarball is not None
     try:
+        host = resolve()
+        if host.is_ssh:
+            from .sshdial import dialer
+
+            engine = docker.DockerClient(base_url="unix://" + dialer(host.url).api_socket(), timeout=600)
+        elif host.context is not None:
+            engine = docker.DockerClient(base_url=host.url, timeout=600)
+        else:
+            engine = docker.from_env(timeout=600)
         with tarball.open("rb") as f:
-            docker.from_env().images.load(f)
+            engine.images.load(f)
     except Exception as exc:
         raise SolveError(f"the image was built but loading it into the Docker engine failed: {exc}") from None
 

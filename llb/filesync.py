@@ -26,6 +26,7 @@ from ._proto import fsutil_pb2
 
 __all__ = [
     "PatternMatcher",
+    "parse_ignore",
     "WalkOptions",
     "walk",
     "go_mode",
@@ -161,6 +162,27 @@ def _clean(path: str) -> str:
             continue
         parts.append(part)
     return "/".join(parts) or "."
+
+
+def parse_ignore(text: str) -> list[str]:
+    """The patterns of a ``.dockerignore``-format file, as docker reads one: ``#`` starts a comment
+    line, blanks around a pattern go, ``!`` re-includes, a leading ``/`` is the context root."""
+    patterns: list[str] = []
+    for number, line in enumerate(text.splitlines()):
+        if number == 0:
+            line = line.removeprefix("\ufeff")
+        if line.startswith("#"):
+            continue
+        pattern = line.strip()
+        if not pattern:
+            continue
+        invert = pattern.startswith("!")
+        if invert:
+            pattern = pattern[1:].strip()
+        if pattern:
+            pattern = _clean(pattern.lstrip("/"))
+        patterns.append(("!" if invert else "") + pattern)
+    return patterns
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,8 +78,17 @@ class Session:
         self.shared_key = hashlib.sha256("\0".join(dirs).encode()).hexdigest()[:32] if dirs else "llb"
         self.errors: list[str] = []
         self.received_bytes = 0
+        self.sent_bytes = 0
+        """File contents sent from `local_dirs` (the builder asks only for files it does not have)."""
+        self.sent_files = 0
+        self._count = threading.Lock()
         self._streams: list[ByteStream] = []
         self._closed = False
+
+    def count_sent(self, files: int, data: int) -> None:
+        with self._count:
+            self.sent_files += files
+            self.sent_bytes += data
 
     def methods(self) -> list[str]:
         m = [HEALTH_CHECK, AUTH_CREDENTIALS]
@@ -262,8 +271,12 @@ class _Services(grpc.GenericRpcHandler):
             follow_paths=tuple(md.get("followpaths", ())),
         )
         packets = (fsutil_pb2.Packet.FromString(raw) for raw in request_iterator)
-        for p in DiffCopySender(root, opts).run(packets):
-            yield p.SerializeToString()
+        sender = DiffCopySender(root, opts)
+        try:
+            for p in sender.run(packets):
+                yield p.SerializeToString()
+        finally:
+            session.count_sent(sender.sent_files, sender.sent_bytes)
 
     def receive_export(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         """FileSend.DiffCopy: the `tar` exporter's stream into a file, or `local`'s into a directory."""

@@ -306,7 +306,8 @@ class _Compiler:
         for p in paths:
             p = _rel(p)
             include += [p, f"{p}/**"]
-        return llb.local(self.opts.context_name, include=include, shared_key_hint=self.opts.context_name)
+        return llb.local(self.opts.context_name, include=include, exclude=self.opts.context_excludes,
+                         shared_key_hint=self.opts.context_name)
 
     def proxy_env(self) -> dict[str, str] | None:
         """The host's proxy settings as the ExecOp's proxy env, which BuildKit keeps out of cache keys."""
@@ -849,7 +850,8 @@ class _Compiler:
                 mounts.append(
                     llb.bind(
                         self.workdir,
-                        llb.local(self.opts.context_name, shared_key_hint=self.opts.context_name),
+                        llb.local(self.opts.context_name, exclude=self.opts.context_excludes,
+                                  shared_key_hint=self.opts.context_name),
                         readonly=False,
                     )
                 )

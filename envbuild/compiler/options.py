@@ -105,7 +105,9 @@ class CompileOptions:
     ``mirrors`` are the download mirrors of the runtime and IDE stages (`Mirrors.load`). ``vscode_extensions``
     are the extensions `vscode.prepare` unpacked under ``vscode_cache`` on the host before compiling
     (compiling stays pure: without them the extensions are left out, with a note).
-    ``context_dir`` is the build context's host path, reported in ``CompiledBuild.local_dirs``.
+    ``context_dir`` is the build context's host path, reported in ``CompiledBuild.local_dirs``;
+    ``context_excludes`` are the patterns of its ignore file (`envbuild.ignorefile`): those files
+    are never sent to the builder.
     ``pins`` (a locked build) are the versions every package transaction installs.
     """
 
@@ -124,6 +126,7 @@ class CompileOptions:
     vscode_extensions: tuple[Extension, ...] = ()
     vscode_cache: str = ""
     context_dir: str = "."
+    context_excludes: tuple[str, ...] = ()
     pins: Pins | None = None
 
 

@@ -161,12 +161,26 @@ def _note(text: str) -> None:
     print(f"note: {text}" if not text.startswith(("warning:", "pushing", "saving")) else text, file=sys.stderr)
 
 
+def human_bytes(n: int) -> str:
+    """1234567 -> "1.2 MB" (decimal units, as docker prints sizes)."""
+    if n < 1000:
+        return f"{n} B"
+    value = n / 1000
+    for unit in ("kB", "MB"):
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
 def _report(result: BuildResult, counts: Mapping[str, int], progress: str) -> None:
     """What was built and pushed on stderr; the image ids (or the tag) on stdout, for scripts."""
     if progress != "json":
         what = ", ".join(o.step.describe for o in result.outcomes) or result.tag
+        files, sent = result.sent
+        context = f"; build context: {files} file{'s' if files != 1 else ''}, {human_bytes(sent)} sent" if files else ""
         print(
-            f"built {what} in {result.duration:.1f}s ({counts['done']} steps run, {counts['cached']} cached)",
+            f"built {what} in {result.duration:.1f}s ({counts['done']} steps run, {counts['cached']} cached{context})",
             file=sys.stderr,
         )
     for o in result.outcomes:
