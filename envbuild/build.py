@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     import llb
+    from envbuild.capabilities import BuilderCaps
     from envbuild.compiler import CompiledBuild
     from envbuild.compiler.mirrors import Mirrors
     from envbuild.compiler.options import Pins
@@ -442,9 +443,9 @@ def build_prepared(
     """Connect to the builder, plan the solves the outputs need, run them and deliver the results
     (no up-to-date check: `build` and the CLI make it first)."""
     import llb
-    from envbuild import contexts, publish
+    from envbuild import capabilities, contexts, publish
     from envbuild.compiler.mirrors import Mirrors
-    from envbuild.outputs import BuildOutputOptions, builder_caps, check_destinations, plan_build
+    from envbuild.outputs import BuildOutputOptions, check_destinations, plan_build
 
     t0 = time.monotonic()
     ca = read_ca_cert(options)
@@ -457,12 +458,12 @@ def build_prepared(
     out_opts = options.outputs or BuildOutputOptions()
     with client:
         try:
-            workers = client.list_workers()
+            caps = capabilities.read(rb, client)
         except llb.BuilderUnreachable as exc:
             raise EngineUnreachable(f"{exc} [{rb.describe()}]") from None
-        except llb.LLBError:
-            workers = []
-        plan = plan_build(out_opts, caps=builder_caps(rb.kind), default_name=prep.tag, workers=workers)
+        except llb.LLBError as exc:
+            raise BuildFailed(f"cannot read what the builder can do: {exc} [{rb.describe()}]") from None
+        plan = plan_build(out_opts, caps=caps, default_name=prep.tag, workers=caps.workers)
         check_destinations(plan)
         solver = _Solver(
             prep,
@@ -472,6 +473,7 @@ def build_prepared(
             ca,
             on_event,
             on_note or (lambda _text: None),
+            caps=caps,
             explicit_platform=bool(out_opts.platforms),
             several=len(plan.solves) > 1,
         )
@@ -519,11 +521,13 @@ class _Solver:
         on_event: Callable[[Any], None] | None,
         note: Callable[[str], None],
         *,
+        caps: BuilderCaps,
         explicit_platform: bool,
         several: bool,
     ) -> None:
         self.prep, self.options, self.client, self.mirrors, self.ca = prep, options, client, mirrors, ca
         self.on_event, self._note = on_event, note
+        self.caps = caps  # what this builder can do (`envbuild.capabilities`), read once for the build
         self.explicit_platform, self.several = explicit_platform, several
         self.cache_bust = secrets.token_hex(8) if options.no_cache else ""
         self.secrets: dict[str, bytes] = {}

@@ -1,21 +1,25 @@
 """`envbuild doctor`: what the current builder and engine can do, gathered without building.
 
-MergeOp/DiffOp cannot be probed cheaply (a failed solve on dockerd 20.10 is the only signal), so
-they are inferred: never on the Docker engine's builder (absent in 20.10, disabled since 23.0.2),
-and on a standalone buildkitd from its version (``Control.Info``, BuildKit >= 0.11; MergeOp needs
->= 0.10, so a daemon without ``Info`` is reported as unknown).
+Everything comes from what the builder and the engine report (`envbuild.capabilities`): the gateway's
+LLB and frontend caps (MergeOp/DiffOp are on or off there, with the builder's reason), the workers and
+their platforms, the version the builder gives (Debian's builds say ``v0.0.0+unknown``: a version is
+shown, never used to decide), and the engine's storage, which decides its builder's exporters.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from envbuild.capabilities import BuilderCaps, derive
 from envbuild.contexts import ResolvedBuilder
-from envbuild.outputs import LOCAL_CACHE_NOTE, builder_caps
+from envbuild.outputs import LOCAL_CACHE_NOTE
 
-__all__ = ["Report", "diagnose", "buildkit_version", "render_text"]
+if TYPE_CHECKING:
+    from envbuild.engine_api import EngineInfo
+
+__all__ = ["Report", "diagnose", "render_text"]
 
 
 @dataclass(slots=True)
@@ -37,6 +41,13 @@ class Report:
     cache_import: list[str] = field(default_factory=list)
     merge_diff: bool | None = None
     merge_diff_reason: str = ""
+    llb_caps: list[str] = field(default_factory=list)
+    """The LLB caps the builder reports enabled."""
+    disabled_caps: dict[str, str] = field(default_factory=dict)
+    """LLB and frontend caps the builder reports disabled, with its reason."""
+    frontend_caps: list[str] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+    """What this builder cannot do, and why (the reasons every refusal gives)."""
     engine: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -44,114 +55,72 @@ class Report:
         return asdict(self)
 
 
-def _varint(data: bytes, i: int) -> tuple[int, int]:
-    shift = value = 0
-    while True:
-        b = data[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, i
-        shift += 7
-
-
-def _fields(data: bytes) -> dict[int, bytes]:
-    """Length-delimited fields of a protobuf message (enough for InfoResponse/BuildkitVersion)."""
-    out: dict[int, bytes] = {}
-    i = 0
-    while i < len(data):
-        key, i = _varint(data, i)
-        num, wire = key >> 3, key & 7
-        if wire == 2:
-            n, i = _varint(data, i)
-            out[num] = data[i : i + n]
-            i += n
-        elif wire == 0:
-            _, i = _varint(data, i)
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        else:
-            break
-    return out
-
-
-def buildkit_version(client: Any, timeout: float = 3.0) -> str | None:
-    """BuildKit's version from ``Control.Info`` (v0.11+); None when the daemon has no Info RPC."""
-    import grpc
-
-    call = client.channel.unary_unary(
-        "/moby.buildkit.v1.Control/Info", request_serializer=lambda _: b"", response_deserializer=lambda b: b
-    )
-    try:
-        raw = call(None, timeout=timeout)
-    except grpc.RpcError:
-        return None
-    try:
-        version = _fields(_fields(raw).get(1, b""))
-    except IndexError:
-        return None
-    text = version.get(2, b"").decode(errors="replace")
-    return text or None
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = []
-    for p in text.lstrip("v").split("-")[0].split(".")[:3]:
-        if not p.isdigit():
-            break
-        parts.append(int(p))
-    return tuple(parts)
-
-
-def engine_facts(docker_host: str | None) -> dict[str, Any]:
-    """Version, API version and registered runtimes of the Docker engine (GPU: an ``nvidia`` runtime)."""
+def _engine(docker_host: str | None) -> tuple[EngineInfo | None, dict[str, Any]]:
+    """The engine's report, and how doctor shows it (``reachable: False`` with the error otherwise)."""
     from envbuild import engine_api
     from envbuild.errors import EngineUnreachable
 
     try:
-        client = engine_api.connect(docker_host, timeout=5)
+        info = engine_api.engine_info(docker_host)
     except EngineUnreachable as exc:
-        return {"reachable": False, "error": str(exc)}
-    try:
-        version = client.version()
-        info = client.info()
-    finally:
-        client.close()
-    runtimes = sorted((info.get("Runtimes") or {}).keys())
-    return {
+        return None, {"reachable": False, "error": str(exc)}
+    return info, {
         "reachable": True,
-        "version": version.get("Version", ""),
-        "api_version": version.get("ApiVersion", ""),
-        "os_arch": f"{version.get('Os', '')}/{version.get('Arch', '')}",
-        "runtimes": runtimes,
-        "default_runtime": info.get("DefaultRuntime", ""),
-        "nvidia_runtime": "nvidia" in runtimes,
-        "driver": info.get("Driver", ""),
-        "containerd_image_store": any(
-            "io.containerd.snapshotter" in str(v) for pair in (info.get("DriverStatus") or []) for v in pair
-        ),
+        "version": info.version,
+        "api_version": info.api_version,
+        "os_arch": info.os_arch,
+        "runtimes": list(info.runtimes),
+        "default_runtime": info.default_runtime,
+        "nvidia_runtime": "nvidia" in info.runtimes,
+        "driver": info.driver,
+        "containerd_image_store": info.containerd_store,
+        "image_store": info.store,
     }
 
 
+def _fill(report: Report, caps: BuilderCaps) -> None:
+    report.exporters = sorted(caps.exporters)
+    report.push_from_builder = caps.push
+    report.push_via_engine = caps.is_docker_engine and not caps.push
+    report.cache_export = sorted(caps.cache_exports)
+    report.cache_import = sorted(caps.cache_imports)
+    report.missing = dict(caps.missing)
+    builder = caps.builder
+    if builder is None:
+        return
+    report.merge_diff = caps.merge_diff
+    report.merge_diff_reason = caps.why_not("merge") or "the builder reports mergeop and diffop enabled"
+    report.buildkit_version = builder.version or None
+    report.llb_caps = sorted(c.id for c in builder.llb_caps.values() if c.enabled)
+    report.frontend_caps = sorted(c.id for c in builder.frontend_caps.values() if c.enabled)
+    report.disabled_caps = {
+        c.id: c.disabled_reason or "disabled"
+        for c in (*builder.llb_caps.values(), *builder.frontend_caps.values())
+        if not c.enabled
+    }
+    report.workers = [
+        {
+            "id": w.id,
+            "platforms": [str(p) for p in w.platforms],
+            "labels": dict(w.labels),
+            "buildkit_version": w.buildkit_version,
+        }
+        for w in builder.workers
+    ]
+    report.native_platform = str(builder.platforms[0]) if builder.platforms else None
+
+
 def diagnose(builder: ResolvedBuilder, *, timeout: float = 4.0) -> Report:
-    """Connect to `builder`, list its workers and fill in what it can do, never raising for an
-    unreachable builder or engine (the report says so)."""
+    """Connect to `builder`, read what it and the engine report, and fill in what it can do, never
+    raising for an unreachable builder or engine (the report says so)."""
+    import llb
     from envbuild.errors import EngineUnreachable
 
-    caps = builder_caps(builder.kind)
     report = Report(
-        context=builder.context.name,
-        address=builder.address,
-        source=builder.source,
-        builder_kind=builder.kind,
-        exporters=sorted(caps.exporters),
-        push_from_builder=caps.push,
-        push_via_engine=caps.is_docker_engine,
-        cache_export=sorted(caps.cache_exports),
-        cache_import=sorted(caps.cache_imports),
+        context=builder.context.name, address=builder.address, source=builder.source, builder_kind=builder.kind
     )
+    engine, report.engine = _engine(builder.docker_host)
+    read: llb.Capabilities | None = None
     t0 = time.monotonic()
     try:
         client = builder.connect(timeout=timeout)
@@ -159,42 +128,21 @@ def diagnose(builder: ResolvedBuilder, *, timeout: float = 4.0) -> Report:
         report.error = str(exc)
     else:
         try:
-            workers = client.list_workers(timeout=timeout)
+            read = client.capabilities(timeout=timeout)
             report.reachable = True
             report.connect_seconds = round(time.monotonic() - t0, 3)
-            report.workers = [
-                {"id": w.id, "platforms": [str(p) for p in w.platforms], "labels": dict(w.labels)} for w in workers
-            ]
-            for w in workers:
-                if w.platforms:
-                    report.native_platform = str(w.platforms[0])
-                    break
-            report.buildkit_version = buildkit_version(client)
-        except Exception as exc:  # an answering socket that is not BuildKit
-            report.error = f"{builder.address} answered but ListWorkers failed: {exc}"
+        except llb.LLBError as exc:  # an answering socket that is not BuildKit, or a builder that went away
+            report.error = f"{builder.address} answered but did not say what it can do: {exc}"
         finally:
             client.close()
-    if caps.is_docker_engine:
-        report.merge_diff = False
-        report.merge_diff_reason = (
-            "the Docker engine's builder has no MergeOp/DiffOp (absent in 20.10, disabled since 23.0.2)"
-        )
-    elif report.buildkit_version:
-        v = _version_tuple(report.buildkit_version)
-        report.merge_diff = v >= (0, 10) if v else None
-        report.merge_diff_reason = f"BuildKit {report.buildkit_version}" + (
-            "" if report.merge_diff else " (needs >= 0.10)"
-        )
-    elif report.reachable:
-        report.merge_diff = None
-        report.merge_diff_reason = "unknown: the daemon has no Info RPC (BuildKit < 0.11); MergeOp needs >= 0.10"
-    report.engine = engine_facts(builder.docker_host)
-    if caps.is_docker_engine:
+    caps = derive(builder.kind, read, engine if builder.is_docker_engine else None)
+    _fill(report, caps)
+    if caps.is_docker_engine and not caps.push:
         report.notes.append(
             "push: the image is exported into the engine and pushed through the engine API "
             "(credentials from ~/.docker/config.json)"
         )
-        report.notes.append("oci tarballs, registry cache export: need a standalone buildkitd (see docs/builders.md)")
+        report.notes.append("oci and docker tarballs: the image is exported into the engine, then saved from there")
     report.notes.append(LOCAL_CACHE_NOTE)
     if report.engine.get("reachable") and not report.engine.get("nvidia_runtime"):
         report.notes.append(
@@ -215,11 +163,13 @@ def render_text(r: Report) -> str:
     ]
     if r.reachable:
         lines.append(f"reachable:     yes ({r.connect_seconds}s)")
-        if r.buildkit_version:
-            lines.append(f"buildkit:      {r.buildkit_version}")
+        lines.append(f"buildkit:      {r.buildkit_version or 'does not say'}")
         for w in r.workers:
-            lines.append(f"worker:        {w['id']}: {', '.join(w['platforms']) or '(no platforms)'}")
+            platforms = ", ".join(dict.fromkeys(w["platforms"])) or "(no platforms)"
+            lines.append(f"worker:        {w['id']}: {platforms}")
         lines.append(f"native:        {r.native_platform or 'unknown'}")
+        lines.append(f"llb caps:      {len(r.llb_caps)} enabled")
+        lines.extend(f"  disabled:    {cap}: {why}" for cap, why in sorted(r.disabled_caps.items()))
     else:
         lines.append("reachable:     NO")
         lines.extend(f"  {line}" for line in r.error.splitlines())
@@ -233,7 +183,9 @@ def render_text(r: Report) -> str:
     ]
     e = r.engine
     if e.get("reachable"):
-        lines.append(f"engine:        Docker {e['version']} (API {e['api_version']}, {e['os_arch']}, {e['driver']})")
+        lines.append(
+            f"engine:        Docker {e['version']} (API {e['api_version']}, {e['os_arch']}, {e['image_store']})"
+        )
         lines.append(
             f"gpu runtime:   {'nvidia' if e['nvidia_runtime'] else 'none'} (runtimes: {', '.join(e['runtimes'])})"
         )

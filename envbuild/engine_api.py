@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,3 +173,46 @@ def connect(docker_host: str | None = None, *, timeout: int = TIMEOUT) -> docker
 def first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0][:300] if lines else type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    """What the engine says of itself (``/version`` and ``/info``). ``containerd_store``: images live in
+    containerd's image store (the ``containerd-snapshotter`` feature, Docker Desktop's and new installs'
+    default): the engine's builder then has the image, oci and docker exporters, pushes itself, exports
+    registry cache and runs MergeOp/DiffOp."""
+
+    version: str
+    api_version: str
+    os_arch: str
+    driver: str
+    containerd_store: bool
+    runtimes: tuple[str, ...]
+    default_runtime: str
+
+    @classmethod
+    def from_api(cls, version: Mapping[str, Any], info: Mapping[str, Any]) -> EngineInfo:
+        driver_status = info.get("DriverStatus") or []
+        return cls(
+            version=str(version.get("Version", "")),
+            api_version=str(version.get("ApiVersion", "")),
+            os_arch=f"{version.get('Os', '')}/{version.get('Arch', '')}",
+            driver=str(info.get("Driver", "")),
+            containerd_store=any("io.containerd.snapshotter" in str(v) for pair in driver_status for v in pair),
+            runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
+            default_runtime=str(info.get("DefaultRuntime", "")),
+        )
+
+    @property
+    def store(self) -> str:
+        """The image store, as a person would name it."""
+        return f"containerd image store ({self.driver})" if self.containerd_store else f"{self.driver} graph driver"
+
+
+def engine_info(docker_host: str | None = None, *, timeout: int = 5) -> EngineInfo:
+    """The engine's version and storage (EngineUnreachable when it does not answer)."""
+    engine = connect(docker_host, timeout=timeout)
+    try:
+        return EngineInfo.from_api(engine.version(), engine.info())
+    finally:
+        engine.close()

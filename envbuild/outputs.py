@@ -2,10 +2,11 @@
 
 The option syntax is buildx's (``--output type=image,"name=a:1,b:2",push=true``): CSV fields of
 ``key=value`` with Go-style quoting. Parsing gives typed values; `plan_build` then turns them into
-the `llb` exports and cache options one builder can honour, plus the steps envbuild does itself
-where the Docker engine's embedded BuildKit (v0.8 in Docker 20.10) lacks an exporter: a push goes
-through the engine API after a ``moby`` export, ``type=docker,dest=`` becomes ``docker save``.
-Requests no fallback can satisfy fail before the build, naming the builders that can.
+the `llb` exports and cache options one builder can honour (`envbuild.capabilities`: what this
+builder reported), plus the steps envbuild does itself where the builder lacks an exporter (the Docker
+engine's builder when the engine keeps images in a graph driver): a push goes through the engine API
+after a ``moby`` export, ``type=docker,dest=`` becomes ``docker save``. Requests no fallback can
+satisfy fail before the build, saying why this builder cannot and which can.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from envbuild.errors import UsageError
 
 if TYPE_CHECKING:
+    from envbuild.capabilities import BuilderCaps
     from llb import Platform
     from llb.export import CacheOption, Export
 
@@ -30,7 +32,6 @@ __all__ = [
     "OutputSpec",
     "CacheSpec",
     "BuildOutputOptions",
-    "BuilderCaps",
     "PushImage",
     "SaveImage",
     "SaveOCI",
@@ -43,7 +44,6 @@ __all__ = [
     "parse_platforms",
     "validate_image_name",
     "parse_build_options",
-    "builder_caps",
     "default_platforms",
     "check_platforms",
     "platform_suffix",
@@ -357,74 +357,11 @@ def parse_build_options(
 # ------------------------------------------------------------------ builders
 
 
-@dataclass(frozen=True, slots=True)
-class BuilderCaps:
-    """What one kind of builder can do; ``exporters`` are BuildKit exporter names."""
-
-    kind: str
-    label: str
-    exporters: frozenset[str]
-    push: bool
-    cache_exports: frozenset[str]
-    cache_imports: frozenset[str]
-    merge_diff: bool
-    engine_store: bool
-
-    @property
-    def is_docker_engine(self) -> bool:
-        return self.kind == "docker"
-
-
-ENGINE_CAPS = BuilderCaps(
-    kind="docker",
-    label="the Docker engine's embedded BuildKit",
-    exporters=frozenset({"moby", "local", "tar"}),
-    push=False,
-    cache_exports=frozenset({"inline"}),
-    cache_imports=frozenset({"registry"}),
-    merge_diff=False,
-    engine_store=True,
-)
-_STANDALONE = dict(
-    exporters=frozenset({"docker", "image", "oci", "local", "tar"}),
-    push=True,
-    cache_exports=frozenset({"registry", "inline"}),
-    cache_imports=frozenset({"registry"}),
-    merge_diff=True,
-    engine_store=False,
-)
-_STANDALONE_LABELS = {
-    "unix": "a buildkitd on a unix socket",
-    "tcp": "a buildkitd over TCP",
-    "docker-container": "a buildkitd in a Docker container",
-    "kube-pod": "a buildkitd in a Kubernetes pod",
-}
-STANDALONE_HINT = (
-    "a standalone buildkitd can: `docker run -d --name buildkitd --privileged moby/buildkit` and "
-    "pass --builder docker-container://buildkitd (or `envbuild context create bk --builder "
-    "docker-container --use`); tcp://, unix:// and kube-pod:// builders work the same"
-)
 LOCAL_CACHE_NOTE = (
     "type=local cache needs the client to serve a content store over the build session, which "
     "envbuild's client does not do yet; use type=registry (a local registry works: "
     "ref=127.0.0.1:5000/env:cache)"
 )
-
-
-def builder_caps(kind: str, *, merge_diff: bool | None = None) -> BuilderCaps:
-    """Capabilities of a builder kind (``docker`` = the engine; the rest are standalone buildkitd).
-
-    ``merge_diff`` overrides the default when it was measured (gateway Ping caps of BuildKit >= 0.10).
-    """
-    if kind == "docker":
-        caps = ENGINE_CAPS
-    elif kind in _STANDALONE_LABELS:
-        caps = BuilderCaps(kind=kind, label=_STANDALONE_LABELS[kind], **_STANDALONE)  # type: ignore[arg-type]
-    else:
-        raise UsageError(f"unknown builder kind {kind!r}")
-    if merge_diff is not None and merge_diff != caps.merge_diff:
-        caps = replace(caps, merge_diff=merge_diff)
-    return caps
 
 
 def default_platforms(workers: Sequence[object]) -> tuple[Platform, ...]:
@@ -532,22 +469,15 @@ class BuildPlan:
     """A directory output may go into a directory that is not empty (``--force``)."""
 
 
-def _unsupported(what: str, caps: BuilderCaps, *, alternative: str = "") -> UsageError:
-    msg = f"{caps.label} cannot {what}; {STANDALONE_HINT}"
-    if alternative:
-        msg += f". {alternative}"
-    return UsageError(msg)
-
-
 def _plan_cache(options: BuildOutputOptions, caps: BuilderCaps, *, image_output: bool) -> tuple[tuple, tuple]:
     for spec in options.cache_exports:
         if spec.type == "local":
             raise UsageError(f"--export-cache {LOCAL_CACHE_NOTE}")
         if spec.type not in caps.cache_exports:
-            raise _unsupported(
+            raise caps.refusal(
                 f"export cache (type={spec.type})",
-                caps,
-                alternative="On the engine use --export-cache type=inline with a pushed image, "
+                f"cache-export:{spec.type}",
+                alternative="On this builder use --export-cache type=inline with a pushed image, "
                 "and --import-cache type=registry,ref=THAT_IMAGE on the next build",
             )
         if spec.type == "inline" and not image_output:
@@ -556,7 +486,7 @@ def _plan_cache(options: BuildOutputOptions, caps: BuilderCaps, *, image_output:
         if spec.type == "local":
             raise UsageError(f"--import-cache {LOCAL_CACHE_NOTE}")
         if spec.type not in caps.cache_imports:
-            raise _unsupported(f"import cache (type={spec.type})", caps)
+            raise caps.refusal(f"import cache (type={spec.type})", f"cache-import:{spec.type}")
     return (
         tuple(s.to_llb() for s in options.cache_imports),
         tuple(s.to_llb() for s in options.cache_exports),
@@ -620,30 +550,31 @@ def plan_build(
             if dest is None:
                 export, stored = DockerImage(pnames), pnames
                 what = f"image {', '.join(pnames)} in the Docker engine"
-            elif caps.is_docker_engine:
+            elif "docker" in caps.exporters:
+                export = DockerTarExport(dest, name=",".join(pnames))
+                what = f"docker tarball {dest}"
+            else:  # the builder writes only into the engine's store: envbuild saves from there
                 export, stored = DockerImage(pnames), pnames
                 post = (SaveImage(pnames, dest),)
                 what = f"image {', '.join(pnames)} in the engine, saved to {dest}"
-            else:
-                export = DockerTarExport(dest, name=",".join(pnames))
-                what = f"docker tarball {dest}"
         elif out.type == "image":
-            if caps.is_docker_engine:
+            if caps.is_docker_engine and not (out.push and caps.push):
                 export, stored = DockerImage(pnames), pnames
                 post = (PushImage(pnames, out.insecure),) if out.push else ()
                 what = f"image {', '.join(pnames)}" + (" pushed through the engine" if out.push else " in the engine")
             else:
                 export = ImageExport(pnames, push=out.push, insecure=out.insecure)
+                stored = pnames if caps.engine_store else ()
                 what = f"image {', '.join(pnames)}" + (" pushed by the builder" if out.push else "")
         elif out.type == "oci":
             assert dest is not None
-            if caps.is_docker_engine:
+            if "oci" in caps.exporters:
+                export = OCIExport(dest, name=",".join(pnames))
+                what = f"OCI tarball {dest}"
+            else:  # the builder writes only into the engine's store: envbuild converts `docker save`
                 export, stored = DockerImage(pnames), pnames
                 post = (SaveOCI(pnames, dest),)
                 what = f"image {', '.join(pnames)} in the engine, converted to the OCI tarball {dest}"
-            else:
-                export = OCIExport(dest, name=",".join(pnames))
-                what = f"OCI tarball {dest}"
         elif out.type == "tar":
             assert dest is not None
             export = TarExport(dest)

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -33,7 +34,7 @@ from envbuild.outputs import (
     SaveOCI,
     check_destination,
 )
-from llb.export import DockerTarExport, LocalExport, OCIExport, TarExport
+from llb.export import DockerTarExport, ImageExport, LocalExport, OCIExport, TarExport
 
 if TYPE_CHECKING:
     import docker
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 MessageFn = Callable[[str], None]
+_PUSHED_DIGEST = re.compile(r"\bdigest: (sha256:[0-9a-f]{64})\b")
 TRANSFER_TIMEOUT = 300
 """Seconds one push or save call may wait on the engine (large images)."""
 
@@ -119,9 +121,11 @@ def push_images(
                     hint = _push_hint(name, error)
                     raise PublishError(f"pushing {name} failed: {error}" + (f"; {hint}" if hint else ""))
                 aux = event.get("aux") or {}
+                status = event.get("status")
                 if aux.get("Digest"):
                     digest = aux["Digest"]
-                status = event.get("status")
+                elif status and (line := _PUSHED_DIGEST.search(str(status))):
+                    digest = line.group(1)  # engines with the containerd image store report it only here
                 if on_message and status and not event.get("progressDetail"):
                     on_message(f"{event.get('id', '')}: {status}".lstrip(": "))
         except APIError as exc:
@@ -429,6 +433,25 @@ def _merge_tree(src: Path, dst: Path) -> None:
         os.rename(entry.path, target)
 
 
+def _pushed_by_builder(step: PlannedSolve, result: Any) -> list[PushResult]:
+    """The names an image export pushed, with the manifest digest the builder reported."""
+    export = step.export
+    if not (isinstance(export, ImageExport) and export.push):
+        return []
+    digest = (getattr(result, "exporter_response", None) or {}).get("containerimage.digest", "")
+    if not digest:
+        raise PublishError(f"the builder pushed {', '.join(export.name)} but reported no digest")
+    return [PushResult(name, digest) for name in export.name]
+
+
+def _saved_by_builder(step: PlannedSolve) -> list[Path]:
+    """Image tarballs the builder's own exporter wrote (`oci`, `docker`)."""
+    export = step.export
+    if isinstance(export, (OCIExport, DockerTarExport)):
+        return [Path(export.dest).expanduser().absolute()]
+    return []
+
+
 def execute_plan(
     plan: BuildPlan,
     solve: Callable[[PlannedSolve], Any],
@@ -450,5 +473,12 @@ def execute_plan(
         if step.post and client is None:
             client = engine_api.connect(docker_host, timeout=TRANSFER_TIMEOUT)
         summary = run_post_actions(step.post, client=client, on_message=on_message)
-        outcomes.append(StepOutcome(step, result, tuple(summary["pushed"]), tuple(summary["saved"])))
+        outcomes.append(
+            StepOutcome(
+                step,
+                result,
+                (*_pushed_by_builder(step, result), *summary["pushed"]),
+                (*_saved_by_builder(step), *summary["saved"]),
+            )
+        )
     return outcomes

@@ -41,7 +41,7 @@ from .errors import (
     SolveError,
     UnsupportedByBuilder,
 )
-from .export import CacheOption, Export, ExporterPlan, ImageConfig, plan_export
+from .export import CacheOption, Export, ExporterPlan, ImageConfig, exporter_missing, plan_export
 from .platform import Platform
 from .progress import ProgressEvent, ProgressTracker, VertexInfo
 from .session import Session, SessionConfig, SessionServer
@@ -59,6 +59,7 @@ _EXIT_PATTERNS = (
     re.compile(r"executor failed running \[(?P<cmd>.*?)\]: exit code: (?P<code>\d+)", re.S),
 )
 _CANCELLED = "solve cancelled; the builder was told to stop it"
+_MISSING_EXPORTER = re.compile(r'exporter "(?P<name>[^"]+)" could not be found')
 
 _Unary = grpc.UnaryUnaryMultiCallable
 _Stream = grpc.UnaryStreamMultiCallable
@@ -532,11 +533,20 @@ class Client:
                 ),
             )
             cleanup.callback(session.close)
-            request = _solve_request(ref, session.id, plan, entitlements, frontend_attrs, cache_imports, cache_exports)
-            if image_config is None:
-                request.Definition.CopyFrom(definition)  # else the gateway build sends it
-            self._check_request_size(request, definition if image_config is not None else None)
-            response, status_error = self._run(request, session, definition, image_config, tracker, cancel)
+            # A gateway build (one with an image config) sends the definition and the cache imports
+            # itself: imports on Control.Solve do not reach a solve made through the gateway.
+            gateway = _GatewayBuild(definition, image_config, tuple(cache_imports)) if image_config else None
+            imports = cache_imports if gateway is None else ()
+            request = _solve_request(ref, session.id, plan, entitlements, frontend_attrs, imports, cache_exports)
+            if gateway is None:
+                request.Definition.CopyFrom(definition)
+            elif cache_imports and not self.capabilities().frontend_supports("importcaches"):
+                raise UnsupportedByBuilder(
+                    "cache imports for an image build go through the builder's gateway, and "
+                    + self.capabilities().why_not("importcaches", frontend=True)
+                )
+            self._check_request_size(request, definition if gateway is not None else None)
+            response, status_error = self._run(request, session, gateway, tracker, cancel)
             session.close()
             if session.errors:
                 raise SolveError("; ".join(session.errors))
@@ -571,14 +581,15 @@ class Client:
         self,
         request: control_pb2.SolveRequest,
         session: Session,
-        definition: ops_pb2.Definition,
-        image_config: ImageConfig | None,
+        gateway: _GatewayBuild | None,
         tracker: ProgressTracker,
         cancel: threading.Event | None,
     ) -> tuple[control_pb2.SolveResponse, BaseException | None]:
-        """Sends the solve (and acts as its frontend when there is an image config) while the
-        status stream feeds `tracker`. Returns the response and what broke the status stream, if
-        anything; raises Cancelled or the llb error for what the builder reported."""
+        """Sends the solve (and acts as its frontend for a gateway build) while the status stream
+        feeds `tracker`. Returns the response and what broke the status stream, if anything; raises
+        Cancelled or the llb error for what the builder reported. A build that ends before its
+        frontend is done (an exporter the builder lacks) cancels the frontend's calls, and its own
+        error is the one reported."""
         try:
             session.attach(self.transport, self.channel)
         except OSError as exc:
@@ -588,8 +599,14 @@ class Client:
         try:
             solve = calls.add(self._solve.future(request))
             status.start()
-            if image_config is not None:
-                self._gateway_build(request.Ref, definition, image_config, calls, cancel)
+            if gateway is not None:
+                frontend = _Calls()
+                solve.add_done_callback(lambda _f: frontend.cancel_all())
+                try:
+                    self._gateway_build(request.Ref, gateway, frontend, cancel)
+                except (grpc.RpcError, grpc.FutureCancelledError):
+                    if not solve.done():
+                        raise
             response = _wait(solve, cancel)
         except (_CancelRequested, KeyboardInterrupt) as exc:
             calls.cancel_all()
@@ -598,7 +615,7 @@ class Client:
             status.finish()
             if exc.code() == grpc.StatusCode.CANCELLED and cancel is not None and cancel.is_set():
                 raise Cancelled(_CANCELLED) from None
-            raise _solve_error(exc, tracker, self.address) from None
+            raise _solve_error(exc, tracker, self.address, docker_engine=self.is_docker_engine) from None
         except BaseException:
             calls.cancel_all()
             raise
@@ -606,20 +623,17 @@ class Client:
         return response, status.error
 
     def _gateway_build(
-        self,
-        build_id: str,
-        definition: ops_pb2.Definition,
-        image_config: ImageConfig,
-        calls: _Calls,
-        cancel: threading.Event | None,
+        self, build_id: str, gateway: _GatewayBuild, calls: _Calls, cancel: threading.Event | None
     ) -> None:
         """Act as the frontend of build `build_id`: solve, then return the ref with the config.
         An error is returned to the build too, so that the Solve call ends with it."""
         md = ((_BUILD_ID_KEY, build_id),)
         try:
-            config = self._image_config(build_id, definition, image_config, calls, cancel)
+            config = self._image_config(build_id, gateway.definition, gateway.image_config, calls, cancel)
             req = gateway_pb2.SolveRequest(allowResultReturn=True, allowResultArrayRef=True)
-            req.Definition.CopyFrom(definition)
+            req.Definition.CopyFrom(gateway.definition)
+            for opt in gateway.cache_imports:
+                req.CacheImports.add(Type=opt.type, Attrs=dict(opt.attrs))
             resp = _wait(calls.add(self._gw_solve.future(req, metadata=md)), cancel)
             ret = gateway_pb2.ReturnRequest()
             ret.result.ref.id = _result_ref(resp)
@@ -656,6 +670,16 @@ class Client:
         return image_config.merged_into(base_config, platform)
 
 
+@dataclass(frozen=True, slots=True)
+class _GatewayBuild:
+    """What a build whose frontend is the client solves through the gateway: the definition, the
+    image config to return with its result, and the cache to import for that solve."""
+
+    definition: ops_pb2.Definition
+    image_config: ImageConfig
+    cache_imports: tuple[CacheOption, ...]
+
+
 def _solve_request(
     ref: str,
     session_id: str,
@@ -690,12 +714,17 @@ def _result_ref(resp: gateway_pb2.SolveResponse) -> str:
     return resp.ref
 
 
-def _solve_error(exc: grpc.RpcError, tracker: ProgressTracker, address: str) -> LLBError:
+def _solve_error(
+    exc: grpc.RpcError, tracker: ProgressTracker, address: str, *, docker_engine: bool = False
+) -> LLBError:
     """The llb error for a failed solve: a step's exit code and log tail when the message has them."""
     msg = _rpc_details(exc)
     code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
         return BuilderUnreachable(address, msg, "the builder went away during the solve")
+    missing = _MISSING_EXPORTER.search(msg)
+    if missing is not None:
+        return exporter_missing(msg, missing.group("name"), docker_engine=docker_engine)
     if "unknown cache exporter" in msg or "unknown cache importer" in msg:
         return UnsupportedByBuilder(
             f"{msg}: the Docker engine's embedded BuildKit only exports 'inline' cache; "

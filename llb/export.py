@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import UnsupportedByBuilder
+from .source import normalize_image_ref
 
 __all__ = [
     "DockerImage",
@@ -52,7 +53,8 @@ class DockerImage:
 
 @dataclass(frozen=True, slots=True, init=False)
 class ImageExport:
-    """The `image` exporter of a standalone buildkitd (optionally pushed to a registry)."""
+    """BuildKit's `image` exporter (optionally pushed to a registry by the builder): a standalone
+    buildkitd's, or the Docker engine's with the containerd image store."""
 
     name: tuple[str, ...]
     push: bool
@@ -80,7 +82,7 @@ class TarExport:
 
 @dataclass(frozen=True, slots=True)
 class OCIExport:
-    """Write an OCI image layout tarball (standalone buildkitd only)."""
+    """Write an OCI image layout tarball (a builder with the `oci` exporter)."""
 
     dest: str | Path
     name: str = ""
@@ -88,7 +90,7 @@ class OCIExport:
 
 @dataclass(frozen=True, slots=True)
 class DockerTarExport:
-    """Write a `docker load`-able tarball (standalone buildkitd only)."""
+    """Write a `docker load`-able tarball (a builder with the `docker` exporter)."""
 
     dest: str | Path
     name: str = ""
@@ -197,7 +199,11 @@ class ExporterPlan:
 
 
 def plan_export(export: Export | None, *, docker_engine: bool) -> ExporterPlan:
-    """Translate an Export for the Docker engine's embedded BuildKit or a standalone buildkitd."""
+    """Translate an Export for the Docker engine's embedded BuildKit or a standalone buildkitd.
+
+    The ``image``, ``oci`` and ``docker`` exporters go to the builder as asked: whether it has them is
+    the builder's to say (the Docker engine's builder has them with the containerd image store, not
+    with a graph driver), and a refusal becomes UnsupportedByBuilder (see `exporter_missing`)."""
     if export is None:
         return ExporterPlan("", {})
     if isinstance(export, DockerImage):
@@ -208,22 +214,30 @@ def plan_export(export: Export | None, *, docker_engine: bool) -> ExporterPlan:
         return ExporterPlan("local", {}, receive_dir=Path(export.dest))
     if isinstance(export, TarExport):
         return ExporterPlan("tar", {}, receive_file=Path(export.dest))
-    unsupported = {ImageExport: "image", OCIExport: "oci", DockerTarExport: "docker"}
-    kind = unsupported.get(type(export))
-    if kind is None:
-        raise TypeError(f"unknown export {export!r}")
-    if docker_engine:
-        raise UnsupportedByBuilder(
-            f"the Docker engine's embedded BuildKit (v0.8) has no {kind!r} exporter; "
-            f"{_STANDALONE_HINT}. On the engine use DockerImage, LocalExport or TarExport."
-        )
     if isinstance(export, ImageExport):
-        attrs = {"name": ",".join(export.name)}
+        # The engine's store holds images under full names (docker.io/library/x:latest); its `moby`
+        # exporter qualifies names itself, BuildKit's `image` exporter does not.
+        names = [normalize_image_ref(n) for n in export.name] if docker_engine else export.name
+        attrs = {"name": ",".join(names)}
         if export.push:
             attrs["push"] = "true"
         if export.insecure:
             attrs["registry.insecure"] = "true"
+        if docker_engine:  # the image lands in the engine's store: unpacked, so `docker run` can use it
+            attrs["unpack"] = "true"
         return ExporterPlan("image", attrs, is_image=True)
-    assert isinstance(export, (OCIExport, DockerTarExport))
-    attrs = {"name": export.name} if export.name else {}
-    return ExporterPlan(kind, attrs, receive_file=Path(export.dest), is_image=True)
+    if isinstance(export, (OCIExport, DockerTarExport)):
+        kind = "oci" if isinstance(export, OCIExport) else "docker"
+        attrs = {"name": export.name} if export.name else {}
+        return ExporterPlan(kind, attrs, receive_file=Path(export.dest), is_image=True)
+    raise TypeError(f"unknown export {export!r}")
+
+
+def exporter_missing(message: str, exporter: str, *, docker_engine: bool) -> UnsupportedByBuilder:
+    """The error for a builder that answered "exporter X could not be found"."""
+    where = (
+        "the Docker engine's builder has it only when the engine keeps images in the containerd image store; "
+        if docker_engine
+        else ""
+    )
+    return UnsupportedByBuilder(f"{message}: this builder has no {exporter!r} exporter; {where}{_STANDALONE_HINT}")

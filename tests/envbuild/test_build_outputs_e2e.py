@@ -132,6 +132,57 @@ def test_push_then_pull_under_another_name_and_run(tmp_path: Path, uid: str) -> 
         _rmi(f"{ref}:1", f"{ref}:latest", pulled)
 
 
+def _cache_records() -> list[dict[str, str]]:
+    import docker
+
+    engine = docker.from_env()
+    try:
+        return list(engine.df().get("BuildCache") or [])
+    finally:
+        engine.close()
+
+
+def _prune_cache_records(ids: set[str], *, marker: str) -> None:
+    """Remove these build cache records through the engine's API, and nothing else of its cache; the
+    records of the steps named with `marker` must go (others may be held by images or builds that
+    share them)."""
+    import docker
+
+    engine = docker.from_env(timeout=300)
+    try:
+        for _ in range(5):  # a record goes once the records made from it went
+            left = ids & {r["ID"] for r in _cache_records()}
+            if left:
+                engine.api.prune_builds(filters={"id": "^(" + "|".join(sorted(left)) + ")$"})  # type: ignore[dict-item]
+        kept = [r["Description"] for r in _cache_records() if r["ID"] in ids and marker in r.get("Description", "")]
+        assert not kept, f"the step's cache records could not be pruned: {kept}"
+    finally:
+        engine.close()
+
+
+@pytest.mark.registry
+def test_import_cache_brings_back_the_steps_of_a_pushed_image(tmp_path: Path, uid: str) -> None:
+    """A CI run on a fresh machine: last run pushed the image with inline cache; the image and the build
+    cache are gone here. With --import-cache the step comes back as a cache hit instead of running."""
+    reason = _registry_reason()
+    if reason:
+        pytest.skip(reason)
+    proj = _project(tmp_path / "ci", f'base(image="{BASE}", dev=False)\nrun(commands=["echo ran-{uid} > /hello"])')
+    ref = f"{REGISTRY}/envbuild-e2e/import-{uid}:ci"
+    try:
+        before = {r["ID"] for r in _cache_records()}
+        r = envbuild(["build", "-p", str(proj), "-t", ref, "--push", "--export-cache", "type=inline"])
+        assert r.returncode == 0, r.stderr
+        _rmi(ref)
+        _prune_cache_records({r["ID"] for r in _cache_records()} - before, marker=f"ran-{uid}")
+        r = envbuild(["build", "-p", str(proj), "-t", ref, "--import-cache", ref])
+        assert r.returncode == 0, r.stderr
+        assert not [step for step in _ran(r.stderr) if f"ran-{uid}" in step], r.stderr
+        assert _docker("run", "--rm", ref, "cat", "/hello").strip() == f"ran-{uid}"
+    finally:
+        _rmi(ref)
+
+
 def test_proxy_values_do_not_change_cache_keys(tmp_path: Path, uid: str) -> None:
     """Proxies reach run steps as ExecOp proxy env, which BuildKit leaves out of cache keys: a build
     with other proxy values is fully cached (the step did not run again, so it still shows the first)."""

@@ -11,9 +11,10 @@ import pytest
 
 import llb
 from envbuild import build as B
-from envbuild import contexts, images
+from envbuild import contexts, engine_api, images
 from envbuild.compiler import UNRESOLVED
 from envbuild.outputs import parse_build_options
+from tests.envbuild.test_capabilities import engine, reported
 
 
 @dataclass
@@ -33,8 +34,8 @@ class _Client:
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def list_workers(self) -> list[Any]:
-        return [_Worker(self.platforms)]
+    def capabilities(self) -> llb.Capabilities:
+        return reported(merge=None, platforms=self.platforms)  # what Docker 20.10's builder reports
 
     def solve(self, definition: llb.Definition, **kwargs: Any) -> _Result:
         self.solves.append({"definition": definition, **kwargs})
@@ -47,15 +48,11 @@ class _Client:
 
 
 @dataclass
-class _Worker:
-    platforms: tuple[llb.Platform, ...]
-
-
-@dataclass
 class _Builder:
     client: _Client
     kind: str = "docker"
     docker_host: str | None = None
+    is_docker_engine: bool = True
 
     def connect(self) -> _Client:
         return self.client
@@ -68,6 +65,7 @@ class _Builder:
 def recorder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> _Client:
     client = _Client((llb.Platform("linux", "amd64"), llb.Platform("linux", "386")))
     monkeypatch.setattr(contexts, "resolve_builder", lambda *a, **k: _Builder(client))
+    monkeypatch.setattr(engine_api, "engine_info", lambda *a, **k: engine("20.10.24", containerd=False))
     monkeypatch.setattr(images, "resolve", lambda *a, **k: UNRESOLVED)
     monkeypatch.setattr(images, "inspect_image", lambda *a, **k: None)
     monkeypatch.setattr(images, "image_labels", lambda *a, **k: None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +21,6 @@ from envbuild.outputs import (
     PushImage,
     SaveImage,
     SaveOCI,
-    builder_caps,
     check_destinations,
     check_platforms,
     default_platforms,
@@ -33,11 +33,22 @@ from envbuild.outputs import (
     validate_image_name,
 )
 from llb.client import WorkerInfo
+from tests.envbuild.test_capabilities import docker20, docker26, standalone
 
 AMD64 = llb.Platform("linux", "amd64")
 ARM64 = llb.Platform("linux", "arm64")
 ENGINE_WORKERS = [WorkerInfo("moby", (AMD64, llb.Platform("linux", "386")), {})]
 ARM_WORKERS = [WorkerInfo("w0", (ARM64, AMD64), {})]
+
+
+def builder_caps(kind: str) -> Any:
+    """What the builder reported, as measured: ``docker`` is Docker 20.10 (overlay2), ``containerd``
+    Docker 26 with the containerd image store, the rest a standalone buildkitd."""
+    if kind == "docker":
+        return docker20()
+    if kind == "containerd":
+        return docker26(containerd=True)
+    return standalone(kind)
 
 
 # ---------------------------------------------------------------- CSV
@@ -308,8 +319,9 @@ def test_cache_per_builder() -> None:
     assert s.cache_imports == (llb.CacheOption("registry", {"ref": "r/e:1"}),)
     with pytest.raises(UsageError) as info:
         _plan("docker", export_cache=["type=registry,ref=r/e:cache,mode=max"])
-    assert "cannot export cache (type=registry)" in str(info.value)
+    assert "cannot export cache (type=registry): the engine keeps images in the overlay2 graph" in str(info.value)
     assert "type=inline" in str(info.value) and "docker-container://buildkitd" in str(info.value)
+    assert "containerd-snapshotter" in str(info.value)
     (s,) = _plan("tcp", export_cache=["type=registry,ref=r/e:cache,mode=max"])
     assert s.cache_exports == (llb.CacheOption("registry", {"ref": "r/e:cache", "mode": "max"}),)
     with pytest.raises(UsageError, match="content store"):
@@ -320,15 +332,25 @@ def test_cache_per_builder() -> None:
         _plan("tcp", outputs=["type=tar,dest=x"], export_cache=["type=inline"])
 
 
-def test_caps_table() -> None:
-    engine = builder_caps("docker")
-    assert engine.is_docker_engine and not engine.push and not engine.merge_diff
-    assert engine.exporters == {"moby", "local", "tar"}
-    bk = builder_caps("tcp")
-    assert bk.push and bk.merge_diff and "oci" in bk.exporters and "registry" in bk.cache_exports
-    assert not builder_caps("tcp", merge_diff=False).merge_diff
-    with pytest.raises(UsageError):
-        builder_caps("podman")
+def test_the_containerd_store_engine_uses_its_own_exporters() -> None:
+    """Where the engine's builder has the image, oci and docker exporters, envbuild asks it for them;
+    the same requests on a graph-driver engine are exported into the store and pushed or saved from
+    there."""
+    (s,) = _plan("containerd", push=True, tags=["r/e:1", "r/e:latest"])
+    assert s.export == llb.ImageExport(["r/e:1", "r/e:latest"], push=True) and s.post == ()
+    assert s.image_names == ("r/e:1", "r/e:latest")  # the image lands in the engine's store as well
+    (s,) = _plan("containerd", outputs=["type=oci,dest=o.tar"], tags=["r/e:1"])
+    assert s.export == llb.OCIExport("o.tar", name="r/e:1") and s.post == () and s.image_names == ()
+    (s,) = _plan("containerd", outputs=["type=docker,dest=d.tar"], tags=["r/e:1"])
+    assert s.export == llb.DockerTarExport("d.tar", name="r/e:1") and s.post == ()
+    (s,) = _plan("containerd", tags=["r/e:1"])
+    assert s.export == llb.DockerImage("r/e:1")  # a plain build goes into the store as everywhere
+    (s,) = _plan("containerd", export_cache=["type=registry,ref=r/e:cache,mode=max"], tags=["r/e:1"])
+    assert s.cache_exports == (llb.CacheOption("registry", {"ref": "r/e:cache", "mode": "max"}),)
+    (s,) = _plan("docker", push=True, tags=["r/e:1"])
+    assert s.export == llb.DockerImage("r/e:1") and s.post == (PushImage(("r/e:1",)),)
+    (s,) = _plan("docker", outputs=["type=oci,dest=o.tar"], tags=["r/e:1"])
+    assert s.export == llb.DockerImage("r/e:1") and s.post == (SaveOCI(("r/e:1",), "o.tar"),)
 
 
 # ---------------------------------------------------------------- fuzzing

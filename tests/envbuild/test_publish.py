@@ -73,6 +73,15 @@ def test_push_errors_say_what_to_do(error: str, hint: str) -> None:
     assert "pushing reg.example.com/team/env:v1 failed" in str(info.value) and hint in str(info.value)
 
 
+def test_push_digest_from_the_status_line() -> None:
+    """Engines with the containerd image store send the digest only in the last status line."""
+    digest = "sha256:" + "2" * 64
+    events = [{"status": "Pushed", "progressDetail": {}, "id": "abc"}, {"status": f"v1: digest: {digest} size: 694"}]
+    client = FakeDocker(events)
+    (res,) = push_images(["r:5000/a:v1"], client=client)  # type: ignore[arg-type]
+    assert res.digest == digest
+
+
 def test_push_without_digest_is_an_error() -> None:
     with pytest.raises(PublishError, match="without a digest"):
         push_images(["r/a:1"], client=FakeDocker([{"status": "done"}]))  # type: ignore[arg-type]
@@ -161,6 +170,28 @@ def test_execute_plan_runs_post_actions_in_order(tmp_path: Path) -> None:
     assert outcomes[0].pushed[0].digest == "sha256:" + "2" * 64 and outcomes[1].pushed == ()
     assert messages[0] == "warning: careful"
     assert outcomes[0].step.is_image and not outcomes[1].step.is_image
+
+
+def test_what_the_builder_pushed_and_saved_itself_is_reported(tmp_path: Path) -> None:
+    """A builder with the image/oci exporters (a buildkitd; the engine with the containerd image store)
+    pushes and writes tarballs itself: the outcome names them with the digest it reported."""
+    digest = "sha256:" + "3" * 64
+    dest = tmp_path / "image-oci.tar"
+    plan = BuildPlan(
+        solves=(
+            PlannedSolve(platform=llb.Platform(), export=llb.ImageExport(["r/a:1", "r/a:latest"], push=True)),
+            PlannedSolve(platform=llb.Platform(), export=llb.OCIExport(str(dest))),
+        )
+    )
+
+    def solve(step: PlannedSolve) -> Any:
+        if isinstance(step.export, llb.OCIExport):
+            Path(step.export.dest).write_bytes(b"oci")
+        return type("Result", (), {"exporter_response": {"containerimage.digest": digest}})()
+
+    pushed, saved = execute_plan(plan, solve)
+    assert [(p.name, p.digest) for p in pushed.pushed] == [("r/a:1", digest), ("r/a:latest", digest)]
+    assert saved.saved == (dest,) and dest.read_bytes() == b"oci" and pushed.saved == ()
 
 
 def test_run_post_actions_rejects_unknown() -> None:

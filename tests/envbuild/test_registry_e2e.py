@@ -9,8 +9,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 import tarfile
 import urllib.request
 import uuid
@@ -20,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from envbuild.outputs import builder_caps, parse_build_options, plan_build
+from envbuild import engine_api
+from envbuild.capabilities import BuilderCaps, derive
+from envbuild.outputs import parse_build_options, plan_build
 from envbuild.publish import execute_plan
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
@@ -76,17 +76,18 @@ def _hello_state(text: str) -> Any:
     return llb.image(BASE_IMAGE).run(["sh", "-c", f"echo {text} > /hello"], network=llb.Network.NONE).root()
 
 
+def _caps(env: tuple[Any, Any]) -> BuilderCaps:
+    """What this engine and its builder report they can do."""
+    return derive("docker", env[0].capabilities(), engine_api.engine_info())
+
+
 def _build(env: tuple[Any, Any], state: Any, *, default_name: str | None = None, **options: Any) -> list[Any]:
     """What `envbuild build` does with the options: plan for the engine, solve, run post actions."""
     import llb
 
     bk, dc = env
-    plan = plan_build(
-        parse_build_options(**options),
-        caps=builder_caps("docker"),
-        default_name=default_name,
-        workers=bk.list_workers(),
-    )
+    caps = _caps(env)
+    plan = plan_build(parse_build_options(**options), caps=caps, default_name=default_name, workers=caps.workers)
 
     def solve(step: Any) -> Any:
         return bk.solve(
@@ -177,11 +178,23 @@ def test_inline_cache_travels_with_the_pushed_image(env: tuple[Any, Any], uid: s
         _remove(dc, ref)
 
 
-def test_engine_refuses_registry_cache_export_before_building(env: tuple[Any, Any]) -> None:
+def test_registry_cache_export_where_the_engine_has_it(env: tuple[Any, Any], uid: str) -> None:
+    """A graph-driver engine's builder exports only inline cache: refused before building, saying why
+    and who can. With the containerd image store the engine's builder writes it to the registry."""
     from envbuild.errors import UsageError
 
-    with pytest.raises(UsageError, match="docker-container://buildkitd"):
-        _build(env, _hello_state("x"), tags=["x:1"], export_cache=[f"type=registry,ref={REGISTRY}/x:cache"])
+    cache = f"type=registry,ref={REGISTRY}/envbuild-e2e/cache:{uid}"
+    if "registry" not in _caps(env).cache_exports:
+        with pytest.raises(UsageError, match=r"graph driver.*containerd-snapshotter.*docker-container://buildkitd"):
+            _build(env, _hello_state("x"), tags=["x:1"], export_cache=[cache])
+        return
+    name = f"envbuild-e2e/cache-src:{uid}"
+    try:
+        _build(env, _hello_state(f"cache-{uid}"), tags=[name], export_cache=[cache])
+        with _HTTP.open(f"http://{REGISTRY}/v2/envbuild-e2e/cache/tags/list", timeout=10) as resp:
+            assert uid in json.loads(resp.read())["tags"]
+    finally:
+        _remove(env[1], name)
 
 
 def test_docker_tarball_output_is_docker_loadable(env: tuple[Any, Any], uid: str, tmp_path: Path) -> None:
@@ -234,7 +247,8 @@ def test_doctor_on_the_engine(env: tuple[Any, Any], capsys: pytest.CaptureFixtur
     report = json.loads(capsys.readouterr().out)
     assert report["reachable"] and report["builder_kind"] == "docker"
     assert report["native_platform"] == report["workers"][0]["platforms"][0]
-    assert report["merge_diff"] is False and "moby" in report["exporters"]
+    assert report["merge_diff"] is report["engine"]["containerd_image_store"] and "moby" in report["exporters"]
+    assert ("oci" in report["exporters"]) is report["engine"]["containerd_image_store"]
     assert report["engine"]["reachable"] and isinstance(report["engine"]["nvidia_runtime"], bool)
 
 
@@ -259,13 +273,14 @@ def test_build_file_base_image_from_the_registry(env: tuple[Any, Any], uid: str,
         _remove(dc, ref, tag)
 
 
-def _check_oci_layout(path: Path) -> dict[str, Any]:
-    """Every blob's name is its sha256, the index points at a manifest whose config and layers exist."""
+def _check_oci_layout(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Every blob's name is its sha256, the index points at a manifest whose config and layers exist.
+    Returns the index's descriptor and the blobs."""
     with tarfile.open(path) as tf:
         assert json.loads(tf.extractfile("oci-layout").read()) == {"imageLayoutVersion": "1.0.0"}
         blobs = {}
         for m in tf.getmembers():
-            if m.name.startswith("blobs/sha256/"):
+            if m.name.startswith("blobs/sha256/") and m.isfile():
                 data = tf.extractfile(m).read()
                 assert hashlib.sha256(data).hexdigest() == m.name.rsplit("/", 1)[1]
                 blobs["sha256:" + m.name.rsplit("/", 1)[1]] = data
@@ -276,29 +291,55 @@ def _check_oci_layout(path: Path) -> dict[str, Any]:
     assert manifest["config"]["digest"] in blobs
     for layer in manifest["layers"]:
         assert len(blobs[layer["digest"]]) == layer["size"]
-    return desc
+    return desc, blobs
+
+
+def _upload_layout(desc: dict[str, Any], blobs: dict[str, bytes], repo: str, tag: str) -> None:
+    """Put an OCI layout's image into the registry with the distribution HTTP API (monolithic blob
+    uploads, then the manifest), as any OCI client would; the engine then pulls it like any image."""
+    manifest = json.loads(blobs[desc["digest"]])
+    for blob in (manifest["config"], *manifest["layers"]):
+        start = urllib.request.Request(f"http://{REGISTRY}/v2/{repo}/blobs/uploads/", method="POST")
+        with _HTTP.open(start, timeout=30) as resp:
+            location = resp.headers["Location"]
+        if location.startswith("/"):
+            location = f"http://{REGISTRY}{location}"
+        sep = "&" if "?" in location else "?"
+        put = urllib.request.Request(
+            f"{location}{sep}digest={blob['digest']}",
+            data=blobs[blob["digest"]],
+            method="PUT",
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        _HTTP.open(put, timeout=60).close()
+    put = urllib.request.Request(
+        f"http://{REGISTRY}/v2/{repo}/manifests/{tag}",
+        data=blobs[desc["digest"]],
+        method="PUT",
+        headers={"Content-Type": desc["mediaType"]},
+    )
+    _HTTP.open(put, timeout=30).close()
 
 
 def test_oci_output_on_the_engine(env: tuple[Any, Any], uid: str, tmp_path: Path) -> None:
+    """The OCI layout is a valid image: sent to the registry blob by blob, the engine pulls and runs it.
+    (The engine writes it itself where it has the `oci` exporter, else envbuild converts `docker save`.)"""
+    import llb
+
     _, dc = env
     name = f"envbuild-e2e/oci:{uid}"
     dest = tmp_path / "image-oci.tar"
+    pulled = f"{REGISTRY}/envbuild-e2e/oci-pulled:{uid}"
     try:
         (summary,) = _build(env, _hello_state(f"oci-{uid}"), outputs=[f"type=oci,dest={dest}"], tags=[name])
         assert summary["saved"] == [dest]
-        desc = _check_oci_layout(dest)
-        assert desc["annotations"] == {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": uid}
-        if shutil.which("skopeo") is None:
-            return
-        loaded = f"envbuild-e2e/oci-loaded:{uid}"
-        subprocess.run(
-            ["skopeo", "copy", "--insecure-policy", f"oci-archive:{dest}", f"docker-daemon:{loaded}"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        out = dc.containers.run(loaded, ["cat", "/hello"], remove=True, network_mode="none")
+        desc, blobs = _check_oci_layout(dest)
+        annotations = desc["annotations"]
+        assert annotations["io.containerd.image.name"] in (name, llb.normalize_image_ref(name))
+        assert annotations["org.opencontainers.image.ref.name"] == uid
+        _upload_layout(desc, blobs, "envbuild-e2e/oci-pulled", uid)
+        dc.images.pull(f"{REGISTRY}/envbuild-e2e/oci-pulled", tag=uid)
+        out = dc.containers.run(pulled, ["cat", "/hello"], remove=True, network_mode="none")
         assert out.decode().strip() == f"oci-{uid}"
-        _remove(dc, loaded)
     finally:
-        _remove(dc, name)
+        _remove(dc, name, pulled)

@@ -347,11 +347,33 @@ def test_resolve_image_config_from_engine_store(engine: llb.Client) -> None:
     assert isinstance(digest, str)
 
 
-def test_unsupported_exporters_on_engine(engine: llb.Client, tmp_path: Path) -> None:
-    with pytest.raises(llb.UnsupportedByBuilder, match="buildkitd"):
-        engine.solve(llb.scratch(), export=llb.OCIExport(tmp_path / "x.tar"))
-    with pytest.raises(llb.UnsupportedByBuilder, match="image"):
-        engine.solve(llb.scratch(), export=llb.ImageExport("x/y:z", push=True))
+def test_image_exporters_where_the_engine_has_them(engine: llb.Client, tmp_path: Path) -> None:
+    """The engine's builder has BuildKit's image, oci and docker exporters when the engine keeps images
+    in the containerd image store; a graph-driver engine's builder refuses them by name, and llb says
+    where they are."""
+    if not _containerd_store():
+        with pytest.raises(llb.UnsupportedByBuilder, match=r"containerd image store.*buildkitd"):
+            engine.solve(llb.scratch(), export=llb.OCIExport(tmp_path / "x.tar"))
+        with pytest.raises(llb.UnsupportedByBuilder, match="'image'"):
+            engine.solve(llb.scratch(), export=llb.ImageExport("x/y:z", push=True))
+        return
+    marker = uuid.uuid4().hex[:12]
+    st = _base().run(["sh", "-c", f"echo {marker} > /m"]).root()
+    config = llb.ImageConfig(cmd=["cat", "/m"])
+    for export in (
+        llb.OCIExport(tmp_path / "o.tar", name=f"llb-test/oci:{marker}"),
+        llb.DockerTarExport(tmp_path / "d.tar", name=f"llb-test/dt:{marker}"),
+    ):
+        res = engine.solve(st, export=export, image_config=config)
+        with tarfile.open(export.dest) as tf:
+            (desc,) = json.load(tf.extractfile("index.json"))["manifests"]  # type: ignore[arg-type]
+        assert desc["digest"] == res.image_id
+    tag = f"llb-test/img:{marker}"
+    try:
+        engine.solve(st, export=llb.ImageExport(tag), image_config=config)
+        assert _docker("run", "--rm", tag).stdout.strip() == marker  # in the engine's store, unpacked
+    finally:
+        _docker("image", "rm", "-f", tag)
 
 
 def test_list_workers(engine: llb.Client) -> None:

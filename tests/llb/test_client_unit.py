@@ -38,12 +38,14 @@ from llb.progress import ProgressTracker
 
 
 class FakeBuildkitd:
-    """A grpcio server with ListWorkers, Control.Session, Solve and Status, and the gateway's Ping and
-    Return. Over each session it acts as the daemon: an HTTP/2 client (a grpc channel) that calls back
-    into the llb client. A solve reports `status` on the Status stream (then fails it with
-    `status_error` if set) and answers with `solve_error` (an RPC error) or `exporter_response`; a solve
-    without a definition waits for the gateway's Return. `info` answers Control.Info (None: BuildKit
-    before 0.11, which has no Info)."""
+    """A grpcio server with ListWorkers, Control.Session, Solve and Status, and the gateway's Ping, Solve
+    and Return. Over each session it acts as the daemon: an HTTP/2 client (a grpc channel) that calls
+    back into the llb client. A solve reports `status` on the Status stream (then fails it with
+    `status_error` if set) and answers with `solve_error` (an RPC error) or `exporter_response`. Like
+    BuildKit, it refuses an exporter in `missing_exporters` before anything else; a solve without a
+    definition is a build whose frontend is the client: gateway calls name it by its id (waiting up to
+    3 s for it to start, then "no such job") and it ends with the frontend's Return. `info` answers
+    Control.Info (None: BuildKit before 0.11, which has no Info)."""
 
     def __init__(self, tmp: Path, *, tls: tuple[bytes, bytes] | None = None) -> None:
         self.status: list[control_pb2.StatusResponse] = []
@@ -59,9 +61,11 @@ class FakeBuildkitd:
             FrontendAPICaps=[apicaps_pb2.APICap(ID="importcaches", Enabled=True)],
         )
         self.pings: list[dict[str, str]] = []
+        self.gateway_solves: list[gateway_pb2.SolveRequest] = []
+        self.missing_exporters: set[str] = set()
         self.info: control_pb2.InfoResponse | None = None
         self.worker_version = ""
-        self._returned: dict[str, threading.Event] = {}
+        self._builds: dict[str, tuple[threading.Event, list[gateway_pb2.ReturnRequest]]] = {}
         self._status_done = threading.Event()
         self.session_metadata: list[dict[str, list[str]]] = []
         self.session_channels: list[_ReverseH2] = []
@@ -101,6 +105,11 @@ class FakeBuildkitd:
                 request_deserializer=gateway_pb2.PingRequest.FromString,
                 response_serializer=lambda m: m.SerializeToString(),
             ),
+            "Solve": grpc.unary_unary_rpc_method_handler(
+                self._gateway_solve,
+                request_deserializer=gateway_pb2.SolveRequest.FromString,
+                response_serializer=lambda m: m.SerializeToString(),
+            ),
             "Return": grpc.unary_unary_rpc_method_handler(
                 self._return,
                 request_deserializer=gateway_pb2.ReturnRequest.FromString,
@@ -137,28 +146,43 @@ class FakeBuildkitd:
             ctx.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method Info for service moby.buildkit.v1.Control")
         return self.info
 
-    def _build_id(self, ctx: grpc.ServicerContext) -> str:
-        return dict(ctx.invocation_metadata()).get("buildkit-controlapi-buildid", "")
-
-    def _ping(self, req: gateway_pb2.PingRequest, ctx: grpc.ServicerContext) -> gateway_pb2.PongResponse:
-        build_id, deadline = self._build_id(ctx), time.monotonic() + 3
-        while not any(r.Ref == build_id for r in self.solve_requests):  # BuildKit waits for the build too
+    def _build(self, ctx: grpc.ServicerContext) -> tuple[threading.Event, list[gateway_pb2.ReturnRequest]]:
+        build_id = dict(ctx.invocation_metadata()).get("buildkit-controlapi-buildid", "")
+        deadline = time.monotonic() + 3
+        while build_id not in self._builds:
             if time.monotonic() > deadline:
                 ctx.abort(grpc.StatusCode.UNKNOWN, f"no such job {build_id}")
             time.sleep(0.01)
+        return self._builds[build_id]
+
+    def _ping(self, req: gateway_pb2.PingRequest, ctx: grpc.ServicerContext) -> gateway_pb2.PongResponse:
+        self._build(ctx)
         self.pings.append(dict(ctx.invocation_metadata()))
         return self.pong
 
+    def _gateway_solve(self, req: gateway_pb2.SolveRequest, ctx: grpc.ServicerContext) -> gateway_pb2.SolveResponse:
+        self._build(ctx)
+        self.gateway_solves.append(req)
+        return gateway_pb2.SolveResponse(result=gateway_pb2.Result(ref=gateway_pb2.Ref(id="result-1")))
+
     def _return(self, req: gateway_pb2.ReturnRequest, ctx: grpc.ServicerContext) -> gateway_pb2.ReturnResponse:
-        self._returned.setdefault(self._build_id(ctx), threading.Event()).set()
+        done, returned = self._build(ctx)
+        returned.append(req)
+        done.set()
         return gateway_pb2.ReturnResponse()
 
     def _solve(self, req: control_pb2.SolveRequest, ctx: grpc.ServicerContext) -> control_pb2.SolveResponse:
         self.solve_requests.append(req)
+        if req.Exporter in self.missing_exporters:
+            ctx.abort(grpc.StatusCode.UNKNOWN, f'exporter "{req.Exporter}" could not be found')
         if not req.HasField("Definition") and not req.Frontend:  # a build whose frontend is the client
-            if not self._returned.setdefault(req.Ref, threading.Event()).wait(10):
+            done, returned = self._builds.setdefault(req.Ref, (threading.Event(), []))
+            if not done.wait(10):
                 ctx.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no Return")
-            return control_pb2.SolveResponse()
+            if returned[0].HasField("error"):
+                ctx.abort(grpc.StatusCode.UNKNOWN, returned[0].error.message)
+            if not returned[0].result.HasField("ref"):
+                return control_pb2.SolveResponse()
         self._status_done.wait(5)
         if self.solve_error is not None:
             ctx.abort(grpc.StatusCode.UNKNOWN, self.solve_error)
@@ -579,8 +603,7 @@ def test_export_plans() -> None:
     assert p.exporter == "docker" and p.load_into_engine
     assert plan_export(LocalExport("/x"), docker_engine=True).receive_dir == Path("/x")
     assert plan_export(TarExport("/x.tar"), docker_engine=True).exporter == "tar"
-    with pytest.raises(llb.UnsupportedByBuilder, match="standalone buildkitd"):
-        plan_export(OCIExport("/x.tar"), docker_engine=True)
+    assert plan_export(OCIExport("/x.tar"), docker_engine=True).exporter == "oci"  # the builder says if it has it
     assert plan_export(OCIExport("/x.tar"), docker_engine=False).exporter == "oci"
     p = plan_export(llb.ImageExport("r/x:1", push=True, insecure=True), docker_engine=False)
     assert dict(p.attrs) == {"name": "r/x:1", "push": "true", "registry.insecure": "true"}
@@ -787,6 +810,43 @@ def test_worker_records_keep_fields_llb_does_not_read() -> None:
     parsed = worker_pb2.WorkerRecord.FromString(raw)
     assert llb.WorkerInfo.from_pb(parsed).buildkit_version == "v0.13.0"
     assert parsed.SerializeToString() == raw
+
+
+def test_cache_imports_of_an_image_build_go_with_its_gateway_solve(buildkitd: FakeBuildkitd) -> None:
+    """Imports on Control.Solve do not reach a solve made through the gateway: they go on that solve."""
+    cache = llb.CacheOption("registry", {"ref": "127.0.0.1:5000/env:cache"})
+    with llb.connect(buildkitd.address) as client:
+        client.solve(
+            llb.scratch().file(llb.mkdir("/x")),
+            export=llb.ImageExport("r/x:1"),
+            image_config=ImageConfig(cmd=["sh"]),
+            cache_imports=[cache],
+        )
+        build = buildkitd.solve_requests[-1]
+        (solve,) = buildkitd.gateway_solves
+        assert [(e.Type, dict(e.Attrs)) for e in solve.CacheImports] == [("registry", dict(cache.attrs))]
+        assert not build.Cache.Imports and not build.HasField("Definition") and build.Exporter == "image"
+        client.solve(llb.scratch().file(llb.mkdir("/x")), cache_imports=[cache])  # no gateway: on the build
+        assert [e.Type for e in buildkitd.solve_requests[-1].Cache.Imports] == ["registry"]
+
+
+def test_an_exporter_the_builder_lacks_is_its_refusal_at_once(buildkitd: FakeBuildkitd, tmp_path: Path) -> None:
+    """The builder names the exporter it lacks before building; the frontend's calls stop with it."""
+    buildkitd.missing_exporters = {"oci", "image"}
+    with llb.connect(buildkitd.address) as client:
+        with pytest.raises(llb.UnsupportedByBuilder, match="no 'oci' exporter"):
+            client.solve(llb.scratch(), export=OCIExport(tmp_path / "x.tar"))
+        t0 = time.monotonic()
+        with pytest.raises(llb.UnsupportedByBuilder, match=r"no 'image' exporter.*standalone buildkitd"):
+            client.solve(llb.scratch(), export=llb.ImageExport("r/x:1"), image_config=ImageConfig(cmd=["sh"]))
+        assert time.monotonic() - t0 < 2  # not the 3 s a gateway call waits for a build that never started
+    err = _solve_error(
+        _FakeRpcError(grpc.StatusCode.UNKNOWN, 'exporter "oci" could not be found'),
+        ProgressTracker(),
+        "docker://",
+        docker_engine=True,
+    )
+    assert isinstance(err, llb.UnsupportedByBuilder) and "containerd image store" in str(err)
 
 
 def test_solve_reports_vertices_and_exporter_response(buildkitd: FakeBuildkitd) -> None:
