@@ -337,9 +337,14 @@ class Transport:
     """How to start the builder, for when it does not answer."""
 
     def channel_options(self) -> list[tuple[str, object]]:
+        """Large messages both ways; large trailers too: BuildKit v0.13+ puts a failed step's whole
+        command into the status it returns, which gRPC's default 16 KiB metadata limit would replace
+        with "Stream removed"."""
         return [
             ("grpc.max_receive_message_length", 64 << 20),
             ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.max_metadata_size", 1 << 20),
+            ("grpc.absolute_max_metadata_size", 1 << 20),
             ("grpc.enable_http_proxy", 0),
         ]
 
