@@ -43,7 +43,7 @@ from envbuild.compiler import scripts as S
 from envbuild.compiler.compile import compile as compile_spec
 from envbuild.compiler.installs import AptInstall, CondaInstall, PythonInstall
 from envbuild.compiler.mirrors import Mirrors
-from envbuild.compiler.options import CompileOptions
+from envbuild.compiler.options import CompileOptions, Pins
 from envbuild.errors import BuildFailed, EngineUnreachable, UsageError
 from envbuild.lockfile import repository
 from frontend.spec import Spec
@@ -251,6 +251,21 @@ def resolve(
     return _lock(spec, context_dir, base, platform, files, steps, previous)
 
 
+def previous_pins(spec: Spec, context_dir: Path, previous: L.Lock | None) -> Pins | None:
+    """The earlier lock's versions to resolve on (non-strict: what no longer matches installs
+    unpinned), without its interpreter release when the build asks for another Python or base."""
+    if previous is None:
+        return None
+    try:
+        pins = L.pins(spec, previous)
+    except L.LockError:
+        return None
+    now = L.lock_inputs(spec, context_dir)
+    if any(previous.inputs.get(k) != now[k] for k in ("image", "python")):
+        pins = dataclasses.replace(pins, python_version="")
+    return pins
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Report:
     """A file a resolution step leaves behind: ``path`` in ``state``, collected as ``name``."""
@@ -275,12 +290,7 @@ class _Steps:
     def make(
         cls, spec: Spec, context_dir: Path, opts: ResolveOptions, client: llb.Client, previous: L.Lock | None
     ) -> _Steps:
-        pins = None
-        if previous is not None and not opts.upgrade:
-            try:
-                pins = L.pins(spec, previous)
-            except L.LockError:
-                pins = None
+        pins = previous_pins(spec, context_dir, previous) if not opts.upgrade else None
         compile_options = CompileOptions(
             project=opts.project,
             owner=opts.owner,

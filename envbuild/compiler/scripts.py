@@ -164,7 +164,10 @@ def _apt_plan_check(req: AptRequest) -> str:
 mkdir -p {APT_STEP_DIR}
 printf '%s\\n' {shlex.join(req.pinned or ("",))} > {allowed}
 if ! apt-get $APT_TLS -s -q install --no-install-recommends {shlex.join(req.words)} > {plan} 2>&1; then
-  missing=$(sed -n "s/^E: Version '\\(.*\\)' for '\\(.*\\)' was not found$/\\2=\\1/p" {plan} | tr '\\n' ' ')
+  missing=$(sed -n -e "s/^E: Version '\\(.*\\)' for '\\(.*\\)' was not found$/\\2=\\1/p" \\
+    -e "s/^E: Unable to locate package \\(.*\\)$/\\1/p" \\
+    -e "s/^E: Package '\\(.*\\)' has no installation candidate$/\\1/p" \\
+    {plan} | tr '\\n' ' ')
   if [ -n "$missing" ]; then
     printf 'envbuild: error: the apt source no longer has the locked %s: %s\\n' \\
       "${{missing% }}" {shlex.quote(req.hint)} >&2

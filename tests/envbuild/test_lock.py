@@ -286,6 +286,17 @@ def test_apt_resolution_asks_for_the_locked_versions_first() -> None:
     assert text.rstrip().endswith("--no-install-recommends jq > /out/a.txt")
 
 
+def test_relocking_resolves_on_the_earlier_pins_but_not_its_interpreter_for_another_python(project: Path) -> None:
+    spec = spec_of(project)
+    lk = make_lock(spec, project)
+    assert R.previous_pins(spec, project, None) is None
+    pins = R.previous_pins(spec, project, lk)
+    assert pins is not None and pins.python_version == "3.11.2" and pins.apt["apt-1"].packages
+    write(project, BODY.replace("install.python()", 'install.python(version="3.12")'))
+    pins = R.previous_pins(spec_of(project), project, lk)
+    assert pins is not None and pins.python_version == "" and pins.apt["apt-1"].packages
+
+
 def test_a_conflict_names_both_sides_with_their_positions(project: Path) -> None:
     write(project, BODY + "config.jupyter()\n", **{"req.txt": "idna\ntornado==5.0  # old\n"})
     spec = spec_of(project)

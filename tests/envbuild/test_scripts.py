@@ -69,12 +69,12 @@ def test_a_locked_transaction_refuses_a_package_the_lock_does_not_have(tmp_path:
 
 
 def test_a_locked_version_the_mirror_lost_is_named_with_the_way_out(tmp_path: Path) -> None:
-    plan = "".join(f"E: Version '1.6-2.1+deb12u2' for '{n}' was not found\n" for n in ("jq", "libjq1"))
+    plan = "E: Version '1.6-2.1+deb12u2' for 'jq' was not found\nE: Unable to locate package libjq1\n"
     out = _locked_install(tmp_path, plan, status=100)
     assert out.returncode == 100 and not (tmp_path / "installed").exists()
     line = out.stderr.strip()
     assert line.startswith(
-        "envbuild: error: the apt source no longer has the locked jq=1.6-2.1+deb12u2 libjq1=1.6-2.1+deb12u2: "
+        "envbuild: error: the apt source no longer has the locked jq=1.6-2.1+deb12u2 libjq1: "
         "run `envbuild lock --upgrade`"
     )
     assert "ENVBUILD_MIRROR_APT" in line and "snapshot.debian.org" in line and "\n" not in line
