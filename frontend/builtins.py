@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import enum
 import ipaddress
+import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -467,8 +468,30 @@ def _pypi(
     for w in wheels:
         if not w.endswith(".whl"):
             raise ValueError_(f"{q}(): local wheel {w!r} is not a .whl file")
+    files = _requirements_files(rec, q, req) if req else ()
     if names or req or wheels:
-        rec.python_packages.append(S.PythonPackages(names, req, wheels, pos, options))
+        rec.python_packages.append(S.PythonPackages(names, req, wheels, pos, options, files))
+
+
+def _requirements_files(rec: Recorder, q: str, path: str) -> tuple[S.RequirementsFile, ...]:
+    """The requirements file and those it names with ``-r``/``-c`` (each an input of the build, inside
+    the context), with the lines uv reads differently from pip (`pip.requirements_edits`)."""
+    files: dict[str, S.RequirementsFile] = {}
+    todo = [path]
+    while todo:
+        current = todo.pop(0)
+        if current in files:
+            continue
+        text = rec.input_text(q, current)
+        edits: tuple[S.LineEdit, ...] = ()
+        if text is not None:
+            edits, notes = pip.requirements_edits(text, current)
+            rec.notes.extend(notes)
+            for name in pip.nested_files(text):
+                nested = posixpath.normpath(posixpath.join(posixpath.dirname(current), name))
+                todo.append(rec.input_path(q, f"-r in {current}", nested))
+        files[current] = S.RequirementsFile(current, edits)
+    return tuple(files.values())
 
 
 @builtin(

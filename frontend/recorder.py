@@ -136,6 +136,18 @@ class Recorder:
             self.inputs.append(norm)
         return norm
 
+    def input_text(self, qualname: str, path: str, *, limit: int = 16 << 20) -> str | None:
+        """The text of an input file `input_path` accepted, or None when it is not UTF-8 (then only
+        the build reads it)."""
+        with open(os.path.join(self.context_dir, path), "rb") as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise ValueError_(f"{qualname}(): {path!r} is larger than {limit >> 20} MiB")
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return None
+
     def finish(self) -> S.Spec:
         """Check the rules that span several calls and freeze the result."""
         base, cuda = self._resolve_cuda(self.base or S.Base())

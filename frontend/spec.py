@@ -180,17 +180,43 @@ class PipOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class LineEdit:
+    """Physical lines ``first``..``last`` of a requirements file, as uv must read them: ``text``
+    (pip options moved off a requirement line onto lines of their own, its hashes kept)."""
+
+    first: int
+    last: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequirementsFile:
+    """A requirements file a call reads, and its lines uv must read differently (`frontend.pip`)."""
+
+    path: str
+    edits: tuple[LineEdit, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PythonPackages:
     """One ``install.python_packages`` call; paths are relative to the build context.
 
     ``names`` are requirements after shell splitting (envd's reading); ``options`` the pip options
-    found among them."""
+    found among them; ``requirements_files`` every requirements file the call reads: its own, then
+    those it names with ``-r``/``-c`` (envd mounts the whole context for such a file)."""
 
     names: tuple[str, ...] = ()
     requirements: str | None = None
     local_wheels: tuple[str, ...] = ()
     pos: Pos | None = None
     options: PipOptions = field(default_factory=PipOptions)
+    requirements_files: tuple[RequirementsFile, ...] = ()
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The context files the call reads: requirements files (nested ones too) and wheels."""
+        reqs = [f.path for f in self.requirements_files] or ([self.requirements] if self.requirements else [])
+        return (*reqs, *self.local_wheels)
 
 
 @dataclass(frozen=True, slots=True)

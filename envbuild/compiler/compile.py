@@ -138,6 +138,8 @@ class _Compiler:
 
     __slots__ = (
         "add",
+        "base",
+        "edited_contexts",
         "installs",
         "label_spec",
         "netrc",
@@ -157,6 +159,9 @@ class _Compiler:
         self.uses_context = False
         self.add: Additions = NONE
         self.installs = Installs()
+        self.base = llb.scratch()
+        """The state after ``config.apt_source``, where steps beside the main chain start."""
+        self.edited_contexts: dict[tuple[str, ...], llb.State] = {}
         self.netrc = credentials.netrc(spec)
         self.secret_values: dict[str, bytes] = {credentials.NETRC_SECRET_ID: self.netrc} if self.netrc else {}
         self.label_spec: Spec | None = credentials.public_spec(spec)
@@ -349,7 +354,7 @@ class _Compiler:
 
         self.note_stored_credentials()
         state = self.apt_source(state)
-        base = state
+        base = self.base = state
         if spec.dev:
             shell_pkgs = SHELLS[spec.shell.name][1]
             state = self.apt(
@@ -518,10 +523,10 @@ class _Compiler:
                 env={**env, "UV_COMPILE_BYTECODE": "1"},  # else every container start compiles Jupyter (~3 s)
             )
         for call in spec.python_packages:
-            files = [*([call.requirements] if call.requirements else []), *call.local_wheels]
+            files = list(call.files)
             mounts = list(uv_cache)
             if files:
-                mounts.append(llb.bind(S.CONTEXT_MOUNT, self.context(files)))
+                mounts.append(llb.bind(S.CONTEXT_MOUNT, self.python_context(files)))
             reqs = [posixpath.join(S.CONTEXT_MOUNT, _rel(call.requirements))] if call.requirements else []
             wheels = [posixpath.join(S.CONTEXT_MOUNT, _rel(w)) for w in call.local_wheels]
             options = S.uv_pip_options(call.options)
@@ -538,13 +543,42 @@ class _Compiler:
             )
         return state
 
+    def python_context(self, files: Sequence[str]) -> llb.State:
+        """The context ``files`` the Python steps read, with each requirements file among them that
+        uv reads differently from pip (``RequirementsFile.edits``) rewritten in place, so that what it
+        names by relative path still resolves."""
+        key = tuple(files)
+        if key in self.edited_contexts:
+            return self.edited_contexts[key]
+        context = self.context(files)
+        edited = {
+            f.path: (f.edits, call.pos)
+            for call in self.spec.python_packages
+            for f in call.requirements_files
+            if f.edits and f.path in files
+        }
+        if edited:
+            script = "set -eu\n" + "".join(
+                S.requirements_rewrite(posixpath.join(S.EDIT_DIR, _rel(path)), edits)
+                for path, (edits, _pos) in edited.items()
+            )
+            context = self.base.run(
+                ["/bin/sh", "-c", script],
+                env=STEP_PATH,
+                mounts=[llb.bind(S.EDIT_DIR, context, readonly=False)],
+                network="none",
+                name=self.name(
+                    f"{', '.join(edited)}: pip options on lines of their own, for uv",
+                    "requirements",
+                    next(iter(edited.values()))[1],
+                ),
+            ).mount_state(S.EDIT_DIR)
+        self.edited_contexts[key] = context
+        return context
+
     def python_files(self) -> list[str]:
         """The context files the Python packages come from: requirements files and local wheels."""
-        return [
-            f
-            for call in self.spec.python_packages
-            for f in ([call.requirements] if call.requirements else []) + list(call.local_wheels)
-        ]
+        return [f for call in self.spec.python_packages for f in call.files]
 
     def record_python(self, before: llb.State, python: str, env: Mapping[str, str]) -> None:
         """Every Python package request of the build as one resolution's input (`PythonInstall`):
@@ -582,7 +616,7 @@ class _Compiler:
         files = self.python_files()
         mounts = [llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID)]
         if files:
-            mounts.append(llb.bind(S.CONTEXT_MOUNT, self.context(files)))
+            mounts.append(llb.bind(S.CONTEXT_MOUNT, self.python_context(files)))
         step_env = {**env, **({} if own_index else cuda.pip_env(spec, names, self.opts.mirrors))}
         self.installs = replace(
             self.installs,
@@ -618,7 +652,7 @@ class _Compiler:
             llb.bind(lock_dir, llb.scratch().file(llb.mkfile("/python.txt", pins.python, 0o444))),
         ]
         if files:
-            mounts.append(llb.bind(S.CONTEXT_MOUNT, self.context(files)))
+            mounts.append(llb.bind(S.CONTEXT_MOUNT, self.python_context(files)))
         count = sum(1 for line in pins.python.splitlines() if line and not line[0].isspace() and line[0] != "#")
         pos = spec.python_packages[0].pos if spec.python_packages else (spec.jupyter.pos if spec.jupyter else None)
         return self.sh(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from frontend.spec import PipOptions
+    from frontend.spec import LineEdit, PipOptions
 
 
 CA_SECRET_ID = "envbuild-ca"
@@ -461,6 +461,24 @@ def pip_sync(
         _own_cache(uid, gid),
         f"{_drop_to(uid, gid)}{env} {UV_BIN} pip sync --require-hashes {shlex.join([*options, requirements])}",
     )
+
+
+EDIT_DIR = "/run/envbuild-edit"
+"""Where a requirements file is rewritten for uv (a writable copy of the context files)."""
+
+
+def requirements_rewrite(path: str, edits: Sequence[LineEdit]) -> str:
+    """Replace lines of the requirements file ``path`` in place (`frontend.spec.LineEdit`): awk
+    prints each edit's text for its first line and skips the rest; the texts are awk ``-v`` values,
+    their line breaks written ``\\n`` (they hold no backslash: `frontend.pip` refuses one)."""
+    assigns: list[str] = []
+    rules: list[str] = []
+    for i, e in enumerate(edits):
+        assigns += ["-v", f"r{i}=" + e.text.replace("\n", "\\n")]
+        rules.append(f"NR >= {e.first} && NR <= {e.last} {{ if (NR == {e.first}) print r{i}; next }}")
+    program = " ".join([*rules, "{ print }"])
+    p = shlex.quote(path)
+    return f"awk {shlex.join([*assigns, program])} {p} > {p}.uv && mv {p}.uv {p}\n"
 
 
 def user_run(commands: Sequence[str]) -> str:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     class Ctx(Protocol):
         spec: Spec
         opts: CompileOptions
+        notes: list[str]
 
         @property
         def uid(self) -> int: ...

@@ -100,6 +100,31 @@ def test_io_copy_is_envds_copy(tmp_path: Path) -> None:
         )
 
 
+def test_requirements_with_pip_options_are_rewritten_for_uv_in_a_copy_of_the_context(tmp_path: Path) -> None:
+    """The python packages step and the lock's resolution read the file from the rewrite step's
+    output, a writable copy of the context files, so nested ``-r`` files resolve beside it."""
+    spec = spec_of(
+        tmp_path,
+        'base(image="local/debian:bookworm")\ninstall.python_packages(requirements="reqs/r.txt")',
+        {"reqs/r.txt": "torch --extra-index-url https://x.example/simple\n-r base.txt\n", "reqs/base.txt": "six\n"},
+    )
+    compiled = compile(spec, OPTS)
+    by_name = {
+        e.get("OpMetadata", {}).get("description", {}).get("llb.customname", ""): e
+        for e in compiled.definition().to_json()
+    }
+    rewrite = by_name["reqs/r.txt: pip options on lines of their own, for uv"]
+    assert rewrite["Op"]["exec"]["network"] == "NONE"
+    assert rewrite["Op"]["exec"]["mounts"][1] == {"input": "1", "dest": S.EDIT_DIR, "output": "1"}
+    script = rewrite["Op"]["exec"]["meta"]["args"][2]
+    assert "awk -v 'r0=--extra-index-url https://x.example/simple\\ntorch'" in script
+    install = by_name["python packages: -r reqs/r.txt"]
+    assert rewrite["Digest"] in _inputs(install)
+    assert compiled.installs.python is not None
+    context = next(m for m in compiled.installs.python.mounts if getattr(m, "dest", "") == S.CONTEXT_MOUNT)
+    assert context.source.output is not None and "requirements" in {s.kind for s in compiled.steps}
+
+
 def _inputs(entry: dict) -> list[str]:
     return [i["digest"] for i in entry["Op"].get("inputs", [])]
 

@@ -6,6 +6,8 @@ Each test is a small project of its own, built with the ``envbuild`` command as 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import os
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -187,3 +190,65 @@ def test_codex_is_built_from_the_codex_mirror(project: Project, mirror: tuple[Pa
     assert "publishes no checksum" in built.stderr
     assert project.run("codex", "--version") == f"codex {marker} --version\n"
     assert project.run("sh", "-c", "command -v codex") == "/usr/bin/codex\n"
+
+
+def _simple_index(root: Path, name: str, version: str, marker: str) -> None:
+    """A PEP 503 index holding one pure-Python wheel ``name`` whose module holds ``marker``."""
+    module = name.replace("-", "_")
+    wheel = f"{module}-{version}-py3-none-any.whl"
+    files = {
+        f"{module}/__init__.py": f"MARKER = {marker!r}\n",
+        f"{module}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{module}-{version}.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = "".join(
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},"
+        f"{len(text.encode())}\n"
+        for path, text in files.items()
+    )
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for path, text in {
+            **files,
+            f"{module}-{version}.dist-info/RECORD": record + f"{module}-{version}.dist-info/RECORD,,\n",
+        }.items():
+            z.writestr(path, text)
+    (root / "files").mkdir(parents=True, exist_ok=True)
+    (root / "files" / wheel).write_bytes(buf.getvalue())
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()
+    page = root / "simple" / name
+    page.mkdir(parents=True, exist_ok=True)
+    (page / "index.html").write_text(f'<a href="../../files/{wheel}#sha256={digest}">{wheel}</a>\n')
+
+
+def test_requirements_with_pip_options_on_their_lines(
+    project: Project, mirror: tuple[Path, str, ThreadingHTTPServer]
+) -> None:
+    """pip takes ``name --extra-index-url URL`` and ``--opt A --opt B`` lines in a requirements file (envd
+    runs pip); uv refuses the first and misreads the second. The options go on lines of their own, so
+    uv finds the package only the per-line index has, and the notes say so."""
+    root, url, _server = mirror
+    marker = uuid.uuid4().hex[:8]
+    _simple_index(root, "envbuild-compat-marker", "1.0", marker)
+    project.write(
+        {
+            "build.envd": (
+                "def build():\n"
+                f'    base(image="{BASE}")\n'
+                "    install.python()\n"
+                '    install.python_packages(requirements="reqs/requirements.txt")\n'
+            ),
+            "reqs/requirements.txt": (
+                "# our own packages come from the team index\n"
+                f"envbuild-compat-marker==1.0 --extra-index-url {url}/simple\n"
+                "-r base.txt\n"
+            ),
+            "reqs/base.txt": "--index-url https://pypi.org/simple --prefer-binary\nsix==1.16.0\n",
+        }
+    )
+    built = project.build()
+    assert f"note: reqs/requirements.txt:2:29: `--extra-index-url {url}/simple` after a requirement" in built.stderr
+    check = "import envbuild_compat_marker as m, six; print(m.MARKER, six.__version__)"
+    assert project.run("/opt/envbuild/venv/bin/python", "-c", check) == f"{marker} 1.16.0\n"

@@ -123,3 +123,18 @@ def test_an_apt_mirror_that_could_break_its_script_is_refused() -> None:
             Mirrors.from_mapping({"apt": bad})
         with pytest.raises(ValueError):
             S._apt_mirror(bad)
+
+
+def test_requirements_rewrite_replaces_the_lines_in_place_and_runs_nothing_from_them(tmp_path: Path) -> None:
+    """The rewritten lines come from the project's requirements file: awk values, never shell code."""
+    from envbuild.compiler.scripts import requirements_rewrite
+    from frontend.spec import LineEdit
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "requirements.txt"
+    path.write_text("six\ntorch --extra-index-url U \\\n  --hash=sha256:x\nidna  # kept\nz\n")
+    odd = f"x; python_version < '3.8' and \"$(touch {marker})\" == `touch {marker}`"
+    edits = [LineEdit(2, 3, "--extra-index-url U\ntorch --hash=sha256:x"), LineEdit(5, 5, odd)]
+    subprocess.run(["sh", "-c", "set -eu\n" + requirements_rewrite(str(path), edits)], check=True)
+    assert path.read_text() == f"six\n--extra-index-url U\ntorch --hash=sha256:x\nidna  # kept\n{odd}\n"
+    assert not marker.exists()

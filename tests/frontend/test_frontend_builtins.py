@@ -192,7 +192,13 @@ def test_file_inputs(ev, tmp_path: Path) -> None:
         },
     )
     assert s.python_packages == (
-        S.PythonPackages(("x",), "req/requirements.txt", ("w/a-1-py3-none-any.whl",), S.Pos("build.envd", 3, 5)),
+        S.PythonPackages(
+            ("x",),
+            "req/requirements.txt",
+            ("w/a-1-py3-none-any.whl",),
+            S.Pos("build.envd", 3, 5),
+            requirements_files=(S.RequirementsFile("req/requirements.txt"),),
+        ),
     )
     assert s.conda_packages == (
         S.CondaPackages((), (), "environment.yml", S.Pos("build.envd", 4, 5)),

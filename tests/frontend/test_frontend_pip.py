@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from frontend import pip
 from frontend import spec as S
 from frontend.errors import ValueError_
 
@@ -83,3 +84,78 @@ def test_what_pip_would_refuse_is_refused_at_evaluation(ev, names: str, message:
 def test_options_round_trip_through_the_label(ev) -> None:
     spec = ev(body('install.python_packages(name=["torch --index-url https://download.pytorch.org/whl/cu118 --pre"])'))
     assert S.Spec.from_json(spec.to_json()) == spec
+
+
+# ---- requirements files: pip's reading, lines uv reads differently ------------------------------
+
+TORCH_INDEX = "https://download.pytorch.org/whl/cu116"
+
+
+def test_options_after_a_requirement_go_on_a_line_of_their_own() -> None:
+    text = (
+        "# CUDA 11.6 wheels\n"
+        "numpy==1.26.4\n"
+        f"torch==1.12.1+cu116 --extra-index-url {TORCH_INDEX}\n"
+        f"torchvision==0.13.1+cu116 --extra-index-url {TORCH_INDEX} \\\n"
+        "    --hash=sha256:abc --hash sha256:def  # pinned\n"
+        "--extra-index-url https://a.example/simple --pre\n"
+    )
+    edits, notes = pip.requirements_edits(text, "requirements.txt")
+    assert edits == (
+        S.LineEdit(3, 3, f"--extra-index-url {TORCH_INDEX}\ntorch==1.12.1+cu116"),
+        S.LineEdit(4, 5, "torchvision==0.13.1+cu116 --hash=sha256:abc --hash sha256:def"),
+        S.LineEdit(6, 6, "--extra-index-url https://a.example/simple\n--pre"),
+    )
+    assert [(str(n.pos), n.message.split("`")[1]) for n in notes] == [
+        ("requirements.txt:3:21", f"--extra-index-url {TORCH_INDEX}"),
+        ("requirements.txt:6:1", "--extra-index-url https://a.example/simple"),
+        ("requirements.txt:6:44", "--pre"),
+    ]
+    assert "pip ignores it there" in notes[0].message and "one option per line" in notes[2].message
+
+
+def test_a_file_uv_reads_as_pip_does_is_left_alone() -> None:
+    text = "--index-url https://pypi.example/simple\nsix==1.16.0 --hash=sha256:abc\n-r base.txt\n# x --pre\n"
+    assert pip.requirements_edits(text, "r.txt") == ((), ())
+    assert pip.nested_files(text + "-c constraints.txt\n--requirement=dev.txt\n-r https://e.com/r.txt\n") == (
+        "base.txt",
+        "constraints.txt",
+        "dev.txt",
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "col", "message"),
+    [
+        ("x==1 --config-settings a=b", 6, "pip option '--config-settings' after a requirement cannot be applied by uv"),
+        ("x==1 --no-deps", 6, "pip option '--no-deps' after a requirement"),
+        ("x --extra-index-url https://u:p@h.example/simple", 3, "--extra-index-url with credentials in its URL"),
+    ],
+)
+def test_what_uv_cannot_apply_is_refused_in_the_file(line: str, col: int, message: str) -> None:
+    with pytest.raises(ValueError_) as info:
+        pip.requirements_edits("six\n" + line + "\n", "reqs/r.txt")
+    assert str(info.value).startswith(f"reqs/r.txt:2:{col}: {message}")
+
+
+def test_a_call_reads_its_file_and_those_it_names(ev) -> None:
+    spec = ev(
+        body('install.python_packages(requirements="reqs/requirements.txt")'),
+        files={
+            "reqs/requirements.txt": f"torch --extra-index-url {TORCH_INDEX}\n-r base.txt\n",
+            "reqs/base.txt": "six\n-c ../constraints.txt\n",
+            "constraints.txt": "six<2\n",
+        },
+    )
+    (call,) = spec.python_packages
+    assert call.requirements_files == (
+        S.RequirementsFile("reqs/requirements.txt", (S.LineEdit(1, 1, f"--extra-index-url {TORCH_INDEX}\ntorch"),)),
+        S.RequirementsFile("reqs/base.txt"),
+        S.RequirementsFile("constraints.txt"),
+    )
+    assert call.files == ("reqs/requirements.txt", "reqs/base.txt", "constraints.txt")
+    assert set(spec.inputs) == {"reqs/requirements.txt", "reqs/base.txt", "constraints.txt"}
+    assert [str(n.pos) for n in spec.notes] == ["reqs/requirements.txt:1:7"]
+    assert S.Spec.from_json(spec.to_json()) == spec
+    with pytest.raises(ValueError_, match=r"'-r in r.txt' '../../outside.txt' points outside the build context"):
+        ev(body('install.python_packages(requirements="r.txt")'), files={"r.txt": "-r ../../outside.txt\n"})
