@@ -27,6 +27,7 @@ def test_empty_dir_gives_a_minimal_dev_environment(tmp_path: Path) -> None:
 
 def test_requirements_and_notebook(tmp_path: Path) -> None:
     (tmp_path / "requirements.txt").write_text("numpy==2.0\n# comment\n-r other.txt\n")
+    (tmp_path / "other.txt").write_text("six\n")
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "explore.ipynb").write_text("{}")
     found = gen.detect(tmp_path)
