@@ -59,6 +59,8 @@ class BuildOptions:
     locked: bool = False
     offline: bool = False
     outputs: BuildOutputOptions | None = None
+    linear: bool = False
+    """One chain of steps even where the builder has MergeOp/DiffOp (`BuilderCaps.merge_diff`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +245,11 @@ def compile_for(
     platform: str | None = None,
     mirrors: Mirrors | None = None,
     extensions: tuple[Any, ...] = (),
+    merge_layers: bool = False,
 ) -> CompiledBuild:
     """Compile the prepared spec; ``extensions`` are those `prepare_extensions` unpacked (without
-    them the VS Code extensions are left out, with a note, so ``debug llb`` stays offline)."""
+    them the VS Code extensions are left out, with a note, so ``debug llb`` stays offline);
+    ``merge_layers`` only for a builder with MergeOp/DiffOp (`BuilderCaps.merge_diff`)."""
     from envbuild import compiler, ignorefile, images
     from envbuild.compiler.compile import compile as compile_spec
     from envbuild.compiler.mirrors import Mirrors
@@ -287,6 +291,7 @@ def compile_for(
         context_dir=prep.context_dir,
         context_excludes=ignorefile.load(prep.context_dir).patterns,
         pins=pins,
+        merge_layers=merge_layers,
     )
     compiled = compile_spec(prep.spec, opts)
     if pins is None and prep.pins is not None:
@@ -554,6 +559,7 @@ class _Solver:
             platform=platform,
             mirrors=self.mirrors,
             extensions=exts,
+            merge_layers=self.caps.merge_diff and not self.options.linear,
         )
         for text in compiled.notes:
             if text not in self.notes:

@@ -24,8 +24,11 @@ their own chains and only their results are copied in, so BuildKit runs them in 
 main chain's apt steps (their apt caches have ids of their own: the main chain's are ``locked``).
 Apt steps turn off dpkg's per-file fsync while they run (nothing of it stays in the image).
 
-Everything after a changed step re-runs (this engine has no MergeOp), so steps 8-9 are file
-operations that take milliseconds, and the expensive steps sit as early as their inputs allow.
+On a chain everything after a changed step re-runs, so steps 8-9 are file operations that take
+milliseconds, and the expensive steps sit as early as their inputs allow. Where the builder has
+MergeOp/DiffOp (``CompileOptions.merge_layers``), JupyterLab and the packages install in the Python
+stage too and the image is the system chain with the stage's diffs merged on top (`python_layers`;
+docs/architecture.md, "Merged layers"): the same files, but neither side re-runs for the other.
 """
 
 from __future__ import annotations
@@ -483,21 +486,20 @@ class _Compiler:
         )
 
     def python(self, state: llb.State, base: llb.State, uv_tools: llb.State | None = None) -> llb.State:
-        """The Python runtime (a venv, or the conda env's Python), then JupyterLab and the packages
-        (a locked build: every package of the lock in one `uv pip sync` step)."""
+        """The Python runtime (a venv, or the conda env's Python), then JupyterLab and the packages (a
+        locked build: every package of the lock in one `uv pip sync` step): on the image's chain, or,
+        for a venv where the builder merges layers, beside it (`python_layers`)."""
         spec = self.spec
         pos = spec.python.pos if spec.python else None
         version = spec.python.version if spec.python else "3"
-        env = self.uv_env()
         if spec.pip_index:
             state = state.file(
                 llb.mkfile("/etc/pip.conf", _pip_conf(spec.pip_index)),
                 name=self.name("pip index", "file", spec.pip_index.pos),
             )
         prefix = self.conda_python
-        uv_cache = [llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID)]
         pins = self.opts.pins
-        locked = pins is not None and pins.python is not None and not prefix
+        exact = pins.python_version if pins is not None and pins.python is not None and not prefix else ""
         if prefix:
             python = f"{prefix}/bin/python"
             if spec.uv is None and uv_tools is not None:
@@ -505,23 +507,54 @@ class _Compiler:
                     llb.copy(uv_tools, f"{S.TOOLS_DIR}/bin/uv", S.UV_BIN, mode=0o755),
                     name=self.name(f"uv {S.UV_VERSION} for the conda env's Python", "file", pos),
                 )
+        elif self.opts.merge_layers:
+            return self.python_layers(state, base, version, pos, exact=exact)
         else:
             python = f"{S.VENV}/bin/python"
-            exact = pins.python_version if locked and pins is not None else ""
             state = self.python_stage(state, base, version, pos, exact=exact)
-        self.record_python(state, python, env)
-        if locked:
-            return self.locked_python(state, python)
-        if pins is not None and (spec.python_packages or spec.jupyter or not prefix):
+        installed = self.package_installs(state, python)
+        return installed[-1][1] if installed else state
+
+    def package_installs(
+        self, state: llb.State, python: str, *, init_groups: bool = True
+    ) -> list[tuple[Step, llb.State]]:
+        """What the build installs into the Python environment of ``state``: the lock's packages in
+        one step, or `package_steps`; every step with its result."""
+        spec, pins = self.spec, self.opts.pins
+        self.record_python(state, python, self.uv_env())
+        if pins is not None and pins.python is not None and not self.conda_python:
+            synced = self.locked_python(state, python, init_groups=init_groups)
+            return [(self.steps[-1], synced)]
+        if pins is not None and (spec.python_packages or spec.jupyter or not self.conda_python):
             self.not_locked("the Python packages")
+        return self.package_steps(state, python, init_groups=init_groups)
+
+    def package_steps(self, state: llb.State, python: str, *, init_groups: bool = True) -> list[tuple[Step, llb.State]]:
+        """JupyterLab, then one ``uv pip install`` per ``install.python_packages`` call, each on the one
+        before (a later install may upgrade what an earlier one pulled in): every step with its result.
+        ``init_groups=False`` where the owner has no passwd entry (the runtime stage)."""
+        spec = self.spec
+        env = self.uv_env()
+        uv_cache = [llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID)]
+        results: list[tuple[Step, llb.State]] = []
         if spec.jupyter:
             state = self.sh(
                 state,
-                S.pip_install((S.JUPYTER_REQUIREMENT,), (), (), self.uid, self.gid, home=self.home, python=python),
+                S.pip_install(
+                    (S.JUPYTER_REQUIREMENT,),
+                    (),
+                    (),
+                    self.uid,
+                    self.gid,
+                    home=self.home,
+                    python=python,
+                    init_groups=init_groups,
+                ),
                 name=self.name("jupyterlab", "pip", spec.jupyter.pos),
                 mounts=uv_cache,
                 env={**env, "UV_COMPILE_BYTECODE": "1"},  # else every container start compiles Jupyter (~3 s)
             )
+            results.append((self.steps[-1], state))
         for call in spec.python_packages:
             files = list(call.files)
             mounts = list(uv_cache)
@@ -535,13 +568,22 @@ class _Compiler:
             state = self.sh(
                 state,
                 S.pip_install(
-                    call.names, reqs, wheels, self.uid, self.gid, home=self.home, python=python, options=options
+                    call.names,
+                    reqs,
+                    wheels,
+                    self.uid,
+                    self.gid,
+                    home=self.home,
+                    python=python,
+                    options=options,
+                    init_groups=init_groups,
                 ),
                 name=self.name(f"python packages: {label}", "pip", call.pos),
                 mounts=mounts,
                 env={**env, **({} if own_index else cuda.pip_env(spec, call.names, self.opts.mirrors))},
             )
-        return state
+            results.append((self.steps[-1], state))
+        return results
 
     def python_context(self, files: Sequence[str]) -> llb.State:
         """The context ``files`` the Python steps read, with each requirements file among them that
@@ -634,7 +676,7 @@ class _Compiler:
             ),
         )
 
-    def locked_python(self, state: llb.State, python: str) -> llb.State:
+    def locked_python(self, state: llb.State, python: str, *, init_groups: bool = True) -> llb.State:
         """The lock's Python packages in one step: `uv pip sync` with every hash required, so the
         environment holds exactly them (seed packages included)."""
         spec, request, pins = self.spec, self.installs.python, self.opts.pins
@@ -665,24 +707,19 @@ class _Compiler:
                 python=python,
                 options=options,
                 compile_bytecode=spec.jupyter is not None,  # else every container start compiles Jupyter (~3 s)
+                init_groups=init_groups,
             ),
             name=self.name(f"python packages: {count} from the lock", "pip", pos),
             mounts=mounts,
             env=dict(request.env),
         )
 
-    def python_stage(
-        self, state: llb.State, base: llb.State, version: str, pos: Pos | None, *, exact: str = ""
-    ) -> llb.State:
-        """uv, CPython and the venv in a stage beside the main chain: it starts after
-        ``config.apt_source`` and needs none of the image's apt packages, so it runs while the dev and
-        apt steps do. One copy brings ``/opt/envbuild`` and uv in; a check step makes sure the image
-        has the interpreter the venv points at. JupyterLab and the packages install on the main chain:
-        copying them in would cost more than the overlap saves, and a new package re-runs only its step.
-        ``exact`` (a locked build) is the interpreter release the lock saw; the venv then has no seed
-        packages (the lock's are synced in)."""
-        spec = self.spec
-        idx = spec.pip_index
+    def python_runtime(self, base: llb.State, version: str, pos: Pos | None, *, exact: str = "") -> llb.State:
+        """uv, CPython and the venv in a stage of its own: it starts after ``config.apt_source`` and
+        needs none of the image's apt packages, so it runs while the dev and apt steps do. ``exact`` (a
+        locked build) is the interpreter release the lock saw; the venv then has no seed packages (the
+        lock's are synced in)."""
+        idx = self.spec.pip_index
         py_env = self.uv_env()
         if self.opts.python_mirror:
             py_env["UV_PYTHON_INSTALL_MIRROR"] = self.opts.python_mirror
@@ -692,7 +729,7 @@ class _Compiler:
             llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID),
             llb.cache(S.PIP_CACHE_DIR, S.PIP_CACHE_ID),
         ]
-        runtime = self.sh(
+        return self.sh(
             base,
             S.python_runtime(
                 exact or version,
@@ -708,12 +745,15 @@ class _Compiler:
             mounts=mounts,
             env=py_env,
         )
-        state = state.file(
-            llb.copy(runtime, S.UV_BIN, S.UV_BIN, mode=0o755).copy(
-                runtime, S.ENVBUILD_DIR, S.ENVBUILD_DIR, owner=self.owner(), follow_symlinks=False
-            ),
-            name=self.name(f"python {version}: copy {S.ENVBUILD_DIR} and uv in", "file", pos),
+
+    def runtime_files(self, runtime: llb.State) -> llb.FileAction:
+        """``/opt/envbuild`` (CPython if uv-managed, the venv) and uv from the runtime stage."""
+        return llb.copy(runtime, S.UV_BIN, S.UV_BIN, mode=0o755).copy(
+            runtime, S.ENVBUILD_DIR, S.ENVBUILD_DIR, owner=self.owner(), follow_symlinks=False
         )
+
+    def python_check(self, state: llb.State, version: str, pos: Pos | None) -> llb.State:
+        """Makes sure the image has the interpreter the venv points at (the distro's python3)."""
         step = self.name(f"python {version}: the venv's interpreter in the image", "python", pos)
         mounts = self.apt_mounts()
         return self.sh(
@@ -721,6 +761,81 @@ class _Compiler:
             S.python_check(self.apt_request(state, "python3", ("python3",), step=step, mounts=mounts)),
             name=step,
             mounts=mounts,
+        )
+
+    def python_stage(
+        self, state: llb.State, base: llb.State, version: str, pos: Pos | None, *, exact: str = ""
+    ) -> llb.State:
+        """The runtime stage (`python_runtime`) copied onto the main chain in one FileOp, then the
+        interpreter check. JupyterLab and the packages install on the main chain after it: copying them
+        in would cost more than the overlap saves, and a new package re-runs only its step."""
+        runtime = self.python_runtime(base, version, pos, exact=exact)
+        state = state.file(
+            self.runtime_files(runtime),
+            name=self.name(f"python {version}: copy {S.ENVBUILD_DIR} and uv in", "file", pos),
+        )
+        return self.python_check(state, version, pos)
+
+    def python_layers(
+        self, system: llb.State, base: llb.State, version: str, pos: Pos | None, *, exact: str = ""
+    ) -> llb.State:
+        """Where the builder has MergeOp/DiffOp: JupyterLab and the packages install in the runtime stage
+        too, each step kept as its diff, and the image is the system chain with the runtime's files and
+        those diffs merged on top. A change on one side re-runs only its own steps (a new package: its
+        step; a new apt package: the apt chain), and a cold build runs both sides at once.
+
+        The runtime's files are a diff of a copy onto the base, so every parent directory keeps the
+        base's owner and mode; merged onto the system chain they get the check step, as on the chain.
+        The package steps see what they would see on the chain where it matters to a build: the build
+        file's apt packages (build dependencies) and, in a development image, git (`package_build_env`)."""
+        runtime = self.python_runtime(base, version, pos, exact=exact)
+        build_env = self.package_build_env(runtime, pos)
+        installs = self.package_installs(build_env, f"{S.VENV}/bin/python", init_groups=False)
+        files = self.runtime_files(runtime)
+        if installs:
+            # On the chain the builder leaves the directory above the package steps' uv cache mount in
+            # the image (empty); it is made here, so both layouts hold the same files.
+            files = files.mkdir(posixpath.dirname(S.UV_CACHE_DIR), 0o755)
+        copied = base.file(files, name=self.name(f"python {version}: copy {S.ENVBUILD_DIR} and uv in", "file", pos))
+        layer = llb.diff(base, copied, name=self.name(f"layer: python {version} and uv", "layer", pos))
+        with_runtime = llb.merge(
+            [system, layer], name=self.name(f"python {version}: runtime layer merged onto the system", "layer", pos)
+        )
+        checked = self.python_check(with_runtime, version, pos)
+        if not installs:
+            return checked
+        layers = [checked]
+        lower = build_env
+        for step, upper in installs:
+            layers.append(llb.diff(lower, upper, name=self.name(f"layer: {step.name}", "layer", step.pos)))
+            lower = upper
+        return llb.merge(layers, name=self.name("image: package layers merged", "layer", pos))
+
+    def package_build_env(self, runtime: llb.State, pos: Pos | None) -> llb.State:
+        """The runtime stage plus what a package build may need from the image's chain: the build
+        file's apt packages (headers, compilers) and, in a development image (which has git), git when a
+        requirement may come from a git URL. Neither reaches the image from here, only the diffs do, so
+        this is no transaction of the lock (`envbuild lock` resolves the chain); a locked build installs
+        these names at the versions the lock has for them."""
+        spec = self.spec
+        packages = [n for call in spec.apt_packages for n in call.names]
+        if spec.dev and any(c.requirements or any("git+" in n for n in c.names) for c in spec.python_packages):
+            packages.append("git")
+        if not packages:
+            return runtime
+        names = tuple(dict.fromkeys(packages))
+        locked: dict[str, str] = {}
+        for pin in self.opts.pins.apt.values() if self.opts.pins is not None else ():
+            for word in pin.packages:
+                locked.setdefault(word.split("=", 1)[0], word)
+        request = S.AptRequest(
+            tuple(locked.get(n, n) for n in names), mirror="" if spec.apt_source else self.opts.mirrors.apt
+        )
+        return self.sh(
+            runtime,
+            S.apt_install(request),
+            name=self.name(f"python packages: build environment (apt: {' '.join(names)})", "apt", pos),
+            mounts=self.tool_apt_mounts(),
         )
 
     def ide(self, state: llb.State) -> llb.State:

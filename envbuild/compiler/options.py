@@ -109,6 +109,8 @@ class CompileOptions:
     ``context_excludes`` are the patterns of its ignore file (`envbuild.ignorefile`): those files
     are never sent to the builder.
     ``pins`` (a locked build) are the versions every package transaction installs.
+    ``merge_layers`` builds the Python runtime and packages beside the system packages and stacks
+    them with MergeOp/DiffOp (only for a builder that has both; the default is one chain of steps).
     """
 
     project: str = "project"
@@ -128,6 +130,7 @@ class CompileOptions:
     context_dir: str = "."
     context_excludes: tuple[str, ...] = ()
     pins: Pins | None = None
+    merge_layers: bool = False
 
 
 def proxy_from_env(environ: Mapping[str, str]) -> dict[str, str]:

@@ -423,17 +423,19 @@ def pip_install(
     home: str,
     python: str = f"{VENV}/bin/python",
     options: Sequence[str] = (),
+    init_groups: bool = True,
 ) -> str:
     """`uv pip install` into the environment as its owner, downloads through the shared uv cache.
 
     ``python`` is the environment's interpreter: the venv's, or the conda env's when conda owns Python.
-    ``options`` (uv options, see `uv_pip_options`) come before the requirements.
+    ``options`` (uv options, see `uv_pip_options`) come before the requirements. ``init_groups=False``
+    where the owner has no passwd entry (the Python stage, when its packages are layers of their own).
     """
     args = [*options, *names]
     for r in requirements:
         args += ["-r", r]
     args += wheels
-    drop = _drop_to(uid, gid)
+    drop = _drop_to(uid, gid, init_groups=init_groups)
     return script(
         _own_cache(uid, gid),
         f"{drop}env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_LINK_MODE=copy UV_PYTHON={python}"
@@ -450,16 +452,18 @@ def pip_sync(
     python: str = f"{VENV}/bin/python",
     options: Sequence[str] = (),
     compile_bytecode: bool = False,
+    init_groups: bool = True,
 ) -> str:
     """A locked build's Python packages: `uv pip sync` of the lock's hashed requirements, so the
     environment holds exactly those packages (anything else is removed) and every file's hash is
-    checked."""
+    checked. ``init_groups`` as for `pip_install`."""
     env = f"env HOME={home} UV_CACHE_DIR={UV_CACHE_DIR} UV_LINK_MODE=copy UV_PYTHON={python}"
     if compile_bytecode:
         env += " UV_COMPILE_BYTECODE=1"
     return script(
         _own_cache(uid, gid),
-        f"{_drop_to(uid, gid)}{env} {UV_BIN} pip sync --require-hashes {shlex.join([*options, requirements])}",
+        f"{_drop_to(uid, gid, init_groups=init_groups)}{env} {UV_BIN} pip sync --require-hashes "
+        f"{shlex.join([*options, requirements])}",
     )
 
 

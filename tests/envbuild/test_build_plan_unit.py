@@ -3,7 +3,7 @@ platform, image config only for image exports, local sources at their host paths
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ class _Client:
     def __init__(self, platforms: tuple[llb.Platform, ...]) -> None:
         self.platforms = platforms
         self.solves: list[dict[str, Any]] = []
+        self.merge: bool | str | None = None  # mergeop/diffop as `reported` takes them (None: unknown to it)
 
     def __enter__(self) -> _Client:
         return self
@@ -35,7 +36,7 @@ class _Client:
         pass
 
     def capabilities(self) -> llb.Capabilities:
-        return reported(merge=None, platforms=self.platforms)  # what Docker 20.10's builder reports
+        return reported(merge=self.merge, platforms=self.platforms)  # by default what Docker 20.10's reports
 
     def solve(self, definition: llb.Definition, **kwargs: Any) -> _Result:
         self.solves.append({"definition": definition, **kwargs})
@@ -129,3 +130,27 @@ def test_registry_cache_export_on_the_engine_fails_before_solving(recorder: _Cli
     with pytest.raises(UsageError, match="cannot export cache"):
         B.build(_options(tmp_path, tags=["r.example/e:1"], push=True, export_cache=["type=registry,ref=r.example/e:c"]))
     assert recorder.solves == []
+
+
+def _op_kinds(solve: dict[str, Any]) -> set[str]:
+    return {k for o in solve["definition"].to_json() for k in ("merge", "diff", "exec") if k in o["Op"]}
+
+
+def test_a_builder_with_mergeop_and_diffop_gets_the_merged_layout_unless_linear(
+    recorder: _Client, tmp_path: Path
+) -> None:
+    recorder.merge = True
+    options = _options(tmp_path)
+    B.build(options)
+    B.build(replace(options, linear=True))
+    merged, linear = recorder.solves
+    assert _op_kinds(merged) == {"merge", "diff", "exec"}
+    assert _op_kinds(linear) == {"exec"}
+
+
+@pytest.mark.parametrize("merge", [None, "only enabled with containerd image store backend"])
+def test_a_builder_without_mergeop_gets_the_chain(recorder: _Client, tmp_path: Path, merge: str | None) -> None:
+    recorder.merge = merge
+    B.build(_options(tmp_path))
+    (solve,) = recorder.solves
+    assert _op_kinds(solve) == {"exec"}

@@ -1,5 +1,7 @@
 """Golden LLB per example: the compiled graph (as JSON), its digests and the image config are stable.
 
+``golden/<example>.json`` is the one chain every builder runs; ``golden/merged/<example>.json`` the
+layout for builders with MergeOp/DiffOp, for the examples where it differs (a venv to build beside).
 Regenerate after an intended change with ``ENVBUILD_UPDATE_GOLDEN=1 pytest tests/envbuild/test_compiler_golden.py``
 and review the diff: every changed digest is a cache miss for users.
 """
@@ -20,11 +22,12 @@ from envbuild.compiler.vscode import Extension
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
 EXAMPLES = sorted(p.parent.name for p in (ROOT / "examples").glob("*/build.envd"))
+MERGED = ("jupyter", "multi-target", "pytorch-cuda", "requirements", "shared-lib", "vscode")
 DEBIAN = BaseConfig(env=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",), cmd=("bash",))
 UPDATE = os.environ.get("ENVBUILD_UPDATE_GOLDEN") == "1"
 
 
-def render(example: str) -> dict:
+def render(example: str, *, merge_layers: bool = False) -> dict:
     spec = frontend.evaluate(ROOT / "examples" / example, user_config=False)
     # Extensions are prepared on the host at build time; fixed stand-ins keep the IDE stage in the golden.
     exts = tuple(
@@ -41,6 +44,7 @@ def render(example: str) -> dict:
             vscode_extensions=exts,
             vscode_cache="/cache/vscode",
             context_dir="/ctx",
+            merge_layers=merge_layers,
         ),
     )
     definition = compiled.definition()
@@ -56,16 +60,21 @@ def render(example: str) -> dict:
     }
 
 
-@pytest.mark.parametrize("example", EXAMPLES)
-def test_golden_llb(example: str) -> None:
-    path = GOLDEN / f"{example}.json"
-    got = render(example)
+@pytest.mark.parametrize(("example", "merged"), [(e, False) for e in EXAMPLES] + [(e, True) for e in MERGED])
+def test_golden_llb(example: str, merged: bool) -> None:
+    path = GOLDEN / ("merged" if merged else "") / f"{example}.json"
+    got = render(example, merge_layers=merged)
     text = json.dumps(got, indent=1, sort_keys=True) + "\n"
     if UPDATE or not path.exists():
         if not UPDATE:
             pytest.fail(f"no golden file {path.name}; run with ENVBUILD_UPDATE_GOLDEN=1 to create it")
         path.write_text(text)
     assert json.loads(text) == json.loads(path.read_text()), f"{example}: LLB changed (see module docstring)"
+
+
+@pytest.mark.parametrize("example", sorted(set(EXAMPLES) - set(MERGED)))
+def test_merging_changes_nothing_without_a_venv(example: str) -> None:
+    assert render(example, merge_layers=True) == render(example)
 
 
 @pytest.mark.parametrize("example", ["jupyter", "requirements"])

@@ -60,6 +60,12 @@ def build(
     offline: bool = typer.Option(
         False, "--offline", help="Use only the engine's images, caches and build.envd.lock; say what is missing."
     ),
+    linear: bool = typer.Option(
+        False,
+        "--linear",
+        help="One chain of steps even where the builder merges layers (MergeOp/DiffOp); same files, "
+        "but a change re-runs every step after it.",
+    ),
 ) -> None:
     """Build the environment image; finishes at once when nothing changed."""
     if progress not in PROGRESS_MODES:
@@ -84,6 +90,7 @@ def build(
         builder=builder,
         locked=locked,
         offline=offline,
+        linear=linear,
     )
     from envbuild.build import build_prepared, one_build_at_a_time, prepare, quick_up_to_date, up_to_date
 
@@ -122,6 +129,7 @@ def _build_options(
     builder: str | None,
     locked: bool,
     offline: bool,
+    linear: bool,
 ) -> BuildOptions:
     """The command line as `BuildOptions`, with the CLI's usage errors."""
     from envbuild.build import BuildOptions
@@ -154,6 +162,7 @@ def _build_options(
         locked=locked,
         offline=offline,
         outputs=outputs,
+        linear=linear,
     )
 
 

@@ -36,6 +36,11 @@ def llb_cmd(
     fmt: str = typer.Option("json", "--format", help="json (one op per line, like envd) or dot."),
     owner: str | None = typer.Option(None, "--owner", help="UID[:GID] of the envd user (default: yours)."),
     image_config: bool = typer.Option(False, "--image-config", help="Print the image config instead."),
+    merged: bool = typer.Option(
+        False,
+        "--merged",
+        help="The graph for a builder that merges layers (MergeOp/DiffOp); default: the one chain every builder runs.",
+    ),
 ) -> None:
     """Print the LLB the build file compiles to (base image config from the engine's store if it has it)."""
     from envbuild.build import BuildOptions, compile_for, prepare
@@ -44,7 +49,7 @@ def llb_cmd(
         raise UsageError(f"invalid --format {fmt!r}: use json or dot")
     target, function = build_target(path, file)
     options = BuildOptions(path=target, function=function, owner=parse_owner(owner))
-    compiled = compile_for(prepare(options, labels=image_config), options)  # the LLB carries no labels
+    compiled = compile_for(prepare(options, labels=image_config), options, merge_layers=merged)  # no labels in LLB
     for note in compiled.notes:
         print(f"note: {note}", file=sys.stderr)
     if image_config:
