@@ -582,15 +582,28 @@ class _Solver:
             raise _step_failed(exc, compiled) from None
         except llb.DefinitionTooLarge as exc:  # the engine's request limit: graph and image config
             raise compiled.too_large(exc) from None
+        except llb.SolveError as exc:
+            if type(exc) is llb.SolveError and exc.vertex_name:  # the builder named the step that failed
+                raise _step_failed(exc, compiled) from None
+            raise
 
 
 STEP_ERROR = "envbuild: error: "
 """A step's own explanation of its failure (the locked apt check's, say) leads the error message."""
 
 
-def _step_failed(exc: Any, compiled: CompiledBuild) -> BuildFailed:
+def _step_failed(exc: llb.SolveError, compiled: CompiledBuild) -> BuildFailed:
+    """The failed step at its build file position (the compiler's, else the one the builder sent), with
+    the exit code and log of a `run` step, or the builder's message for any other step."""
+    import llb
+
     step = compiled.step_for(exc.vertex_name)
-    where = f"{step.pos}: " if step and step.pos else ""
+    pos = step.pos if step and step.pos else (str(exc.sources[0]) if exc.sources else "")
+    where = f"{pos}: " if pos else ""
+    if not isinstance(exc, llb.ExecError):
+        err = BuildFailed(f"{where}step {exc.vertex_name!r} failed: {exc.message}")
+        err.step = step  # type: ignore[attr-defined]
+        return err
     code = f" (exit code {exc.exit_code})" if exc.exit_code is not None else ""
     tail = "\n".join("  | " + line for line in exc.log_tail[-20:])
     said = [line.split(STEP_ERROR, 1)[1] for line in exc.log_tail if STEP_ERROR in line]

@@ -26,11 +26,12 @@ from typing import Any, Protocol, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from ._proto import control_pb2, gateway_pb2, ops_pb2, status_pb2
+from ._proto import control_pb2, gateway_pb2, ops_pb2
 from .auth import DockerConfigAuth
 from .capabilities import Capabilities, WorkerInfo
 from .connection import TLSConfig, Transport, open_transport, resolve_address
 from .definition import Definition
+from .errdetails import error_details, status_of
 from .errors import (
     BuilderUnreachable,
     Cancelled,
@@ -60,6 +61,7 @@ _EXIT_PATTERNS = (
 )
 _CANCELLED = "solve cancelled; the builder was told to stop it"
 _MISSING_EXPORTER = re.compile(r'exporter "(?P<name>[^"]+)" could not be found')
+_TOO_LARGE = re.compile(r"message larger than max", re.I)  # grpc's words for a request over the 4 MiB limit
 
 _Unary = grpc.UnaryUnaryMultiCallable
 _Stream = grpc.UnaryStreamMultiCallable
@@ -642,9 +644,7 @@ class Client:
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED:
                 raise
-            err = gateway_pb2.ReturnRequest(
-                error=status_pb2.Status(code=exc.code().value[0], message=_rpc_details(exc))
-            )
+            err = gateway_pb2.ReturnRequest(error=status_of(exc))  # with the builder's details
             try:
                 self._gw_return(err, metadata=md, timeout=10)
             except grpc.RpcError:
@@ -717,8 +717,10 @@ def _result_ref(resp: gateway_pb2.SolveResponse) -> str:
 def _solve_error(
     exc: grpc.RpcError, tracker: ProgressTracker, address: str, *, docker_engine: bool = False
 ) -> LLBError:
-    """The llb error for a failed solve: a step's exit code and log tail when the message has them."""
-    msg = _rpc_details(exc)
+    """The llb error for a failed solve: the failing step (from the builder's error details, else
+    from the message) with its exit code, log tail and source position when there are some."""
+    details = error_details(exc)
+    msg = details.message or _rpc_details(exc)
     code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
         return BuilderUnreachable(address, msg, "the builder went away during the solve")
@@ -727,25 +729,36 @@ def _solve_error(
         return exporter_missing(msg, missing.group("name"), docker_engine=docker_engine)
     if "unknown cache exporter" in msg or "unknown cache importer" in msg:
         return UnsupportedByBuilder(
-            f"{msg}: the Docker engine's embedded BuildKit only exports 'inline' cache; "
-            "a standalone buildkitd also has 'registry'"
+            f"{msg}: the Docker engine's builder exports only 'inline' cache unless the engine keeps images in "
+            "the containerd image store; a standalone buildkitd also has 'registry'"
         )
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_LARGE.search(msg):
         return SolveError(f"{msg} (the Docker engine accepts at most 4 MiB per request)")
+    vertex = next((v for v in tracker.vertices if details.vertex and v.digest == details.vertex), None)
+    exit_code, command = details.exit_code, ""
     for pat in _EXIT_PATTERNS:
         m = pat.search(msg)
-        if m is None:
-            continue
-        failed = [v for v in tracker.vertices if v.error and pat.search(v.error)]
-        failed = failed or [v for v in tracker.vertices if v.error and "cancel" not in v.error]
-        vertex = failed[0] if failed else None
+        if m is not None:
+            exit_code, command = (exit_code if exit_code is not None else int(m.group("code"))), m.group("cmd")
+            if vertex is None:
+                failed = [v for v in tracker.vertices if v.error and pat.search(v.error)]
+                failed = failed or [v for v in tracker.vertices if v.error and "cancel" not in v.error]
+                vertex = failed[0] if failed else None
+            break
+    if vertex is None and not details.vertex:  # a builder that names none (Docker 20.10): the one that failed
+        failed = [v for v in tracker.vertices if v.error and "cancel" not in v.error]
+        vertex = failed[0] if len(failed) == 1 else None
+    digest = vertex.digest if vertex else details.vertex
+    if exit_code is not None:
         return ExecError(
             msg,
-            vertex_name=vertex.name if vertex else m.group("cmd"),
-            exit_code=int(m.group("code")),
+            vertex_name=vertex.name if vertex else command,
+            exit_code=exit_code,
             log_tail=tracker.log_tail(vertex.digest) if vertex else (),
+            vertex=digest,
+            sources=details.sources,
         )
-    return SolveError(msg)
+    return SolveError(msg, vertex=digest, vertex_name=vertex.name if vertex else "", sources=details.sources)
 
 
 def _warnings(tracker: ProgressTracker, status_error: BaseException | None) -> tuple[str, ...]:

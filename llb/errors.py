@@ -7,6 +7,10 @@ type; the subclasses say what the user can do about it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .errdetails import SourceRange
 
 __all__ = [
     "LLBError",
@@ -57,7 +61,18 @@ ConnectionError_ = BuilderUnreachable
 
 
 class SolveError(LLBError):
-    """The builder rejected or failed the build."""
+    """The builder rejected or failed the build. Where the builder said which vertex failed,
+    ``vertex`` is its digest and ``vertex_name`` its name, and ``sources`` where in a source file its
+    op came from (when the definition carried a source map); all empty otherwise."""
+
+    def __init__(
+        self, message: str, *, vertex: str = "", vertex_name: str = "", sources: Sequence[SourceRange] = ()
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.vertex = vertex
+        self.vertex_name = vertex_name
+        self.sources = tuple(sources)
 
 
 class ExecError(SolveError):
@@ -70,15 +85,17 @@ class ExecError(SolveError):
         vertex_name: str = "",
         exit_code: int | None = None,
         log_tail: Sequence[str] = (),
+        vertex: str = "",
+        sources: Sequence[SourceRange] = (),
     ) -> None:
-        self.vertex_name = vertex_name
+        super().__init__(message, vertex=vertex, vertex_name=vertex_name, sources=sources)
         self.exit_code = exit_code
         self.log_tail = tuple(log_tail)
-        self.message = message
-        super().__init__(message)
 
     def __str__(self) -> str:
         head = f"step {self.vertex_name!r} failed" if self.vertex_name else "step failed"
+        if self.sources:
+            head = f"{self.sources[0]}: {head}"
         if self.exit_code is not None:
             head += f" with exit code {self.exit_code}"
         parts = [head]

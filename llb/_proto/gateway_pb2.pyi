@@ -183,6 +183,14 @@ class ReadFileResponse(_message.Message):
     Data: bytes
     def __init__(self, Data: _Optional[bytes] = ...) -> None: ...
 
+class ExitMessage(_message.Message):
+    __slots__ = ("Code", "Error")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    Code: int
+    Error: _status_pb2.Status
+    def __init__(self, Code: _Optional[int] = ..., Error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+
 class PingRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

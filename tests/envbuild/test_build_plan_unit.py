@@ -154,3 +154,24 @@ def test_a_builder_without_mergeop_gets_the_chain(recorder: _Client, tmp_path: P
     B.build(_options(tmp_path))
     (solve,) = recorder.solves
     assert _op_kinds(solve) == {"exec"}
+
+
+def test_a_failed_step_is_named_at_its_build_file_position(recorder: _Client, tmp_path: Path) -> None:
+    """A step the builder names as failed (not only a `run` exiting non-zero: a copy, a download) is
+    reported at the build.envd call it came from, with the builder's message."""
+    from envbuild.errors import BuildFailed
+
+    def fail(definition: llb.Definition, **kwargs: Any) -> _Result:
+        names = [
+            md.get("description", {}).get("llb.customname", "")
+            for md in (o["OpMetadata"] for o in definition.to_json())
+        ]
+        step = next(n for n in names if "python packages" in n)
+        raise llb.SolveError("lstat /r.txt: no such file or directory", vertex="sha256:ab", vertex_name=step)
+
+    recorder.solve = fail  # type: ignore[method-assign]
+    with pytest.raises(BuildFailed) as info:
+        B.build(_options(tmp_path))
+    text = str(info.value)
+    assert text.startswith("build.envd:3:5: step 'python packages"), text
+    assert text.endswith("failed: lstat /r.txt: no such file or directory")

@@ -376,6 +376,30 @@ def test_image_exporters_where_the_engine_has_them(engine: llb.Client, tmp_path:
         _docker("image", "rm", "-f", tag)
 
 
+def test_a_failed_step_with_a_long_command_is_reported(engine: llb.Client) -> None:
+    """Docker 26's BuildKit sends a failed step's error with ~6 KB of details besides its message; with
+    a long command (quotes and line breaks grow in the trailers) they pass grpc's default metadata
+    limits (8 KiB, 16 KiB at most), which would drop the error. Its step, exit code and log come
+    through, on the gateway path an image build takes as well."""
+    marker = uuid.uuid4().hex[:12]
+    script = "; ".join(f'echo "line-{i}-{"x" * 60}\n"' for i in range(160)) + f"; echo {marker}; exit 7"
+    step = _base().run(["sh", "-c", script], name=f"long {marker}").root()
+    for export, config in ((None, None), (llb.DockerImage(f"llb-test/long:{marker}"), llb.ImageConfig(cmd=["sh"]))):
+        with pytest.raises(llb.ExecError) as info:
+            engine.solve(step, export=export, image_config=config)
+        err = info.value
+        assert (err.vertex_name, err.exit_code, err.log_tail[-1]) == (f"long {marker}", 7, marker)
+        assert err.vertex.startswith("sha256:") and "exit code: 7" in err.message
+
+
+def test_a_failed_file_step_is_named(engine: llb.Client) -> None:
+    marker = uuid.uuid4().hex[:12]
+    base = _base()
+    with pytest.raises(llb.SolveError) as info:
+        engine.solve(base.file(llb.copy(base, f"/no-such-{marker}", "/x"), name=f"copy {marker}"))
+    assert info.value.vertex_name == f"copy {marker}" and f"no-such-{marker}" in info.value.message
+
+
 def test_list_workers(engine: llb.Client) -> None:
     workers = engine.list_workers()
     assert workers and any(p.os == "linux" for w in workers for p in w.platforms)

@@ -51,6 +51,7 @@ class FakeBuildkitd:
         self.status: list[control_pb2.StatusResponse] = []
         self.status_error: str | None = None
         self.solve_error: str | None = None
+        self.solve_error_details: bytes | None = None
         self.exporter_response = {"containerimage.digest": "sha256:fake"}
         self.solve_requests: list[control_pb2.SolveRequest] = []
         self.pong = gateway_pb2.PongResponse(
@@ -185,6 +186,8 @@ class FakeBuildkitd:
                 return control_pb2.SolveResponse()
         self._status_done.wait(5)
         if self.solve_error is not None:
+            if self.solve_error_details is not None:
+                ctx.set_trailing_metadata((("grpc-status-details-bin", self.solve_error_details),))
             ctx.abort(grpc.StatusCode.UNKNOWN, self.solve_error)
         return control_pb2.SolveResponse(ExporterResponse=self.exporter_response)
 
