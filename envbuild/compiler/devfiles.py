@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 ENTRYPOINT = "/usr/local/bin/envbuild-entrypoint"
 WAIT_INIT = "/usr/local/bin/envbuild-wait-init"
+SESSION = "/usr/local/bin/envbuild-session"
+STATUS = "/usr/local/bin/envbuild-status"
+ENVD_DIR = "/var/envd"
+ENVD_AUTHORIZED_KEYS = f"{ENVD_DIR}/authorized_keys"
+"""envd's keys file: libraries append keys to it from ``runtime.init``; sshd reads it after the runtime's."""
 ETC = "/etc/envbuild"
 SERVICES = f"{ETC}/services"
 LOGS = "/var/log/envbuild"
@@ -89,6 +94,18 @@ def wait_init(count: int) -> str:
     return container_file("wait_init.sh", COUNT=int(count))
 
 
+def session() -> str:
+    """sshd's ForceCommand: a command or a login shell in the project directory, as envd's sshd
+    runs them (its working directory is ``$ENVD_WORKDIR``)."""
+    return container_file("session.sh")
+
+
+def status() -> str:
+    """What ``envbuild up`` and ``envbuild ls`` read (`envbuild.runtime.services`): each
+    ``runtime.init``'s exit status, and with ``--services`` each supervisor program's state."""
+    return container_file("status.sh", INIT_DONE_DIR=INIT_DONE_DIR, ETC=ETC, SUPERVISORD_CONFIG=SUPERVISORD_CONFIG)
+
+
 def sshd_word(text: str) -> str:
     """One sshd_config argument: double-quoted, ``\\`` and ``"`` escaped (OpenSSH's ``argv_split``
     reads them back). sshd_config is read line by line, so a line break cannot be written at all."""
@@ -101,6 +118,8 @@ def sshd_config(uid: int, env: Mapping[str, str]) -> str:
     """Key-only sshd on 2222; the session environment matches the image's (sshd does not inherit it).
 
     ``PermitRootLogin`` must allow keys when envd has uid 0 (sshd checks the uid, not the name).
+    Keys: the runtime's, then envd's ``/var/envd/authorized_keys``. Every session (sftp too, run by
+    the shell as an external program) starts in the project directory (`session`).
     """
     setenv = " ".join(sshd_word(f"{k}={v}") for k, v in env.items() if _ENV_NAME.fullmatch(k))
     lines = [
@@ -108,7 +127,7 @@ def sshd_config(uid: int, env: Mapping[str, str]) -> str:
         "HostKey /etc/ssh/ssh_host_ed25519_key",
         "HostKey /etc/ssh/ssh_host_ecdsa_key",
         "PubkeyAuthentication yes",
-        f"AuthorizedKeysFile {AUTHORIZED_KEYS}",
+        f"AuthorizedKeysFile {AUTHORIZED_KEYS} {ENVD_AUTHORIZED_KEYS}",
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
         f"PermitRootLogin {'prohibit-password' if uid == 0 else 'no'}",
@@ -118,7 +137,8 @@ def sshd_config(uid: int, env: Mapping[str, str]) -> str:
         "X11Forwarding no",
         "PrintMotd no",
         "PidFile /run/envbuild-sshd.pid",
-        "Subsystem sftp internal-sftp",
+        "Subsystem sftp /usr/lib/openssh/sftp-server",
+        f"ForceCommand {SESSION}",
     ]
     if setenv:
         lines.append(f"SetEnv {setenv}")
@@ -129,10 +149,7 @@ def profile(env: Mapping[str, str]) -> str:
     """Login shells over ssh get the image's environment (Debian's /etc/profile resets PATH).
 
     A name no shell can export (a base image may have one) is left out."""
-    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items() if _ENV_NAME.fullmatch(k)) + (
-        'if [ -n "${SSH_CONNECTION:-}" ] && [ "$PWD" = "$HOME" ] && [ -d "$ENVD_WORKDIR" ]; then\n'
-        '  cd "$ENVD_WORKDIR"\nfi\n'
-    )
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items() if _ENV_NAME.fullmatch(k))
 
 
 def supervisord_conf() -> str:
@@ -211,7 +228,7 @@ def services(
     for i, cmds in enumerate(inits):
         script = f"{ETC}/init_{i}.sh"
         files[script] = ("#!/bin/bash\nset -euo pipefail\n" + "".join(c + "\n" for c in cmds), 0o755)
-        argv = ["/bin/sh", "-c", f"{script}; rc=$?; touch {INIT_DONE_DIR}/init_{i}; exit $rc"]
+        argv = ["/bin/sh", "-c", f"{script}; rc=$?; echo $rc > {INIT_DONE_DIR}/init_{i}; exit $rc"]
         programs[f"init_{i}"] = _program(
             f"init_{i}", argv, user="envd", directory=workdir, home="/home/envd", once=True, priority=100
         )

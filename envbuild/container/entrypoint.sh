@@ -8,7 +8,12 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 umask 022
-mkdir -p /etc/envbuild /var/log/envbuild /run/sshd
+mkdir -p /etc/envbuild /var/log/envbuild /run/sshd /var/log/horust
+for conf in /etc/envbuild/services/*.conf; do  # envd's log names, for its users' habits
+  name=$(basename "$conf" .conf)
+  ln -sfn "../envbuild/$name.log" "/var/log/horust/${name}_stdout.log"
+  ln -sfn "../envbuild/$name.log" "/var/log/horust/${name}_stderr.log"
+done
 rm -rf /run/envbuild-init
 install -d -m 0755 -o @UID@ -g @GID@ /run/envbuild-init
 for t in ed25519 ecdsa; do

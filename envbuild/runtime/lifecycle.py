@@ -32,6 +32,8 @@ class UpResult:
     action: Action
     refused: tuple[str, ...] = ()
     """What the spec asked for and did not get (`options.ContainerPlan.refused`), for the user to read."""
+    problems: tuple[str, ...] = ()
+    """A ``runtime.init`` that failed or a service that does not stay up (`services.problems`)."""
 
 
 @engine.answering()
@@ -101,7 +103,7 @@ def bring_up(
                 action = "attached"
             env = engine.wait_ready(existing, timeout)
             _publish_ssh(env)
-            return UpResult(env, action)
+            return UpResult(env, action, problems=_settle(existing, spec, timeout))
     if plan.gpus is not None:
         engine.check_gpu_support(client)
     ssh.forget_host_key(name)
@@ -113,14 +115,23 @@ def bring_up(
             raise
         env = engine.wait_ready(other, timeout)
         _publish_ssh(env)
-        return UpResult(env, "attached")
+        return UpResult(env, "attached", problems=_settle(other, spec, timeout))
     try:
         env = engine.wait_ready(container, timeout)
     except BaseException:
         engine.remove(container)
         raise
     _publish_ssh(env)
-    return UpResult(env, action, plan.refused)
+    return UpResult(env, action, plan.refused, _settle(container, spec, timeout))
+
+
+def _settle(container: Container, spec: Spec | None, timeout: float) -> tuple[str, ...]:
+    """Wait for the inits and services (`services.settle`); what failed or did not end, if anything.
+    The environment stays up either way, for the user to look into."""
+    from envbuild.runtime import services
+
+    programs = services.settle(container, spec, timeout)
+    return services.problems(container, spec, programs, timeout) if spec is not None else ()
 
 
 def _the_winner(client: docker.DockerClient, name: str, wait: float = 10.0) -> Container | None:

@@ -326,3 +326,42 @@ def test_every_placeholder_needs_a_value() -> None:
         D.container_file("wait_init.sh")
     with pytest.raises(KeyError, match="placeholders"):
         D.container_file("supervisord.conf", EXTRA=1)
+
+
+def test_ssh_sessions_start_in_the_project_directory(tmp_path: Path) -> None:
+    """sshd's ForceCommand runs the client's command, or a login shell, in ``$ENVD_WORKDIR``, as envd's sshd."""
+    script = tmp_path / "session"
+    script.write_text(D.session())
+    work = tmp_path / "work dir"
+    work.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "SHELL": "/bin/sh", "ENVD_WORKDIR": str(work), "HOME": str(tmp_path)}
+    ran = subprocess.run(
+        ["sh", str(script)], env={**env, "SSH_ORIGINAL_COMMAND": "pwd; echo $0"}, capture_output=True, text=True
+    )
+    assert ran.stdout == f"{work}\n/bin/sh\n", ran.stderr
+    login = subprocess.run(["sh", str(script)], env=env, input="pwd\n", capture_output=True, text=True)
+    assert login.stdout == f"{work}\n", login.stderr
+    gone = subprocess.run(  # sshd starts the session in $HOME; without a project directory it stays there
+        ["sh", str(script)],
+        env={**env, "ENVD_WORKDIR": str(tmp_path / "gone"), "SSH_ORIGINAL_COMMAND": "pwd"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert gone.stdout == f"{tmp_path}\n", gone.stderr
+    config = D.sshd_config(1000, {})
+    assert f"ForceCommand {D.SESSION}\n" in config and "Subsystem sftp /usr/lib/openssh/sftp-server\n" in config
+    assert f"AuthorizedKeysFile {D.AUTHORIZED_KEYS} /var/envd/authorized_keys\n" in config
+
+
+def test_status_reports_each_inits_exit_status(tmp_path: Path) -> None:
+    etc, done = tmp_path / "etc", tmp_path / "done"
+    etc.mkdir()
+    done.mkdir()
+    for i in range(3):
+        (etc / f"init_{i}.sh").write_text("")
+    (done / "init_0").write_text("0\n")
+    (done / "init_1").write_text("127\n")
+    text = D.status().replace(D.ETC, str(etc)).replace(D.INIT_DONE_DIR, str(done))
+    out = subprocess.run(["sh", "-c", text], capture_output=True, text=True)
+    assert out.stdout == "init_0 0\ninit_1 127\ninit_2 running\n", out.stderr

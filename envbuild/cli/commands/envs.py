@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from envbuild.cli.app import app
-from envbuild.cli.commands.up import check_format, open_shell, report, run_options
+from envbuild.cli.commands.up import check_format, fail_on_problems, open_shell, report, run_options
 from envbuild.errors import RuntimeFailure, UsageError
 
 if TYPE_CHECKING:
@@ -33,14 +33,36 @@ def ls(
 
         kube.ls(fmt)
         return
-    from envbuild.runtime import engine, output
+    from envbuild.runtime import engine, output, services
 
-    envs = engine.list_environments(engine.connect())
+    client = engine.connect()
+    with engine.answering():
+        envs = engine.list_environments(client)
+        programs = services.of_environments(client, envs)
     if fmt == "json":
-        typer.echo(json.dumps([e.to_dict() for e in envs], indent=2))
+        listed = [
+            {**e.to_dict(), "programs": [{"name": p.name, "state": p.describe()} for p in programs[e.name]]}
+            for e in envs
+        ]
+        typer.echo(json.dumps(listed, indent=2))
         return
-    rows = [[e.name, e.status, e.ssh_target, e.jupyter_url or "-", e.image, "yes" if e.gpu else "no"] for e in envs]
+    rows = [
+        [
+            e.name,
+            _status(e.status, services.summary(programs[e.name])),
+            e.ssh_target,
+            e.jupyter_url or "-",
+            e.image,
+            "yes" if e.gpu else "no",
+        ]
+        for e in envs
+    ]
     typer.echo(output.table(rows, ["NAME", "STATUS", "SSH TARGET", "JUPYTER", "IMAGE", "GPU"]))
+
+
+def _status(status: str, programs: str) -> str:
+    """The container's status, and what its inits or services are doing when that is not all well."""
+    return f"{status} ({programs})" if programs else status
 
 
 def _running(name: str) -> Environment:
@@ -184,7 +206,7 @@ def run(
     memory: str | None = typer.Option(None, "--memory", "-m", help="Memory limit, e.g. 8g."),
     force: bool = typer.Option(False, "--force", help="Recreate the environment if it exists."),
     fmt: str = typer.Option("text", "--format", help="Output format: text or json."),
-    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for sshd and Jupyter."),
+    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for sshd and Jupyter, then init."),
 ) -> None:
     """Start an environment from an image someone else built (settings from its spec label, checked
     like a build file: host directories only with -v, addresses only with --host)."""
@@ -209,6 +231,7 @@ def run(
         client, image=image, name=env_name, project=project, options=options, force=force, timeout=timeout
     )
     report(result.environment, action=result.action, built=None, image=image, fmt=fmt, refused=result.refused)
+    fail_on_problems(result.problems)
     if not detach:
         open_shell(result.environment.name, result.environment.workdir)
 

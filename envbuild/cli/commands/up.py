@@ -77,6 +77,15 @@ def report(
         typer.echo(output.endpoints_text(env))
 
 
+def fail_on_problems(problems: tuple[str, ...]) -> None:
+    """A failed ``runtime.init`` or a service that does not stay up ends the command with exit 1
+    (the environment keeps running, to be looked into)."""
+    if problems:
+        from envbuild.errors import RuntimeFailure
+
+        raise RuntimeFailure("\n".join(problems))
+
+
 def _build(
     project: Path, file: str, function: str | None, *, ca_cert: str | None, fmt: str, locked: bool = False
 ) -> tuple[str, bool, Spec]:
@@ -109,7 +118,7 @@ def up(
     ca_cert: Path | None = typer.Option(
         None, "--ca-cert", help="CA bundle build steps trust (TLS-inspecting proxies)."
     ),
-    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for sshd and Jupyter to answer."),
+    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for sshd and Jupyter, then init."),
     locked: bool = typer.Option(False, "--locked", help="Exit 2 unless build.envd.lock is fresh and pins it all."),
     runner: str | None = typer.Option(None, "--runner", help="docker or kubernetes (default: the context's runner)."),
 ) -> None:
@@ -169,5 +178,6 @@ def up(
         spec=spec,
     )
     report(result.environment, action=result.action, built=built, image=image, fmt=fmt, refused=result.refused)
+    fail_on_problems(result.problems)
     if not detach:
         open_shell(result.environment.name, result.environment.workdir)
