@@ -499,7 +499,8 @@ def test_sshd_is_key_only() -> None:
         assert settings["passwordauthentication"] == "no"
         assert settings["kbdinteractiveauthentication"] == "no"
         assert settings["permitrootlogin"] in ("no", "prohibit-password")
-        assert settings["authorizedkeysfile"] == "/etc/envbuild/authorized_keys"
+        # the runtime's key (root's file), then envd's /var/envd/authorized_keys: empty in the image, envd's to add to
+        assert settings["authorizedkeysfile"] == "/etc/envbuild/authorized_keys /var/envd/authorized_keys"
         assert settings.get("permitemptypasswords", "no") == "no"
 
 
