@@ -54,8 +54,6 @@ if TYPE_CHECKING:
 LOCK_SUFFIX = ".lock"
 WHEELS_DIR = ".envbuild/wheels"
 """Context-relative wheelhouse ``envbuild lock --download-wheels`` fills; ``--offline`` installs from it."""
-CONTEXT_MOUNT = "/run/envbuild-context"
-"""Where a build step sees the build context (`envbuild.compiler.scripts.CONTEXT_MOUNT`)."""
 
 
 class OfflineError(UsageError):
@@ -325,6 +323,7 @@ def pins(spec: Spec, lock: Lock, *, strict: bool = False, wheelhouse: str = "") 
     A local wheel the lock names must be one of the spec's (the lock cannot point elsewhere);
     ``wheelhouse`` (``--offline``): the context folder the Python packages come from."""
     from envbuild.compiler.options import AptPin, Pins
+    from envbuild.compiler.scripts import CONTEXT_MOUNT
 
     python = None
     if lock.python_packages is not None:
@@ -545,7 +544,7 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def parse_pip_compile(text: str, *, context_mount: str = CONTEXT_MOUNT) -> tuple[PythonPackage, ...]:
+def parse_pip_compile(text: str, *, context_mount: str) -> tuple[PythonPackage, ...]:
     """``uv pip compile --generate-hashes --no-annotate --no-header`` output -> pinned packages,
     sorted by name; a local wheel (a path under ``context_mount``) keeps its context-relative path,
     its name and version read from the wheel's file name."""
@@ -571,7 +570,7 @@ def parse_pip_compile(text: str, *, context_mount: str = CONTEXT_MOUNT) -> tuple
 _OPTION_LINE = re.compile(r"^--?(index-url|extra-index-url|find-links|no-index|trusted-host|i|f)\b")
 
 
-def unpinnable(text: str, *, context_mount: str = CONTEXT_MOUNT) -> list[str]:
+def unpinnable(text: str, *, context_mount: str) -> list[str]:
     """Requirements in ``uv pip compile`` output that are neither index pins nor local wheels of the
     context: other paths, URLs, VCS, editables."""
     joined = re.sub(r"\\\s*\n", " ", text)

@@ -199,15 +199,6 @@ def apt_install(req: AptRequest, *, before: str = "", after: str = "") -> str:
     return script(apt_prepare(req.mirror), before, apt_get_install(req), after)
 
 
-def apt_simulate(names: Sequence[str], out: str, *, mirror: str = "") -> str:
-    """What `apt_install` of ``names`` would install, as ``apt-get --simulate`` prints it, in ``out``
-    (`envbuild.lockresolve` runs it where the build's transaction would run)."""
-    return script(
-        apt_prepare(mirror),
-        f"apt-get $APT_TLS -s -q install --no-install-recommends {shlex.join(names)} > {out}",
-    )
-
-
 DEV_APT_BEFORE = (
     "mkdir -p /etc/ssh\n"
     "for t in rsa ecdsa ed25519; do [ -e /etc/ssh/ssh_host_${t}_key ] || : > /etc/ssh/ssh_host_${t}_key; done\n"

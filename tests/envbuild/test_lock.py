@@ -243,7 +243,7 @@ def test_parse_pip_compile_keeps_local_wheels_by_path() -> None:
         "typing_extensions==4.12.2 ; python_version < '3.13' \\\n    --hash=sha256:ccc\n"
         "/run/envbuild-context/wheels/My_Pkg-1.0-py3-none-any.whl \\\n    --hash=sha256:ddd\n"
     )
-    assert L.parse_pip_compile(text) == (
+    assert L.parse_pip_compile(text, context_mount="/run/envbuild-context") == (
         L.PythonPackage("idna", "3.10", ("sha256:aaa", "sha256:bbb")),
         L.PythonPackage("my-pkg", "1.0", ("sha256:ddd",), "wheels/My_Pkg-1.0-py3-none-any.whl"),
         L.PythonPackage("typing-extensions", "4.12.2", ("sha256:ccc",)),
@@ -354,7 +354,8 @@ def test_unpinnable_requirements_are_named() -> None:
         "-e ./src/pkg\nbar @ git+https://x/y\n"
         "typing-extensions==4.1 ; python_version < '3.13' \\\n    --hash=sha256:cc\n--index-url https://x\n"
     )
-    assert L.unpinnable(text + "/run/envbuild-context/w/bar-1.0-py3-none-any.whl \\\n    --hash=sha256:dd\n") == [
+    text += "/run/envbuild-context/w/bar-1.0-py3-none-any.whl \\\n    --hash=sha256:dd\n"
+    assert L.unpinnable(text, context_mount="/run/envbuild-context") == [
         "foo @ file:///run/envbuild-context/w/foo-1.0-py3-none-any.whl",
         "-e ./src/pkg",
         "bar @ git+https://x/y",
