@@ -24,7 +24,7 @@ from pathlib import Path
 
 from envbuild import paths
 from envbuild._files import atomic_write
-from envbuild.errors import EnvbuildError, RuntimeFailure
+from envbuild.errors import EnvbuildError, RuntimeFailure, UsageError
 
 HOST_SUFFIX = ".envbuild"
 SSH_USER = "envd"
@@ -71,16 +71,46 @@ class KeyPair:
 
 @dataclass(frozen=True, slots=True)
 class HostEntry:
-    """One environment's SSH endpoint."""
+    """One environment's SSH endpoint; ``jump`` (``[user@]host[:port]``) is the machine whose
+    engine runs it, when that is not this one: ``hostname`` and ``port`` are then that machine's."""
 
     name: str
     port: int
     hostname: str = "127.0.0.1"
+    jump: str | None = None
 
 
-def _quote(path: Path | str) -> str:
-    text = str(path)
-    return f'"{text}"' if any(c.isspace() for c in text) else text
+_TOKENS = frozenset({
+    "certificatefile", "controlpath", "hostname", "identityagent", "identityfile", "knownhostscommand",
+    "localcommand", "localforward", "proxycommand", "proxyjump", "remotecommand", "remoteforward",
+    "userknownhostsfile",
+})
+"""Keywords whose values expand %-tokens (ssh_config(5), TOKENS): a literal % is written %%."""
+_ENVIRONMENT = frozenset({
+    "certificatefile", "controlpath", "identityagent", "identityfile", "knownhostscommand", "userknownhostsfile",
+})
+"""Keywords whose values expand ${VARIABLE}, which has no escape."""
+_NEEDS_QUOTES = re.compile(r"[\s\"'\\#]")
+
+
+def config_value(keyword: str, value: Path | str | int) -> str:
+    """``value`` as one argument of ``keyword`` in ssh_config: ``%`` doubled where the keyword expands
+    tokens, quoted with ``\\`` and ``"`` escaped when it holds blanks, quotes, backslashes or ``#``.
+    What cannot be written as one literal value (a control character, ``${`` where the keyword expands
+    variables, glob characters in an ``Include`` path) is a UsageError."""
+    text = str(value)
+    key = keyword.lower()
+    if not text or any(not c.isprintable() for c in text):
+        raise UsageError(f"{keyword} {text!r} cannot be written into an ssh_config file (empty or a control character)")
+    if key in _ENVIRONMENT and "${" in text:
+        raise UsageError(f"{keyword} {text!r}: ssh would read '${{' as a variable; use a path without it")
+    if key == "include" and any(c in text for c in "*?["):
+        raise UsageError(f"Include {text!r}: ssh would read '*', '?' or '[' as a pattern; use a path without them")
+    if key in _TOKENS:
+        text = text.replace("%", "%%")
+    if _NEEDS_QUOTES.search(text):
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
 
 
 @contextlib.contextmanager
@@ -132,16 +162,18 @@ def ensure_keypair() -> KeyPair:
 
 def render_host(entry: HostEntry, identity: Path, known_hosts: Path) -> str:
     """The ``Host`` block for one environment: key-only, agent forwarding, its own known-hosts file."""
+    jump = f"  ProxyJump {config_value('ProxyJump', entry.jump)}\n" if entry.jump else ""
     return (
         f"Host {host_alias(entry.name)}\n"
-        f"  HostName {entry.hostname}\n"
-        f"  Port {entry.port}\n"
+        f"  HostName {config_value('HostName', entry.hostname)}\n"
+        f"  Port {config_value('Port', int(entry.port))}\n"
         f"  User {SSH_USER}\n"
-        f"  IdentityFile {_quote(identity)}\n"
+        f"{jump}"
+        f"  IdentityFile {config_value('IdentityFile', identity)}\n"
         "  IdentitiesOnly yes\n"
         "  ForwardAgent yes\n"
         "  StrictHostKeyChecking accept-new\n"
-        f"  UserKnownHostsFile {_quote(known_hosts)}\n"
+        f"  UserKnownHostsFile {config_value('UserKnownHostsFile', known_hosts)}\n"
         "  LogLevel ERROR\n"
     )
 
@@ -213,7 +245,7 @@ def add_include(user_config: str, include_path: Path) -> str | None:
             return None
     first = user_config.split("\n", 1)[0]
     nl = "\r\n" if first.endswith("\r") else "\n"
-    return f"{_INCLUDE_COMMENT}{nl}Include {_quote(include_path)}{nl}{nl}{user_config}"
+    return f"{_INCLUDE_COMMENT}{nl}Include {config_value('Include', include_path)}{nl}{nl}{user_config}"
 
 
 def ensure_included() -> None:
@@ -277,8 +309,26 @@ def known_hosts() -> list[str]:
     return sorted(parse_blocks(_read(ssh_config_path())))
 
 
-def ssh_command(name: str, *args: str, agent: bool = True, tty: bool | None = None) -> list[str]:
-    """An OpenSSH command line for an environment that reads only envbuild's config file.
+_JUMP_LINE = re.compile(r"^\s*ProxyJump\s+(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def hosts_through(jump: str | None) -> list[str]:
+    """The environments whose entry jumps through ``jump`` (None: those on this machine's engine),
+    so that a prune against one engine leaves the entries of another's alone."""
+    found = []
+    for name, block in parse_blocks(_read(ssh_config_path())).items():
+        match = _JUMP_LINE.search(block)
+        if (match.group(1) if match else None) == jump:
+            found.append(name)
+    return sorted(found)
+
+
+def ssh_command(
+    name: str, *args: str, agent: bool = True, tty: bool | None = None, jump: bool = False
+) -> list[str]:
+    """An OpenSSH command line for an environment that reads only envbuild's config file, or, for
+    one that jumps through another machine (``jump``), the user's ``~/.ssh/config`` (which includes
+    envbuild's): the jump host's own settings (alias, key, port) are there.
 
     Using ``-F`` keeps it working when ``$HOME`` differs from the password database's home (OpenSSH
     reads ``~/.ssh/config`` from the latter).
@@ -286,7 +336,7 @@ def ssh_command(name: str, *args: str, agent: bool = True, tty: bool | None = No
     ssh = shutil.which("ssh")
     if ssh is None:
         raise EnvbuildError("ssh was not found on PATH; install the OpenSSH client (e.g. apt install openssh-client)")
-    argv = [ssh, "-F", str(ssh_config_path())]
+    argv = [ssh, "-F", str(user_ssh_config_path() if jump else ssh_config_path())]
     if agent:
         argv.append("-A")
     if tty is True:
