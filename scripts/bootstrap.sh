@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Get a fresh Debian machine ready for envbuild: the engine, the local base image, the loopback
-# registry (scripts/setup-engine.sh) and a virtual environment at .venv with envbuild installed.
+# registry, the OpenSSH server the remote-engine tests run (scripts/setup-engine.sh) and a virtual
+# environment at .venv with envbuild installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup-engine.sh --registry
+bash scripts/setup-engine.sh --registry --sshd
 
 PY="${PYTHON:-python3}"
 if ! "$PY" -m venv --help >/dev/null 2>&1 || ! "$PY" -c "import ensurepip" >/dev/null 2>&1; then

@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian machine for envbuild: the Docker engine (Debian's docker.io),
-# a local Debian base image (no registry is needed) and, optionally, a loopback registry.
+# a local Debian base image (no registry is needed) and, optionally, a loopback registry and the
+# OpenSSH server the remote-engine tests start on their own port.
 # Idempotent: every step is skipped when its result is already there.
 #
 #   sudo scripts/setup-engine.sh            # engine + base image local/debian:bookworm
 #   sudo scripts/setup-engine.sh --registry # also the reference registry on 127.0.0.1:5000
+#   sudo scripts/setup-engine.sh --sshd     # also openssh-server (installed, not started)
 set -euo pipefail
 
 BASE_IMAGE="${ENVBUILD_BASE_IMAGE:-local/debian:bookworm}"
 SUITE="${ENVBUILD_BASE_SUITE:-bookworm}"
 WITH_REGISTRY=0
+WITH_SSHD=0
 for arg in "$@"; do
   case "$arg" in
     --registry) WITH_REGISTRY=1 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --sshd) WITH_SSHD=1 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "setup-engine.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -39,6 +43,24 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     "${need_pkgs[@]}" iptables ca-certificates >/dev/null
+fi
+if [ "$WITH_SSHD" = 1 ] && [ ! -x /usr/sbin/sshd ]; then
+  # Only the tests' own sshd is wanted (their port, their key, 127.0.0.1): the package's service,
+  # which would listen on port 22 of every address, is neither started nor enabled.
+  log "installing openssh-server (its system service stays off)"
+  policy=/usr/sbin/policy-rc.d
+  added_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    added_policy=1
+  fi
+  [ "${#need_pkgs[@]}" -gt 0 ] || $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
+  if [ "$added_policy" = 1 ]; then $SUDO rm -f "$policy"; fi
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+  fi
 fi
 
 engine_up() { $SUDO docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
