@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envbuild import __version__, paths
-from envbuild.errors import BuildFailed, EngineUnreachable, EnvbuildError, UsageError
+from envbuild.errors import BuildFailed, EnvbuildError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -459,13 +459,13 @@ def build_prepared(
     try:
         client = rb.connect()
     except llb.LLBError as exc:
-        raise EngineUnreachable(f"{exc} [{rb.describe()}]") from None
+        raise rb.unreachable(exc) from None
     out_opts = options.outputs or BuildOutputOptions()
     with client:
         try:
             caps = capabilities.read(rb, client)
         except llb.BuilderUnreachable as exc:
-            raise EngineUnreachable(f"{exc} [{rb.describe()}]") from None
+            raise rb.unreachable(exc) from None
         except llb.LLBError as exc:
             raise BuildFailed(f"cannot read what the builder can do: {exc} [{rb.describe()}]") from None
         plan = plan_build(out_opts, caps=caps, default_name=prep.tag, workers=caps.workers)
@@ -485,7 +485,7 @@ def build_prepared(
         try:
             outcomes = publish.execute_plan(plan, solver.solve, docker_host=rb.docker_host, on_message=solver.note)
         except llb.BuilderUnreachable as exc:
-            raise EngineUnreachable(f"{exc} [{rb.describe()}]") from None
+            raise rb.unreachable(exc) from None
         except llb.Cancelled:
             raise KeyboardInterrupt from None
         except llb.LLBError as exc:

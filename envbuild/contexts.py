@@ -10,6 +10,7 @@ Which builder a command uses, first match wins:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from typing import Any
 
 from envbuild import paths
 from envbuild._files import atomic_write
-from envbuild.errors import UsageError
+from envbuild.errors import EngineUnreachable, UsageError
 
 __all__ = [
     "BUILDER_KINDS",
@@ -496,11 +497,26 @@ class ResolvedBuilder:
             return f"{self.address} (from --builder)"
         if self.source == "env":
             return f"{self.address} (from $BUILDKIT_HOST)"
+        if self.address == "docker://":  # the docker CLI's engine: say which one that is
+            from envbuild import engine_api
+
+            with contextlib.suppress(UsageError):
+                host = engine_api.engine_host()
+                if host.source != "default":
+                    return f"{self.address} (context {self.context.name!r}: {host.url} from {host.source})"
         return f"{self.address} (context {self.context.name!r})"
+
+    def unreachable(self, exc: BaseException) -> EngineUnreachable:
+        """The EngineUnreachable for a builder that could not be reached or went away, naming it and,
+        for an engine over ssh, what the ssh connection said when it ended."""
+        from envbuild import engine_api
+
+        engine = self.docker_host or (engine_api.engine_host().url if self.address == "docker://" else "")
+        said = engine_api.lost_reason(engine) if engine else ""
+        return EngineUnreachable(f"{exc}" + (f" ({said})" if said else "") + f" [{self.describe()}]")
 
     def preflight(self, *, timeout: float = 2.0) -> None:
         """Fail fast on addresses nothing listens at, instead of waiting out the gRPC connect timeout."""
-        from envbuild.errors import EngineUnreachable
 
         if self.kind == "tcp":
             import socket
@@ -542,7 +558,6 @@ class ResolvedBuilder:
         """``llb.connect`` to this builder; an unreachable one becomes EngineUnreachable naming it,
         within `timeout` seconds (sooner when the pre-flight check sees nothing listening)."""
         import llb
-        from envbuild.errors import EngineUnreachable
 
         self.preflight(timeout=min(2.0, timeout))
         try:

@@ -25,6 +25,7 @@ from envbuild.runtime.options import (
     LABEL_NAME,
     LABEL_PORTS,
     LABEL_PROJECT_PATH,
+    LABEL_PROJECT_SOURCE,
     LABEL_SPEC,
     LABEL_VENDOR,
     ContainerPlan,
@@ -92,6 +93,17 @@ class Environment:
     endpoints: tuple[Endpoint, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
     restart_count: int = 0
+    engine: str | None = None
+    """The ``ssh://`` address of the engine's machine when it is not this one (`runtime.remote`)."""
+    jump: str | None = None
+    """``[user@]host[:port]`` SSH goes through to reach it (with ``engine``)."""
+    tunnel: str | None = None
+    """With ``engine``: this machine's address forwarded to the Jupyter port (None: no forward runs)."""
+
+    @property
+    def project_source(self) -> str | None:
+        """With ``engine``: ``volume NAME`` or ``path /there`` (where the project directory comes from)."""
+        return self.labels.get(LABEL_PROJECT_SOURCE)
 
     @property
     def running(self) -> bool:
@@ -108,10 +120,11 @@ class Environment:
 
     @property
     def jupyter_url(self) -> str | None:
+        """Where this machine's browser opens Jupyter (on another machine's engine: the forward)."""
         ep = self.endpoint("jupyter")
-        if ep is None:
+        if ep is None or (self.engine is not None and self.tunnel is None):
             return None
-        base = f"http://{ep.address}/lab"
+        base = f"http://{self.tunnel or ep.address}/lab"
         return f"{base}?token={self.jupyter_token}" if self.jupyter_token else base
 
     @property
@@ -132,8 +145,14 @@ class Environment:
                 "host": connect_host(ssh.host_ip) if ssh else None,
                 "port": ssh.host_port if ssh else None,
                 "user": "envd",
+                **({"jump": self.jump} if self.jump else {}),
             },
-            "jupyter": {"url": self.jupyter_url, "token": self.jupyter_token} if self.endpoint("jupyter") else None,
+            **({"engine": self.engine, "project_source": self.project_source} if self.engine else {}),
+            "jupyter": (
+                {"url": self.jupyter_url, "token": self.jupyter_token,
+                 **({"forward": self.tunnel} if self.engine else {})}
+                if self.endpoint("jupyter") else None
+            ),
             "ports": [
                 {"name": e.name, "container_port": e.container_port, "host_ip": e.host_ip, "host_port": e.host_port}
                 for e in self.endpoints
@@ -215,13 +234,19 @@ def is_envbuild_dev_image(labels: dict[str, str]) -> bool:
     return labels.get(LABEL_VENDOR) == "envbuild" and labels.get("ai.envbuild.dev") == "true"
 
 
-def check_gpu_support(client: docker.DockerClient) -> None:
+def check_gpu_support(client: docker.DockerClient, engine: str | None = None) -> None:
+    """GPUs need the NVIDIA Container Toolkit's runtime in the engine (``docker info``'s Runtimes);
+    ``engine`` is another machine's address, named in the message with what to do there."""
     runtimes = (client.info().get("Runtimes") or {})
     if "nvidia" not in runtimes:
+        where = f"the Docker engine at {engine}" if engine else "the Docker engine"
+        on = " on that machine" if engine else ""
         raise RuntimeFailure(
-            "GPUs were requested but the Docker engine has no 'nvidia' runtime "
-            f"(docker info lists: {', '.join(sorted(runtimes)) or 'none'}); install the NVIDIA Container "
-            "Toolkit and restart the engine, or run with --no-gpu"
+            f"GPUs were requested but {where} has no 'nvidia' runtime (its runtimes: "
+            f"{', '.join(sorted(runtimes)) or 'none'}). Missing{on}: the NVIDIA driver (`nvidia-smi` works) and "
+            "the NVIDIA Container Toolkit registered with Docker: `sudo apt-get install nvidia-container-toolkit`, "
+            "`sudo nvidia-ctk runtime configure --runtime=docker`, `sudo systemctl restart docker`. "
+            "Or run with --no-gpu"
         )
 
 
@@ -239,7 +264,13 @@ def create(client: docker.DockerClient, plan: ContainerPlan) -> Container:
                 f"environment {plan.name!r} was created by another envbuild run at the same time; "
                 "run the command again to attach to it"
             ) from None
-        raise RuntimeFailure(f"could not create environment {plan.name!r}: {exc.explanation or exc}") from None
+        said = str(exc.explanation or exc)
+        if "bind source path does not exist" in said:
+            raise UsageError(
+                f"could not create environment {plan.name!r}: {said} (on the engine's machine; "
+                "check --remote-path / --volume)"
+            ) from None
+        raise RuntimeFailure(f"could not create environment {plan.name!r}: {said}") from None
     try:
         container.start()
     except APIError as exc:

@@ -15,12 +15,23 @@ from envbuild import ssh
 from envbuild.errors import UsageError
 from envbuild.runtime import engine
 from envbuild.runtime.engine import Environment
-from envbuild.runtime.options import LABEL_DIGEST, RunOptions, connect_host, plan_container, validate_name
+from envbuild.runtime.options import (
+    LABEL_DIGEST,
+    LABEL_NAME,
+    LABEL_PROJECT_PATH,
+    BindMount,
+    RunOptions,
+    connect_host,
+    plan_container,
+    project_volume,
+    validate_name,
+)
 
 if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
+    from envbuild.runtime.remote import Remote
     from frontend.spec import Spec
 
 Action = Literal["created", "recreated", "started", "attached"]
@@ -48,6 +59,7 @@ def bring_up(
     timeout: float = 120.0,
     jupyter_token: str | None = None,
     spec: Spec | None = None,
+    remote: Remote | None = None,
 ) -> UpResult:
     """Make environment ``name`` run ``image``; an existing one is reused unless forced or outdated.
 
@@ -56,7 +68,9 @@ def bring_up(
     (no host mounts; `options.plan_container`). The image never holds the token, so without one a
     random token is made. An environment running with another token than the build file's is
     recreated (the image may be unchanged). An environment of another project (or of none, when
-    this one has a project) is never taken over."""
+    this one has a project) is never taken over. ``remote``: the engine is on another machine
+    (`envbuild.runtime.remote`): the project comes from its synced volume or ``--remote-path``,
+    readiness is probed through SSH, the SSH entry jumps there and Jupyter gets a local forward."""
     validate_name(name)
     img = engine.get_image(client, image)
     labels = engine.image_labels(img)
@@ -68,6 +82,7 @@ def bring_up(
     from_image = spec is None
     if from_image:
         spec = engine.image_spec(image, labels)
+    project_mount = remote_project(client, name, project, options, remote) if remote is not None else None
     # Planned before anything is replaced: a refused label or a missing mount changes nothing.
     plan = plan_container(
         name=name,
@@ -79,6 +94,8 @@ def bring_up(
         authorized_keys=ssh.ensure_keypair().public_key(),
         token=jupyter_token or secrets.token_urlsafe(24),
         from_image=from_image,
+        remote=remote is not None,
+        project_mount=project_mount,
     )
     existing = engine.find(client, name)
     action: Action = "created"
@@ -101,11 +118,10 @@ def bring_up(
                 action = "started"
             else:
                 action = "attached"
-            env = engine.wait_ready(existing, timeout)
-            _publish_ssh(env)
+            env = _ready(existing, timeout, remote)
             return UpResult(env, action, problems=_settle(existing, spec, timeout))
     if plan.gpus is not None:
-        engine.check_gpu_support(client)
+        engine.check_gpu_support(client, remote.url if remote is not None else None)
     ssh.forget_host_key(name)
     try:
         container = engine.create(client, plan)
@@ -113,15 +129,13 @@ def bring_up(
         other = _the_winner(client, name)
         if other is None:
             raise
-        env = engine.wait_ready(other, timeout)
-        _publish_ssh(env)
+        env = _ready(other, timeout, remote)
         return UpResult(env, "attached", problems=_settle(other, spec, timeout))
     try:
-        env = engine.wait_ready(container, timeout)
+        env = _ready(container, timeout, remote)
     except BaseException:
         engine.remove(container)
         raise
-    _publish_ssh(env)
     return UpResult(env, action, plan.refused, _settle(container, spec, timeout))
 
 
@@ -132,6 +146,50 @@ def _settle(container: Container, spec: Spec | None, timeout: float) -> tuple[st
 
     programs = services.settle(container, spec, timeout)
     return services.problems(container, spec, programs, timeout) if spec is not None else ()
+
+
+def _ready(container: Container, timeout: float, remote: Remote | None) -> Environment:
+    """Wait for the environment's services, then make them reachable from this machine: its SSH
+    entry, and on another machine's engine the Jupyter forward."""
+    if remote is None:
+        env = engine.wait_ready(container, timeout)
+        _publish_ssh(env)
+        return env
+    from envbuild.runtime import remote as remote_mod
+
+    ssh_probe, jupyter_probe = remote_mod.probes(remote)
+    env = engine.wait_ready(container, timeout, ssh_probe=ssh_probe, jupyter_probe=jupyter_probe)
+    _publish_ssh(env, remote.jump)
+    return remote_mod.attach(env, remote, start=True)
+
+
+def remote_project(
+    client: docker.DockerClient, name: str, project: Path | None, options: RunOptions, remote: Remote
+) -> BindMount | None:
+    """Where the project directory comes from on another machine's engine: ``--remote-path``, else
+    the volume `envbuild sync` filled; neither is a UsageError that offers both (an empty directory
+    is never mounted in its place)."""
+    from docker.errors import NotFound
+
+    if options.remote_path is not None:
+        return BindMount(options.remote_path, "", volume=False)
+    if project is None:
+        return None
+    volume = project_volume(name)
+    try:
+        labels = client.volumes.get(volume).attrs.get("Labels") or {}
+    except NotFound:
+        raise UsageError(
+            f"the Docker engine is on another machine ({remote.jump}), which has no copy of {project}. "
+            f"Copy the project there with `envbuild sync` (again whenever you want your changes there; "
+            f"it fills the volume {volume}), or name a directory on that machine with --remote-path /path/there"
+        ) from None
+    if labels.get(LABEL_NAME) != name or labels.get(LABEL_PROJECT_PATH) != str(project):
+        raise UsageError(
+            f"the volume {volume} on {remote.jump} was not made by `envbuild sync` for {project}; "
+            "remove it there or choose another --name"
+        )
+    return BindMount(volume, "", volume=True)
 
 
 def _the_winner(client: docker.DockerClient, name: str, wait: float = 10.0) -> Container | None:
@@ -155,10 +213,10 @@ def _outdated(current: Environment, image_id: str | None, labels: dict[str, str]
     return current.image_id != image_id
 
 
-def _publish_ssh(env: Environment) -> None:
+def _publish_ssh(env: Environment, jump: str | None = None) -> None:
     endpoint = env.endpoint("ssh")
     if endpoint is not None:
-        ssh.write_host(ssh.HostEntry(env.name, endpoint.host_port, connect_host(endpoint.host_ip)))
+        ssh.write_host(ssh.HostEntry(env.name, endpoint.host_port, connect_host(endpoint.host_ip), jump=jump))
 
 
 @engine.answering()
@@ -171,10 +229,13 @@ def destroy(
     """
     from docker.errors import APIError, ImageNotFound
 
+    from envbuild.runtime import remote
+
     container = engine.find(client, name)
     env = engine.environment_from(container) if container is not None else None
     if container is not None:
         engine.remove(container)
+    remote.stop_forward(name)
     ssh.remove_host(name)
     removed_image: str | None = None
     if remove_image and env is not None:
@@ -188,3 +249,23 @@ def destroy(
                 f"environment removed, but its image {env.image!r} was kept: {exc.explanation or exc}"
             ) from None
     return env, removed_image
+
+
+@engine.answering()
+def remove_project_volume(client: docker.DockerClient, name: str) -> str | None:
+    """Remove the volume `envbuild sync` filled for environment ``name`` (only one it made); its name,
+    or None when there was none."""
+    from docker.errors import APIError, NotFound
+
+    volume = project_volume(name)
+    try:
+        found = client.volumes.get(volume)
+    except NotFound:
+        return None
+    if (found.attrs.get("Labels") or {}).get(LABEL_NAME) != name:
+        raise UsageError(f"the volume {volume} was not made by `envbuild sync`; it is left alone")
+    try:
+        found.remove()
+    except APIError as exc:
+        raise UsageError(f"the volume {volume} is kept: {exc.explanation or exc}") from None
+    return volume

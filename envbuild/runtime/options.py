@@ -31,6 +31,8 @@ LABEL_DIGEST = "ai.envbuild.digest"
 LABEL_GPU = "ai.envbuild.gpu"
 LABEL_DEV = "ai.envbuild.dev"
 LABEL_HOST = "ai.envbuild.host"
+LABEL_PROJECT_SOURCE = "ai.envbuild.project.source"
+"""On another machine's engine: where the project directory comes from (a volume or a path there)."""
 
 ENV_AUTHORIZED_KEYS = "ENVBUILD_AUTHORIZED_KEYS"
 ENV_JUPYTER_TOKEN = "ENVBUILD_JUPYTER_TOKEN"
@@ -84,19 +86,40 @@ def project_dir(path: str | os.PathLike[str]) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class BindMount:
-    """``create``: a ``data.envd`` directory that `engine.create` makes when it is missing."""
+    """``create``: a ``data.envd`` directory that `engine.create` makes when it is missing;
+    ``volume``: ``source`` names a volume of the engine, not a path."""
 
     source: str
     target: str
     read_only: bool = False
     create: bool = False
+    volume: bool = False
 
     def to_docker(self) -> dict[str, Any]:
-        return {"Type": "bind", "Source": self.source, "Target": self.target, "ReadOnly": self.read_only}
+        kind = "volume" if self.volume else "bind"
+        return {"Type": kind, "Source": self.source, "Target": self.target, "ReadOnly": self.read_only}
 
 
-def parse_volume(text: str, base: Path) -> BindMount:
-    """``HOST:CTR[:ro|rw]``; a relative host path is relative to the project directory."""
+def project_volume(name: str) -> str:
+    """The volume `envbuild sync` copies environment ``name``'s project into (another machine's engine)."""
+    return f"envbuild-{name}-project"
+
+
+def data_volume(name: str) -> str:
+    """The volume that stands for ``data.envd(name)`` on another machine's engine."""
+    return f"envbuild-data-{name}"
+
+
+def remote_path(text: str, what: str) -> str:
+    """A path on the engine's machine, as ``--remote-path`` or a ``-v`` source names it there."""
+    if not text.startswith("/") or any(not c.isprintable() for c in text) or "," in text:
+        raise UsageError(f"invalid {what} {text!r}: give an absolute path on the engine's machine")
+    return posixpath.normpath(text)
+
+
+def parse_volume(text: str, base: Path, *, remote: bool = False) -> BindMount:
+    """``HOST:CTR[:ro|rw]``; a relative host path is relative to the project directory. On another
+    machine's engine (``remote``) HOST is a path there: absolute, and not looked for here."""
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise UsageError(f"invalid --volume {text!r}: expected HOST_PATH:CONTAINER_PATH[:ro|rw]")
@@ -106,6 +129,8 @@ def parse_volume(text: str, base: Path) -> BindMount:
     target = parts[1]
     if not target.startswith("/"):
         raise UsageError(f"invalid --volume {text!r}: the container path must be absolute")
+    if remote:
+        return BindMount(remote_path(parts[0], "--volume"), os.path.normpath(target), read_only=mode == "ro")
     host = Path(parts[0]).expanduser()
     if not host.is_absolute():
         host = base / host
@@ -270,7 +295,8 @@ class ContainerPlan:
             "labels": self.labels,
             "ports": {p.key: port_bindings([p])[p.key] for p in self.ports},
             "mounts": [
-                docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in self.mounts
+                docker.types.Mount(m.target, m.source, type="volume" if m.volume else "bind", read_only=m.read_only)
+                for m in self.mounts
             ],
             "working_dir": self.workdir,
             "restart_policy": {"Name": "unless-stopped"},
@@ -311,6 +337,8 @@ class RunOptions:
     shm_size: str | None = None
     cpus: str | None = None
     memory: str | None = None
+    remote_path: str | None = None
+    """The project directory on the engine's machine (``--remote-path``; another machine's engine)."""
 
 
 def plan_container(
@@ -324,6 +352,8 @@ def plan_container(
     authorized_keys: str,
     token: str,
     from_image: bool = False,
+    remote: bool = False,
+    project_mount: BindMount | None = None,
 ) -> ContainerPlan:
     """Decide every container setting from the image's labels, its spec and the user's options.
 
@@ -331,6 +361,10 @@ def plan_container(
     ``from_image``: the spec is an image's label (`run --image`), not the user's own build file, so
     it mounts no host directory but its ``data.envd`` ones. From either, a port goes beyond the
     loopback only where ``--host`` allows it. `ContainerPlan.refused` says what was not done.
+    ``remote``: the engine is on another machine, where this one's paths mean nothing: the project
+    comes from ``project_mount`` (a synced volume or ``--remote-path``; mounted at the project
+    directory whatever its target says), ``data.envd`` directories are volumes there, ``-v`` names
+    paths there, and other host mounts are refused.
     """
     validate_name(name)
     validate_host(options.host)
@@ -340,7 +374,10 @@ def plan_container(
     workdir = f"{HOME}/{project_label}"
     base = project if project is not None else Path.cwd()
     mounts: list[BindMount] = []
-    if project is not None:
+    if remote:
+        if project_mount is not None:
+            mounts.append(BindMount(project_mount.source, workdir, volume=project_mount.volume))
+    elif project is not None:
         mounts.append(BindMount(str(project), workdir))
     env: dict[str, str] = {}
     exposes: tuple[tuple[int, int, str], ...] = ()
@@ -348,15 +385,21 @@ def plan_container(
     shm_mb = DEFAULT_SHM_MB
     spec_gpu_count: int | None = None
     refused: list[str] = []
-    user_mounts = [parse_volume(v, base) for v in options.volumes]
+    user_mounts = [parse_volume(v, base, remote=remote) for v in options.volumes]
     if spec is not None:
         runtime = spec.runtime
         for m in runtime.mounts:
-            if from_image and any(u.target == container_path(m.envd_path) for u in user_mounts):
+            if (from_image or remote) and any(u.target == container_path(m.envd_path) for u in user_mounts):
                 continue  # the user's -v decides where this one comes from
-            mount = spec_mount(m, base, from_image=from_image)
+            mount = spec_mount(m, base, from_image=from_image, remote=remote)
             if mount is not None:
                 mounts.append(mount)
+            elif remote:
+                refused.append(
+                    f"not mounting {m.host_path} at {m.envd_path} ({_where(m)}runtime.mount): the engine is on "
+                    f"another machine, which has no copy of it; pass -v PATH_THERE:{m.envd_path} to mount a "
+                    "directory of that machine"
+                )
             else:
                 refused.append(
                     f"not mounting {m.host_path} at {m.envd_path} ({_where(m)}runtime.mount in the image's spec): "
@@ -405,7 +448,10 @@ def plan_container(
         workdir=workdir,
         host=options.host,
         env=env,
-        labels=container_labels(name, str(project) if project is not None else None, options.host),
+        labels={
+            **container_labels(name, str(project) if project is not None else None, options.host),
+            **({LABEL_PROJECT_SOURCE: _source_label(project_mount)} if remote and project_mount is not None else {}),
+        },
         ports=ports,
         mounts=mounts,
         gpus=gpus,
@@ -420,6 +466,10 @@ def plan_container(
     )
 
 
+def _source_label(mount: BindMount) -> str:
+    return f"volume {mount.source}" if mount.volume else f"path {mount.source}"
+
+
 def _where(item: Mount | Expose) -> str:
     return f"{item.pos}: " if item.pos is not None else ""
 
@@ -429,19 +479,23 @@ def data_root() -> str:
     return os.path.normpath(os.path.expanduser(DATA_DIR))
 
 
-def spec_mount(m: Mount, base: Path, *, from_image: bool) -> BindMount | None:
+def spec_mount(m: Mount, base: Path, *, from_image: bool, remote: bool = False) -> BindMount | None:
     """A ``runtime.mount`` as a bind mount, or None when an image may not have it.
 
     The host path is normalised before anything is decided, so ``data/../../x`` is ``x``. Only a
     directory directly inside `data_root` (what ``data.envd(NAME)`` names) is created, never any
-    other path; a build file's other mounts must exist, an image's are refused.
+    other path; a build file's other mounts must exist, an image's are refused. On another machine's
+    engine (``remote``) a ``data.envd`` directory is a volume there (`data_volume`) and any other
+    host path is refused.
     """
     raw = Path(os.path.expandvars(m.host_path)).expanduser()
     host = os.path.normpath(raw if raw.is_absolute() else base / raw)
     target = container_path(m.envd_path)
     if os.path.dirname(host) == data_root() and _DATA_NAME.fullmatch(os.path.basename(host)):
+        if remote:
+            return BindMount(data_volume(os.path.basename(host)), target, volume=True)
         return BindMount(host, target, create=True)
-    if from_image:
+    if from_image or remote:
         return None
     if not os.path.exists(host):
         raise UsageError(
@@ -468,11 +522,18 @@ def listen_address(wanted: str, host: str) -> str:
     return host
 
 
-def check_options(options: RunOptions, base: Path) -> None:
+def check_options(options: RunOptions, base: Path, *, remote: bool = False) -> None:
     """Reject bad command-line values before anything slow (a build) happens."""
     validate_host(options.host)
     for volume in options.volumes:
-        parse_volume(volume, base)
+        parse_volume(volume, base, remote=remote)
+    if options.remote_path is not None:
+        if not remote:
+            raise UsageError(
+                "--remote-path names the project directory on another machine's engine (DOCKER_HOST=ssh://...); "
+                "this engine is on this machine, where the project directory itself is mounted"
+            )
+        remote_path(options.remote_path, "--remote-path")
     if options.shm_size:
         parse_size(options.shm_size, what="--shm-size", default_unit="m")
     if options.memory:

@@ -10,15 +10,26 @@ from envbuild.runtime.engine import Environment
 
 def endpoints_text(env: Environment) -> str:
     """The lines `up` prints: where to connect and how."""
-    lines = [f"Environment {env.name} is {env.status}."]
+    where = f" on {env.jump}" if env.jump else ""
+    lines = [f"Environment {env.name} is {env.status}{where}."]
+    through = f", through {env.jump}" if env.jump else ""
     lines.append(f"  SSH:      ssh {env.ssh_target}   (VS Code: Remote-SSH: Connect to Host... -> {env.ssh_target}, "
-                 f"open {env.workdir})")
+                 f"open {env.workdir}{through})")
     if env.jupyter_url:
-        lines.append(f"  Jupyter:  {env.jupyter_url}")
+        forwarded = f"   (forwarded to {env.jump})" if env.jump else ""
+        lines.append(f"  Jupyter:  {env.jupyter_url}{forwarded}")
+    elif env.jump and env.endpoint("jupyter"):
+        lines.append(f"  Jupyter:  not forwarded to this machine; `envbuild jupyter {env.name}` does it")
     for ep in env.endpoints:
         if ep.name not in ("ssh", "jupyter"):
-            lines.append(f"  {ep.name + ':':<9} {ep.address} -> {ep.container_port}")
-    lines.append(f"  Project:  {env.project_path or '(none)'} -> {env.workdir}")
+            there = f" on {env.jump}" if env.jump else ""
+            lines.append(f"  {ep.name + ':':<9} {ep.address}{there} -> {ep.container_port}")
+    if env.jump:
+        source = env.project_source or "nothing"
+        lines.append(f"  Project:  {source} on {env.jump} -> {env.workdir}"
+                     + (f"   (`envbuild sync` copies {env.project_path} there)" if source.startswith("volume") else ""))
+    else:
+        lines.append(f"  Project:  {env.project_path or '(none)'} -> {env.workdir}")
     return "\n".join(lines)
 
 

@@ -33,12 +33,15 @@ def ls(
 
         kube.ls(fmt)
         return
-    from envbuild.runtime import engine, output, services
+    from envbuild.runtime import engine, output, remote, services
 
     client = engine.connect()
     with engine.answering():
         envs = engine.list_environments(client)
         programs = services.of_environments(client, envs)
+    machine = remote.current()
+    if machine is not None:
+        envs = [remote.attach(e, machine, start=False) for e in envs]
     if fmt == "json":
         listed = [
             {**e.to_dict(), "programs": [{"name": p.name, "state": p.describe()} for p in programs[e.name]]}
@@ -51,7 +54,7 @@ def ls(
             e.name,
             _status(e.status, services.summary(programs[e.name])),
             e.ssh_target,
-            e.jupyter_url or "-",
+            _jupyter_column(e),
             e.image,
             "yes" if e.gpu else "no",
         ]
@@ -65,9 +68,19 @@ def _status(status: str, programs: str) -> str:
     return f"{status} ({programs})" if programs else status
 
 
+def _jupyter_column(env: Environment) -> str:
+    if env.jupyter_url:
+        return env.jupyter_url
+    if env.jump and env.endpoint("jupyter") and env.running:
+        return f"(envbuild jupyter {env.name})"
+    return "-"
+
+
 def _running(name: str) -> Environment:
+    """The running environment ``name``, with its SSH entry written (through the engine's machine
+    when that is another one)."""
     from envbuild import ssh
-    from envbuild.runtime import engine, options
+    from envbuild.runtime import engine, options, remote
 
     options.validate_name(name)
     client = engine.connect()
@@ -80,7 +93,10 @@ def _running(name: str) -> Environment:
     endpoint = env.endpoint("ssh")
     if endpoint is None:
         raise RuntimeFailure(f"environment {name!r} publishes no SSH port")
-    ssh.write_host(ssh.HostEntry(name, endpoint.host_port, options.connect_host(endpoint.host_ip)))
+    machine = remote.current()
+    if machine is not None:
+        env = remote.attach(env, machine, start=False)
+    ssh.write_host(ssh.HostEntry(name, endpoint.host_port, options.connect_host(endpoint.host_ip), jump=env.jump))
     return env
 
 
@@ -108,8 +124,32 @@ def exec_(
         remote = shlex.join(cmd)
     script = f"cd {shlex.quote(env.workdir)} 2>/dev/null; {remote}"
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    result = subprocess.run(ssh.ssh_command(name, script, tty=tty or None, agent=True))
+    result = subprocess.run(ssh.ssh_command(name, script, tty=tty or None, agent=True, jump=env.jump is not None))
     raise typer.Exit(result.returncode)
+
+
+@app.command()
+def jupyter(
+    name: str = typer.Argument(..., help="Environment name."),
+    open_browser: bool = typer.Option(False, "--open", help="Also open it in the web browser."),
+) -> None:
+    """Print the environment's Jupyter URL (with its token); on another machine's engine, start the
+    local port forward to it first."""
+    from envbuild.runtime import remote
+
+    env = _running(name)
+    if env.endpoint("jupyter") is None:
+        raise UsageError(f"environment {name!r} runs no Jupyter (config.jupyter() in its build file)")
+    machine = remote.current()
+    if machine is not None:
+        env = remote.attach(env, machine, start=True)
+    url = env.jupyter_url
+    assert url is not None
+    typer.echo(url)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
 
 
 @app.command()
@@ -118,9 +158,14 @@ def destroy(
     name: str | None = typer.Option(None, "--name", "-n", help="Environment name."),
     image: bool = typer.Option(False, "--image", help="Also remove the environment's image."),
     runner: str | None = typer.Option(None, "--runner", help="docker or kubernetes (default: the context's runner)."),
-    volumes: bool = typer.Option(False, "--volumes", help="Kubernetes: also delete the workspace claim (its files)."),
+    volumes: bool = typer.Option(
+        False, "--volumes",
+        help="Kubernetes: also delete the workspace claim (its files); another machine's engine: also the "
+        "project volume `envbuild sync` filled (this machine's files stay).",
+    ),
 ) -> None:
-    """Stop and remove an environment and its SSH entry. Project files are never touched."""
+    """Stop and remove an environment and its SSH entry (and its Jupyter forward). Project files are never
+    touched."""
     from envbuild.kube.commands import resolve_runner
     from envbuild.runtime.options import name_from_dir, project_dir, validate_name
 
@@ -134,14 +179,21 @@ def destroy(
 
         kube.destroy(env_name, volumes=volumes)
         return
-    if volumes:
-        raise UsageError(
-            "--volumes applies to the kubernetes runner (its workspace claim); "
-            "a Docker environment's project directory is a bind mount and is never deleted"
-        )
-    from envbuild.runtime import engine, lifecycle
+    from envbuild.runtime import engine, lifecycle, remote
 
-    env, removed_image = lifecycle.destroy(engine.connect(), env_name, remove_image=image)
+    machine = remote.current()
+    if volumes and machine is None:
+        raise UsageError(
+            "--volumes applies to the kubernetes runner (its workspace claim) and to another machine's engine "
+            "(the synced project volume); a Docker environment's project directory here is a bind mount and is "
+            "never deleted"
+        )
+    client = engine.connect()
+    env, removed_image = lifecycle.destroy(client, env_name, remove_image=image)
+    if volumes:
+        removed = lifecycle.remove_project_volume(client, env_name)
+        if removed:
+            print(f"Removed the volume {removed} on {machine.jump if machine else 'the engine'}.", file=sys.stderr)
     if env is None:
         print(f"No environment named {env_name!r}; removed its SSH entry if there was one.", file=sys.stderr)
         return
@@ -210,13 +262,14 @@ def run(
 ) -> None:
     """Start an environment from an image someone else built (settings from its spec label, checked
     like a build file: host directories only with -v, addresses only with --host)."""
-    from envbuild.runtime import engine, lifecycle
+    from envbuild.runtime import engine, lifecycle, remote
     from envbuild.runtime.options import check_options, name_from_dir, project_dir, validate_name
 
     check_format(fmt)
     project = project_dir(path) if path is not None else None
     options = run_options(host, gpus, no_gpu, volume, shm_size, cpus, memory)
-    check_options(options, project or Path.cwd())
+    machine = remote.current()
+    check_options(options, project or Path.cwd(), remote=machine is not None)
     if name is not None:
         validate_name(name)
     client = engine.connect()
@@ -228,12 +281,13 @@ def run(
     else:
         env_name = name_from_dir(Path(labels.get("ai.envbuild.project") or image.split("/")[-1].split(":")[0]))
     result = lifecycle.bring_up(
-        client, image=image, name=env_name, project=project, options=options, force=force, timeout=timeout
+        client, image=image, name=env_name, project=project, options=options, force=force, timeout=timeout,
+        remote=machine,
     )
     report(result.environment, action=result.action, built=None, image=image, fmt=fmt, refused=result.refused)
     fail_on_problems(result.problems)
     if not detach:
-        open_shell(result.environment.name, result.environment.workdir)
+        open_shell(result.environment.name, result.environment.workdir, jump=machine is not None)
 
 
 @app.command()
@@ -244,13 +298,15 @@ def prune(
     (never other users' images, nor build cache envbuild did not make)."""
     from envbuild import ssh
     from envbuild.kube import forward
-    from envbuild.runtime import engine
+    from envbuild.runtime import engine, remote
     from envbuild.runtime.prune import prune as prune_engine
 
     with engine.answering():
         client = engine.connect()
         existing = {e.name for e in engine.list_environments(client)}
-        stale = [n for n in ssh.known_hosts() if n not in existing and forward.running_pid(n) is None]
+        machine = remote.current()
+        entries = ssh.hosts_through(machine.jump if machine is not None else None)  # this engine's only
+        stale = [n for n in entries if n not in existing and forward.running_pid(n) is None]
         for n in stale:
             ssh.remove_host(n)
         pruned = prune_engine(client, build_cache=build_cache)

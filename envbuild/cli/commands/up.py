@@ -34,14 +34,15 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def open_shell(name: str, workdir: str) -> None:
-    """Replace this process with the system ssh client: a login shell in the project dir, agent forwarded."""
+def open_shell(name: str, workdir: str, *, jump: bool = False) -> None:
+    """Replace this process with the system ssh client: a login shell in the project dir, agent
+    forwarded (``jump``: through the engine's machine, with the user's ssh settings for it)."""
     from envbuild import ssh
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("Not a terminal: not opening a shell (pass --detach to skip this).", file=sys.stderr)
         return
-    argv = ssh.ssh_command(name, f'cd {workdir} 2>/dev/null; exec "$SHELL" -l', tty=True)
+    argv = ssh.ssh_command(name, f'cd {workdir} 2>/dev/null; exec "$SHELL" -l', tty=True, jump=jump)
     sys.stdout.flush()
     os.execv(argv[0], argv)
 
@@ -54,11 +55,13 @@ def run_options(
     shm_size: str | None,
     cpus: str | None,
     memory: str | None,
+    remote_path: str | None = None,
 ) -> RunOptions:
     from envbuild.runtime.options import RunOptions
 
     return RunOptions(
-        host=host, gpus=gpus, no_gpu=no_gpu, volumes=tuple(volume), shm_size=shm_size, cpus=cpus, memory=memory
+        host=host, gpus=gpus, no_gpu=no_gpu, volumes=tuple(volume), shm_size=shm_size, cpus=cpus, memory=memory,
+        remote_path=remote_path,
     )
 
 
@@ -86,7 +89,7 @@ def fail_on_problems(problems: tuple[str, ...]) -> None:
         raise RuntimeFailure("\n".join(problems))
 
 
-def _build(
+def build_image(
     project: Path, file: str, function: str | None, *, ca_cert: str | None, fmt: str, locked: bool = False
 ) -> tuple[str, bool, Spec]:
     """Build (or find up to date) the project's image with the build API: (image tag, whether it built,
@@ -121,6 +124,11 @@ def up(
     timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for sshd and Jupyter, then init."),
     locked: bool = typer.Option(False, "--locked", help="Exit 2 unless build.envd.lock is fresh and pins it all."),
     runner: str | None = typer.Option(None, "--runner", help="docker or kubernetes (default: the context's runner)."),
+    remote_path: str | None = typer.Option(
+        None, "--remote-path",
+        help="On another machine's engine (DOCKER_HOST=ssh://...): the project directory there, mounted "
+        "instead of the volume `envbuild sync` fills.",
+    ),
 ) -> None:
     """Build if needed, start the environment, print its endpoints, and open a shell in it."""
     from envbuild.runtime.options import check_options, name_from_dir, project_dir, validate_name
@@ -133,12 +141,16 @@ def up(
         raise UsageError(f"no build file {build_file!r} in {project}; create one with `envbuild init`")
     if ca_cert is not None and not ca_cert.is_file():
         raise UsageError(f"--ca-cert {str(ca_cert)!r} is not a file")
-    options = run_options(host, gpus, no_gpu, volume, shm_size, cpus, memory)
-    check_options(options, project)
+    options = run_options(host, gpus, no_gpu, volume, shm_size, cpus, memory, remote_path)
 
     from envbuild.kube.commands import resolve_runner
+    from envbuild.runtime import remote
 
-    if resolve_runner(runner) == "kubernetes":
+    kubernetes = resolve_runner(runner) == "kubernetes"
+    machine = None if kubernetes else remote.current()
+    check_options(options, project, remote=machine is not None)
+
+    if kubernetes:
         from envbuild.kube import commands as kube
 
         env = kube.up(
@@ -160,7 +172,11 @@ def up(
     from envbuild.runtime import engine, lifecycle
 
     client = engine.connect()
-    image, built, spec = _build(
+    if machine is not None:
+        lifecycle.remote_project(client, env_name, project, options, machine)  # before a build, not after
+    if gpus is not None and not no_gpu:
+        engine.check_gpu_support(client, machine.url if machine is not None else None)
+    image, built, spec = build_image(
         project, build_file, function, ca_cert=str(ca_cert) if ca_cert else None, fmt=fmt, locked=locked
     )
     if fmt == "text":
@@ -176,8 +192,9 @@ def up(
         timeout=timeout,
         jupyter_token=token,
         spec=spec,
+        remote=machine,
     )
     report(result.environment, action=result.action, built=built, image=image, fmt=fmt, refused=result.refused)
     fail_on_problems(result.problems)
     if not detach:
-        open_shell(result.environment.name, result.environment.workdir)
+        open_shell(result.environment.name, result.environment.workdir, jump=machine is not None)
