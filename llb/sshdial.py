@@ -149,11 +149,10 @@ def explain_failure(dest: SSHDestination, returncode: int | None, stderr: str) -
             "load the key into your agent (`ssh-add`) or name it with IdentityFile for this host in "
             f"~/.ssh/config; {config}",
         )
-    if returncode == 255 or any(
-        s in text for s in ("Could not resolve hostname", "Connection refused", "timed out", "No route to host",
-                            "Connection closed by", "Connection reset")
-    ):
-        return f"ssh could not connect to {target} ({last or f'exit status {returncode}'})", config
+    if any(s in text for s in ("Could not resolve hostname", "Connection refused", "timed out", "No route to host")):
+        return f"ssh could not connect to {target} ({last})", config
+    if returncode == 255:
+        return f"the ssh connection to {target} failed or was lost ({last or 'ssh exit status 255'})", config
     if returncode == 127 or "command not found" in text or "docker: not found" in text:
         return (
             f"{dest.host} has no `docker` command on the PATH of a non-interactive SSH session ({last})",
