@@ -48,6 +48,7 @@ _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,252}[A-Za-z0-9])?")
 _SOCKET_PATH = re.compile(r"(/[A-Za-z0-9_.@+-]+)+")
 _SAFE_DIR = re.compile(r"/[A-Za-z0-9_./-]*")
 _PING = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
+_API_VERSION = re.compile(r"1\.\d{1,3}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +233,9 @@ class SSHDialer:
         self._closed = False
         self._api: UnixBridge | None = None
         self.streams_opened = 0
+        self.api_version: str | None = None
+        """The engine's API version, from the ``Api-Version`` header of its ``/_ping`` answer (as the
+        docker CLI negotiates it): an API client need not ask again."""
 
     # ------------------------------------------------------------ processes
 
@@ -305,10 +309,14 @@ class SSHDialer:
             pass
         finally:
             sock.close()
-        status = answer.split(b"\r\n", 1)[0].split(b" ")
-        if len(status) > 1 and status[0].startswith(b"HTTP/") and status[1] == b"200":
+        head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        status = head[0].split(" ")
+        if len(status) > 1 and status[0].startswith("HTTP/") and status[1] == "200":
+            headers = dict(line.split(":", 1) for line in head[1:] if ":" in line)
+            version = {k.strip().lower(): v.strip() for k, v in headers.items()}.get("api-version")
             with self._lock:
                 self._ready = True
+                self.api_version = version if version and _API_VERSION.fullmatch(version) else None
             return
         try:
             stream.proc.wait(2 if timed_out else 5)
@@ -322,9 +330,8 @@ class SSHDialer:
                 "check that the machine is up and that `docker version` answers there",
             ) from None
         if answer and stream.proc.returncode == 0:
-            head = answer.split(b"\r\n", 1)[0].decode(errors="replace")
             raise BuilderUnreachable(
-                self.dest.url, f"the remote engine answered {head!r} to /_ping", "is it a Docker engine?"
+                self.dest.url, f"the remote engine answered {head[0]!r} to /_ping", "is it a Docker engine?"
             )
         reason, hint = explain_failure(self.dest, stream.proc.returncode, stream.stderr())
         raise BuilderUnreachable(self.dest.url, reason, hint)
