@@ -47,7 +47,7 @@ _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,252}[A-Za-z0-9])?")
 _SOCKET_PATH = re.compile(r"(/[A-Za-z0-9_.@+-]+)+")
 _SAFE_DIR = re.compile(r"/[A-Za-z0-9_./-]*")
-_PING = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
+_PING = b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n"
 _API_VERSION = re.compile(r"1\.\d{1,3}")
 
 
@@ -178,6 +178,21 @@ def explain_failure(dest: SSHDestination, returncode: int | None, stderr: str) -
     return f"`ssh {target} {dest.remote_command()}` ended ({status}){': ' + last if last else ''}", config
 
 
+def _headers(head: list[str]) -> dict[str, str]:
+    """An HTTP head's header lines by lower-case name."""
+    pairs = (line.split(":", 1) for line in head[1:] if ":" in line)
+    return {name.strip().lower(): value.strip() for name, value in pairs}
+
+
+def _complete(answer: bytes) -> bool:
+    """Whether an HTTP response with a Content-Length body has been read whole."""
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    length = _headers(head.decode("latin-1").split("\r\n")).get("content-length", "0")
+    return length.isdigit() and len(body) >= int(length)
+
+
 def _socket_dir() -> str | None:
     """A directory for the control socket whose path ssh takes literally and whose name fits a
     socket address (``%``, ``~``, ``$`` and blanks have meanings in ssh's options)."""
@@ -228,7 +243,9 @@ class SSHDialer:
         self._dir = tempfile.mkdtemp(prefix="llb-ssh-", dir=_socket_dir())
         self._control = os.path.join(self._dir, "c")
         self._lock = threading.Lock()
+        self._check_lock = threading.Lock()
         self._streams: list[_Stream] = []
+        self._spare: socket.socket | None = None
         self._ready = False
         self._closed = False
         self._api: UnixBridge | None = None
@@ -288,10 +305,14 @@ class SSHDialer:
 
     def check(self) -> None:
         """Open the shared connection with one stream that asks the engine for ``/_ping``; raise
-        BuilderUnreachable saying exactly what is missing when it does not answer."""
-        with self._lock:
+        BuilderUnreachable saying exactly what is missing when it does not answer. The stream stays
+        open (HTTP keep-alive) for the first `dial`."""
+        with self._check_lock:
             if self._ready:
                 return
+            self._probe()
+
+    def _probe(self) -> None:
         sock, stream = self._spawn(self._argv(command=self.dest.remote_command()))
         limit = PROMPT_TIMEOUT if sys.stdin is not None and sys.stdin.isatty() else self.timeout
         deadline = time.monotonic() + limit
@@ -300,24 +321,24 @@ class SSHDialer:
         try:
             sock.settimeout(limit)
             sock.sendall(_PING)
-            while chunk := sock.recv(4096):
+            while not _complete(answer) and (chunk := sock.recv(4096)):
                 answer += chunk
                 sock.settimeout(max(0.05, deadline - time.monotonic()))
         except TimeoutError:
             timed_out = True
         except OSError:
             pass
-        finally:
-            sock.close()
         head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
         status = head[0].split(" ")
-        if len(status) > 1 and status[0].startswith("HTTP/") and status[1] == "200":
-            headers = dict(line.split(":", 1) for line in head[1:] if ":" in line)
-            version = {k.strip().lower(): v.strip() for k, v in headers.items()}.get("api-version")
+        if _complete(answer) and len(status) > 1 and status[0].startswith("HTTP/") and status[1] == "200":
+            version = _headers(head).get("api-version")
+            sock.settimeout(None)
             with self._lock:
                 self._ready = True
+                self._spare = sock
                 self.api_version = version if version and _API_VERSION.fullmatch(version) else None
             return
+        sock.close()
         try:
             stream.proc.wait(2 if timed_out else 5)
         except subprocess.TimeoutExpired:
@@ -352,6 +373,10 @@ class SSHDialer:
     def dial(self) -> socket.socket:
         """A new stream to the remote engine's API (HTTP, as on its socket)."""
         self.check()
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            return spare
         return self._spawn(self._argv(command=self.dest.remote_command()))[0]
 
     def dial_tcp(self, host: str, port: int) -> socket.socket:
@@ -384,6 +409,9 @@ class SSHDialer:
             self._closed = True
             api, self._api = self._api, None
             streams, self._streams = self._streams, []
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.close()
         if api is not None:
             api.close()
         if os.path.exists(self._control):
