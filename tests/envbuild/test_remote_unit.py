@@ -29,7 +29,9 @@ LABELS = {
 }
 
 
-def _remote_plan(tmp_path: Path, spec: Spec | None, project_mount: o.BindMount | None, **opts: object) -> o.ContainerPlan:
+def _remote_plan(
+    tmp_path: Path, spec: Spec | None, project_mount: o.BindMount | None, **opts: object
+) -> o.ContainerPlan:
     return o.plan_container(name="proj", image="img:dev", image_labels=LABELS, spec=spec, project=tmp_path,
                             options=o.RunOptions(**opts), authorized_keys="k", token="tok",
                             remote=True, project_mount=project_mount)
@@ -138,7 +140,9 @@ def test_the_endpoints_say_where_things_are() -> None:
     assert data["jupyter"]["forward"] == "127.0.0.1:8888"
 
 
-def test_a_forward_record_is_believed_only_for_that_ssh_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_forward_record_is_believed_only_for_that_ssh_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     record = tmp_path / "envbuild" / "tunnel" / "proj.json"
     record.parent.mkdir(parents=True)
