@@ -186,7 +186,7 @@ def prepare(options: BuildOptions, *, labels: bool = True) -> Prepared:
         owner = (os.getuid(), os.getgid())
     base_name = images.engine_name(spec.image)
     base = images.inspect_image(base_name)
-    tag = options.tag or default_tag(project)
+    tag = options.tag or default_tag(project, dev=spec.dev)
     if not labels:
         return Prepared(spec, ctx, project, tag, owner, "", None, base, pins)
     base_id = str(base.get("Id")) if base else "unresolved"
@@ -394,18 +394,20 @@ def quick_up_to_date(options: BuildOptions) -> tuple[str, str] | None:
     build_file, function = split_target_text(os.fspath(options.path))
     context_dir, build_file = quickcheck.locate(build_file)
     project = project_name(os.path.basename(context_dir))
-    tag = options.tag or default_tag(project)
-    if skip_check_names_for(outputs, tag) != (tag,):
-        return None
-    digest = quickcheck.up_to_date(
-        build_file=build_file,
-        function=options.function or function or "build",
-        tag=tag,
-        project=project,
-        owner=options.owner,
-        network=options.network,
-    )
-    return (tag, digest) if digest is not None else None
+    for tag in [options.tag] if options.tag else [default_tag(project), default_tag(project, dev=False)]:
+        if skip_check_names_for(outputs, tag) != (tag,):
+            return None
+        digest = quickcheck.up_to_date(
+            build_file=build_file,
+            function=options.function or function or "build",
+            tag=tag,
+            project=project,
+            owner=options.owner,
+            network=options.network,
+        )
+        if digest is not None:
+            return tag, digest
+    return None
 
 
 def build(

@@ -11,5 +11,7 @@ def project_name(basename: str) -> str:
     return out[:63] or "project"
 
 
-def default_tag(project: str) -> str:
-    return f"{project.lower()}:dev"
+def default_tag(project: str, *, dev: bool = True) -> str:
+    """``<project>:dev`` for a development image, ``<project>:latest`` for a serving one (envd tags
+    both ``:dev``, which makes the app image look like a development one)."""
+    return f"{project.lower()}:{'dev' if dev else 'latest'}"

@@ -22,6 +22,7 @@ from envbuild import engine_api
 from envbuild.errors import EngineUnreachable, RuntimeFailure, UsageError
 from envbuild.runtime.options import (
     ENV_JUPYTER_TOKEN,
+    LABEL_DEV,
     LABEL_NAME,
     LABEL_PORTS,
     LABEL_PROJECT_PATH,
@@ -109,6 +110,11 @@ class Environment:
     def running(self) -> bool:
         return self.status == "running"
 
+    @property
+    def serving(self) -> bool:
+        """Started from a serving image (``base(dev=False)``): its own entrypoint, no sshd or Jupyter."""
+        return self.labels.get(LABEL_DEV) != "true"
+
     def endpoint(self, name: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.name == name), None)
 
@@ -138,9 +144,12 @@ class Environment:
             "status": self.status,
             "image": self.image,
             "gpu": self.gpu,
+            "serving": self.serving,
             "project_path": self.project_path,
             "workdir": self.workdir,
-            "ssh": {
+            "ssh": None
+            if self.serving
+            else {
                 "target": self.ssh_target,
                 "host": connect_host(ssh.host_ip) if ssh else None,
                 "port": ssh.host_port if ssh else None,
@@ -230,8 +239,8 @@ def image_labels(image: Image) -> dict[str, str]:
     return dict(((image.attrs.get("Config") or {}).get("Labels")) or {})
 
 
-def is_envbuild_dev_image(labels: dict[str, str]) -> bool:
-    return labels.get(LABEL_VENDOR) == "envbuild" and labels.get("ai.envbuild.dev") == "true"
+def is_envbuild_image(labels: dict[str, str]) -> bool:
+    return labels.get(LABEL_VENDOR) == "envbuild"
 
 
 def check_gpu_support(client: docker.DockerClient, engine: str | None = None) -> None:
@@ -351,8 +360,11 @@ def wait_ready(
     jupyter_probe: Callable[[str, str | None], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    settle: float = 0.0,
 ) -> Environment:
-    """Wait until sshd sends its banner and Jupyter (if any) answers ``/api/status`` with the token.
+    """Wait until sshd sends its banner and Jupyter (if any) answers ``/api/status`` with the token,
+    and the container has been running for ``settle`` seconds without a restart (a serving image's
+    entrypoint that exits at once is reported, not left restarting).
 
     Polls every ``interval`` (each round is ~2 ms of engine inspect and two local connections), so
     readiness is seen ~25 ms after it happens on average; a service that answered is not probed again.
@@ -362,6 +374,7 @@ def wait_ready(
     deadline = clock() + timeout
     ssh_ok = jupyter_ok = False
     first_restarts: int | None = None
+    running_since: float | None = None
     while True:
         container.reload()
         env = environment_from(container)
@@ -376,9 +389,10 @@ def wait_ready(
         ssh = env.endpoint("ssh")
         jupyter = env.endpoint("jupyter")
         if env.running:
+            running_since = clock() if running_since is None else running_since
             ssh_ok = ssh_ok or ssh is None or ssh_probe(connect_host(ssh.host_ip), ssh.host_port)
             jupyter_ok = jupyter_ok or jupyter is None or jupyter_probe(jupyter.address, env.jupyter_token)
-            if ssh_ok and jupyter_ok:
+            if ssh_ok and jupyter_ok and clock() - running_since >= settle:
                 return env
         if clock() > deadline:
             waiting = [s for s, ok in (("sshd", ssh_ok), ("Jupyter", jupyter_ok)) if not ok]
@@ -436,7 +450,7 @@ __all__ = [
     "get_image",
     "image_labels",
     "image_spec",
-    "is_envbuild_dev_image",
+    "is_envbuild_image",
     "list_environments",
     "make_data_dir",
     "remove",

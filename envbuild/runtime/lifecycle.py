@@ -16,6 +16,7 @@ from envbuild.errors import UsageError
 from envbuild.runtime import engine
 from envbuild.runtime.engine import Environment
 from envbuild.runtime.options import (
+    LABEL_DEV,
     LABEL_DIGEST,
     LABEL_NAME,
     LABEL_PROJECT_PATH,
@@ -60,6 +61,7 @@ def bring_up(
     jupyter_token: str | None = None,
     spec: Spec | None = None,
     remote: Remote | None = None,
+    command: tuple[str, ...] = (),
 ) -> UpResult:
     """Make environment ``name`` run ``image``; an existing one is reused unless forced or outdated.
 
@@ -70,15 +72,17 @@ def bring_up(
     recreated (the image may be unchanged). An environment of another project (or of none, when
     this one has a project) is never taken over. ``remote``: the engine is on another machine
     (`envbuild.runtime.remote`): the project comes from its synced volume or ``--remote-path``,
-    readiness is probed through SSH, the SSH entry jumps there and Jupyter gets a local forward."""
+    readiness is probed through SSH, the SSH entry jumps there and Jupyter gets a local forward.
+    A serving image (``base(dev=False)``) runs its own entrypoint (with ``command`` as its
+    arguments) and is ready once it has stayed up for a moment."""
     validate_name(name)
     img = engine.get_image(client, image)
     labels = engine.image_labels(img)
-    if not engine.is_envbuild_dev_image(labels):
+    if not engine.is_envbuild_image(labels):
         raise UsageError(
-            f"image {image!r} is not an envbuild development image (ai.envbuild.dev=true); "
-            "build it from a build.envd that calls base(dev=True)"
+            f"image {image!r} was not built by envbuild (no ai.envbuild.vendor label); build it from a build.envd"
         )
+    serving = labels.get(LABEL_DEV) != "true"
     from_image = spec is None
     if from_image:
         spec = engine.image_spec(image, labels)
@@ -91,11 +95,12 @@ def bring_up(
         spec=spec,
         project=project,
         options=options,
-        authorized_keys=ssh.ensure_keypair().public_key(),
-        token=jupyter_token or secrets.token_urlsafe(24),
+        authorized_keys="" if serving else ssh.ensure_keypair().public_key(),
+        token="" if serving else jupyter_token or secrets.token_urlsafe(24),
         from_image=from_image,
         remote=remote is not None,
         project_mount=project_mount,
+        command=command,
     )
     existing = engine.find(client, name)
     action: Action = "created"
@@ -108,7 +113,8 @@ def bring_up(
                 "pick another name with --name, or destroy it first"
             )
         token_changed = bool(jupyter_token) and current.jupyter_token != jupyter_token
-        if force or _outdated(current, img.id, labels) or token_changed:
+        command_changed = serving and tuple((existing.attrs.get("Config") or {}).get("Cmd") or ()) != command
+        if force or _outdated(current, img.id, labels) or token_changed or (command and command_changed):
             engine.remove(existing)
             ssh.forget_host_key(name)
             action = "recreated"
@@ -118,8 +124,8 @@ def bring_up(
                 action = "started"
             else:
                 action = "attached"
-            env = _ready(existing, timeout, remote)
-            return UpResult(env, action, problems=_settle(existing, spec, timeout))
+            env, problems = _ready(existing, spec, timeout, remote, serving=serving)
+            return UpResult(env, action, problems=problems)
     if plan.gpus is not None:
         engine.check_gpu_support(client, remote.url if remote is not None else None)
     ssh.forget_host_key(name)
@@ -129,14 +135,14 @@ def bring_up(
         other = _the_winner(client, name)
         if other is None:
             raise
-        env = _ready(other, timeout, remote)
-        return UpResult(env, "attached", problems=_settle(other, spec, timeout))
+        env, problems = _ready(other, spec, timeout, remote, serving=serving)
+        return UpResult(env, "attached", problems=problems)
     try:
-        env = _ready(container, timeout, remote)
+        env, problems = _ready(container, spec, timeout, remote, serving=serving)
     except BaseException:
         engine.remove(container)
         raise
-    return UpResult(env, action, plan.refused, _settle(container, spec, timeout))
+    return UpResult(env, action, plan.refused, problems)
 
 
 def _settle(container: Container, spec: Spec | None, timeout: float) -> tuple[str, ...]:
@@ -148,19 +154,32 @@ def _settle(container: Container, spec: Spec | None, timeout: float) -> tuple[st
     return services.problems(container, spec, programs, timeout) if spec is not None else ()
 
 
-def _ready(container: Container, timeout: float, remote: Remote | None) -> Environment:
-    """Wait for the environment's services, then make them reachable from this machine: its SSH
-    entry, and on another machine's engine the Jupyter forward."""
-    if remote is None:
-        env = engine.wait_ready(container, timeout)
-        _publish_ssh(env)
-        return env
-    from envbuild.runtime import remote as remote_mod
+SERVING_SETTLE = 1.0
+"""Seconds a serving image's entrypoint must stay up to count as started (supervisor's startsecs)."""
 
-    ssh_probe, jupyter_probe = remote_mod.probes(remote)
-    env = engine.wait_ready(container, timeout, ssh_probe=ssh_probe, jupyter_probe=jupyter_probe)
-    _publish_ssh(env, remote.jump)
-    return remote_mod.attach(env, remote, start=True)
+
+def _ready(
+    container: Container, spec: Spec | None, timeout: float, remote: Remote | None, *, serving: bool
+) -> tuple[Environment, tuple[str, ...]]:
+    """Wait for the environment's services, then make them reachable from this machine: its SSH
+    entry, and on another machine's engine the Jupyter forward; then its inits and services
+    (`_settle`). A serving image is ready once its entrypoint has stayed up for `SERVING_SETTLE`."""
+    settle = SERVING_SETTLE if serving else 0.0
+    if remote is None:
+        env = engine.wait_ready(container, timeout, settle=settle)
+        if serving:
+            return env, ()
+        _publish_ssh(env)
+    else:
+        from envbuild.runtime import remote as remote_mod
+
+        ssh_probe, jupyter_probe = remote_mod.probes(remote)
+        env = engine.wait_ready(container, timeout, ssh_probe=ssh_probe, jupyter_probe=jupyter_probe, settle=settle)
+        if serving:
+            return env, ()
+        _publish_ssh(env, remote.jump)
+        env = remote_mod.attach(env, remote, start=True)
+    return env, _settle(container, spec, timeout)
 
 
 def remote_project(

@@ -280,6 +280,10 @@ class ContainerPlan:
     memory: int | None = None
     refused: tuple[str, ...] = ()
     """What the spec asked for and did not get (host mounts from an image, addresses beyond ``--host``)."""
+    serving: bool = False
+    """A serving image (``base(dev=False)``): it runs its own entrypoint as its own user, in its own
+    working directory, with ``command`` as its arguments when given; no sshd, no Jupyter."""
+    command: tuple[str, ...] = ()
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for docker SDK's ``containers.create``."""
@@ -289,7 +293,6 @@ class ContainerPlan:
             "image": self.image,
             "name": self.name,
             "hostname": self.name.replace("_", "-").replace(".", "-")[:63],
-            "user": "root",
             "detach": True,
             "environment": self.env,
             "labels": self.labels,
@@ -298,11 +301,14 @@ class ContainerPlan:
                 docker.types.Mount(m.target, m.source, type="volume" if m.volume else "bind", read_only=m.read_only)
                 for m in self.mounts
             ],
-            "working_dir": self.workdir,
             "restart_policy": {"Name": "unless-stopped"},
             "shm_size": self.shm_size,
             "init": False,
         }
+        if not self.serving:  # the entrypoint starts as root; the services drop to envd
+            kwargs.update(user="root", working_dir=self.workdir)
+        if self.command:
+            kwargs["command"] = list(self.command)
         if self.nano_cpus:
             kwargs["nano_cpus"] = self.nano_cpus
         if self.memory:
@@ -354,6 +360,7 @@ def plan_container(
     from_image: bool = False,
     remote: bool = False,
     project_mount: BindMount | None = None,
+    command: tuple[str, ...] = (),
 ) -> ContainerPlan:
     """Decide every container setting from the image's labels, its spec and the user's options.
 
@@ -365,6 +372,8 @@ def plan_container(
     comes from ``project_mount`` (a synced volume or ``--remote-path``; mounted at the project
     directory whatever its target says), ``data.envd`` directories are volumes there, ``-v`` names
     paths there, and other host mounts are refused.
+    A serving image (label ``ai.envbuild.dev`` not ``true``) gets its ports and mounts the same way,
+    and neither keys nor a token; ``command`` (its arguments) is only for a serving image.
     """
     validate_name(name)
     validate_host(options.host)
@@ -428,12 +437,19 @@ def plan_container(
         if m.target in seen:
             raise UsageError(f"two mounts target {m.target!r} in the container; drop one of them")
         seen.add(m.target)
-    env[ENV_AUTHORIZED_KEYS] = authorized_keys
-    env[ENV_JUPYTER_TOKEN] = token
-    env["ENVD_WORKDIR"] = workdir
+    serving = image_labels.get(LABEL_DEV) != "true"
+    if command and not serving:
+        raise UsageError(
+            f"image {image!r} is a development image: it starts sshd and its services, not a command; "
+            "run commands in it with `envbuild exec`"
+        )
+    if not serving:
+        env[ENV_AUTHORIZED_KEYS] = authorized_keys
+        env[ENV_JUPYTER_TOKEN] = token
+        env["ENVD_WORKDIR"] = workdir
     ports = plan_ports(parse_ports_label(image_labels.get(LABEL_PORTS)), options.host,
                        jupyter_host_port=jupyter_port, exposes=exposes)
-    if not any(p.name == "ssh" for p in ports):
+    if not serving and not any(p.name == "ssh" for p in ports):
         raise UsageError(f"image {image!r} publishes no ssh port (label {LABEL_PORTS}); is it a development image?")
     gpus = gpu_request(
         image_gpu=image_labels.get(LABEL_GPU) == "true",
@@ -463,6 +479,8 @@ def plan_container(
         nano_cpus=parse_cpus(options.cpus) if options.cpus else None,
         memory=parse_size(options.memory, what="--memory") if options.memory else None,
         refused=tuple(refused),
+        serving=serving,
+        command=command,
     )
 
 

@@ -11,6 +11,13 @@ from envbuild.runtime.engine import Environment
 def endpoints_text(env: Environment) -> str:
     """The lines `up` prints: where to connect and how."""
     where = f" on {env.jump}" if env.jump else ""
+    if env.serving:
+        there = f" on {env.jump}" if env.jump else ""
+        lines = [f"Environment {env.name} is {env.status}{where} (a serving image: its own entrypoint, no sshd)."]
+        lines += [f"  {ep.name + ':':<9} {ep.address}{there} -> {ep.container_port}" for ep in env.endpoints]
+        if env.project_path:
+            lines.append(f"  Project:  {env.project_path}")
+        return "\n".join(lines)
     lines = [f"Environment {env.name} is {env.status}{where}."]
     through = f", through {env.jump}" if env.jump else ""
     lines.append(f"  SSH:      ssh {env.ssh_target}   (VS Code: Remote-SSH: Connect to Host... -> {env.ssh_target}, "

@@ -165,3 +165,10 @@ def test_a_build_that_is_not_up_to_date_evaluates_once(
         main(["build", "-p", str(tmp_path), "--progress", "plain"])
     assert exit_info.value.code == 3, capsys.readouterr().err
     assert calls == [str(tmp_path)]
+
+
+def test_default_tags_say_which_kind_of_image() -> None:
+    from envbuild.naming import default_tag
+
+    assert default_tag("My.Proj") == "my.proj:dev"
+    assert default_tag("My.Proj", dev=False) == "my.proj:latest"

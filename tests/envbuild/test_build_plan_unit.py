@@ -118,10 +118,11 @@ def test_tar_output_gets_no_image_config_and_cache_options_pass_through(recorder
 
 
 def test_default_export_is_the_engine_store_under_the_default_tag(recorder: _Client, tmp_path: Path) -> None:
+    """The project's serving image is ``<project>:latest``; a development image would be ``<project>:dev``."""
     result = B.build(_options(tmp_path))
     (solve,) = recorder.solves
-    assert solve["export"].name == (f"{tmp_path.name.lower()}:dev",)
-    assert result.tag == f"{tmp_path.name.lower()}:dev" and result.image_id == "sha256:1"
+    assert solve["export"].name == (f"{tmp_path.name.lower()}:latest",)
+    assert result.tag == f"{tmp_path.name.lower()}:latest" and result.image_id == "sha256:1"
 
 
 def test_registry_cache_export_on_the_engine_fails_before_solving(recorder: _Client, tmp_path: Path) -> None:

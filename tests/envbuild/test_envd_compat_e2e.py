@@ -71,7 +71,7 @@ class Project:
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Iterator[Project]:
-    path = tmp_path / "proj"
+    path = tmp_path / f"compat-{uuid.uuid4().hex[:8]}"  # the project's name: its images and environments
     path.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "SSH_"))}
     env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO), ENVBUILD_CA_CERT=CA, NO_COLOR="1")
@@ -252,3 +252,76 @@ def test_requirements_with_pip_options_on_their_lines(
     assert f"note: reqs/requirements.txt:2:29: `--extra-index-url {url}/simple` after a requirement" in built.stderr
     check = "import envbuild_compat_marker as m, six; print(m.MARKER, six.__version__)"
     assert project.run("/opt/envbuild/venv/bin/python", "-c", check) == f"{marker} 1.16.0\n"
+
+
+SERVING_APP = """import http.server, sys
+
+greeting = sys.argv[1] if len(sys.argv) > 1 else "hello"
+if greeting == "--crash":
+    print("no model to serve", flush=True)
+    sys.exit(3)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(greeting.encode())
+
+
+http.server.HTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+"""
+
+
+def _get(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+        return response.read().decode()
+
+
+def test_a_serving_image_runs_its_entrypoint_with_its_ports_on_loopback(project: Project) -> None:
+    """``base(dev=False)`` with ``config.entrypoint`` and ``runtime.expose``: tagged ``:latest`` (not
+    ``:dev``), started by ``up`` and ``run`` with its own entrypoint, no sshd or Jupyter expected; a
+    ``run`` command after ``--`` becomes its arguments; an entrypoint that exits is reported."""
+    project.write(
+        {
+            "build.envd": (
+                "def build():\n"
+                f'    base(image="{BASE}")\n'
+                "    install.python()\n"
+                '    io.copy(source="app.py", target="/srv/app.py")\n'
+                '    config.entrypoint(["/opt/envbuild/venv/bin/python", "/srv/app.py"])\n'
+                '    runtime.expose(envd_port=8080, service="web")\n'
+            ),
+            "app.py": SERVING_APP,
+        }
+    )
+    name = project.path.name
+    names = [name, f"{name}-run", f"{name}-crash"]
+    try:
+        up = json.loads(project.envbuild("up", "--format", "json").stdout)  # no shell: there is no sshd
+        assert up["image"] == f"{name}:latest" and up["serving"] is True and up["ssh"] is None
+        (web,) = up["ports"]
+        assert (web["name"], web["container_port"], web["host_ip"]) == ("web", 8080, "127.0.0.1")
+        assert _get(web["host_port"]) == "hello"
+        ran = json.loads(
+            project.envbuild(
+                "run", "--image", f"{name}:latest", "--name", names[1], "-d", "--format", "json", "--", "hi there"
+            ).stdout
+        )
+        assert _get(ran["ports"][0]["host_port"]) == "hi there"
+        crash = project.envbuild(
+            "run", "--image", f"{name}:latest", "--name", names[2], "-d", "--", "--crash", check=False
+        )
+        assert (
+            crash.returncode == 1 and "stopped while starting" in crash.stderr and "no model to serve" in crash.stderr
+        )
+        listed = {e["name"]: e for e in json.loads(project.envbuild("ls", "--format", "json").stdout)}
+        assert listed[name]["status"] == "running" and listed[name]["ssh"] is None and names[2] not in listed
+        assert subprocess.run(["docker", "image", "inspect", f"{name}:dev"], capture_output=True).returncode != 0
+        assert project.envbuild("build").stderr.startswith(f"{name}:latest is up to date")
+    finally:
+        for n in names:
+            subprocess.run(["docker", "rm", "-f", n], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", f"{name}:latest"], capture_output=True)

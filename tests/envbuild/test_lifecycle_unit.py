@@ -37,7 +37,7 @@ class FakeContainer:
         env = [f"{k}={v}" for k, v in self.kwargs["environment"].items()]
         ports = {k: [{"HostIp": v["HostIp"], "HostPort": "40000"}] for k, v in self.kwargs["ports"].items()}
         return {"Config": {"Labels": self.labels, "Env": env, "Image": self.kwargs["image"],
-                           "WorkingDir": self.kwargs["working_dir"]},
+                           "WorkingDir": self.kwargs.get("working_dir", "/"), "Cmd": self.kwargs.get("command")},
                 "Image": self.image_id, "State": {"Status": self.status}, "HostConfig": {},
                 "NetworkSettings": {"Ports": ports if self.status == "running" else {}}}
 
@@ -94,7 +94,7 @@ def client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeClient:
     fake.images["img:2"] = FakeImage("sha256:2", {**labels, "ai.envbuild.spec": Spec(jupyter=Jupyter()).to_json()})
     fake.images["plain"] = FakeImage("sha256:3", {"ai.envbuild.vendor": "envbuild", "ai.envbuild.dev": "false"})
     monkeypatch.setattr(engine, "get_image", lambda c, ref: fake.images_api.get(ref))
-    monkeypatch.setattr(engine, "wait_ready", lambda container, timeout=0: engine.environment_from(container))
+    monkeypatch.setattr(engine, "wait_ready", lambda container, timeout=0, **_: engine.environment_from(container))
     published: list[tuple[str, int]] = []
     monkeypatch.setattr(
         lifecycle.ssh, "write_host", lambda entry, include=True: published.append((entry.name, entry.port))
@@ -147,12 +147,27 @@ def test_force_and_new_image_recreate(client: FakeClient, tmp_path: Path) -> Non
     assert len(client.created) == 3 and len(client.removed) == 2
 
 
-def test_refuses_another_projects_env_and_non_dev_images(client: FakeClient, tmp_path: Path) -> None:
+def test_refuses_another_projects_env_and_images_envbuild_did_not_build(client: FakeClient, tmp_path: Path) -> None:
     lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="already belongs to"):
         lifecycle.bring_up(client, image="img:1", name="proj", project=tmp_path / "elsewhere")  # type: ignore[arg-type]
-    with pytest.raises(UsageError, match="not an envbuild development image"):
-        lifecycle.bring_up(client, image="plain", name="p2", project=tmp_path)  # type: ignore[arg-type]
+    client.images["foreign"] = FakeImage("sha256:9", {})
+    with pytest.raises(UsageError, match="was not built by envbuild"):
+        lifecycle.bring_up(client, image="foreign", name="p2", project=tmp_path)  # type: ignore[arg-type]
+
+
+def test_a_serving_image_runs_its_own_entrypoint_with_the_arguments_given(client: FakeClient, tmp_path: Path) -> None:
+    """No keys, no token, its own user and working directory; a new command recreates it."""
+    env = lifecycle.bring_up(client, image="plain", name="app", project=None, command=("--port", "9")).environment  # type: ignore[arg-type]
+    (created,) = client.created
+    assert env.serving and "user" not in created.kwargs and "working_dir" not in created.kwargs
+    assert created.kwargs["command"] == ["--port", "9"] and created.kwargs["environment"] == {}
+    assert client.published == []  # type: ignore[attr-defined]
+    assert lifecycle.bring_up(client, image="plain", name="app", project=None).action == "attached"  # type: ignore[arg-type]
+    again = lifecycle.bring_up(client, image="plain", name="app", project=None, command=("--port", "8"))  # type: ignore[arg-type]
+    assert again.action == "recreated"
+    with pytest.raises(UsageError, match="is a development image"):
+        lifecycle.bring_up(client, image="img:1", name="dev", project=None, command=("bash",))  # type: ignore[arg-type]
 
 
 def test_unrelated_container_with_the_name_is_not_touched(client: FakeClient, tmp_path: Path) -> None:

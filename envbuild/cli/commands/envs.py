@@ -53,7 +53,7 @@ def ls(
         [
             e.name,
             _status(e.status, services.summary(programs[e.name])),
-            e.ssh_target,
+            "-" if e.serving else e.ssh_target,
             _jupyter_column(e),
             e.image,
             "yes" if e.gpu else "no",
@@ -245,7 +245,8 @@ def images(fmt: str = typer.Option("text", "--format", help="Output format: text
 
 @app.command()
 def run(
-    image: str = typer.Option(..., "--image", "-i", help="An envbuild development image (local store)."),
+    command: list[str] = typer.Argument(None, help="A serving image's arguments for its entrypoint (after --)."),
+    image: str = typer.Option(..., "--image", "-i", help="An envbuild image (local store)."),
     name: str | None = typer.Option(None, "--name", help="Environment name (default: the image's project)."),
     path: Path | None = typer.Option(None, "--path", "-p", help="Project directory to mount (optional)."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Do not open a shell."),
@@ -261,7 +262,8 @@ def run(
     timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for sshd and Jupyter, then init."),
 ) -> None:
     """Start an environment from an image someone else built (settings from its spec label, checked
-    like a build file: host directories only with -v, addresses only with --host)."""
+    like a build file: host directories only with -v, addresses only with --host). A serving image
+    (base(dev=False)) runs its own entrypoint, with the arguments after -- if any."""
     from envbuild.runtime import engine, lifecycle, remote
     from envbuild.runtime.options import check_options, name_from_dir, project_dir, validate_name
 
@@ -281,12 +283,19 @@ def run(
     else:
         env_name = name_from_dir(Path(labels.get("ai.envbuild.project") or image.split("/")[-1].split(":")[0]))
     result = lifecycle.bring_up(
-        client, image=image, name=env_name, project=project, options=options, force=force, timeout=timeout,
+        client,
+        image=image,
+        name=env_name,
+        project=project,
+        options=options,
+        force=force,
+        timeout=timeout,
         remote=machine,
+        command=tuple(command or ()),
     )
     report(result.environment, action=result.action, built=None, image=image, fmt=fmt, refused=result.refused)
     fail_on_problems(result.problems)
-    if not detach:
+    if not detach and not result.environment.serving:
         open_shell(result.environment.name, result.environment.workdir, jump=machine is not None)
 
 

@@ -180,7 +180,8 @@ def up(
         project, build_file, function, ca_cert=str(ca_cert) if ca_cert else None, fmt=fmt, locked=locked
     )
     if fmt == "text":
-        print(f"Starting {env_name} from {image}; waiting for sshd and Jupyter...", file=sys.stderr)
+        waiting = "sshd and Jupyter" if spec.dev else "its entrypoint (a serving image)"
+        print(f"Starting {env_name} from {image}; waiting for {waiting}...", file=sys.stderr)
     token = (spec.jupyter.token or None) if spec.jupyter is not None else None
     result = lifecycle.bring_up(
         client,
@@ -196,5 +197,5 @@ def up(
     )
     report(result.environment, action=result.action, built=built, image=image, fmt=fmt, refused=result.refused)
     fail_on_problems(result.problems)
-    if not detach:
+    if not detach and not result.environment.serving:
         open_shell(result.environment.name, result.environment.workdir, jump=machine is not None)
