@@ -113,7 +113,7 @@ class Environment:
     @property
     def serving(self) -> bool:
         """Started from a serving image (``base(dev=False)``): its own entrypoint, no sshd or Jupyter."""
-        return self.labels.get(LABEL_DEV) != "true"
+        return self.labels.get(LABEL_DEV) == "false"
 
     def endpoint(self, name: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.name == name), None)
