@@ -1,9 +1,11 @@
 """What envbuild does itself after a build when the builder cannot: push and save engine images.
 
-The Docker engine's embedded BuildKit (20.10) only writes into the engine's image store, so
-``--output type=image,push=true`` is a ``moby`` export followed by a push through the engine API
-(credentials from ``~/.docker/config.json`` and its credential helpers, via the docker SDK), and
-``--output type=docker,dest=FILE`` is a ``moby`` export followed by the engine's ``docker save``.
+The builder of an engine that keeps images in a graph driver (Docker 20.10, and later engines by
+default) only writes into the engine's image store, so ``--output type=image,push=true`` is a ``moby``
+export followed by a push through the engine API (credentials from ``~/.docker/config.json`` and its
+credential helpers, via the docker SDK), and ``--output type=docker,dest=FILE`` is a ``moby`` export
+followed by the engine's ``docker save``. Where the builder pushes or writes the tarball itself,
+`execute_plan` reports what it pushed and saved the same way.
 """
 
 from __future__ import annotations

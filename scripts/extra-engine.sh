@@ -7,8 +7,12 @@
 #
 #   sudo scripts/extra-engine.sh trixie docker26 --containerd-store   # prints its DOCKER_HOST
 #   sudo scripts/extra-engine.sh bookworm docker20
+#   sudo scripts/extra-engine.sh trixie d26plain --root docker26       # a second engine from docker26's root
 #   sudo scripts/extra-engine.sh --stop docker26
 #
+# Each engine has its own socket, data root, configuration, bridge and subnet; --root NAME runs it from
+# the Debian root another engine was installed in (a graph-driver Docker 26 beside the containerd-store
+# one, without a second debootstrap). Bridge names are "eb-NAME": NAME has at most 12 characters.
 # Idempotent: an engine that already answers on its socket is left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +33,14 @@ subnet_of() {
   esac
 }
 
+# The Debian root an engine runs from: its own, or the one --root named (found through its socket link).
+root_of() {
+  local link; link=$(readlink "$ENGINES/$1.sock" 2>/dev/null || true)
+  if [ -n "$link" ]; then dirname "$(dirname "$link")"; else echo "$ROOTS/$1"; fi
+}
+
 stop_engine() {
-  local name=$1 bridge="eb-$1" pidfile="$ROOTS/$1/run/$1.pid"
+  local name=$1 bridge="eb-$1" pidfile; pidfile="$(root_of "$1")/run/$1.pid"
   if [ -f "$pidfile" ]; then
     local pid; pid=$(cat "$pidfile")
     kill "$pid" 2>/dev/null || true
@@ -51,14 +61,18 @@ if [ "${1:-}" = "--stop" ]; then
 fi
 
 SUITE="${1:-}"; NAME="${2:-}"
-[ -n "$SUITE" ] && [ -n "$NAME" ] || die "usage: extra-engine.sh SUITE NAME [--containerd-store] | --stop NAME"
+[ -n "$SUITE" ] && [ -n "$NAME" ] || die "usage: extra-engine.sh SUITE NAME [--containerd-store] [--root NAME] | --stop NAME"
+[[ "$NAME" =~ ^[a-z0-9][a-z0-9-]{0,11}$ ]] || die "engine name $NAME: lowercase letters, digits and '-', at most 12"
 shift 2
 CONTAINERD_STORE=0
-for arg in "$@"; do
-  case "$arg" in
+ROOT_NAME="$NAME"
+while [ $# -gt 0 ]; do
+  case "$1" in
     --containerd-store) CONTAINERD_STORE=1 ;;
-    *) die "unknown option $arg" ;;
+    --root) [ -n "${2:-}" ] || die "--root needs the name of an engine"; ROOT_NAME=$2; shift ;;
+    *) die "unknown option $1" ;;
   esac
+  shift
 done
 
 SOCK="$ENGINES/$NAME.sock"
@@ -70,15 +84,15 @@ if answers; then
   exit 0
 fi
 
-R="$ROOTS/$NAME"
+R="$ROOTS/$ROOT_NAME"
 if [ ! -e "$R/.envbuild-ready" ]; then
   command -v debootstrap >/dev/null || { apt-get update -qq; apt-get install -y -qq debootstrap >/dev/null; }
   mirror="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
   mirror="${ENVBUILD_DEBIAN_MIRROR:-${mirror:-http://deb.debian.org/debian}}"
   rm -rf "$R"; mkdir -p "$R"
   log "debootstrap --variant=minbase $SUITE into $R"
-  debootstrap --variant=minbase "$SUITE" "$R" "$mirror" >"$ROOTS/$NAME-debootstrap.log" 2>&1 \
-    || { tail -20 "$ROOTS/$NAME-debootstrap.log" >&2; die "debootstrap failed"; }
+  debootstrap --variant=minbase "$SUITE" "$R" "$mirror" >"$ROOTS/$ROOT_NAME-debootstrap.log" 2>&1 \
+    || { tail -20 "$ROOTS/$ROOT_NAME-debootstrap.log" >&2; die "debootstrap failed"; }
   printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"; chmod +x "$R/usr/sbin/policy-rc.d"
   log "installing docker.io in $R"
   unshare -m --propagation private sh -c "mount -t proc proc '$R/proc' && mount --rbind /dev '$R/dev' && chroot '$R' sh -c \
@@ -87,12 +101,12 @@ if [ ! -e "$R/.envbuild-ready" ]; then
   touch "$R/.envbuild-ready"
 fi
 
-# The engine's configuration: the containerd image store is a daemon feature flag.
+# The engine's configuration, one file per engine: the containerd image store is a daemon feature flag.
 mkdir -p "$R/etc/docker"
 if [ "$CONTAINERD_STORE" = 1 ]; then
-  echo '{"features": {"containerd-snapshotter": true}}' >"$R/etc/docker/envbuild.json"
+  echo '{"features": {"containerd-snapshotter": true}}' >"$R/etc/docker/$NAME.json"
 else
-  echo '{}' >"$R/etc/docker/envbuild.json"
+  echo '{}' >"$R/etc/docker/$NAME.json"
 fi
 
 stop_engine "$NAME"
@@ -116,7 +130,7 @@ R="$R" NAME="$NAME" BINDS="$BINDS" BRIDGE="$bridge" setsid -f unshare --mount --
   mount --rbind /sys "$R/sys"; mount --rbind /dev "$R/dev"
   for d in $BINDS; do mount --rbind "$d" "$R$d"; done
   cd "$R" && pivot_root . .oldroot && cd / && umount -l /.oldroot
-  exec /usr/sbin/dockerd -H "unix:///run/$NAME.sock" --config-file /etc/docker/envbuild.json \
+  exec /usr/sbin/dockerd -H "unix:///run/$NAME.sock" --config-file "/etc/docker/$NAME.json" \
     --data-root "/var/lib/$NAME" --exec-root "/run/$NAME-exec" --pidfile "/run/$NAME.pid" \
     --bridge "$BRIDGE" --iptables=false --ip-masq=false --ip6tables=false' \
   >>"$R/var/log/$NAME.log" 2>&1 </dev/null

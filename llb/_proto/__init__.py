@@ -1,1 +1,1 @@
-"""Generated protobuf code for the BuildKit v0.8 wire protocol."""
+"""Generated protobuf code for the BuildKit wire protocol (v0.8 field numbers, and what later versions add)."""

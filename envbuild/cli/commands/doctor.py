@@ -21,7 +21,8 @@ def doctor(
     fmt: str = typer.Option("text", "--format", help="text or json."),
     timeout: float = typer.Option(4.0, "--timeout", help="Seconds to wait for each builder."),
 ) -> None:
-    """Check the builder (workers, platforms, exporters, cache, MergeOp) and the engine's GPU runtime.
+    """What the builder and the engine report they can do: caps (MergeOp/DiffOp, with the builder's
+    reason for each one disabled), workers and platforms, exporters, cache, image store, GPU runtime.
 
     Exits 3 when the builder in use is unreachable.
     """
