@@ -640,7 +640,8 @@ def _shm(rec: Recorder, pos: S.Pos | None, size: int) -> None:
 @builtin("config.entrypoint", Param("args", Kind.STR_LIST))
 def _entrypoint(rec: Recorder, pos: S.Pos | None, args: tuple[str, ...]) -> None:
     _nonempty("config.entrypoint", "args", args)
-    rec.entrypoint = S.Entrypoint(args, pos)
+    earlier = rec.entrypoint  # envd appends each call's args to the entrypoint
+    rec.entrypoint = S.Entrypoint((*earlier.args, *args), earlier.pos) if earlier else S.Entrypoint(args, pos)
 
 
 @builtin("config.repo", Param("url", Kind.STR), Param("description", Kind.STR, ""))

@@ -586,3 +586,27 @@ def test_a_locked_conda_environment_is_installed_from_its_explicit_file(tmp_path
     assert step == "conda: environment envd, 1 packages from the lock"
     assert "conda create -y -p /opt/conda/envs/envd --file /run/envbuild-lock/conda.txt" in exec_script(o, step)
     assert not any(n.startswith("conda packages:") for n in o)
+
+
+def test_a_locked_build_keeps_the_index_options_of_the_package_names(tmp_path: Path) -> None:
+    """The options written among a call's names (``torch --index-url URL``) reach the lock's
+    ``uv pip sync`` too; a requirements file rewritten for uv is what the resolution reads."""
+    from envbuild.compiler.options import Pins
+
+    spec = spec_of(
+        tmp_path,
+        'base(image="local/debian:bookworm")\n'
+        'install.python_packages(name=["six --index-url https://idx.example/simple"], requirements="r.txt")',
+        {"r.txt": "idna --extra-index-url https://extra.example/simple\n"},
+    )
+    pins = Pins(python="six==1.16.0 \\\n    --hash=sha256:" + "a" * 64 + "\n", python_version="3.11.2")
+    compiled = compile(spec, replace(OPTS, pins=pins))
+    sync = next(
+        e["Op"]["exec"]["meta"]["args"][2]
+        for e in compiled.definition().to_json()
+        if "from the lock" in e.get("OpMetadata", {}).get("description", {}).get("llb.customname", "")
+    )
+    assert "--index-url https://idx.example/simple" in sync
+    assert compiled.installs.python is not None
+    assert "--index-url" in compiled.installs.python.options
+    assert "requirements" in {s.kind for s in compiled.steps}

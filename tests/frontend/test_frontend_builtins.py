@@ -300,3 +300,8 @@ def test_starlark_features_envd_files_use(ev) -> None:
     assert [a.names for a in s.apt_packages] == [("a",), ("c",)]
     assert s.python.version == "3.11"
     assert s.runs[0].commands == ("echo 3",)
+
+
+def test_config_entrypoint_calls_add_up_as_in_envd(ev) -> None:
+    s = ev(body('config.entrypoint(["python3", "serve.py"])', 'config.entrypoint(args=["--port", "8080"])'))
+    assert s.entrypoint == S.Entrypoint(("python3", "serve.py", "--port", "8080"), P2)
