@@ -1,10 +1,16 @@
 """Two corpora of build files.
 
-``tests/corpus/envd/<case>/``: build files written the way envd users write them, each with an
-``expect.json`` saying what envd does (``envd``) and what envbuild records: a partial spec (``spec``),
-remarks (``notes``/``warnings``) or the error (``error``: position and message). ``git`` maps a
-repository path to a directory of the case that a test turns into a repository served from a git
-mirror (as ``ENVBUILD_MIRROR_GIT`` would), so ``include()`` of a library works without the network.
+``tests/corpus/envd/<case>/``: build files written the way envd users write them (the case directory
+is the build context, with the files the build reads), each with an ``expect.json`` saying what envd
+does (``envd``) and what envbuild records: a partial spec (``spec``), remarks (``notes``/``warnings``)
+or the error (``error``: position and message). ``git`` maps a repository path to a directory of the
+case that a test turns into a repository served from a git mirror (as ``ENVBUILD_MIRROR_GIT`` would),
+so ``include()`` of a library works without the network. What envd would build is compared where it
+is decided, in the compiled build: ``llb`` (a list of ``{"step": customname, "op": partial op,
+"script": fragments of its command, "unset": copy flags it must not set}`` for the step named
+so), ``image`` (a partial image config), ``files`` (path in the image -> text
+fragments of the file a file operation writes there) and ``compile_notes`` (fragments of the notes
+the build prints).
 
 ``tests/corpus/bad``: every broken or hostile build file fails the same way: exit code 2 (1 for a
 network failure, which is not the file's fault), one ``file:line:col: message`` on stderr, no
@@ -24,6 +30,7 @@ fail the test, not the machine.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -35,6 +42,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,7 +268,9 @@ def matches(expected: object, actual: object, where: str = "spec") -> None:
 
 def test_envd_corpus_has_a_case_per_point() -> None:
     names = [p.name for p in envd_cases()]
-    for prefix in ("include-", "pip-", "codex-", "cuda-", "command-"):
+    assert len(names) >= 30
+    prefixes = ("include-", "pip-", "requirements-", "copy-", "dev-", "init-", "codex-", "cuda-", "serving-")
+    for prefix in (*prefixes, "command-", "rstudio-"):
         assert any(n.startswith(prefix) for n in names), prefix
     for case in envd_cases():
         exp = json.loads((case / "expect.json").read_text())
@@ -291,6 +301,42 @@ def test_envd_style_file(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
         for fragment in exp.get(kind, []):
             assert any(fragment in t for t in texts), f"{kind}: {fragment!r} not in {texts}"
     assert frontend.Spec.from_json(spec.to_json()) == spec
+    if any(k in exp for k in ("llb", "image", "files", "compile_notes")):
+        compiled_matches(exp, spec, case.name)
+
+
+def compiled_matches(exp: dict[str, Any], spec: frontend.Spec, project: str) -> None:
+    """The build envbuild compiles (offline, a Debian base config) against the case's expectations."""
+    from envbuild.compiler import BaseConfig, CompileOptions
+    from envbuild.compiler.compile import compile as compile_spec
+
+    base = BaseConfig(env=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",), cmd=("bash",))
+    compiled = compile_spec(spec, CompileOptions(project=project, owner=(1000, 1000), base_config=base))
+    ops = compiled.definition().to_json()
+    by_name = {o.get("OpMetadata", {}).get("description", {}).get("llb.customname", ""): o["Op"] for o in ops}
+    for check in exp.get("llb", []):
+        assert check["step"] in by_name, f"no step {check['step']!r}: {sorted(by_name)}"
+        op = by_name[check["step"]]
+        matches(check.get("op", {}), op, f"llb[{check['step']}]")
+        script = "\n".join(op.get("exec", {}).get("meta", {}).get("args", []))
+        for fragment in check.get("script", []):
+            assert fragment in script, f"llb[{check['step']}]: {fragment!r} not in:\n{script}"
+        for action in op.get("file", {}).get("actions", []):
+            for flag in check.get("unset", []):
+                assert not action.get("copy", {}).get(flag), f"llb[{check['step']}]: {flag} is set"
+    matches(exp.get("image", {}), json.loads(json.dumps(dict(compiled.image), default=list)), "image")
+    written = {
+        action["mkfile"]["path"]: base64.b64decode(action["mkfile"].get("data", "")).decode()
+        for o in ops
+        for action in o["Op"].get("file", {}).get("actions", [])
+        if "mkfile" in action
+    }
+    for path, fragments in exp.get("files", {}).items():
+        assert path in written, f"no file operation writes {path}"
+        for fragment in fragments:
+            assert fragment in written[path], f"{path}: {fragment!r} not in:\n{written[path]}"
+    for fragment in exp.get("compile_notes", []):
+        assert any(fragment in n for n in compiled.notes), f"{fragment!r} not in {compiled.notes}"
 
 
 def _cli(args: list[str], tmp: Path, **env: str) -> subprocess.CompletedProcess[str]:
