@@ -206,12 +206,19 @@ def python_script(
     if download:
         lines += [
             f"if [ -s {OUT_DIR}/python.txt ]; then",
-            f"  grep -v '^{S.CONTEXT_MOUNT}/' {OUT_DIR}/python.txt > {WORK_DIR}/download.txt || true",
+            f"  awk {shlex.quote(without_local_wheels(S.CONTEXT_MOUNT))} {OUT_DIR}/python.txt"
+            f" > {WORK_DIR}/download.txt",
             f"  env HOME={request.home} PIP_DISABLE_PIP_VERSION_CHECK=1 {seed}/bin/python -m pip download -q"
             f" --no-deps -r {WORK_DIR}/download.txt -d {OUT_DIR}/wheels",
             "fi",
         ]
     return S.script(*lines)
+
+
+def without_local_wheels(context_mount: str) -> str:
+    """An awk program that drops the requirements under ``context_mount`` (local wheels, already in
+    the project) with their ``--hash`` continuation lines."""
+    return f"index($0, {json.dumps(context_mount + '/')}) == 1 {{ skip = 1 }} !skip {{ print }} !/\\\\$/ {{ skip = 0 }}"
 
 
 def conda_script(request: CondaInstall) -> str:

@@ -275,6 +275,19 @@ def test_python_resolution_is_one_compile_with_the_seeds_as_the_owner() -> None:
     assert " --upgrade " in text and "previous.txt" not in text and "pip download" in text
 
 
+def test_wheels_to_download_leave_out_local_wheels_with_their_hashes(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "python.txt").write_text(
+        "idna==3.10 \\\n    --hash=sha256:aa\n"
+        "/run/envbuild-context/w/mine-1.0-py3-none-any.whl \\\n    --hash=sha256:bb \\\n    --hash=sha256:cc\n"
+        "six==1.17.0 \\\n    --hash=sha256:dd\n"
+    )
+    program = R.without_local_wheels("/run/envbuild-context")
+    out = subprocess.run(["awk", program, str(tmp_path / "python.txt")], capture_output=True, text=True, check=True)
+    assert out.stdout == "idna==3.10 \\\n    --hash=sha256:aa\nsix==1.17.0 \\\n    --hash=sha256:dd\n"
+
+
 def test_apt_resolution_asks_for_the_locked_versions_first() -> None:
     from envbuild.compiler.installs import AptInstall
 
