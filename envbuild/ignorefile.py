@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from frontend.spec import Spec
-    from llb.filesync import PatternMatcher
+    from llb.patterns import PatternMatcher
 
 NAMES = (".envdignore", ".dockerignore")
 
@@ -37,7 +37,7 @@ class Ignore:
     """sha256 of the file's bytes: a changed ignore file changes what a build sees."""
 
     def matcher(self) -> PatternMatcher:
-        from llb.filesync import PatternMatcher
+        from llb.patterns import PatternMatcher
 
         return PatternMatcher(self.patterns)
 
@@ -47,7 +47,7 @@ class Ignore:
 
 def load(context_dir: str | os.PathLike[str]) -> Ignore:
     """The ignore rules of a context (a UsageError names a file that cannot be read or used)."""
-    from llb.filesync import PatternMatcher, parse_ignore
+    from llb.patterns import PatternMatcher, parse_ignore
 
     for name in NAMES:
         path = Path(context_dir, name)

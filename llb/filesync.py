@@ -1,4 +1,4 @@
-"""The fsutil DiffCopy protocol, both directions, plus docker-style path patterns.
+"""The fsutil DiffCopy protocol, both directions, and the walk of a local source.
 
 Sender (FileSync, local sources): one STAT per entry in Go `filepath.Walk`
 order, an empty STAT to end the listing, then DATA for each file the daemon
@@ -12,10 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import re
 import stat as stat_mod
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -23,10 +22,9 @@ from typing import BinaryIO
 import grpc
 
 from ._proto import fsutil_pb2
+from .patterns import PatternMatcher, clean_path, match_include_prefix
 
 __all__ = [
-    "PatternMatcher",
-    "parse_ignore",
     "WalkOptions",
     "walk",
     "go_mode",
@@ -93,163 +91,6 @@ def posix_mode(mode: int) -> int:
     return out
 
 
-# ---------------------------------------------------------------- patterns
-
-
-def _translate(pattern: str) -> str:
-    """A docker/.dockerignore pattern as a regular expression over `/`-separated paths.
-
-    `*` and `?` stay inside one path element, `**` crosses elements (a trailing
-    `**` matches everything below), `[...]` is a character class (`!`/`^`
-    negate), `\\` escapes the next character.
-    """
-    out = ["^"]
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        i += 1
-        if c == "*":
-            if i < n and pattern[i] == "*":
-                i += 1
-                if i < n and pattern[i] == "/":
-                    i += 1
-                out.append(".*" if i >= n else "(?:.*/)?")
-            else:
-                out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = i
-            if j < n and pattern[j] in "!^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 1
-            if j >= n:
-                out.append("\\[")
-            else:
-                body = pattern[i:j]
-                i = j + 1
-                neg = body[:1] in ("!", "^")
-                if neg:
-                    body = body[1:]
-                body = body.replace("\\", "\\\\")
-                out.append(f"[{'^' if neg else ''}{body}]" if not neg else f"[^/{body}]")
-        elif c == "\\":
-            if i < n:
-                out.append(re.escape(pattern[i]))
-                i += 1
-            else:
-                out.append("\\\\")
-        else:
-            out.append(re.escape(c))
-    out.append("$")
-    return "".join(out)
-
-
-def _clean(path: str) -> str:
-    """`filepath.Clean` for relative `/` paths."""
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts and parts[-1] != "..":
-                parts.pop()
-            else:
-                parts.append(part)
-            continue
-        parts.append(part)
-    return "/".join(parts) or "."
-
-
-def parse_ignore(text: str) -> list[str]:
-    """The patterns of a ``.dockerignore``-format file, as docker reads one: ``#`` starts a comment
-    line, blanks around a pattern go, ``!`` re-includes, a leading ``/`` is the context root."""
-    patterns: list[str] = []
-    for number, line in enumerate(text.splitlines()):
-        if number == 0:
-            line = line.removeprefix("\ufeff")
-        if line.startswith("#"):
-            continue
-        pattern = line.strip()
-        if not pattern:
-            continue
-        invert = pattern.startswith("!")
-        if invert:
-            pattern = pattern[1:].strip()
-        if pattern:
-            pattern = _clean(pattern.lstrip("/"))
-        patterns.append(("!" if invert else "") + pattern)
-    return patterns
-
-
-@dataclass(frozen=True, slots=True)
-class _Pattern:
-    text: str
-    exclusion: bool
-    regex: re.Pattern[str]
-    depth: int
-
-
-class PatternMatcher:
-    """Exclude patterns with `.dockerignore` semantics: the last matching pattern wins,
-    `!pattern` re-includes, and a pattern matching a parent directory matches below it."""
-
-    def __init__(self, patterns: Iterable[str]) -> None:
-        compiled: list[_Pattern] = []
-        for raw in patterns:
-            p = raw.strip()
-            if not p:
-                continue
-            exclusion = p.startswith("!")
-            if exclusion:
-                p = p[1:].strip()
-                if not p:
-                    raise ValueError('illegal exclusion pattern: "!"')
-            p = _clean(p.lstrip("/"))
-            compiled.append(_Pattern(p, exclusion, re.compile(_translate(p)), p.count("/") + 1))
-        self.patterns: tuple[_Pattern, ...] = tuple(compiled)
-        self.has_exclusions = any(p.exclusion for p in compiled)
-
-    def __bool__(self) -> bool:
-        return bool(self.patterns)
-
-    def matches(self, path: str) -> bool:
-        matched = False
-        parent = path.rsplit("/", 1)[0] if "/" in path else "."
-        parent_dirs = parent.split("/")
-        for pat in self.patterns:
-            hit = pat.regex.match(path) is not None
-            if not hit and parent != "." and pat.depth <= len(parent_dirs):
-                hit = pat.regex.match("/".join(parent_dirs[: pat.depth])) is not None
-            if hit:
-                matched = not pat.exclusion
-        return matched
-
-    def may_reinclude_below(self, directory: str) -> bool:
-        """Whether an exclusion pattern could re-include something inside `directory`."""
-        prefix = directory + "/"
-        return any(p.exclusion and (p.text + "/").startswith(prefix) for p in self.patterns)
-
-
-def _match_include_prefix(pattern: str, path: str) -> tuple[bool, bool]:
-    """(matches, partial): whether `path` is the include pattern or a directory above it."""
-    depth = path.count("/")
-    partial = False
-    if pattern.count("/") > depth:
-        pattern = "/".join(pattern.split("/")[: depth + 1])
-        partial = True
-    return _glob_element_match(pattern, path), partial
-
-
-def _glob_element_match(pattern: str, path: str) -> bool:
-    """Go `filepath.Match`: wildcards never cross `/`."""
-    regex = _translate(pattern.replace("**", "*"))
-    return re.match(regex, path) is not None
-
-
 # ---------------------------------------------------------------- walking
 
 
@@ -279,7 +120,7 @@ def _follow_targets(root: str, paths: Sequence[str]) -> list[str]:
     """Relative targets of symlinks named in `paths`, followed transitively inside root."""
     out: list[str] = []
     seen: set[str] = set()
-    todo = [_clean(p.lstrip("/")) for p in paths]
+    todo = [clean_path(p.lstrip("/")) for p in paths]
     while todo:
         rel = todo.pop()
         if rel in seen or rel == ".":
@@ -289,9 +130,9 @@ def _follow_targets(root: str, paths: Sequence[str]) -> list[str]:
         if os.path.islink(full):
             target = os.readlink(full)
             if os.path.isabs(target):
-                new = _clean(target.lstrip("/"))
+                new = clean_path(target.lstrip("/"))
             else:
-                new = _clean(os.path.join(os.path.dirname(rel), target))
+                new = clean_path(os.path.join(os.path.dirname(rel), target))
             if not new.startswith(".."):
                 out.append(new)
                 todo.append(new)
@@ -310,11 +151,11 @@ def walk(root: str | Path, opts: WalkOptions = WalkOptions()) -> Iterator[Entry]
 
 def _include_patterns(root: str, opts: WalkOptions) -> list[str] | None:
     """The include patterns, plus the targets of the symlinks to follow; None: include everything."""
-    includes = [_clean(p.lstrip("/")) for p in opts.include] if opts.include else None
+    includes = [clean_path(p.lstrip("/")) for p in opts.include] if opts.include else None
     if opts.follow_paths:
         targets = _follow_targets(root, opts.follow_paths)
         if targets:
-            includes = sorted({*(includes or []), *targets, *(_clean(p) for p in opts.follow_paths)})
+            includes = sorted({*(includes or []), *targets, *(clean_path(p) for p in opts.follow_paths)})
     return includes
 
 
@@ -360,7 +201,7 @@ class _Walker:
             return True
         matched, partial = False, True
         for pattern in self._includes:
-            ok, part = _match_include_prefix(pattern, rel)
+            ok, part = match_include_prefix(pattern, rel)
             if ok:
                 matched = True
                 if not part:

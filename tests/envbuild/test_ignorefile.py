@@ -11,7 +11,7 @@ import pytest
 import frontend
 from envbuild import ignorefile, quickcheck
 from envbuild.errors import UsageError
-from llb.filesync import PatternMatcher, parse_ignore
+from llb.patterns import PatternMatcher, parse_ignore
 
 
 def test_parse_ignore_reads_docker_s_format() -> None:

@@ -22,11 +22,11 @@ from llb.filesync import (
     PACKET_STAT,
     DiffCopyReceiver,
     DiffCopySender,
-    PatternMatcher,
     WalkOptions,
     go_mode,
     walk,
 )
+from llb.patterns import PatternMatcher
 
 
 @pytest.mark.parametrize(
