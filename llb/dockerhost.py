@@ -98,9 +98,7 @@ def read_context(name: str, environ: Mapping[str, str] | None = None) -> DockerC
     root = docker_config_dir(environ) / "contexts"
     meta = root / "meta" / _context_id(name) / "meta.json"
     if not meta.is_file():
-        raise DockerContextError(
-            f"docker context {name!r} does not exist (no {meta}); see `docker context ls`"
-        )
+        raise DockerContextError(f"docker context {name!r} does not exist (no {meta}); see `docker context ls`")
     return _parse_meta(meta, root / "tls")
 
 

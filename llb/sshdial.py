@@ -260,11 +260,16 @@ class SSHDialer:
         return [
             self._exe,
             "-T",
-            "-o", f"ControlPath={self._control}",
-            "-o", "ControlMaster=auto",
-            "-o", f"ControlPersist={PERSIST}",
-            "-o", f"ConnectTimeout={max(1, int(self.timeout))}",
-            "-o", f"ServerAliveInterval={ALIVE_INTERVAL}",
+            "-o",
+            f"ControlPath={self._control}",
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPersist={PERSIST}",
+            "-o",
+            f"ConnectTimeout={max(1, int(self.timeout))}",
+            "-o",
+            f"ServerAliveInterval={ALIVE_INTERVAL}",
             *options,
             *self.dest.args(),
             *([command] if command else []),
@@ -418,7 +423,9 @@ class SSHDialer:
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 subprocess.run(
                     [self._exe, "-o", f"ControlPath={self._control}", "-O", "exit", *self.dest.args()],
-                    stdin=subprocess.DEVNULL, capture_output=True, timeout=5,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=5,
                 )
         for stream in streams:
             stream.stop()

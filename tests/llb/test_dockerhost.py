@@ -15,10 +15,15 @@ def _context(config: Path, name: str, host: str, *, description: str = "", tls: 
     digest = hashlib.sha256(name.encode()).hexdigest()
     meta = config / "contexts" / "meta" / digest
     meta.mkdir(parents=True)
-    (meta / "meta.json").write_text(json.dumps({
-        "Name": name, "Metadata": {"Description": description},
-        "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": False}},
-    }))
+    (meta / "meta.json").write_text(
+        json.dumps(
+            {
+                "Name": name,
+                "Metadata": {"Description": description},
+                "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": False}},
+            }
+        )
+    )
     if tls:
         files = config / "contexts" / "tls" / digest / "docker"
         files.mkdir(parents=True)
@@ -34,7 +39,10 @@ def test_precedence(tmp_path: Path) -> None:
     (config / "config.json").write_text(json.dumps({"currentContext": "gpu-box", "auths": {}}))
     host = resolve(env)
     assert (host.url, host.is_ssh, host.context and host.context.description) == (
-        "ssh://me@gpu-box", True, "the GPU workstation")
+        "ssh://me@gpu-box",
+        True,
+        "the GPU workstation",
+    )
     ci = resolve({**env, "DOCKER_CONTEXT": "ci"})
     assert ci.url == "tcp://10.0.0.1:2376" and ci.context is not None and ci.context.tls_dir
     assert resolve({**env, "DOCKER_CONTEXT": "default"}).url == "unix:///var/run/docker.sock"

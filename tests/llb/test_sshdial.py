@@ -15,11 +15,17 @@ from llb.sshdial import SSHDestination, explain_failure
     [
         ("ssh://gpu-box", SSHDestination("gpu-box"), ["--", "gpu-box"]),
         ("ssh://me@gpu-box", SSHDestination("gpu-box", "me"), ["-l", "me", "--", "gpu-box"]),
-        ("ssh://me@10.0.0.7:2222/", SSHDestination("10.0.0.7", "me", 2222),
-         ["-l", "me", "-p", "2222", "--", "10.0.0.7"]),
+        (
+            "ssh://me@10.0.0.7:2222/",
+            SSHDestination("10.0.0.7", "me", 2222),
+            ["-l", "me", "-p", "2222", "--", "10.0.0.7"],
+        ),
         ("ssh://[fd00::7]:22", SSHDestination("fd00::7", None, 22), ["-p", "22", "--", "fd00::7"]),
-        ("ssh://me@box/run/user/1000/docker.sock", SSHDestination("box", "me", None, "/run/user/1000/docker.sock"),
-         ["-l", "me", "--", "box"]),
+        (
+            "ssh://me@box/run/user/1000/docker.sock",
+            SSHDestination("box", "me", None, "/run/user/1000/docker.sock"),
+            ["-l", "me", "--", "box"],
+        ),
     ],
 )
 def test_parse(url: str, expected: SSHDestination, args: list[str]) -> None:
@@ -82,10 +88,16 @@ def test_no_parsed_part_starts_like_an_option_or_holds_a_blank(tail: str) -> Non
         (127, "bash: line 1: docker: command not found\n", "has no `docker` command"),
         (127, "sh: 1: docker: not found\n", "has no `docker` command"),
         (1, 'unknown command "dial-stdio" for "docker system"\n', "has no `docker system dial-stdio`"),
-        (1, "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n",
-         "is not running"),
-        (1, "permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock\n",
-         "may not use its Docker engine"),
+        (
+            1,
+            "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n",
+            "is not running",
+        ),
+        (
+            1,
+            "permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock\n",
+            "may not use its Docker engine",
+        ),
         (3, "something else\n", "ended (exit status 3): something else"),
     ],
 )
