@@ -347,7 +347,7 @@ def parse_build_options(
         outputs=parsed,
         tags=tuple(seen),
         push=push,
-        platforms=parse_platforms(platforms),
+        platforms=parse_platforms(platforms) if platforms else (),
         cache_exports=tuple(parse_cache(c, export=True) for c in export_cache),
         cache_imports=tuple(parse_cache(c, export=False) for c in import_cache),
         force=force,
