@@ -128,7 +128,8 @@ class Forward:
         return f"127.0.0.1:{self.local_port}:127.0.0.1:{self.remote_port}"
 
 
-def _record(name: str) -> Path:
+def _tunnel_file(name: str) -> Path:
+    """Where the Jupyter forward of environment `name` is recorded (pid, ports)."""
     return paths.cache_dir() / "tunnel" / f"{name}.json"
 
 
@@ -144,7 +145,7 @@ def _is_forward(forward: Forward) -> bool:
 def forward_of(name: str) -> Forward | None:
     """The running forward of environment ``name``, or None."""
     try:
-        data = json.loads(_record(name).read_text())
+        data = json.loads(_tunnel_file(name).read_text())
         forward = Forward(str(data["name"]), int(data["pid"]), int(data["local_port"]), int(data["remote_port"]),
                           str(data["engine"]))
     except (OSError, ValueError, KeyError, TypeError):
@@ -155,8 +156,8 @@ def forward_of(name: str) -> Forward | None:
 def stop_forward(name: str) -> bool:
     """Stop environment ``name``'s forward (if one runs) and drop its record; True if one ran."""
     forward = forward_of(name)
-    _record(name).unlink(missing_ok=True)
-    _record(name).with_suffix(".log").unlink(missing_ok=True)
+    _tunnel_file(name).unlink(missing_ok=True)
+    _tunnel_file(name).with_suffix(".log").unlink(missing_ok=True)
     if forward is None:
         return False
     with contextlib.suppress(ProcessLookupError):
@@ -202,7 +203,7 @@ def start_forward(remote: Remote, name: str, remote_port: int, *, timeout: float
     exe = shutil.which("ssh")
     if exe is None:
         raise EnvbuildError("ssh was not found on PATH; install the OpenSSH client (e.g. apt install openssh-client)")
-    record = _record(name)
+    record = _tunnel_file(name)
     record.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     log = record.with_suffix(".log")
     for attempt in range(3):
