@@ -83,6 +83,11 @@ def unlocked(spec: Spec) -> tuple[str, ...]:
         out.append(f"install.uv{at(spec.uv)}: `uv python install` takes the newest matching CPython")
     if spec.pixi is not None:
         out.append(f"install.pixi{at(spec.pixi)}: the pixi archive is checked against its published checksum only")
+    if spec.codex is not None:
+        out.append(
+            f"install.codex{at(spec.codex)}: the codex archive (no published checksum) is checked against the sha256 "
+            "of its first download on the building machine only"
+        )
     for c in spec.copies:
         if c.image:
             out.append(f"io.copy{at(c)}: files from the image {c.image} as its tag is at build time")

@@ -332,11 +332,12 @@ def test_what_the_lock_cannot_pin_is_listed(tmp_path: Path) -> None:
     write(
         tmp_path,
         'base(image="local/debian:bookworm", dev=True)\ninstall.r_lang()\ninstall.r_packages(name=["x"])\n'
-        "install.rust()\ninstall.python_packages(name=['six'])",
+        "install.rust()\ninstall.python_packages(name=['six'])\ninstall.codex(version='rust-v0.99.0')",
     )
     listed = R.unlocked(spec_of(tmp_path))
     assert listed[0].startswith("install.r_packages (build.envd:4:5)")
     assert any(u.startswith("install.rust (build.envd:5:5)") for u in listed)
+    assert any(u.startswith("install.codex (build.envd:7:5): the codex archive") for u in listed)
     assert not any("python" in u for u in listed)
 
 
