@@ -264,9 +264,9 @@ class _Compiler:
             if pin is None or pin.names != names:
                 self.not_locked(f"the apt packages of step {step!r} ({' '.join(names)})")
             else:
-                locked = tuple(sorted({w.split("=", 1)[0] for w in pin.packages}))
+                locked = {w.split("=", 1)[0] for w in pin.packages}
                 extra = tuple(n for n in names if n.split("=", 1)[0] not in locked)
-                request = S.AptRequest((*pin.packages, *extra), pinned=locked, mirror=mirror, hint=hint)
+                request = S.AptRequest((*pin.packages, *extra), pinned=pin.packages, mirror=mirror, hint=hint)
         record = AptInstall(key, step, names, request.words, state, tuple(mounts), mirror)
         self.installs = replace(self.installs, apt=(*self.installs.apt, record))
         return request
@@ -820,7 +820,8 @@ class _Compiler:
         file's apt packages (headers, compilers) and, in a development image (which has git), git when a
         requirement may come from a git URL. Neither reaches the image from here, only the diffs do, so
         this is no transaction of the lock (`envbuild lock` resolves the chain); a locked build installs
-        these names at the versions the lock has for them."""
+        them and their dependencies at the versions the lock has for them, and fails when apt would
+        install anything else."""
         spec = self.spec
         packages = [n for call in spec.apt_packages for n in call.names]
         if spec.dev and any(c.requirements or any("git+" in n for n in c.names) for c in spec.python_packages):
@@ -828,13 +829,22 @@ class _Compiler:
         if not packages:
             return runtime
         names = tuple(dict.fromkeys(packages))
-        locked: dict[str, str] = {}
-        for pin in self.opts.pins.apt.values() if self.opts.pins is not None else ():
-            for word in pin.packages:
-                locked.setdefault(word.split("=", 1)[0], word)
-        request = S.AptRequest(
-            tuple(locked.get(n, n) for n in names), mirror="" if spec.apt_source else self.opts.mirrors.apt
-        )
+        mirror = "" if spec.apt_source else self.opts.mirrors.apt
+        request = S.AptRequest(names, mirror=mirror)
+        if self.opts.pins is not None:
+            # a locked build: every package apt installs here (dependencies too) at the version the
+            # lock has for it, checked against apt's plan like a locked transaction
+            locked: dict[str, str] = {}
+            for pin in self.opts.pins.apt.values():
+                for word in pin.packages:
+                    locked.setdefault(word.split("=", 1)[0], word)
+            request = S.AptRequest(
+                tuple(locked.get(n, n) for n in names),
+                pinned=tuple(sorted(locked.values())),
+                mirror=mirror,
+                hint=S.SNAPSHOT_HINT_SOURCE if spec.apt_source else S.SNAPSHOT_HINT_MIRROR,
+                follow_lock=True,
+            )
         return self.sh(
             runtime,
             S.apt_install(request),

@@ -147,23 +147,43 @@ SNAPSHOT_HINT_SOURCE = (
 class AptRequest:
     """One apt transaction: ``words`` are package names or, from a lock, ``name=version``.
 
-    ``pinned`` (a locked transaction) lists every package it may install: the step first asks apt
-    for its plan and fails when apt would install anything else, or when the source no longer has a
-    locked version (saying which, and ``hint``). ``mirror`` replaces the image's apt sources for the
-    step (`APT_MIRROR`)."""
+    ``pinned`` (a locked transaction) lists every package it may install, as ``name=version``: the
+    step first asks apt for its plan and fails when apt would install anything else or another
+    version, or when the source no longer has a locked version (saying which, and ``hint``).
+    ``follow_lock``: apt prefers the ``pinned`` versions for every package it installs (a
+    transaction that asks for names, not for a locked closure). ``mirror`` replaces the image's apt
+    sources for the step (`APT_MIRROR`)."""
 
     words: tuple[str, ...]
     pinned: tuple[str, ...] | None = None
     mirror: str = ""
     hint: str = SNAPSHOT_HINT_MIRROR
+    follow_lock: bool = False
+
+
+PREFERENCES_DIR = f"{APT_STEP_DIR}/preferences.d"
+
+
+def _apt_lock_option(req: AptRequest) -> str:
+    """apt's option that reads `_apt_plan_check`'s preferences (a `follow_lock` request)."""
+    return f" -o Dir::Etc::PreferencesParts={PREFERENCES_DIR}" if req.follow_lock and req.pinned is not None else ""
 
 
 def _apt_plan_check(req: AptRequest) -> str:
-    plan, allowed = f"{APT_STEP_DIR}/plan", f"{APT_STEP_DIR}/locked"
+    plan, allowed, planned = f"{APT_STEP_DIR}/plan", f"{APT_STEP_DIR}/locked", f"{APT_STEP_DIR}/planned"
+    prefer = ""
+    if req.follow_lock:  # the image's preferences, then every locked version at a priority above all
+        prefer = (
+            f"mkdir -p {PREFERENCES_DIR}\n"
+            f"cp -p /etc/apt/preferences.d/* {PREFERENCES_DIR}/ 2>/dev/null || true\n"
+            "awk -F= '$0 != \"\" { printf \"Package: %s\\nPin: version %s\\nPin-Priority: 1001\\n\\n\", "
+            f"$1, substr($0, length($1) + 2) }}' {allowed} > {PREFERENCES_DIR}/zz-envbuild-lock.pref\n"
+        )
+    simulate = f"apt-get $APT_TLS{_apt_lock_option(req)} -s -q install --no-install-recommends {shlex.join(req.words)}"
     return f"""\
 mkdir -p {APT_STEP_DIR}
 printf '%s\\n' {shlex.join(req.pinned or ("",))} > {allowed}
-if ! apt-get $APT_TLS -s -q install --no-install-recommends {shlex.join(req.words)} > {plan} 2>&1; then
+{prefer}if ! {simulate} > {plan} 2>&1; then
   missing=$(sed -n -e "s/^E: Version '\\(.*\\)' for '\\(.*\\)' was not found$/\\2=\\1/p" \\
     -e "s/^E: Unable to locate package \\(.*\\)$/\\1/p" \\
     -e "s/^E: Package '\\(.*\\)' has no installation candidate$/\\1/p" \\
@@ -176,8 +196,16 @@ if ! apt-get $APT_TLS -s -q install --no-install-recommends {shlex.join(req.word
   cat {plan} >&2
   exit 100
 fi
-extra=$(sed -n 's/^Inst \\([^ ]*\\) .*/\\1/p' {plan} | grep -vxF -f {allowed} | tr '\\n' ' ' || true)
-if [ -n "$extra" ]; then
+sed -n 's/^Inst \\([^ ]*\\) \\(\\[[^]]*\\] \\)\\{{0,1\\}}(\\([^ ]*\\) .*/\\1=\\3/p' {plan} > {planned}
+if grep -vxqF -f {allowed} {planned}; then
+  moved=$(grep -vxF -f {allowed} {planned} \\
+    | awk -F= 'NR == FNR {{ v[$1] = $0; next }} $1 in v {{ printf "%s ", v[$1] }}' {allowed} -)
+  if [ -n "$moved" ]; then
+    printf 'envbuild: error: the apt source no longer has the locked %s: %s\\n' \\
+      "${{moved% }}" {shlex.quote(req.hint)} >&2
+    exit 100
+  fi
+  extra=$(grep -vxF -f {allowed} {planned} | tr '\\n' ' ')
   printf 'envbuild: error: apt would also install %s, which the lock does not have: run `envbuild lock`\\n' \\
     "${{extra% }}" >&2
   exit 100
@@ -189,8 +217,8 @@ def apt_get_install(req: AptRequest) -> str:
     """The install command (after `apt_prepare`); a locked request checks apt's plan first."""
     check = _apt_plan_check(req) if req.pinned is not None else ""
     return (
-        check + "apt-get $APT_TLS -y -q install --no-install-recommends -o APT::Keep-Downloaded-Packages=true "
-        f"{shlex.join(req.words)}\n"
+        check + f"apt-get $APT_TLS{_apt_lock_option(req)} -y -q install --no-install-recommends "
+        f"-o APT::Keep-Downloaded-Packages=true {shlex.join(req.words)}\n"
     )
 
 

@@ -535,7 +535,7 @@ def test_a_locked_build_installs_the_locked_versions_and_checks_apts_plan(tmp_pa
         "install --no-install-recommends -o APT::Keep-Downloaded-Packages=true htop=3.2.2-2 libnl-3-200=3.7.0-0.2+b1\n"
         in htop
     )
-    assert "printf '%s\\n' htop libnl-3-200 > /run/envbuild-tls/apt/locked" in htop
+    assert "printf '%s\\n' htop=3.2.2-2 libnl-3-200=3.7.0-0.2+b1 > /run/envbuild-tls/apt/locked" in htop
     assert htop.index("apt-get $APT_TLS -s -q install") < htop.index("apt-get $APT_TLS -y -q install")
     runtime = exec_script(o, "python 3.11 and uv 0.13.9")
     assert "want=3.11.2" in runtime and "venv --python" in runtime and "--seed" not in runtime

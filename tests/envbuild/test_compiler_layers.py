@@ -188,7 +188,13 @@ def test_a_locked_build_syncs_the_lock_in_the_stage_and_pins_the_build_environme
     body += '\ninstall.apt_packages(name=["libpq-dev"])'
     g = Graph(spec_of(tmp_path, body, {"requirements.txt": "numpy\n"}), replace(MERGED, pins=pins))
     env = "python packages: build environment (apt: libpq-dev git)"
-    assert "libpq-dev=15.10-0+deb12u1 git=1:2.39.5-0+deb12u2" in g.op(env)["exec"]["meta"]["args"][-1]
+    script = g.op(env)["exec"]["meta"]["args"][-1]
+    assert "install --no-install-recommends libpq-dev=15.10-0+deb12u1 git=1:2.39.5-0+deb12u2 >" in script
+    # dependencies too: apt prefers every locked version, and its plan may hold nothing else
+    every = "git=1:2.39.5-0+deb12u2 libpq-dev=15.10-0+deb12u1 libpq5=15.10-0+deb12u1 python3=3.11.2-1+b1"
+    assert f"printf '%s\\n' {every} > /run/envbuild-tls/apt/locked" in script
+    preferences = "-o Dir::Etc::PreferencesParts=/run/envbuild-tls/apt/preferences.d"
+    assert f"apt-get $APT_TLS {preferences} -y -q install" in script
     sync = "python packages: 2 from the lock"
     assert g.inputs(MERGE) == [CHECK, f"layer: {sync}"]
     assert g.inputs(f"layer: {sync}") == [env, sync]

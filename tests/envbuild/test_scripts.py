@@ -44,10 +44,15 @@ def _fake_apt(tmp_path: Path, plan: str, status: int = 0) -> dict[str, str]:
     }
 
 
-def _locked_install(tmp_path: Path, plan: str, status: int = 0) -> subprocess.CompletedProcess[str]:
+JQ_LOCK = ("jq=1.6-2.1+deb12u2", "libjq1=1.6-2.1+deb12u2")
+
+
+def _locked_install(
+    tmp_path: Path, plan: str, status: int = 0, *, words: tuple[str, ...] = JQ_LOCK, follow_lock: bool = False
+) -> subprocess.CompletedProcess[str]:
     from envbuild.compiler import scripts as S
 
-    req = S.AptRequest(("jq=1.6-2.1+deb12u2", "libjq1=1.6-2.1+deb12u2"), pinned=("jq", "libjq1"))
+    req = S.AptRequest(words, pinned=JQ_LOCK, follow_lock=follow_lock)
     script = "set -eu\n" + S.apt_get_install(req).replace(S.APT_STEP_DIR, str(tmp_path / "apt"))
     return subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=_fake_apt(tmp_path, plan, status))
 
@@ -64,8 +69,40 @@ def test_a_locked_transaction_refuses_a_package_the_lock_does_not_have(tmp_path:
     out = _locked_install(tmp_path, plan)
     assert out.returncode == 100 and not (tmp_path / "installed").exists()
     assert out.stderr.strip() == (
-        "envbuild: error: apt would also install libonig5, which the lock does not have: run `envbuild lock`"
+        "envbuild: error: apt would also install libonig5=6.9.8-1, which the lock does not have: run `envbuild lock`"
     )
+
+
+def test_a_locked_transaction_refuses_another_version_of_a_locked_package(tmp_path: Path) -> None:
+    """apt's plan must have the lock's versions too, not only its names (a dependency that the step
+    does not pin itself, say): the error names the locked version the source no longer gives."""
+    plan = "Inst libjq1 (1.6-2.1+deb12u3 Debian:12 [amd64])\nInst jq [1.6-2] (1.6-2.1+deb12u2 Debian:12 [amd64])\n"
+    out = _locked_install(tmp_path, plan, words=("jq=1.6-2.1+deb12u2",))
+    assert out.returncode == 100 and not (tmp_path / "installed").exists()
+    line = out.stderr.strip()
+    assert line.startswith(
+        "envbuild: error: the apt source no longer has the locked libjq1=1.6-2.1+deb12u2: run `envbuild lock --upgrade`"
+    ), line
+
+
+def test_a_transaction_that_follows_the_lock_prefers_its_versions(tmp_path: Path) -> None:
+    """A locked build's names-only transaction (the merged layout's package build environment): apt
+    reads preferences that put every locked version first (the image's own preferences kept), for the
+    plan and the install, and the plan is checked as for a locked closure."""
+    plan = "Inst libjq1 (1.6-2.1+deb12u2 Debian:12 [amd64])\nInst jq (1.6-2.1+deb12u2 Debian:12 [amd64])\n"
+    out = _locked_install(tmp_path, plan, words=("jq=1.6-2.1+deb12u2",), follow_lock=True)
+    assert out.returncode == 0, out.stderr
+    parts = tmp_path / "apt" / "preferences.d"
+    installed = (tmp_path / "installed").read_text()
+    assert f"-o Dir::Etc::PreferencesParts={parts} -y -q install" in installed and installed.endswith(
+        " jq=1.6-2.1+deb12u2\n"
+    )
+    assert (parts / "zz-envbuild-lock.pref").read_text() == (
+        "Package: jq\nPin: version 1.6-2.1+deb12u2\nPin-Priority: 1001\n\n"
+        "Package: libjq1\nPin: version 1.6-2.1+deb12u2\nPin-Priority: 1001\n\n"
+    )
+    out = _locked_install(tmp_path, "Inst libonig5 (6.9.8-1 Debian:12 [amd64])\n", follow_lock=True)
+    assert out.returncode == 100 and "apt would also install libonig5=6.9.8-1" in out.stderr
 
 
 def test_a_locked_version_the_mirror_lost_is_named_with_the_way_out(tmp_path: Path) -> None:
