@@ -263,6 +263,18 @@ def resolve(
     return _lock(spec, context_dir, base, platform, files, steps, previous)
 
 
+def not_covered(spec: Spec, context_dir: Path, lock: L.Lock) -> tuple[str, ...]:
+    """What a build of ``spec`` by this envbuild installs that ``lock`` does not pin, although its
+    inputs are fresh: package transactions envbuild itself adds or asks differently for (a lock made
+    by another envbuild version), found by compiling the build with the lock's pins. Pure."""
+    try:
+        pins = L.pins(spec, lock)
+    except L.LockError as exc:
+        return (str(exc),)
+    compiled = compile_spec(spec, CompileOptions(context_dir=str(context_dir), pins=pins))
+    return compiled.uncovered
+
+
 def previous_pins(spec: Spec, context_dir: Path, previous: L.Lock | None) -> Pins | None:
     """The earlier lock's versions to resolve on (non-strict: what no longer matches installs
     unpinned), without its interpreter release when the build asks for another Python or base."""

@@ -87,6 +87,9 @@ class CompiledBuild:
     secret_values: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}))
     """Session secrets the solve must provide besides the CA (the index netrc); never in the LLB."""
     installs: Installs = field(default_factory=Installs)
+    uncovered: tuple[str, ...] = ()
+    """With ``CompileOptions.pins``: the package transactions the lock does not cover (installed
+    unpinned, with a note; ``Pins.strict`` makes the first an error instead)."""
 
     def definition(self) -> llb.Definition:
         """The marshalled graph; one too large for the builder is the build file's mistake."""
@@ -151,6 +154,7 @@ class _Compiler:
         "secret_values",
         "spec",
         "steps",
+        "uncovered",
         "uses_context",
     )
 
@@ -159,6 +163,7 @@ class _Compiler:
         self.opts = opts
         self.steps: list[Step] = []
         self.notes: list[str] = []
+        self.uncovered: list[str] = []
         self.uses_context = False
         self.add: Additions = NONE
         self.installs = Installs()
@@ -280,6 +285,7 @@ class _Compiler:
         pins = self.opts.pins
         if pins is not None and pins.strict:
             raise UsageError(f"--locked: the lock does not cover {what}; run `envbuild lock` to update it")
+        self.uncovered.append(what)
         self.notes.append(f"the lock does not cover {what}: installed unpinned (run `envbuild lock` to update it)")
 
     def sh(
@@ -396,6 +402,7 @@ class _Compiler:
             notes=tuple(self.notes),
             secret_values=MappingProxyType(dict(self.secret_values)),
             installs=self.installs,
+            uncovered=tuple(self.uncovered),
         )
 
     def check_supported(self) -> None:

@@ -428,3 +428,26 @@ def test_vscode_extensions_are_pinned_and_cached_vsix_checked(tmp_path: Path) ->
     (root / "vsix" / "pub.ext-1.2.3.vsix").unlink()
     assert L.check_vsix(pins.vsix, root) == []
     assert "is missing" in L.check_vsix(pins.vsix, root, downloaded=True)[0]
+
+
+def test_a_fresh_lock_that_misses_what_this_envbuild_installs_is_found(project: Path) -> None:
+    """`envbuild lock --check`: a lock whose inputs are fresh but which another envbuild made (its own
+    apt transactions asked for other names, or no Python resolution) does not cover this build."""
+    from dataclasses import replace
+
+    from envbuild.compiler.compile import compile
+
+    spec = spec_of(project)
+    records = compile(spec).installs.apt
+    steps = tuple(L.AptStep(a.key, a.names, JQ if a.key == "apt-1" else ()) for a in records)
+    assert [s.key for s in steps] == ["apt-1", "tools-python", "python3"]
+    assert R.not_covered(spec, project, make_lock(spec, project, apt=steps)) == ()
+    older = tuple(replace(s, names=s.names[:-1]) if s.key == "tools-python" else s for s in steps)
+    (missing,) = R.not_covered(spec, project, make_lock(spec, project, apt=older))
+    assert missing.startswith("the apt packages of step 'python 3.11 and uv") and "python3-venv" in missing
+    assert R.not_covered(spec, project, make_lock(spec, project, apt=steps[:1] + steps[2:])) == (
+        f"the apt packages of step {records[1].step!r} ({' '.join(records[1].names)})",
+    )
+    assert R.not_covered(spec, project, make_lock(spec, project, apt=steps, python_packages=None)) == (
+        "the Python packages",
+    )

@@ -347,6 +347,28 @@ def test_a_newer_lock_format_is_refused_in_one_line(project: Path) -> None:
         path.write_text(good)
 
 
+def test_a_lock_another_envbuild_made_is_not_fresh_for_check_nor_locked(project: Path) -> None:
+    """A lock whose inputs are fresh but whose development packages another envbuild chose (here:
+    one name fewer) covers neither `lock --check` nor `build --locked`: both exit 2 and name the step."""
+    path = project / "build.envd.lock"
+    good = path.read_text()
+    lk = L.Lock.loads(good)
+    dev = lk.apt[0]
+    assert dev.key == "dev" and "less" in dev.names
+    older = replace(lk, apt=(replace(dev, names=tuple(n for n in dev.names if n != "less")), *lk.apt[1:]))
+    try:
+        path.write_text(older.dumps())
+        r = cli("lock", "-p", str(project), "--check")
+        assert r.returncode == 2, r.stderr
+        assert "build.envd.lock does not cover what this envbuild installs:" in r.stderr
+        assert "the apt packages of step 'dev: system packages (sshd, supervisor, sudo, git)'" in r.stderr
+        r = cli("build", "-p", str(project), "-t", TAG + "-o", "--locked", "--progress", "quiet")
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert "--locked: the lock does not cover the apt packages of step 'dev: system packages" in r.stderr
+    finally:
+        path.write_text(good)
+
+
 def test_upgrade_one_package_keeps_the_others(project: Path) -> None:
     """An old pin stays without --upgrade and moves with --upgrade PKG."""
     path = project / "build.envd.lock"

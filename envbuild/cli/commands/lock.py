@@ -54,9 +54,19 @@ def lock(
     build_file = split_target(target)[0]
     lock_file = L.lock_path(build_file)
     if check:
+        from envbuild.lockresolve import not_covered
+
         st = L.status(spec, ctx, build_file, base_id=L.engine_base_id(spec.image))
         if not st.fresh:
             raise L.LockError(st.describe())
+        assert st.lock is not None
+        missing = not_covered(spec, ctx, st.lock)
+        if missing:
+            raise L.LockError(
+                f"{lock_file.name} does not cover what this envbuild installs:\n"
+                + "\n".join(f"  - {m}" for m in missing)
+                + "\nrun `envbuild lock` to update it"
+            )
         print(st.describe(), file=sys.stderr)
         return
 
