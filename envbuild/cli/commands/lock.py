@@ -131,5 +131,6 @@ def _previous(path: Path) -> Lock | None:
 
     try:
         return L.read_lock(path)
-    except L.LockError:
+    except L.LockError as exc:  # an older/newer format or a broken file: resolved afresh, and said so
+        print(f"note: the earlier pins are not kept: {exc}", file=sys.stderr)
         return None
