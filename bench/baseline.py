@@ -79,7 +79,7 @@ class Projects:
         self.theirs.mkdir()
         self.run_id, self.base, self.ca = run_id, base, ca
         self.tag_ours, self.tag_theirs = f"envbuild-bench/ours:{run_id}", f"envbuild-bench/dockerfile:{run_id}"
-        self.docker = [*docker_cli(), "-q", "--secret", f"id=ca,src={ca}", "-t", self.tag_theirs]
+        self.docker = [*docker_cli(), "--secret", f"id=ca,src={ca}", "-t", self.tag_theirs]
 
     def write(self, packages: Sequence[str]) -> None:
         """Both projects with these Python packages (besides JupyterLab), each with a lower bound every
@@ -91,7 +91,9 @@ class Projects:
         (self.theirs / "requirements.txt").write_text("\n".join(["jupyterlab", *bounded]) + "\n")
 
     def docker_build(self, *extra: str) -> list[str]:
-        return [*self.docker, *extra, str(self.theirs)]
+        """The ``docker build`` of the Dockerfile twin: quiet, unless ``extra`` asks for a ``--progress``."""
+        quiet = [] if "--progress" in extra else ["-q"]
+        return [*self.docker, *quiet, *extra, str(self.theirs)]
 
     @staticmethod
     def docker_env(environ: dict[str, str] | None = None) -> dict[str, str]:

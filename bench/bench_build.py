@@ -1,8 +1,8 @@
 """Build benchmark: envbuild vs the same environment as a hand-written BuildKit Dockerfile, on one engine.
 
 The Dockerfile is bench/baseline.py's (apt and uv cache mounts, the CA as a build secret, uv into a
-venv, JupyterLab in its own layer); the engine is the one ``DOCKER_HOST`` names. Scenarios, each timed
-as a whole process (``envbuild build`` / ``DOCKER_BUILDKIT=1 docker build``):
+venv; JupyterLab and the packages from one requirements.txt); the engine is the one ``DOCKER_HOST``
+names. Scenarios, each timed as a whole process (``envbuild build`` / ``DOCKER_BUILDKIT=1 docker build``):
   warm-engine - first build of a new project on an engine that built similar ones (shared layers)
   cold       - every step re-run (--no-cache on both); both keep their download caches (cache mounts)
   noop       - rebuild with nothing changed
@@ -10,16 +10,18 @@ as a whole process (``envbuild build`` / ``DOCKER_BUILDKIT=1 docker build``):
 
 Usage: .venv/bin/python bench/bench_build.py [--ca-cert /etc/ssl/certs/ca-certificates.crt] [--repeat 3]
                                              [--cold-repeat 1] [--steps] [--linear]
-Not run by the tests; prints a table and the envbuild/Dockerfile ratios. ``--steps`` also prints where
-envbuild's last cold build spent its time: every step's duration and when it started and ended
-relative to the command's start (steps that overlap ran in parallel), from ``--progress json``.
-``--linear`` builds envbuild's image as one chain of steps even where the builder has MergeOp.
+Not run by the tests; prints the engine (version, image store, whether envbuild merges layers there),
+a table and the envbuild/Dockerfile ratios. The cold builds run with ``--progress plain`` on both sides:
+each round prints the load average before it, whether envbuild's build merged layers (its ``layer:``
+steps) and how many files each side downloaded (0 when the download caches were warm, as the row
+means). ``--steps`` also prints every step of both sides' cold builds: when it started, its duration
+as the builder reports it (steps that overlap ran in parallel). ``--linear`` builds envbuild's image as
+one chain of steps even where the builder has MergeOp.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 
 import baseline  # bench/ is on sys.path when this file runs as a script
+import engines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,35 +46,8 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = 
     return dt
 
 
-def steps(cmd: list[str]) -> tuple[float, list[tuple[str, float, float]]]:
-    """Run a build with JSON progress: its wall time and (name, start, end) of every step that ran."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    began: dict[str, float] = {}
-    spans: list[tuple[str, float, float]] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        now = time.perf_counter() - t0
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        if ev.get("type") != "step":
-            continue
-        name = str(ev.get("name"))
-        if ev.get("state") == "running":
-            began.setdefault(name, now)
-        elif ev.get("state") == "done" and name in began:
-            spans.append((name, began[name], now))
-    if proc.wait():
-        sys.exit(f"failed: {' '.join(cmd)}")
-    return time.perf_counter() - t0, spans
-
-
-def print_steps(wall: float, spans: list[tuple[str, float, float]]) -> None:
-    print(f"\nenvbuild cold build, {wall:.2f} s; steps that ran (start..end, relative to the command's start):")
-    for name, a, b in sorted(spans, key=lambda s: s[1]):
-        print(f"  {a:6.2f} .. {b:6.2f}  {b - a:6.2f} s  {name}")
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -79,10 +55,13 @@ def main() -> None:
     ap.add_argument("--ca-cert", default=baseline.CA)
     ap.add_argument("--repeat", type=int, default=3, help="repeats of the no-op rebuild (median reported)")
     ap.add_argument("--cold-repeat", type=int, default=1, help="cold builds of each side, alternating (median)")
-    ap.add_argument("--steps", action="store_true", help="print envbuild's per-step times of a cold build")
+    ap.add_argument("--steps", action="store_true", help="print both sides' per-step times of the cold builds")
     ap.add_argument("--linear", action="store_true", help="envbuild builds one chain of steps (no MergeOp)")
     args = ap.parse_args()
     envbuild = str(ROOT / ".venv" / "bin" / "envbuild")
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    engine = engines.describe(host, envbuild, os.environ)
+    print(engine.label(linear=args.linear), flush=True)
     work = Path(tempfile.mkdtemp(prefix="envbuild-bench-"))
     p = baseline.Projects(work, str(int(time.time())), ca=args.ca_cert)
     build = [envbuild, "build", "-p", str(p.ours), "-t", p.tag_ours, "--ca-cert", args.ca_cert]
@@ -91,16 +70,19 @@ def main() -> None:
     eb = [*build, "--progress", "quiet"]
     denv = p.docker_env()
     results: dict[str, tuple[float, float]] = {}
+    timelines: list[tuple[engines.Timeline, engines.Timeline, str]] = []
     try:
         p.write(["numpy"])
         results["warm-engine"] = (timed(eb), timed(p.docker_build(), denv))
-        cold: tuple[list[float], list[float]] = ([], [])
         for _ in range(max(1, args.cold_repeat)):
-            cold[0].append(timed([*eb, "--no-cache"]))
-            cold[1].append(timed(p.docker_build("--no-cache"), denv))
-        results["cold"] = (statistics.median(cold[0]), statistics.median(cold[1]))
-        if args.steps:
-            print_steps(*steps([*build, "--progress", "json", "--no-cache"]))
+            at = load()
+            ours = engines.timeline([*build, "--progress", "plain", "--no-cache"], os.environ)
+            theirs = engines.timeline(p.docker_build("--progress", "plain", "--no-cache"), denv)
+            timelines.append((ours, theirs, at))
+        results["cold"] = (
+            statistics.median(t[0].wall for t in timelines),
+            statistics.median(t[1].wall for t in timelines),
+        )
         results["noop"] = (
             statistics.median(timed(eb) for _ in range(args.repeat)),
             statistics.median(timed(p.docker_build(), denv) for _ in range(args.repeat)),
@@ -111,12 +93,19 @@ def main() -> None:
     finally:
         baseline.remove_images(p.tag_ours, p.tag_theirs)
         shutil.rmtree(work, ignore_errors=True)
+    for i, (ours, theirs, at) in enumerate(timelines, 1):
+        merged = f"{ours.merged} merged layers" if ours.merged else "no merged layers"
+        print(
+            f"cold round {i} (load {at}): envbuild {ours.wall:.2f} s ({merged}), Dockerfile {theirs.wall:.2f} s; "
+            f"downloads: envbuild {ours.downloads}, Dockerfile {theirs.downloads}"
+        )
+        if args.steps:
+            print(ours.render("  envbuild"), theirs.render("  Dockerfile"), sep="\n")
     print(f"{'scenario':10} {'envbuild':>10} {'Dockerfile':>11} {'ratio':>7}")
     for name, (a, b) in results.items():
         print(f"{name:10} {a:9.2f}s {b:10.2f}s {a / b:7.2f}")
     print(f"{'image':10} {size[0] / 1e6:8.0f}MB {size[1] / 1e6:9.0f}MB {size[0] / size[1]:7.2f}")
-    engine = os.environ.get("DOCKER_HOST", "the default socket")
-    print(f"ratio = envbuild / Dockerfile (lower is better for envbuild); engine: {engine}")
+    print(f"ratio = envbuild / Dockerfile (lower is better for envbuild); load after: {load()}")
 
 
 if __name__ == "__main__":

@@ -2,19 +2,22 @@
 
     .venv/bin/python bench/run_all.py [--engine unix:///var/run/docker.sock --engine unix:///run/...sock]
                                       [--rounds 15] [--up-rounds 5] [--cold-rounds 2] [--empty-cache-rounds 1]
-                                      [--skip-builds] [--skip-up] [--envd PATH]
+                                      [--skip-builds] [--skip-up] [--builds-only] [--envd PATH]
 
 The build rows run on every ``--engine`` (default: $DOCKER_HOST, else the default socket), one table
 each; the baseline is the same environment as a hand-written BuildKit Dockerfile on that engine
-(bench/baseline.py: apt and uv cache mounts, the CA as a build secret, uv into a venv, JupyterLab in
-its own layer). Rows (whole processes unless noted; medians; ratios from the same run, envbuild /
-other, lower is better for envbuild):
+(bench/baseline.py: apt and uv cache mounts, the CA as a build secret, uv into a venv; JupyterLab and
+the packages from one requirements.txt). Each table's title names the engine: version, image store,
+and whether envbuild builds merged layers there (MergeOp/DiffOp). Rows (whole processes unless noted;
+medians; ratios from the same run, envbuild / other, lower is better for envbuild):
 
   a  `envbuild debug llb` vs `envd debug llb` on the same build.envd (alternating runs; bench/bench_startup.py)
   b  no-op `envbuild build` vs a cached `docker build` of the Dockerfile (bench/bench_startup.py)
   c  one pip package added: envbuild re-runs that step; the Dockerfile re-runs its requirements layer
   d  cold build with warm download caches: `envbuild build --no-cache` vs `docker build --no-cache`
-     (both keep their cache mounts), alternating, median of --cold-rounds; then envbuild with empty
+     (both keep their cache mounts), alternating, median of --cold-rounds, both with plain progress:
+     a line per round gives the load average, envbuild's merged layers (`layer:` steps, 0 on the
+     chain) and the files each side downloaded (0 when its caches were warm); then envbuild with empty
      download caches (the CLI run with cache mount ids of its own, so nothing else on the engine loses
      its caches; those mounts are pruned afterwards) against the same Dockerfile median
   e  `envbuild up` of the built image until sshd and Jupyter answer (bench/bench_up.py)
@@ -41,11 +44,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import baseline  # bench/ is on sys.path when this file runs as a script
 import bench_startup
+import engines
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVBUILD = str(ROOT / ".venv" / "bin" / "envbuild")
@@ -88,41 +91,6 @@ def verdict(value: float, limit: float) -> str:
     return f"<= {limit}x " + ("ok" if value <= limit else "MISSED")
 
 
-# ---------------------------------------------------------------- the engine under test
-
-
-@dataclass(frozen=True, slots=True)
-class Engine:
-    host: str
-    version: str
-    store: str
-    merge_diff: bool
-
-    @property
-    def label(self) -> str:
-        return (
-            f"Docker {self.version} at {self.host}, {self.store}, MergeOp/DiffOp: {'yes' if self.merge_diff else 'no'}"
-        )
-
-
-def describe_engine(host: str) -> Engine:
-    """What the engine is, and whether envbuild's builder there has MergeOp (as `envbuild doctor` finds)."""
-    info = subprocess.run(
-        ["docker", "info", "--format", "{{json .}}"], capture_output=True, text=True, env=clean_env(DOCKER_HOST=host)
-    )
-    if info.returncode:
-        sys.exit(f"no engine at {host}: {info.stderr.strip()}")
-    facts = json.loads(info.stdout)
-    containerd = any("io.containerd.snapshotter" in str(v) for pair in facts.get("DriverStatus") or [] for v in pair)
-    doctor = subprocess.run(
-        [ENVBUILD, "doctor", "--format", "json"], capture_output=True, text=True, env=clean_env(DOCKER_HOST=host)
-    )
-    reports = json.loads(doctor.stdout) if doctor.stdout.strip() else {}
-    report = reports[0] if isinstance(reports, list) else reports
-    store = "containerd image store" if containerd else f"{facts.get('Driver')} storage"
-    return Engine(host, str(facts.get("ServerVersion")), store, bool(report.get("merge_diff")))
-
-
 # ---------------------------------------------------------------- a: start-up (bench/bench_startup.py)
 
 
@@ -152,14 +120,20 @@ def row_debug_llb(work: Path, envd: str | None, n: int) -> list[Row]:
 class Builds(baseline.Projects):
     def __init__(self, work: Path, run_id: str) -> None:
         super().__init__(work, run_id)
-        self.build = [ENVBUILD, "build", "-p", str(self.ours), "-t", self.tag_ours, "--ca-cert", self.ca]
-        self.build += ["--progress", "quiet"]
+        self.command = [ENVBUILD, "build", "-p", str(self.ours), "-t", self.tag_ours, "--ca-cert", self.ca]
+        self.build = [*self.command, "--progress", "quiet"]
 
     def ours_t(self, *extra: str) -> float:
         return run([*self.build, *extra])
 
     def theirs_t(self, *extra: str) -> float:
         return run(self.docker_build(*extra), env=self.docker_env(clean_env()))
+
+    def ours_cold(self) -> engines.Timeline:
+        return engines.timeline([*self.command, "--progress", "plain", "--no-cache"], clean_env())
+
+    def theirs_cold(self) -> engines.Timeline:
+        return engines.timeline(self.docker_build("--progress", "plain", "--no-cache"), self.docker_env(clean_env()))
 
     def ours_empty_caches_t(self, namespace: str) -> float:
         return run([PYTHON, "-c", NAMESPACED_CLI, namespace, *self.build[1:], "--no-cache"])
@@ -218,7 +192,11 @@ def _epoch(stamp: str) -> float:
         return 0.0
 
 
-def rows_builds(engine: Engine, p: Builds, n: int, cold_rounds: int, empty_rounds: int) -> list[Row]:
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def rows_builds(engine: engines.Engine, p: Builds, n: int, cold_rounds: int, empty_rounds: int) -> list[Row]:
     p.write(["numpy"])
     first = (p.ours_t(), p.theirs_t())
     sa, sb = baseline.image_size(p.tag_ours), baseline.image_size(p.tag_theirs)
@@ -243,13 +221,21 @@ def rows_builds(engine: Engine, p: Builds, n: int, cold_rounds: int, empty_round
     ]
 
 
-def rows_cold(engine: Engine, p: Builds, rounds: int, empty_rounds: int) -> list[Row]:
-    ours: list[float] = []
-    theirs: list[float] = []
-    for _ in range(max(1, rounds)):
-        ours.append(p.ours_t("--no-cache"))
-        theirs.append(p.theirs_t("--no-cache"))
-    a, b = statistics.median(ours), statistics.median(theirs)
+def rows_cold(engine: engines.Engine, p: Builds, rounds: int, empty_rounds: int) -> list[Row]:
+    """Alternating cold builds with plain progress: each round's load average, whether envbuild merged
+    layers, and what either side downloaded (a round with downloads did not have warm caches)."""
+    ours: list[engines.Timeline] = []
+    theirs: list[engines.Timeline] = []
+    notes: list[str] = []
+    for i in range(max(1, rounds)):
+        at = load()
+        ours.append(p.ours_cold())
+        theirs.append(p.theirs_cold())
+        notes.append(
+            f"round {i + 1}, load {at}: {ours[-1].wall:.1f} s / {theirs[-1].wall:.1f} s, "
+            f"{ours[-1].merged} merged layers, downloads {ours[-1].downloads} / {theirs[-1].downloads}"
+        )
+    a, b = statistics.median(t.wall for t in ours), statistics.median(t.wall for t in theirs)
     target = 0.5 if engine.merge_diff else 0.7
     rows: list[Row] = [
         (
@@ -260,6 +246,7 @@ def rows_cold(engine: Engine, p: Builds, rounds: int, empty_rounds: int) -> list
             ratio(a, b),
             verdict(a / b, target),
         ),
+        *(("", note, "", "", "", "") for note in notes),
     ]
     if empty_rounds > 0:
         started = time.time() - 1
@@ -404,24 +391,27 @@ def main() -> int:
     ap.add_argument("--envd", default=shutil.which("envd") or "/work/envd-venv/bin/envd")
     ap.add_argument("--skip-builds", action="store_true", help="only rows a and g (no engine builds)")
     ap.add_argument("--skip-up", action="store_true", help="leave out row e")
+    ap.add_argument("--builds-only", action="store_true", help="only the rows that build on an engine (b-f)")
     args = ap.parse_args()
     envd = args.envd if args.envd and Path(args.envd).exists() else None
-    engines = args.engine or [os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE]
+    hosts = args.engine or [os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE]
     work = Path(tempfile.mkdtemp(prefix="envbuild-perf-"))
     started = time.time()
     tables: list[tuple[str, list[Row]]] = []
     try:
-        tables.append(("without an engine", row_debug_llb(work, envd, args.rounds) + rows_scale(work)))
-        for host in [] if args.skip_builds else engines:
+        if not args.builds_only:
+            tables.append(("without an engine", row_debug_llb(work, envd, args.rounds) + rows_scale(work)))
+        for host in [] if args.skip_builds else hosts:
             os.environ["DOCKER_HOST"] = host  # every docker, envbuild and SDK call below goes there
-            engine = describe_engine(host)
+            engine = engines.describe(host, ENVBUILD, clean_env())
+            print(f"building on {engine.label()} (load {load()})", file=sys.stderr, flush=True)
             run_id = str(int(time.time()))
             p = Builds(work, run_id)
             rows = rows_builds(engine, p, args.rounds, args.cold_rounds, args.empty_cache_rounds)
             if not args.skip_up:
                 rows += row_up(p, args.up_rounds)
             baseline.remove_images(p.tag_ours, p.tag_theirs)
-            tables.append((engine.label, rows))
+            tables.append((f"{engine.label()}; load {load()} after", rows))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for title, rows in tables:
