@@ -9,6 +9,10 @@ layout and the one issue 18's figures were measured with: a line added to it re-
 which reinstalls JupyterLab from the uv cache too. It runs on the same engine as envbuild (whatever
 ``DOCKER_HOST`` names), so both sides share the engine's disk, CPU and network.
 
+The one line it has for the benchmark is ``ARG CACHE_BUST`` (unused unless a build passes it, see
+`Projects.docker_cold`): the cold row re-runs every step with the cache mounts kept, as envbuild's
+``--no-cache`` does, and ``docker build --no-cache`` empties the cache mounts as well.
+
 The environment matches the build file the rows give envbuild (``BUILD_ENVD``): Debian's python3
 (3.11 on bookworm) in a venv, sshd, supervisor, sudo, git, curl, a non-root user, JupyterLab and the
 packages. Its ``docker build`` runs with ``DOCKER_BUILDKIT=1`` through a CLI whose ``build`` has
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -37,6 +42,7 @@ def build():
 """
 
 DOCKERFILE = f"""FROM {{base}}
+ARG CACHE_BUST
 ENV DEBIAN_FRONTEND=noninteractive
 RUN rm -f /etc/apt/apt.conf.d/docker-clean
 RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \\
@@ -89,6 +95,13 @@ class Projects:
         (self.ours / "build.envd").write_text(BUILD_ENVD.format(base=self.base, packages=json.dumps(bounded)))
         (self.theirs / "Dockerfile").write_text(DOCKERFILE.format(base=self.base))
         (self.theirs / "requirements.txt").write_text("\n".join(["jupyterlab", *bounded]) + "\n")
+
+    def docker_cold(self, *extra: str) -> list[str]:
+        """The Dockerfile's cold build: every step re-run, its cache mounts kept (what ``envbuild build
+        --no-cache`` does). ``docker build --no-cache`` would start its cache mounts empty too: the
+        frontend's "settings cache mount permissions" step under each mount re-runs, and the mount's key
+        follows it. A new ``CACHE_BUST`` value, which every ``RUN`` sees, re-runs the steps alone."""
+        return self.docker_build("--build-arg", f"CACHE_BUST={secrets.token_hex(8)}", *extra)
 
     def docker_build(self, *extra: str) -> list[str]:
         """The ``docker build`` of the Dockerfile twin: quiet, unless ``extra`` asks for a ``--progress``."""

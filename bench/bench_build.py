@@ -4,7 +4,8 @@ The Dockerfile is bench/baseline.py's (apt and uv cache mounts, the CA as a buil
 venv; JupyterLab and the packages from one requirements.txt); the engine is the one ``DOCKER_HOST``
 names. Scenarios, each timed as a whole process (``envbuild build`` / ``DOCKER_BUILDKIT=1 docker build``):
   warm-engine - first build of a new project on an engine that built similar ones (shared layers)
-  cold       - every step re-run (--no-cache on both); both keep their download caches (cache mounts)
+  cold       - every step re-run, both keep their download caches (cache mounts): envbuild --no-cache,
+               the Dockerfile with a new CACHE_BUST build arg (baseline.Projects.docker_cold)
   noop       - rebuild with nothing changed
   one-pkg    - one Python package added
 
@@ -77,7 +78,7 @@ def main() -> None:
         for _ in range(max(1, args.cold_repeat)):
             at = load()
             ours = engines.timeline([*build, "--progress", "plain", "--no-cache"], os.environ)
-            theirs = engines.timeline(p.docker_build("--progress", "plain", "--no-cache"), denv)
+            theirs = engines.timeline(p.docker_cold("--progress", "plain"), denv)
             timelines.append((ours, theirs, at))
         results["cold"] = (
             statistics.median(t[0].wall for t in timelines),

@@ -14,10 +14,11 @@ medians; ratios from the same run, envbuild / other, lower is better for envbuil
   a  `envbuild debug llb` vs `envd debug llb` on the same build.envd (alternating runs; bench/bench_startup.py)
   b  no-op `envbuild build` vs a cached `docker build` of the Dockerfile (bench/bench_startup.py)
   c  one pip package added: envbuild re-runs that step; the Dockerfile re-runs its requirements layer
-  d  cold build with warm download caches: `envbuild build --no-cache` vs `docker build --no-cache`
-     (both keep their cache mounts), alternating, median of --cold-rounds, both with plain progress:
-     a line per round gives the load average, envbuild's merged layers (`layer:` steps, 0 on the
-     chain) and the files each side downloaded (0 when its caches were warm); then envbuild with empty
+  d  cold build with warm download caches: `envbuild build --no-cache` vs `docker build` with a new
+     CACHE_BUST build arg (every step re-run, both keep their cache mounts), alternating, median of
+     --cold-rounds, both with plain progress: a line per round gives the load average, envbuild's
+     merged layers (`layer:` steps, 0 on the chain) and the files each side downloaded (0 when its
+     caches were warm); then envbuild with empty
      download caches (the CLI run with cache mount ids of its own, so nothing else on the engine loses
      its caches; those mounts are pruned afterwards) against the same Dockerfile median
   e  `envbuild up` of the built image until sshd and Jupyter answer (bench/bench_up.py)
@@ -133,7 +134,7 @@ class Builds(baseline.Projects):
         return engines.timeline([*self.command, "--progress", "plain", "--no-cache"], clean_env())
 
     def theirs_cold(self) -> engines.Timeline:
-        return engines.timeline(self.docker_build("--progress", "plain", "--no-cache"), self.docker_env(clean_env()))
+        return engines.timeline(self.docker_cold("--progress", "plain"), self.docker_env(clean_env()))
 
     def ours_empty_caches_t(self, namespace: str) -> float:
         return run([PYTHON, "-c", NAMESPACED_CLI, namespace, *self.build[1:], "--no-cache"])
