@@ -279,33 +279,71 @@ def _index_args(index_url: str | None, extra_index_url: str | None) -> str:
     return idx
 
 
-def _tools_venv() -> str:
-    """A venv for pip-installing a tool, ``$pip`` its pip: run straight from the distribution's pip
-    wheel when there is one (seeding pip into the venv takes seconds), else the venv's own."""
+UV_WHEELS = f"{PIP_CACHE_DIR}/envbuild-uv-{UV_VERSION}"
+"""The pinned uv wheel, kept in the pip cache mount once pip has downloaded it (hash-checked): later
+builds check its hash again and take the binaries out of it, without starting pip (~4 s)."""
+
+_UV_UNPACK = f"""\
+import glob, hashlib, os, platform, shutil, sys, zipfile
+wheels, dest = sys.argv[1:3]
+for wheel in sorted(glob.glob(os.path.join(wheels, "uv-{UV_VERSION}-*.whl"))):
+    if platform.machine() not in os.path.basename(wheel):
+        continue
+    with open(wheel, "rb") as f:
+        if hashlib.sha256(f.read()).hexdigest() not in {UV_WHEEL_SHA256!r}:
+            continue
+    os.makedirs(dest, exist_ok=True)
+    with zipfile.ZipFile(wheel) as z:
+        for name in ("uv", "uvx"):
+            member = "uv-{UV_VERSION}.data/scripts/" + name
+            if name == "uvx" and member not in z.namelist():
+                continue
+            with z.open(member) as src, open(os.path.join(dest, name + ".part"), "wb") as out:
+                shutil.copyfileobj(src, out)
+            os.chmod(out.name, 0o755)
+            os.replace(out.name, os.path.join(dest, name))
+    sys.exit(0)
+sys.exit(1)
+"""
+"""``python3 -c`` program: the binaries of a cached uv wheel whose sha256 is one of the pinned ones, for
+this machine, into a directory; exit 1 when there is none."""
+
+
+def _uv_binaries(dest: str, index_url: str | None, extra_index_url: str | None) -> str:
+    """uv and uvx into ``dest``: from the cached wheel (`UV_WHEELS`), else downloaded first by pip from
+    the user's index with every hash required (no GitHub download, and a mirror just works). The
+    download lands in a directory of its own and is moved in whole, so a concurrent build never sees
+    half a wheel; a wheel whose hash is not pinned is never used."""
     return (
-        "whl=$(ls /usr/share/python-wheels/pip-*.whl 2>/dev/null | tail -n 1 || true)\n"
-        'if [ -n "$whl" ]; then\n'
-        f"  python3 -m venv --without-pip {TOOLS_DIR}\n"
-        f'  pip="{TOOLS_DIR}/bin/python $whl/pip"\n'
-        "else\n"
-        f"  python3 -m venv {TOOLS_DIR}\n"
-        f"  pip={TOOLS_DIR}/bin/pip\n"
+        f"uv_unpack() {{ python3 -c {shlex.quote(_UV_UNPACK)} {UV_WHEELS} {dest}; }}\n"
+        "if ! uv_unpack 2>/dev/null; then\n"
+        "  whl=$(ls /usr/share/python-wheels/pip-*.whl 2>/dev/null | tail -n 1 || true)\n"
+        '  if [ -n "$whl" ]; then\n'
+        '    pip="python3 $whl/pip"\n'
+        "  else\n"
+        f"    python3 -m venv {TOOLS_DIR}-pip\n"
+        f"    pip={TOOLS_DIR}-pip/bin/pip\n"
+        "  fi\n"
+        f"  mkdir -p {UV_WHEELS}\n"
+        f"  t=$(mktemp -d {UV_WHEELS}/.download.XXXXXX)\n"
+        f"  printf '%s\\n' {shlex.quote(_uv_requirement())} > $t/requirements.txt\n"
+        f"  PIP_CACHE_DIR={PIP_CACHE_DIR} $pip download -q --disable-pip-version-check --no-deps"
+        f'{_index_args(index_url, extra_index_url)} --require-hashes -d "$t" -r $t/requirements.txt\n'
+        f'  mv "$t"/uv-*.whl {UV_WHEELS}/\n'
+        f'  rm -rf "$t" {TOOLS_DIR}-pip\n'
+        "  uv_unpack\n"
         "fi\n"
     )
 
 
 def _uv_bootstrap(index_url: str | None, extra_index_url: str | None) -> str:
-    """pip-install the pinned, hash-checked uv wheel from the user's index with the distro's Python
-    into a throw-away venv, keep only the binary (no GitHub download, and a mirror just works)."""
+    """The pinned, hash-checked uv at `UV_BIN`, unless the image has it (`_uv_binaries`; not indented:
+    the unpacking program is Python)."""
     return (
         f"if ! {UV_BIN} --version 2>/dev/null | grep -q {shlex.quote('uv ' + UV_VERSION)}; then\n"
-        + "  "
-        + _tools_venv().replace("\n", "\n  ").rstrip(" ")
-        + f"  printf '%s\\n' {shlex.quote(_uv_requirement())} > {TOOLS_DIR}/uv-requirements.txt\n"
-        f"  PIP_CACHE_DIR={PIP_CACHE_DIR} $pip install -q --disable-pip-version-check"
-        f"{_index_args(index_url, extra_index_url)} --require-hashes -r {TOOLS_DIR}/uv-requirements.txt\n"
-        f"  install -m 0755 {TOOLS_DIR}/bin/uv {UV_BIN}\n"
-        f"  rm -rf {TOOLS_DIR}\n"
+        + _uv_binaries(f"{TOOLS_DIR}/bin", index_url, extra_index_url)
+        + f"install -m 0755 {TOOLS_DIR}/bin/uv {UV_BIN}\n"
+        f"rm -rf {TOOLS_DIR}\n"
         "fi\n"
         f"{UV_BIN} --version\n"
     )
@@ -314,13 +352,7 @@ def _uv_bootstrap(index_url: str | None, extra_index_url: str | None) -> str:
 def uv_tool(index_url: str | None = None, extra_index_url: str | None = None) -> str:
     """The same pinned uv (and uvx) in a tool stage's ``TOOLS_DIR``, for images that get uv without
     the venv step (conda owns Python, or ``install.uv``): only the binaries are copied out."""
-    return script(
-        _tools_venv(),
-        f"printf '%s\\n' {shlex.quote(_uv_requirement())} > {TOOLS_DIR}/uv-requirements.txt",
-        f"PIP_CACHE_DIR={PIP_CACHE_DIR} $pip install -q --disable-pip-version-check"
-        f"{_index_args(index_url, extra_index_url)} --require-hashes -r {TOOLS_DIR}/uv-requirements.txt",
-        f"{TOOLS_DIR}/bin/uv --version",
-    )
+    return script(_uv_binaries(f"{TOOLS_DIR}/bin", index_url, extra_index_url), f"{TOOLS_DIR}/bin/uv --version")
 
 
 def _drop_to(uid: int, gid: int, *, init_groups: bool = True) -> str:

@@ -175,3 +175,74 @@ def test_requirements_rewrite_replaces_the_lines_in_place_and_runs_nothing_from_
     subprocess.run(["sh", "-c", "set -eu\n" + requirements_rewrite(str(path), edits)], check=True)
     assert path.read_text() == f"six\n--extra-index-url U\ntorch --hash=sha256:x\nidna  # kept\n{odd}\n"
     assert not marker.exists()
+
+
+def _uv_wheel(tmp_path: Path, machine: str) -> tuple[Path, str]:
+    """A stand-in uv wheel for ``machine`` (its scripts are text) and its sha256."""
+    import hashlib
+    import zipfile
+
+    from envbuild.compiler import scripts as S
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    wheel = wheels / f"uv-{S.UV_VERSION}-py3-none-manylinux_2_17_{machine}.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(f"uv-{S.UV_VERSION}.data/scripts/uv", "#!/bin/sh\necho uv\n")
+        z.writestr(f"uv-{S.UV_VERSION}.data/scripts/uvx", "#!/bin/sh\necho uvx\n")
+        z.writestr(f"uv-{S.UV_VERSION}.dist-info/WHEEL", f"Tag: py3-none-manylinux_2_17_{machine}\n")
+    return wheel, hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+
+def _unpack(tmp_path: Path, pinned: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    """The step's unpacking program with ``pinned`` in place of uv's wheel hashes."""
+    import sys
+
+    from envbuild.compiler import scripts as S
+
+    program = S._UV_UNPACK.replace(repr(S.UV_WHEEL_SHA256), repr(pinned))
+    assert program != S._UV_UNPACK
+    dest = tmp_path / "bin"
+    cmd = [sys.executable, "-c", program, str(tmp_path / "wheels"), str(dest)]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_the_cached_uv_wheel_gives_its_binaries_when_its_hash_is_pinned(tmp_path: Path) -> None:
+    import platform
+
+    _wheel, digest = _uv_wheel(tmp_path, platform.machine())
+    out = _unpack(tmp_path, ("0" * 64, digest))
+    assert out.returncode == 0, out.stderr
+    for name in ("uv", "uvx"):
+        exe = tmp_path / "bin" / name
+        assert exe.read_text() == f"#!/bin/sh\necho {name}\n"
+        assert exe.stat().st_mode & 0o777 == 0o755
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["uv", "uvx"]
+
+
+def test_a_cached_uv_wheel_with_another_hash_or_machine_is_not_used(tmp_path: Path) -> None:
+    """A wheel in the cache whose sha256 is not pinned (changed, truncated, another version) or that is
+    built for another machine: exit 1 (pip downloads it), nothing unpacked."""
+    import platform
+
+    _uv_wheel(tmp_path, platform.machine())
+    assert _unpack(tmp_path, ("0" * 64,)).returncode == 1
+    other = "s390x" if platform.machine() != "s390x" else "x86_64"
+    wheel, digest = _uv_wheel(tmp_path / "other", other)
+    wheel.rename(tmp_path / "wheels" / wheel.name)
+    assert _unpack(tmp_path, (digest,)).returncode == 1
+    assert not (tmp_path / "bin").exists()
+
+
+def test_the_uv_steps_fall_back_to_a_hash_checked_pip_download() -> None:
+    """Without a usable cached wheel, pip downloads the pinned one (every hash required) into a
+    directory of its own that is moved in whole, then the same program unpacks it."""
+    from envbuild.compiler import scripts as S
+
+    for text in (S.uv_tool("https://mirror.example/simple"), S.script(S._uv_bootstrap(None, None))):
+        subprocess.run(["sh", "-n", "-c", text], check=True)
+        assert text.count("uv_unpack") == 3  # defined, tried, used after the download
+        download = next(line for line in text.splitlines() if " download " in line)
+        assert "--require-hashes" in download and "--no-deps" in download
+        assert all(f"--hash=sha256:{h}" in text for h in S.UV_WHEEL_SHA256)
+    assert "--index-url https://mirror.example/simple" in S.uv_tool("https://mirror.example/simple")
