@@ -151,6 +151,7 @@ class _Compiler:
         "netrc",
         "notes",
         "opts",
+        "package_merge",
         "secret_values",
         "spec",
         "steps",
@@ -169,6 +170,8 @@ class _Compiler:
         self.installs = Installs()
         self.base = llb.scratch()
         """The state after ``config.apt_source``, where steps beside the main chain start."""
+        self.package_merge: tuple[llb.State, tuple[llb.State, ...], str] | None = None
+        """The merged layout's image (`python_layers`): the merge, its inputs and its step name."""
         self.edited_contexts: dict[tuple[str, ...], llb.State] = {}
         self.netrc = credentials.netrc(spec)
         self.secret_values: dict[str, bytes] = {credentials.NETRC_SECRET_ID: self.netrc} if self.netrc else {}
@@ -820,7 +823,10 @@ class _Compiler:
         for step, upper in installs:
             layers.append(llb.diff(lower, upper, name=self.name(f"layer: {step.name}", "layer", step.pos)))
             lower = upper
-        return llb.merge(layers, name=self.name("image: package layers merged", "layer", pos))
+        name = self.name("image: package layers merged", "layer", pos)
+        merged = llb.merge(layers, name=name)
+        self.package_merge = (merged, tuple(layers), name)
+        return merged
 
     def package_build_env(self, runtime: llb.State, pos: Pos | None) -> llb.State:
         """The runtime stage plus what a package build may need from the image's chain: the build
@@ -1005,9 +1011,14 @@ class _Compiler:
         action = action.mkdir(self.workdir, 0o755, parents=True, owner=(uid, gid))
         for m in spec.runtime.mounts:
             action = action.mkdir(self.container_path(m.envd_path), 0o755, parents=True, owner=(uid, gid))
-        return state.file(
-            action, name=self.name("dev: sshd, services, login environment, work dir", "file", spec.base.pos)
-        )
+        name = self.name("dev: sshd, services, login environment, work dir", "file", spec.base.pos)
+        if self.package_merge is not None and state is self.package_merge[0]:
+            # Nothing came after the merged package layers: these files go on the system side, under
+            # them (the package steps write only the venv), so the image stays a merge the builder
+            # exports layer by layer instead of first laying it out on disk for this step (~1.5 s).
+            _merged, layers, merge_name = self.package_merge
+            return llb.merge([layers[0].file(action, name=name), *layers[1:]], name=merge_name)
+        return state.file(action, name=name)
 
     def runs(self, state: llb.State) -> llb.State:
         spec = self.spec

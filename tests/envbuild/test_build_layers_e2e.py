@@ -80,11 +80,16 @@ def files(image: str) -> dict[str, Entry]:
     return out
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Path]:
+@pytest.fixture(params=["steps after the packages", "packages last"])
+def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """The build file, and the same without its io.copy and run(): then the development files go under
+    the merged package layers (nothing else comes after them)."""
     d = tmp_path / "layers"
     d.mkdir()
-    (d / "build.envd").write_text(BUILD_ENVD.format(marker=uuid.uuid4().hex))
+    text = BUILD_ENVD.format(marker=uuid.uuid4().hex)
+    if request.param == "packages last":
+        text = "".join(line for line in text.splitlines(keepends=True) if "io.copy" not in line and "run(" not in line)
+    (d / "build.envd").write_text(text)
     (d / "requirements.txt").write_text("tabulate\n")
     (d / "notes.txt").write_text("notes\n")
     yield d
@@ -107,7 +112,8 @@ def test_merged_and_linear_builds_hold_the_same_files(project: Path) -> None:
             p for p in merged_files.keys() | linear_files.keys() if merged_files.get(p) != linear_files.get(p)
         )
         assert not differ, [(p, merged_files.get(p), linear_files.get(p)) for p in differ[:20]]
-        assert "srv/notes.txt" in merged_files
+        assert ("srv/notes.txt" in merged_files) == ("io.copy" in (project / "build.envd").read_text())
+        assert merged_files["etc/envbuild/sshd_config"] == linear_files["etc/envbuild/sshd_config"]
         assert any(p.endswith("site-packages/tabulate.py") or "/tabulate/" in p for p in merged_files)
     finally:
         subprocess.run(["docker", "image", "rm", "-f", *tags], capture_output=True)

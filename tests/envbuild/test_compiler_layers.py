@@ -51,6 +51,12 @@ class Graph:
     def inputs(self, name: str) -> list[str]:
         return [self.name(i["digest"]) for i in self.op(name).get("inputs", [])]
 
+    def definition_root(self) -> list[str]:
+        """What the graph's final (unnamed, input-only) op points at: the image's state."""
+        roots = [e for e in self.by_digest.values() if set(e["Op"]) == {"inputs"}]
+        assert len(roots) == 1
+        return [self.name(i["digest"]) for i in roots[0]["Op"]["inputs"]]
+
     def ancestors(self, name: str) -> set[str]:
         seen: set[str] = set()
         todo = self.inputs(name)
@@ -64,12 +70,13 @@ class Graph:
 
 MERGE = "image: package layers merged"
 CHECK = "python 3.11: the venv's interpreter in the image"
+DEV_FILES = "dev: sshd, services, login environment, work dir"
 RUNTIME = "python 3.11 and uv 0.13.9"
 
 
 def test_the_image_is_the_system_chain_with_the_python_layers_merged_on_top(tmp_path: Path) -> None:
     g = Graph(spec_of(tmp_path, NOTEBOOK), MERGED)
-    assert g.inputs(MERGE) == [CHECK, "layer: jupyterlab", "layer: python packages: numpy"]
+    assert g.inputs(MERGE) == [DEV_FILES, "layer: jupyterlab", "layer: python packages: numpy"]
     assert list(g.op(MERGE)["merge"]["inputs"]) == [{}, {"input": "1"}, {"input": "2"}]
     assert g.inputs("layer: jupyterlab") == [RUNTIME, "jupyterlab"]
     assert g.inputs("layer: python packages: numpy") == ["jupyterlab", "python packages: numpy"]
@@ -82,7 +89,19 @@ def test_the_image_is_the_system_chain_with_the_python_layers_merged_on_top(tmp_
     copy = "python 3.11: copy /opt/envbuild and uv in"
     assert g.inputs("layer: python 3.11 and uv") == ["base local/debian:bookworm", copy]
     assert g.inputs(copy) == ["base local/debian:bookworm", RUNTIME]
-    assert g.inputs("dev: sshd, services, login environment, work dir") == [MERGE]
+    # nothing comes after the packages: the development files go on the system side, under the package
+    # layers (which hold only the venv), so the image is the merge itself
+    assert g.inputs(DEV_FILES) == [CHECK]
+    assert g.definition_root() == [MERGE]
+
+
+def test_steps_after_the_packages_keep_the_development_files_on_top(tmp_path: Path) -> None:
+    """An io.copy (or VS Code extensions) after the packages: the files come after it, as on the chain."""
+    body = NOTEBOOK + '\nio.copy(source="notes.txt", target="/srv/notes.txt")'
+    g = Graph(spec_of(tmp_path, body, {"notes.txt": "x\n"}), MERGED)
+    assert g.inputs(MERGE) == [CHECK, "layer: jupyterlab", "layer: python packages: numpy"]
+    assert g.inputs(DEV_FILES) == ["copy notes.txt -> /srv/notes.txt"]
+    assert g.inputs("copy notes.txt -> /srv/notes.txt")[0] == MERGE
 
 
 def test_the_runtime_layer_holds_what_the_chain_would_copy_in(tmp_path: Path) -> None:
@@ -196,6 +215,6 @@ def test_a_locked_build_syncs_the_lock_in_the_stage_and_pins_the_build_environme
     preferences = "-o Dir::Etc::PreferencesParts=/run/envbuild-tls/apt/preferences.d"
     assert f"apt-get $APT_TLS {preferences} -y -q install" in script
     sync = "python packages: 2 from the lock"
-    assert g.inputs(MERGE) == [CHECK, f"layer: {sync}"]
+    assert g.inputs(MERGE) == [DEV_FILES, f"layer: {sync}"]
     assert g.inputs(f"layer: {sync}") == [env, sync]
     assert "--clear-groups" in g.op(sync)["exec"]["meta"]["args"][-1]
