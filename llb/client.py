@@ -30,7 +30,7 @@ from ._proto import control_pb2, gateway_pb2, ops_pb2
 from .auth import DockerConfigAuth
 from .capabilities import Capabilities, WorkerInfo
 from .connection import TLSConfig, Transport, open_transport, resolve_address
-from .definition import Definition
+from .definition import Definition, bind_local_sources
 from .errdetails import error_details, status_of
 from .errors import (
     BuilderUnreachable,
@@ -535,6 +535,7 @@ class Client:
                 ),
             )
             cleanup.callback(session.close)
+            definition = bind_local_sources(definition, session.id)
             # A gateway build (one with an image config) sends the definition and the cache imports
             # itself: imports on Control.Solve do not reach a solve made through the gateway.
             gateway = _GatewayBuild(definition, image_config, tuple(cache_imports)) if image_config else None

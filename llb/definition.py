@@ -106,6 +106,76 @@ def marshal(output: Output | None, *, platform: Platform | None = None) -> Defin
     return definition
 
 
+_LOCAL_SESSION = "local.session"
+
+
+def bind_local_sources(pb: ops_pb2.Definition, session_id: str) -> ops_pb2.Definition:
+    """`pb` with every ``local://`` source that names no session bound to `session_id` (its
+    ``local.session`` attribute), and the digests of the ops that read those sources updated.
+
+    BuildKit shares one vertex among all the builds running at once whose ops have the same digest,
+    and serves an unbound local source from the session of any of those builds: two projects built
+    at the same time on one engine, whose graphs read a local source of the same name and file
+    patterns, would each get the files of whichever session answered first. Bound to the solve's own
+    session, the op is that solve's alone (BuildKit's Dockerfile frontend binds its context the same
+    way). Cache hits are unaffected: steps that read a local source are keyed by its content."""
+    raw_ops = list(getattr(pb, "def"))
+    if not any(b"local://" in raw for raw in raw_ops):
+        return pb
+    by_digest = {_digest(raw): raw for raw in raw_ops}
+    renamed: dict[str, str] = {}
+    rewritten: dict[str, bytes] = {}
+    bound: set[str] = set()
+    for digest in _inputs_first(by_digest):
+        op = ops_pb2.Op.FromString(by_digest[digest])
+        changed = False
+        source = op.source if op.WhichOneof("op") == "source" else None
+        if source is not None and source.identifier.startswith("local://") and _LOCAL_SESSION not in source.attrs:
+            source.attrs[_LOCAL_SESSION] = session_id
+            changed = True
+        for item in op.inputs:
+            if item.digest in renamed:
+                item.digest = renamed[item.digest]
+                changed = True
+        data = _serialise(op) if changed else by_digest[digest]
+        rewritten[digest] = data
+        new = _digest(data)
+        if new != digest:
+            renamed[digest] = new
+            if source is not None and changed:
+                bound.add(new)
+    out = ops_pb2.Definition()
+    getattr(out, "def").extend(rewritten[_digest(raw)] for raw in raw_ops)
+    for digest, md in pb.metadata.items():
+        out.metadata[renamed.get(digest, digest)].CopyFrom(md)
+    for digest in bound:
+        out.metadata[digest].caps["source.local.sessionid"] = True
+    if pb.HasField("Source"):
+        out.Source.infos.extend(pb.Source.infos)
+        for digest, locations in pb.Source.locations.items():
+            out.Source.locations[renamed.get(digest, digest)].CopyFrom(locations)
+    return out
+
+
+def _inputs_first(ops: dict[str, bytes]) -> list[str]:
+    """The digests of `ops`, each after the ops it reads (iteratively: graphs can be deep)."""
+    order: list[str] = []
+    done: set[str] = set()
+    for start in ops:
+        stack: list[tuple[str, bool]] = [(start, False)]
+        while stack:
+            digest, expanded = stack.pop()
+            if digest in done or digest not in ops:
+                continue
+            if expanded:
+                done.add(digest)
+                order.append(digest)
+                continue
+            stack.append((digest, True))
+            stack.extend((i.digest, False) for i in ops_pb2.Op.FromString(ops[digest]).inputs if i.digest not in done)
+    return order
+
+
 def _check_size(definition: Definition, labels: dict[str, str]) -> None:
     size = len(definition.to_bytes())
     if size > MAX_DEFINITION_BYTES:

@@ -117,6 +117,55 @@ def test_local_directory_arrives_intact(engine: llb.Client, tmp_path: Path, imag
     assert not os.access(out / "a.txt", os.X_OK)
 
 
+def test_two_projects_building_at_once_each_get_their_own_files(tmp_path: Path) -> None:
+    """Two clients build graphs whose local sources are the same op (name and patterns) at the same
+    time on one engine: each step reads its own project's files. BuildKit shares a vertex among the
+    builds in flight, and an unbound local source came from whichever session answered first.
+
+    A's step waits (up to two minutes) until B's step has run, so A's build is still in flight when
+    B's local source is asked for; B starts once A's local source is done."""
+    run_id = uuid.uuid4().hex[:12]
+    sync = llb.cache("/sync", f"llb-test-sync-{run_id}")
+    wait_for_b = "for i in $(seq 600); do [ -e /sync/b ] && break; sleep 0.2; done"
+    scripts = {"A": f"{wait_for_b}; cat /ctx/f.txt > /result", "B": "touch /sync/b; cat /ctx/f.txt > /result"}
+    a_has_its_files = threading.Event()
+    results: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def build(name: str) -> None:
+        project = tmp_path / name
+        project.mkdir()
+        (project / "f.txt").write_text(f"{name} {run_id}\n")
+        ctx = llb.local("context", include=["f.txt"])
+        state = _base().run(["sh", "-c", scripts[name]], mounts=[llb.bind("/ctx", ctx), sync]).root()
+
+        def on_event(event: object) -> None:
+            if isinstance(event, llb.VertexEvent) and event.name.startswith("local://") and event.completed:
+                a_has_its_files.set()
+
+        out = tmp_path / f"out-{name}"
+        try:
+            with llb.connect(timeout=5) as client:
+                client.solve(
+                    llb.scratch().file(llb.copy(state, "/result", "/result")),
+                    export=llb.LocalExport(out),
+                    local_dirs={"context": project},
+                    on_event=on_event if name == "A" else None,
+                )
+            results[name] = (out / "result").read_text().split()[0]
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+            a_has_its_files.set()
+
+    a = threading.Thread(target=build, args=("A",))
+    a.start()
+    a_has_its_files.wait(timeout=600)
+    build("B")
+    a.join(timeout=900)
+    assert not errors, errors
+    assert results == {"A": "A", "B": "B"}
+
+
 def test_local_changes_are_picked_up_and_patterns_apply(engine: llb.Client, tmp_path: Path) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()

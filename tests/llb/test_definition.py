@@ -225,3 +225,46 @@ def test_hello_example_writes_a_definition_to_stdout() -> None:
     definition = llb.Definition.from_bytes(result.stdout)
     exec_op = definition.op(definition.digests[1])
     assert list(exec_op.exec.meta.args) == ["sh", "-c", "echo hi > /hello"]
+
+
+def test_local_sources_are_bound_to_the_session_and_their_readers_follow() -> None:
+    """Each solve binds its local sources to its own session (BuildKit would otherwise serve them from
+    any build in flight with the same op); the ops reading them get the new digests, the rest of the
+    graph, its metadata and a source already bound stay as they were."""
+    ctx = llb.local("context", include=["f.txt"])
+    other = llb.local("other", session_id="theirs")
+    base = llb.image("local/debian:bookworm", name="base")
+    state = base.run(["cat", "/ctx/f.txt", "/o/x"], mounts=[llb.bind("/ctx", ctx), llb.bind("/o", other)], name="read")
+    before = state.root().marshal(platform=AMD64).to_pb()
+    after = llb.Definition.from_pb(llb.definition.bind_local_sources(before, "s3ss10n"))
+    ops = {digest: (op, md) for digest, op, md in after.iter_ops()}
+    sources = {d: (op, md) for d, (op, md) in ops.items() if op.WhichOneof("op") == "source"}
+    locals_ = {op.source.identifier: (d, op, md) for d, (op, md) in sources.items()}
+    digest, op, md = locals_["local://context"]
+    assert op.source.attrs["local.session"] == "s3ss10n" and md.caps["source.local.sessionid"]
+    assert locals_["local://other"][1].source.attrs["local.session"] == "theirs"
+    old = set(llb.Definition.from_pb(before).digests)
+    assert locals_["docker-image://docker.io/local/debian:bookworm"][0] in old  # untouched
+    (read,) = [(d, o, m) for d, (o, m) in ops.items() if o.WhichOneof("op") == "exec"]
+    assert read[0] not in old and digest in [i.digest for i in read[1].inputs]
+    assert read[2].description["llb.customname"] == "read"
+    assert [i.digest for i in ops[after.terminal][0].inputs] == [read[0]]
+    plain = base.marshal(platform=AMD64).to_pb()
+    assert llb.definition.bind_local_sources(plain, "s3ss10n") is plain
+
+
+def test_binding_local_sources_handles_ops_in_any_order_and_long_chains() -> None:
+    state = llb.scratch().file(llb.copy(llb.local("ctx"), "/", "/"))
+    for i in range(3000):
+        state = state.file(llb.mkfile(f"/f{i}", "x"))
+    pb = state.marshal(platform=AMD64).to_pb()
+    shuffled = ops_pb2.Definition()
+    getattr(shuffled, "def").extend(reversed(list(getattr(pb, "def"))))
+    for d, md in pb.metadata.items():
+        shuffled.metadata[d].CopyFrom(md)
+    bound = llb.definition.bind_local_sources(shuffled, "s")
+    assert len(getattr(bound, "def")) == len(getattr(pb, "def"))
+    digests = {"sha256:" + hashlib.sha256(raw).hexdigest() for raw in getattr(bound, "def")}
+    for raw in getattr(bound, "def"):
+        assert all(i.digest in digests for i in ops_pb2.Op.FromString(raw).inputs)
+    assert set(bound.metadata) == digests
