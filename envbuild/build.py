@@ -569,7 +569,7 @@ class _Solver:
                 self.note(text)
         self.secrets.update(solve_secrets(compiled, self.ca))
         try:
-            return self.client.solve(
+            result = self.client.solve(
                 compiled.definition(),
                 export=step.export,
                 cache_imports=step.cache_imports,
@@ -588,6 +588,9 @@ class _Solver:
             if type(exc) is llb.SolveError and exc.vertex_name:  # the builder named the step that failed
                 raise _step_failed(exc, compiled) from None
             raise
+        for text in result.warnings:  # what went wrong beside a build that succeeded
+            self.note(text)
+        return result
 
 
 STEP_ERROR = "envbuild: error: "

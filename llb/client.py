@@ -62,6 +62,7 @@ _EXIT_PATTERNS = (
 _CANCELLED = "solve cancelled; the builder was told to stop it"
 _MISSING_EXPORTER = re.compile(r'exporter "(?P<name>[^"]+)" could not be found')
 _TOO_LARGE = re.compile(r"message larger than max", re.I)  # grpc's words for a request over the 4 MiB limit
+_RECORDING_HISTORY = re.compile(r"\.recordBuildHistory(\.|$)")  # BuildKit's llbsolver.(*Solver).recordBuildHistory
 
 _Unary = grpc.UnaryUnaryMultiCallable
 _Stream = grpc.UnaryStreamMultiCallable
@@ -549,21 +550,44 @@ class Client:
                     + self.capabilities().why_not("importcaches", frontend=True)
                 )
             self._check_request_size(request, definition if gateway is not None else None)
-            response, status_error = self._run(request, session, gateway, tracker, cancel)
+            retried: ProgressTracker | None = None
+            history_note = ""
+            try:
+                response, status_error = self._run(request, session, gateway, tracker, cancel)
+            except _HistoryNotRecorded as exc:
+                # The build ran and its result was exported; then BuildKit before 0.23 failed it for the
+                # history record it could not write (moby/buildkit#5999: a cache record removed by a
+                # cleanup during the build). Solved again as an internal build, which it does not
+                # record: every step is a cache hit, and the export is made again.
+                again = control_pb2.SolveRequest()
+                again.CopyFrom(request)
+                again.Ref, again.Internal = _secrets.token_hex(13), True
+                retried = ProgressTracker(on_event)
+                response, status_error = self._run(again, session, gateway, retried, cancel)
+                ref = again.Ref
+                history_note = (
+                    f"the builder could not record this build in its history ({exc.message}); "
+                    "it was solved again (all cache hits) as an internal build, which it does not record"
+                )
             session.close()
             if session.errors:
                 raise SolveError("; ".join(session.errors))
             if plan.load_into_engine:
                 _load_into_engine(receive_file)
         exporter_response = dict(response.ExporterResponse)
+        vertices, warnings = tracker.vertices, _warnings(tracker, status_error)
+        if retried is not None:  # what the build did is what the first solve reported
+            seen = {v.digest for v in vertices}
+            vertices += [v for v in retried.vertices if v.digest not in seen]
+            warnings = (*_warnings(tracker, None), *_warnings(retried, status_error), history_note)
         return SolveResult(
-            vertices=tracker.vertices,
+            vertices=vertices,
             exporter_response=exporter_response,
             image_id=exporter_response.get("containerimage.digest"),
             ref=ref,
             session_id=session.id,
             duration=time.monotonic() - started,
-            warnings=_warnings(tracker, status_error),
+            warnings=warnings,
             sent_files=session.sent_files,
             sent_bytes=session.sent_bytes,
         )
@@ -681,6 +705,10 @@ class _GatewayBuild:
     cache_imports: tuple[CacheOption, ...]
 
 
+class _HistoryNotRecorded(SolveError):
+    """The builder built and exported the result, then failed the solve for its build history record."""
+
+
 def _solve_request(
     ref: str,
     session_id: str,
@@ -725,6 +753,8 @@ def _solve_error(
     code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
         return BuilderUnreachable(address, msg, "the builder went away during the solve")
+    if any(_RECORDING_HISTORY.search(f) for f in details.functions):
+        return _HistoryNotRecorded(msg)
     missing = _MISSING_EXPORTER.search(msg)
     if missing is not None:
         return exporter_missing(msg, missing.group("name"), docker_engine=docker_engine)

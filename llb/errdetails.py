@@ -4,8 +4,8 @@ source file its op came from, a step's exit code.
 They travel as a google.rpc.Status in the ``grpc-status-details-bin`` trailer, each detail a
 google.protobuf.Any whose type URL ends in the message name (``…/errdefs.Vertex+json``). With a
 ``+json`` suffix the value is the message's JSON form (Docker 26's BuildKit), otherwise its protobuf
-encoding; both are read into the messages of ``_proto/errdefs.proto`` and ``gateway.proto``. Stack
-traces (``stack.Stack``) and details of unknown types are skipped.
+encoding; both are read into the messages of ``_proto/errdefs.proto`` and ``gateway.proto``. Of the
+stack traces (``stack.Stack``) only the function names are kept; details of unknown types are skipped.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ _KINDS: dict[str, type[Message]] = {
     "Vertex": errdefs_pb2.Vertex,
     "Source": errdefs_pb2.Source,
     "ExitMessage": gateway_pb2.ExitMessage,
+    "Stack": errdefs_pb2.Stack,
 }
 
 
@@ -56,6 +57,8 @@ class ErrorDetails:
     vertex: str = ""
     sources: tuple[SourceRange, ...] = ()
     exit_code: int | None = None
+    functions: tuple[str, ...] = ()
+    """The functions of the builder's stack traces, innermost first (none when it sent no trace)."""
 
 
 def status_of(exc: grpc.RpcError) -> status_pb2.Status:
@@ -76,6 +79,7 @@ def error_details(exc: grpc.RpcError) -> ErrorDetails:
     status = status_of(exc)
     vertex, exit_code = "", None
     sources: list[SourceRange] = []
+    functions: list[str] = []
     for detail in status.details:
         message = _decode(detail.type_url, detail.value)
         if isinstance(message, errdefs_pb2.Vertex):
@@ -84,7 +88,9 @@ def error_details(exc: grpc.RpcError) -> ErrorDetails:
             sources.extend(_ranges(message))
         elif isinstance(message, gateway_pb2.ExitMessage):
             exit_code = message.Code
-    return ErrorDetails(status.code, status.message, vertex, tuple(sources), exit_code)
+        elif isinstance(message, errdefs_pb2.Stack):
+            functions.extend(frame.Name for frame in message.frames)
+    return ErrorDetails(status.code, status.message, vertex, tuple(sources), exit_code, tuple(functions))
 
 
 def _trailers(exc: grpc.RpcError) -> tuple[tuple[str, str | bytes], ...]:

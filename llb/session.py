@@ -112,7 +112,10 @@ class Session:
         return h
 
     def attach(self, transport: Transport, channel: grpc.Channel) -> None:
-        """Open the session connection: Docker's `/session` hijack, else `Control.Session`."""
+        """Open the session connection: Docker's `/session` hijack, else `Control.Session` (once: a
+        second solve in the session uses the same connection)."""
+        if self._streams:
+            return
         upstream = transport.open_session_stream(self.headers())
         if upstream is None:
             upstream = GrpcSessionStream(channel, self.headers())

@@ -27,7 +27,7 @@ from . import ops_pb2 as llb_dot___proto_dot_ops__pb2
 from . import worker_pb2 as llb_dot___proto_dot_worker__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18llb/_proto/control.proto\x12\x10moby.buildkit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14llb/_proto/ops.proto\x1a\x17llb/_proto/worker.proto\"T\n\x0cPruneRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\x14\n\x0ckeepDuration\x18\x03 \x01(\x03\x12\x11\n\tkeepBytes\x18\x04 \x01(\x03\"\"\n\x10\x44iskUsageRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x03(\t\"B\n\x11\x44iskUsageResponse\x12-\n\x06record\x18\x01 \x03(\x0b\x32\x1d.moby.buildkit.v1.UsageRecord\"\x83\x02\n\x0bUsageRecord\x12\n\n\x02ID\x18\x01 \x01(\t\x12\x0f\n\x07Mutable\x18\x02 \x01(\x08\x12\r\n\x05InUse\x18\x03 \x01(\x08\x12\x0c\n\x04Size\x18\x04 \x01(\x03\x12\x0e\n\x06Parent\x18\x05 \x01(\t\x12-\n\tCreatedAt\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nLastUsedAt\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nUsageCount\x18\x08 \x01(\x03\x12\x13\n\x0b\x44\x65scription\x18\t \x01(\t\x12\x12\n\nRecordType\x18\n \x01(\t\x12\x0e\n\x06Shared\x18\x0b \x01(\x08\"\xcc\x04\n\x0cSolveRequest\x12\x0b\n\x03Ref\x18\x01 \x01(\t\x12\"\n\nDefinition\x18\x02 \x01(\x0b\x32\x0e.pb.Definition\x12\x10\n\x08\x45xporter\x18\x03 \x01(\t\x12H\n\rExporterAttrs\x18\x04 \x03(\x0b\x32\x31.moby.buildkit.v1.SolveRequest.ExporterAttrsEntry\x12\x0f\n\x07Session\x18\x05 \x01(\t\x12\x10\n\x08\x46rontend\x18\x06 \x01(\t\x12H\n\rFrontendAttrs\x18\x07 \x03(\x0b\x32\x31.moby.buildkit.v1.SolveRequest.FrontendAttrsEntry\x12-\n\x05\x43\x61\x63he\x18\x08 \x01(\x0b\x32\x1e.moby.buildkit.v1.CacheOptions\x12\x14\n\x0c\x45ntitlements\x18\t \x03(\t\x12J\n\x0e\x46rontendInputs\x18\n \x03(\x0b\x32\x32.moby.buildkit.v1.SolveRequest.FrontendInputsEntry\x1a\x34\n\x12\x45xporterAttrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x34\n\x12\x46rontendAttrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x45\n\x13\x46rontendInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.pb.Definition:\x02\x38\x01\"\xcd\x02\n\x0c\x43\x61\x63heOptions\x12\x1b\n\x13\x45xportRefDeprecated\x18\x01 \x01(\t\x12\x1c\n\x14ImportRefsDeprecated\x18\x02 \x03(\t\x12X\n\x15\x45xportAttrsDeprecated\x18\x03 \x03(\x0b\x32\x39.moby.buildkit.v1.CacheOptions.ExportAttrsDeprecatedEntry\x12\x34\n\x07\x45xports\x18\x04 \x03(\x0b\x32#.moby.buildkit.v1.CacheOptionsEntry\x12\x34\n\x07Imports\x18\x05 \x03(\x0b\x32#.moby.buildkit.v1.CacheOptionsEntry\x1a<\n\x1a\x45xportAttrsDeprecatedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x01\n\x11\x43\x61\x63heOptionsEntry\x12\x0c\n\x04Type\x18\x01 \x01(\t\x12=\n\x05\x41ttrs\x18\x02 \x03(\x0b\x32..moby.buildkit.v1.CacheOptionsEntry.AttrsEntry\x1a,\n\nAttrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x99\x01\n\rSolveResponse\x12O\n\x10\x45xporterResponse\x18\x01 \x03(\x0b\x32\x35.moby.buildkit.v1.SolveResponse.ExporterResponseEntry\x1a\x37\n\x15\x45xporterResponseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1c\n\rStatusRequest\x12\x0b\n\x03Ref\x18\x01 \x01(\t\"\x99\x01\n\x0eStatusResponse\x12*\n\x08vertexes\x18\x01 \x03(\x0b\x32\x18.moby.buildkit.v1.Vertex\x12\x30\n\x08statuses\x18\x02 \x03(\x0b\x32\x1e.moby.buildkit.v1.VertexStatus\x12)\n\x04logs\x18\x03 \x03(\x0b\x32\x1b.moby.buildkit.v1.VertexLog\"\xb1\x01\n\x06Vertex\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x12+\n\x07started\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tcompleted\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\xe3\x01\n\x0cVertexStatus\x12\n\n\x02ID\x18\x01 \x01(\t\x12\x0e\n\x06vertex\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x63urrent\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07started\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tcompleted\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"g\n\tVertexLog\x12\x0e\n\x06vertex\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stream\x18\x03 \x01(\x03\x12\x0b\n\x03msg\x18\x04 \x01(\x0c\"\x1c\n\x0c\x42ytesMessage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"$\n\x12ListWorkersRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x03(\t\"K\n\x13ListWorkersResponse\x12\x34\n\x06record\x18\x01 \x03(\x0b\x32$.moby.buildkit.v1.types.WorkerRecord\"\r\n\x0bInfoRequest\"P\n\x0cInfoResponse\x12@\n\x0f\x62uildkitVersion\x18\x01 \x01(\x0b\x32\'.moby.buildkit.v1.types.BuildkitVersion2\xb4\x04\n\x07\x43ontrol\x12T\n\tDiskUsage\x12\".moby.buildkit.v1.DiskUsageRequest\x1a#.moby.buildkit.v1.DiskUsageResponse\x12H\n\x05Prune\x12\x1e.moby.buildkit.v1.PruneRequest\x1a\x1d.moby.buildkit.v1.UsageRecord0\x01\x12H\n\x05Solve\x12\x1e.moby.buildkit.v1.SolveRequest\x1a\x1f.moby.buildkit.v1.SolveResponse\x12M\n\x06Status\x12\x1f.moby.buildkit.v1.StatusRequest\x1a .moby.buildkit.v1.StatusResponse0\x01\x12M\n\x07Session\x12\x1e.moby.buildkit.v1.BytesMessage\x1a\x1e.moby.buildkit.v1.BytesMessage(\x01\x30\x01\x12Z\n\x0bListWorkers\x12$.moby.buildkit.v1.ListWorkersRequest\x1a%.moby.buildkit.v1.ListWorkersResponse\x12\x45\n\x04Info\x12\x1d.moby.buildkit.v1.InfoRequest\x1a\x1e.moby.buildkit.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18llb/_proto/control.proto\x12\x10moby.buildkit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14llb/_proto/ops.proto\x1a\x17llb/_proto/worker.proto\"T\n\x0cPruneRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\x14\n\x0ckeepDuration\x18\x03 \x01(\x03\x12\x11\n\tkeepBytes\x18\x04 \x01(\x03\"\"\n\x10\x44iskUsageRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x03(\t\"B\n\x11\x44iskUsageResponse\x12-\n\x06record\x18\x01 \x03(\x0b\x32\x1d.moby.buildkit.v1.UsageRecord\"\x83\x02\n\x0bUsageRecord\x12\n\n\x02ID\x18\x01 \x01(\t\x12\x0f\n\x07Mutable\x18\x02 \x01(\x08\x12\r\n\x05InUse\x18\x03 \x01(\x08\x12\x0c\n\x04Size\x18\x04 \x01(\x03\x12\x0e\n\x06Parent\x18\x05 \x01(\t\x12-\n\tCreatedAt\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nLastUsedAt\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nUsageCount\x18\x08 \x01(\x03\x12\x13\n\x0b\x44\x65scription\x18\t \x01(\t\x12\x12\n\nRecordType\x18\n \x01(\t\x12\x0e\n\x06Shared\x18\x0b \x01(\x08\"\xde\x04\n\x0cSolveRequest\x12\x0b\n\x03Ref\x18\x01 \x01(\t\x12\"\n\nDefinition\x18\x02 \x01(\x0b\x32\x0e.pb.Definition\x12\x10\n\x08\x45xporter\x18\x03 \x01(\t\x12H\n\rExporterAttrs\x18\x04 \x03(\x0b\x32\x31.moby.buildkit.v1.SolveRequest.ExporterAttrsEntry\x12\x0f\n\x07Session\x18\x05 \x01(\t\x12\x10\n\x08\x46rontend\x18\x06 \x01(\t\x12H\n\rFrontendAttrs\x18\x07 \x03(\x0b\x32\x31.moby.buildkit.v1.SolveRequest.FrontendAttrsEntry\x12-\n\x05\x43\x61\x63he\x18\x08 \x01(\x0b\x32\x1e.moby.buildkit.v1.CacheOptions\x12\x14\n\x0c\x45ntitlements\x18\t \x03(\t\x12J\n\x0e\x46rontendInputs\x18\n \x03(\x0b\x32\x32.moby.buildkit.v1.SolveRequest.FrontendInputsEntry\x12\x10\n\x08Internal\x18\x0b \x01(\x08\x1a\x34\n\x12\x45xporterAttrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x34\n\x12\x46rontendAttrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x45\n\x13\x46rontendInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.pb.Definition:\x02\x38\x01\"\xcd\x02\n\x0c\x43\x61\x63heOptions\x12\x1b\n\x13\x45xportRefDeprecated\x18\x01 \x01(\t\x12\x1c\n\x14ImportRefsDeprecated\x18\x02 \x03(\t\x12X\n\x15\x45xportAttrsDeprecated\x18\x03 \x03(\x0b\x32\x39.moby.buildkit.v1.CacheOptions.ExportAttrsDeprecatedEntry\x12\x34\n\x07\x45xports\x18\x04 \x03(\x0b\x32#.moby.buildkit.v1.CacheOptionsEntry\x12\x34\n\x07Imports\x18\x05 \x03(\x0b\x32#.moby.buildkit.v1.CacheOptionsEntry\x1a<\n\x1a\x45xportAttrsDeprecatedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x01\n\x11\x43\x61\x63heOptionsEntry\x12\x0c\n\x04Type\x18\x01 \x01(\t\x12=\n\x05\x41ttrs\x18\x02 \x03(\x0b\x32..moby.buildkit.v1.CacheOptionsEntry.AttrsEntry\x1a,\n\nAttrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x99\x01\n\rSolveResponse\x12O\n\x10\x45xporterResponse\x18\x01 \x03(\x0b\x32\x35.moby.buildkit.v1.SolveResponse.ExporterResponseEntry\x1a\x37\n\x15\x45xporterResponseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1c\n\rStatusRequest\x12\x0b\n\x03Ref\x18\x01 \x01(\t\"\x99\x01\n\x0eStatusResponse\x12*\n\x08vertexes\x18\x01 \x03(\x0b\x32\x18.moby.buildkit.v1.Vertex\x12\x30\n\x08statuses\x18\x02 \x03(\x0b\x32\x1e.moby.buildkit.v1.VertexStatus\x12)\n\x04logs\x18\x03 \x03(\x0b\x32\x1b.moby.buildkit.v1.VertexLog\"\xb1\x01\n\x06Vertex\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x12+\n\x07started\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tcompleted\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\xe3\x01\n\x0cVertexStatus\x12\n\n\x02ID\x18\x01 \x01(\t\x12\x0e\n\x06vertex\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x63urrent\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07started\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tcompleted\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"g\n\tVertexLog\x12\x0e\n\x06vertex\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stream\x18\x03 \x01(\x03\x12\x0b\n\x03msg\x18\x04 \x01(\x0c\"\x1c\n\x0c\x42ytesMessage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"$\n\x12ListWorkersRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x03(\t\"K\n\x13ListWorkersResponse\x12\x34\n\x06record\x18\x01 \x03(\x0b\x32$.moby.buildkit.v1.types.WorkerRecord\"\r\n\x0bInfoRequest\"P\n\x0cInfoResponse\x12@\n\x0f\x62uildkitVersion\x18\x01 \x01(\x0b\x32\'.moby.buildkit.v1.types.BuildkitVersion2\xb4\x04\n\x07\x43ontrol\x12T\n\tDiskUsage\x12\".moby.buildkit.v1.DiskUsageRequest\x1a#.moby.buildkit.v1.DiskUsageResponse\x12H\n\x05Prune\x12\x1e.moby.buildkit.v1.PruneRequest\x1a\x1d.moby.buildkit.v1.UsageRecord0\x01\x12H\n\x05Solve\x12\x1e.moby.buildkit.v1.SolveRequest\x1a\x1f.moby.buildkit.v1.SolveResponse\x12M\n\x06Status\x12\x1f.moby.buildkit.v1.StatusRequest\x1a .moby.buildkit.v1.StatusResponse0\x01\x12M\n\x07Session\x12\x1e.moby.buildkit.v1.BytesMessage\x1a\x1e.moby.buildkit.v1.BytesMessage(\x01\x30\x01\x12Z\n\x0bListWorkers\x12$.moby.buildkit.v1.ListWorkersRequest\x1a%.moby.buildkit.v1.ListWorkersResponse\x12\x45\n\x04Info\x12\x1d.moby.buildkit.v1.InfoRequest\x1a\x1e.moby.buildkit.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,45 +55,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USAGERECORD']._serialized_start=317
   _globals['_USAGERECORD']._serialized_end=576
   _globals['_SOLVEREQUEST']._serialized_start=579
-  _globals['_SOLVEREQUEST']._serialized_end=1167
-  _globals['_SOLVEREQUEST_EXPORTERATTRSENTRY']._serialized_start=990
-  _globals['_SOLVEREQUEST_EXPORTERATTRSENTRY']._serialized_end=1042
-  _globals['_SOLVEREQUEST_FRONTENDATTRSENTRY']._serialized_start=1044
-  _globals['_SOLVEREQUEST_FRONTENDATTRSENTRY']._serialized_end=1096
-  _globals['_SOLVEREQUEST_FRONTENDINPUTSENTRY']._serialized_start=1098
-  _globals['_SOLVEREQUEST_FRONTENDINPUTSENTRY']._serialized_end=1167
-  _globals['_CACHEOPTIONS']._serialized_start=1170
-  _globals['_CACHEOPTIONS']._serialized_end=1503
-  _globals['_CACHEOPTIONS_EXPORTATTRSDEPRECATEDENTRY']._serialized_start=1443
-  _globals['_CACHEOPTIONS_EXPORTATTRSDEPRECATEDENTRY']._serialized_end=1503
-  _globals['_CACHEOPTIONSENTRY']._serialized_start=1506
-  _globals['_CACHEOPTIONSENTRY']._serialized_end=1648
-  _globals['_CACHEOPTIONSENTRY_ATTRSENTRY']._serialized_start=1604
-  _globals['_CACHEOPTIONSENTRY_ATTRSENTRY']._serialized_end=1648
-  _globals['_SOLVERESPONSE']._serialized_start=1651
-  _globals['_SOLVERESPONSE']._serialized_end=1804
-  _globals['_SOLVERESPONSE_EXPORTERRESPONSEENTRY']._serialized_start=1749
-  _globals['_SOLVERESPONSE_EXPORTERRESPONSEENTRY']._serialized_end=1804
-  _globals['_STATUSREQUEST']._serialized_start=1806
-  _globals['_STATUSREQUEST']._serialized_end=1834
-  _globals['_STATUSRESPONSE']._serialized_start=1837
-  _globals['_STATUSRESPONSE']._serialized_end=1990
-  _globals['_VERTEX']._serialized_start=1993
-  _globals['_VERTEX']._serialized_end=2170
-  _globals['_VERTEXSTATUS']._serialized_start=2173
-  _globals['_VERTEXSTATUS']._serialized_end=2400
-  _globals['_VERTEXLOG']._serialized_start=2402
-  _globals['_VERTEXLOG']._serialized_end=2505
-  _globals['_BYTESMESSAGE']._serialized_start=2507
-  _globals['_BYTESMESSAGE']._serialized_end=2535
-  _globals['_LISTWORKERSREQUEST']._serialized_start=2537
-  _globals['_LISTWORKERSREQUEST']._serialized_end=2573
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=2575
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=2650
-  _globals['_INFOREQUEST']._serialized_start=2652
-  _globals['_INFOREQUEST']._serialized_end=2665
-  _globals['_INFORESPONSE']._serialized_start=2667
-  _globals['_INFORESPONSE']._serialized_end=2747
-  _globals['_CONTROL']._serialized_start=2750
-  _globals['_CONTROL']._serialized_end=3314
+  _globals['_SOLVEREQUEST']._serialized_end=1185
+  _globals['_SOLVEREQUEST_EXPORTERATTRSENTRY']._serialized_start=1008
+  _globals['_SOLVEREQUEST_EXPORTERATTRSENTRY']._serialized_end=1060
+  _globals['_SOLVEREQUEST_FRONTENDATTRSENTRY']._serialized_start=1062
+  _globals['_SOLVEREQUEST_FRONTENDATTRSENTRY']._serialized_end=1114
+  _globals['_SOLVEREQUEST_FRONTENDINPUTSENTRY']._serialized_start=1116
+  _globals['_SOLVEREQUEST_FRONTENDINPUTSENTRY']._serialized_end=1185
+  _globals['_CACHEOPTIONS']._serialized_start=1188
+  _globals['_CACHEOPTIONS']._serialized_end=1521
+  _globals['_CACHEOPTIONS_EXPORTATTRSDEPRECATEDENTRY']._serialized_start=1461
+  _globals['_CACHEOPTIONS_EXPORTATTRSDEPRECATEDENTRY']._serialized_end=1521
+  _globals['_CACHEOPTIONSENTRY']._serialized_start=1524
+  _globals['_CACHEOPTIONSENTRY']._serialized_end=1666
+  _globals['_CACHEOPTIONSENTRY_ATTRSENTRY']._serialized_start=1622
+  _globals['_CACHEOPTIONSENTRY_ATTRSENTRY']._serialized_end=1666
+  _globals['_SOLVERESPONSE']._serialized_start=1669
+  _globals['_SOLVERESPONSE']._serialized_end=1822
+  _globals['_SOLVERESPONSE_EXPORTERRESPONSEENTRY']._serialized_start=1767
+  _globals['_SOLVERESPONSE_EXPORTERRESPONSEENTRY']._serialized_end=1822
+  _globals['_STATUSREQUEST']._serialized_start=1824
+  _globals['_STATUSREQUEST']._serialized_end=1852
+  _globals['_STATUSRESPONSE']._serialized_start=1855
+  _globals['_STATUSRESPONSE']._serialized_end=2008
+  _globals['_VERTEX']._serialized_start=2011
+  _globals['_VERTEX']._serialized_end=2188
+  _globals['_VERTEXSTATUS']._serialized_start=2191
+  _globals['_VERTEXSTATUS']._serialized_end=2418
+  _globals['_VERTEXLOG']._serialized_start=2420
+  _globals['_VERTEXLOG']._serialized_end=2523
+  _globals['_BYTESMESSAGE']._serialized_start=2525
+  _globals['_BYTESMESSAGE']._serialized_end=2553
+  _globals['_LISTWORKERSREQUEST']._serialized_start=2555
+  _globals['_LISTWORKERSREQUEST']._serialized_end=2591
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=2593
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=2668
+  _globals['_INFOREQUEST']._serialized_start=2670
+  _globals['_INFOREQUEST']._serialized_end=2683
+  _globals['_INFORESPONSE']._serialized_start=2685
+  _globals['_INFORESPONSE']._serialized_end=2765
+  _globals['_CONTROL']._serialized_start=2768
+  _globals['_CONTROL']._serialized_end=3332
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import ops_pb2 as llb_dot___proto_dot_ops__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18llb/_proto/errdefs.proto\x12\x18moby.buildkit.v1.errdefs\x1a\x14llb/_proto/ops.proto\"\x18\n\x06Vertex\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"A\n\x06Source\x12\x1c\n\x04info\x18\x01 \x01(\x0b\x32\x0e.pb.SourceInfo\x12\x19\n\x06ranges\x18\x02 \x03(\x0b\x32\t.pb.Range\"\x1b\n\x0b\x46rontendCap\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1a\n\nSubrequest\x12\x0c\n\x04name\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18llb/_proto/errdefs.proto\x12\x18moby.buildkit.v1.errdefs\x1a\x14llb/_proto/ops.proto\"\x18\n\x06Vertex\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"A\n\x06Source\x12\x1c\n\x04info\x18\x01 \x01(\x0b\x32\x0e.pb.SourceInfo\x12\x19\n\x06ranges\x18\x02 \x03(\x0b\x32\t.pb.Range\"\x1b\n\x0b\x46rontendCap\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1a\n\nSubrequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"y\n\x05Stack\x12/\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x1f.moby.buildkit.v1.errdefs.Frame\x12\x0f\n\x07\x63mdline\x18\x02 \x03(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x10\n\x08revision\x18\x05 \x01(\t\"1\n\x05\x46rame\x12\x0c\n\x04Name\x18\x01 \x01(\t\x12\x0c\n\x04\x46ile\x18\x02 \x01(\t\x12\x0c\n\x04Line\x18\x03 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,4 +40,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FRONTENDCAP']._serialized_end=196
   _globals['_SUBREQUEST']._serialized_start=198
   _globals['_SUBREQUEST']._serialized_end=224
+  _globals['_STACK']._serialized_start=226
+  _globals['_STACK']._serialized_end=347
+  _globals['_FRAME']._serialized_start=349
+  _globals['_FRAME']._serialized_end=398
 # @@protoc_insertion_point(module_scope)

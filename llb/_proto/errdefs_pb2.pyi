@@ -32,3 +32,27 @@ class Subrequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class Stack(_message.Message):
+    __slots__ = ("frames", "cmdline", "pid", "version", "revision")
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    CMDLINE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedCompositeFieldContainer[Frame]
+    cmdline: _containers.RepeatedScalarFieldContainer[str]
+    pid: int
+    version: str
+    revision: str
+    def __init__(self, frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., cmdline: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., version: _Optional[str] = ..., revision: _Optional[str] = ...) -> None: ...
+
+class Frame(_message.Message):
+    __slots__ = ("Name", "File", "Line")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    Name: str
+    File: str
+    Line: int
+    def __init__(self, Name: _Optional[str] = ..., File: _Optional[str] = ..., Line: _Optional[int] = ...) -> None: ...

@@ -21,6 +21,7 @@ from tests.envbuild.test_capabilities import engine, reported
 class _Result:
     image_id: str | None
     vertices: list[Any] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
 
 
 class _Client:

@@ -41,7 +41,9 @@ class FakeBuildkitd:
     """A grpcio server with ListWorkers, Control.Session, Solve and Status, and the gateway's Ping, Solve
     and Return. Over each session it acts as the daemon: an HTTP/2 client (a grpc channel) that calls
     back into the llb client. A solve reports `status` on the Status stream (then fails it with
-    `status_error` if set) and answers with `solve_error` (an RPC error) or `exporter_response`. Like
+    `status_error` if set) and answers with `solve_error` (an RPC error; with `internal_solves_succeed`
+    only for solves not marked internal, as BuildKit fails those it cannot record) or
+    `exporter_response`. Like
     BuildKit, it refuses an exporter in `missing_exporters` before anything else; a solve without a
     definition is a build whose frontend is the client: gateway calls name it by its id (waiting up to
     3 s for it to start, then "no such job") and it ends with the frontend's Return. `info` answers
@@ -52,6 +54,7 @@ class FakeBuildkitd:
         self.status_error: str | None = None
         self.solve_error: str | None = None
         self.solve_error_details: bytes | None = None
+        self.internal_solves_succeed = False
         self.exporter_response = {"containerimage.digest": "sha256:fake"}
         self.solve_requests: list[control_pb2.SolveRequest] = []
         self.pong = gateway_pb2.PongResponse(
@@ -185,7 +188,7 @@ class FakeBuildkitd:
             if not returned[0].result.HasField("ref"):
                 return control_pb2.SolveResponse()
         self._status_done.wait(5)
-        if self.solve_error is not None:
+        if self.solve_error is not None and not (req.Internal and self.internal_solves_succeed):
             if self.solve_error_details is not None:
                 ctx.set_trailing_metadata((("grpc-status-details-bin", self.solve_error_details),))
             ctx.abort(grpc.StatusCode.UNKNOWN, self.solve_error)

@@ -4,6 +4,7 @@ the JSON form Docker 26's BuildKit sends and in the protobuf form; and what `sol
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -133,3 +134,66 @@ def test_an_error_over_grpcs_default_metadata_limit_arrives(tmp_path: Path) -> N
         d.stop()
     assert (info.value.vertex_name, info.value.exit_code, info.value.vertex) == ("long step", 3, VERTEX)
     assert info.value.log_tail == ("boom",)
+
+
+HISTORY_FRAMES = (
+    "github.com/moby/buildkit/solver/bboltcachestorage.(*Store).Load.func1",
+    "github.com/moby/buildkit/solver.(*exporter).ExportTo",
+    "github.com/moby/buildkit/solver/llbsolver.(*ProvenanceCreator).Predicate",
+    "github.com/moby/buildkit/solver/llbsolver.(*Solver).recordBuildHistory.func1.2",
+)
+
+
+def history_status() -> status_pb2.Status:
+    """What Docker 26.1.5 sent for a build it exported and then failed for its history record
+    (measured, frames abridged): "not found", a stack whose functions say where."""
+    made = {"frames": [{"Name": "github.com/moby/buildkit/solver.init", "File": "cachestorage.go", "Line": 13}]}
+    where = {"frames": [{"Name": name, "File": "x.go", "Line": 1} for name in HISTORY_FRAMES], "pid": 1}
+    return status_pb2.Status(
+        code=2, message="not found", details=[_json_any("stack.Stack", made), _json_any("stack.Stack", where)]
+    )
+
+
+@pytest.fixture
+def buildkitd(tmp_path: Path) -> Iterator[FakeBuildkitd]:
+    d = FakeBuildkitd(tmp_path)
+    yield d
+    d.stop()
+
+
+def test_stack_functions_in_both_forms() -> None:
+    details = error_details(RpcError(grpc.StatusCode.UNKNOWN, "not found", history_status()))
+    assert details.functions == ("github.com/moby/buildkit/solver.init", *HISTORY_FRAMES)
+    stack = errdefs_pb2.Stack(frames=[errdefs_pb2.Frame(Name="main.main", File="main.go", Line=3)])
+    status = status_pb2.Status(code=2, message="x")
+    status.details.add(type_url="github.com/moby/buildkit/stack.Stack", value=stack.SerializeToString())
+    assert error_details(RpcError(grpc.StatusCode.UNKNOWN, "x", status)).functions == ("main.main",)
+
+
+def test_a_build_failed_for_its_history_record_is_solved_again_unrecorded(buildkitd: FakeBuildkitd) -> None:
+    """BuildKit before 0.23 exports the result, then fails the build when it cannot write the history
+    record (moby/buildkit#5999). The solve is made again as an internal build, which is not recorded,
+    in the same session; the result says so, and lists the vertices the first solve reported."""
+    buildkitd.status = [_vertex_status("mkdir /x")]
+    buildkitd.solve_error = "not found"
+    buildkitd.solve_error_details = history_status().SerializeToString()
+    buildkitd.internal_solves_succeed = True
+    with llb.connect(buildkitd.address) as client:
+        result = client.solve(llb.scratch().file(llb.mkdir("/x")))
+    first, again = buildkitd.solve_requests
+    assert not first.Internal and again.Internal and again.Ref != first.Ref
+    assert again.Session == first.Session and len(buildkitd.session_metadata) == 1
+    assert again.Definition == first.Definition
+    assert result.ref == again.Ref and result.image_id == "sha256:fake"
+    assert [v.name for v in result.vertices] == ["mkdir /x"]
+    assert len(result.warnings) == 1 and "could not record this build in its history (not found)" in result.warnings[0]
+
+
+def test_other_not_found_failures_are_not_solved_again(buildkitd: FakeBuildkitd) -> None:
+    """The same message from anywhere else (a cache export, a missing blob) is the build's failure."""
+    buildkitd.solve_error = "not found"
+    buildkitd.solve_error_details = docker26_status("not found").SerializeToString()
+    buildkitd.internal_solves_succeed = True
+    with llb.connect(buildkitd.address) as client, pytest.raises(llb.SolveError, match="not found"):
+        client.solve(llb.scratch().file(llb.mkdir("/x")))
+    assert len(buildkitd.solve_requests) == 1
