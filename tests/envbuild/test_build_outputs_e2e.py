@@ -143,15 +143,15 @@ def _cache_records() -> list[dict[str, str]]:
 
 
 def _prune_cache_records(ids: set[str], *, marker: str) -> None:
-    """Remove these build cache records through the engine's API, and nothing else of its cache; the
-    records of the steps named with `marker` must go (others may be held by images or builds that
-    share them)."""
+    """Remove the build cache records among `ids` of the steps named with `marker` through the engine's
+    API, and nothing else of its cache: the engine may be shared, and records that other builds made
+    meanwhile are theirs."""
     import docker
 
     engine = docker.from_env(timeout=300)
     try:
         for _ in range(5):  # a record goes once the records made from it went
-            left = ids & {r["ID"] for r in _cache_records()}
+            left = {r["ID"] for r in _cache_records() if r["ID"] in ids and marker in r.get("Description", "")}
             if left:
                 engine.api.prune_builds(filters={"id": "^(" + "|".join(sorted(left)) + ")$"})  # type: ignore[dict-item]
         kept = [r["Description"] for r in _cache_records() if r["ID"] in ids and marker in r.get("Description", "")]
