@@ -32,6 +32,18 @@ def _gateway() -> str | None:
     return None
 
 
+@pytest.fixture(scope="session")
+def builder_merges_layers() -> bool:
+    """What `build` reads to choose the layout: whether the builder has MergeOp/DiffOp (the engine with
+    the containerd image store does; 20.10 and a graph-driver engine do not). Where it does, the
+    packages install beside the system chain, so a step of both sides may be the one that fails."""
+    from envbuild import capabilities, contexts
+
+    rb = contexts.resolve_builder()
+    with rb.connect() as client:
+        return capabilities.read(rb, client).merge_diff
+
+
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
