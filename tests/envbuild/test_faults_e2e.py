@@ -270,8 +270,11 @@ def test_client_killed_mid_build_leaves_nothing_running(
     assert wait_until(lambda: not running_with(token), 20), f"orphaned step: {running_with(token)}"
     assert _engine_answers(), "the engine went away after a client was killed"
     (p / "build.envd").write_text((p / "build.envd").read_text().replace("sleep 300 && ", ""))
-    r = envbuild(["build", "-p", str(p)], env)
-    assert r.returncode == 0, r.stderr[-3000:]
+    try:
+        r = envbuild(["build", "-p", str(p)], env)
+        assert r.returncode == 0, r.stderr[-3000:]
+    finally:
+        subprocess.run(["docker", "rmi", "-f", f"{p.name}:latest"], capture_output=True)
 
 
 def test_engine_drops_away_mid_build_then_next_build_works(
@@ -297,6 +300,7 @@ def test_engine_drops_away_mid_build_then_next_build_works(
         assert r.returncode == 0, r.stderr[-3000:]
     finally:
         relay.stop()
+        subprocess.run(["docker", "rmi", "-f", f"{p.name}:latest"], capture_output=True)
 
 
 # ---- concurrency ------------------------------------------------------------------------------------

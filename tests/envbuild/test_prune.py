@@ -139,6 +139,6 @@ def test_prune_on_a_shared_engine(tmp_path: Path) -> None:
             pytest.skip("this engine's image store keeps no untagged images (containerd): nothing for prune to keep")
     finally:
         for p in projects:
-            subprocess.run(["docker", "rmi", "-f", f"{p.name}:dev"], capture_output=True, check=False)
+            subprocess.run(["docker", "rmi", "-f", f"{p.name}:latest"], capture_output=True, check=False)  # dev=False
         subprocess.run(["docker", "image", "prune", "-f", "--filter", "label=ai.envbuild.project=" + projects[1].name],
                        capture_output=True, check=False)
