@@ -79,6 +79,7 @@ def main() -> None:
             at = load()
             ours = engines.timeline([*build, "--progress", "plain", "--no-cache"], os.environ)
             theirs = engines.timeline(p.docker_cold("--progress", "plain"), denv)
+            p.note_images()
             timelines.append((ours, theirs, at))
         results["cold"] = (
             statistics.median(t[0].wall for t in timelines),
@@ -88,11 +89,12 @@ def main() -> None:
             statistics.median(timed(eb) for _ in range(args.repeat)),
             statistics.median(timed(p.docker_build(), denv) for _ in range(args.repeat)),
         )
+        p.note_images()
         p.write(["numpy", "tabulate"])
         results["one-pkg"] = (timed(eb), timed(p.docker_build(), denv))
         size = (baseline.image_size(p.tag_ours), baseline.image_size(p.tag_theirs))
     finally:
-        baseline.remove_images(p.tag_ours, p.tag_theirs)
+        p.remove()
         shutil.rmtree(work, ignore_errors=True)
     for i, (ours, theirs, at) in enumerate(timelines, 1):
         merged = f"{ours.merged} merged layers" if ours.merged else "no merged layers"

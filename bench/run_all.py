@@ -125,19 +125,29 @@ class Builds(baseline.Projects):
         self.build = [*self.command, "--progress", "quiet"]
 
     def ours_t(self, *extra: str) -> float:
-        return run([*self.build, *extra])
+        t = run([*self.build, *extra])
+        self.note_images()
+        return t
 
     def theirs_t(self, *extra: str) -> float:
-        return run(self.docker_build(*extra), env=self.docker_env(clean_env()))
+        t = run(self.docker_build(*extra), env=self.docker_env(clean_env()))
+        self.note_images()
+        return t
 
     def ours_cold(self) -> engines.Timeline:
-        return engines.timeline([*self.command, "--progress", "plain", "--no-cache"], clean_env())
+        t = engines.timeline([*self.command, "--progress", "plain", "--no-cache"], clean_env())
+        self.note_images()
+        return t
 
     def theirs_cold(self) -> engines.Timeline:
-        return engines.timeline(self.docker_cold("--progress", "plain"), self.docker_env(clean_env()))
+        t = engines.timeline(self.docker_cold("--progress", "plain"), self.docker_env(clean_env()))
+        self.note_images()
+        return t
 
     def ours_empty_caches_t(self, namespace: str) -> float:
-        return run([PYTHON, "-c", NAMESPACED_CLI, namespace, *self.build[1:], "--no-cache"])
+        t = run([PYTHON, "-c", NAMESPACED_CLI, namespace, *self.build[1:], "--no-cache"])
+        self.note_images()
+        return t
 
 
 NAMESPACED_CLI = r"""
@@ -162,7 +172,8 @@ same engine, without emptying the caches other builds use."""
 
 
 def prune_cache_mounts(since: float) -> int:
-    """Remove the cache mounts envbuild's steps created since ``since`` (the namespaced ones)."""
+    """Remove the cache mounts envbuild's steps created since ``since`` (the namespaced ones), through
+    the engine API (`docker builder prune` needs the buildx plugin with a current CLI)."""
     import docker
 
     client = docker.from_env()
@@ -176,10 +187,10 @@ def prune_cache_mounts(since: float) -> int:
             and "/run/envbuild-tls" in (c.get("Description") or "")
             and _epoch(c.get("CreatedAt", "")) >= since
         ]
+        for i in ids:
+            client.api.prune_builds(filters={"id": [i]})  # type: ignore[arg-type]  # the stubs list 2 of the filters
     finally:
         client.close()
-    for i in ids:
-        subprocess.run(["docker", "builder", "prune", "-f", "--filter", f"id={i}"], capture_output=True)
     return len(ids)
 
 
@@ -411,8 +422,9 @@ def main() -> int:
             rows = rows_builds(engine, p, args.rounds, args.cold_rounds, args.empty_cache_rounds)
             if not args.skip_up:
                 rows += row_up(p, args.up_rounds)
-            baseline.remove_images(p.tag_ours, p.tag_theirs)
+            p.remove()
             tables.append((f"{engine.label()}; load {load()} after", rows))
+            print(f"\n{tables[-1][0]}\n{table(rows, HEADERS)}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for title, rows in tables:
