@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -171,11 +172,15 @@ def test_a_failing_init_and_a_daemon_that_exits_are_reported_by_up_and_ls(sessio
     assert "  | fetching the data\n" in error and "fetch-the-data: command not found" in error
     assert "runtime.daemon at build.envd:11:5 (daemon_1) does not stay up" in error and "  | no model" in error
     assert time.monotonic() - start < 600
-    deadline = time.monotonic() + 60  # supervisor gives up on the daemon after five quick exits
+    # supervisor gives up on the daemon (fatal) after five exits within startsecs; on a loaded
+    # machine a run may outlast startsecs, and supervisor then restarts it for ever: ls shows it
+    # between runs, exited or backing off.
+    reported = re.compile(r"running \(init_1 failed: exit 127, daemon_1 (fatal|backoff|exited)\)")
+    deadline = time.monotonic() + 60
     while True:
         table = session.envbuild("ls").stdout
         row = next(line for line in table.splitlines() if line.startswith(session.name))
-        if "daemon_1 fatal" in row or time.monotonic() > deadline:
+        if reported.search(row) or time.monotonic() > deadline:
             break
-        time.sleep(1)
-    assert "running (init_1 failed: exit 127, daemon_1 fatal)" in row
+        time.sleep(0.5)
+    assert reported.search(row), row
