@@ -41,6 +41,7 @@ from envbuild.compiler import compile as compiler_mod
 from envbuild.compiler import conda as conda_mod
 from envbuild.compiler import scripts as S
 from envbuild.compiler.compile import compile as compile_spec
+from envbuild.compiler.credentials import NETRC_PATH, NETRC_SECRET_ID
 from envbuild.compiler.installs import AptInstall, CondaInstall, PythonInstall
 from envbuild.compiler.mirrors import Mirrors
 from envbuild.compiler.options import CompileOptions, Pins
@@ -329,9 +330,7 @@ class _Steps:
         compiled = compile_spec(spec, compile_options)
         env = {**compiler_mod.STEP_PATH, "ENVBUILD_LOCK_RUN": _secrets.token_hex(8)}  # always runs
         net = [llb.secret(S.CA_SECRET_PATH, S.CA_SECRET_ID, mode=0o444, optional=True), llb.tmpfs(S.TLS_DIR)]
-        if compiled.secret_values:  # index credentials: a secret like in the build, never in the step env
-            from envbuild.compiler.credentials import NETRC_PATH, NETRC_SECRET_ID
-
+        if NETRC_SECRET_ID in compiled.secret_values:  # index credentials: a secret like in the build
             net.append(llb.secret(NETRC_PATH, NETRC_SECRET_ID, mode=0o444))
             env.update(NETRC=NETRC_PATH)
         return cls(spec, opts, compiled, env, net)
@@ -339,11 +338,18 @@ class _Steps:
     def secrets(self) -> dict[str, bytes]:
         return compiler_mod.solve_secrets(self.compiled, self.opts.ca)
 
-    def run(self, state: llb.State, script: str, mounts: Sequence[llb.Mount], name: str) -> llb.ExecState:
+    def run(
+        self,
+        state: llb.State,
+        script: str,
+        mounts: Sequence[llb.Mount],
+        name: str,
+        env: Mapping[str, str] | None = None,
+    ) -> llb.ExecState:
         """A resolution step: ``OUT_DIR`` is a fresh scratch mount it writes its report into."""
         return state.run(
             ["/bin/sh", "-c", script],
-            env=self.env,
+            env={**(env or {}), **self.env},
             mounts=[*self.net, *mounts, llb.bind(OUT_DIR, llb.scratch(), readonly=False)],
             network=self.opts.network,
             name=name,
@@ -399,7 +405,7 @@ class _Steps:
         ):
             self.conda_kept = True
             return []
-        ran = self.run(request.before, conda_script(request), request.mounts, "lock: conda packages")
+        ran = self.run(request.before, conda_script(request), request.mounts, "lock: conda packages", request.env)
         return [_Report(ran.mount_state(OUT_DIR), "/conda.json", "/conda.json")]
 
 

@@ -144,7 +144,9 @@ class _Compiler:
 
     __slots__ = (
         "add",
+        "apt_auth",
         "base",
+        "conda_auth",
         "edited_contexts",
         "installs",
         "label_spec",
@@ -160,7 +162,7 @@ class _Compiler:
     )
 
     def __init__(self, spec: Spec, opts: CompileOptions) -> None:
-        """The LLB never sees index credentials: they travel as the netrc secret (`credentials`)."""
+        """The LLB never sees credentials: they travel as session secrets (`credentials`)."""
         self.opts = opts
         self.steps: list[Step] = []
         self.notes: list[str] = []
@@ -175,6 +177,16 @@ class _Compiler:
         self.edited_contexts: dict[tuple[str, ...], llb.State] = {}
         self.netrc = credentials.netrc(spec)
         self.secret_values: dict[str, bytes] = {credentials.NETRC_SECRET_ID: self.netrc} if self.netrc else {}
+        self.apt_auth: list[llb.Mount] = []
+        """The ``config.apt_source`` logins, for every step that runs apt (`apt_mounts`)."""
+        if apt_auth := credentials.apt_auth(spec):
+            self.apt_auth.append(
+                self.secret_file(credentials.APT_AUTH_SECRET_ID, apt_auth, path=credentials.APT_AUTH_PATH)
+            )
+        self.conda_auth: list[llb.Mount] = []
+        """The conda channels' logins, for the conda steps (``RATTLER_AUTH_FILE``)."""
+        if conda_auth := credentials.conda_auth(spec):
+            self.conda_auth.append(self.secret_file(credentials.CONDA_AUTH_SECRET_ID, conda_auth))
         self.label_spec: Spec | None = credentials.public_spec(spec)
         self.spec = credentials.without_credentials(spec)
 
@@ -216,26 +228,30 @@ class _Compiler:
             )
         return mounts
 
-    def secret_file(self, secret_id: str, data: bytes) -> llb.Mount:
-        """A session secret (``/run/secrets/<secret_id>``, root-only) for the steps that mount it:
-        how a credential reaches a step without entering its command, its env or a layer."""
+    def secret_file(self, secret_id: str, data: bytes, *, path: str = "") -> llb.Mount:
+        """A session secret (at ``path``, by default ``/run/secrets/<secret_id>``; root-only) for the
+        steps that mount it: how a credential reaches a step without entering its command, its env
+        or a layer."""
         self.secret_values[secret_id] = data
-        return llb.secret(f"{credentials.SECRETS_DIR}/{secret_id}", secret_id, mode=0o400)
+        return llb.secret(path or f"{credentials.SECRETS_DIR}/{secret_id}", secret_id, mode=0o400)
 
     def netrc_env(self) -> dict[str, str]:
         return {"NETRC": credentials.NETRC_PATH} if self.netrc else {}
 
     def apt_mounts(self) -> list[llb.Mount]:
+        """What an apt step mounts: the apt caches and the ``config.apt_source`` logins (if any)."""
         return [
             llb.cache("/var/cache/apt", S.APT_CACHE_ID, sharing="locked"),
             llb.cache("/var/lib/apt/lists", S.APT_LISTS_ID, sharing="locked"),
+            *self.apt_auth,
         ]
 
     def tool_apt_mounts(self) -> list[llb.Mount]:
-        """A tool stage's apt caches: its own, so it never waits for the main chain's lock."""
+        """A tool stage's apt mounts: its own caches, so it never waits for the main chain's lock."""
         return [
             llb.cache("/var/cache/apt", S.TOOLS_APT_CACHE_ID, sharing="locked"),
             llb.cache("/var/lib/apt/lists", S.TOOLS_APT_LISTS_ID, sharing="locked"),
+            *self.apt_auth,
         ]
 
     def apt(
@@ -364,7 +380,6 @@ class _Compiler:
         if self.opts.platform:
             state = state.with_platform(self.opts.platform)
 
-        self.note_stored_credentials()
         state = self.apt_source(state)
         base = self.base = state
         if spec.dev:
@@ -417,23 +432,6 @@ class _Compiler:
                 f"{spec.entrypoint.pos or 'config.entrypoint'}: config.entrypoint is only for images built "
                 "with base(dev=False); use runtime.init or runtime.daemon in a development image"
             )
-
-    def note_stored_credentials(self) -> None:
-        """apt sources and conda channels are written verbatim (only the label is redacted): say so."""
-        spec = self.spec
-        texts = {
-            "config.apt_source (/etc/apt/sources.list)": spec.apt_source.text if spec.apt_source else "",
-            "config.conda_channel (.condarc)": spec.conda_channel.text if spec.conda_channel else "",
-            "install.conda_packages(channel=...) (the step's command line)": " ".join(
-                ch for c in spec.conda_packages for ch in c.channels
-            ),
-        }
-        for what, text in texts.items():
-            if text and credentials.redact_text(text) != text:
-                self.notes.append(
-                    f"{what} holds credentials in a URL: they are stored in the image; "
-                    "only the ai.envbuild.spec label shows them redacted"
-                )
 
     def apt_source(self, state: llb.State) -> llb.State:
         apt_source = self.spec.apt_source
@@ -738,11 +736,8 @@ class _Compiler:
         if self.opts.python_mirror:
             py_env["UV_PYTHON_INSTALL_MIRROR"] = self.opts.python_mirror
         step = self.name(f"python {version} and uv {S.UV_VERSION}", "python", pos)
-        mounts = [
-            *self.tool_apt_mounts(),
-            llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID),
-            llb.cache(S.PIP_CACHE_DIR, S.PIP_CACHE_ID),
-        ]
+        apt_mounts = self.tool_apt_mounts()
+        mounts = [*apt_mounts, llb.cache(S.UV_CACHE_DIR, S.UV_CACHE_ID), llb.cache(S.PIP_CACHE_DIR, S.PIP_CACHE_ID)]
         return self.sh(
             base,
             S.python_runtime(
@@ -750,7 +745,7 @@ class _Compiler:
                 self.uid,
                 self.gid,
                 home=self.home,
-                apt=self.apt_request(base, "tools-python", S.PYTHON_APT, step=step, mounts=mounts[:2]),
+                apt=self.apt_request(base, "tools-python", S.PYTHON_APT, step=step, mounts=apt_mounts),
                 index_url=idx.url if idx else None,
                 extra_index_url=idx.extra_url if idx and idx.extra_url else None,
                 seed=not exact,

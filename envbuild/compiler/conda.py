@@ -5,7 +5,9 @@ the user's Python index into a throw-away tool stage that runs in parallel with 
 main chain gets only that venv and a small conda-style command (`conda_cli.py`) on top of it.
 The environment lives at ``/opt/conda/envs/envd`` (envd's path), packages are cached on a
 persistent cache mount (a second build downloads nothing), and channels that are directories in
-the build context (``./channel``) are bind-mounted as ``file://`` channels.
+the build context (``./channel``) are bind-mounted as ``file://`` channels. Channel logins
+(``user:password@``, a ``/t/<token>``) stay out of ``.condarc`` and the steps' commands: the conda
+command reads them from a session secret through ``RATTLER_AUTH_FILE`` (`credentials.conda_auth`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import llb
+from envbuild.compiler import credentials
 from envbuild.compiler import scripts as S
 from envbuild.compiler.installs import CondaInstall
 from envbuild.compiler.mirrors import Mirrors
@@ -149,7 +152,9 @@ def stage(c: Ctx, state: llb.State, tools: llb.State, mirrors: Mirrors) -> tuple
     state = state.file(action, name=c.name("conda: the conda command (py-rattler) and .condarc", "file", pos))
 
     env = step_env(mirrors)
-    cache = [llb.cache(RATTLER_CACHE, RATTLER_CACHE_ID, sharing="locked")]
+    cache = [llb.cache(RATTLER_CACHE, RATTLER_CACHE_ID, sharing="locked"), *c.conda_auth]
+    if c.conda_auth:  # the channels' logins: a secret the conda command reads, never its arguments
+        env["RATTLER_AUTH_FILE"] = credentials.CONDA_AUTH_PATH
     chown = f"chown -R {owner[0]}:{owner[1]} {ENV}\n" if owner else ""
     specs = [f"python={spec.python.version}"] if spec.python else []
     label = f"python {spec.python.version}" if spec.python else "empty"

@@ -5,7 +5,8 @@ image, where it runs from the conda tool venv. It gives users the everyday comma
 (``create``/``install``/``list``/``env list``, ``-p/-n/-c/-y``, ``--file environment.yml``, conda's
 ``@EXPLICIT`` files with ``#sha256:`` hashes, ``--dry-run --json``, ``list --json``) without a vendor
 download, reading channels and mirrors from ``/opt/conda/.condarc`` (``channels``,
-``channel_alias``, ``custom_channels``) and ``ENVBUILD_CONDA_CHANNEL_ALIAS``.
+``channel_alias``, ``custom_channels``) and ``ENVBUILD_CONDA_CHANNEL_ALIAS``, and the logins of
+private channels from ``RATTLER_AUTH_FILE`` (a build mounts it as a secret; `client`).
 """
 
 from __future__ import annotations
@@ -86,6 +87,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ENVBUILD_CONDA_PKGS") or os.path.expanduser("~/.cache/rattler"))
 
 
+def client():
+    """rattler's client with its authentication middleware, which reads the logins of private
+    channels from ``RATTLER_AUTH_FILE`` (a build passes them so, from a secret): rattler's default
+    client sends none."""
+    from rattler.networking import AuthenticationMiddleware, Client
+
+    return Client([AuthenticationMiddleware()])
+
+
 def installed(prefix: Path) -> list:
     import rattler
 
@@ -118,8 +128,10 @@ def solve_install(prefix: Path, specs: list[str], chans: list[str], *, fresh: bo
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
 
+    http = client()
+
     async def run() -> list:
-        gateway = rattler.Gateway(cache_dir=cache / "repodata")
+        gateway = rattler.Gateway(cache_dir=cache / "repodata", client=http)
         sources = [rattler.Channel(c) for c in chans]
         records = await rattler.solve(
             sources,
@@ -131,7 +143,8 @@ def solve_install(prefix: Path, specs: list[str], chans: list[str], *, fresh: bo
         )
         if not dry_run:
             await rattler.install(
-                records, target_prefix=prefix, cache_dir=cache / "pkgs", installed_packages=before, show_progress=False
+                records, target_prefix=prefix, cache_dir=cache / "pkgs", installed_packages=before, show_progress=False,
+                client=http,
             )
         return records
 
@@ -181,8 +194,10 @@ def install_explicit(prefix: Path, entries: list[tuple[str, str]], *, fresh: boo
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
 
+    http = client()
+
     async def run() -> list:
-        gateway = rattler.Gateway(cache_dir=cache / "repodata")
+        gateway = rattler.Gateway(cache_dir=cache / "repodata", client=http)
         found = {}
         for (channel, subdir), names in groups.items():
             result = await gateway.query([rattler.Channel(channel)], [subdir], names, recursive=False)
@@ -205,7 +220,8 @@ def install_explicit(prefix: Path, entries: list[tuple[str, str]], *, fresh: boo
                         raise CondaError(f"{url}: the file's sha256 is not {want}")
             records.append(record)
         await rattler.install(
-            records, target_prefix=prefix, cache_dir=cache / "pkgs", installed_packages=before, show_progress=False
+            records, target_prefix=prefix, cache_dir=cache / "pkgs", installed_packages=before, show_progress=False,
+            client=http,
         )
         return records
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         spec: Spec
         opts: CompileOptions
         notes: list[str]
+        conda_auth: list[llb.Mount]
 
         @property
         def uid(self) -> int: ...
@@ -77,7 +78,7 @@ if TYPE_CHECKING:
 
         def owner(self) -> tuple[int, int] | None: ...
 
-        def secret_file(self, secret_id: str, data: bytes) -> llb.Mount: ...
+        def secret_file(self, secret_id: str, data: bytes, *, path: str = "") -> llb.Mount: ...
 
 
 def _frozen(d: Mapping[str, str] | None = None) -> Mapping[str, str]:
