@@ -5,14 +5,17 @@
   copied directory does not smuggle the file it points at into the image.
 - The CA bundle given with ``--ca-cert`` is used by steps but never lands in a layer, the image config
   or a label: the built image is ``docker save``d and every byte is scanned.
-- The spec label and the image carry no secrets from the build file (Jupyter token, index password).
+- The spec label and the image carry no secrets from the build file (Jupyter token, index password,
+  an apt source's login: apt gets it as a secret while its steps run).
 - Ports publish on 127.0.0.1 by default; Jupyter refuses to start without a token.
 - sshd takes only the user's key; the SSH config entry weakens nothing for other hosts.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -21,8 +24,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import uuid
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -826,3 +832,86 @@ def test_environ_daemon_and_git_values_arrive_exactly_and_inject_nothing(env: di
         assert "build.envd:3:5:" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-2000:]
     finally:
         envbuild(["destroy", "--name", name, "--image"], env, timeout=120)
+
+
+def _apt_repo(root: Path, name: str) -> None:
+    """A flat apt repository (``deb [trusted=yes] URL ./``) with one tiny package, ``name`` (new for
+    each run: apt's download cache is a cache mount the engine keeps)."""
+    pkg = root / "build"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "usr/share/envbuild-authtest").mkdir(parents=True)
+    (pkg / "usr/share/envbuild-authtest/ok").write_text("fetched with a login\n")
+    (pkg / "DEBIAN/control").write_text(
+        f"Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: envbuild tests <t@example.com>\n"
+        "Description: a package behind a login\n"
+    )
+    repo = root / "repo"
+    repo.mkdir()
+    deb = repo / f"{name}_1.0_all.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(pkg), str(deb)], check=True, capture_output=True)
+    packages = subprocess.run(["dpkg-scanpackages", "-m", "."], cwd=repo, check=True, capture_output=True).stdout
+    (repo / "Packages").write_bytes(packages)
+    (repo / "Release").write_text(
+        "Origin: envbuild-tests\nSuite: ./\nSHA256:\n"
+        f" {hashlib.sha256(packages).hexdigest()} {len(packages)} Packages\n"
+    )
+
+
+@pytest.mark.engine
+def test_apt_source_login_reaches_apt_but_not_the_image(env: dict[str, str], tmp_path: Path) -> None:
+    """A repository behind HTTP basic auth (on the loopback, so the build runs with --network host):
+    the build installs from it, and neither the login nor the password is in any layer, the config,
+    ``docker history`` or the sources.list the image keeps; every request apt made carried the login."""
+    if shutil.which("dpkg-deb") is None or shutil.which("dpkg-scanpackages") is None:
+        pytest.skip("dpkg-deb and dpkg-scanpackages (dpkg-dev) are needed to make a test apt repository")
+    password = f"pw{uuid.uuid4().hex}"
+    login = f"user{uuid.uuid4().hex[:8]}"
+    package = f"envbuild-authtest-{uuid.uuid4().hex[:8]}"
+    _apt_repo(tmp_path / "apt", package)
+    expected = "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode()
+    denied: list[str] = []
+    served: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.headers.get("Authorization") != expected:
+                denied.append(self.path)
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="envbuild-test"')
+                self.end_headers()
+                return
+            served.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(tmp_path / "apt")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://{login}:{password}@127.0.0.1:{server.server_address[1]}/repo"
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "build.envd").write_text(
+        "def build():\n"
+        f'    base(image="{BASE_IMAGE}", dev=False)\n'
+        f'    config.apt_source(source="deb [trusted=yes] {url} ./\\n")\n'
+        f'    install.apt_packages(name=["{package}"])\n'
+    )
+    tag = f"envbuild-sec-{uuid.uuid4().hex[:8]}:latest"
+    try:
+        r = envbuild(["build", "-p", str(proj), "-t", tag, "--network", "host", "--progress", "plain"], env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert any(p.endswith(".deb") for p in served), f"apt fetched no package: {served}, denied {denied}"
+        assert not any(p.endswith(".deb") for p in denied), f"apt asked for a package without the login: {denied}"
+        script = "cat /usr/share/envbuild-authtest/ok /etc/apt/sources.list; ls -A /etc/apt/auth.conf.d"
+        sources = subprocess.run(["docker", "run", "--rm", tag, "sh", "-c", script], capture_output=True, text=True)
+        assert sources.stdout.startswith("fetched with a login\n"), sources
+        assert "envbuild.conf" not in sources.stdout, "the apt login's mount point stayed in the image"
+        assert f"deb [trusted=yes] http://127.0.0.1:{server.server_address[1]}/repo ./" in sources.stdout
+        history = subprocess.run(["docker", "history", "--no-trunc", tag], capture_output=True, text=True, check=True)
+        assert password not in history.stdout and login not in history.stdout
+        found = leaks(tag, [password.encode(), login.encode()])
+        assert found == [], "the apt_source login landed in the image:\n" + "\n".join(found[:20])
+    finally:
+        server.shutdown()
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
