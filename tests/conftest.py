@@ -1,11 +1,16 @@
 """One skip rule for every test module: a test marked ``engine`` needs the Docker engine and the local
 base image (``scripts/setup-engine.sh``). Without them it is skipped, with the reason and the fix,
-before any of its fixtures run."""
+before any of its fixtures run.
+
+Ctrl-C is on: a test run started in the background of a non-interactive shell (``nohup pytest &``,
+some CI runners) inherits SIGINT ignored, and so would every envbuild it starts; the tests of what
+Ctrl-C does would then see a build that ignores it."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 
@@ -32,6 +37,11 @@ def engine_reason() -> str | None:
     if subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True).returncode:
         return f"base image {BASE_IMAGE} is not in the engine's store; run scripts/setup-engine.sh"
     return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # children start with SIGINT as default
 
 
 @pytest.hookimpl(tryfirst=True)
