@@ -29,6 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from envbuild.compiler import credentials
 from envbuild.errors import UsageError
 from envbuild.lockfile import (
     LOCK_VERSION,
@@ -109,14 +110,14 @@ def lock_inputs(spec: Spec, context_dir: Path) -> dict[str, Any]:
         "image": spec.image,
         "dev": spec.dev,
         "shell": spec.shell.name if spec.dev else None,
-        "apt_source": spec.apt_source.text if spec.apt_source else None,
+        "apt_source": credentials.redact_text(spec.apt_source.text) if spec.apt_source else None,
         "apt": [list(c.names) for c in spec.apt_packages],
         "python": spec.python.version if spec.python else None,
         "jupyter": spec.jupyter is not None,
         "pip_index": (
             {
-                "url": _redact(spec.pip_index.url),
-                "extra_url": _redact(spec.pip_index.extra_url),
+                "url": credentials.redact_url(spec.pip_index.url),
+                "extra_url": credentials.redact_url(spec.pip_index.extra_url),
                 "trust": spec.pip_index.trust,
             }
             if spec.pip_index
@@ -135,18 +136,20 @@ def lock_inputs(spec: Spec, context_dir: Path) -> dict[str, Any]:
             }
             for c in spec.python_packages
         ],
-        "http": [{"url": h.url, "checksum": h.checksum, "filename": h.filename} for h in spec.http],
+        "http": [
+            {"url": credentials.redact_url(h.url), "checksum": h.checksum, "filename": h.filename} for h in spec.http
+        ],
         "languages": languages,
         "conda_packages": [
             {
                 "names": list(c.names),
-                "channels": list(c.channels),
+                "channels": [credentials.redact_conda(ch) for ch in c.channels],
                 "env_file": c.env_file,
                 "env_file_sha256": _file_sha(context_dir / c.env_file) if c.env_file else None,
             }
             for c in spec.conda_packages
         ],
-        "conda_channel": _sha(spec.conda_channel.text) if spec.conda_channel else None,
+        "conda_channel": _sha(credentials.redact_conda(spec.conda_channel.text)) if spec.conda_channel else None,
         "cuda": [spec.cuda.version, spec.cuda.cudnn] if spec.cuda else None,
         "vscode_extensions": [list(c.names) for c in spec.vscode_extensions],
     }
@@ -282,9 +285,9 @@ def _conda_diff(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
 def _pip_options(o: Any) -> dict[str, Any]:
     """A call's pip options as they shape resolution (index credentials left out)."""
     return {
-        "index_url": _redact(o.index_url),
-        "extra_index_urls": [_redact(u) for u in o.extra_index_urls],
-        "find_links": [_redact(u) for u in o.find_links],
+        "index_url": credentials.redact_url(o.index_url),
+        "extra_index_urls": [credentials.redact_url(u) for u in o.extra_index_urls],
+        "find_links": [credentials.redact_url(u) for u in o.find_links],
         "pre": o.pre,
         "no_deps": o.no_deps,
     }
@@ -482,16 +485,6 @@ def check_offline(spec: Spec, st: LockStatus, base_id: str, context_dir: Path | 
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-
-
-def _redact(url: str) -> str:
-    """Index credentials never reach the lock file (it is committed); changing them does not change
-    what resolves."""
-    scheme, sep, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    if sep and "@" in host:
-        return f"{scheme}://***@{host.rsplit('@', 1)[1]}{slash}{path}"
-    return url
 
 
 def _file_sha(p: Path) -> str:

@@ -353,6 +353,31 @@ def test_index_credentials_stay_out_of_the_lock(tmp_path: Path) -> None:
     assert "https://***@pypi.example/simple" in text
 
 
+def test_no_login_of_any_source_reaches_the_lock(tmp_path: Path) -> None:
+    """The lock file is committed: apt sources, conda channels and download URLs show that a login
+    was given, never which (a changed password or token makes no new lock)."""
+    write(
+        tmp_path,
+        'base(image="local/debian:bookworm", dev=True)\n'
+        'config.apt_source(source="deb https://alice:pw-apt-1@apt.example.com/debian bookworm main")\n'
+        "install.python()\n"
+        'install.python_packages(name=["six"])\n'
+        "install.conda()\n"
+        'config.conda_channel(channel="channels:\\n  - https://conda.anaconda.org/t/tk-conda-3/mychan\\n")\n'
+        'install.conda_packages(name=["numpy"], channel=["https://carol:pw-conda-4@conda.example.com/ch"])\n'
+        'io.http(url="https://dan:pw-http-5@files.example.com/a.bin", checksum="sha256:' + "a" * 64 + '")',
+    )
+    spec = spec_of(tmp_path)
+    text = make_lock(spec, tmp_path).dumps()
+    for secret in ("pw-apt-1", "tk-conda-3", "pw-conda-4", "pw-http-5", "alice", "carol", "dan"):
+        assert secret not in text, secret
+    assert "https://***@apt.example.com/debian" in text and "https://***@conda.example.com/ch" in text
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "build.envd").write_text((tmp_path / "build.envd").read_text().replace("tk-conda-3", "tk-changed"))
+    assert L.lock_inputs(spec_of(other), other) == L.lock_inputs(spec, tmp_path)
+
+
 def test_registry_digest_matches_the_repository_of_the_ref() -> None:
     digest = "sha256:" + "e" * 64
     b = L.BaseImage("127.0.0.1:5000/team/debian:bookworm", "", (f"127.0.0.1:5000/team/debian@{digest}",))
