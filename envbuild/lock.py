@@ -302,9 +302,12 @@ def apply_lock(spec: Spec, lock: Lock) -> Spec:
     Package versions reach the compiler as `pins`."""
     from frontend.spec import Base, VSCodeExtensions
 
-    sums = {d.url: d.sha256 for d in lock.http}
+    sums = {d.url: d.sha256 for d in lock.http}  # URLs as the lock shows them: logins redacted
     http = tuple(
-        h if h.checksum or h.url not in sums else dataclasses.replace(h, checksum=sums[h.url]) for h in spec.http
+        dataclasses.replace(h, checksum=sums[url])
+        if not h.checksum and (url := credentials.redact_url(h.url)) in sums
+        else h
+        for h in spec.http
     )
     changes: dict[str, Any] = {"http": http}
     if len(lock.vscode) == len(spec.vscode_extensions):
@@ -468,7 +471,9 @@ def check_offline(spec: Spec, st: LockStatus, base_id: str, context_dir: Path | 
             "pinned package versions: " + (st.describe() if st.exists else "no lock file; run `envbuild lock` online")
         )
     unpinned = [
-        h.url for h in spec.http if not h.checksum and not (st.lock and any(d.url == h.url for d in st.lock.http))
+        credentials.redact_url(h.url)
+        for h in spec.http
+        if not h.checksum and not (st.lock and any(d.url == credentials.redact_url(h.url) for d in st.lock.http))
     ]
     if unpinned:
         missing.append("checksums of io.http downloads (a lock or checksum=): " + ", ".join(unpinned))

@@ -41,7 +41,7 @@ from envbuild.compiler import compile as compiler_mod
 from envbuild.compiler import conda as conda_mod
 from envbuild.compiler import scripts as S
 from envbuild.compiler.compile import compile as compile_spec
-from envbuild.compiler.credentials import NETRC_PATH, NETRC_SECRET_ID
+from envbuild.compiler.credentials import NETRC_PATH, NETRC_SECRET_ID, redact_url
 from envbuild.compiler.installs import AptInstall, CondaInstall, PythonInstall
 from envbuild.compiler.mirrors import Mirrors
 from envbuild.compiler.options import CompileOptions, Pins
@@ -476,12 +476,6 @@ def _lock(
     steps: _Steps,
     previous: L.Lock | None,
 ) -> L.Lock:
-    http = [L.Download(h.url, h.checksum) for h in spec.http if h.checksum]
-    http += [
-        L.Download(h.url, "sha256:" + hashlib.sha256(files[f"http-{i}"]).hexdigest())
-        for i, h in enumerate(spec.http)
-        if not h.checksum
-    ]
     apt = tuple(
         L.AptStep(install.key, install.names, L.parse_apt_simulation(files[f"apt-{i}.txt"].decode()))
         for i, install in enumerate(steps.compiled.installs.apt)
@@ -501,11 +495,22 @@ def _lock(
         apt=apt,
         python_packages=python_packages,
         conda=conda,
-        http=tuple(sorted(http, key=lambda d: d.url)),
+        http=downloads(spec, files),
         toolchains=toolchains,
         vscode=lock_extensions(spec, context_dir, arch=platform.rsplit("/", 1)[-1]),
         unlocked=unlocked(spec) + unpinned,
     )
+
+
+def downloads(spec: Spec, files: Mapping[str, bytes]) -> tuple[L.Download, ...]:
+    """The ``io.http`` records: each URL as the lock shows it (a login redacted: the lock is
+    committed; `lock.apply_lock` finds them by the same form), with its checksum or the sha256 of
+    what the resolution downloaded (``http-<i>``)."""
+    http = [
+        L.Download(redact_url(h.url), h.checksum or "sha256:" + hashlib.sha256(files[f"http-{i}"]).hexdigest())
+        for i, h in enumerate(spec.http)
+    ]
+    return tuple(sorted(http, key=lambda d: d.url))
 
 
 def _python_packages(spec: Spec, files: Mapping[str, bytes], context_dir: Path) -> tuple[L.PythonPackage, ...]:

@@ -882,10 +882,11 @@ class _Compiler:
         owner = self.owner()
         for dl in self.spec.http:
             fname = dl.filename or posixpath.basename(dl.url.split("?", 1)[0]) or "download"
-            download = llb.http(dl.url, checksum=dl.checksum or None, filename=fname)
+            shown = credentials.redact_url(dl.url)  # the progress output and CI logs show no login
+            download = llb.http(dl.url, checksum=dl.checksum or None, filename=fname, name=shown)
             dest = f"{self.home}/extra_source/{fname}"
             state = state.file(
-                llb.copy(download, fname, dest, owner=owner), name=self.name(f"download {dl.url}", "http", dl.pos)
+                llb.copy(download, fname, dest, owner=owner), name=self.name(f"download {shown}", "http", dl.pos)
             )
         for c in self.spec.copies:
             dest = self.copy_target(c.target)

@@ -173,3 +173,27 @@ def test_apt_logins_that_auth_conf_cannot_hold_are_refused(tmp_path: Path) -> No
     )
     with pytest.raises(UsageError, match=r"config\.apt_source: the credentials of https://\*\*\*@apt\.example\.com"):
         compile(spec, OPTS)
+
+
+def test_a_download_login_is_shown_nowhere_but_where_the_builder_fetches(tmp_path: Path) -> None:
+    """BuildKit's http source takes the login in its URL (Docker 20.10's has no header secrets), so
+    the LLB holds it there and only there: the names the progress output and CI logs show, the label
+    and the image config say ``***``."""
+    spec = spec_of(
+        tmp_path,
+        'def build():\n    base(image="local/debian:bookworm", dev=True)\n'
+        '    io.http(url="https://eve:pw-http-6@files.example.com/a.bin", checksum="sha256:' + "a" * 64 + '")\n',
+    )
+    compiled = compile(spec, OPTS)
+    entries = compiled.definition().to_json()
+    names = [
+        e["OpMetadata"]["description"]["llb.customname"]
+        for e in entries
+        if "llb.customname" in (e.get("OpMetadata") or {}).get("description", {})
+    ]
+    assert "https://***@files.example.com/a.bin" in names
+    assert any(n.startswith("download https://***@files.example.com/a.bin") for n in names)
+    assert not any("pw-http-6" in n for n in names)
+    sources = [e["Op"]["source"]["identifier"] for e in entries if "source" in e["Op"]]
+    assert "https://eve:pw-http-6@files.example.com/a.bin" in sources
+    assert "pw-http-6" not in json.dumps(dict(compiled.image), default=str)

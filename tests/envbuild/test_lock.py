@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -118,6 +119,16 @@ def test_apply_lock_pins_http_and_base(project: Path) -> None:
     assert out.image == "docker.io/local/debian@sha256:" + "d" * 64
     assert out.base.dev is False
     assert out.python_packages == spec.python_packages and out.apt_packages == spec.apt_packages
+
+
+def test_a_download_with_a_login_is_locked_and_found_by_its_redacted_url(project: Path) -> None:
+    write(project, BODY + 'io.http(url="https://ann:pw-9@example.com/x.bin")\n')
+    spec = spec_of(project)
+    records = R.downloads(spec, {"http-0": b"x"})
+    assert [d.url for d in records] == ["https://***@example.com/x.bin"]
+    out = L.apply_lock(spec, make_lock(spec, project, http=records))
+    assert out.http[0].checksum == "sha256:" + hashlib.sha256(b"x").hexdigest()
+    assert out.http[0].url == "https://ann:pw-9@example.com/x.bin"  # the build still logs in
 
 
 def test_apply_lock_without_registry_digest_keeps_the_ref(project: Path) -> None:
