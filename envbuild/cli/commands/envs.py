@@ -301,7 +301,12 @@ def run(
 
 @app.command()
 def prune(
-    build_cache: bool = typer.Option(False, "--build-cache", help="Also prune envbuild's unused build cache records."),
+    build_cache: bool = typer.Option(
+        False,
+        "--build-cache",
+        help="Also prune envbuild's unused build cache records. BuildKit keeps no owner per record: on a "
+        "shared engine that is every envbuild user's unused records, never another tool's.",
+    ),
 ) -> None:
     """Remove your dangling envbuild images and SSH entries of environments that no longer exist
     (never other users' images, nor build cache envbuild did not make)."""
