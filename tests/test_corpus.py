@@ -8,9 +8,10 @@ case that a test turns into a repository served from a git mirror (as ``ENVBUILD
 so ``include()`` of a library works without the network. What envd would build is compared where it
 is decided, in the compiled build: ``llb`` (a list of ``{"step": customname, "op": partial op,
 "script": fragments of its command, "unset": copy flags it must not set}`` for the step named
-so), ``image`` (a partial image config), ``files`` (path in the image -> text
-fragments of the file a file operation writes there) and ``compile_notes`` (fragments of the notes
-the build prints).
+so), ``image`` (a partial image config), ``json_labels`` (image label -> a partial object of its JSON
+value), ``files`` (path in the image -> text fragments of the file a file operation writes there),
+``context_files`` (path in the build context -> the whole text the build's steps read there, after the
+build's own rewrite of it, run here) and ``compile_notes`` (fragments of the notes the build prints).
 
 ``tests/corpus/bad``: every broken or hostile build file fails the same way: exit code 2 (1 for a
 network failure, which is not the file's fault), one ``file:line:col: message`` on stderr, no
@@ -301,17 +302,20 @@ def test_envd_style_file(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
         for fragment in exp.get(kind, []):
             assert any(fragment in t for t in texts), f"{kind}: {fragment!r} not in {texts}"
     assert frontend.Spec.from_json(spec.to_json()) == spec
-    if any(k in exp for k in ("llb", "image", "files", "compile_notes")):
-        compiled_matches(exp, spec, case.name)
+    compiled_matches(exp, spec, case, tmp_path)
 
 
-def compiled_matches(exp: dict[str, Any], spec: frontend.Spec, project: str) -> None:
+COMPILED = ("llb", "image", "json_labels", "files", "context_files", "compile_notes")
+"""The keys of an ``expect.json`` that check the compiled build (`compiled_matches`)."""
+
+
+def compiled_matches(exp: dict[str, Any], spec: frontend.Spec, case: Path, tmp: Path) -> None:
     """The build envbuild compiles (offline, a Debian base config) against the case's expectations."""
     from envbuild.compiler import BaseConfig, CompileOptions
     from envbuild.compiler.compile import compile as compile_spec
 
     base = BaseConfig(env=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",), cmd=("bash",))
-    compiled = compile_spec(spec, CompileOptions(project=project, owner=(1000, 1000), base_config=base))
+    compiled = compile_spec(spec, CompileOptions(project=case.name, owner=(1000, 1000), base_config=base))
     ops = compiled.definition().to_json()
     by_name = {o.get("OpMetadata", {}).get("description", {}).get("llb.customname", ""): o["Op"] for o in ops}
     for check in exp.get("llb", []):
@@ -324,7 +328,11 @@ def compiled_matches(exp: dict[str, Any], spec: frontend.Spec, project: str) -> 
         for action in op.get("file", {}).get("actions", []):
             for flag in check.get("unset", []):
                 assert not action.get("copy", {}).get(flag), f"llb[{check['step']}]: {flag} is set"
-    matches(exp.get("image", {}), json.loads(json.dumps(dict(compiled.image), default=list)), "image")
+    image = json.loads(json.dumps(dict(compiled.image), default=list))
+    matches(exp.get("image", {}), image, "image")
+    for label, expected in exp.get("json_labels", {}).items():
+        assert label in image.get("labels", {}), f"no label {label!r}"
+        matches(expected, json.loads(image["labels"][label]), f"label {label}")
     written = {
         action["mkfile"]["path"]: base64.b64decode(action["mkfile"].get("data", "")).decode()
         for o in ops
@@ -335,8 +343,52 @@ def compiled_matches(exp: dict[str, Any], spec: frontend.Spec, project: str) -> 
         assert path in written, f"no file operation writes {path}"
         for fragment in fragments:
             assert fragment in written[path], f"{path}: {fragment!r} not in:\n{written[path]}"
+    if "context_files" in exp:
+        context = rewritten_context(ops, case, tmp / "context")
+        for path, text in exp["context_files"].items():
+            got = (context / path).read_text()
+            assert got == text, f"context {path}: expected {text!r}, got {got!r}"
     for fragment in exp.get("compile_notes", []):
         assert any(fragment in n for n in compiled.notes), f"{fragment!r} not in {compiled.notes}"
+
+
+def rewritten_context(ops: list[dict[str, Any]], case: Path, work: Path) -> Path:
+    """A copy of the case directory after the build's rewrite steps (`scripts.EDIT_DIR`: each binds the
+    context there writable, without network, and runs awk on it), run here by /bin/sh on the copy: the
+    files uv reads in the image's build, with no engine."""
+    from envbuild.compiler.scripts import EDIT_DIR
+
+    shutil.copytree(case, work)
+    for op in ops:
+        run = op["Op"].get("exec", {})
+        if not any(m.get("dest") == EDIT_DIR for m in run.get("mounts", [])):
+            continue
+        assert run.get("network") == "NONE", f"a step writing {EDIT_DIR} has network: {run}"
+        argv = run["meta"]["args"]
+        assert argv[:2] == ["/bin/sh", "-c"], argv
+        script = argv[2].replace(EDIT_DIR, str(work))
+        subprocess.run(["/bin/sh", "-c", script], cwd=work, env={"PATH": "/usr/bin:/bin"}, check=True, timeout=30)
+    return work
+
+
+def test_rewritten_context_runs_the_edit_steps_on_a_copy(tmp_path: Path) -> None:
+    """Only steps that bind the edit directory run, with it pointing at the copy; the case stays as it is."""
+    (tmp_path / "case").mkdir()
+    (tmp_path / "case" / "r.txt").write_text("a --pre\nb\n")
+    edit = {
+        "exec": {
+            "meta": {"args": ["/bin/sh", "-c", "set -eu\nsed -i 's/ --pre//' /run/envbuild-edit/r.txt\n"]},
+            "mounts": [{"dest": "/"}, {"dest": "/run/envbuild-edit", "input": "1"}],
+            "network": "NONE",
+        }
+    }
+    other = {"exec": {"meta": {"args": ["/bin/sh", "-c", "exit 1"]}, "mounts": [{"dest": "/"}]}}
+    out = rewritten_context([{"Op": other}, {"Op": edit}], tmp_path / "case", tmp_path / "work")
+    assert (out / "r.txt").read_text() == "a\nb\n"
+    assert (tmp_path / "case" / "r.txt").read_text() == "a --pre\nb\n"
+    online = {"exec": {**edit["exec"], "network": None}}
+    with pytest.raises(AssertionError, match="network"):
+        rewritten_context([{"Op": online}], tmp_path / "case", tmp_path / "again")
 
 
 def _cli(args: list[str], tmp: Path, **env: str) -> subprocess.CompletedProcess[str]:
