@@ -12,6 +12,7 @@ so), ``image`` (a partial image config), ``json_labels`` (image label -> a parti
 value), ``files`` (path in the image -> text fragments of the file a file operation writes there),
 ``context_files`` (path in the build context -> the whole text the build's steps read there, after the
 build's own rewrite of it, run here) and ``compile_notes`` (fragments of the notes the build prints).
+Every case that is not an error has at least one of these.
 
 ``tests/corpus/bad``: every broken or hostile build file fails the same way: exit code 2 (1 for a
 network failure, which is not the file's fault), one ``file:line:col: message`` on stderr, no
@@ -277,6 +278,7 @@ def test_envd_corpus_has_a_case_per_point() -> None:
         exp = json.loads((case / "expect.json").read_text())
         assert exp.get("envd"), f"{case.name}: say what envd does"
         assert ("spec" in exp) != ("error" in exp), f"{case.name}: a spec or an error"
+        assert "error" in exp or any(k in exp for k in COMPILED), f"{case.name}: say what is built ({COMPILED})"
 
 
 @pytest.mark.parametrize("case", envd_cases(), ids=lambda p: p.name)
