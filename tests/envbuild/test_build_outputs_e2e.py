@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -305,7 +306,18 @@ def _big_project(root: Path) -> Path:
 
 
 def _bytes_under(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink()) if path.exists() else 0
+    """Bytes of the regular files below ``path`` while an export writes there: a file or directory
+    renamed or removed meanwhile counts nothing (os.walk skips what it cannot list)."""
+    total = 0
+    for parent, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(parent, name))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "engine-gone"])
