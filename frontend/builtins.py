@@ -14,7 +14,7 @@ import ipaddress
 import posixpath
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import pip
 from . import spec as S
@@ -468,15 +468,23 @@ def _pypi(
     for w in wheels:
         if not w.endswith(".whl"):
             raise ValueError_(f"{q}(): local wheel {w!r} is not a .whl file")
-    files = _requirements_files(rec, q, req) if req else ()
+    files, from_files = _requirements_files(rec, q, req) if req else ((), S.PipOptions())
+    options = replace(
+        options,
+        pre=options.pre or from_files.pre,
+        trusted_hosts=tuple(dict.fromkeys((*options.trusted_hosts, *from_files.trusted_hosts))),
+    )
     if names or req or wheels:
         rec.python_packages.append(S.PythonPackages(names, req, wheels, pos, options, files))
 
 
-def _requirements_files(rec: Recorder, q: str, path: str) -> tuple[S.RequirementsFile, ...]:
+def _requirements_files(rec: Recorder, q: str, path: str) -> tuple[tuple[S.RequirementsFile, ...], S.PipOptions]:
     """The requirements file and those it names with ``-r``/``-c`` (each an input of the build, inside
-    the context), with the lines uv reads differently from pip (`pip.requirements_edits`)."""
+    the context), with the lines uv reads differently from pip (`pip.requirements_edits`), and the
+    options in them that uv takes from its command line only (`pip.command_line_options`)."""
     files: dict[str, S.RequirementsFile] = {}
+    pre = False
+    hosts: list[str] = []
     todo = [path]
     while todo:
         current = todo.pop(0)
@@ -487,11 +495,14 @@ def _requirements_files(rec: Recorder, q: str, path: str) -> tuple[S.Requirement
         if text is not None:
             edits, notes = pip.requirements_edits(text, current)
             rec.notes.extend(notes)
+            from_file, notes = pip.command_line_options(text, current)
+            rec.notes.extend(notes)
+            pre, hosts = pre or from_file.pre, [*hosts, *from_file.trusted_hosts]
             for name in pip.nested_files(text):
                 nested = posixpath.normpath(posixpath.join(posixpath.dirname(current), name))
                 todo.append(rec.input_path(q, f"-r in {current}", nested))
         files[current] = S.RequirementsFile(current, edits)
-    return tuple(files.values())
+    return tuple(files.values()), S.PipOptions(pre=pre, trusted_hosts=tuple(dict.fromkeys(hosts)))
 
 
 @builtin(

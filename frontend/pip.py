@@ -10,7 +10,8 @@ A requirements file is read as pip reads it (``requirements_edits``): pip accept
 requirement (``torch --extra-index-url URL``) and several options on one line, where uv refuses the
 first and misreads the second; those lines are rewritten, each option on a line of its own (where
 pip and uv both apply it to the whole file) and the requirement with its hashes, and the rest of the
-file is left as it is.
+file is left as it is. ``--pre`` and ``--trusted-host``, which uv ignores in a file, become options of
+the call (``command_line_options``), which uv takes on its command line.
 """
 
 from __future__ import annotations
@@ -228,6 +229,46 @@ def _known(group: list[str]) -> bool:
     return option in _FILE_OPTIONS or option == _HASH or _match_option(group[0], _FILE_OPTIONS) is not None
 
 
+_COMMAND_LINE_ONLY = ("--pre", "--trusted-host")
+"""Options of pip's file format that uv ignores in a file (it warns and goes on) but takes on its
+command line: pip applies them to the whole install, so the call's step gets them there."""
+
+
+def command_line_options(text: str, label: str) -> tuple[PipOptions, tuple[Note, ...]]:
+    """``--pre`` and ``--trusted-host`` anywhere in a requirements file, as the options of the call
+    that reads it (pip applies them to the whole install; uv reads them from its command line only),
+    with a note for each."""
+    pre = False
+    hosts: list[str] = []
+    notes: list[Note] = []
+    physical = text.splitlines()
+    for first, last, line in _logical_lines(text):
+        try:
+            groups = _options(shlex.split(line))
+        except ValueError:
+            continue  # requirements_edits reports a line it cannot split
+        for group in groups:
+            option = _match_option(group[0], dict.fromkeys(_COMMAND_LINE_ONLY))
+            if option is None:
+                continue
+            where = _position(physical, label, first, last, group[0])
+            if option == "--pre":
+                pre = True
+            else:
+                host = group[0][len(option) :].lstrip("=") if group[0] != option else (group[1:2] or [""])[0]
+                if not _HOST.fullmatch(host):
+                    raise ValueError_(f"--trusted-host needs a host name, got {host!r}").at(where)
+                hosts.append(host)
+            notes.append(
+                Note(
+                    f"`{option}` applies to the whole install: envbuild passes it on uv's command line "
+                    "(uv ignores it in a file, pip applies it to the whole install)",
+                    where,
+                )
+            )
+    return PipOptions(pre=pre, trusted_hosts=tuple(dict.fromkeys(hosts))), tuple(notes)
+
+
 _NESTED = {"-r": "--requirement", "-c": "--constraint"}
 
 
@@ -292,6 +333,8 @@ def requirements_edits(text: str, label: str) -> tuple[tuple[LineEdit, ...], tup
             continue
         new: list[str] = []
         for g in others:
+            if _match_option(g[0], dict.fromkeys(_COMMAND_LINE_ONLY)):
+                continue  # the call's uv command line gets it (`command_line_options`)
             option_line = shlex.join(g)
             where = _position(physical, label, first, last, g[0])
             if _CREDENTIALS.search(option_line):

@@ -104,14 +104,35 @@ def test_options_after_a_requirement_go_on_a_line_of_their_own() -> None:
     assert edits == (
         S.LineEdit(3, 3, f"--extra-index-url {TORCH_INDEX}\ntorch==1.12.1+cu116"),
         S.LineEdit(4, 5, "torchvision==0.13.1+cu116 --hash=sha256:abc --hash sha256:def"),
-        S.LineEdit(6, 6, "--extra-index-url https://a.example/simple\n--pre"),
+        S.LineEdit(6, 6, "--extra-index-url https://a.example/simple"),
     )
     assert [(str(n.pos), n.message.split("`")[1]) for n in notes] == [
         ("requirements.txt:3:21", f"--extra-index-url {TORCH_INDEX}"),
         ("requirements.txt:6:1", "--extra-index-url https://a.example/simple"),
-        ("requirements.txt:6:44", "--pre"),
     ]
-    assert "pip ignores it there" in notes[0].message and "one option per line" in notes[2].message
+    assert "pip ignores it there" in notes[0].message and "one option per line" in notes[1].message
+
+
+def test_pre_and_trusted_hosts_in_a_file_go_on_uvs_command_line() -> None:
+    """uv ignores them in a file (with a warning); pip applies them to the whole install."""
+    text = "--pre\nsix==1.16.0 --trusted-host=a.example\n--trusted-host b.example --extra-index-url https://b.example\n"
+    options, notes = pip.command_line_options(text, "r.txt")
+    assert options == S.PipOptions(pre=True, trusted_hosts=("a.example", "b.example"))
+    assert [str(n.pos) for n in notes] == ["r.txt:1:1", "r.txt:2:13", "r.txt:3:1"]
+    assert all("uv's command line" in n.message for n in notes)
+    edits, _ = pip.requirements_edits(text, "r.txt")
+    assert edits == (S.LineEdit(2, 2, "six==1.16.0"), S.LineEdit(3, 3, "--extra-index-url https://b.example"))
+    with pytest.raises(ValueError_, match="--trusted-host needs a host name") as info:
+        pip.command_line_options("--trusted-host 'a b'\n", "r.txt")
+    assert (info.value.file, info.value.line, info.value.col) == ("r.txt", 1, 1)
+
+
+def test_options_from_the_file_join_the_calls_own(ev) -> None:
+    spec = ev(
+        body('install.python_packages(name=["--trusted-host a.example"], requirements="requirements.txt")'),
+        {"requirements.txt": "--pre\n-r more.txt\n", "more.txt": "--trusted-host c.example\nsix\n"},
+    )
+    assert spec.python_packages[0].options == S.PipOptions(pre=True, trusted_hosts=("a.example", "c.example"))
 
 
 def test_a_file_uv_reads_as_pip_does_is_left_alone() -> None:
