@@ -32,6 +32,8 @@ command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 command -v git >/dev/null 2>&1 || need_pkgs+=(git)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+# dpkg-deb and dpkg-scanpackages: the credential tests serve a small apt repository of their own
+command -v dpkg-scanpackages >/dev/null 2>&1 || need_pkgs+=(dpkg-dev)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v setpriv >/dev/null 2>&1 || need_pkgs+=(util-linux)
 if [ "$WITH_REGISTRY" = 1 ] && ! command -v docker-registry >/dev/null 2>&1; then
