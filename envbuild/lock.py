@@ -470,11 +470,9 @@ def check_offline(spec: Spec, st: LockStatus, base_id: str, context_dir: Path | 
         missing.append(
             "pinned package versions: " + (st.describe() if st.exists else "no lock file; run `envbuild lock` online")
         )
-    unpinned = [
-        credentials.redact_url(h.url)
-        for h in spec.http
-        if not h.checksum and not (st.lock and any(d.url == credentials.redact_url(h.url) for d in st.lock.http))
-    ]
+    locked = {d.url for d in st.lock.http} if st.lock else set()  # URLs as the lock shows them
+    shown = [credentials.redact_url(h.url) for h in spec.http if not h.checksum]
+    unpinned = [url for url in shown if url not in locked]
     if unpinned:
         missing.append("checksums of io.http downloads (a lock or checksum=): " + ", ".join(unpinned))
     if st.fresh and st.lock is not None and st.lock.python_packages and context_dir is not None:

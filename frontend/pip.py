@@ -229,7 +229,7 @@ def _known(group: list[str]) -> bool:
     return option in _FILE_OPTIONS or option == _HASH or _match_option(group[0], _FILE_OPTIONS) is not None
 
 
-_COMMAND_LINE_ONLY = ("--pre", "--trusted-host")
+_COMMAND_LINE_ONLY = dict.fromkeys(("--pre", "--trusted-host"))
 """Options of pip's file format that uv ignores in a file (it warns and goes on) but takes on its
 command line: pip applies them to the whole install, so the call's step gets them there."""
 
@@ -248,14 +248,17 @@ def command_line_options(text: str, label: str) -> tuple[PipOptions, tuple[Note,
         except ValueError:
             continue  # requirements_edits reports a line it cannot split
         for group in groups:
-            option = _match_option(group[0], dict.fromkeys(_COMMAND_LINE_ONLY))
+            option = _match_option(group[0], _COMMAND_LINE_ONLY)
             if option is None:
                 continue
             where = _position(physical, label, first, last, group[0])
             if option == "--pre":
                 pre = True
             else:
-                host = group[0][len(option) :].lstrip("=") if group[0] != option else (group[1:2] or [""])[0]
+                try:
+                    host = _option_value(option, group[0], iter(group[1:]))
+                except ValueError_ as e:
+                    raise e.at(where) from None
                 if not _HOST.fullmatch(host):
                     raise ValueError_(f"--trusted-host needs a host name, got {host!r}").at(where)
                 hosts.append(host)
@@ -333,7 +336,7 @@ def requirements_edits(text: str, label: str) -> tuple[tuple[LineEdit, ...], tup
             continue
         new: list[str] = []
         for g in others:
-            if _match_option(g[0], dict.fromkeys(_COMMAND_LINE_ONLY)):
+            if _match_option(g[0], _COMMAND_LINE_ONLY):
                 continue  # the call's uv command line gets it (`command_line_options`)
             option_line = shlex.join(g)
             where = _position(physical, label, first, last, g[0])

@@ -155,23 +155,23 @@ def test_conda_urls_lose_userinfo_and_a_leading_token() -> None:
     )
 
 
-def test_one_host_with_two_conda_logins_is_refused_at_its_line(tmp_path: Path) -> None:
-    spec = spec_of(
-        tmp_path,
-        'def build():\n    base(image="local/debian:bookworm", dev=False)\n    install.conda()\n'
-        '    install.conda_packages(name=["a"], channel=["https://u:1@h.example/a", "https://u:2@h.example/b"])\n',
-    )
-    with pytest.raises(UsageError, match=r"build\.envd:4:\d+: install\.conda_packages: .*different logins for h\."):
-        compile(spec, OPTS)
-
-
-def test_apt_logins_that_auth_conf_cannot_hold_are_refused(tmp_path: Path) -> None:
-    spec = spec_of(
-        tmp_path,
-        'def build():\n    base(image="local/debian:bookworm", dev=False)\n'
-        '    config.apt_source(source="deb https://u:a%20b@apt.example.com/debian bookworm main")\n',
-    )
-    with pytest.raises(UsageError, match=r"config\.apt_source: the credentials of https://\*\*\*@apt\.example\.com"):
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (  # one host with two conda logins, refused at its line
+            'install.conda()\n    install.conda_packages(name=["a"], '
+            'channel=["https://u:1@h.example/a", "https://u:2@h.example/b"])',
+            r"build\.envd:4:\d+: install\.conda_packages: .*different logins for h\.",
+        ),
+        (  # an apt login that auth.conf cannot hold
+            'config.apt_source(source="deb https://u:a%20b@apt.example.com/debian bookworm main")',
+            r"config\.apt_source: the credentials of https://\*\*\*@apt\.example\.com",
+        ),
+    ],
+)
+def test_logins_a_secret_file_cannot_hold_are_refused(tmp_path: Path, call: str, message: str) -> None:
+    spec = spec_of(tmp_path, f'def build():\n    base(image="local/debian:bookworm", dev=False)\n    {call}\n')
+    with pytest.raises(UsageError, match=message):
         compile(spec, OPTS)
 
 

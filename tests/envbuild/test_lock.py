@@ -129,6 +129,10 @@ def test_a_download_with_a_login_is_locked_and_found_by_its_redacted_url(project
     out = L.apply_lock(spec, make_lock(spec, project, http=records))
     assert out.http[0].checksum == "sha256:" + hashlib.sha256(b"x").hexdigest()
     assert out.http[0].url == "https://ann:pw-9@example.com/x.bin"  # the build still logs in
+    st = L.LockStatus(project / "build.envd.lock", exists=True, lock=make_lock(spec, project, http=records))
+    with pytest.raises(L.OfflineError) as exc:  # offline: what is missing is the base, not the download
+        L.check_offline(spec, st, "")
+    assert "io.http" not in str(exc.value) and "pw-9" not in str(exc.value)
 
 
 def test_apply_lock_without_registry_digest_keeps_the_ref(project: Path) -> None:

@@ -125,6 +125,9 @@ def test_pre_and_trusted_hosts_in_a_file_go_on_uvs_command_line() -> None:
     with pytest.raises(ValueError_, match="--trusted-host needs a host name") as info:
         pip.command_line_options("--trusted-host 'a b'\n", "r.txt")
     assert (info.value.file, info.value.line, info.value.col) == ("r.txt", 1, 1)
+    with pytest.raises(ValueError_, match="--trusted-host needs a value") as info:
+        pip.command_line_options("six\n--trusted-host\n", "r.txt")
+    assert (info.value.file, info.value.line, info.value.col) == ("r.txt", 2, 1)
 
 
 def test_options_from_the_file_join_the_calls_own(ev) -> None:
